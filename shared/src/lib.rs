@@ -1,0 +1,23 @@
+//! The message schema that Spillway's edge and consumer both speak.
+//!
+//! This crate owns the wire format: the event model of the public HTTP API and its validation
+//! rules, the [`Limits`] both sides enforce, how event ids are made, and the versioned SQS
+//! envelope with the packer that fits events into `SendMessageBatch` requests.
+//!
+//! It deliberately does no I/O, reads no clock and draws no random numbers: the current time
+//! and random bytes are arguments, so every rule here is deterministic and tested natively.
+//! It builds for `wasm32-unknown-unknown` (the edge) and for the host (the consumer).
+
+pub mod envelope;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod pack;
+
+pub use envelope::{decode, encode_message, DecodeError, Envelope, ENVELOPE_VERSION};
+pub use event::{
+    validate_event, validate_events, Code, EdgeInfo, Event, Problem, ValidEvent, MAX_TYPE_CHARS,
+};
+pub use ids::{derive_id, uuid_v7, IdSource};
+pub use limits::{Limits, LimitsError};
+pub use pack::{pack, BatchEntry, BatchRequest, PackError};

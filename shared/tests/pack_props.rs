@@ -1,0 +1,152 @@
+//! Property tests: packing respects every limit and loses, duplicates or reorders nothing.
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+use spillway_shared::limits::{SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
+use spillway_shared::{decode, pack, EdgeInfo, Event, Limits, PackError};
+use uuid::Uuid;
+
+fn event(i: u128, data_len: usize, text: &str) -> Event {
+    let mut data = Map::new();
+    data.insert(
+        "pad".into(),
+        Value::String(text.repeat(data_len / text.len().max(1))),
+    );
+    data.insert("n".into(), json!(i as u64));
+    Event {
+        id: Uuid::from_u128(i + 1),
+        event_type: "t".into(),
+        occurred_at: None,
+        received_at: DateTime::<Utc>::from_timestamp_millis(1_764_316_800_123).expect("time"),
+        key_id: "web".into(),
+        edge: i.is_multiple_of(2).then(|| EdgeInfo {
+            colo: Some("FRA".into()),
+            country: Some("DE".into()),
+        }),
+        data,
+    }
+}
+
+fn arb_events() -> impl Strategy<Value = Vec<Event>> {
+    // Sizes from tiny to near the event cap; strings include non-ASCII and the two
+    // non-characters that must be escaped for SQS.
+    let texts = prop::sample::select(vec!["a", "é", "\u{FFFE}", "\u{FFFF}x", "\"\\", "🦀"]);
+    prop::collection::vec((0usize..3_000, texts), 0..120).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (len, t))| event(i as u128, len, t))
+            .collect()
+    })
+}
+
+fn arb_limits() -> impl Strategy<Value = Limits> {
+    (8_192usize..40_000, 1usize..4).prop_map(|(message, batch_factor)| Limits {
+        max_event_bytes: 7_000,
+        max_message_bytes: message,
+        max_batch_bytes: (message * batch_factor).min(SQS_MAX_MESSAGE_BYTES),
+        ..Limits::default()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn packing_respects_limits_and_keeps_every_event_in_order(
+        events in arb_events(),
+        limits in arb_limits(),
+    ) {
+        let batches = pack(&events, &limits).expect("all events fit");
+        let mut seen = Vec::new();
+        let mut entry_ids = std::collections::HashSet::new();
+        for batch in &batches {
+            prop_assert!(!batch.entries.is_empty());
+            prop_assert!(batch.entries.len() <= SQS_MAX_BATCH_ENTRIES);
+            prop_assert!(batch.body_bytes() <= limits.max_batch_bytes);
+            prop_assert!(batch.body_bytes() <= SQS_MAX_MESSAGE_BYTES);
+            for entry in &batch.entries {
+                prop_assert!(entry.body.len() <= limits.max_message_bytes);
+                let raw_nonchar = entry.body.contains(['\u{FFFE}', '\u{FFFF}']);
+                prop_assert!(!raw_nonchar, "U+FFFE/U+FFFF must be escaped for SQS");
+                prop_assert!(entry_ids.insert(entry.id.clone()), "entry ids unique");
+                let decoded = decode(&entry.body).expect("decodes");
+                let ids: Vec<Uuid> = decoded.iter().map(|e| e.id).collect();
+                prop_assert_eq!(&ids, &entry.event_ids);
+                seen.extend(decoded);
+            }
+        }
+        // Round trip: the same events, in the same order, none lost or duplicated.
+        prop_assert_eq!(seen, events);
+    }
+
+    #[test]
+    fn packing_is_deterministic(events in arb_events(), limits in arb_limits()) {
+        prop_assert_eq!(pack(&events, &limits), pack(&events, &limits));
+    }
+}
+
+#[test]
+fn no_events_pack_to_no_requests() {
+    assert_eq!(pack(&[], &Limits::default()), Ok(vec![]));
+}
+
+#[test]
+fn oversized_event_is_refused_with_its_index() {
+    let limits = Limits {
+        max_event_bytes: 1_000,
+        ..Limits::default()
+    };
+    let events = vec![event(0, 10, "a"), event(1, 2_000, "a")];
+    match pack(&events, &limits) {
+        Err(PackError::EventTooLarge { index, size, max }) => {
+            assert_eq!(index, 1);
+            assert!(size > 1_000);
+            assert_eq!(max, 1_000);
+        }
+        other => panic!("expected EventTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn ten_entries_per_request_at_most() {
+    // Each event alone fills a message, so 25 events -> 25 messages -> 3 requests.
+    let limits = Limits {
+        max_event_bytes: 3_000,
+        max_message_bytes: 4_000,
+        ..Limits::default()
+    };
+    let events: Vec<Event> = (0..25).map(|i| event(i, 2_500, "a")).collect();
+    let batches = pack(&events, &limits).expect("fits");
+    let sizes: Vec<usize> = batches.iter().map(|b| b.entries.len()).collect();
+    assert_eq!(sizes, vec![10, 10, 5]);
+    let ids: Vec<&str> = batches
+        .iter()
+        .flat_map(|b| b.entries.iter().map(|e| e.id.as_str()))
+        .collect();
+    assert_eq!(ids.first(), Some(&"m0"));
+    assert_eq!(ids.last(), Some(&"m24"));
+}
+
+#[test]
+fn small_events_share_one_message() {
+    let events: Vec<Event> = (0..100).map(|i| event(i, 50, "a")).collect();
+    let batches = pack(&events, &Limits::default()).expect("fits");
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].entries.len(), 1);
+    assert_eq!(batches[0].entries[0].event_ids.len(), 100);
+}
+
+#[test]
+fn fifo_dedup_id_is_stable_and_content_specific() {
+    let events: Vec<Event> = (0..3).map(|i| event(i, 10, "a")).collect();
+    let a = pack(&events, &Limits::default()).expect("fits");
+    let b = pack(&events[..2], &Limits::default()).expect("fits");
+    let da = &a[0].entries[0].dedup_id;
+    assert_eq!(
+        da,
+        &pack(&events, &Limits::default()).expect("fits")[0].entries[0].dedup_id
+    );
+    assert_ne!(da, &b[0].entries[0].dedup_id);
+    assert!(da.len() <= 128, "SQS allows 128 characters");
+}

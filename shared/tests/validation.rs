@@ -1,0 +1,268 @@
+//! One test per validation rule of the public event model.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use spillway_shared::{validate_event, validate_events, Code, Limits, Problem};
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
+        .expect("valid time")
+        .with_timezone(&Utc)
+}
+
+fn check(v: Value) -> Result<spillway_shared::ValidEvent, Vec<Problem>> {
+    let len = v.to_string().len();
+    validate_event(v, len, 0, &Limits::default(), now())
+}
+
+fn codes(r: Result<spillway_shared::ValidEvent, Vec<Problem>>) -> Vec<(Code, Option<String>)> {
+    r.expect_err("should be invalid")
+        .into_iter()
+        .map(|p| (p.code, p.field))
+        .collect()
+}
+
+#[test]
+fn minimal_event_is_valid_with_empty_data() {
+    let e = check(json!({"type": "page_view"})).expect("valid");
+    assert_eq!(e.event_type, "page_view");
+    assert_eq!(e.id, None);
+    assert_eq!(e.occurred_at, None);
+    assert!(e.data.is_empty());
+}
+
+#[test]
+fn full_event_is_valid() {
+    let e = check(json!({
+        "type": "signup",
+        "id": "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10",
+        "timestamp": "2026-11-28T09:30:00+01:00",
+        "data": {"plan": "pro", "seats": 3}
+    }))
+    .expect("valid");
+    assert_eq!(
+        e.id.map(|u| u.to_string()).as_deref(),
+        Some("0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10")
+    );
+    assert_eq!(
+        e.occurred_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-11-28T08:30:00+00:00"),
+        "normalised to UTC"
+    );
+    assert_eq!(e.data.get("seats"), Some(&json!(3)));
+}
+
+#[test]
+fn not_an_object() {
+    for v in [json!([]), json!("x"), json!(1), json!(null), json!(true)] {
+        assert_eq!(codes(check(v)), vec![(Code::InvalidEvent, None)]);
+    }
+}
+
+#[test]
+fn type_is_required() {
+    assert_eq!(
+        codes(check(json!({"data": {}}))),
+        vec![(Code::MissingField, Some("type".into()))]
+    );
+}
+
+#[test]
+fn type_must_be_a_string_of_1_to_128_chars() {
+    for bad in [json!(""), json!(5), json!(null), json!("é".repeat(129))] {
+        assert_eq!(
+            codes(check(json!({"type": bad}))),
+            vec![(Code::InvalidField, Some("type".into()))],
+            "{bad}"
+        );
+    }
+    assert!(
+        check(json!({"type": "é".repeat(128)})).is_ok(),
+        "128 chars, 256 bytes"
+    );
+}
+
+#[test]
+fn id_must_be_a_uuid() {
+    for bad in [
+        json!("not-a-uuid"),
+        json!(123),
+        json!("00000000-0000-0000-0000-000000000000"),
+        json!("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+        json!(null),
+    ] {
+        assert_eq!(
+            codes(check(json!({"type": "t", "id": bad}))),
+            vec![(Code::InvalidField, Some("id".into()))],
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn timestamp_must_be_rfc3339() {
+    for bad in [
+        json!("2026-11-28"),
+        json!("yesterday"),
+        json!(1764316800),
+        json!("2026-11-28 08:00:00"),
+    ] {
+        assert_eq!(
+            codes(check(json!({"type": "t", "timestamp": bad}))),
+            vec![(Code::InvalidField, Some("timestamp".into()))],
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn timestamp_window_is_one_day_ahead_and_a_year_behind() {
+    let at = |d: Duration| json!({"type": "t", "timestamp": (now() + d).to_rfc3339()});
+    assert!(check(at(Duration::hours(23))).is_ok());
+    assert!(check(at(-Duration::days(364))).is_ok());
+    for far in [Duration::days(2), -Duration::days(366)] {
+        assert_eq!(
+            codes(check(at(far))),
+            vec![(Code::TimestampOutOfRange, Some("timestamp".into()))]
+        );
+    }
+}
+
+#[test]
+fn data_must_be_an_object() {
+    for bad in [json!([]), json!("x"), json!(null), json!(1)] {
+        assert_eq!(
+            codes(check(json!({"type": "t", "data": bad}))),
+            vec![(Code::InvalidField, Some("data".into()))]
+        );
+    }
+}
+
+#[test]
+fn data_depth_is_limited() {
+    let limits = Limits::default();
+    // Event (1) + data (2) + nested objects: build exactly the limit, then one more.
+    let nest = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!({ "a": v });
+        }
+        v
+    };
+    let ok = json!({"type": "t", "data": nest(limits.max_json_depth - 1)});
+    assert!(check(ok).is_ok());
+    let deep = json!({"type": "t", "data": nest(limits.max_json_depth)});
+    assert_eq!(
+        codes(check(deep)),
+        vec![(Code::TooDeep, Some("data".into()))]
+    );
+}
+
+#[test]
+fn unknown_fields_are_named() {
+    let p = check(json!({"type": "t", "user": 1})).expect_err("invalid");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].code, Code::UnknownField);
+    assert_eq!(p[0].field.as_deref(), Some("user"));
+    assert!(p[0].message.contains("`user`"));
+}
+
+#[test]
+fn every_problem_is_reported() {
+    let p = codes(check(json!({"id": "x", "timestamp": 3, "extra": 1})));
+    assert_eq!(p.len(), 4, "{p:?}");
+    assert!(p.contains(&(Code::InvalidField, Some("id".into()))));
+    assert!(p.contains(&(Code::InvalidField, Some("timestamp".into()))));
+    assert!(p.contains(&(Code::UnknownField, Some("extra".into()))));
+    assert!(p.contains(&(Code::MissingField, Some("type".into()))));
+}
+
+#[test]
+fn event_size_is_limited() {
+    let limits = Limits::default();
+    let r = validate_event(
+        json!({"type": "t"}),
+        limits.max_event_bytes + 1,
+        4,
+        &limits,
+        now(),
+    );
+    let p = r.expect_err("too large");
+    assert_eq!(p[0].code, Code::EventTooLarge);
+    assert_eq!(p[0].index, Some(4));
+    assert!(validate_event(
+        json!({"type": "t"}),
+        limits.max_event_bytes,
+        4,
+        &limits,
+        now()
+    )
+    .is_ok());
+}
+
+#[test]
+fn event_count_is_limited() {
+    let limits = Limits {
+        max_events_per_request: 3,
+        ..Limits::default()
+    };
+    let items = |n| {
+        (0..n)
+            .map(|_| (json!({"type": "t"}), 12))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        validate_events(items(3), &limits, now()).map(|v| v.len()),
+        Ok(3)
+    );
+    let p = validate_events(items(4), &limits, now()).expect_err("too many");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].code, Code::TooManyEvents);
+    assert_eq!(p[0].index, None);
+}
+
+#[test]
+fn duplicate_client_ids_in_one_request() {
+    let id = "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10";
+    let items = vec![
+        (json!({"type": "a", "id": id}), 10),
+        (json!({"type": "b"}), 10),
+        (json!({"type": "c", "id": id}), 10),
+    ];
+    let p = validate_events(items, &Limits::default(), now()).expect_err("dup");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].code, Code::DuplicateId);
+    assert_eq!(p[0].index, Some(2));
+}
+
+#[test]
+fn problems_carry_the_event_index_in_order() {
+    let items = vec![
+        (json!({"type": "ok"}), 10),
+        (json!({"nope": 1}), 10),
+        (json!("x"), 3),
+    ];
+    let p = validate_events(items, &Limits::default(), now()).expect_err("invalid");
+    let idx: Vec<_> = p.iter().map(|p| p.index).collect();
+    assert_eq!(idx, vec![Some(1), Some(1), Some(2)]);
+}
+
+#[test]
+fn codes_have_stable_names() {
+    let all = [
+        (Code::InvalidJson, "invalid_json"),
+        (Code::InvalidEvent, "invalid_event"),
+        (Code::MissingField, "missing_field"),
+        (Code::InvalidField, "invalid_field"),
+        (Code::UnknownField, "unknown_field"),
+        (Code::DuplicateId, "duplicate_id"),
+        (Code::TimestampOutOfRange, "timestamp_out_of_range"),
+        (Code::TooDeep, "too_deep"),
+        (Code::EventTooLarge, "event_too_large"),
+        (Code::TooManyEvents, "too_many_events"),
+    ];
+    for (code, name) in all {
+        assert_eq!(code.as_str(), name);
+        assert_eq!(serde_json::to_value(code).expect("serialises"), json!(name));
+    }
+}
