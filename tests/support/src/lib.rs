@@ -1,0 +1,564 @@
+//! Real services for Spillway's tests and for `cargo xtask dev`: a throwaway PostgreSQL cluster,
+//! the local SQS (moto), any long-running child process, and a fault-injecting TCP proxy.
+//!
+//! Every service runs on 127.0.0.1 on a private port and is stopped when its handle is dropped.
+//! Because a test process can die before `Drop` runs, each service also leaves a small record in
+//! [`run_dir`]; `cargo xtask test` calls [`sweep`] at the end so nothing it started outlives it.
+//!
+//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto are there.
+
+mod proxy;
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+pub use proxy::{FaultMode, FaultProxy};
+
+/// The repository root (the workspace directory).
+pub fn repo_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| here.join("../.."))
+}
+
+/// Where services keep their data, logs and leftover records: `$SPILLWAY_RUN_DIR`, or
+/// `target/spillway-run` in the repository.
+pub fn run_dir() -> PathBuf {
+    let dir = std::env::var_os("SPILLWAY_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/spillway-run"));
+    let _ = fs::create_dir_all(&dir);
+    dir
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("binding a probe socket on 127.0.0.1")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Is something accepting TCP connections on 127.0.0.1:`port`?
+pub fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
+}
+
+/// Waits until 127.0.0.1:`port` accepts connections.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if port_open(port) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listened on 127.0.0.1:{port} within {timeout:?}")
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1, returning status and body; enough for health checks
+/// without pulling an HTTP client into every test.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {raw:.80}"))?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_owned()))
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A leftover record: what [`sweep`] must stop if the owner died without cleaning up.
+struct Record(PathBuf);
+
+impl Record {
+    fn write(name: &str, content: &str) -> Self {
+        let path = run_dir().join(format!("{name}.service"));
+        let _ = fs::write(&path, content);
+        Record(path)
+    }
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Stops every service whose record is still in `dir` (their owner died), and returns how many.
+pub fn sweep(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut stopped = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("service") {
+            continue;
+        }
+        let content = fs::read_to_string(&path).unwrap_or_default();
+        let mut parts = content.splitn(2, ' ');
+        match (parts.next(), parts.next().map(str::trim)) {
+            (Some("group"), Some(pgid)) => {
+                kill_group(pgid, "KILL");
+                stopped += 1;
+            }
+            (Some("postgres"), Some(data)) => {
+                if let Ok(bin) = pg_bin_dir() {
+                    let _ = pg_command(&bin, "pg_ctl")
+                        .args(["-D", data, "-m", "immediate", "stop"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                stopped += 1;
+            }
+            _ => {}
+        }
+        let _ = fs::remove_file(&path);
+    }
+    stopped
+}
+
+fn kill_group(pgid: &str, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A child process in its own process group, stopped (the whole group) on drop.
+///
+/// Process groups matter: `wrangler dev` starts `workerd`, and killing only the parent would
+/// leave `workerd` serving.
+#[derive(Debug)]
+pub struct Service {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    record: Option<PathBuf>,
+}
+
+impl Service {
+    /// Spawns `cmd` in a new process group with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Service> {
+        use std::os::unix::process::CommandExt;
+        if let Some(parent) = log.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let err = out.try_clone()?;
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        let record = Record::write(&unique(name), &format!("group {}", child.id()));
+        let path = record.0.clone();
+        std::mem::forget(record);
+        Ok(Service {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+            record: Some(path),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last `lines` lines of the log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Has the process exited? Returns its status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the whole group.
+    pub fn signal(&self, signal: &str) {
+        if let Some(c) = &self.child {
+            kill_group(&c.id().to_string(), signal);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`; waits for the process and returns its status.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        kill_group(&child.id().to_string(), "TERM");
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() >= deadline {
+                kill_group(&child.id().to_string(), "KILL");
+                break child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The leader may exit before its group (workerd under wrangler): make sure.
+        kill_group(&child.id().to_string(), "KILL");
+        if let Some(r) = self.record.take() {
+            let _ = fs::remove_file(r);
+        }
+        status
+    }
+
+    /// SIGKILL to the group and reap, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&child.id().to_string(), "KILL");
+            let _ = child.wait();
+        }
+        if let Some(r) = self.record.take() {
+            let _ = fs::remove_file(r);
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop(Duration::from_secs(3));
+        }
+        let _ = &self.name;
+    }
+}
+
+/// The local SQS: moto's server, from the project's venv (`.venv`, made by `cargo xtask`).
+#[derive(Debug)]
+pub struct Moto {
+    port: u16,
+    service: Service,
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits until it answers.
+    pub fn start() -> Result<Moto> {
+        Self::start_on(free_port()?)
+    }
+
+    /// Starts moto on `port`.
+    pub fn start_on(port: u16) -> Result<Moto> {
+        let bin = std::env::var_os("SPILLWAY_MOTO_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/moto_server"));
+        if !bin.exists() {
+            bail!(
+                "{} is missing: run `cargo xtask test` (or `cargo xtask dev`) once to install moto",
+                bin.display()
+            );
+        }
+        if port_open(port) {
+            bail!("port {port} is already in use; choose another");
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let log = run_dir().join(format!("moto-{port}.log"));
+        let mut service = Service::spawn("moto", cmd, &log)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(port, "/moto-api/") {
+                break;
+            }
+            if let Some(status) = service.exited() {
+                bail!("moto exited ({status}): {}", service.log_tail(20));
+            }
+            if Instant::now() > deadline {
+                bail!("moto did not answer in 20 s: {}", service.log_tail(20));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Moto { port, service })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`, the endpoint for the SQS client.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn service(&mut self) -> &mut Service {
+        &mut self.service
+    }
+}
+
+/// The newest `/usr/lib/postgresql/*/bin` (or `$SPILLWAY_PG_BIN`).
+pub fn pg_bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("SPILLWAY_PG_BIN") {
+        return Ok(PathBuf::from(dir));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .map_err(|_| {
+            anyhow!("PostgreSQL is not installed: run `apt-get install -y postgresql` (as root)")
+        })?
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, b)| b)
+        .ok_or_else(|| anyhow!("no initdb under /usr/lib/postgresql/*/bin"))
+}
+
+/// A command from PostgreSQL's bin dir, run as the `postgres` user when we are root
+/// (PostgreSQL refuses to run as root).
+fn pg_command(bin: &Path, tool: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+/// A throwaway PostgreSQL cluster on 127.0.0.1 and a private port, trust auth, user `postgres`.
+#[derive(Debug)]
+pub struct Postgres {
+    port: u16,
+    bin: PathBuf,
+    dir: PathBuf,
+    keep: bool,
+    _record: Option<PathBuf>,
+}
+
+impl Postgres {
+    /// `initdb` + `pg_ctl start` on a free port.
+    pub fn start() -> Result<Postgres> {
+        Self::start_in(&run_dir().join(unique("pg")), free_port()?, false)
+    }
+
+    /// Starts a cluster in `dir` on `port`, creating it when `dir` has none yet. With `keep`,
+    /// the data survives drop (for `cargo xtask up`, which stops it explicitly).
+    pub fn start_in(dir: &Path, port: u16, keep: bool) -> Result<Postgres> {
+        let bin = pg_bin_dir()?;
+        if port_open(port) {
+            bail!("port {port} is already in use; choose another");
+        }
+        fs::create_dir_all(dir)?;
+        let dir = dir.canonicalize()?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()?
+                .success();
+            if !ok {
+                bail!("could not chown {} to the postgres user", dir.display());
+            }
+        }
+        let data = dir.join("data");
+        if !data.join("PG_VERSION").exists() {
+            let out = pg_command(&bin, "initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+                .output()
+                .context("running initdb")?;
+            if !out.status.success() {
+                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let pg = Postgres {
+            port,
+            bin,
+            dir: dir.clone(),
+            keep,
+            _record: if keep {
+                None
+            } else {
+                let r = Record::write(&unique("pg"), &format!("postgres {}", data.display()));
+                let p = r.0.clone();
+                std::mem::forget(r);
+                Some(p)
+            },
+        };
+        pg.start_again()?;
+        Ok(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Starts the (stopped) cluster again on the same port and waits until it accepts.
+    pub fn start_again(&self) -> Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let out = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-o", &opts, "-w", "-t", "30", "start"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .context("running pg_ctl start")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl start failed: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the cluster (fast shutdown: open connections are cut), keeping its data.
+    pub fn stop(&self) -> Result<()> {
+        let ok = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status()?
+            .success();
+        if !ok {
+            bail!("pg_ctl stop failed");
+        }
+        Ok(())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs `sql` with psql and returns its unaligned, tuples-only output.
+    pub fn psql(&self, sql: &str) -> Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(["-c", sql])
+            .output()
+            .context("running psql")?;
+        if !out.status.success() {
+            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let _ = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = fs::remove_dir_all(&self.dir);
+        if let Some(r) = self._record.take() {
+            let _ = fs::remove_file(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let p = free_port().expect("port");
+        assert!(TcpListener::bind(("127.0.0.1", p)).is_ok());
+    }
+
+    #[test]
+    fn sweep_stops_an_orphaned_group() {
+        let dir = run_dir().join(unique("sweep-test"));
+        fs::create_dir_all(&dir).expect("dir");
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        fs::write(dir.join("x.service"), format!("group {}", child.id())).expect("record");
+        assert_eq!(sweep(&dir), 1);
+        let status = child.wait().expect("wait");
+        assert!(!status.success(), "killed, not finished");
+        assert_eq!(fs::read_dir(&dir).expect("dir").count(), 0);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
