@@ -1,1 +1,47 @@
-fn main() {}
+//! Spillway's developer commands, run as `cargo xtask <command>`.
+//!
+//! - `test`: installs the missing tools, then runs every check CI runs.
+//! - `dev`, `up`, `down`, `status`: the local pipeline (see `../README.md`).
+//!
+//! This is a binary for humans and CI; it holds no pipeline logic, only orchestration.
+
+mod bootstrap;
+mod stack;
+mod step;
+mod test;
+
+use anyhow::Result;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test    install what is missing, then run every check CI runs
+  dev     run the whole pipeline locally and show its status until Ctrl-C
+  up      start the local pipeline in the background and return when it is ready
+  down    stop what `up` started
+  status  show the status of a running pipeline once
+
+options of dev and up: --edge-port N (8787), --sqs-port N (9324), --pg-port N (54329)";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result: Result<()> = match args.first().map(String::as_str) {
+        Some("test") => test::main(&args[1..]),
+        Some("dev") => stack::dev(&args[1..]),
+        Some("up") => stack::up(&args[1..]),
+        Some("down") => stack::down(),
+        Some("status") => stack::status_once(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("\nxtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}

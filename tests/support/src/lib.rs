@@ -8,6 +8,8 @@
 //! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto are there.
 
 mod proxy;
+pub mod sqs;
+pub mod stack;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub use proxy::{FaultMode, FaultProxy};
+pub use sqs::LocalSqs;
+pub use stack::{Stack, StackConfig, Status};
 
 /// The repository root (the workspace directory).
 pub fn repo_root() -> PathBuf {
@@ -120,39 +124,72 @@ impl Drop for Record {
     }
 }
 
-/// Stops every service whose record is still in `dir` (their owner died), and returns how many.
-pub fn sweep(dir: &Path) -> usize {
+/// Stops every service whose record is still in `dir` (their owner died, or they were
+/// detached on purpose by `cargo xtask up`), and returns how many.
+///
+/// Process groups get SIGTERM first (the poller finishes its batch), then SIGKILL after `grace`;
+/// PostgreSQL clusters get a fast shutdown.
+pub fn sweep(dir: &Path, grace: Duration) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
+    let mut records: Vec<(PathBuf, String)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("service"))
+        .map(|p| {
+            let c = fs::read_to_string(&p).unwrap_or_default();
+            (p, c)
+        })
+        .collect();
+    // Processes before databases: stop the writers first.
+    records.sort_by_key(|(_, c)| c.starts_with("postgres"));
     let mut stopped = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("service") {
-            continue;
-        }
-        let content = fs::read_to_string(&path).unwrap_or_default();
-        let mut parts = content.splitn(2, ' ');
-        match (parts.next(), parts.next().map(str::trim)) {
-            (Some("group"), Some(pgid)) => {
-                kill_group(pgid, "KILL");
+    let mut groups = Vec::new();
+    for (path, content) in &records {
+        if let Some(pgid) = content.strip_prefix("group ") {
+            let pgid = pgid.trim().to_owned();
+            if group_alive(&pgid) {
+                kill_group(&pgid, "TERM");
+                groups.push(pgid);
                 stopped += 1;
             }
-            (Some("postgres"), Some(data)) => {
-                if let Ok(bin) = pg_bin_dir() {
-                    let _ = pg_command(&bin, "pg_ctl")
-                        .args(["-D", data, "-m", "immediate", "stop"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
-                }
-                stopped += 1;
-            }
-            _ => {}
+            let _ = fs::remove_file(path);
         }
-        let _ = fs::remove_file(&path);
+    }
+    let deadline = Instant::now() + grace;
+    while groups.iter().any(|g| group_alive(g)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for g in &groups {
+        kill_group(g, "KILL");
+    }
+    for (path, content) in &records {
+        if let Some(data) = content.strip_prefix("postgres ") {
+            if let Ok(bin) = pg_bin_dir() {
+                let ok = pg_command(&bin, "pg_ctl")
+                    .args(["-D", data.trim(), "-m", "fast", "-w", "stop"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false);
+                stopped += usize::from(ok);
+            }
+            let _ = fs::remove_file(path);
+        }
     }
     stopped
+}
+
+fn group_alive(pgid: &str) -> bool {
+    Command::new("kill")
+        .args(["-0", "--", &format!("-{pgid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 fn kill_group(pgid: &str, signal: &str) {
@@ -254,6 +291,15 @@ impl Service {
         status
     }
 
+    /// Leaves the process running after this handle is gone; its record stays in [`run_dir`]
+    /// so that [`sweep`] stops it later.
+    pub fn detach(mut self) -> u32 {
+        let pid = self.pid();
+        self.child = None;
+        self.record = None;
+        pid
+    }
+
     /// SIGKILL to the group and reap, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -334,6 +380,15 @@ impl Moto {
     pub fn service(&mut self) -> &mut Service {
         &mut self.service
     }
+
+    pub fn log_path(&self) -> &Path {
+        self.service.log_path()
+    }
+
+    /// Leaves moto running; [`sweep`] stops it later.
+    pub fn detach(self) {
+        self.service.detach();
+    }
 }
 
 /// The newest `/usr/lib/postgresql/*/bin` (or `$SPILLWAY_PG_BIN`).
@@ -388,7 +443,7 @@ impl Postgres {
     }
 
     /// Starts a cluster in `dir` on `port`, creating it when `dir` has none yet. With `keep`,
-    /// the data survives drop (for `cargo xtask up`, which stops it explicitly).
+    /// the data directory survives drop (the cluster is still stopped).
     pub fn start_in(dir: &Path, port: u16, keep: bool) -> Result<Postgres> {
         let bin = pg_bin_dir()?;
         if port_open(port) {
@@ -423,9 +478,7 @@ impl Postgres {
             bin,
             dir: dir.clone(),
             keep,
-            _record: if keep {
-                None
-            } else {
+            _record: {
                 let r = Record::write(&unique("pg"), &format!("postgres {}", data.display()));
                 let p = r.0.clone();
                 std::mem::forget(r);
@@ -468,6 +521,12 @@ impl Postgres {
         Ok(())
     }
 
+    /// Leaves the cluster running after this handle is gone; [`sweep`] stops it later.
+    pub fn detach(mut self) {
+        self.keep = true;
+        self._record = None;
+    }
+
     /// Stops the cluster (fast shutdown: open connections are cut), keeping its data.
     pub fn stop(&self) -> Result<()> {
         let ok = pg_command(&self.bin, "pg_ctl")
@@ -494,32 +553,54 @@ impl Postgres {
 
     /// Runs `sql` with psql and returns its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> Result<String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-XAtq",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(["-c", sql])
-            .output()
-            .context("running psql")?;
-        if !out.status.success() {
-            bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        psql(self.port, sql)
     }
+}
+
+/// Runs `sql` with psql against the cluster on 127.0.0.1:`port` (user and database `postgres`).
+pub fn psql(port: u16, sql: &str) -> Result<String> {
+    let out = Command::new(pg_bin_dir()?.join("psql"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(["-c", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// How many services recorded in `dir` are still running.
+pub fn live_services(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path()).ok())
+        .filter(|c| match c.split_once(' ') {
+            Some(("group", pgid)) => group_alive(pgid.trim()),
+            Some(("postgres", data)) => Path::new(data.trim()).join("postmaster.pid").exists(),
+            _ => false,
+        })
+        .count()
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
+        let Some(record) = self._record.take() else {
+            return; // detached
+        };
+        let _ = fs::remove_file(record);
         let _ = pg_command(&self.bin, "pg_ctl")
             .arg("-D")
             .arg(self.data())
@@ -527,9 +608,8 @@ impl Drop for Postgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = fs::remove_dir_all(&self.dir);
-        if let Some(r) = self._record.take() {
-            let _ = fs::remove_file(r);
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -555,7 +635,7 @@ mod tests {
             .spawn()
             .expect("sleep");
         fs::write(dir.join("x.service"), format!("group {}", child.id())).expect("record");
-        assert_eq!(sweep(&dir), 1);
+        assert_eq!(sweep(&dir, Duration::from_secs(2)), 1);
         let status = child.wait().expect("wait");
         assert!(!status.success(), "killed, not finished");
         assert_eq!(fs::read_dir(&dir).expect("dir").count(), 0);

@@ -1,0 +1,490 @@
+//! The whole local pipeline: PostgreSQL (migrated), the local SQS with a main queue and a DLQ,
+//! the poller running the consumer, and `wrangler dev` serving the edge.
+//!
+//! `cargo xtask dev|up|down` and the end-to-end tests both use this, so what a developer runs
+//! by hand is what the tests check.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::sqs::LocalSqs;
+use crate::{free_port, http_get, port_open, repo_root, FaultProxy, Moto, Postgres, Service};
+
+/// Everything that can be chosen about a local stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// State directory: `logs/`, `pg/`, `dev.env`, wrangler's local state.
+    pub dir: PathBuf,
+    /// Port of `wrangler dev` (the ingest URL). Default 8787.
+    pub edge_port: u16,
+    /// Port of the local SQS. Default 9324.
+    pub sqs_port: u16,
+    /// Port of PostgreSQL. Default 54329.
+    pub pg_port: u16,
+    /// Put a fault proxy between the edge and the local SQS (end-to-end fault tests).
+    pub edge_sqs_proxy: bool,
+    /// Main queue name; the DLQ is `<name>-dlq`.
+    pub queue_name: String,
+    /// Receives before SQS moves a message to the DLQ. Default 3.
+    pub max_receive_count: u32,
+    /// The main queue's visibility timeout in seconds. Default 30.
+    pub visibility_timeout_secs: u32,
+    /// Extra environment for the poller (`BATCH_SIZE`, `MAXIMUM_CONCURRENCY`, ...).
+    pub poller_env: Vec<(String, String)>,
+    /// Extra `--var`s for the edge (limits, deadline).
+    pub edge_vars: Vec<(String, String)>,
+    /// Directory holding the `spillway-consumer` and `spillway-poller` binaries.
+    pub bin_dir: PathBuf,
+}
+
+pub const REGION: &str = "us-east-1";
+pub const ACCESS_KEY_ID: &str = "spillway-local";
+pub const SECRET_ACCESS_KEY: &str = "spillway-local-secret";
+pub const KEY_ID: &str = "dev";
+
+/// `target/debug` of this workspace (honouring `CARGO_TARGET_DIR`).
+pub fn debug_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("debug")
+}
+
+impl StackConfig {
+    /// Defaults for `cargo xtask dev|up`, state in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        StackConfig {
+            dir: dir.to_owned(),
+            edge_port: 8787,
+            sqs_port: 9324,
+            pg_port: 54329,
+            edge_sqs_proxy: false,
+            queue_name: "spillway-events".into(),
+            max_receive_count: 3,
+            visibility_timeout_secs: 30,
+            poller_env: Vec::new(),
+            edge_vars: Vec::new(),
+            bin_dir: debug_bin_dir(),
+        }
+    }
+
+    /// A stack on free ports with its state in a fresh directory (for tests).
+    pub fn ephemeral(name: &str) -> Result<Self> {
+        let dir = crate::run_dir().join(crate::unique(name));
+        Ok(StackConfig {
+            edge_port: free_port()?,
+            sqs_port: free_port()?,
+            pg_port: free_port()?,
+            ..StackConfig::new(&dir)
+        })
+    }
+}
+
+/// What `.spillway/dev.env` holds.
+#[derive(Debug, Clone)]
+pub struct DevEnv {
+    pub ingest_url: String,
+    pub ingest_key: String,
+    pub database_url: String,
+    pub sqs_endpoint: String,
+    pub sqs_queue_url: String,
+    pub sqs_dlq_url: String,
+}
+
+impl DevEnv {
+    /// Shell `KEY=value` lines, as the contract names them.
+    pub fn to_shell(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in [
+            ("INGEST_URL", self.ingest_url.as_str()),
+            ("INGEST_KEY", &self.ingest_key),
+            ("DATABASE_URL", &self.database_url),
+            ("SQS_ENDPOINT", &self.sqs_endpoint),
+            ("SQS_QUEUE_URL", &self.sqs_queue_url),
+            ("SQS_DLQ_URL", &self.sqs_dlq_url),
+            ("AWS_REGION", REGION),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+        ] {
+            let _ = writeln!(s, "{k}={v}");
+        }
+        s
+    }
+
+    /// Reads a `dev.env` file back.
+    pub fn read(path: &Path) -> Result<DevEnv> {
+        let text = fs::read_to_string(path)?;
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .map(str::to_owned)
+                .with_context(|| format!("{} has no {k}", path.display()))
+        };
+        Ok(DevEnv {
+            ingest_url: get("INGEST_URL")?,
+            ingest_key: get("INGEST_KEY")?,
+            database_url: get("DATABASE_URL")?,
+            sqs_endpoint: get("SQS_ENDPOINT")?,
+            sqs_queue_url: get("SQS_QUEUE_URL")?,
+            sqs_dlq_url: get("SQS_DLQ_URL")?,
+        })
+    }
+}
+
+/// A running pipeline. Dropping it stops everything, edge first, database last.
+#[derive(Debug)]
+pub struct Stack {
+    pub config: StackConfig,
+    pub env: DevEnv,
+    pub sqs: LocalSqs,
+    // Field order is drop order: writers stop before what they write to.
+    edge: Option<Service>,
+    poller: Option<Service>,
+    pub proxy: Option<FaultProxy>,
+    moto: Moto,
+    pub pg: Postgres,
+}
+
+/// One look at the pipeline.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// Events answered `202` by the edge, from its request log.
+    pub accepted: u64,
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dlq: u64,
+    pub rows: u64,
+    /// Largest `stored_at - received_at` among rows stored in the last 10 s, in ms.
+    pub lag_ms: Option<u64>,
+}
+
+fn random_key() -> Result<String> {
+    let mut bytes = [0u8; 24];
+    use std::io::Read;
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn ensure_free(port: u16, what: &str, flag: &str) -> Result<()> {
+    if port_open(port) {
+        bail!("port {port} ({what}) is already in use: stop what uses it, or pass {flag} <port>");
+    }
+    Ok(())
+}
+
+impl Stack {
+    /// Starts the pipeline and waits until the edge answers `/healthz`. `progress` gets one
+    /// line per step.
+    pub fn start(config: StackConfig, progress: &mut dyn FnMut(&str)) -> Result<Stack> {
+        ensure_free(config.edge_port, "edge", "--edge-port")?;
+        ensure_free(config.sqs_port, "local SQS", "--sqs-port")?;
+        ensure_free(config.pg_port, "PostgreSQL", "--pg-port")?;
+        for bin in ["spillway-consumer", "spillway-poller"] {
+            if !config.bin_dir.join(bin).exists() {
+                bail!(
+                    "{} is missing: build it with `cargo build -p spillway-consumer --bins`",
+                    config.bin_dir.join(bin).display()
+                );
+            }
+        }
+        let logs = config.dir.join("logs");
+        fs::create_dir_all(&logs)?;
+
+        let t = Instant::now();
+        let pg = Postgres::start_in(&config.dir.join("pg"), config.pg_port, true)?;
+        let _ = fs::remove_file(logs.join("postgres.log"));
+        let _ = std::os::unix::fs::symlink("../pg/postgres.log", logs.join("postgres.log"));
+        progress(&format!(
+            "PostgreSQL on 127.0.0.1:{} ({:.1} s)",
+            config.pg_port,
+            t.elapsed().as_secs_f64()
+        ));
+
+        let t = Instant::now();
+        let database_url = pg.url();
+        let out = Command::new(config.bin_dir.join("spillway-consumer"))
+            .arg("migrate")
+            .env("DATABASE_URL", &database_url)
+            .env("RUST_LOG", "info")
+            .output()
+            .context("running spillway-consumer migrate")?;
+        fs::write(
+            logs.join("migrate.log"),
+            [&out.stdout[..], &out.stderr[..]].concat(),
+        )?;
+        if !out.status.success() {
+            bail!(
+                "migrations failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        progress(&format!(
+            "migrations applied ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ));
+
+        let t = Instant::now();
+        let moto = {
+            let m = Moto::start_on(config.sqs_port)?;
+            let _ = fs::remove_file(logs.join("sqs.log"));
+            let _ = std::os::unix::fs::symlink(m.log_path(), logs.join("sqs.log"));
+            m
+        };
+        let sqs = LocalSqs::new(config.sqs_port, REGION);
+        let dlq_url = sqs.create_queue(&format!("{}-dlq", config.queue_name), &[])?;
+        let dlq_arn = sqs
+            .attributes(&dlq_url)?
+            .remove("QueueArn")
+            .context("DLQ has no QueueArn")?;
+        let redrive = serde_json::json!({
+            "deadLetterTargetArn": dlq_arn,
+            "maxReceiveCount": config.max_receive_count.to_string(),
+        })
+        .to_string();
+        let queue_url = sqs.create_queue(
+            &config.queue_name,
+            &[
+                ("RedrivePolicy", redrive),
+                (
+                    "VisibilityTimeout",
+                    config.visibility_timeout_secs.to_string(),
+                ),
+            ],
+        )?;
+        progress(&format!(
+            "local SQS on 127.0.0.1:{}: queue {} and DLQ (maxReceiveCount {}) ({:.1} s)",
+            config.sqs_port,
+            config.queue_name,
+            config.max_receive_count,
+            t.elapsed().as_secs_f64()
+        ));
+
+        let proxy = if config.edge_sqs_proxy {
+            Some(FaultProxy::start(config.sqs_port)?)
+        } else {
+            None
+        };
+        let env = DevEnv {
+            ingest_url: format!("http://127.0.0.1:{}/v1/events", config.edge_port),
+            ingest_key: random_key()?,
+            database_url,
+            sqs_endpoint: moto.endpoint(),
+            sqs_queue_url: queue_url,
+            sqs_dlq_url: dlq_url,
+        };
+        let mut stack = Stack {
+            config,
+            env,
+            sqs,
+            edge: None,
+            poller: None,
+            proxy,
+            moto,
+            pg,
+        };
+
+        let t = Instant::now();
+        stack.start_poller()?;
+        progress(&format!(
+            "poller running the consumer ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ));
+
+        let t = Instant::now();
+        stack.start_edge()?;
+        progress(&format!(
+            "wrangler dev serving the edge on 127.0.0.1:{} ({:.1} s)",
+            stack.config.edge_port,
+            t.elapsed().as_secs_f64()
+        ));
+        fs::write(stack.config.dir.join("dev.env"), stack.env.to_shell())?;
+        Ok(stack)
+    }
+
+    fn aws_env(&self, cmd: &mut Command) {
+        cmd.env("AWS_REGION", REGION)
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
+    }
+
+    /// Starts (or restarts) the poller.
+    pub fn start_poller(&mut self) -> Result<()> {
+        let mut cmd = Command::new(self.config.bin_dir.join("spillway-poller"));
+        self.aws_env(&mut cmd);
+        cmd.env("DATABASE_URL", &self.env.database_url)
+            .env("SQS_QUEUE_URL", &self.env.sqs_queue_url)
+            .env("SQS_ENDPOINT", &self.env.sqs_endpoint)
+            .env("RUST_LOG", "info");
+        for (k, v) in &self.config.poller_env {
+            cmd.env(k, v);
+        }
+        let log = self.config.dir.join("logs/poller.log");
+        let mut svc = Service::spawn("poller", cmd, &log)?;
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(status) = svc.exited() {
+            bail!("the poller exited at once ({status}): {}", svc.log_tail(20));
+        }
+        self.poller = Some(svc);
+        Ok(())
+    }
+
+    /// SIGKILLs the poller, as a crash would (messages in flight reappear after the
+    /// visibility timeout).
+    pub fn kill_poller(&mut self) {
+        if let Some(mut p) = self.poller.take() {
+            p.kill();
+        }
+    }
+
+    /// Stops the poller gracefully (SIGTERM: it finishes its batch).
+    pub fn stop_poller(&mut self) -> Option<std::process::ExitStatus> {
+        self.poller
+            .take()
+            .and_then(|mut p| p.stop(Duration::from_secs(30)))
+    }
+
+    fn start_edge(&mut self) -> Result<()> {
+        let root = repo_root();
+        let sqs_endpoint = match &self.proxy {
+            Some(p) => p.endpoint(),
+            None => self.env.sqs_endpoint.clone(),
+        };
+        let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+        cmd.current_dir(&root)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .args(["dev", "--ip", "127.0.0.1"])
+            .args(["--port", &self.config.edge_port.to_string()])
+            .args(["--inspector-port", &free_port()?.to_string()])
+            .arg("--persist-to")
+            .arg(self.config.dir.join("wrangler-state"))
+            .arg("--show-interactive-dev-session=false");
+        let mut vars = vec![
+            ("SQS_QUEUE_URL".to_owned(), self.env.sqs_queue_url.clone()),
+            ("SQS_ENDPOINT".to_owned(), sqs_endpoint),
+            ("AWS_REGION".to_owned(), REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY_ID.to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                SECRET_ACCESS_KEY.to_owned(),
+            ),
+            (
+                "INGEST_KEYS".to_owned(),
+                format!("{KEY_ID}:{}", self.env.ingest_key),
+            ),
+            ("ALLOWED_ORIGINS".to_owned(), "*".to_owned()),
+        ];
+        vars.extend(self.config.edge_vars.iter().cloned());
+        for (k, v) in &vars {
+            cmd.arg("--var").arg(format!("{k}:{v}"));
+        }
+        let log = self.config.dir.join("logs/edge.log");
+        let mut svc = Service::spawn("wrangler", cmd, &log)?;
+        // The first start runs the [build] command: allow for a cold wasm build.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if let Ok((200, _)) = http_get(self.config.edge_port, "/healthz") {
+                break;
+            }
+            if let Some(status) = svc.exited() {
+                bail!(
+                    "wrangler dev exited ({status}); see {}:\n{}",
+                    log.display(),
+                    svc.log_tail(30)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "wrangler dev did not answer /healthz in 10 minutes:\n{}",
+                    svc.log_tail(30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.edge = Some(svc);
+        Ok(())
+    }
+
+    /// One look at every part of the pipeline.
+    pub fn status(&self) -> Result<Status> {
+        read_status(&self.env, &self.config.dir)
+    }
+
+    /// Leaves everything running (for `cargo xtask up`); `sweep` of the run dir stops it.
+    pub fn detach(mut self) {
+        if let Some(e) = self.edge.take() {
+            e.detach();
+        }
+        if let Some(p) = self.poller.take() {
+            p.detach();
+        }
+        let Stack {
+            moto, pg, proxy, ..
+        } = self;
+        moto.detach();
+        pg.detach();
+        // A fault proxy lives in this process; a detached stack never has one.
+        drop(proxy);
+    }
+}
+
+/// One look at the pipeline described by `env`, whose state (logs) is in `dir`.
+pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
+    let port = |url: &str| -> Result<u16> {
+        url.rsplit(':')
+            .next()
+            .and_then(|p| p.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in {url}"))
+    };
+    let sqs = LocalSqs::new(port(&env.sqs_endpoint)?, REGION);
+    let (visible, in_flight) = sqs.depth(&env.sqs_queue_url)?;
+    let (dlq_visible, dlq_in_flight) = sqs.depth(&env.sqs_dlq_url)?;
+    let db_port = env
+        .database_url
+        .split('@')
+        .nth(1)
+        .and_then(|hp| hp.split('/').next())
+        .and_then(|hp| hp.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in {}", env.database_url))?;
+    let (rows, lag_ms) = match crate::psql(
+        db_port,
+        "select count(*), (select (extract(epoch from max(stored_at - received_at)) * 1000)::bigint \
+         from events where stored_at > now() - interval '10 seconds') from events",
+    ) {
+        Ok(line) => {
+            let mut parts = line.split('|');
+            let rows = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let lag = parts.next().and_then(|v| v.parse().ok());
+            (rows, lag)
+        }
+        Err(_) => (0, None),
+    };
+    Ok(Status {
+        accepted: accepted_events(&dir.join("logs/edge.log")),
+        visible,
+        in_flight,
+        dlq: dlq_visible + dlq_in_flight,
+        rows,
+        lag_ms,
+    })
+}
+
+/// Sums the events of `202` answers in the edge's request log (one JSON line per request).
+pub fn accepted_events(log: &Path) -> u64 {
+    let Ok(text) = fs::read_to_string(log) else {
+        return 0;
+    };
+    text.lines()
+        .filter_map(|l| l.find('{').map(|i| &l[i..]))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["status"].as_u64() == Some(202))
+        .filter_map(|v| v["events"].as_u64())
+        .sum()
+}

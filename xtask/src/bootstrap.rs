@@ -1,0 +1,285 @@
+//! Makes sure every tool the tests and the local pipeline need is present, installing only what
+//! is missing. Each check is one progress line; a second run installs nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::step::{note, output, root, run, step};
+
+/// `worker-build` version the wrangler build command expects.
+const WORKER_BUILD_VERSION: &str = "0.8.7";
+
+/// Where every tool lives once installed.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub cargo_bin: PathBuf,
+    pub node_bin: PathBuf,
+    pub wasm_bindgen: PathBuf,
+    pub wasm_opt: PathBuf,
+    pub esbuild: PathBuf,
+    pub wrangler: PathBuf,
+    pub venv_bin: PathBuf,
+    pub pg_bin: PathBuf,
+}
+
+impl Tools {
+    fn locate() -> Self {
+        let root = root();
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+            .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
+        let cargo_bin = cargo_home.join("bin");
+        let node_bin = root.join("node_modules/.bin");
+        Tools {
+            wasm_bindgen: cargo_bin.join("wasm-bindgen"),
+            wasm_opt: node_bin.join("wasm-opt"),
+            esbuild: node_bin.join("esbuild"),
+            wrangler: node_bin.join("wrangler"),
+            venv_bin: root.join(".venv/bin"),
+            pg_bin: spillway_support::pg_bin_dir().unwrap_or_default(),
+            cargo_bin,
+            node_bin,
+        }
+    }
+
+    /// Sets the variables worker-build reads (so it does not try to download these tools) and
+    /// puts the project's tools first on `PATH`.
+    pub fn apply(&self, cmd: &mut Command) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![
+            self.cargo_bin.clone(),
+            self.node_bin.clone(),
+            self.venv_bin.clone(),
+        ];
+        paths.extend(std::env::split_paths(&path));
+        if let Ok(joined) = std::env::join_paths(paths) {
+            cmd.env("PATH", joined);
+        }
+        cmd.env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
+            .env("WASM_OPT_BIN", &self.wasm_opt)
+            .env("ESBUILD_BIN", &self.esbuild)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("SPILLWAY_PG_BIN", &self.pg_bin)
+            .env("SPILLWAY_MOTO_BIN", self.venv_bin.join("moto_server"));
+    }
+}
+
+/// Checks and installs everything; returns where the tools are.
+pub fn ensure_all() -> Result<Tools> {
+    let root = root();
+    step(
+        "rust: wasm32-unknown-unknown target, clippy, rustfmt",
+        || ensure_rust(&root),
+    )?;
+    step(
+        &format!("worker-build {WORKER_BUILD_VERSION}"),
+        ensure_worker_build,
+    )?;
+    let bindgen = wasm_bindgen_version(&root)?;
+    step(
+        &format!("wasm-bindgen-cli {bindgen} (as in Cargo.lock)"),
+        || ensure_wasm_bindgen(&bindgen),
+    )?;
+    step(
+        "npm packages: wrangler, binaryen (wasm-opt), esbuild",
+        || ensure_npm(&root),
+    )?;
+    step("python venv .venv: moto (local SQS)", || ensure_venv(&root))?;
+    step("PostgreSQL server binaries", ensure_postgres)?;
+    Ok(Tools::locate())
+}
+
+fn ensure_rust(root: &Path) -> Result<()> {
+    let installed =
+        output(
+            Command::new("rustup")
+                .current_dir(root)
+                .args(["target", "list", "--installed"]),
+        )
+        .ok_or_else(|| anyhow!("rustup is required (https://rustup.rs)"))?;
+    if installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        note("wasm32-unknown-unknown present");
+    } else {
+        note("installing: rustup target add wasm32-unknown-unknown");
+        run(Command::new("rustup").current_dir(root).args([
+            "target",
+            "add",
+            "wasm32-unknown-unknown",
+        ]))?;
+    }
+    let components =
+        output(
+            Command::new("rustup")
+                .current_dir(root)
+                .args(["component", "list", "--installed"]),
+        )
+        .unwrap_or_default();
+    for c in ["clippy", "rustfmt"] {
+        if components.lines().any(|l| l.starts_with(c)) {
+            note(&format!("{c} present"));
+        } else {
+            note(&format!("installing: rustup component add {c}"));
+            run(Command::new("rustup")
+                .current_dir(root)
+                .args(["component", "add", c]))?;
+        }
+    }
+    Ok(())
+}
+
+fn cargo_bin(name: &str) -> PathBuf {
+    Tools::locate().cargo_bin.join(name)
+}
+
+fn ensure_worker_build() -> Result<()> {
+    let have = output(Command::new(cargo_bin("worker-build")).arg("--version"));
+    if have
+        .as_deref()
+        .is_some_and(|v| v.contains(WORKER_BUILD_VERSION))
+    {
+        note("present");
+        return Ok(());
+    }
+    note("installing: cargo install worker-build (takes several minutes once)");
+    run(Command::new("cargo").args(["install", "worker-build", "--version", WORKER_BUILD_VERSION]))
+}
+
+/// The `wasm-bindgen` version resolved in Cargo.lock: the CLI must match it exactly.
+fn wasm_bindgen_version(root: &Path) -> Result<String> {
+    let lock = fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = "))
+            {
+                return Ok(v.trim_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+fn ensure_wasm_bindgen(version: &str) -> Result<()> {
+    let have = output(Command::new(cargo_bin("wasm-bindgen")).arg("--version"));
+    if have.as_deref() == Some(&format!("wasm-bindgen {version}")) {
+        note("present");
+        return Ok(());
+    }
+    note(&format!(
+        "installing: cargo install wasm-bindgen-cli --version {version} (takes several minutes once)"
+    ));
+    // Not --locked: the CLI's own lock file pins crates that no longer build on current rustc.
+    run(Command::new("cargo").args([
+        "install",
+        "wasm-bindgen-cli",
+        "--version",
+        version,
+        "--force",
+    ]))
+}
+
+fn ensure_npm(root: &Path) -> Result<()> {
+    let node = output(Command::new("node").arg("--version"))
+        .ok_or_else(|| anyhow!("Node.js 20 or newer is required (node not found)"))?;
+    let major: u32 = node
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        bail!("Node.js 20 or newer is required, found {node}");
+    }
+    let lock = fs::read(root.join("package-lock.json")).context("reading package-lock.json")?;
+    let stamp = root.join("node_modules/.spillway-stamp");
+    let tools = Tools::locate();
+    let complete = [&tools.wrangler, &tools.wasm_opt, &tools.esbuild]
+        .iter()
+        .all(|p| p.exists());
+    if complete && fs::read(&stamp).ok().as_deref() == Some(&lock[..]) {
+        note(&format!("present (node {node})"));
+        return Ok(());
+    }
+    note("installing: npm ci");
+    run(Command::new("npm")
+        .current_dir(root)
+        .args(["ci", "--no-audit", "--no-fund"]))?;
+    fs::write(&stamp, &lock)?;
+    Ok(())
+}
+
+fn ensure_venv(root: &Path) -> Result<()> {
+    let reqs =
+        fs::read(root.join("requirements-dev.txt")).context("reading requirements-dev.txt")?;
+    let venv = root.join(".venv");
+    let stamp = venv.join(".spillway-stamp");
+    if venv.join("bin/moto_server").exists() && fs::read(&stamp).ok().as_deref() == Some(&reqs[..])
+    {
+        note("present");
+        return Ok(());
+    }
+    if !venv.join("bin/pip").exists() {
+        note("creating: python3 -m venv .venv");
+        let made = Command::new("python3")
+            .current_dir(root)
+            .args(["-m", "venv", ".venv"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !made {
+            // Debian's python3 ships venv separately.
+            apt_install(&["python3-venv"])?;
+            let _ = fs::remove_dir_all(&venv);
+            run(Command::new("python3")
+                .current_dir(root)
+                .args(["-m", "venv", ".venv"]))?;
+        }
+    }
+    note("installing: pip install -r requirements-dev.txt");
+    run(Command::new(venv.join("bin/pip")).current_dir(root).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+        "requirements-dev.txt",
+    ]))?;
+    fs::write(&stamp, &reqs)?;
+    Ok(())
+}
+
+fn ensure_postgres() -> Result<()> {
+    if let Ok(bin) = spillway_support::pg_bin_dir() {
+        note(&format!("present ({})", bin.display()));
+        return Ok(());
+    }
+    apt_install(&["postgresql"])?;
+    spillway_support::pg_bin_dir().map(|_| ())
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let root_user = output(Command::new("id").arg("-u")).as_deref() == Some("0");
+    if !root_user {
+        bail!(
+            "missing system packages; install them and run again:\n    sudo apt-get install -y {}",
+            packages.join(" ")
+        );
+    }
+    note(&format!(
+        "installing: apt-get install -y {}",
+        packages.join(" ")
+    ));
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}

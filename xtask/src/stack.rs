@@ -1,0 +1,228 @@
+//! `cargo xtask dev|up|down|status`: the whole pipeline on this machine.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use spillway_support::stack::{read_status, DevEnv, KEY_ID};
+use spillway_support::{live_services, sweep, Stack, StackConfig, Status};
+
+use crate::bootstrap::{ensure_all, Tools};
+use crate::step::{root, run, step};
+use crate::test::wasm_build;
+
+fn state_dir() -> PathBuf {
+    root().join(".spillway")
+}
+
+fn records_dir() -> PathBuf {
+    state_dir().join("run")
+}
+
+/// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N` (or `SPILLWAY_EDGE_PORT`, ...).
+fn config(args: &[String]) -> Result<StackConfig> {
+    let mut cfg = StackConfig::new(&state_dir());
+    let from_env = |name: &str| -> Result<Option<u16>> {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .with_context(|| format!("{name}={v} is not a port"))
+            })
+            .transpose()
+    };
+    if let Some(p) = from_env("SPILLWAY_EDGE_PORT")? {
+        cfg.edge_port = p;
+    }
+    if let Some(p) = from_env("SPILLWAY_SQS_PORT")? {
+        cfg.sqs_port = p;
+    }
+    if let Some(p) = from_env("SPILLWAY_PG_PORT")? {
+        cfg.pg_port = p;
+    }
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse::<u16>()
+            .with_context(|| format!("{flag} takes a port number"))?;
+        match flag.as_str() {
+            "--edge-port" => cfg.edge_port = value,
+            "--sqs-port" => cfg.sqs_port = value,
+            "--pg-port" => cfg.pg_port = value,
+            other => bail!("unknown option {other} (known: --edge-port, --sqs-port, --pg-port)"),
+        }
+    }
+    Ok(cfg)
+}
+
+/// Installs what is missing and builds the worker and the consumer.
+fn prepare() -> Result<Tools> {
+    let tools = ensure_all()?;
+    step("build the worker (wasm)", || wasm_build(&tools))?;
+    step("build the consumer and the poller", || {
+        let mut c = Command::new("cargo");
+        c.current_dir(root())
+            .args(["build", "--quiet", "-p", "spillway-consumer", "--bins"]);
+        tools.apply(&mut c);
+        run(&mut c)
+    })?;
+    Ok(tools)
+}
+
+fn already_running() -> Result<bool> {
+    if live_services(&records_dir()) == 0 {
+        return Ok(false);
+    }
+    let env = state_dir().join("dev.env");
+    println!("A local pipeline is already running (started by `cargo xtask up`).");
+    if let Ok(e) = DevEnv::read(&env) {
+        println!("  ingest URL: {}", e.ingest_url);
+        println!("  settings:   {}", env.display());
+    }
+    println!("Stop it with `cargo xtask down` first.");
+    Ok(true)
+}
+
+fn start(args: &[String]) -> Result<Option<Stack>> {
+    let cfg = config(args)?;
+    if already_running()? {
+        return Ok(None);
+    }
+    // Leftovers of a crashed run: stop them, then start clean.
+    sweep(&records_dir(), Duration::from_secs(5));
+    // Records of what this command starts go to .spillway/run, where `down` finds them.
+    std::env::set_var("SPILLWAY_RUN_DIR", records_dir());
+    let tools = prepare()?;
+    // wrangler dev runs the [build] command again: it needs the same tool variables.
+    for (k, v) in tool_env(&tools) {
+        std::env::set_var(k, v);
+    }
+    println!("==> start the pipeline");
+    let started = Instant::now();
+    let stack = Stack::start(cfg, &mut |line| println!("    ok: {line}"))?;
+    println!(
+        "    ok: pipeline ready ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(stack))
+}
+
+fn tool_env(tools: &Tools) -> Vec<(String, std::ffi::OsString)> {
+    let mut c = Command::new("true");
+    tools.apply(&mut c);
+    c.get_envs()
+        .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_owned())))
+        .collect()
+}
+
+fn banner(env: &DevEnv) {
+    println!();
+    println!("Spillway is running.");
+    println!("  ingest URL   {}", env.ingest_url);
+    println!("  ingest key   {} (key id `{KEY_ID}`)", env.ingest_key);
+    println!("  database     {}", env.database_url);
+    println!("  settings     {}", state_dir().join("dev.env").display());
+    println!("  logs         {}", state_dir().join("logs").display());
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -i {} -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \\\n    -d '{{\"type\":\"page_view\",\"data\":{{\"path\":\"/\"}}}}'",
+        env.ingest_url, env.ingest_key
+    );
+    println!();
+}
+
+fn status_line(s: &Status) -> String {
+    format!(
+        "accepted {:>7} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {}",
+        s.accepted,
+        s.visible,
+        s.in_flight,
+        s.dlq,
+        s.rows,
+        s.lag_ms
+            .map(|ms| format!("{ms} ms"))
+            .unwrap_or_else(|| "-".into())
+    )
+}
+
+pub fn dev(args: &[String]) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    let Some(stack) = start(args)? else {
+        return Ok(());
+    };
+    banner(&stack.env);
+    println!("Status, every second (Ctrl-C stops everything):");
+    let tty = std::io::stdout().is_terminal();
+    let mut last_print = Instant::now() - Duration::from_secs(60);
+    while !stop.load(Ordering::SeqCst) {
+        let line = match stack.status() {
+            Ok(s) => status_line(&s),
+            Err(e) => format!("status unavailable: {e:#}"),
+        };
+        if tty {
+            print!("\r\x1b[K{line}");
+            let _ = std::io::stdout().flush();
+        } else if last_print.elapsed() >= Duration::from_secs(10) {
+            // Not a terminal (a log file): a line every 10 s instead of redrawing.
+            println!("{line}");
+            last_print = Instant::now();
+        }
+        for _ in 0..10 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!("\nstopping: edge, poller (finishing its batch), local SQS, PostgreSQL ...");
+    let t = Instant::now();
+    drop(stack);
+    let _ = std::fs::remove_file(state_dir().join("dev.env"));
+    println!("stopped everything ({:.1} s)", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+pub fn up(args: &[String]) -> Result<()> {
+    let Some(stack) = start(args)? else {
+        return Ok(());
+    };
+    banner(&stack.env);
+    stack.detach();
+    println!("Left running in the background; `cargo xtask down` stops it.");
+    Ok(())
+}
+
+pub fn down() -> Result<()> {
+    let dir = records_dir();
+    if live_services(&dir) == 0 {
+        sweep(&dir, Duration::from_secs(1));
+        let _ = std::fs::remove_file(state_dir().join("dev.env"));
+        println!("Nothing is running.");
+        return Ok(());
+    }
+    let t = Instant::now();
+    let n = sweep(&dir, Duration::from_secs(30));
+    let _ = std::fs::remove_file(state_dir().join("dev.env"));
+    println!(
+        "Stopped {n} service(s) ({:.1} s).",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn status_once() -> Result<()> {
+    let env = DevEnv::read(&state_dir().join("dev.env"))
+        .context("no pipeline is running (start one with `cargo xtask up` or `cargo xtask dev`)")?;
+    println!("{}", status_line(&read_status(&env, &state_dir())?));
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
+
+use std::fs;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::bootstrap::{ensure_all, Tools};
+use crate::step::{note, root, run, run_counting, show, step, TestCounts};
+
+pub fn main(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("`cargo xtask test` takes no arguments (got `{a}`)");
+    }
+    let tools = ensure_all()?;
+    let root = root();
+    let run_dir = root.join("target/spillway-run");
+    fs::create_dir_all(&run_dir)?;
+    let result = checks(&tools, &run_dir);
+    // Whatever happened, nothing the tests started may outlive this command.
+    let left = spillway_support::sweep(&run_dir, std::time::Duration::from_secs(5));
+    if left > 0 {
+        note(&format!("stopped {left} service(s) a test left behind"));
+    }
+    result
+}
+
+fn cargo(tools: &Tools, args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).args(args);
+    tools.apply(&mut c);
+    c
+}
+
+fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
+    step("cargo fmt --check", || {
+        run(&mut cargo(tools, &["fmt", "--all", "--check"]))
+    })?;
+    step("clippy, native, -D warnings", || {
+        run(&mut cargo(
+            tools,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ))
+    })?;
+    step("clippy, wasm32 (shared, edge), -D warnings", || {
+        run(&mut cargo(
+            tools,
+            &[
+                "clippy",
+                "-p",
+                "spillway-shared",
+                "-p",
+                "spillway-edge",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ))
+    })?;
+    step("docs build without warnings", || {
+        let mut c = cargo(tools, &["doc", "--workspace", "--no-deps", "--quiet"]);
+        c.env("RUSTDOCFLAGS", "-D warnings");
+        run(&mut c)
+    })?;
+    let mut counts = TestCounts::default();
+    step("unit tests", || {
+        run_counting(
+            &mut cargo(tools, &["test", "--workspace", "--lib", "--bins"]),
+            &mut counts,
+        )
+    })?;
+    step("wasm build (the [build] command of wrangler.toml)", || {
+        wasm_build(tools)
+    })?;
+    step(
+        "integration tests (real PostgreSQL, local SQS, wrangler dev)",
+        || {
+            let mut c = cargo(tools, &["test", "--workspace", "--test", "*"]);
+            c.env("SPILLWAY_REQUIRE_WASM", "1")
+                .env("SPILLWAY_RUN_DIR", run_dir);
+            run_counting(&mut c, &mut counts)
+        },
+    )?;
+    // One plain closing line for CI, summed over every test binary.
+    println!(
+        "\nxtask: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    if counts.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Runs the `[build] command` from wrangler.toml, exactly as `wrangler dev|deploy` would.
+pub fn wasm_build(tools: &Tools) -> Result<()> {
+    let command = build_command()?;
+    note(&format!("$ {command}"));
+    let mut c = Command::new("sh");
+    c.current_dir(root()).args(["-c", &command]);
+    tools.apply(&mut c);
+    run(&mut c).with_context(|| format!("wasm build failed: {}", show(&c)))
+}
+
+/// The `command = "..."` line of the `[build]` table in wrangler.toml.
+fn build_command() -> Result<String> {
+    let toml = fs::read_to_string(root().join("wrangler.toml")).context("reading wrangler.toml")?;
+    let mut in_build = false;
+    for line in toml.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_build = line == "[build]";
+            continue;
+        }
+        if in_build {
+            if let Some(v) = line.strip_prefix("command") {
+                let v = v.trim_start().trim_start_matches('=').trim();
+                return Ok(v.trim_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("wrangler.toml has no [build] command")
+}
