@@ -1,1 +1,25 @@
-//! Spillway consumer.
+//! Spillway's consumer: an AWS Lambda function that writes SQS batches of Spillway events into
+//! PostgreSQL exactly once, and a local poller that plays Lambda's SQS event source mapping.
+//!
+//! - [`batch`] is the pure core: SQS records in, rows and per-record failures out.
+//! - [`handler`] is the plain async handler over a [`handler::Deps`] struct; the Lambda `main`
+//!   and the poller only wire it up.
+//! - [`store`] is the [`store::EventStore`] seam; [`pg`] its PostgreSQL adapter (one lazily
+//!   opened connection per execution environment; database connections =
+//!   `MaximumConcurrency`).
+//! - [`migrate`] applies `consumer/migrations/*.sql` (`spillway-consumer migrate`).
+//! - [`metrics`] builds the per-invocation CloudWatch EMF record; [`poller`] drives the handler
+//!   from a real (or emulated) SQS queue.
+//!
+//! It deliberately does not describe the wire format (that is `spillway-shared`), does not
+//! create queues or tables implicitly, and never fails a whole batch for one record.
+
+pub mod batch;
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod migrate;
+pub mod pg;
+pub mod poller;
+pub mod store;
+pub mod telemetry;

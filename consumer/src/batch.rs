@@ -1,0 +1,325 @@
+//! The pure core of an invocation: SQS records in, rows and per-record failures out.
+//!
+//! No I/O and no clock: [`Plan::from_records`] decodes each record on its own (one bad body
+//! never fails its neighbours), [`Plan::rows`] lists what to insert, and [`Plan::response`]
+//! turns the failures into the `batchItemFailures` Lambda expects.
+
+use std::collections::HashSet;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use chrono::{DateTime, Utc};
+use spillway_shared::{decode, DecodeError, Event};
+use thiserror::Error;
+
+use crate::store::{Row, StoreError};
+
+/// Why one record is reported as failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecordFailure {
+    /// The record has no body at all. Permanent.
+    #[error("record has no body")]
+    MissingBody,
+    /// The body is not an envelope this build reads. Permanent.
+    #[error("undecodable body: {0}")]
+    Undecodable(#[from] DecodeError),
+    /// Writing its events failed; [`StoreError::kind`] says whether a retry can help.
+    #[error("write failed: {0}")]
+    Store(StoreError),
+}
+
+impl RecordFailure {
+    /// Whether delivering the same record again can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RecordFailure::MissingBody | RecordFailure::Undecodable(_) => false,
+            RecordFailure::Store(e) => e.is_retryable(),
+        }
+    }
+
+    /// A short stable label for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecordFailure::MissingBody => "missing_body",
+            RecordFailure::Undecodable(_) => "undecodable",
+            RecordFailure::Store(e) if e.is_retryable() => "store_retryable",
+            RecordFailure::Store(_) => "store_data",
+        }
+    }
+}
+
+/// A record whose body decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// Position of the record in the event.
+    pub index: usize,
+    pub message_id: String,
+    pub events: Vec<Event>,
+}
+
+/// A record that is reported as failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failed {
+    pub index: usize,
+    /// `None` only if SQS sent a record without an id (never in practice); see
+    /// [`Plan::response`].
+    pub message_id: Option<String>,
+    pub reason: RecordFailure,
+}
+
+/// What one invocation has to do, and what already went wrong.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub batch_size: usize,
+    pub accepted: Vec<Accepted>,
+    pub failed: Vec<Failed>,
+}
+
+impl Plan {
+    /// Decodes every record on its own.
+    pub fn from_records(records: &[SqsMessage]) -> Self {
+        let mut plan = Plan {
+            batch_size: records.len(),
+            ..Plan::default()
+        };
+        for (index, record) in records.iter().enumerate() {
+            let decoded = match record.body.as_deref() {
+                None => Err(RecordFailure::MissingBody),
+                Some(body) => decode(body).map_err(RecordFailure::from),
+            };
+            match (decoded, record.message_id.as_ref()) {
+                (Ok(events), Some(message_id)) => plan.accepted.push(Accepted {
+                    index,
+                    message_id: message_id.clone(),
+                    events,
+                }),
+                // Without a message id the record cannot be acknowledged on its own; it is
+                // still decoded so that the reason is logged, and failed as a whole.
+                (Ok(_), None) => plan.failed.push(Failed {
+                    index,
+                    message_id: None,
+                    reason: RecordFailure::MissingBody,
+                }),
+                (Err(reason), message_id) => plan.failed.push(Failed {
+                    index,
+                    message_id: message_id.cloned(),
+                    reason,
+                }),
+            }
+        }
+        plan
+    }
+
+    /// The rows of every accepted record, each event id once (the first occurrence wins), and
+    /// how many occurrences were dropped as in-batch duplicates.
+    pub fn rows(&self) -> (Vec<Row<'_>>, u64) {
+        let mut seen = HashSet::new();
+        let mut rows = Vec::new();
+        let mut duplicates = 0;
+        for accepted in &self.accepted {
+            for event in &accepted.events {
+                if seen.insert(event.id) {
+                    rows.push(Row {
+                        event,
+                        message_id: &accepted.message_id,
+                    });
+                } else {
+                    duplicates += 1;
+                }
+            }
+        }
+        (rows, duplicates)
+    }
+
+    /// Marks accepted records as failed (their write failed).
+    pub fn fail_accepted(&mut self, failures: Vec<(usize, StoreError)>) {
+        for (index, error) in failures {
+            if let Some(pos) = self.accepted.iter().position(|a| a.index == index) {
+                let accepted = self.accepted.remove(pos);
+                self.failed.push(Failed {
+                    index,
+                    message_id: Some(accepted.message_id),
+                    reason: RecordFailure::Store(error),
+                });
+            }
+        }
+        self.failed.sort_by_key(|f| f.index);
+    }
+
+    /// The answer to Lambda: one `batchItemFailures` entry per failed record.
+    ///
+    /// A failed record without a message id is reported with an empty identifier, which Lambda
+    /// treats as a failure of the whole batch: every record comes back, and the `ON CONFLICT`
+    /// insert makes that harmless.
+    pub fn response(&self) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for failed in &self.failed {
+            response.add_failure(failed.message_id.clone().unwrap_or_default());
+        }
+        response
+    }
+
+    /// The oldest `received_at` among the events of the accepted records.
+    pub fn oldest_received_at(&self) -> Option<DateTime<Utc>> {
+        self.accepted
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.received_at))
+            .min()
+    }
+}
+
+/// The oldest `SentTimestamp` attribute (milliseconds since the epoch) among the records.
+pub fn oldest_sent_timestamp(records: &[SqsMessage]) -> Option<DateTime<Utc>> {
+    records
+        .iter()
+        .filter_map(|r| r.attributes.get("SentTimestamp"))
+        .filter_map(|s| s.parse::<i64>().ok())
+        .filter_map(DateTime::from_timestamp_millis)
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FailureKind;
+    use spillway_shared::{pack, Limits};
+    use uuid::Uuid;
+
+    fn event(n: u128) -> Event {
+        Event {
+            id: Uuid::from_u128(n),
+            event_type: "t".into(),
+            occurred_at: None,
+            received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
+            key_id: "k".into(),
+            edge: None,
+            data: Default::default(),
+        }
+    }
+
+    fn body(events: &[Event]) -> String {
+        let batches = pack(events, &Limits::default()).expect("pack");
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].entries.len(), 1);
+        batches[0].entries[0].body.clone()
+    }
+
+    fn record(id: &str, body: Option<String>) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = body;
+        m
+    }
+
+    #[test]
+    fn each_record_is_decoded_on_its_own() {
+        let records = vec![
+            record("a", Some(body(&[event(1), event(2)]))),
+            record("b", Some("not json".into())),
+            record("c", Some(r#"{"v":9,"events":[]}"#.into())),
+            record("d", None),
+            record("e", Some(body(&[event(3)]))),
+        ];
+        let plan = Plan::from_records(&records);
+        assert_eq!(plan.batch_size, 5);
+        let ok: Vec<_> = plan
+            .accepted
+            .iter()
+            .map(|a| a.message_id.as_str())
+            .collect();
+        assert_eq!(ok, ["a", "e"]);
+        let failed: Vec<_> = plan
+            .failed
+            .iter()
+            .map(|f| (f.message_id.as_deref(), f.reason.label()))
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                (Some("b"), "undecodable"),
+                (Some("c"), "undecodable"),
+                (Some("d"), "missing_body")
+            ]
+        );
+        assert!(matches!(
+            plan.failed[1].reason,
+            RecordFailure::Undecodable(DecodeError::UnsupportedVersion(9))
+        ));
+        let ids: Vec<_> = plan
+            .response()
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        assert_eq!(ids, ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn rows_skip_ids_repeated_within_the_batch() {
+        let records = vec![
+            record("a", Some(body(&[event(1), event(2)]))),
+            record("b", Some(body(&[event(2), event(3)]))),
+        ];
+        let plan = Plan::from_records(&records);
+        let (rows, dups) = plan.rows();
+        let ids: Vec<_> = rows
+            .iter()
+            .map(|r| (r.event.id.as_u128(), r.message_id))
+            .collect();
+        assert_eq!(ids, [(1, "a"), (2, "a"), (3, "b")]);
+        assert_eq!(dups, 1);
+    }
+
+    #[test]
+    fn failing_accepted_records_reports_them_in_order() {
+        let records = vec![
+            record("a", Some(body(&[event(1)]))),
+            record("b", Some("x".into())),
+            record("c", Some(body(&[event(2)]))),
+        ];
+        let mut plan = Plan::from_records(&records);
+        plan.fail_accepted(vec![(0, StoreError::unavailable("down"))]);
+        assert_eq!(plan.accepted.len(), 1);
+        let failed: Vec<_> = plan
+            .failed
+            .iter()
+            .map(|f| (f.index, f.reason.is_retryable()))
+            .collect();
+        assert_eq!(failed, [(0, true), (1, false)]);
+        assert!(matches!(
+            &plan.failed[0].reason,
+            RecordFailure::Store(e) if e.kind == FailureKind::Unavailable
+        ));
+    }
+
+    #[test]
+    fn record_without_id_fails_the_whole_batch() {
+        let mut r = record("x", Some("bad".into()));
+        r.message_id = None;
+        let plan = Plan::from_records(&[r]);
+        let response = plan.response();
+        assert_eq!(response.batch_item_failures.len(), 1);
+        assert_eq!(response.batch_item_failures[0].item_identifier, "");
+    }
+
+    #[test]
+    fn lags_use_the_oldest_record_and_event() {
+        let mut a = record("a", Some(body(&[event(5), event(2)])));
+        a.attributes
+            .insert("SentTimestamp".into(), "1700000000500".into());
+        let mut b = record("b", Some(body(&[event(3)])));
+        b.attributes
+            .insert("SentTimestamp".into(), "1700000000100".into());
+        let c = record("c", Some(body(&[event(9)])));
+        let records = vec![a, b, c];
+        assert_eq!(
+            oldest_sent_timestamp(&records),
+            DateTime::from_timestamp_millis(1_700_000_000_100)
+        );
+        let plan = Plan::from_records(&records);
+        assert_eq!(
+            plan.oldest_received_at(),
+            DateTime::from_timestamp_millis(2_000)
+        );
+        assert_eq!(oldest_sent_timestamp(&[]), None);
+    }
+}

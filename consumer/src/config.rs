@@ -1,0 +1,396 @@
+//! Typed configuration, read from the environment once at start-up and validated there, so a
+//! bad setting stops the process before the first invocation.
+//!
+//! Every setting has its default documented where it is declared. Reading goes through a
+//! lookup function so that tests pass a map instead of touching the process environment.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.into(),
+    }
+}
+
+/// Reads an optional number in `range`, `default` when unset.
+fn number<T>(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let value = match lookup(name).filter(|v| !v.trim().is_empty()) {
+        None => default,
+        Some(raw) => raw
+            .trim()
+            .parse::<T>()
+            .map_err(|_| invalid(name, format!("`{raw}` is not a whole number")))?,
+    };
+    if !range.contains(&value) {
+        return Err(invalid(
+            name,
+            format!("{value} is outside {}..={}", range.start(), range.end()),
+        ));
+    }
+    Ok(value)
+}
+
+/// How the consumer reaches PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    /// `DATABASE_URL` (required): a `postgres://` URL or a libpq key=value string.
+    /// `sslmode=require` turns on TLS with full certificate and host name verification
+    /// (stricter than libpq's `require`); `disable` and `prefer` (the default) connect in
+    /// plain text, because an unverified TLS session would only look safe.
+    pub url: tokio_postgres::Config,
+    /// `DB_STATEMENT_TIMEOUT_MS`, default 10,000: keep it well under the Lambda timeout so a
+    /// stuck write fails the batch instead of timing out the function.
+    pub statement_timeout: Duration,
+    /// `DB_CONNECT_TIMEOUT_MS`, default 5,000.
+    pub connect_timeout: Duration,
+    /// `DB_CA_CERT_PATH`, optional: a PEM bundle of extra trusted roots, for servers whose CA
+    /// is not public (Amazon RDS publishes such a bundle). Mozilla's roots are always trusted.
+    pub ca_cert_path: Option<PathBuf>,
+}
+
+impl DbConfig {
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw = lookup("DATABASE_URL")
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        let url = tokio_postgres::Config::from_str(raw.trim())
+            .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
+        if url.get_hosts().is_empty() {
+            return Err(invalid("DATABASE_URL", "names no host"));
+        }
+        let statement_timeout = Duration::from_millis(number(
+            lookup,
+            "DB_STATEMENT_TIMEOUT_MS",
+            10_000u64,
+            1..=900_000,
+        )?);
+        let connect_timeout = Duration::from_millis(number(
+            lookup,
+            "DB_CONNECT_TIMEOUT_MS",
+            5_000u64,
+            1..=120_000,
+        )?);
+        let ca_cert_path = lookup("DB_CA_CERT_PATH")
+            .filter(|v| !v.trim().is_empty())
+            .map(PathBuf::from);
+        if let Some(path) = &ca_cert_path {
+            if !path.is_file() {
+                return Err(invalid(
+                    "DB_CA_CERT_PATH",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+        Ok(Self {
+            url,
+            statement_timeout,
+            connect_timeout,
+            ca_cert_path,
+        })
+    }
+}
+
+/// Settings of the consumer (the Lambda function and the handler inside the poller).
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub db: DbConfig,
+    /// `METRICS_NAMESPACE`, default `Spillway`: the CloudWatch namespace of the EMF records.
+    pub metrics_namespace: String,
+    /// `METRICS_SERVICE`, default `spillway-consumer`: the value of the `Service` dimension.
+    pub metrics_service: String,
+}
+
+impl ConsumerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let metrics_namespace = lookup("METRICS_NAMESPACE")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "Spillway".to_owned());
+        validate_metric_name("METRICS_NAMESPACE", &metrics_namespace)?;
+        let metrics_service = lookup("METRICS_SERVICE")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "spillway-consumer".to_owned());
+        validate_metric_name("METRICS_SERVICE", &metrics_service)?;
+        Ok(Self {
+            db: DbConfig::from_lookup(lookup)?,
+            metrics_namespace,
+            metrics_service,
+        })
+    }
+}
+
+/// CloudWatch namespaces: 1-255 characters of `0-9A-Za-z.-_/#:` (dimension values here too).
+fn validate_metric_name(name: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+    if value.len() > 255 || !value.chars().all(ok_char) {
+        return Err(invalid(
+            name,
+            format!("`{value}` must be 1-255 characters of 0-9 A-Z a-z . - _ / # :"),
+        ));
+    }
+    Ok(())
+}
+
+/// Settings of the local poller, named like the Lambda event source mapping's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerConfig {
+    /// `SQS_QUEUE_URL` (required).
+    pub queue_url: String,
+    /// `SQS_ENDPOINT`, default: the origin of `SQS_QUEUE_URL` (as in the contract).
+    pub endpoint: String,
+    /// `BATCH_SIZE`, default 10, 1..=10,000 (Lambda's range for standard queues). Above 10,
+    /// `MAXIMUM_BATCHING_WINDOW_IN_SECONDS` must be at least 1, as Lambda requires.
+    pub batch_size: usize,
+    /// `MAXIMUM_BATCHING_WINDOW_IN_SECONDS`, default 0, 0..=300: how long to keep gathering
+    /// records once the first one arrived.
+    pub batching_window: Duration,
+    /// `MAXIMUM_CONCURRENCY`, default 2, 1..=1,000: concurrent invocations, each with its own
+    /// database connection. Lambda's minimum is 2; 1 is allowed here for local debugging.
+    pub maximum_concurrency: usize,
+    /// `VISIBILITY_TIMEOUT_SECONDS`, optional, 0..=43,200: overrides the queue's visibility
+    /// timeout for received messages. Unset, the queue's own applies (as with Lambda).
+    pub visibility_timeout: Option<i32>,
+    /// `WAIT_TIME_SECONDS`, default 20 (Lambda long-polls for 20 s), 0..=20.
+    pub wait_time_seconds: i32,
+}
+
+impl PollerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let queue_url = lookup("SQS_QUEUE_URL")
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing("SQS_QUEUE_URL"))?;
+        let origin = origin_of(&queue_url).ok_or_else(|| {
+            invalid(
+                "SQS_QUEUE_URL",
+                format!("`{queue_url}` is not an http(s) URL"),
+            )
+        })?;
+        let endpoint = match lookup("SQS_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+            None => origin,
+            Some(e) => origin_of(&e)
+                .ok_or_else(|| invalid("SQS_ENDPOINT", format!("`{e}` is not an http(s) URL")))?,
+        };
+        let batch_size = number(lookup, "BATCH_SIZE", 10usize, 1..=10_000)?;
+        let window = number(lookup, "MAXIMUM_BATCHING_WINDOW_IN_SECONDS", 0u64, 0..=300)?;
+        if batch_size > 10 && window == 0 {
+            return Err(invalid(
+                "BATCH_SIZE",
+                "above 10 needs MAXIMUM_BATCHING_WINDOW_IN_SECONDS of at least 1 (as in Lambda)",
+            ));
+        }
+        let maximum_concurrency = number(lookup, "MAXIMUM_CONCURRENCY", 2usize, 1..=1_000)?;
+        let visibility_timeout =
+            match lookup("VISIBILITY_TIMEOUT_SECONDS").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(_) => Some(number(
+                    lookup,
+                    "VISIBILITY_TIMEOUT_SECONDS",
+                    0i32,
+                    0..=43_200,
+                )?),
+            };
+        let wait_time_seconds = number(lookup, "WAIT_TIME_SECONDS", 20i32, 0..=20)?;
+        Ok(Self {
+            queue_url,
+            endpoint,
+            batch_size,
+            batching_window: Duration::from_secs(window),
+            maximum_concurrency,
+            visibility_timeout,
+            wait_time_seconds,
+        })
+    }
+}
+
+/// `scheme://host[:port]` of an http(s) URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() {
+        return None;
+    }
+    Some(format!("{scheme}://{authority}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const DB: (&str, &str) = ("DATABASE_URL", "postgres://u@127.0.0.1:5432/db");
+
+    #[test]
+    fn consumer_defaults() {
+        let c = ConsumerConfig::from_lookup(&env(&[DB])).expect("valid");
+        assert_eq!(c.metrics_namespace, "Spillway");
+        assert_eq!(c.metrics_service, "spillway-consumer");
+        assert_eq!(c.db.statement_timeout, Duration::from_secs(10));
+        assert_eq!(c.db.connect_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.db.url.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Prefer
+        );
+    }
+
+    #[test]
+    fn database_url_is_required_and_parsed() {
+        assert_eq!(
+            ConsumerConfig::from_lookup(&env(&[])).err(),
+            Some(ConfigError::Missing("DATABASE_URL"))
+        );
+        let err = ConsumerConfig::from_lookup(&env(&[(
+            "DATABASE_URL",
+            "postgres://h/db?sslmode=sometimes",
+        )]))
+        .err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                name: "DATABASE_URL",
+                ..
+            })
+        ));
+        let c = ConsumerConfig::from_lookup(&env(&[(
+            "DATABASE_URL",
+            "postgres://u:p@db.example.com/app?sslmode=require",
+        )]))
+        .expect("valid");
+        assert_eq!(
+            c.db.url.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+    }
+
+    #[test]
+    fn bad_numbers_and_names_fail_loudly() {
+        let err =
+            ConsumerConfig::from_lookup(&env(&[DB, ("DB_STATEMENT_TIMEOUT_MS", "soon")])).err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                name: "DB_STATEMENT_TIMEOUT_MS",
+                ..
+            })
+        ));
+        let err = ConsumerConfig::from_lookup(&env(&[DB, ("DB_STATEMENT_TIMEOUT_MS", "0")])).err();
+        assert!(err.is_some());
+        let err = ConsumerConfig::from_lookup(&env(&[DB, ("METRICS_NAMESPACE", "bad{ns}")])).err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                name: "METRICS_NAMESPACE",
+                ..
+            })
+        ));
+        let err =
+            ConsumerConfig::from_lookup(&env(&[DB, ("DB_CA_CERT_PATH", "/nonexistent.pem")])).err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                name: "DB_CA_CERT_PATH",
+                ..
+            })
+        ));
+    }
+
+    const Q: (&str, &str) = (
+        "SQS_QUEUE_URL",
+        "http://127.0.0.1:5000/123456789012/spillway-events",
+    );
+
+    #[test]
+    fn poller_defaults_follow_lambda() {
+        let c = PollerConfig::from_lookup(&env(&[Q])).expect("valid");
+        assert_eq!(c.endpoint, "http://127.0.0.1:5000");
+        assert_eq!(c.batch_size, 10);
+        assert_eq!(c.batching_window, Duration::ZERO);
+        assert_eq!(c.maximum_concurrency, 2);
+        assert_eq!(c.visibility_timeout, None);
+        assert_eq!(c.wait_time_seconds, 20);
+    }
+
+    #[test]
+    fn poller_settings_are_validated() {
+        let c = PollerConfig::from_lookup(&env(&[
+            Q,
+            ("SQS_ENDPOINT", "http://localhost:4566/"),
+            ("BATCH_SIZE", "100"),
+            ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "2"),
+            ("MAXIMUM_CONCURRENCY", "5"),
+            ("VISIBILITY_TIMEOUT_SECONDS", "30"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.endpoint, "http://localhost:4566");
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.batching_window, Duration::from_secs(2));
+        assert_eq!(c.maximum_concurrency, 5);
+        assert_eq!(c.visibility_timeout, Some(30));
+
+        // Lambda refuses a batch size above 10 without a batching window.
+        let err = PollerConfig::from_lookup(&env(&[Q, ("BATCH_SIZE", "11")])).err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                name: "BATCH_SIZE",
+                ..
+            })
+        ));
+        for (k, v) in [
+            ("BATCH_SIZE", "0"),
+            ("MAXIMUM_CONCURRENCY", "0"),
+            ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "301"),
+            ("WAIT_TIME_SECONDS", "21"),
+            ("VISIBILITY_TIMEOUT_SECONDS", "-1"),
+        ] {
+            assert!(
+                PollerConfig::from_lookup(&env(&[Q, (k, v)])).is_err(),
+                "{k}={v} accepted"
+            );
+        }
+        assert_eq!(
+            PollerConfig::from_lookup(&env(&[])).err(),
+            Some(ConfigError::Missing("SQS_QUEUE_URL"))
+        );
+        assert!(PollerConfig::from_lookup(&env(&[("SQS_QUEUE_URL", "queue")])).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! One CloudWatch Embedded Metric Format (EMF) record per invocation.
+//!
+//! Lambda sends every stdout line to CloudWatch Logs; a JSON line with an `_aws` member is
+//! turned into metrics without any API call. Building the record is pure (the timestamp is an
+//! argument); printing it is the caller's job.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+/// What one invocation did, as counted by the handler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvocationMetrics {
+    /// Records in the SQS event.
+    pub batch_size: u64,
+    /// Events newly written to the table.
+    pub events_stored: u64,
+    /// Events skipped because their id was already stored (or repeated within the batch).
+    pub duplicates_skipped: u64,
+    /// Records reported in `batchItemFailures`.
+    pub records_failed: u64,
+    /// Of those, the ones that cannot succeed on retry (undecodable, refused data).
+    pub records_rejected: u64,
+    /// Time spent writing, connection set-up included.
+    pub db_write_ms: u64,
+    /// Now minus the oldest record's `SentTimestamp`; `None` when no record has one.
+    pub queue_lag_ms: Option<u64>,
+    /// Now minus the oldest decoded event's `received_at` (the edge clock).
+    pub end_to_end_lag_ms: Option<u64>,
+}
+
+/// Milliseconds from `then` to `now`, clamped at zero (clocks of different machines).
+pub fn lag_ms(now: DateTime<Utc>, then: DateTime<Utc>) -> u64 {
+    u64::try_from((now - then).num_milliseconds()).unwrap_or(0)
+}
+
+/// The EMF record for one invocation, as a single JSON line.
+///
+/// `service` is the only dimension (so the metrics aggregate across function versions);
+/// `request_id` is a plain property, searchable in Logs Insights but not a dimension.
+pub fn emf_line(
+    namespace: &str,
+    service: &str,
+    request_id: &str,
+    metrics: &InvocationMetrics,
+    timestamp: DateTime<Utc>,
+) -> String {
+    let mut definitions = vec![
+        json!({"Name": "EventsStored", "Unit": "Count"}),
+        json!({"Name": "DuplicatesSkipped", "Unit": "Count"}),
+        json!({"Name": "RecordsFailed", "Unit": "Count"}),
+        json!({"Name": "RecordsRejected", "Unit": "Count"}),
+        json!({"Name": "BatchSize", "Unit": "Count"}),
+        json!({"Name": "DbWriteMs", "Unit": "Milliseconds"}),
+    ];
+    let mut record = json!({
+        "Service": service,
+        "RequestId": request_id,
+        "EventsStored": metrics.events_stored,
+        "DuplicatesSkipped": metrics.duplicates_skipped,
+        "RecordsFailed": metrics.records_failed,
+        "RecordsRejected": metrics.records_rejected,
+        "BatchSize": metrics.batch_size,
+        "DbWriteMs": metrics.db_write_ms,
+    });
+    // A lag that cannot be computed is left out rather than reported as 0, which would
+    // flatter the statistics.
+    for (name, value) in [
+        ("QueueLagMs", metrics.queue_lag_ms),
+        ("EndToEndLagMs", metrics.end_to_end_lag_ms),
+    ] {
+        if let (Some(v), Value::Object(map)) = (value, &mut record) {
+            definitions.push(json!({"Name": name, "Unit": "Milliseconds"}));
+            map.insert(name.to_owned(), json!(v));
+        }
+    }
+    if let Value::Object(map) = &mut record {
+        map.insert(
+            "_aws".to_owned(),
+            json!({
+                "Timestamp": timestamp.timestamp_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": namespace,
+                    "Dimensions": [["Service"]],
+                    "Metrics": definitions,
+                }],
+            }),
+        );
+    }
+    record.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap_or_default()
+    }
+
+    #[test]
+    fn record_is_valid_emf() {
+        let m = InvocationMetrics {
+            batch_size: 4,
+            events_stored: 7,
+            duplicates_skipped: 2,
+            records_failed: 1,
+            records_rejected: 1,
+            db_write_ms: 12,
+            queue_lag_ms: Some(250),
+            end_to_end_lag_ms: Some(900),
+        };
+        let line = emf_line(
+            "Spillway",
+            "spillway-consumer",
+            "req-1",
+            &m,
+            at(1_700_000_000_000),
+        );
+        assert!(!line.contains('\n'));
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000i64);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Spillway");
+        assert_eq!(directive["Dimensions"], json!([["Service"]]));
+        // Every declared metric has a numeric value at the top level (what CloudWatch needs).
+        let names: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .filter_map(|d| d["Name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "EventsStored",
+                "DuplicatesSkipped",
+                "RecordsFailed",
+                "RecordsRejected",
+                "BatchSize",
+                "DbWriteMs",
+                "QueueLagMs",
+                "EndToEndLagMs"
+            ]
+        );
+        for name in names {
+            assert!(v[name].is_u64(), "{name} has no value");
+        }
+        assert_eq!(v["EventsStored"], 7);
+        assert_eq!(v["QueueLagMs"], 250);
+        assert_eq!(v["EndToEndLagMs"], 900);
+        assert_eq!(v["Service"], "spillway-consumer");
+        assert_eq!(v["RequestId"], "req-1");
+    }
+
+    #[test]
+    fn unknown_lags_are_left_out() {
+        let line = emf_line(
+            "Custom/NS",
+            "svc",
+            "r",
+            &InvocationMetrics::default(),
+            at(0),
+        );
+        let v: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Custom/NS");
+        assert!(v.get("QueueLagMs").is_none());
+        assert!(v.get("EndToEndLagMs").is_none());
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .map(Vec::len),
+            Some(6)
+        );
+    }
+
+    #[test]
+    fn lag_is_clamped_at_zero() {
+        assert_eq!(lag_ms(at(1_000), at(400)), 600);
+        assert_eq!(lag_ms(at(400), at(1_000)), 0);
+    }
+}
