@@ -1,0 +1,160 @@
+//! Helpers shared by the consumer's integration tests: a migrated PostgreSQL, events, SQS
+//! records in the shape Lambda delivers, and handler deps over the real store.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use spillway_consumer::config::DbConfig;
+use spillway_consumer::handler::{Deps, Outcome, SystemClock};
+use spillway_consumer::migrate;
+use spillway_consumer::pg::PgStore;
+use spillway_shared::{pack, Event, Limits};
+use spillway_support::Postgres;
+use uuid::Uuid;
+
+pub fn fixture(name: &str) -> PathBuf {
+    spillway_support::repo_root()
+        .join("tests/fixtures/sqs")
+        .join(name)
+}
+
+pub fn db_config(url: &str, statement_timeout_ms: u64) -> DbConfig {
+    let url = url.to_owned();
+    let timeout = statement_timeout_ms.to_string();
+    DbConfig::from_lookup(&move |k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "DB_STATEMENT_TIMEOUT_MS" => Some(timeout.clone()),
+        "DB_CONNECT_TIMEOUT_MS" => Some("2000".to_owned()),
+        _ => None,
+    })
+    .expect("db config")
+}
+
+/// A fresh PostgreSQL with the migrations applied.
+pub async fn migrated_pg() -> Postgres {
+    let pg = Postgres::start().expect("start PostgreSQL");
+    migrate_url(&pg.url()).await;
+    pg
+}
+
+pub async fn migrate_url(url: &str) -> migrate::Report {
+    let store = PgStore::new(&db_config(url, 10_000)).expect("store");
+    let mut client = store.open().await.expect("connect");
+    migrate::run(&mut client, migrate::MIGRATIONS)
+        .await
+        .expect("migrate")
+}
+
+pub fn deps(url: &str) -> Deps<PgStore> {
+    deps_with_timeout(url, 10_000)
+}
+
+pub fn deps_with_timeout(url: &str, statement_timeout_ms: u64) -> Deps<PgStore> {
+    Deps {
+        store: PgStore::new(&db_config(url, statement_timeout_ms)).expect("store"),
+        clock: SystemClock,
+        metrics_namespace: "SpillwayTest".into(),
+        metrics_service: "spillway-consumer".into(),
+    }
+}
+
+pub fn count(pg: &Postgres, sql: &str) -> u64 {
+    pg.psql(sql).expect("psql").parse().expect("a number")
+}
+
+pub fn stored(pg: &Postgres) -> u64 {
+    count(pg, "SELECT count(*) FROM events")
+}
+
+pub fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).expect("time")
+}
+
+/// Event `n` (its id is `n` as a UUID), received 1 s before `now`-ish fixed time.
+pub fn event(n: u128) -> Event {
+    Event {
+        id: Uuid::from_u128(n),
+        event_type: "page_view".into(),
+        occurred_at: Some(at(1_795_852_790_000)),
+        received_at: at(1_795_852_799_000),
+        key_id: "web".into(),
+        edge: None,
+        data: json!({"n": n as u64, "path": "/"})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+    }
+}
+
+/// An event PostgreSQL refuses although it decodes: a NUL inside a jsonb string.
+pub fn nul_event(n: u128) -> Event {
+    let mut e = event(n);
+    e.data.insert("note".into(), json!("a\u{0}b"));
+    e
+}
+
+/// One message body carrying `events` (the packer must put them in one message).
+pub fn body(events: &[Event]) -> String {
+    let batches = pack(events, &Limits::default()).expect("pack");
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        batches[0].entries.len(),
+        1,
+        "events must fit in one message"
+    );
+    batches[0].entries[0].body.clone()
+}
+
+/// A record shaped as Lambda delivers it (built from JSON, not from struct fields).
+pub fn record(message_id: &str, body: &str) -> SqsMessage {
+    serde_json::from_value(json!({
+        "messageId": message_id,
+        "receiptHandle": format!("AQEB{message_id}"),
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": Utc::now().timestamp_millis().to_string(),
+            "SenderId": "AROAEXAMPLE:spillway-edge",
+            "ApproximateFirstReceiveTimestamp": Utc::now().timestamp_millis().to_string()
+        },
+        "messageAttributes": {},
+        "md5OfBody": "00000000000000000000000000000000",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:spillway-events",
+        "awsRegion": "us-east-1"
+    }))
+    .expect("record")
+}
+
+pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
+    serde_json::from_value(json!({ "Records": records })).expect("event")
+}
+
+pub fn failed_ids(o: &Outcome) -> Vec<String> {
+    let mut ids: Vec<String> = o
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

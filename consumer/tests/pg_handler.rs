@@ -1,0 +1,349 @@
+//! The handler against a real PostgreSQL: documented and recorded SQS events, exactly-once
+//! delivery cases, data the database refuses, the database down or restarted, timeouts, TLS,
+//! and migrations.
+
+mod common;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use common::*;
+use spillway_consumer::handler::handle;
+use spillway_consumer::store::{EventStore, FailureKind, Row};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_documented_event_reports_both_records_and_stores_nothing() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let raw = std::fs::read_to_string(fixture("aws_documented.json")).expect("fixture");
+    let event: SqsEvent = serde_json::from_str(&raw).expect("the documented shape parses");
+    let o = handle(&d, &event, "doc").await;
+    // "Test message." is not a Spillway envelope: both records fail on their own.
+    assert_eq!(
+        failed_ids(&o),
+        [
+            "059f36b4-87a3-44ab-83d2-661975830a7d",
+            "2e1424d4-f796-459a-8184-9c92662be6da"
+        ]
+    );
+    assert_eq!(o.metrics.records_failed, 2);
+    assert_eq!(o.metrics.records_rejected, 2);
+    assert_eq!(o.metrics.batch_size, 2);
+    assert_eq!(stored(&pg), 0);
+    // SentTimestamp is from 2018: the lag is years.
+    assert!(o.metrics.queue_lag_ms.unwrap_or(0) > 200 * 24 * 3_600_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_event_stores_rows_as_the_contract_says() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let raw = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
+    let event: SqsEvent = serde_json::from_str(&raw).expect("parse");
+    let o = handle(&d, &event, "rec").await;
+    // The version-2 envelope is refused; the third message repeats an event of the first.
+    assert_eq!(failed_ids(&o), ["c0ffee00-1111-4222-8333-944455556666"]);
+    assert_eq!(o.metrics.events_stored, 2);
+    assert_eq!(o.metrics.duplicates_skipped, 1);
+    assert_eq!(stored(&pg), 2);
+    let row = pg
+        .psql(
+            "SELECT type, occurred_at AT TIME ZONE 'UTC', received_at AT TIME ZONE 'UTC', key_id,
+                    data::text, edge_colo, edge_country, sqs_message_id, stored_at IS NOT NULL
+             FROM events WHERE id = '0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10'",
+        )
+        .expect("psql");
+    assert_eq!(
+        row,
+        "page_view|2026-11-28 07:59:58.25|2026-11-28 08:00:00.123|web|\
+         {\"ref\": null, \"path\": \"/pricing\", \"size\": [1280, 720]}|FRA|DE|\
+         7b8d7d2e-2f39-4c57-9d53-6f4b3b0a1c01|t"
+    );
+    // No client timestamp: NULL; no edge info: NULL; the odd character survives.
+    let row = pg
+        .psql(
+            "SELECT type = E'signup \\uFFFE odd', occurred_at IS NULL, edge_colo IS NULL, data::text
+             FROM events WHERE id = '3a59cd1f-d5a5-5bf5-bb62-d239ef258e96'",
+        )
+        .expect("psql");
+    assert_eq!(row, "t|t|t|{}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_batch_twice_stores_each_event_once() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let e = sqs_event(vec![
+        record("m1", &body(&[event(1), event(2), event(3)])),
+        record("m2", &body(&[event(4)])),
+    ]);
+    let first = handle(&d, &e, "1").await;
+    assert!(first.response.batch_item_failures.is_empty());
+    assert_eq!(first.metrics.events_stored, 4);
+    let second = handle(&d, &e, "2").await;
+    assert!(second.response.batch_item_failures.is_empty());
+    assert_eq!(second.metrics.events_stored, 0);
+    assert_eq!(second.metrics.duplicates_skipped, 4);
+    assert_eq!(stored(&pg), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_batches_store_each_event_once() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let a = sqs_event(vec![
+        record("a1", &body(&[event(1), event(2)])),
+        record("a2", &body(&[event(3), event(4)])),
+    ]);
+    // Redelivery of a2 with a new message id, next to new events, one repeated inside.
+    let b = sqs_event(vec![
+        record("b1", &body(&[event(3), event(4)])),
+        record("b2", &body(&[event(5), event(6), event(5)])),
+    ]);
+    let oa = handle(&d, &a, "a").await;
+    let ob = handle(&d, &b, "b").await;
+    assert!(oa.response.batch_item_failures.is_empty());
+    assert!(ob.response.batch_item_failures.is_empty());
+    assert_eq!(oa.metrics.events_stored, 4);
+    assert_eq!(ob.metrics.events_stored, 2);
+    assert_eq!(ob.metrics.duplicates_skipped, 3);
+    assert_eq!(stored(&pg), 6);
+    assert_eq!(count(&pg, "SELECT count(DISTINCT id) FROM events"), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overlapping_batches_store_each_event_once() {
+    // Two execution environments (two connections) write the same events at the same time.
+    let pg = migrated_pg().await;
+    let d1 = deps(&pg.url());
+    let d2 = deps(&pg.url());
+    let events: Vec<_> = (1..=200).map(event).collect();
+    let e1 = sqs_event(vec![record("x", &body(&events[..150]))]);
+    let e2 = sqs_event(vec![record("y", &body(&events[50..]))]);
+    let (o1, o2) = tokio::join!(handle(&d1, &e1, "x"), handle(&d2, &e2, "y"));
+    assert!(o1.response.batch_item_failures.is_empty());
+    assert!(o2.response.batch_item_failures.is_empty());
+    assert_eq!(o1.metrics.events_stored + o2.metrics.events_stored, 200);
+    assert_eq!(
+        o1.metrics.duplicates_skipped + o2.metrics.duplicates_skipped,
+        100
+    );
+    assert_eq!(stored(&pg), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn good_duplicate_and_poison_records_are_each_handled_on_their_own() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    handle(&d, &sqs_event(vec![record("old", &body(&[event(9)]))]), "0").await;
+    let e = sqs_event(vec![
+        record("good", &body(&[event(1), event(2)])),
+        record("dup", &body(&[event(9)])),
+        record("not-json", "{{{"),
+        record("v7", r#"{"v":7,"events":[]}"#),
+        record("nul", &body(&[event(3), nul_event(4)])),
+        record("good2", &body(&[event(5)])),
+    ]);
+    let o = handle(&d, &e, "mix").await;
+    // Exactly the poison is reported: two undecodable bodies and the message PostgreSQL
+    // refuses (a NUL in jsonb), found by the message-by-message fallback.
+    assert_eq!(failed_ids(&o), ["not-json", "nul", "v7"]);
+    assert_eq!(o.metrics.records_failed, 3);
+    assert_eq!(o.metrics.records_rejected, 3);
+    assert_eq!(o.metrics.events_stored, 3);
+    assert_eq!(o.metrics.duplicates_skipped, 1);
+    assert_eq!(stored(&pg), 4);
+    // The refused message is all or nothing: its good event 3 is not stored alone.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM events WHERE id IN ('00000000-0000-0000-0000-000000000003',
+                                                  '00000000-0000-0000-0000-000000000004')"
+        ),
+        0
+    );
+    // Delivered again, only the poison is reported again and nothing is stored twice.
+    let again = handle(&d, &e, "mix2").await;
+    assert_eq!(failed_ids(&again), ["not-json", "nul", "v7"]);
+    assert_eq!(again.metrics.events_stored, 0);
+    assert_eq!(stored(&pg), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_at_start_then_back() {
+    let pg = migrated_pg().await;
+    pg.stop().expect("stop");
+    let d = deps(&pg.url());
+    let e = sqs_event(vec![
+        record("a", &body(&[event(1), event(2)])),
+        record("b", &body(&[event(3)])),
+        record("bad", "nope"),
+    ]);
+    let o = handle(&d, &e, "down").await;
+    assert_eq!(failed_ids(&o), ["a", "b", "bad"]);
+    // The two good records are retryable; only the bad body is permanent.
+    assert_eq!(o.metrics.records_rejected, 1);
+    assert!(!d.store.is_connected().await);
+
+    pg.start_again().expect("start");
+    let o = handle(&d, &e, "up").await;
+    assert_eq!(failed_ids(&o), ["bad"]);
+    assert_eq!(o.metrics.events_stored, 3);
+    assert_eq!(stored(&pg), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_run_loses_nothing_and_stores_nothing_twice() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    // 12 "SQS messages" of 5 events; failed ones are delivered again, as SQS would.
+    let mut pending: Vec<(String, String)> = (0..12u128)
+        .map(|m| {
+            let events: Vec<_> = (m * 5 + 1..=m * 5 + 5).map(event).collect();
+            (format!("m{m}"), body(&events))
+        })
+        .collect();
+    let mut round = 0;
+    let mut saw_failure = false;
+    let mut reconnects_checked = false;
+    while !pending.is_empty() {
+        round += 1;
+        assert!(round < 40, "not drained after 40 rounds: {pending:?}");
+        // Three messages per invocation.
+        let take = pending.len().min(3);
+        let batch: Vec<_> = pending.drain(..take).collect();
+        let e = sqs_event(batch.iter().map(|(id, b)| record(id, b)).collect());
+        if round == 2 {
+            pg.stop().expect("stop");
+        }
+        if round == 5 {
+            pg.start_again().expect("start again");
+        }
+        let o = handle(&d, &e, &format!("r{round}")).await;
+        let failed = failed_ids(&o);
+        if !failed.is_empty() {
+            saw_failure = true;
+            assert_eq!(
+                o.metrics.records_rejected, 0,
+                "a restart is not the data's fault"
+            );
+        }
+        if round >= 5 && failed.is_empty() && !reconnects_checked {
+            assert!(d.store.is_connected().await, "a new connection was opened");
+            reconnects_checked = true;
+        }
+        pending.extend(batch.into_iter().filter(|(id, _)| failed.contains(id)));
+    }
+    assert!(saw_failure, "the restart was noticed");
+    assert!(reconnects_checked);
+    assert_eq!(stored(&pg), 60);
+    assert_eq!(count(&pg, "SELECT count(DISTINCT id) FROM events"), 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_fails_the_batch_for_a_retry() {
+    let pg = migrated_pg().await;
+    let d = deps_with_timeout(&pg.url(), 300);
+    // Someone holds a lock on the table for longer than the statement timeout.
+    let locker = deps(&pg.url());
+    let mut client = locker.store.open().await.expect("connect");
+    let tx = client.transaction().await.expect("begin");
+    tx.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let e = sqs_event(vec![record("a", &body(&[event(1)]))]);
+    let o = handle(&d, &e, "t").await;
+    assert_eq!(failed_ids(&o), ["a"]);
+    assert_eq!(o.metrics.records_rejected, 0, "a timeout is retryable");
+    assert!(o.metrics.db_write_ms >= 250, "waited for the timeout");
+    tx.rollback().await.expect("rollback");
+    // The same store writes once the lock is gone.
+    let o = handle(&d, &e, "t2").await;
+    assert!(o.response.batch_item_failures.is_empty());
+    assert_eq!(stored(&pg), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_never_falls_back_to_plain_text() {
+    // The throwaway cluster has no TLS: a store told to require it must refuse to write.
+    let pg = migrated_pg().await;
+    let url = format!("{}?sslmode=require", pg.url());
+    let d = deps(&url);
+    let e = event(1);
+    let err = d
+        .store
+        .write(&[Row {
+            event: &e,
+            message_id: "m",
+        }])
+        .await
+        .expect_err("no TLS, no write");
+    assert_eq!(err.kind, FailureKind::Unavailable);
+    assert_eq!(stored(&pg), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
+    let pg = spillway_support::Postgres::start().expect("pg");
+    let url = pg.url();
+    let (a, b) = tokio::join!(migrate_url(&url), migrate_url(&url));
+    // One run applied version 1, the other waited for the lock and found it applied.
+    let mut applied = [a.applied.clone(), b.applied.clone()].concat();
+    applied.sort();
+    assert_eq!(applied, [1]);
+    let again = migrate_url(&url).await;
+    assert!(again.applied.is_empty());
+    assert_eq!(again.already, [1]);
+    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 1);
+    // The table has the columns of the contract, with its types and nullability.
+    let columns = pg
+        .psql(
+            "SELECT string_agg(column_name || ':' || data_type || ':' || is_nullable, ',' ORDER BY column_name)
+             FROM information_schema.columns WHERE table_name = 'events'
+               AND column_name IN ('id','type','occurred_at','received_at','stored_at','data','key_id')",
+        )
+        .expect("psql");
+    assert_eq!(
+        columns,
+        "data:jsonb:NO,id:uuid:NO,key_id:text:NO,occurred_at:timestamp with time zone:YES,\
+         received_at:timestamp with time zone:NO,stored_at:timestamp with time zone:NO,type:text:NO"
+    );
+    assert_eq!(
+        pg.psql(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a
+               ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = 'events'::regclass AND i.indisprimary"
+        )
+        .expect("psql"),
+        "id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrate_command_works_twice() {
+    let pg = spillway_support::Postgres::start().expect("pg");
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"))
+            .arg("migrate")
+            .env("DATABASE_URL", pg.url())
+            .env("RUST_LOG", "info")
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(log.contains("migrations done"), "{log}");
+    }
+    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(stored(&pg), 0);
+    // A bad configuration fails loudly before doing anything.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"))
+        .arg("migrate")
+        .env("DATABASE_URL", pg.url())
+        .env("DB_STATEMENT_TIMEOUT_MS", "soon")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DB_STATEMENT_TIMEOUT_MS"));
+}
