@@ -1,0 +1,273 @@
+//! The real Lambda runtime loop (`lambda_runtime::run` in the `spillway-consumer` binary) runs
+//! the handler once, against a small Lambda Runtime API emulator of our own and a real
+//! PostgreSQL.
+//!
+//! The emulator implements what the runtime uses of the API: `GET .../invocation/next` (one
+//! event, then it holds the request open as Lambda does when there is no work), and
+//! `POST .../invocation/{id}/response` or `.../error` (and `/init/error`).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use spillway_support::{free_port, run_dir, Service};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Mutex};
+
+/// What the runtime sent back.
+#[derive(Debug)]
+enum Reply {
+    Response {
+        request_id: String,
+        body: String,
+    },
+    /// The path (`.../error` or `/init/error`) and the error body.
+    Error(String),
+}
+
+struct Emulator {
+    events: Mutex<VecDeque<(String, String)>>,
+    replies: mpsc::UnboundedSender<Reply>,
+    first_next: Mutex<Option<Instant>>,
+}
+
+struct Request {
+    method: String,
+    path: String,
+    body: String,
+}
+
+async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let mut length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).await.ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => length = value.trim().parse().ok()?,
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            _ => {}
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).await.ok()?;
+            let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).await.ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        body.resize(length, 0);
+        reader.read_exact(&mut body).await.ok()?;
+    }
+    Some(Request {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+async fn respond(
+    stream: &mut BufReader<TcpStream>,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    let _ = stream.get_mut().write_all(out.as_bytes()).await;
+}
+
+async fn serve(emu: Arc<Emulator>, stream: TcpStream) {
+    let mut reader = BufReader::new(stream);
+    while let Some(req) = read_request(&mut reader).await {
+        let path = req.path.as_str();
+        if req.method == "GET" && path == "/2018-06-01/runtime/invocation/next" {
+            emu.first_next.lock().await.get_or_insert_with(Instant::now);
+            let next = emu.events.lock().await.pop_front();
+            let Some((request_id, event)) = next else {
+                // No more work: hold the request, as Lambda freezes an idle environment.
+                std::future::pending::<()>().await;
+                return;
+            };
+            let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+            respond(
+                &mut reader,
+                "200 OK",
+                &[
+                    ("Lambda-Runtime-Aws-Request-Id", request_id),
+                    ("Lambda-Runtime-Deadline-Ms", deadline.to_string()),
+                    (
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:spillway-consumer".into(),
+                    ),
+                    (
+                        "Lambda-Runtime-Trace-Id",
+                        "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1".into(),
+                    ),
+                ],
+                &event,
+            )
+            .await;
+        } else if req.method == "POST" && path.ends_with("/response") {
+            let request_id = path
+                .trim_start_matches("/2018-06-01/runtime/invocation/")
+                .trim_end_matches("/response")
+                .to_owned();
+            let _ = emu.replies.send(Reply::Response {
+                request_id,
+                body: req.body,
+            });
+            respond(&mut reader, "202 Accepted", &[], r#"{"status":"OK"}"#).await;
+        } else if req.method == "POST" && path.ends_with("/error") {
+            let _ = emu
+                .replies
+                .send(Reply::Error(format!("{}: {}", req.path, req.body)));
+            respond(&mut reader, "202 Accepted", &[], r#"{"status":"OK"}"#).await;
+        } else {
+            respond(&mut reader, "404 Not Found", &[], "{}").await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_runtime_loop_runs_the_handler_once() {
+    let pg = migrated_pg().await;
+    let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
+    let request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".to_owned();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let emu = Arc::new(Emulator {
+        events: Mutex::new(VecDeque::from([(request_id.clone(), event)])),
+        replies: tx,
+        first_next: Mutex::new(None),
+    });
+    let port = free_port().expect("port");
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    let server = {
+        let emu = emu.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(emu.clone(), stream));
+            }
+        })
+    };
+
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"));
+    cmd.env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
+        .env("AWS_LAMBDA_FUNCTION_NAME", "spillway-consumer")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env(
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            "2026/11/28/[$LATEST]0123456789abcdef",
+        )
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/spillway-consumer")
+        .env("DATABASE_URL", pg.url())
+        .env("METRICS_NAMESPACE", "SpillwayRuntimeTest")
+        .env("RUST_LOG", "info");
+    let log = run_dir().join(format!("lambda-runtime-{port}.log"));
+    let started = Instant::now();
+    let mut lambda = Service::spawn("lambda", cmd, &log).expect("spawn the function");
+
+    let reply = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no reply within 60 s: {}", lambda.log_tail(30)))
+        .expect("reply");
+    let answered = started.elapsed();
+    let init = emu
+        .first_next
+        .lock()
+        .await
+        .map(|t| t.duration_since(started))
+        .unwrap_or_default();
+    eprintln!("cold start (spawn -> first /next): {init:?}; spawn -> response: {answered:?}");
+
+    let Reply::Response {
+        request_id: got_id,
+        body,
+    } = reply
+    else {
+        panic!(
+            "the function reported an error: {reply:?}\n{}",
+            lambda.log_tail(30)
+        );
+    };
+    assert_eq!(got_id, request_id);
+    let body: Value = serde_json::from_str(&body).expect("json response");
+    assert_eq!(
+        body,
+        json!({"batchItemFailures": [{"itemIdentifier": "c0ffee00-1111-4222-8333-944455556666"}]})
+    );
+    assert_eq!(stored(&pg), 2);
+    // Still alive, waiting for the next invocation: the loop did not crash.
+    assert!(lambda.exited().is_none(), "{}", lambda.log_tail(30));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lambda.stop(Duration::from_secs(2));
+    server.abort();
+
+    let out = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // One EMF record for the invocation, in the configured namespace.
+    let emf: Vec<&Value> = lines.iter().filter(|v| v.get("_aws").is_some()).collect();
+    assert_eq!(emf.len(), 1, "{out}");
+    assert_eq!(
+        emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "SpillwayRuntimeTest"
+    );
+    assert_eq!(emf[0]["RequestId"], request_id.as_str());
+    assert_eq!(emf[0]["EventsStored"], 2);
+    assert_eq!(emf[0]["DuplicatesSkipped"], 1);
+    assert_eq!(emf[0]["RecordsFailed"], 1);
+    assert_eq!(emf[0]["BatchSize"], 3);
+    assert!(emf[0]["QueueLagMs"].is_u64());
+    assert!(emf[0]["EndToEndLagMs"].is_u64());
+    // The rejected record is logged as JSON with the request id, message id and reason.
+    let rejected = lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "record rejected")
+        .unwrap_or_else(|| panic!("no rejection logged: {out}"));
+    assert_eq!(rejected["span"]["request_id"], request_id.as_str());
+    assert_eq!(
+        rejected["fields"]["message_id"],
+        "c0ffee00-1111-4222-8333-944455556666"
+    );
+    assert!(rejected["fields"]["reason"]
+        .as_str()
+        .unwrap_or("")
+        .contains("version 2"));
+    assert_eq!(rejected["level"], "WARN");
+}

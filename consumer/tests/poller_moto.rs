@@ -1,0 +1,212 @@
+//! The `spillway-poller` binary against the local SQS (moto) and a real PostgreSQL: good
+//! messages are stored and deleted, poison ends in the DLQ through the redrive policy, nothing
+//! stays in flight, and SIGTERM lets the batch in flight finish.
+//!
+//! moto is slow (tens of messages per second), so messages carry several events each.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use spillway_support::{run_dir, LocalSqs, Moto, Postgres, Service};
+
+const REGION: &str = "us-east-1";
+
+struct Queues {
+    sqs: LocalSqs,
+    main: String,
+    dlq: String,
+}
+
+fn queues(moto: &Moto, name: &str, max_receive: u32) -> Queues {
+    let sqs = LocalSqs::new(moto.port(), REGION);
+    let dlq = sqs
+        .create_queue(&format!("{name}-dlq"), &[])
+        .expect("create DLQ");
+    let dlq_arn = sqs.attributes(&dlq).expect("attributes")["QueueArn"].clone();
+    let redrive =
+        json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive.to_string()});
+    let main = sqs
+        .create_queue(
+            name,
+            &[
+                ("RedrivePolicy", redrive.to_string()),
+                // Short, so that failed messages come back (and reach the DLQ) quickly.
+                ("VisibilityTimeout", "1".to_owned()),
+            ],
+        )
+        .expect("create queue");
+    Queues { sqs, main, dlq }
+}
+
+fn poller(pg: &Postgres, moto: &Moto, queue: &str, extra: &[(&str, &str)]) -> Service {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spillway-poller"));
+    cmd.env("DATABASE_URL", pg.url())
+        .env("SQS_QUEUE_URL", queue)
+        .env("SQS_ENDPOINT", moto.endpoint())
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "info");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let log = run_dir().join(format!("poller-{}-{}.log", moto.port(), pg.port()));
+    Service::spawn("poller", cmd, &log).expect("spawn the poller")
+}
+
+/// Waits for the process to exit after SIGTERM; returns whether it exited successfully.
+async fn exits_within(svc: &mut Service, timeout: Duration) -> Option<bool> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = svc.exited() {
+            return Some(status.success());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-poller-test", 2);
+
+    // 6 good messages of 20 events, one redelivered copy, and three kinds of poison.
+    for m in 0..6u128 {
+        let events: Vec<_> = (m * 20 + 1..=m * 20 + 20).map(event).collect();
+        q.sqs.send(&q.main, &body(&events)).expect("send");
+    }
+    let copy: Vec<_> = (1..=20).map(event).collect();
+    q.sqs.send(&q.main, &body(&copy)).expect("send");
+    let poison = [
+        "this is not JSON".to_owned(),
+        r#"{"v":2,"events":[]}"#.to_owned(),
+        body(&[event(500), nul_event(501)]),
+    ];
+    for p in &poison {
+        q.sqs.send(&q.main, p).expect("send");
+    }
+
+    let mut svc = poller(
+        &pg,
+        &moto,
+        &q.main,
+        &[("BATCH_SIZE", "4"), ("MAXIMUM_CONCURRENCY", "2")],
+    );
+    let done = eventually(Duration::from_secs(90), || {
+        stored(&pg) == 120
+            && q.sqs.depth(&q.dlq).ok().map(|d| d.0) == Some(3)
+            && q.sqs.depth(&q.main).ok() == Some((0, 0))
+    })
+    .await;
+    assert!(
+        done,
+        "stored {}, DLQ {:?}, queue {:?}\n{}",
+        stored(&pg),
+        q.sqs.depth(&q.dlq),
+        q.sqs.depth(&q.main),
+        svc.log_tail(40)
+    );
+    assert_eq!(count(&pg, "SELECT count(DISTINCT id) FROM events"), 120);
+    // The events of the refused message are not stored, not even its good one.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM events WHERE id = '00000000-0000-0000-0000-0000000001f4'"
+        ),
+        0
+    );
+
+    // The DLQ holds exactly the poison.
+    let mut in_dlq = q.sqs.receive(&q.dlq, 30).expect("receive");
+    in_dlq.sort();
+    let mut expected = poison.to_vec();
+    expected.sort();
+    assert_eq!(in_dlq, expected);
+
+    // Long-polling with nothing to do, the poller stops promptly on SIGTERM, successfully.
+    svc.signal("TERM");
+    let exited = exits_within(&mut svc, Duration::from_secs(10)).await;
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    assert_eq!(exited, Some(true), "{}", svc.log_tail(20));
+    assert!(log.contains("poller stopped"));
+    // Every invocation printed an EMF record; the redelivered copy counted as duplicates.
+    let emf: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert!(!emf.is_empty());
+    let sum = |k: &str| emf.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
+    assert_eq!(sum("EventsStored"), 120);
+    assert_eq!(sum("DuplicatesSkipped"), 20);
+    // Each poison message failed twice (maxReceiveCount) before moto moved it.
+    assert_eq!(sum("RecordsRejected"), 6);
+    assert!(emf.iter().all(|v| v["BatchSize"].as_u64() <= Some(4)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_batch_in_flight_finish() {
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-sigterm-test", 5);
+    for m in 0..2u128 {
+        let events: Vec<_> = (m * 10 + 1..=m * 10 + 10).map(event).collect();
+        q.sqs.send(&q.main, &body(&events)).expect("send");
+    }
+
+    // Hold the table, so the poller's write waits while we ask it to stop.
+    let locker = deps(&pg.url());
+    let mut client = locker.store.open().await.expect("connect");
+    let tx = client.transaction().await.expect("begin");
+    tx.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+
+    let mut svc = poller(
+        &pg,
+        &moto,
+        &q.main,
+        &[
+            ("BATCH_SIZE", "10"),
+            ("MAXIMUM_CONCURRENCY", "1"),
+            // Longer than the test, so the lock cannot make the messages reappear.
+            ("VISIBILITY_TIMEOUT_SECONDS", "60"),
+        ],
+    );
+    let waiting = eventually(Duration::from_secs(30), || {
+        count(
+            &pg,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+               AND application_name = 'spillway-consumer'",
+        ) == 1
+    })
+    .await;
+    assert!(waiting, "the poller never wrote: {}", svc.log_tail(30));
+
+    svc.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        svc.exited().is_none(),
+        "the poller left with a batch in flight"
+    );
+    tx.rollback().await.expect("release the lock");
+
+    let exited = exits_within(&mut svc, Duration::from_secs(15)).await;
+    assert_eq!(exited, Some(true), "{}", svc.log_tail(30));
+    // The in-flight batch was stored, and deleted before exiting.
+    let in_flight_stored = stored(&pg);
+    assert!(in_flight_stored > 0, "{}", svc.log_tail(30));
+    let (visible, not_visible) = q.sqs.depth(&q.main).expect("depth");
+    assert_eq!(not_visible, 0, "nothing left in flight");
+    assert_eq!(
+        in_flight_stored + visible * 10,
+        20,
+        "what was not received is still queued"
+    );
+}
