@@ -20,7 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
 
 /// What the runtime sent back.
-#[derive(Debug)]
 enum Reply {
     Response {
         request_id: String,
@@ -213,15 +212,12 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
         .unwrap_or_default();
     eprintln!("cold start (spawn -> first /next): {init:?}; spawn -> response: {answered:?}");
 
-    let Reply::Response {
-        request_id: got_id,
-        body,
-    } = reply
-    else {
-        panic!(
-            "the function reported an error: {reply:?}\n{}",
+    let (got_id, body) = match reply {
+        Reply::Response { request_id, body } => (request_id, body),
+        Reply::Error(e) => panic!(
+            "the function reported an error: {e}\n{}",
             lambda.log_tail(30)
-        );
+        ),
     };
     assert_eq!(got_id, request_id);
     let body: Value = serde_json::from_str(&body).expect("json response");
