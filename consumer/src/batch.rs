@@ -19,6 +19,9 @@ pub enum RecordFailure {
     /// The record has no body at all. Permanent.
     #[error("record has no body")]
     MissingBody,
+    /// The record has no message id, so it cannot be acknowledged on its own.
+    #[error("record has no message id")]
+    MissingMessageId,
     /// The body is not an envelope this build reads. Permanent.
     #[error("undecodable body: {0}")]
     Undecodable(#[from] DecodeError),
@@ -32,6 +35,8 @@ impl RecordFailure {
     pub fn is_retryable(&self) -> bool {
         match self {
             RecordFailure::MissingBody | RecordFailure::Undecodable(_) => false,
+            // Failing it fails the whole batch (see `Plan::response`), which is retried.
+            RecordFailure::MissingMessageId => true,
             RecordFailure::Store(e) => e.is_retryable(),
         }
     }
@@ -40,6 +45,7 @@ impl RecordFailure {
     pub fn label(&self) -> &'static str {
         match self {
             RecordFailure::MissingBody => "missing_body",
+            RecordFailure::MissingMessageId => "missing_message_id",
             RecordFailure::Undecodable(_) => "undecodable",
             RecordFailure::Store(e) if e.is_retryable() => "store_retryable",
             RecordFailure::Store(_) => "store_data",
@@ -97,7 +103,7 @@ impl Plan {
                 (Ok(_), None) => plan.failed.push(Failed {
                     index,
                     message_id: None,
-                    reason: RecordFailure::MissingBody,
+                    reason: RecordFailure::MissingMessageId,
                 }),
                 (Err(reason), message_id) => plan.failed.push(Failed {
                     index,
@@ -289,6 +295,16 @@ mod tests {
             &plan.failed[0].reason,
             RecordFailure::Store(e) if e.kind == FailureKind::Unavailable
         ));
+    }
+
+    #[test]
+    fn good_record_without_id_is_retryable() {
+        let mut r = record("x", Some(body(&[event(1)])));
+        r.message_id = None;
+        let plan = Plan::from_records(&[r]);
+        assert!(plan.accepted.is_empty());
+        assert_eq!(plan.failed[0].reason, RecordFailure::MissingMessageId);
+        assert!(plan.failed[0].reason.is_retryable());
     }
 
     #[test]

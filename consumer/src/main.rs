@@ -17,6 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let store = PgStore::new(&config.db).context("invalid database settings")?;
     match std::env::args().nth(1).as_deref() {
         None => {
+            // lambda_runtime panics without its environment; say what is wrong instead.
+            if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+                anyhow::bail!(
+                    "AWS_LAMBDA_RUNTIME_API is not set: this serves Lambda invocations. \
+                     Locally, run `spillway-poller`; to apply migrations, `spillway-consumer migrate`"
+                );
+            }
             let deps = Deps {
                 store,
                 clock: SystemClock,

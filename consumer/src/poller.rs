@@ -228,7 +228,15 @@ async fn gather(
             request = request.visibility_timeout(v);
         }
         let received = tokio::select! {
-            r = request.send() => r.map_err(aws_sdk_sqs::Error::from)?,
+            r = request.send() => match r {
+                Ok(r) => r,
+                // Keep what was gathered: it is handled now instead of reappearing later.
+                Err(e) if !batch.is_empty() => {
+                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed; handling the partial batch");
+                    return Ok(batch);
+                }
+                Err(e) => return Err(e.into()),
+            },
             _ = shutdown.changed() => return Ok(batch),
         };
         let messages = received.messages.unwrap_or_default();

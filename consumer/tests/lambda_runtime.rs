@@ -267,3 +267,24 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
         .contains("version 2"));
     assert_eq!(rejected["level"], "WARN");
 }
+
+#[test]
+fn outside_lambda_the_function_says_what_to_run_instead() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"))
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AWS_LAMBDA_RUNTIME_API"), "{err}");
+    assert!(err.contains("spillway-poller"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"))
+        .arg("migrat")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/postgres")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command `migrat`"));
+}
