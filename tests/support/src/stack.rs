@@ -354,11 +354,16 @@ impl Stack {
             Some(p) => p.endpoint(),
             None => self.env.sqs_endpoint.clone(),
         };
+        let config_path = self.config.dir.join("wrangler.toml");
+        fs::write(&config_path, prebuilt_config(&root)?)?;
         let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
         cmd.current_dir(&root)
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
-            .args(["dev", "--ip", "127.0.0.1"])
+            .arg("dev")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--ip", "127.0.0.1"])
             .args(["--port", &self.config.edge_port.to_string()])
             .args(["--inspector-port", &free_port()?.to_string()])
             .arg("--persist-to")
@@ -385,8 +390,7 @@ impl Stack {
         }
         let log = self.config.dir.join("logs/edge.log");
         let mut svc = Service::spawn("wrangler", cmd, &log)?;
-        // The first start runs the [build] command: allow for a cold wasm build.
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok((200, _)) = http_get(self.config.edge_port, "/healthz") {
                 break;
@@ -400,7 +404,7 @@ impl Stack {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "wrangler dev did not answer /healthz in 10 minutes:\n{}",
+                    "wrangler dev did not answer /healthz in 2 minutes:\n{}",
                     svc.log_tail(30)
                 );
             }
@@ -431,6 +435,45 @@ impl Stack {
         // A fault proxy lives in this process; a detached stack never has one.
         drop(proxy);
     }
+}
+
+/// The project's wrangler.toml without its `[build]` table and with `main` made absolute.
+///
+/// The stack serves the worker that `cargo xtask` already built; letting `wrangler dev` run the
+/// build command again would cost a wasm-opt pass per start (and per end-to-end test).
+pub fn prebuilt_config(root: &Path) -> Result<String> {
+    let text = fs::read_to_string(root.join("wrangler.toml")).context("reading wrangler.toml")?;
+    let mut out = String::new();
+    let mut in_build = false;
+    let mut main = None;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_build = trimmed == "[build]";
+        }
+        if in_build {
+            continue;
+        }
+        if let Some(rest) = trimmed.strip_prefix("main") {
+            if let Some(value) = rest.trim_start().strip_prefix('=') {
+                let path = root.join(value.trim().trim_matches('"'));
+                if !path.exists() {
+                    bail!(
+                        "{} is missing: build the worker first (`cargo xtask dev` or `cargo xtask test` does)",
+                        path.display()
+                    );
+                }
+                let _ = writeln!(out, "main = \"{}\"", path.display());
+                main = Some(path);
+                continue;
+            }
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    if main.is_none() {
+        bail!("wrangler.toml has no `main`");
+    }
+    Ok(out)
 }
 
 /// One look at the pipeline described by `env`, whose state (logs) is in `dir`.

@@ -1,0 +1,349 @@
+//! The end-to-end harness: HTTP clients that send the kinds of requests real clients send,
+//! retry the way the contract allows, and a ledger that reconciles what was answered `202`
+//! with what PostgreSQL holds.
+//!
+//! The pipeline itself is `spillway_support::Stack`, the same one `cargo xtask dev` runs.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use spillway_support::Stack;
+
+/// How a request's events are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ids {
+    /// Every event carries its own `id`.
+    Client,
+    /// The request carries `Idempotency-Key`; the edge derives ids from it.
+    IdempotencyKey,
+    /// Neither: the edge assigns UUIDv7s (a retry would store new events).
+    Assigned,
+}
+
+/// How a request's body is shaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Single,
+    Array(usize),
+    Ndjson(usize),
+    GzipArray(usize),
+}
+
+/// One request, ready to be sent (and sent again, byte for byte, on retry).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub gzip: bool,
+    pub idempotency_key: Option<String>,
+    pub events: usize,
+    pub ids: Ids,
+}
+
+fn event(seq: usize, i: usize, ids: Ids) -> Value {
+    let mut e = json!({
+        "type": "e2e_event",
+        "data": {"seq": seq, "i": i, "path": format!("/page/{seq}/{i}"), "pad": "x".repeat(200)},
+    });
+    if ids == Ids::Client {
+        e["id"] = json!(uuid::Uuid::new_v4().to_string());
+    }
+    e
+}
+
+impl Request {
+    pub fn new(shape: Shape, ids: Ids, seq: usize) -> Request {
+        let n = match shape {
+            Shape::Single => 1,
+            Shape::Array(n) | Shape::Ndjson(n) | Shape::GzipArray(n) => n,
+        };
+        let events: Vec<Value> = (0..n).map(|i| event(seq, i, ids)).collect();
+        let (body, content_type, gzip) = match shape {
+            Shape::Single => (
+                events[0].to_string().into_bytes(),
+                "application/json",
+                false,
+            ),
+            Shape::Array(_) => (
+                Value::Array(events).to_string().into_bytes(),
+                "application/json",
+                false,
+            ),
+            Shape::Ndjson(_) => {
+                let lines: Vec<String> = events.iter().map(Value::to_string).collect();
+                (
+                    (lines.join("\n") + "\n").into_bytes(),
+                    "application/x-ndjson",
+                    false,
+                )
+            }
+            Shape::GzipArray(_) => {
+                let raw = Value::Array(events).to_string();
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                // Writing to a Vec cannot fail.
+                let _ = enc.write_all(raw.as_bytes());
+                (enc.finish().unwrap_or_default(), "application/json", true)
+            }
+        };
+        Request {
+            body,
+            content_type,
+            gzip,
+            idempotency_key: (ids == Ids::IdempotencyKey)
+                .then(|| format!("e2e-{seq}-{}", uuid::Uuid::new_v4())),
+            events: n,
+            ids,
+        }
+    }
+}
+
+/// An answer of the edge.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<u64>,
+}
+
+impl Answer {
+    /// The ids of a `202`.
+    pub fn ids(&self) -> Vec<String> {
+        self.body["ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A client of the ingest API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: String,
+    key: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(stack: &Stack) -> Client {
+        Client {
+            url: stack.env.ingest_url.clone(),
+            key: stack.env.ingest_key.clone(),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(60))
+                .build(),
+        }
+    }
+
+    pub fn send(&self, req: &Request) -> Result<Answer> {
+        let mut r = self
+            .agent
+            .post(&self.url)
+            .set("Authorization", &format!("Bearer {}", self.key))
+            .set("Content-Type", req.content_type);
+        if req.gzip {
+            r = r.set("Content-Encoding", "gzip");
+        }
+        if let Some(k) = &req.idempotency_key {
+            r = r.set("Idempotency-Key", k);
+        }
+        let resp = match r.send_bytes(&req.body) {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) => return Err(anyhow!("request failed: {e}")),
+        };
+        let status = resp.status();
+        let retry_after = resp.header("Retry-After").and_then(|v| v.parse().ok());
+        let mut text = String::new();
+        resp.into_reader()
+            .take(10 * 1024 * 1024)
+            .read_to_string(&mut text)?;
+        let body = serde_json::from_str(&text)
+            .with_context(|| format!("answer {status} is not JSON: {text:.200}"))?;
+        Ok(Answer {
+            status,
+            body,
+            retry_after,
+        })
+    }
+
+    /// Sends `req` until it is accepted, retrying the same bytes on `503` and `429` as the
+    /// contract allows (only for requests whose ids are stable). Returns the accepted ids and
+    /// how many `503`s were seen on the way.
+    pub fn send_until_accepted(
+        &self,
+        req: &Request,
+        give_up: Duration,
+    ) -> Result<(Vec<String>, u32)> {
+        let deadline = Instant::now() + give_up;
+        let mut unavailable = 0;
+        loop {
+            let a = self.send(req)?;
+            match a.status {
+                202 => {
+                    let ids = a.ids();
+                    if ids.len() != req.events
+                        || a.body["accepted"].as_u64() != Some(req.events as u64)
+                    {
+                        bail!(
+                            "202 with {} ids for {} events: {}",
+                            ids.len(),
+                            req.events,
+                            a.body
+                        );
+                    }
+                    return Ok((ids, unavailable));
+                }
+                503 | 429 if req.ids != Ids::Assigned => {
+                    unavailable += u32::from(a.status == 503);
+                    if a.retry_after.is_none() {
+                        bail!("{} without Retry-After: {}", a.status, a.body);
+                    }
+                    if Instant::now() > deadline {
+                        bail!("still {} after {give_up:?}: {}", a.status, a.body);
+                    }
+                    // Honour Retry-After, capped so the test stays short.
+                    let wait = a.retry_after.unwrap_or(1).min(1);
+                    std::thread::sleep(Duration::from_secs(wait));
+                }
+                other => bail!("unexpected {other}: {}", a.body),
+            }
+        }
+    }
+}
+
+/// The ids answered `202`, collected from every client thread.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    ids: Mutex<Vec<String>>,
+    pub requests: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+impl Ledger {
+    pub fn record(&self, ids: Vec<String>, unavailable: u32) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        self.unavailable
+            .fetch_add(u64::from(unavailable), Ordering::SeqCst);
+        if let Ok(mut all) = self.ids.lock() {
+            all.extend(ids);
+        }
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// The request mix of steady traffic: every shape, every id mode.
+pub fn mixed(seq: usize, allow_assigned: bool) -> Request {
+    let shapes = [
+        Shape::Single,
+        Shape::Array(5),
+        Shape::Ndjson(4),
+        Shape::GzipArray(8),
+    ];
+    let ids = match seq % 3 {
+        0 => Ids::Client,
+        1 => Ids::IdempotencyKey,
+        _ if allow_assigned => Ids::Assigned,
+        _ => Ids::Client,
+    };
+    Request::new(shapes[seq % shapes.len()], ids, seq)
+}
+
+/// Runs `threads` clients, each sending `per_thread` requests made by `make`, `pause` apart.
+pub fn traffic(
+    client: &Client,
+    threads: usize,
+    per_thread: usize,
+    pause: Duration,
+    make: fn(usize) -> Request,
+    ledger: &Ledger,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || -> Result<()> {
+                    for i in 0..per_thread {
+                        let req = make(t * 10_000 + i);
+                        let (ids, unavailable) =
+                            client.send_until_accepted(&req, Duration::from_secs(90))?;
+                        ledger.record(ids, unavailable);
+                        std::thread::sleep(pause);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow!("client thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// Every id in the `events` table, with how often it occurs.
+pub fn stored_ids(stack: &Stack) -> Result<Vec<String>> {
+    let out = stack.pg.psql("select id from events order by id")?;
+    Ok(out.lines().map(str::to_owned).collect())
+}
+
+/// Waits until the table holds at least `expected` rows (or `timeout`), then checks that the
+/// set of accepted ids equals the set of stored ids, with no id stored twice.
+pub fn reconcile(stack: &Stack, accepted: &[String], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let expected: HashSet<&String> = accepted.iter().collect();
+    if expected.len() != accepted.len() {
+        bail!("the edge answered the same id twice across requests");
+    }
+    loop {
+        let n: usize = stack
+            .pg
+            .psql("select count(*) from events")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if n >= expected.len() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let stored = stored_ids(stack)?;
+    let stored_set: HashSet<&String> = stored.iter().collect();
+    if stored_set.len() != stored.len() {
+        bail!("an id is stored twice");
+    }
+    let missing: Vec<_> = expected.difference(&stored_set).take(5).collect();
+    let extra: Vec<_> = stored_set.difference(&expected).take(5).collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        let status = stack.status().ok();
+        bail!(
+            "accepted {} ids, stored {}; missing e.g. {missing:?}; never accepted e.g. {extra:?}; status {status:?}",
+            expected.len(),
+            stored.len()
+        );
+    }
+    Ok(())
+}
+
+/// Waits until `f` holds, polling every 200 ms.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}

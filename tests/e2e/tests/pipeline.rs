@@ -1,0 +1,318 @@
+//! End to end: real HTTP requests to `wrangler dev`, through the local SQS and the poller, into
+//! PostgreSQL. Every test reconciles: the ids answered `202` are exactly the ids in the table.
+//!
+//! Each test starts its own pipeline on private ports; they run one at a time (2 cores).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use spillway_e2e::{mixed, reconcile, traffic, wait_until, Client, Ledger};
+use spillway_support::{FaultMode, Stack, StackConfig};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The built worker is needed; `cargo xtask test` builds it first and sets
+/// `SPILLWAY_REQUIRE_WASM`, so there a missing build fails instead of skipping.
+fn worker_built() -> bool {
+    let built = spillway_support::repo_root()
+        .join("edge/build/worker/shim.mjs")
+        .exists();
+    if !built && std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none() {
+        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
+        return false;
+    }
+    true
+}
+
+fn start(name: &str, tweak: impl FnOnce(&mut StackConfig)) -> Stack {
+    let mut cfg = StackConfig::ephemeral(name).expect("ports");
+    tweak(&mut cfg);
+    let t = Instant::now();
+    let stack = Stack::start(cfg, &mut |line| eprintln!("[{name}] {line}")).expect("stack starts");
+    eprintln!("[{name}] ready in {:.1} s", t.elapsed().as_secs_f64());
+    stack
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Holds an exclusive lock on `events` for `secs`, so the consumer's writes wait.
+fn lock_events_table(stack: &Stack, secs: u32) -> std::thread::JoinHandle<()> {
+    let port = stack.pg.port();
+    let sql = format!(
+        "begin; lock table events in access exclusive mode; select pg_sleep({secs}); commit;"
+    );
+    let h = std::thread::spawn(move || {
+        spillway_support::psql(port, &sql).expect("lock held and released");
+    });
+    // Let the lock be taken before traffic starts.
+    std::thread::sleep(Duration::from_millis(500));
+    h
+}
+
+/// Sum of one metric over the EMF records the poller printed.
+fn emf_sum(stack: &Stack, metric: &str) -> u64 {
+    let log = std::fs::read_to_string(stack.config.dir.join("logs/poller.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter_map(|v| v[metric].as_u64())
+        .sum()
+}
+
+#[test]
+fn steady_mixed_traffic_from_several_clients() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let stack = start("steady", |_| {});
+    let ledger = Ledger::default();
+    traffic(
+        &Client::new(&stack),
+        4,
+        12,
+        Duration::from_millis(20),
+        |seq| mixed(seq, true),
+        &ledger,
+    )
+    .expect("every request accepted");
+    let accepted = ledger.ids();
+    assert!(accepted.len() >= 4 * 12, "at least one event per request");
+    reconcile(&stack, &accepted, Duration::from_secs(90)).expect("reconciled");
+    assert_eq!(stack.status().expect("status").dlq, 0, "nothing in the DLQ");
+}
+
+#[test]
+fn poller_killed_mid_batch_then_restarted() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let mut stack = start("poller-kill", |c| {
+        c.visibility_timeout_secs = 3;
+        c.max_receive_count = 20;
+        c.poller_env = env(&[("DB_STATEMENT_TIMEOUT_MS", "60000")]);
+    });
+    // The consumer's insert blocks on the lock, so the batch is in flight when we kill.
+    let lock = lock_events_table(&stack, 5);
+    let ledger = Ledger::default();
+    traffic(
+        &Client::new(&stack),
+        2,
+        6,
+        Duration::from_millis(20),
+        |seq| mixed(seq, true),
+        &ledger,
+    )
+    .expect("accepted");
+    wait_until("a batch in flight", Duration::from_secs(20), || {
+        stack.status().map(|s| s.in_flight > 0).unwrap_or(false)
+    })
+    .expect("the poller took a batch");
+    stack.kill_poller();
+    lock.join().expect("lock thread");
+    assert_eq!(
+        stack.pg.psql("select count(*) from events").expect("count"),
+        "0",
+        "the killed batch was not committed"
+    );
+    stack.start_poller().expect("poller restarts");
+    reconcile(&stack, &ledger.ids(), Duration::from_secs(90)).expect("reconciled");
+}
+
+#[test]
+fn postgres_down_for_ten_seconds_under_traffic() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let stack = start("pg-down", |c| {
+        c.visibility_timeout_secs = 2;
+        // Enough receives to ride out the outage without sending good messages to the DLQ.
+        c.max_receive_count = 50;
+    });
+    let ledger = Ledger::default();
+    let client = Client::new(&stack);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            traffic(
+                &client,
+                2,
+                40,
+                Duration::from_millis(200),
+                |seq| mixed(seq, true),
+                &ledger,
+            )
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        stack.pg.stop().expect("postgres stops");
+        let stopped = Instant::now();
+        std::thread::sleep(Duration::from_secs(10));
+        let status = stack.status().expect("status");
+        assert!(
+            status.visible + status.in_flight > 0,
+            "the queue holds the burst while the database is down"
+        );
+        stack.pg.start_again().expect("postgres starts");
+        eprintln!("postgres was down {:.1} s", stopped.elapsed().as_secs_f64());
+        t.join()
+            .expect("traffic thread")
+            .expect("all accepted while the database was down");
+    });
+    reconcile(&stack, &ledger.ids(), Duration::from_secs(120)).expect("reconciled");
+    assert_eq!(
+        stack.status().expect("status").dlq,
+        0,
+        "no good message in the DLQ"
+    );
+    assert!(
+        emf_sum(&stack, "RecordsFailed") > 0,
+        "the outage was reported as failures"
+    );
+}
+
+#[test]
+fn sqs_faults_give_503_and_retries_lose_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let stack = start("sqs-faults", |c| {
+        c.edge_sqs_proxy = true;
+        c.edge_vars = env(&[("SQS_DEADLINE_MS", "1500"), ("RETRY_AFTER_SECS", "1")]);
+    });
+    let proxy = stack.proxy.as_ref().expect("proxy");
+    let ledger = Ledger::default();
+    let client = Client::new(&stack);
+    std::thread::scope(|s| {
+        // Only requests with stable ids are retried (client ids or Idempotency-Key).
+        let t = s.spawn(|| {
+            traffic(
+                &client,
+                3,
+                15,
+                Duration::from_millis(100),
+                |seq| mixed(seq, false),
+                &ledger,
+            )
+        });
+        for (mode, secs) in [
+            (FaultMode::Pass, 1),
+            (FaultMode::Http500, 3),
+            (FaultMode::Pass, 1),
+            (FaultMode::Throttle, 3),
+            (FaultMode::Refuse, 3),
+            (FaultMode::Pass, 0),
+        ] {
+            proxy.set_mode(mode);
+            std::thread::sleep(Duration::from_secs(secs));
+        }
+        t.join()
+            .expect("traffic thread")
+            .expect("every request accepted in the end");
+    });
+    assert!(proxy.faulted() > 0, "the proxy injected faults");
+    assert!(
+        ledger.unavailable.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "clients saw 503 while SQS failed"
+    );
+    reconcile(&stack, &ledger.ids(), Duration::from_secs(90)).expect("reconciled");
+}
+
+#[test]
+fn short_visibility_timeout_redelivers_and_nothing_is_stored_twice() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let stack = start("redelivery", |c| {
+        c.visibility_timeout_secs = 1;
+        c.max_receive_count = 50;
+        c.poller_env = env(&[
+            ("MAXIMUM_CONCURRENCY", "2"),
+            ("BATCH_SIZE", "5"),
+            ("DB_STATEMENT_TIMEOUT_MS", "60000"),
+        ]);
+    });
+    // Processing (blocked on the lock) takes longer than the visibility timeout.
+    let lock = lock_events_table(&stack, 4);
+    let ledger = Ledger::default();
+    traffic(
+        &Client::new(&stack),
+        2,
+        5,
+        Duration::from_millis(20),
+        |seq| mixed(seq, true),
+        &ledger,
+    )
+    .expect("accepted");
+    lock.join().expect("lock thread");
+    reconcile(&stack, &ledger.ids(), Duration::from_secs(90)).expect("reconciled");
+    wait_until(
+        "the redelivered copies to be skipped",
+        Duration::from_secs(30),
+        || emf_sum(&stack, "DuplicatesSkipped") > 0,
+    )
+    .expect("messages were delivered twice and the duplicates skipped");
+}
+
+#[test]
+fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let stack = start("poison", |c| {
+        c.visibility_timeout_secs = 1;
+        c.max_receive_count = 2;
+    });
+    stack
+        .sqs
+        .send(&stack.env.sqs_queue_url, "{not json")
+        .expect("poison sent");
+    stack
+        .sqs
+        .send(&stack.env.sqs_queue_url, r#"{"v":99,"events":[]}"#)
+        .expect("unknown version sent");
+    let ledger = Ledger::default();
+    traffic(
+        &Client::new(&stack),
+        2,
+        5,
+        Duration::from_millis(20),
+        |seq| mixed(seq, true),
+        &ledger,
+    )
+    .expect("accepted");
+    reconcile(&stack, &ledger.ids(), Duration::from_secs(90)).expect("good events stored");
+    wait_until(
+        "both poison messages in the DLQ",
+        Duration::from_secs(60),
+        || stack.status().map(|s| s.dlq == 2).unwrap_or(false),
+    )
+    .expect("poison in the DLQ");
+    let mut bodies = stack
+        .sqs
+        .receive(&stack.env.sqs_dlq_url, 30)
+        .expect("read DLQ");
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            "{\"v\":99,\"events\":[]}".to_owned(),
+            "{not json".to_owned()
+        ]
+    );
+    wait_until("the main queue to drain", Duration::from_secs(30), || {
+        stack
+            .status()
+            .map(|s| s.visible == 0 && s.in_flight == 0)
+            .unwrap_or(false)
+    })
+    .expect("nothing left in the main queue");
+}
