@@ -1,1 +1,34 @@
-//! Spillway's edge worker.
+//! Spillway's edge: the public ingest API, run as a Cloudflare Worker (Rust on wasm), that
+//! validates events and forwards them to SQS.
+//!
+//! Everything that decides lives in plain Rust, natively tested: routing, CORS, auth, limits,
+//! parsing, validation and enrichment (through `spillway-shared`), packing, the retry policy and
+//! the mapping of SQS answers. The Workers runtime is reached only through the traits in
+//! [`ports`], implemented in the wasm-only `adapter` module, whose `#[event(fetch)]` just adapts.
+//!
+//! It does not store anything, keep state between requests (beyond the parsed configuration
+//! and the SQS client), nor talk to the database: that is the consumer's job.
+
+pub mod body;
+pub mod config;
+pub mod connector;
+pub mod error;
+pub mod gate;
+pub mod handler;
+pub mod log;
+pub mod ports;
+pub mod send;
+pub mod sqs;
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;
+
+#[cfg(test)]
+mod handler_tests;
+#[cfg(test)]
+mod testkit;
+
+pub use config::Config;
+pub use error::EdgeError;
+pub use handler::{handle, misconfigured, prepare, Deps, Handled, Prepared, Stamp};
+pub use ports::{BatchOutcome, FailedEntry, QueueSender, RateLimit, Runtime, SendError};

@@ -1,0 +1,177 @@
+//! The Workers adapter. `#[event(fetch)]` converts the request, builds the ports over the
+//! runtime, calls [`handle`], writes the log line and converts the answer back; nothing here
+//! decides anything.
+
+use std::cell::OnceCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
+use aws_smithy_async::time::SharedTimeSource;
+use futures_util::StreamExt;
+use spillway_shared::EdgeInfo;
+use worker::wasm_bindgen::JsValue;
+use worker::{event, js_sys, Context, Env};
+
+use crate::config::{Config, ConfigError};
+use crate::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
+use crate::handler::{handle, misconfigured, Deps};
+use crate::ports::{BodyError, BodySource, RateLimit, RateLimitError, Runtime};
+use crate::sqs::SqsSender;
+
+/// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
+const RATE_LIMIT_BINDING: &str = "RATE_LIMITER";
+
+/// What an isolate builds once: its environment does not change while it lives.
+struct App {
+    config: Config,
+    queue: SqsSender,
+}
+
+thread_local! {
+    static APP: OnceCell<Rc<Result<App, ConfigError>>> = const { OnceCell::new() };
+}
+
+fn app(env: &Env) -> Rc<Result<App, ConfigError>> {
+    APP.with(|cell| cell.get_or_init(|| Rc::new(build(env))).clone())
+}
+
+fn build(env: &Env) -> Result<App, ConfigError> {
+    let config = Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))?;
+    let queue = SqsSender::new(
+        &config,
+        SharedHttpClient::new(FetchHttpClient),
+        SharedTimeSource::new(DateTimeSource),
+        SharedAsyncSleep::new(DelaySleep),
+    );
+    Ok(App { config, queue })
+}
+
+/// Clock, randomness and timers of the Workers runtime.
+struct WorkerRuntime;
+
+impl Runtime for WorkerRuntime {
+    fn now_ms(&self) -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // crypto.getRandomValues is always there on Workers; this only keeps ids unique.
+            for b in &mut bytes {
+                *b = (js_sys::Math::random() * 256.0) as u8;
+            }
+        }
+        bytes
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        worker::Delay::from(duration).await
+    }
+}
+
+struct Limiter(worker::RateLimiter);
+
+impl RateLimit for Limiter {
+    async fn allow(&self, key_id: &str) -> Result<bool, RateLimitError> {
+        self.0
+            .limit(key_id.to_owned())
+            .await
+            .map(|outcome| outcome.success)
+            .map_err(|e| RateLimitError(e.to_string()))
+    }
+}
+
+/// The request body, streamed and dropped as soon as it passes the cap.
+struct WorkerBody(worker::Request);
+
+impl BodySource for WorkerBody {
+    async fn read_capped(mut self, cap: usize) -> Result<Vec<u8>, BodyError> {
+        let Ok(mut stream) = self.0.stream() else {
+            return Ok(Vec::new()); // no body at all
+        };
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
+            if out.len() + chunk.len() > cap {
+                return Err(BodyError::TooLarge(cap));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// `request.cf.colo` and `request.cf.country`, when the runtime provides them.
+fn edge_info(req: &worker::Request) -> EdgeInfo {
+    let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
+        .ok()
+        .filter(JsValue::is_object);
+    let field = |name: &str| {
+        cf.as_ref()
+            .and_then(|cf| js_sys::Reflect::get(cf, &JsValue::from_str(name)).ok())
+            .and_then(|v| v.as_string())
+            .filter(|s| !s.is_empty() && s.len() <= 16)
+    };
+    EdgeInfo {
+        colo: field("colo"),
+        country: field("country"),
+    }
+}
+
+fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
+    let mut builder = http::Request::builder()
+        .method(req.method().as_ref())
+        .uri(req.url()?.as_str());
+    for (name, value) in req.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let edge = edge_info(&req);
+    let mut request = builder
+        .body(WorkerBody(req))
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    request.extensions_mut().insert(edge);
+    Ok(request)
+}
+
+fn to_worker(response: http::Response<String>) -> worker::Result<worker::Response> {
+    let headers = worker::Headers::new();
+    for (name, value) in response.headers() {
+        if let Ok(v) = value.to_str() {
+            headers.append(name.as_str(), v)?;
+        }
+    }
+    let status = response.status().as_u16();
+    let body = response.into_body();
+    let builder = worker::Response::builder()
+        .with_status(status)
+        .with_headers(headers);
+    Ok(if body.is_empty() {
+        builder.empty()
+    } else {
+        builder.fixed(body.into_bytes())
+    })
+}
+
+#[event(fetch)]
+async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    let rt = WorkerRuntime;
+    let app = app(&env);
+    let request = to_http(req)?;
+    let handled = match app.as_ref() {
+        Ok(app) => {
+            let limiter = env.rate_limiter(RATE_LIMIT_BINDING).ok().map(Limiter);
+            let deps = Deps {
+                config: &app.config,
+                queue: &app.queue,
+                limiter: limiter.as_ref(),
+                rt: &rt,
+            };
+            handle(&deps, request).await
+        }
+        Err(error) => misconfigured(&request, error, &rt),
+    };
+    worker::console_log!("{}", handled.log.to_json());
+    to_worker(handled.response)
+}

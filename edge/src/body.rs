@@ -1,0 +1,398 @@
+//! From request bytes to JSON values: content type, `Content-Encoding: gzip` with a hard cap on
+//! the inflated size, and the three body shapes (one object, an array, NDJSON).
+
+use std::io::Read;
+
+use flate2::read::MultiGzDecoder;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use spillway_shared::{Code, Limits, Problem};
+
+use crate::error::EdgeError;
+
+/// How the body's events are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object or a JSON array of them (`application/json`, `text/plain`).
+    Json,
+    /// One JSON object per line (`application/x-ndjson`).
+    Ndjson,
+}
+
+/// Reads `Content-Type`. Parameters are allowed; a `charset` must be UTF-8. A request without a
+/// content type is read as JSON.
+pub fn format_of(content_type: Option<&str>) -> Result<Format, EdgeError> {
+    let Some(raw) = content_type else {
+        return Ok(Format::Json);
+    };
+    let mut parts = raw.split(';');
+    let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let format = match media.as_str() {
+        "application/json" | "text/plain" => Format::Json,
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Format::Ndjson,
+        _ => return Err(EdgeError::UnsupportedMediaType(truncate(raw))),
+    };
+    for param in parts {
+        if let Some((name, value)) = param.split_once('=') {
+            if name.trim().eq_ignore_ascii_case("charset") {
+                let value = value.trim().trim_matches('"');
+                if !value.eq_ignore_ascii_case("utf-8") && !value.eq_ignore_ascii_case("utf8") {
+                    return Err(EdgeError::UnsupportedMediaType(truncate(raw)));
+                }
+            }
+        }
+    }
+    Ok(format)
+}
+
+/// `Content-Encoding` the edge can undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+}
+
+pub fn encoding_of(content_encoding: Option<&str>) -> Result<Encoding, EdgeError> {
+    match content_encoding
+        .map(|e| e.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("identity") => Ok(Encoding::Identity),
+        Some("gzip") | Some("x-gzip") => Ok(Encoding::Gzip),
+        Some(other) => Err(EdgeError::UnsupportedEncoding(truncate(other))),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// Inflates a gzip body, refusing it as soon as the output would exceed `cap` bytes: a small
+/// bomb costs at most `cap` bytes of work and memory, never its full inflated size.
+pub fn gunzip_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, EdgeError> {
+    const CHUNK: usize = 64 * 1024;
+    let mut decoder = MultiGzDecoder::new(body);
+    let mut out = Vec::with_capacity((body.len() * 4).min(cap).min(1024 * 1024));
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let n = decoder
+            .read(&mut chunk)
+            .map_err(|e| EdgeError::InvalidGzip(e.to_string()))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() + n > cap {
+            return Err(EdgeError::DecompressedTooLarge { limit: cap });
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// One parsed event and its size as sent.
+pub type Item = (Value, usize);
+
+/// Splits and parses the body into events, without yet judging them (that is `validate_events`).
+///
+/// Events larger than `max_event_bytes` are not parsed at all: they stand in as `null` with
+/// their size, which validation turns into `event_too_large`. More events than
+/// `max_events_per_request` stop parsing at once.
+pub fn parse(body: &[u8], format: Format, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let text = std::str::from_utf8(body).map_err(|e| EdgeError::InvalidJson {
+        message: format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
+        index: None,
+    })?;
+    let items = match format {
+        Format::Json => parse_json(text, limits)?,
+        Format::Ndjson => parse_ndjson(text, limits)?,
+    };
+    if items.is_empty() {
+        return Err(EdgeError::NoEvents);
+    }
+    Ok(items)
+}
+
+fn too_many(limits: &Limits) -> EdgeError {
+    EdgeError::Invalid(vec![Problem {
+        code: Code::TooManyEvents,
+        message: format!(
+            "more than {max} events in one request; the limit is {max}",
+            max = limits.max_events_per_request
+        ),
+        index: None,
+        field: None,
+    }])
+}
+
+fn item(raw: &str, index: usize, limits: &Limits) -> Result<Item, EdgeError> {
+    if raw.len() > limits.max_event_bytes {
+        return Ok((Value::Null, raw.len()));
+    }
+    serde_json::from_str(raw)
+        .map(|v| (v, raw.len()))
+        .map_err(|e| EdgeError::InvalidJson {
+            message: format!("event {index}: {e}"),
+            index: Some(index),
+        })
+}
+
+fn parse_json(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
+    let whole: &RawValue = serde_json::from_str(text).map_err(|e| EdgeError::InvalidJson {
+        message: e.to_string(),
+        index: None,
+    })?;
+    let raw = whole.get();
+    if !raw.starts_with('[') {
+        return Ok(vec![item(raw, 0, limits)?]);
+    }
+    let elements: Vec<&RawValue> =
+        serde_json::from_str(raw).map_err(|e| EdgeError::InvalidJson {
+            message: e.to_string(),
+            index: None,
+        })?;
+    if elements.len() > limits.max_events_per_request {
+        return Err(too_many(limits));
+    }
+    elements
+        .iter()
+        .enumerate()
+        .map(|(i, r)| item(r.get(), i, limits))
+        .collect()
+}
+
+fn parse_ndjson(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
+    let mut items = Vec::new();
+    for (line_no, line) in text.split('\n').enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if items.len() == limits.max_events_per_request {
+            return Err(too_many(limits));
+        }
+        let index = items.len();
+        if line.len() > limits.max_event_bytes {
+            items.push((Value::Null, line.len()));
+            continue;
+        }
+        let value = serde_json::from_str(line).map_err(|e| EdgeError::InvalidJson {
+            message: format!("line {}: {e}", line_no + 1),
+            index: Some(index),
+        })?;
+        items.push((value, line.len()));
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+    use std::io::Write;
+
+    pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut e = GzEncoder::new(Vec::new(), Compression::default());
+        e.write_all(bytes).expect("in memory");
+        e.finish().expect("in memory")
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(format_of(None), Ok(Format::Json));
+        assert_eq!(format_of(Some("application/json")), Ok(Format::Json));
+        assert_eq!(
+            format_of(Some("Application/JSON; charset=UTF-8")),
+            Ok(Format::Json)
+        );
+        assert_eq!(
+            format_of(Some("text/plain;charset=\"utf-8\"")),
+            Ok(Format::Json)
+        );
+        assert_eq!(format_of(Some("application/x-ndjson")), Ok(Format::Ndjson));
+        assert!(matches!(
+            format_of(Some("application/json; charset=latin1")),
+            Err(EdgeError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            format_of(Some("application/x-www-form-urlencoded")),
+            Err(EdgeError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            format_of(Some("multipart/form-data; boundary=x")),
+            Err(EdgeError::UnsupportedMediaType(_))
+        ));
+    }
+
+    #[test]
+    fn encodings() {
+        assert_eq!(encoding_of(None), Ok(Encoding::Identity));
+        assert_eq!(encoding_of(Some("GZIP")), Ok(Encoding::Gzip));
+        assert!(matches!(
+            encoding_of(Some("br")),
+            Err(EdgeError::UnsupportedEncoding(_))
+        ));
+        assert!(matches!(
+            encoding_of(Some("gzip, br")),
+            Err(EdgeError::UnsupportedEncoding(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_round_trip_and_concatenated_members() {
+        let mut two = gzip(b"[{\"type\":\"a\"},");
+        two.extend(gzip(b"{\"type\":\"b\"}]"));
+        assert_eq!(
+            gunzip_capped(&two, 1024).expect("valid"),
+            b"[{\"type\":\"a\"},{\"type\":\"b\"}]"
+        );
+    }
+
+    #[test]
+    fn corrupt_gzip_is_refused() {
+        let mut z = gzip(b"{\"type\":\"a\"}");
+        let mid = z.len() / 2;
+        z[mid] ^= 0xff;
+        assert!(matches!(
+            gunzip_capped(&z, 1024),
+            Err(EdgeError::InvalidGzip(_))
+        ));
+        assert!(matches!(
+            gunzip_capped(b"not gzip at all", 1024),
+            Err(EdgeError::InvalidGzip(_))
+        ));
+        let truncated = &gzip(b"{\"type\":\"a\"}")[..10];
+        assert!(matches!(
+            gunzip_capped(truncated, 1024),
+            Err(EdgeError::InvalidGzip(_))
+        ));
+    }
+
+    #[test]
+    fn gzip_bomb_stops_at_the_cap() {
+        // 256 MiB of zeros compress to about 250 KiB.
+        let mut e = GzEncoder::new(Vec::new(), Compression::best());
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..256 {
+            e.write_all(&zeros).expect("in memory");
+        }
+        let bomb = e.finish().expect("in memory");
+        assert!(bomb.len() < 300 * 1024, "{}", bomb.len());
+        let started = std::time::Instant::now();
+        assert_eq!(
+            gunzip_capped(&bomb, 4 * 1024 * 1024),
+            Err(EdgeError::DecompressedTooLarge {
+                limit: 4 * 1024 * 1024
+            })
+        );
+        // Inflating the whole bomb would take seconds in a debug build; the cap stops it early.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn exactly_at_the_cap_is_fine() {
+        let body = vec![b' '; 1000];
+        assert_eq!(gunzip_capped(&gzip(&body), 1000).expect("fits").len(), 1000);
+        assert!(gunzip_capped(&gzip(&body), 999).is_err());
+    }
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn single_object_array_and_sizes() {
+        let one = parse(br#"  {"type":"a"}  "#, Format::Json, &limits()).expect("ok");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].1, 12);
+        let many = parse(br#"[{"type":"a"}, {"type":"bb"}]"#, Format::Json, &limits()).expect("ok");
+        assert_eq!(many.iter().map(|i| i.1).collect::<Vec<_>>(), vec![12, 13]);
+        // A bare scalar parses; validation calls it an invalid event.
+        assert_eq!(
+            parse(b"42", Format::Json, &limits()).expect("ok")[0].0,
+            Value::from(42)
+        );
+    }
+
+    #[test]
+    fn malformed_json() {
+        for body in [
+            &b"{"[..],
+            b"[{\"type\":\"a\"},]",
+            b"{\"type\":\"a\"} {\"type\":\"b\"}",
+            b"\xff\xfe",
+        ] {
+            assert!(
+                matches!(
+                    parse(body, Format::Json, &limits()),
+                    Err(EdgeError::InvalidJson { .. })
+                ),
+                "{body:?}"
+            );
+        }
+        assert_eq!(
+            parse(b"[]", Format::Json, &limits()),
+            Err(EdgeError::NoEvents)
+        );
+        assert!(matches!(
+            parse(b"", Format::Json, &limits()),
+            Err(EdgeError::InvalidJson { .. })
+        ));
+        // A byte-order mark is tolerated.
+        assert!(parse(b"\xEF\xBB\xBF{\"type\":\"a\"}", Format::Json, &limits()).is_ok());
+    }
+
+    #[test]
+    fn ndjson_lines_blank_lines_and_errors() {
+        let body = b"{\"type\":\"a\"}\r\n\n  \n{\"type\":\"b\"}\n";
+        let items = parse(body, Format::Ndjson, &limits()).expect("ok");
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[1].0["type"], "b");
+        let err =
+            parse(b"{\"type\":\"a\"}\n\n{oops}\n", Format::Ndjson, &limits()).expect_err("bad");
+        match err {
+            EdgeError::InvalidJson { message, index } => {
+                assert_eq!(index, Some(1));
+                assert!(message.starts_with("line 3:"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(b"\n \n", Format::Ndjson, &limits()),
+            Err(EdgeError::NoEvents)
+        );
+    }
+
+    #[test]
+    fn oversized_events_are_not_parsed() {
+        let l = Limits {
+            max_event_bytes: 20,
+            ..limits()
+        };
+        let body = br#"[{"type":"a"},{"type":"this one is long"}]"#;
+        let items = parse(body, Format::Json, &l).expect("ok");
+        assert_eq!(items[1], (Value::Null, 27));
+    }
+
+    #[test]
+    fn too_many_events_stop_parsing() {
+        let l = Limits {
+            max_events_per_request: 2,
+            ..limits()
+        };
+        let err = parse(b"[{},{},{}]", Format::Json, &l).expect_err("too many");
+        assert!(
+            matches!(&err, EdgeError::Invalid(p) if p[0].code == Code::TooManyEvents),
+            "{err:?}"
+        );
+        let err = parse(b"{}\n{}\n{}\n", Format::Ndjson, &l).expect_err("too many");
+        assert!(
+            matches!(&err, EdgeError::Invalid(p) if p[0].code == Code::TooManyEvents),
+            "{err:?}"
+        );
+    }
+}

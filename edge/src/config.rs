@@ -1,0 +1,608 @@
+//! The edge's typed configuration, parsed from the Worker's environment strings and validated
+//! once, before the first request is served.
+//!
+//! Every setting is documented where it is declared, with its default. Secrets (`INGEST_KEYS`,
+//! `AWS_SECRET_ACCESS_KEY`) live in [`Secret`], whose `Debug` prints nothing of the value, and
+//! no error message ever quotes them.
+
+use std::fmt;
+use std::time::Duration;
+
+use spillway_shared::event::MAX_KEY_ID_CHARS;
+use spillway_shared::limits::{Limits, LimitsError};
+use thiserror::Error;
+
+/// A secret string. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself, for the two places that need it (key comparison, request signing).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One entry of `INGEST_KEYS`: the public `key_id` stored with every event, and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestKey {
+    pub key_id: String,
+    pub key: Secret,
+}
+
+/// Which browser origins get CORS headers (`ALLOWED_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin (the local pipeline uses this).
+    Any,
+    /// An explicit list of origins such as `https://app.example.com`; may be empty (no CORS).
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// The value of `Access-Control-Allow-Origin` for a request from `origin`, if allowed.
+    pub fn allow<'a>(&self, origin: &'a str) -> Option<&'a str> {
+        match self {
+            AllowedOrigins::Any => Some("*"),
+            AllowedOrigins::List(list) => list
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+                .then_some(origin),
+        }
+    }
+}
+
+/// The queue, from `SQS_QUEUE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrl {
+    url: String,
+    origin: String,
+    fifo: bool,
+}
+
+impl QueueUrl {
+    /// Parses an `http(s)://host[:port]/account/name` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let origin = origin_of(url)?;
+        let path = &url[origin.len()..];
+        let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        if name.is_empty() {
+            return Err(
+                "must name a queue, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/events"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            fifo: name.ends_with(".fifo"),
+            origin,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// `scheme://host[:port]` of the queue URL: the default SQS endpoint.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// FIFO queues (name ending in `.fifo`) need a message group and deduplication id.
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+}
+
+/// `scheme://authority` of an absolute http(s) URL, refusing anything else.
+pub fn origin_of(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a valid URL".to_owned())?;
+    let scheme = match uri.scheme_str() {
+        Some(s @ ("http" | "https")) => s,
+        _ => return Err("must start with http:// or https://".into()),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| "must name a host".to_owned())?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry user information".into());
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// How the edge retries `SendMessageBatch` and when it gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Overall budget for getting every event of a request acknowledged (`SQS_DEADLINE_MS`,
+    /// default 8,000 ms). When it passes, the request is answered `503`.
+    pub deadline: Duration,
+    /// First backoff (`SQS_RETRY_BASE_MS`, default 50 ms); doubles on each retry.
+    pub base: Duration,
+    /// Longest single backoff (`SQS_RETRY_MAX_MS`, default 1,000 ms).
+    pub max: Duration,
+    /// `SendMessageBatch` requests in flight at once (`SQS_CONCURRENCY`, default and maximum 6:
+    /// a Worker may hold at most 6 simultaneous outgoing connections).
+    pub concurrency: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(8_000),
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(1_000),
+            concurrency: MAX_CONCURRENCY,
+        }
+    }
+}
+
+/// Workers allow 6 simultaneous open outgoing connections per request.
+pub const MAX_CONCURRENCY: usize = 6;
+
+/// Everything the edge needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `SQS_QUEUE_URL` (required).
+    pub queue: QueueUrl,
+    /// `SQS_ENDPOINT`, or the origin of `SQS_QUEUE_URL` when unset.
+    pub sqs_endpoint: String,
+    /// `AWS_REGION` (required).
+    pub region: String,
+    /// `AWS_ACCESS_KEY_ID` (required).
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY` (required).
+    pub secret_access_key: Secret,
+    /// `INGEST_KEYS`: comma-separated `key_id:key` pairs (required, at least one).
+    pub ingest_keys: Vec<IngestKey>,
+    /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
+    pub allowed_origins: AllowedOrigins,
+    /// `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`, `MAX_EVENTS_PER_REQUEST`,
+    /// `MAX_MESSAGE_BYTES`, `MAX_BATCH_BYTES`, `MAX_JSON_DEPTH`; defaults in [`Limits`].
+    pub limits: Limits,
+    /// `SQS_DEADLINE_MS`, `SQS_RETRY_BASE_MS`, `SQS_RETRY_MAX_MS`, `SQS_CONCURRENCY`.
+    pub retry: RetryPolicy,
+    /// `Retry-After` of a `503` (`RETRY_AFTER_SECS`, default 5).
+    pub retry_after_secs: u32,
+    /// `Retry-After` of a `429` (`RATE_LIMIT_PERIOD_SECS`, default 60): the period of the
+    /// rate-limiting binding, after which a key's budget is refilled.
+    pub rate_limit_period_secs: u32,
+}
+
+/// One unusable setting. Names the variable, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigProblem {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} {reason}")]
+    Invalid { name: &'static str, reason: String },
+    #[error("limits: {0}")]
+    Limits(LimitsError),
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+/// Shortest accepted ingest key: anything shorter can be guessed.
+pub const MIN_KEY_CHARS: usize = 16;
+
+impl Config {
+    /// Reads and validates the configuration. `get` returns the variable's value, if set;
+    /// empty values count as unset.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut problems = Vec::new();
+        let required = |name: &'static str, problems: &mut Vec<ConfigProblem>| {
+            let v = get(name);
+            if v.is_none() {
+                problems.push(ConfigProblem::Missing(name));
+            }
+            v
+        };
+
+        let queue_raw = required("SQS_QUEUE_URL", &mut problems);
+        let region = required("AWS_REGION", &mut problems);
+        let access_key_id = required("AWS_ACCESS_KEY_ID", &mut problems);
+        let secret = required("AWS_SECRET_ACCESS_KEY", &mut problems);
+        let keys_raw = required("INGEST_KEYS", &mut problems);
+
+        let queue = queue_raw.and_then(|raw| match QueueUrl::parse(&raw) {
+            Ok(q) => Some(q),
+            Err(reason) => {
+                problems.push(ConfigProblem::Invalid {
+                    name: "SQS_QUEUE_URL",
+                    reason,
+                });
+                None
+            }
+        });
+        let endpoint = match get("SQS_ENDPOINT") {
+            Some(raw) => match origin_of(&raw) {
+                Ok(origin) if raw.trim_end_matches('/') == origin => Some(origin),
+                Ok(_) => {
+                    problems.push(ConfigProblem::Invalid {
+                        name: "SQS_ENDPOINT",
+                        reason: "must be an origin such as http://127.0.0.1:9324, without a path"
+                            .into(),
+                    });
+                    None
+                }
+                Err(reason) => {
+                    problems.push(ConfigProblem::Invalid {
+                        name: "SQS_ENDPOINT",
+                        reason,
+                    });
+                    None
+                }
+            },
+            None => queue.as_ref().map(|q| q.origin().to_owned()),
+        };
+        if let Some(r) = &region {
+            if !r
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                problems.push(ConfigProblem::Invalid {
+                    name: "AWS_REGION",
+                    reason: "must look like eu-west-1".into(),
+                });
+            }
+        }
+        let ingest_keys = keys_raw
+            .map(|raw| match parse_ingest_keys(&raw) {
+                Ok(keys) => keys,
+                Err(reason) => {
+                    problems.push(ConfigProblem::Invalid {
+                        name: "INGEST_KEYS",
+                        reason,
+                    });
+                    Vec::new()
+                }
+            })
+            .unwrap_or_default();
+        let allowed_origins = match get("ALLOWED_ORIGINS") {
+            None => AllowedOrigins::List(Vec::new()),
+            Some(raw) => parse_origins(&raw).unwrap_or_else(|reason| {
+                problems.push(ConfigProblem::Invalid {
+                    name: "ALLOWED_ORIGINS",
+                    reason,
+                });
+                AllowedOrigins::List(Vec::new())
+            }),
+        };
+
+        let mut number = |name: &'static str, default: u64, min: u64, max: u64| -> u64 {
+            match get(name) {
+                None => default,
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(v) if (min..=max).contains(&v) => v,
+                    _ => {
+                        problems.push(ConfigProblem::Invalid {
+                            name,
+                            reason: format!("must be a whole number from {min} to {max}"),
+                        });
+                        default
+                    }
+                },
+            }
+        };
+        let d = Limits::default();
+        let big = u64::MAX >> 1;
+        let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let limits = Limits {
+            max_body_bytes: usize_of(number("MAX_BODY_BYTES", d.max_body_bytes as u64, 1, big)),
+            max_decompressed_bytes: usize_of(number(
+                "MAX_DECOMPRESSED_BYTES",
+                d.max_decompressed_bytes as u64,
+                1,
+                big,
+            )),
+            max_event_bytes: usize_of(number("MAX_EVENT_BYTES", d.max_event_bytes as u64, 1, big)),
+            max_events_per_request: usize_of(number(
+                "MAX_EVENTS_PER_REQUEST",
+                d.max_events_per_request as u64,
+                1,
+                big,
+            )),
+            max_message_bytes: usize_of(number(
+                "MAX_MESSAGE_BYTES",
+                d.max_message_bytes as u64,
+                1,
+                big,
+            )),
+            max_batch_bytes: usize_of(number("MAX_BATCH_BYTES", d.max_batch_bytes as u64, 1, big)),
+            max_json_depth: usize_of(number("MAX_JSON_DEPTH", d.max_json_depth as u64, 1, 128)),
+        };
+        let r = RetryPolicy::default();
+        let retry = RetryPolicy {
+            deadline: Duration::from_millis(number(
+                "SQS_DEADLINE_MS",
+                r.deadline.as_millis() as u64,
+                100,
+                120_000,
+            )),
+            base: Duration::from_millis(number(
+                "SQS_RETRY_BASE_MS",
+                r.base.as_millis() as u64,
+                1,
+                10_000,
+            )),
+            max: Duration::from_millis(number(
+                "SQS_RETRY_MAX_MS",
+                r.max.as_millis() as u64,
+                1,
+                60_000,
+            )),
+            concurrency: usize_of(number(
+                "SQS_CONCURRENCY",
+                MAX_CONCURRENCY as u64,
+                1,
+                MAX_CONCURRENCY as u64,
+            )),
+        };
+        let retry_after_secs = number("RETRY_AFTER_SECS", 5, 1, 3_600) as u32;
+        let rate_limit_period_secs = number("RATE_LIMIT_PERIOD_SECS", 60, 1, 3_600) as u32;
+
+        if let Err(e) = limits.validate() {
+            problems.push(ConfigProblem::Limits(e));
+        }
+        if retry.base > retry.max {
+            problems.push(ConfigProblem::Invalid {
+                name: "SQS_RETRY_BASE_MS",
+                reason: "must not exceed SQS_RETRY_MAX_MS".into(),
+            });
+        }
+
+        match (queue, endpoint, region, access_key_id, secret) {
+            (Some(queue), Some(sqs_endpoint), Some(region), Some(access_key_id), Some(secret))
+                if problems.is_empty() =>
+            {
+                Ok(Config {
+                    queue,
+                    sqs_endpoint,
+                    region,
+                    access_key_id,
+                    secret_access_key: Secret::new(secret),
+                    ingest_keys,
+                    allowed_origins,
+                    limits,
+                    retry,
+                    retry_after_secs,
+                    rate_limit_period_secs,
+                })
+            }
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+/// `key_id:key,key_id:key`. The key may itself contain `:`; ids and keys must be unique.
+fn parse_ingest_keys(raw: &str) -> Result<Vec<IngestKey>, String> {
+    let mut keys: Vec<IngestKey> = Vec::new();
+    for (n, pair) in raw.split(',').enumerate() {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let n = n + 1;
+        let Some((key_id, key)) = pair.split_once(':') else {
+            return Err(format!("entry {n} is not key_id:key"));
+        };
+        let (key_id, key) = (key_id.trim(), key.trim());
+        let id_ok = !key_id.is_empty()
+            && key_id.chars().count() <= MAX_KEY_ID_CHARS
+            && key_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !id_ok {
+            return Err(format!(
+                "entry {n}: key_id must be 1 to {MAX_KEY_ID_CHARS} characters of A-Z a-z 0-9 - _ ."
+            ));
+        }
+        if key.chars().count() < MIN_KEY_CHARS
+            || key.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "entry {n} (key_id {key_id}): the key must be at least {MIN_KEY_CHARS} characters, without spaces"
+            ));
+        }
+        if keys.iter().any(|k| k.key_id == key_id) {
+            return Err(format!("key_id {key_id} appears twice"));
+        }
+        if keys.iter().any(|k| k.key.expose() == key) {
+            return Err(format!("key_id {key_id} reuses the key of another key_id"));
+        }
+        keys.push(IngestKey {
+            key_id: key_id.to_owned(),
+            key: Secret::new(key),
+        });
+    }
+    if keys.is_empty() {
+        return Err("holds no key_id:key pair".into());
+    }
+    Ok(keys)
+}
+
+fn parse_origins(raw: &str) -> Result<AllowedOrigins, String> {
+    if raw == "*" {
+        return Ok(AllowedOrigins::Any);
+    }
+    let mut list = Vec::new();
+    for o in raw.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if o == "*" {
+            return Err("`*` must stand alone".into());
+        }
+        match origin_of(o) {
+            Ok(origin) if origin.eq_ignore_ascii_case(o.trim_end_matches('/')) => list.push(origin),
+            _ => {
+                return Err(format!(
+                    "entry {o:?} is not an origin such as https://app.example.com"
+                ))
+            }
+        }
+    }
+    Ok(AllowedOrigins::List(list))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub(crate) const KEY_WEB: &str = "web-secret-key-0123456789";
+    pub(crate) const KEY_APP: &str = "app-secret-key-abcdefghij";
+
+    pub(crate) fn env() -> HashMap<&'static str, String> {
+        HashMap::from([
+            (
+                "SQS_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/events".to_owned(),
+            ),
+            ("AWS_REGION", "eu-west-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "aws-secret-do-not-print".to_owned(),
+            ),
+            ("INGEST_KEYS", format!("web:{KEY_WEB},app:{KEY_APP}")),
+            ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
+        ])
+    }
+
+    pub(crate) fn config_with(overrides: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        let mut e = env();
+        for (k, v) in overrides {
+            e.insert(k, (*v).to_owned());
+        }
+        Config::from_env(|k| e.get(k).cloned())
+    }
+
+    #[test]
+    fn complete_environment_parses_with_defaults() {
+        let c = config_with(&[]).expect("valid");
+        assert_eq!(c.sqs_endpoint, "https://sqs.eu-west-1.amazonaws.com");
+        assert!(!c.queue.is_fifo());
+        assert_eq!(c.ingest_keys.len(), 2);
+        assert_eq!(c.ingest_keys[1].key_id, "app");
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.retry, RetryPolicy::default());
+        assert_eq!(c.retry_after_secs, 5);
+    }
+
+    #[test]
+    fn endpoint_override_and_fifo() {
+        let c = config_with(&[
+            (
+                "SQS_QUEUE_URL",
+                "http://127.0.0.1:5000/123456789012/events.fifo",
+            ),
+            ("SQS_ENDPOINT", "http://127.0.0.1:6000/"),
+        ])
+        .expect("valid");
+        assert!(c.queue.is_fifo());
+        assert_eq!(c.queue.origin(), "http://127.0.0.1:5000");
+        assert_eq!(c.sqs_endpoint, "http://127.0.0.1:6000");
+        let bad = config_with(&[("SQS_ENDPOINT", "http://127.0.0.1:6000/queue")]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn every_problem_is_reported_and_names_only_the_variable() {
+        let mut e = env();
+        e.remove("AWS_REGION");
+        e.insert("INGEST_KEYS", "web".to_owned());
+        e.insert("SQS_DEADLINE_MS", "soon".to_owned());
+        e.insert("AWS_SECRET_ACCESS_KEY", String::new());
+        let err = Config::from_env(|k| e.get(k).cloned()).expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            err.0.contains(&ConfigProblem::Missing("AWS_REGION")),
+            "{text}"
+        );
+        assert!(
+            err.0
+                .contains(&ConfigProblem::Missing("AWS_SECRET_ACCESS_KEY")),
+            "{text}"
+        );
+        assert!(text.contains("INGEST_KEYS"), "{text}");
+        assert!(text.contains("SQS_DEADLINE_MS"), "{text}");
+        assert_eq!(err.0.len(), 4, "{text}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug() {
+        let err = config_with(&[("INGEST_KEYS", "web:short-secret")]).expect_err("too short");
+        assert!(!err.to_string().contains("short-secret"), "{err}");
+        let c = config_with(&[]).expect("valid");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains(KEY_WEB), "{debug}");
+        assert!(!debug.contains("aws-secret-do-not-print"), "{debug}");
+    }
+
+    #[test]
+    fn ingest_keys_rules() {
+        let keys = parse_ingest_keys(&format!(" web : {KEY_WEB} ,, app:{KEY_APP}:x ")).expect("ok");
+        assert_eq!(keys[0].key_id, "web");
+        assert_eq!(keys[0].key.expose(), KEY_WEB);
+        assert_eq!(keys[1].key.expose(), format!("{KEY_APP}:x"));
+        assert!(parse_ingest_keys("").is_err());
+        assert!(parse_ingest_keys(&format!("web:{KEY_WEB},web:{KEY_APP}")).is_err());
+        assert!(parse_ingest_keys(&format!("web:{KEY_WEB},app:{KEY_WEB}")).is_err());
+        assert!(parse_ingest_keys(&format!("we b:{KEY_WEB}")).is_err());
+        assert!(parse_ingest_keys(&format!(":{KEY_WEB}")).is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(parse_origins("*"), Ok(AllowedOrigins::Any));
+        let list = parse_origins("https://a.example, http://localhost:3000").expect("ok");
+        assert_eq!(
+            list.allow("http://localhost:3000"),
+            Some("http://localhost:3000")
+        );
+        assert_eq!(list.allow("https://evil.example"), None);
+        assert_eq!(AllowedOrigins::Any.allow("https://x"), Some("*"));
+        assert!(parse_origins("https://a.example/path").is_err());
+        assert!(parse_origins("a.example").is_err());
+        assert!(parse_origins("*,https://a.example").is_err());
+    }
+
+    #[test]
+    fn limits_are_read_and_validated_together() {
+        let c = config_with(&[("MAX_BODY_BYTES", "2048"), ("MAX_EVENTS_PER_REQUEST", "10")])
+            .expect("valid");
+        assert_eq!(c.limits.max_body_bytes, 2048);
+        assert_eq!(c.limits.max_events_per_request, 10);
+        let err = config_with(&[("MAX_DECOMPRESSED_BYTES", "10")]).expect_err("smaller than body");
+        assert!(matches!(err.0[0], ConfigProblem::Limits(_)), "{err}");
+        assert!(config_with(&[("SQS_CONCURRENCY", "7")]).is_err());
+        assert!(
+            config_with(&[("SQS_RETRY_BASE_MS", "5000"), ("SQS_RETRY_MAX_MS", "100")]).is_err()
+        );
+    }
+
+    #[test]
+    fn queue_url_shapes() {
+        assert!(QueueUrl::parse("sqs.example.com/1/q").is_err());
+        assert!(QueueUrl::parse("ftp://sqs.example.com/1/q").is_err());
+        assert!(QueueUrl::parse("https://sqs.example.com").is_err());
+        assert!(QueueUrl::parse("https://user:pw@sqs.example.com/1/q").is_err());
+        let q = QueueUrl::parse("https://sqs.example.com/1/q.fifo").expect("ok");
+        assert!(q.is_fifo());
+    }
+}

@@ -1,0 +1,272 @@
+//! What is decided from the request head alone: the route, CORS, the ingest key and the
+//! `Idempotency-Key`.
+
+use http::{HeaderMap, Method};
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::config::{AllowedOrigins, IngestKey};
+use crate::error::EdgeError;
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Ingest,
+    Health,
+    /// CORS preflight on a known path.
+    Preflight,
+}
+
+const INGEST_ALLOW: &str = "POST, OPTIONS";
+const HEALTH_ALLOW: &str = "GET, HEAD, OPTIONS";
+
+pub fn route(method: &Method, path: &str) -> Result<Route, EdgeError> {
+    let (allow, route) = match path {
+        "/v1/events" => (
+            INGEST_ALLOW,
+            (method == Method::POST).then_some(Route::Ingest),
+        ),
+        "/healthz" => (
+            HEALTH_ALLOW,
+            (method == Method::GET || method == Method::HEAD).then_some(Route::Health),
+        ),
+        _ => return Err(EdgeError::NotFound),
+    };
+    match route {
+        Some(r) => Ok(r),
+        None if method == Method::OPTIONS => Ok(Route::Preflight),
+        None => Err(EdgeError::MethodNotAllowed { allow }),
+    }
+}
+
+/// Headers a browser may send with an ingest request.
+const ALLOW_HEADERS: &str =
+    "authorization, content-type, content-encoding, x-api-key, idempotency-key";
+
+/// CORS headers for a response to a request from `origin`, when that origin is allowed.
+pub fn cors_headers(allowed: &AllowedOrigins, origin: Option<&str>) -> Vec<(&'static str, String)> {
+    let Some(allow) = origin.and_then(|o| allowed.allow(o)) else {
+        return Vec::new();
+    };
+    let mut h = vec![("access-control-allow-origin", allow.to_owned())];
+    if allow != "*" {
+        h.push(("vary", "Origin".to_owned()));
+    }
+    h.push((
+        "access-control-expose-headers",
+        "retry-after, x-request-id".to_owned(),
+    ));
+    h
+}
+
+/// Extra headers of a preflight answer from an allowed origin.
+pub fn preflight_headers(path: &str) -> Vec<(&'static str, String)> {
+    let methods = if path == "/healthz" {
+        HEALTH_ALLOW
+    } else {
+        INGEST_ALLOW
+    };
+    vec![
+        ("access-control-allow-methods", methods.to_owned()),
+        ("access-control-allow-headers", ALLOW_HEADERS.to_owned()),
+        ("access-control-max-age", "86400".to_owned()),
+    ]
+}
+
+/// The key the client presented: `Authorization: Bearer`, else `X-Api-Key`, else `?key=`.
+pub fn presented_key<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Option<std::borrow::Cow<'a, str>> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let v = v.trim();
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .filter(|k| !k.is_empty());
+    if let Some(k) = bearer {
+        return Some(k.into());
+    }
+    let header = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    if let Some(k) = header {
+        return Some(k.into());
+    }
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, _)| name == "key")
+        .map(|(_, v)| v)
+        .filter(|k| !k.is_empty())
+}
+
+/// Equality whose running time depends only on `expected`'s length, not on where the inputs
+/// differ nor on `presented`'s contents.
+fn ct_equal(presented: &[u8], expected: &[u8]) -> Choice {
+    let mut same = (presented.len() as u64).ct_eq(&(expected.len() as u64));
+    for (i, e) in expected.iter().enumerate() {
+        same &= presented.get(i).copied().unwrap_or(0).ct_eq(e);
+    }
+    same
+}
+
+/// The `key_id` of the presented key. Every configured key is compared, always.
+pub fn authenticate<'k>(
+    keys: &'k [IngestKey],
+    presented: Option<&str>,
+) -> Result<&'k str, EdgeError> {
+    let presented = presented.ok_or(EdgeError::MissingKey)?;
+    let mut found = None;
+    for k in keys {
+        if bool::from(ct_equal(presented.as_bytes(), k.key.expose().as_bytes())) {
+            found = Some(k.key_id.as_str());
+        }
+    }
+    found.ok_or(EdgeError::InvalidKey)
+}
+
+/// The `Idempotency-Key`, if sent: 1 to 255 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, EdgeError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| EdgeError::InvalidIdempotencyKey)?
+        .trim();
+    if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err(EdgeError::InvalidIdempotencyKey);
+    }
+    Ok(Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use http::HeaderValue;
+
+    fn keys() -> Vec<IngestKey> {
+        vec![
+            IngestKey {
+                key_id: "web".into(),
+                key: Secret::new("k-web-0123456789abcdef"),
+            },
+            IngestKey {
+                key_id: "app".into(),
+                key: Secret::new("k-app-0123456789abcdef"),
+            },
+        ]
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("valid header"));
+        }
+        h
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::POST, "/v1/events"), Ok(Route::Ingest));
+        assert_eq!(route(&Method::GET, "/healthz"), Ok(Route::Health));
+        assert_eq!(route(&Method::HEAD, "/healthz"), Ok(Route::Health));
+        assert_eq!(route(&Method::OPTIONS, "/v1/events"), Ok(Route::Preflight));
+        assert_eq!(
+            route(&Method::GET, "/v1/events"),
+            Err(EdgeError::MethodNotAllowed {
+                allow: "POST, OPTIONS"
+            })
+        );
+        assert_eq!(
+            route(&Method::POST, "/healthz"),
+            Err(EdgeError::MethodNotAllowed {
+                allow: "GET, HEAD, OPTIONS"
+            })
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/events/"),
+            Err(EdgeError::NotFound)
+        );
+        assert_eq!(route(&Method::OPTIONS, "/nope"), Err(EdgeError::NotFound));
+    }
+
+    #[test]
+    fn key_sources_in_priority_order() {
+        let h = headers(&[("authorization", "Bearer  abc "), ("x-api-key", "def")]);
+        assert_eq!(presented_key(&h, Some("key=ghi")).as_deref(), Some("abc"));
+        let h = headers(&[("authorization", "bearer abc")]);
+        assert_eq!(presented_key(&h, None).as_deref(), Some("abc"));
+        let h = headers(&[
+            ("authorization", "Basic Zm9vOmJhcg=="),
+            ("x-api-key", "def"),
+        ]);
+        assert_eq!(presented_key(&h, None).as_deref(), Some("def"));
+        let h = HeaderMap::new();
+        assert_eq!(
+            presented_key(&h, Some("a=1&key=g%2Bh%20i")).as_deref(),
+            Some("g+h i")
+        );
+        assert_eq!(presented_key(&h, Some("key=")), None);
+        assert_eq!(presented_key(&h, None), None);
+    }
+
+    #[test]
+    fn authentication() {
+        let k = keys();
+        assert_eq!(authenticate(&k, Some("k-app-0123456789abcdef")), Ok("app"));
+        assert_eq!(authenticate(&k, Some("k-web-0123456789abcdef")), Ok("web"));
+        assert_eq!(authenticate(&k, None), Err(EdgeError::MissingKey));
+        assert_eq!(
+            authenticate(&k, Some("k-web-0123456789abcde")),
+            Err(EdgeError::InvalidKey)
+        );
+        assert_eq!(
+            authenticate(&k, Some("k-web-0123456789abcdefX")),
+            Err(EdgeError::InvalidKey)
+        );
+        assert_eq!(authenticate(&k, Some("")), Err(EdgeError::InvalidKey));
+    }
+
+    #[test]
+    fn constant_time_equality_is_exact() {
+        assert!(bool::from(ct_equal(b"abc", b"abc")));
+        assert!(!bool::from(ct_equal(b"abc", b"abd")));
+        assert!(!bool::from(ct_equal(b"ab", b"abc")));
+        assert!(!bool::from(ct_equal(b"abc\0", b"abc")));
+        assert!(!bool::from(ct_equal(b"", b"abc")));
+    }
+
+    #[test]
+    fn cors() {
+        let list = AllowedOrigins::List(vec!["https://app.example.com".into()]);
+        let h = cors_headers(&list, Some("https://app.example.com"));
+        assert_eq!(
+            h[0],
+            (
+                "access-control-allow-origin",
+                "https://app.example.com".to_owned()
+            )
+        );
+        assert!(h.contains(&("vary", "Origin".to_owned())));
+        assert!(cors_headers(&list, Some("https://evil.example")).is_empty());
+        assert!(cors_headers(&list, None).is_empty());
+        let any = cors_headers(&AllowedOrigins::Any, Some("https://x.example"));
+        assert_eq!(any[0].1, "*");
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        assert_eq!(idempotency_key(&HeaderMap::new()), Ok(None));
+        assert_eq!(
+            idempotency_key(&headers(&[("idempotency-key", "req-1")])),
+            Ok(Some("req-1"))
+        );
+        assert!(idempotency_key(&headers(&[("idempotency-key", " ")])).is_err());
+        assert!(idempotency_key(&headers(&[("idempotency-key", &"x".repeat(256))])).is_err());
+    }
+}

@@ -1,0 +1,341 @@
+//! The request path: route -> CORS -> auth -> rate limit -> size limits -> content type and
+//! encoding -> parse -> validate -> ids and enrichment -> pack -> send -> answer.
+//!
+//! A plain async function over a deps struct: the Worker calls it with adapters over the Workers
+//! runtime, the tests with in-memory fakes.
+
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, Request, Response};
+use serde::Serialize;
+use spillway_shared::{
+    pack, uuid_v7, validate_events, BatchRequest, EdgeInfo, Event, IdSource, Limits,
+};
+use uuid::Uuid;
+
+use crate::body::{encoding_of, format_of, gunzip_capped, parse, Encoding, Format};
+use crate::config::{Config, ConfigError};
+use crate::error::EdgeError;
+use crate::gate::{
+    authenticate, cors_headers, idempotency_key, preflight_headers, presented_key, route, Route,
+};
+use crate::log::RequestLog;
+use crate::ports::{BodyError, BodySource, QueueSender, RateLimit, Runtime};
+use crate::send::send_all;
+
+/// What a request needs, built once per isolate (config, queue) or per request (limiter, runtime).
+#[derive(Debug)]
+pub struct Deps<'a, Q, L, R> {
+    pub config: &'a Config,
+    pub queue: &'a Q,
+    /// `None` when no rate-limiting binding is configured.
+    pub limiter: Option<&'a L>,
+    pub rt: &'a R,
+}
+
+/// The answer and the log line that goes with it.
+#[derive(Debug)]
+pub struct Handled {
+    pub response: Response<String>,
+    pub log: RequestLog,
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    accepted: usize,
+    ids: &'a [Uuid],
+}
+
+enum Success {
+    Health,
+    Preflight {
+        path_allows: Vec<(&'static str, String)>,
+    },
+    Accepted(Vec<Uuid>),
+}
+
+fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn request_id<R: Runtime>(headers: &HeaderMap, rt: &R, now_ms: u64) -> String {
+    match header(headers, "cf-ray") {
+        Some(ray) if !ray.is_empty() && ray.len() <= 64 => ray.to_owned(),
+        _ => {
+            let b = rt.random_bytes();
+            let mut ten = [0u8; 10];
+            ten.copy_from_slice(&b[..10]);
+            uuid_v7(now_ms, ten).to_string()
+        }
+    }
+}
+
+fn respond(status: u16, headers: Vec<(&'static str, String)>, body: String) -> Response<String> {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = response.headers_mut();
+    for (name, value) in headers {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            h.append(name, v);
+        }
+    }
+    response
+}
+
+/// Handles one request.
+pub async fn handle<Q, L, R, B>(deps: &Deps<'_, Q, L, R>, req: Request<B>) -> Handled
+where
+    Q: QueueSender,
+    L: RateLimit,
+    R: Runtime,
+    B: BodySource,
+{
+    let started = deps.rt.now_ms();
+    let (parts, body) = req.into_parts();
+    let mut log = RequestLog::new(
+        request_id(&parts.headers, deps.rt, started),
+        parts.method.as_str(),
+        parts.uri.path(),
+    );
+    log.colo = parts
+        .extensions
+        .get::<EdgeInfo>()
+        .and_then(|e| e.colo.clone());
+    let cors = cors_headers(
+        &deps.config.allowed_origins,
+        header(&parts.headers, http::header::ORIGIN),
+    );
+
+    let result = match route(&parts.method, parts.uri.path()) {
+        Ok(Route::Health) => Ok(Success::Health),
+        Ok(Route::Preflight) => Ok(Success::Preflight {
+            path_allows: preflight_headers(parts.uri.path()),
+        }),
+        Ok(Route::Ingest) => ingest(deps, &parts, body, started, &mut log)
+            .await
+            .map(Success::Accepted),
+        Err(e) => Err(e),
+    };
+
+    let mut headers = vec![
+        ("x-request-id", log.request_id.clone()),
+        ("cache-control", "no-store".to_owned()),
+    ];
+    let json = ("content-type", "application/json; charset=utf-8".to_owned());
+    let (status, body) = match result {
+        Ok(Success::Health) => {
+            headers.push(json);
+            (200, r#"{"status":"ok"}"#.to_owned())
+        }
+        Ok(Success::Preflight { path_allows }) => {
+            if !cors.is_empty() {
+                headers.extend(path_allows);
+            }
+            (204, String::new())
+        }
+        Ok(Success::Accepted(ids)) => {
+            headers.push(json);
+            let body = serde_json::to_string(&Accepted {
+                accepted: ids.len(),
+                ids: &ids,
+            })
+            .unwrap_or_default();
+            (202, body)
+        }
+        Err(e) => {
+            let reply = e.reply();
+            log.code = Some(reply.code);
+            headers.push(json);
+            headers.extend(reply.headers);
+            (reply.status, reply.body)
+        }
+    };
+    headers.extend(cors);
+    log.status = status;
+    log.duration_ms = deps.rt.now_ms().saturating_sub(started);
+    Handled {
+        response: respond(status, headers, body),
+        log,
+    }
+}
+
+/// The answer when the configuration is unusable: `500 misconfigured` for every request, and a
+/// log line naming the problems (variable names only, never values).
+pub fn misconfigured<R: Runtime, B>(req: &Request<B>, error: &ConfigError, rt: &R) -> Handled {
+    let now = rt.now_ms();
+    let mut log = RequestLog::new(
+        request_id(req.headers(), rt, now),
+        req.method().as_str(),
+        req.uri().path(),
+    );
+    let reply = EdgeError::Misconfigured.reply();
+    log.status = reply.status;
+    log.code = Some(reply.code);
+    log.note = Some(error.to_string());
+    let mut headers = vec![
+        ("x-request-id", log.request_id.clone()),
+        ("content-type", "application/json; charset=utf-8".to_owned()),
+        ("cache-control", "no-store".to_owned()),
+    ];
+    headers.extend(reply.headers);
+    Handled {
+        response: respond(reply.status, headers, reply.body),
+        log,
+    }
+}
+
+async fn ingest<Q, L, R, B>(
+    deps: &Deps<'_, Q, L, R>,
+    parts: &http::request::Parts,
+    body: B,
+    now_ms: u64,
+    log: &mut RequestLog,
+) -> Result<Vec<Uuid>, EdgeError>
+where
+    Q: QueueSender,
+    L: RateLimit,
+    R: Runtime,
+    B: BodySource,
+{
+    let config = deps.config;
+    let limits = &config.limits;
+    let headers = &parts.headers;
+
+    let presented = presented_key(headers, parts.uri.query());
+    let key_id = authenticate(&config.ingest_keys, presented.as_deref())?;
+    log.key_id = Some(key_id.to_owned());
+
+    if let Some(limiter) = deps.limiter {
+        match limiter.allow(key_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(EdgeError::RateLimited {
+                    retry_after_secs: config.rate_limit_period_secs,
+                })
+            }
+            // Fail open: losing events is worse than briefly not limiting.
+            Err(e) => log.note = Some(e.to_string()),
+        }
+    }
+
+    if let Some(len) =
+        header(headers, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        if len > limits.max_body_bytes as u64 {
+            return Err(EdgeError::BodyTooLarge {
+                limit: limits.max_body_bytes,
+            });
+        }
+    }
+    let format = format_of(header(headers, http::header::CONTENT_TYPE))?;
+    let encoding = encoding_of(header(headers, http::header::CONTENT_ENCODING))?;
+    let idempotency = idempotency_key(headers)?;
+
+    let raw = body
+        .read_capped(limits.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(limit) => EdgeError::BodyTooLarge { limit },
+            BodyError::Read(why) => EdgeError::BodyRead(why),
+        })?;
+    log.bytes = raw.len();
+    let decoded = match encoding {
+        Encoding::Identity => raw,
+        Encoding::Gzip => gunzip_capped(&raw, limits.max_decompressed_bytes)?,
+    };
+
+    let edge = parts
+        .extensions
+        .get::<EdgeInfo>()
+        .filter(|e| e.colo.is_some() || e.country.is_some())
+        .cloned();
+    let stamp = Stamp {
+        key_id,
+        idempotency_key: idempotency,
+        now_ms,
+        edge,
+    };
+    let mut random = || {
+        let b = deps.rt.random_bytes();
+        let mut ten = [0u8; 10];
+        ten.copy_from_slice(&b[..10]);
+        ten
+    };
+    let Prepared { ids, batches } = prepare(&decoded, format, limits, &stamp, &mut random, log)?;
+    drop(decoded);
+
+    let report = send_all(deps.queue, deps.rt, batches, key_id, &config.retry).await;
+    log.sqs_calls = report.calls;
+    log.retries = report.retries;
+    log.queue_error = report.last_error;
+    if report.unacknowledged.is_empty() {
+        Ok(ids)
+    } else {
+        Err(EdgeError::QueueUnavailable {
+            total: ids.len(),
+            unacknowledged: report.unacknowledged,
+            timed_out: report.timed_out,
+            retry_after_secs: config.retry_after_secs,
+        })
+    }
+}
+
+/// What enrichment stamps on every event of a request.
+#[derive(Debug, Clone)]
+pub struct Stamp<'a> {
+    /// Which ingest key sent the request.
+    pub key_id: &'a str,
+    /// The request's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<&'a str>,
+    /// The edge clock when the request arrived (ms since the Unix epoch).
+    pub now_ms: u64,
+    /// Where the edge saw the request, when the runtime says.
+    pub edge: Option<EdgeInfo>,
+}
+
+/// A request's events, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Every event's id, in request order.
+    pub ids: Vec<Uuid>,
+    pub batches: Vec<BatchRequest>,
+}
+
+/// The pure middle of the request path: parse -> validate -> ids and enrichment -> pack.
+///
+/// `random` supplies the random bytes of UUIDv7 ids; `log` learns the event count.
+pub fn prepare(
+    body: &[u8],
+    format: Format,
+    limits: &Limits,
+    stamp: &Stamp<'_>,
+    random: &mut dyn FnMut() -> [u8; 10],
+    log: &mut RequestLog,
+) -> Result<Prepared, EdgeError> {
+    let items = parse(body, format, limits)?;
+    log.events = items.len();
+    let received_at =
+        DateTime::<Utc>::from_timestamp_millis(i64::try_from(stamp.now_ms).unwrap_or(i64::MAX))
+            .unwrap_or_default();
+    let valid = validate_events(items, limits, received_at).map_err(EdgeError::Invalid)?;
+    let source = match stamp.idempotency_key {
+        Some(idempotency_key) => IdSource::Idempotency {
+            key_id: stamp.key_id,
+            idempotency_key,
+        },
+        None => IdSource::Generated {
+            unix_ms: stamp.now_ms,
+        },
+    };
+    let events: Vec<Event> = valid
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let id = source.id_for(v.id, i, random);
+            v.enrich(id, received_at, stamp.key_id, stamp.edge.clone())
+        })
+        .collect();
+    let ids = events.iter().map(|e| e.id).collect();
+    let batches = pack(&events, limits).map_err(EdgeError::Pack)?;
+    Ok(Prepared { ids, batches })
+}

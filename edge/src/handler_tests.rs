@@ -1,0 +1,852 @@
+//! The request path end to end, natively: every status and error code of the contract, auth,
+//! gzip, idempotency, CORS, rate limiting, retries and the log line.
+
+use http::{Method, Request};
+use serde_json::{json, Value};
+use spillway_shared::{decode, derive_id, EdgeInfo, Event};
+use uuid::Uuid;
+
+use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
+use crate::config::{Config, ConfigError};
+use crate::handler::{handle, misconfigured, Deps, Handled};
+use crate::ports::{BatchOutcome, BodyError, BodySource, FailedEntry, SendError};
+use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
+
+struct Edge {
+    config: Config,
+    queue: FakeQueue,
+    limiter: Option<FakeLimiter>,
+    rt: FakeRuntime,
+}
+
+impl Edge {
+    fn new() -> Self {
+        Self::with(&[])
+    }
+
+    fn with(overrides: &[(&'static str, &str)]) -> Self {
+        Self {
+            config: config_with(overrides).expect("valid config"),
+            queue: FakeQueue::new(vec![]),
+            limiter: None,
+            rt: FakeRuntime::new(),
+        }
+    }
+
+    fn queue(mut self, queue: FakeQueue) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    async fn call<B: BodySource>(&self, req: Request<B>) -> Answer {
+        let deps = Deps {
+            config: &self.config,
+            queue: &self.queue,
+            limiter: self.limiter.as_ref(),
+            rt: &self.rt,
+        };
+        Answer(handle(&deps, req).await)
+    }
+
+    /// Every event that reached the queue, decoded from the message bodies.
+    fn queued(&self) -> Vec<Event> {
+        self.queue
+            .bodies()
+            .iter()
+            .flat_map(|b| decode(b).expect("valid envelope"))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Answer(Handled);
+
+impl Answer {
+    fn status(&self) -> u16 {
+        self.0.response.status().as_u16()
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0
+            .response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_str(self.0.response.body()).expect("JSON body")
+    }
+    fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+    fn ids(&self) -> Vec<Uuid> {
+        self.json()["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .expect("uuid")
+            })
+            .collect()
+    }
+    /// Asserts an error status and code, and returns the error object.
+    #[track_caller]
+    fn error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status(), status, "{}", self.0.response.body());
+        assert_eq!(self.code(), code, "{}", self.0.response.body());
+        assert_eq!(self.0.log.code.map(str::to_owned), Some(code.to_owned()));
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        self.json()["error"].clone()
+    }
+}
+
+fn post(body: impl Into<Vec<u8>>) -> http::request::Builder {
+    let body: Vec<u8> = body.into();
+    Request::builder()
+        .method(Method::POST)
+        .uri("https://ingest.example.com/v1/events")
+        .header("content-length", body.len().to_string())
+}
+
+fn authed(body: impl Into<Vec<u8>>) -> Request<Vec<u8>> {
+    let body: Vec<u8> = body.into();
+    post(body.clone())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY_WEB}"))
+        .body(body)
+        .expect("request")
+}
+
+fn get(path: &str) -> Request<Vec<u8>> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(format!("https://ingest.example.com{path}"))
+        .body(Vec::new())
+        .expect("request")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+/// A body that must never be read.
+struct Unread;
+impl BodySource for Unread {
+    async fn read_capped(self, _cap: usize) -> Result<Vec<u8>, BodyError> {
+        panic!("the body must not be read")
+    }
+}
+
+// ---------------------------------------------------------------- routes, health, CORS
+
+#[tokio::test(start_paused = true)]
+async fn healthz_is_ok_without_touching_the_queue() {
+    let edge = Edge::new();
+    let a = edge.call(get("/healthz")).await;
+    assert_eq!(a.status(), 200);
+    assert_eq!(a.json(), json!({"status": "ok"}));
+    assert!(edge.queue.calls().is_empty());
+    assert_eq!(a.0.log.status, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_path_is_404_and_wrong_method_is_405() {
+    let edge = Edge::new();
+    edge.call(get("/nope")).await.error(404, "not_found");
+    let a = edge.call(get("/v1/events")).await;
+    a.error(405, "method_not_allowed");
+    assert_eq!(a.header("allow"), Some("POST, OPTIONS"));
+    let del = Request::builder()
+        .method(Method::DELETE)
+        .uri("/healthz")
+        .body(Vec::new())
+        .expect("request");
+    let a = edge.call(del).await;
+    a.error(405, "method_not_allowed");
+    assert_eq!(a.header("allow"), Some("GET, HEAD, OPTIONS"));
+}
+
+fn preflight(origin: &str) -> Request<Vec<u8>> {
+    Request::builder()
+        .method(Method::OPTIONS)
+        .uri("/v1/events")
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, idempotency-key",
+        )
+        .body(Vec::new())
+        .expect("request")
+}
+
+#[tokio::test(start_paused = true)]
+async fn preflight_from_allowed_and_other_origins() {
+    let edge = Edge::new();
+    let a = edge.call(preflight("https://app.example.com")).await;
+    assert_eq!(a.status(), 204);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        a.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+    let allowed = a
+        .header("access-control-allow-headers")
+        .expect("allow-headers");
+    assert!(allowed.contains("idempotency-key") && allowed.contains("authorization"));
+    assert_eq!(a.header("vary"), Some("Origin"));
+
+    let a = edge.call(preflight("https://evil.example")).await;
+    assert_eq!(a.status(), 204);
+    assert_eq!(a.header("access-control-allow-origin"), None);
+    assert_eq!(a.header("access-control-allow-methods"), None);
+
+    let any = Edge::with(&[("ALLOWED_ORIGINS", "*")]);
+    let a = any.call(preflight("https://whoever.example")).await;
+    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cors_headers_on_answers_and_errors() {
+    let edge = Edge::new();
+    let mut req = authed(r#"{"type":"click"}"#);
+    req.headers_mut()
+        .insert("origin", "https://app.example.com".parse().expect("header"));
+    let a = edge.call(req).await;
+    assert_eq!(a.status(), 202);
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let exposed = a.header("access-control-expose-headers").expect("expose");
+    assert!(exposed.contains("retry-after"));
+
+    let req = post("{}")
+        .header("origin", "https://app.example.com")
+        .body(b"{}".to_vec())
+        .expect("request");
+    let a = edge.call(req).await;
+    a.error(401, "missing_key");
+    assert_eq!(
+        a.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+}
+
+// ---------------------------------------------------------------- auth
+
+#[tokio::test(start_paused = true)]
+async fn missing_key_is_401() {
+    let edge = Edge::new();
+    let a = edge.call(post("{}").body(Unread).expect("request")).await;
+    a.error(401, "missing_key");
+    // Another scheme is not a key.
+    let req = post("{}")
+        .header("authorization", format!("Basic {KEY_WEB}"))
+        .body(Unread)
+        .expect("request");
+    edge.call(req).await.error(401, "missing_key");
+    assert!(edge.queue.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn wrong_key_is_401_and_never_logged() {
+    let edge = Edge::new();
+    for req in [
+        post("{}")
+            .header("authorization", "Bearer not-the-key-0123456789")
+            .body(Unread),
+        post("{}")
+            .header("x-api-key", format!("{KEY_WEB}x"))
+            .body(Unread),
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/events?key=guess-guess-guess-guess")
+            .body(Unread),
+    ] {
+        let a = edge.call(req.expect("request")).await;
+        a.error(401, "invalid_key");
+        let line = a.0.log.to_json();
+        assert!(
+            !line.contains("guess") && !line.contains("not-the-key"),
+            "{line}"
+        );
+        assert_eq!(a.0.log.key_id, None);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_key_form_is_accepted() {
+    let edge = Edge::new();
+    let body = br#"{"type":"click"}"#.to_vec();
+    let forms = [
+        post(body.clone()).header("authorization", format!("Bearer {KEY_WEB}")),
+        post(body.clone()).header("x-api-key", KEY_APP),
+        // sendBeacon: text/plain and the key in the query string.
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!(
+                "https://ingest.example.com/v1/events?key={KEY_WEB}"
+            ))
+            .header("content-type", "text/plain;charset=UTF-8"),
+    ];
+    let mut key_ids = Vec::new();
+    for form in forms {
+        let a = edge.call(form.body(body.clone()).expect("request")).await;
+        assert_eq!(a.status(), 202, "{}", a.0.response.body());
+        let line = a.0.log.to_json();
+        assert!(!line.contains(KEY_WEB) && !line.contains(KEY_APP), "{line}");
+        assert_eq!(a.0.log.path, "/v1/events");
+        key_ids.push(a.0.log.key_id.clone().expect("key id"));
+    }
+    assert_eq!(key_ids, vec!["web", "app", "web"]);
+    let stored: Vec<String> = edge.queued().into_iter().map(|e| e.key_id).collect();
+    assert_eq!(stored, vec!["web", "app", "web"]);
+}
+
+// ---------------------------------------------------------------- accepted requests
+
+#[tokio::test(start_paused = true)]
+async fn single_event_is_enriched_packed_and_acknowledged() {
+    let edge = Edge::new();
+    let mut req = authed(
+        r#"{"type":"page_view","timestamp":"2026-11-28T07:59:00+01:00","data":{"path":"/"}}"#,
+    );
+    req.extensions_mut().insert(EdgeInfo {
+        colo: Some("FRA".into()),
+        country: Some("DE".into()),
+    });
+    let a = edge.call(req).await;
+    assert_eq!(a.status(), 202);
+    let ids = a.ids();
+    assert_eq!(a.json()["accepted"], 1);
+    assert_eq!(ids[0].get_version_num(), 7, "generated ids are UUIDv7");
+
+    let events = edge.queued();
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e.id, ids[0]);
+    assert_eq!(e.event_type, "page_view");
+    assert_eq!(
+        e.occurred_at.map(|t| t.to_rfc3339()),
+        Some("2026-11-28T06:59:00+00:00".to_owned())
+    );
+    assert_eq!(
+        e.received_at.timestamp_millis() as u64,
+        FakeRuntime::START_MS
+    );
+    assert_eq!(e.key_id, "web");
+    assert_eq!(
+        e.edge,
+        Some(EdgeInfo {
+            colo: Some("FRA".into()),
+            country: Some("DE".into())
+        })
+    );
+    assert_eq!(e.data["path"], "/");
+    assert_eq!(edge.queue.groups(), vec!["web".to_owned()]);
+
+    let log = &a.0.log;
+    assert_eq!(
+        (log.status, log.events, log.sqs_calls, log.retries),
+        (202, 1, 1, 0)
+    );
+    assert_eq!(log.colo.as_deref(), Some("FRA"));
+    assert!(log.bytes > 0);
+    assert!(!log.to_json().contains("page_view"), "no payloads in logs");
+}
+
+#[tokio::test(start_paused = true)]
+async fn array_and_ndjson_bodies() {
+    let edge = Edge::new();
+    let a = edge
+        .call(authed(
+            r#"[{"type":"a"},{"type":"b","data":{}},{"type":"c"}]"#,
+        ))
+        .await;
+    assert_eq!(a.status(), 202);
+    assert_eq!(a.json()["accepted"], 3);
+
+    let nd = b"{\"type\":\"d\"}\n\n{\"type\":\"e\"}\r\n".to_vec();
+    let req = post(nd.clone())
+        .header("content-type", "application/x-ndjson")
+        .header("x-api-key", KEY_WEB)
+        .body(nd)
+        .expect("request");
+    let a = edge.call(req).await;
+    assert_eq!(a.status(), 202, "{}", a.0.response.body());
+    assert_eq!(a.json()["accepted"], 2);
+    let types: Vec<String> = edge.queued().into_iter().map(|e| e.event_type).collect();
+    assert_eq!(types, vec!["a", "b", "c", "d", "e"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_events_go_out_in_several_batches() {
+    let edge = Edge::with(&[
+        ("MAX_MESSAGE_BYTES", "70000"),
+        ("MAX_BATCH_BYTES", "140000"),
+    ]);
+    let pad = "x".repeat(1500);
+    let events: Vec<Value> = (0..300)
+        .map(|i| json!({"type": "t", "data": {"i": i, "pad": pad}}))
+        .collect();
+    let a = edge
+        .call(authed(serde_json::to_vec(&events).expect("json")))
+        .await;
+    assert_eq!(a.status(), 202);
+    let ids = a.ids();
+    assert_eq!(ids.len(), 300);
+    let queued = edge.queued();
+    assert_eq!(
+        queued.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids,
+        "every event once, in order"
+    );
+    assert!(a.0.log.sqs_calls >= 2, "{:?}", a.0.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gzip_body_is_accepted() {
+    let edge = Edge::new();
+    let z = gzip(br#"[{"type":"a"},{"type":"b"}]"#);
+    let req = post(z.clone())
+        .header("content-encoding", "gzip")
+        .header("x-api-key", KEY_WEB)
+        .body(z.clone())
+        .expect("request");
+    let a = edge.call(req).await;
+    assert_eq!(a.status(), 202);
+    assert_eq!(a.json()["accepted"], 2);
+    assert_eq!(a.0.log.bytes, z.len(), "bytes as received");
+}
+
+// ---------------------------------------------------------------- idempotency
+
+fn with_idempotency(body: &str, key: &str, api_key: &str) -> Request<Vec<u8>> {
+    post(body)
+        .header("x-api-key", api_key)
+        .header("idempotency-key", key)
+        .body(body.as_bytes().to_vec())
+        .expect("request")
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotency_key_derives_stable_ids() {
+    let edge = Edge::new();
+    let body = r#"[{"type":"a"},{"type":"b"}]"#;
+    let first = edge
+        .call(with_idempotency(body, "req-1", KEY_WEB))
+        .await
+        .ids();
+    let again = edge
+        .call(with_idempotency(body, "req-1", KEY_WEB))
+        .await
+        .ids();
+    assert_eq!(first, again, "a retried request maps to the same ids");
+    assert_eq!(
+        first,
+        vec![derive_id("web", "req-1", 0), derive_id("web", "req-1", 1)]
+    );
+    let other = edge
+        .call(with_idempotency(body, "req-2", KEY_WEB))
+        .await
+        .ids();
+    assert_ne!(first[0], other[0]);
+    let other_tenant = edge
+        .call(with_idempotency(body, "req-1", KEY_APP))
+        .await
+        .ids();
+    assert_ne!(first[0], other_tenant[0], "key ids keep tenants apart");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_ids_are_kept_and_others_generated() {
+    let edge = Edge::new();
+    let id = "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10";
+    let body = format!(r#"[{{"type":"a","id":"{id}"}},{{"type":"b"}},{{"type":"c"}}]"#);
+    let ids = edge.call(authed(body.clone())).await.ids();
+    assert_eq!(ids[0].to_string(), id);
+    assert_eq!(ids[1].get_version_num(), 7);
+    assert_ne!(ids[1], ids[2]);
+    // With an Idempotency-Key, client ids still win; the others derive from their position.
+    let a = edge.call(with_idempotency(&body, "k", KEY_WEB)).await;
+    let ids = a.ids();
+    assert_eq!(ids[0].to_string(), id);
+    assert_eq!(ids[2], derive_id("web", "k", 2));
+    // Without either, a repeated request gets new ids.
+    let again = edge.call(authed(body)).await.ids();
+    assert_ne!(again[1], edge.queued()[1].id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_idempotency_key_is_400() {
+    let edge = Edge::new();
+    let long = "k".repeat(256);
+    edge.call(with_idempotency(r#"{"type":"a"}"#, &long, KEY_WEB))
+        .await
+        .error(400, "invalid_idempotency_key");
+}
+
+// ---------------------------------------------------------------- 400
+
+#[tokio::test(start_paused = true)]
+async fn malformed_and_invalid_events_are_400_and_enqueue_nothing() {
+    let edge = Edge::new();
+    let cases: Vec<(&str, &str, Option<u64>, Option<&str>)> = vec![
+        ("{", "invalid_json", None, None),
+        ("[{\"type\":\"a\"},", "invalid_json", None, None),
+        ("[]", "no_events", None, None),
+        ("[{\"type\":\"a\"}, 42]", "invalid_event", Some(1), None),
+        ("[{\"type\":\"a\"}, {\"type\":\"b\",\"user\":1}]", "unknown_field", Some(1), Some("user")),
+        ("{\"data\":{}}", "missing_field", Some(0), Some("type")),
+        ("{\"type\":\"\"}", "invalid_field", Some(0), Some("type")),
+        ("{\"type\":\"a\",\"id\":\"nope\"}", "invalid_field", Some(0), Some("id")),
+        ("{\"type\":\"a\",\"data\":[]}", "invalid_field", Some(0), Some("data")),
+        ("{\"type\":\"a\",\"timestamp\":\"yesterday\"}", "invalid_field", Some(0), Some("timestamp")),
+        ("{\"type\":\"a\",\"timestamp\":\"1999-01-01T00:00:00Z\"}", "timestamp_out_of_range", Some(0), Some("timestamp")),
+        (
+            "[{\"type\":\"a\",\"id\":\"0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10\"},{\"type\":\"b\",\"id\":\"0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10\"}]",
+            "duplicate_id",
+            Some(1),
+            Some("id"),
+        ),
+    ];
+    for (body, code, index, field) in cases {
+        let a = edge.call(authed(body)).await;
+        let err = a.error(400, code);
+        assert_eq!(err["index"].as_u64(), index, "{body}: {err}");
+        if let Some(field) = field {
+            assert_eq!(err["details"][0]["field"], field, "{body}: {err}");
+            assert!(
+                err["message"].as_str().unwrap_or("").contains(field),
+                "{body}: {err}"
+            );
+        }
+    }
+    let deep = format!(
+        "{{\"type\":\"a\",\"data\":{}1{}}}",
+        "{\"a\":".repeat(40),
+        "}".repeat(40)
+    );
+    edge.call(authed(deep)).await.error(400, "too_deep");
+    assert!(edge.queue.calls().is_empty(), "no 4xx enqueues anything");
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_problems_are_listed_in_details() {
+    let edge = Edge::new();
+    let a = edge
+        .call(authed(r#"[{"type":"ok"},{"x":1},{"type":"b","y":2}]"#))
+        .await;
+    let err = a.error(400, "unknown_field");
+    assert_eq!(err["index"], 1);
+    let details = err["details"].as_array().expect("details");
+    let codes: Vec<(&str, u64)> = details
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or(""),
+                d["index"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("unknown_field", 1),
+            ("missing_field", 1),
+            ("unknown_field", 2)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ndjson_error_names_the_event_and_line() {
+    let edge = Edge::new();
+    let body = b"{\"type\":\"a\"}\n{\"type\":\n".to_vec();
+    let req = post(body.clone())
+        .header("content-type", "application/x-ndjson; charset=utf-8")
+        .header("x-api-key", KEY_WEB)
+        .body(body)
+        .expect("request");
+    let err = edge.call(req).await.error(400, "invalid_json");
+    assert_eq!(err["index"], 1);
+    assert!(
+        err["message"].as_str().unwrap_or("").starts_with("line 2"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn corrupt_gzip_is_400() {
+    let edge = Edge::new();
+    let mut z = gzip(br#"{"type":"a"}"#);
+    let n = z.len();
+    z[n - 6] ^= 0x55; // the CRC
+    let req = post(z.clone())
+        .header("content-encoding", "gzip")
+        .header("x-api-key", KEY_WEB)
+        .body(z)
+        .expect("request");
+    edge.call(req).await.error(400, "invalid_gzip");
+    assert!(edge.queue.calls().is_empty());
+}
+
+// ---------------------------------------------------------------- 413
+
+#[tokio::test(start_paused = true)]
+async fn declared_length_over_the_limit_is_refused_before_reading() {
+    let edge = Edge::with(&[("MAX_BODY_BYTES", "1000")]);
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/events")
+        .header("x-api-key", KEY_WEB)
+        .header("content-length", "1001")
+        .body(Unread)
+        .expect("request");
+    edge.call(req).await.error(413, "payload_too_large");
+}
+
+#[tokio::test(start_paused = true)]
+async fn actual_bytes_over_the_limit_are_413() {
+    let edge = Edge::with(&[("MAX_BODY_BYTES", "1000")]);
+    let body = format!(r#"{{"type":"a","data":{{"p":"{}"}}}}"#, "x".repeat(1000));
+    // No (or a lying) Content-Length: the bytes themselves are counted.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/events")
+        .header("x-api-key", KEY_WEB)
+        .body(body.into_bytes())
+        .expect("request");
+    edge.call(req).await.error(413, "payload_too_large");
+}
+
+#[tokio::test(start_paused = true)]
+async fn gzip_bomb_is_413_quickly() {
+    let edge = Edge::new();
+    let zeros = vec![b' '; 64 * 1024 * 1024];
+    let bomb = gzip(&zeros);
+    assert!(bomb.len() < 100 * 1024);
+    let req = post(bomb.clone())
+        .header("content-encoding", "gzip")
+        .header("x-api-key", KEY_WEB)
+        .body(bomb)
+        .expect("request");
+    let started = std::time::Instant::now();
+    let err = edge.call(req).await.error(413, "payload_too_large");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("decompressed"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_too_large_and_too_many_events_are_413() {
+    let edge = Edge::with(&[("MAX_EVENT_BYTES", "1024"), ("MAX_EVENTS_PER_REQUEST", "3")]);
+    let big = format!(
+        r#"[{{"type":"a"}},{{"type":"b","data":{{"p":"{}"}}}}]"#,
+        "x".repeat(1100)
+    );
+    let err = edge.call(authed(big)).await.error(413, "event_too_large");
+    assert_eq!(err["index"], 1);
+    let many = r#"[{"type":"a"},{"type":"a"},{"type":"a"},{"type":"a"}]"#;
+    let err = edge.call(authed(many)).await.error(413, "too_many_events");
+    assert!(err.get("index").is_none());
+    // Enrichment adds bytes; an event that fits as sent but not once enriched is refused too.
+    let near = format!(r#"{{"type":"a","data":{{"p":"{}"}}}}"#, "x".repeat(990));
+    let err = edge.call(authed(near)).await.error(413, "event_too_large");
+    assert_eq!(err["index"], 0);
+    assert!(edge.queue.calls().is_empty());
+}
+
+// ---------------------------------------------------------------- 415
+
+#[tokio::test(start_paused = true)]
+async fn unsupported_content_type_and_encoding_are_415() {
+    let edge = Edge::new();
+    for ct in [
+        "application/x-www-form-urlencoded",
+        "application/json; charset=iso-8859-1",
+        "text/csv",
+    ] {
+        let req = post("{}")
+            .header("content-type", ct)
+            .header("x-api-key", KEY_WEB)
+            .body(Unread)
+            .expect("request");
+        edge.call(req).await.error(415, "unsupported_media_type");
+    }
+    let req = post("{}")
+        .header("content-encoding", "br")
+        .header("x-api-key", KEY_WEB)
+        .body(Unread)
+        .expect("request");
+    edge.call(req).await.error(415, "unsupported_encoding");
+}
+
+// ---------------------------------------------------------------- 429
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_is_per_key_and_says_when_to_retry() {
+    let mut edge = Edge::with(&[("RATE_LIMIT_PERIOD_SECS", "10")]);
+    edge.limiter = Some(FakeLimiter::new(1));
+    assert_eq!(edge.call(authed(r#"{"type":"a"}"#)).await.status(), 202);
+    let a = edge.call(authed(r#"{"type":"a"}"#)).await;
+    a.error(429, "rate_limited");
+    assert_eq!(a.header("retry-after"), Some("10"));
+    let asked = edge.limiter.as_ref().map(|l| l.asked.borrow().clone());
+    assert_eq!(asked, Some(vec!["web".to_owned(), "web".to_owned()]));
+    assert_eq!(edge.queue.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limiter_outage_fails_open() {
+    let mut edge = Edge::new();
+    let mut limiter = FakeLimiter::new(0);
+    limiter.down = true;
+    edge.limiter = Some(limiter);
+    let a = edge.call(authed(r#"{"type":"a"}"#)).await;
+    assert_eq!(a.status(), 202);
+    assert!(a
+        .0
+        .log
+        .note
+        .as_deref()
+        .unwrap_or("")
+        .contains("rate limiter"));
+}
+
+// ---------------------------------------------------------------- SQS trouble
+
+#[tokio::test(start_paused = true)]
+async fn transient_queue_failures_are_retried_and_still_202() {
+    let queue = FakeQueue::new(vec![
+        Reply::Error(SendError::Transient("HTTP 500 InternalError".into())),
+        Reply::Outcome(BatchOutcome {
+            failed: vec![FailedEntry {
+                id: "m0".into(),
+                retryable: true,
+                code: "ThrottlingException".into(),
+            }],
+        }),
+    ]);
+    let edge = Edge::new().queue(queue);
+    let a = edge.call(authed(r#"[{"type":"a"},{"type":"b"}]"#)).await;
+    assert_eq!(a.status(), 202, "{}", a.0.response.body());
+    assert_eq!((a.0.log.sqs_calls, a.0.log.retries), (3, 2));
+    assert!(a.0.log.queue_error.is_some());
+    // The one message (two events) was sent three times: whole, whole again, then alone as m0.
+    assert_eq!(edge.queue.calls(), vec![vec!["m0"], vec!["m0"], vec!["m0"]]);
+    assert_eq!(edge.queued().len(), 2 * 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_is_503_with_retry_after_and_the_unacknowledged_ids() {
+    let queue = FakeQueue::always(Reply::Error(SendError::Transient("HTTP 503".into())))
+        .with_latency_ms(100);
+    let edge = Edge::with(&[("SQS_DEADLINE_MS", "1000"), ("RETRY_AFTER_SECS", "3")]).queue(queue);
+    let a = edge
+        .call(with_idempotency(
+            r#"[{"type":"a"},{"type":"b"}]"#,
+            "req-9",
+            KEY_WEB,
+        ))
+        .await;
+    let err = a.error(503, "queue_unavailable");
+    assert_eq!(a.header("retry-after"), Some("3"));
+    let unacked: Vec<&str> = err["unacknowledged"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let expected = [
+        derive_id("web", "req-9", 0).to_string(),
+        derive_id("web", "req-9", 1).to_string(),
+    ];
+    assert_eq!(unacked, expected);
+    assert!(a.0.log.retries >= 2, "{:?}", a.0.log);
+    assert!(a.0.log.duration_ms <= 1000, "{:?}", a.0.log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_queue_rejection_is_503_without_waiting() {
+    let queue = FakeQueue::always(Reply::Error(SendError::Permanent(
+        "HTTP 400 QueueDoesNotExist".into(),
+    )));
+    let edge = Edge::new().queue(queue);
+    let a = edge.call(authed(r#"{"type":"a"}"#)).await;
+    a.error(503, "queue_unavailable");
+    assert_eq!(a.0.log.sqs_calls, 1);
+    assert_eq!(
+        a.0.log.queue_error.as_deref(),
+        Some("permanent queue error: HTTP 400 QueueDoesNotExist")
+    );
+}
+
+// ---------------------------------------------------------------- 500
+
+#[tokio::test(start_paused = true)]
+async fn bad_configuration_is_500_misconfigured_without_secrets() {
+    let rt = FakeRuntime::new();
+    let err: ConfigError = config_with(&[("INGEST_KEYS", "web:tooshort")]).expect_err("invalid");
+    let h = misconfigured(&authed(r#"{"type":"a"}"#), &err, &rt);
+    assert_eq!(h.response.status().as_u16(), 500);
+    let body: Value = serde_json::from_str(h.response.body()).expect("json");
+    assert_eq!(body["error"]["code"], "misconfigured");
+    let line = h.log.to_json();
+    assert!(line.contains("INGEST_KEYS"), "{line}");
+    assert!(
+        !line.contains("tooshort") && !h.response.body().contains("tooshort"),
+        "{line}"
+    );
+}
+
+// ---------------------------------------------------------------- log line
+
+#[tokio::test(start_paused = true)]
+async fn one_log_line_with_the_request_id() {
+    let edge = Edge::new();
+    let mut req = authed(r#"{"type":"a","data":{"email":"someone@example.com"}}"#);
+    req.headers_mut()
+        .insert("cf-ray", "8f1a2b3c4d5e6f70-FRA".parse().expect("header"));
+    let a = edge.call(req).await;
+    assert_eq!(a.header("x-request-id"), Some("8f1a2b3c4d5e6f70-FRA"));
+    let line: Value = serde_json::from_str(&a.0.log.to_json()).expect("JSON line");
+    for field in [
+        "request_id",
+        "key_id",
+        "status",
+        "events",
+        "bytes",
+        "sqs_calls",
+        "retries",
+        "duration_ms",
+    ] {
+        assert!(line.get(field).is_some(), "{field} missing from {line}");
+    }
+    assert_eq!(line["request_id"], "8f1a2b3c4d5e6f70-FRA");
+    assert!(!a.0.log.to_json().contains("someone@example.com"));
+}

@@ -1,0 +1,53 @@
+//! The one structured log line written per request. It names the request, the key's id and what
+//! happened; it never holds a key, a secret, a query string or any event payload.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RequestLog {
+    pub request_id: String,
+    pub method: String,
+    /// The path only: the query string may carry `?key=`.
+    pub path: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Events in the request (parsed, before validation).
+    pub events: usize,
+    /// Body bytes as received (before decompression).
+    pub bytes: usize,
+    pub sqs_calls: u32,
+    pub retries: u32,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub colo: Option<String>,
+    /// Last queue error, when there was one (SQS error codes and HTTP statuses only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_error: Option<String>,
+    /// Anything else the operator should know (a configuration problem, a rate limiter outage).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl RequestLog {
+    pub fn new(request_id: String, method: &str, path: &str) -> Self {
+        Self {
+            request_id,
+            method: method.chars().take(16).collect(),
+            path: path.chars().take(200).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            format!(
+                r#"{{"request_id":"{}","status":{}}}"#,
+                self.request_id, self.status
+            )
+        })
+    }
+}

@@ -1,0 +1,120 @@
+//! The I/O seams of the request path: the queue, the rate limiter, the request body, and the
+//! runtime's clock, randomness and timers. The Worker implements them over the Workers runtime;
+//! tests implement them in memory.
+//!
+//! `async fn` in these traits deliberately carries no `Send` bound: a Worker isolate is
+//! single-threaded and its JS-backed futures are not `Send`.
+#![allow(async_fn_in_trait)]
+
+use std::time::Duration;
+
+use spillway_shared::BatchEntry;
+use thiserror::Error;
+
+/// What SQS said about one `SendMessageBatch` call that it answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Entries SQS did not take. Every entry of the call that is not listed here was acknowledged.
+    pub failed: Vec<FailedEntry>,
+}
+
+/// One entry SQS refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEntry {
+    /// The batch entry id (`BatchEntry::id`).
+    pub id: String,
+    /// `false` when sending the same entry again cannot succeed (SQS blames the sender).
+    pub retryable: bool,
+    /// SQS's error code, for the log.
+    pub code: String,
+}
+
+/// A `SendMessageBatch` call that got no usable answer at all.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// Worth another try: connection failures, timeouts, 5xx, throttling.
+    #[error("transient queue error: {0}")]
+    Transient(String),
+    /// Will fail again the same way: access denied, no such queue, malformed request.
+    #[error("permanent queue error: {0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SendError::Transient(_))
+    }
+}
+
+/// The queue: one `SendMessageBatch` call.
+pub trait QueueSender {
+    /// Sends `entries` (at most 10, within SQS's size limit) as one batch. `group` is the
+    /// message group of a FIFO queue; other queues ignore it.
+    async fn send_batch(
+        &self,
+        entries: &[BatchEntry],
+        group: &str,
+    ) -> Result<BatchOutcome, SendError>;
+}
+
+/// The rate limiter could not be asked; the edge then lets the request through.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("rate limiter unavailable: {0}")]
+pub struct RateLimitError(pub String);
+
+/// Per-`key_id` request budget (Cloudflare's rate-limiting binding).
+pub trait RateLimit {
+    /// `true` when `key_id` may make another request now.
+    async fn allow(&self, key_id: &str) -> Result<bool, RateLimitError>;
+}
+
+/// No rate limiting (the binding is not configured).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unlimited;
+
+impl RateLimit for Unlimited {
+    async fn allow(&self, _key_id: &str) -> Result<bool, RateLimitError> {
+        Ok(true)
+    }
+}
+
+/// Reading the request body failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BodyError {
+    /// More bytes than the cap: reading stopped there.
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("could not read the body: {0}")]
+    Read(String),
+}
+
+/// The request body, read at most up to a cap so an oversized body is never buffered whole.
+pub trait BodySource {
+    async fn read_capped(self, cap: usize) -> Result<Vec<u8>, BodyError>;
+}
+
+impl BodySource for Vec<u8> {
+    async fn read_capped(self, cap: usize) -> Result<Vec<u8>, BodyError> {
+        if self.len() > cap {
+            Err(BodyError::TooLarge(cap))
+        } else {
+            Ok(self)
+        }
+    }
+}
+
+impl BodySource for &[u8] {
+    async fn read_capped(self, cap: usize) -> Result<Vec<u8>, BodyError> {
+        self.to_vec().read_capped(cap).await
+    }
+}
+
+/// Time, randomness and timers, passed in so the core never reads them itself.
+pub trait Runtime {
+    /// Wall clock, milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// Fresh random bytes (ids, backoff jitter).
+    fn random_bytes(&self) -> [u8; 16];
+    /// Waits for `duration`.
+    async fn sleep(&self, duration: Duration);
+}

@@ -1,0 +1,460 @@
+//! The queue over `aws-sdk-sqs`: one `SendMessageBatch` per call, and the mapping of SQS's
+//! answers (per-entry failures, service errors, transport errors) onto retry decisions.
+//!
+//! The SDK's own retries and timeouts are off: the edge's retry loop resends only the failed
+//! entries, within the request's deadline. The HTTP client, clock and sleep are passed in, so the
+//! same code runs on Workers (over `fetch`) and in native tests (over a canned connector).
+
+use aws_sdk_sqs::config::retry::RetryConfig;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use aws_sdk_sqs::config::{
+    BehaviorVersion, Credentials, IdentityCache, Region, SharedAsyncSleep, SharedHttpClient,
+    StalledStreamProtectionConfig,
+};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_smithy_async::time::SharedTimeSource;
+use spillway_shared::BatchEntry;
+
+use crate::config::Config;
+use crate::ports::{BatchOutcome, FailedEntry, QueueSender, SendError};
+
+/// Sends batches to the configured queue.
+#[derive(Debug, Clone)]
+pub struct SqsSender {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    fifo: bool,
+}
+
+impl SqsSender {
+    /// A client for `config`'s queue, endpoint, region and static credentials.
+    pub fn new(
+        config: &Config,
+        http: SharedHttpClient,
+        time: SharedTimeSource,
+        sleep: SharedAsyncSleep,
+    ) -> Self {
+        let credentials = Credentials::new(
+            config.access_key_id.clone(),
+            config.secret_access_key.expose().to_owned(),
+            None,
+            None,
+            "spillway-edge-env",
+        );
+        let sdk = aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(credentials)
+            .endpoint_url(config.sqs_endpoint.clone())
+            .http_client(http)
+            .time_source(time)
+            .sleep_impl(sleep)
+            // Retries, timeouts and stalled-stream checks are the edge's job (see `send`): the
+            // SDK's would resend whole batches and ignore the request's deadline.
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(TimeoutConfig::disabled())
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            // Static credentials need no cache (and no background refresh timers).
+            .identity_cache(IdentityCache::no_cache())
+            .build();
+        Self {
+            client: aws_sdk_sqs::Client::from_conf(sdk),
+            queue_url: config.queue.as_str().to_owned(),
+            fifo: config.queue.is_fifo(),
+        }
+    }
+}
+
+impl QueueSender for SqsSender {
+    async fn send_batch(
+        &self,
+        entries: &[BatchEntry],
+        group: &str,
+    ) -> Result<BatchOutcome, SendError> {
+        let mut request = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut b = SendMessageBatchRequestEntry::builder()
+                .id(&e.id)
+                .message_body(&e.body);
+            if self.fifo {
+                b = b
+                    .message_group_id(group)
+                    .message_deduplication_id(&e.dedup_id);
+            }
+            request.push(
+                b.build()
+                    .map_err(|e| SendError::Permanent(format!("building the request: {e}")))?,
+            );
+        }
+        let result = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(request))
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(outcome(
+                entries,
+                out.successful().iter().map(|s| s.id()),
+                out.failed()
+                    .iter()
+                    .map(|f| (f.id(), f.sender_fault(), f.code())),
+            )),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+/// SQS error codes that mean "try again later", as they appear after the last `.`
+/// (`KMS.ThrottlingException`, `AWS.SimpleQueueService.RequestThrottled`).
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "SlowDown",
+    "KmsThrottled",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+
+fn transient_code(code: &str) -> bool {
+    let short = code.rsplit(['.', '#']).next().unwrap_or(code);
+    TRANSIENT_CODES.contains(&short)
+}
+
+/// Whether an entry SQS refused may succeed if sent again: SQS says whether the sender is at
+/// fault; throttling is retried even when blamed on the sender.
+pub fn entry_retryable(sender_fault: bool, code: &str) -> bool {
+    !sender_fault || transient_code(code)
+}
+
+/// Turns SQS's answer into the entries that were not acknowledged. An entry SQS lists neither
+/// as successful nor as failed counts as failed (and retryable): only an explicit success is an
+/// acknowledgement.
+pub fn outcome<'a>(
+    sent: &[BatchEntry],
+    successful: impl IntoIterator<Item = &'a str>,
+    failed: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
+) -> BatchOutcome {
+    let successful: Vec<&str> = successful.into_iter().collect();
+    let failed: Vec<(&str, bool, &str)> = failed.into_iter().collect();
+    let failed = sent
+        .iter()
+        .filter_map(|e| {
+            if let Some((_, fault, code)) = failed.iter().find(|(id, _, _)| *id == e.id) {
+                Some(FailedEntry {
+                    id: e.id.clone(),
+                    retryable: entry_retryable(*fault, code),
+                    code: (*code).to_owned(),
+                })
+            } else if successful.contains(&e.id.as_str()) {
+                None
+            } else {
+                Some(FailedEntry {
+                    id: e.id.clone(),
+                    retryable: true,
+                    code: "NotInResponse".to_owned(),
+                })
+            }
+        })
+        .collect();
+    BatchOutcome { failed }
+}
+
+/// Whether a service error (SQS answered, but with an error) is worth retrying.
+pub fn classify_service(status: u16, code: Option<&str>) -> SendError {
+    let what = format!("HTTP {status} {}", code.unwrap_or("(no error code)"));
+    if status >= 500 || status == 429 || code.is_some_and(transient_code) {
+        SendError::Transient(what)
+    } else {
+        SendError::Permanent(what)
+    }
+}
+
+/// Maps an SDK failure. Messages carry codes and statuses only, never request contents.
+pub fn classify<E: ProvideErrorMetadata>(
+    error: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+) -> SendError {
+    match error {
+        SdkError::ServiceError(e) => classify_service(e.raw().status().as_u16(), error.code()),
+        SdkError::ResponseError(e) => {
+            let status = e.raw().status().as_u16();
+            if (400..500).contains(&status) && status != 429 {
+                SendError::Permanent(format!("HTTP {status}, unreadable answer"))
+            } else {
+                SendError::Transient(format!("HTTP {status}, unreadable answer"))
+            }
+        }
+        SdkError::DispatchFailure(d) if d.is_user() => {
+            SendError::Permanent("the request could not be sent".into())
+        }
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            SendError::Transient("connection timed out".into())
+        }
+        SdkError::DispatchFailure(_) => SendError::Transient("connection failed".into()),
+        SdkError::TimeoutError(_) => SendError::Transient("timed out".into()),
+        SdkError::ConstructionFailure(_) => {
+            SendError::Permanent("the request could not be built".into())
+        }
+        _ => SendError::Transient("unknown SDK error".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
+    use aws_smithy_async::time::StaticTimeSource;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::client::result::ConnectorError;
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::config::tests::config_with;
+    use crate::connector::{request_parts, response_from_parts, FetchParts};
+
+    /// Answers SDK requests from a script, recording what was sent, like `fetch` would.
+    /// `None` stands for a connection that fails.
+    type Script = Arc<Mutex<VecDeque<Option<(u16, String)>>>>;
+
+    #[derive(Debug, Clone, Default)]
+    struct Canned {
+        answers: Script,
+        sent: Arc<Mutex<Vec<FetchParts>>>,
+    }
+
+    impl Canned {
+        fn new(answers: Vec<Result<(u16, &str), ()>>) -> Self {
+            let c = Canned::default();
+            *c.answers.lock().expect("lock") = answers
+                .into_iter()
+                .map(|a| a.ok().map(|(s, b)| (s, b.to_owned())))
+                .collect();
+            c
+        }
+
+        fn sent_json(&self) -> Vec<serde_json::Value> {
+            self.sent
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|p| serde_json::from_slice(&p.body).expect("JSON request"))
+                .collect()
+        }
+    }
+
+    impl HttpConnector for Canned {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let parts = match request_parts(&request) {
+                Ok(p) => p,
+                Err(e) => return HttpConnectorFuture::ready(Err(e)),
+            };
+            self.sent.lock().expect("lock").push(parts);
+            let answer = self.answers.lock().expect("lock").pop_front();
+            HttpConnectorFuture::ready(match answer {
+                Some(Some((status, body))) => response_from_parts(
+                    status,
+                    vec![(
+                        "content-type".to_owned(),
+                        "application/x-amz-json-1.0".to_owned(),
+                    )],
+                    body.into_bytes(),
+                ),
+                _ => Err(ConnectorError::io("connection refused".into())),
+            })
+        }
+    }
+
+    impl HttpClient for Canned {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    #[derive(Debug)]
+    struct NoSleep;
+    impl AsyncSleep for NoSleep {
+        fn sleep(&self, _: Duration) -> Sleep {
+            Sleep::new(async {})
+        }
+    }
+
+    fn sender(canned: &Canned, queue_url: &str) -> SqsSender {
+        let config = config_with(&[("SQS_QUEUE_URL", queue_url)]).expect("valid config");
+        SqsSender::new(
+            &config,
+            SharedHttpClient::new(canned.clone()),
+            SharedTimeSource::new(StaticTimeSource::from_secs(1_795_852_800)),
+            SharedAsyncSleep::new(NoSleep),
+        )
+    }
+
+    fn entries(n: usize) -> Vec<BatchEntry> {
+        (0..n)
+            .map(|i| BatchEntry {
+                id: format!("m{i}"),
+                body: format!(r#"{{"v":1,"events":[{i}]}}"#),
+                event_ids: vec![Uuid::from_u128(i as u128 + 1)],
+                dedup_id: format!("dedup-{i}"),
+            })
+            .collect()
+    }
+
+    // Recorded from moto 5.2.5 (fixtures/sqs/*.json).
+    const ALL_OK: &str = include_str!("../tests/fixtures/sqs/send_message_batch_ok.json");
+    const PARTIAL: &str = include_str!("../tests/fixtures/sqs/send_message_batch_partial.json");
+    const NO_QUEUE: &str = include_str!("../tests/fixtures/sqs/queue_does_not_exist.json");
+    // What the fault proxy (and SQS under load) answers.
+    const INTERNAL: &str = r#"{"__type":"com.amazonaws.sqs#InternalError","message":"injected"}"#;
+    const THROTTLED: &str =
+        r#"{"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"}"#;
+
+    const URL: &str = "http://127.0.0.1:5000/123456789012/events";
+
+    #[tokio::test]
+    async fn request_is_a_signed_send_message_batch() {
+        let canned = Canned::new(vec![Ok((200, ALL_OK))]);
+        let out = sender(&canned, URL)
+            .send_batch(&entries(2), "web")
+            .await
+            .expect("answered");
+        assert_eq!(out, BatchOutcome::default());
+        let sent = canned.sent.lock().expect("lock")[0].clone();
+        assert_eq!(sent.method, "POST");
+        assert_eq!(sent.url, "http://127.0.0.1:5000/");
+        let header = |n: &str| {
+            sent.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            header("x-amz-target").as_deref(),
+            Some("AmazonSQS.SendMessageBatch")
+        );
+        let auth = header("authorization").expect("signed");
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261128/eu-west-1/sqs/aws4_request"
+            ),
+            "{auth}"
+        );
+        assert!(!auth.contains("aws-secret-do-not-print"));
+        let json = &canned.sent_json()[0];
+        assert_eq!(json["QueueUrl"], URL);
+        assert_eq!(json["Entries"][1]["Id"], "m1");
+        assert_eq!(json["Entries"][1]["MessageBody"], r#"{"v":1,"events":[1]}"#);
+        assert!(json["Entries"][0].get("MessageGroupId").is_none());
+        assert!(json["Entries"][0].get("MessageDeduplicationId").is_none());
+    }
+
+    #[tokio::test]
+    async fn fifo_queues_get_group_and_dedup_ids() {
+        let canned = Canned::new(vec![Ok((200, ALL_OK))]);
+        sender(&canned, "http://127.0.0.1:5000/123456789012/events.fifo")
+            .send_batch(&entries(2), "web")
+            .await
+            .expect("answered");
+        let json = &canned.sent_json()[0];
+        assert_eq!(json["Entries"][0]["MessageGroupId"], "web");
+        assert_eq!(json["Entries"][0]["MessageDeduplicationId"], "dedup-0");
+        assert_eq!(json["Entries"][1]["MessageDeduplicationId"], "dedup-1");
+    }
+
+    #[tokio::test]
+    async fn partial_failures_are_reported_per_entry() {
+        let canned = Canned::new(vec![Ok((200, PARTIAL))]);
+        let out = sender(&canned, URL)
+            .send_batch(&entries(3), "web")
+            .await
+            .expect("answered");
+        // m1: server fault, retry. m2: sender fault, do not.
+        assert_eq!(out.failed.len(), 2, "{out:?}");
+        assert_eq!(
+            (out.failed[0].id.as_str(), out.failed[0].retryable),
+            ("m1", true)
+        );
+        assert_eq!(
+            (out.failed[1].id.as_str(), out.failed[1].retryable),
+            ("m2", false)
+        );
+    }
+
+    #[tokio::test]
+    async fn service_and_transport_errors_are_classified() {
+        let canned = Canned::new(vec![
+            Ok((500, INTERNAL)),
+            Ok((400, THROTTLED)),
+            Ok((400, NO_QUEUE)),
+            Err(()),
+            Ok((502, "<html>bad gateway</html>")),
+        ]);
+        let s = sender(&canned, URL);
+        let e = entries(1);
+        let r1 = s.send_batch(&e, "web").await.expect_err("500");
+        assert!(r1.is_retryable(), "{r1}");
+        let r2 = s.send_batch(&e, "web").await.expect_err("throttled");
+        assert!(r2.is_retryable(), "{r2}");
+        assert!(r2.to_string().contains("ThrottlingException"), "{r2}");
+        let r3 = s.send_batch(&e, "web").await.expect_err("no queue");
+        assert!(!r3.is_retryable(), "{r3}");
+        let r4 = s.send_batch(&e, "web").await.expect_err("refused");
+        assert!(r4.is_retryable(), "{r4}");
+        let r5 = s.send_batch(&e, "web").await.expect_err("bad gateway");
+        assert!(r5.is_retryable(), "{r5}");
+        assert_eq!(
+            canned.sent.lock().expect("lock").len(),
+            5,
+            "the SDK itself never retries"
+        );
+    }
+
+    #[test]
+    fn outcome_needs_an_explicit_success() {
+        let e = entries(3);
+        let out = outcome(&e, ["m0"], [("m1", true, "InvalidParameterValue")]);
+        assert_eq!(out.failed.len(), 2);
+        assert!(!out.failed[0].retryable);
+        assert_eq!(out.failed[1].id, "m2");
+        assert!(out.failed[1].retryable);
+        // Failures for ids we did not send are ignored.
+        let out = outcome(&e, ["m0", "m1", "m2"], [("m9", false, "x")]);
+        assert!(out.failed.is_empty());
+    }
+
+    #[test]
+    fn throttling_is_retryable_even_when_blamed_on_the_sender() {
+        assert!(entry_retryable(false, "InternalError"));
+        assert!(entry_retryable(true, "RequestThrottled"));
+        assert!(entry_retryable(true, "KMS.ThrottlingException"));
+        assert!(!entry_retryable(true, "InvalidMessageContents"));
+        assert!(classify_service(503, None).is_retryable());
+        assert!(classify_service(429, None).is_retryable());
+        assert!(!classify_service(403, Some("AccessDenied")).is_retryable());
+        assert!(
+            classify_service(400, Some("AWS.SimpleQueueService.RequestThrottled")).is_retryable()
+        );
+    }
+}
