@@ -164,22 +164,36 @@ impl EventStore for PgStore {
         if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
             *guard = None;
         }
-        let conn = match guard.as_mut() {
-            Some(conn) => conn,
-            None => guard.insert(self.connect().await?),
-        };
-        match insert(conn, rows).await {
-            Ok(inserted) => Ok(WriteCounts {
-                inserted,
-                duplicates: rows.len() as u64 - inserted,
-            }),
-            Err(e) => {
-                let error = classify(&e);
-                if error.kind == FailureKind::Unavailable {
-                    // Never reuse a connection that broke: the next write opens a new one.
-                    *guard = None;
+        // A connection kept from an earlier invocation may have died while the environment
+        // was frozen (idle timeout, failover) without anyone noticing yet. Such a connection
+        // gets one retry on a fresh one: repeating the insert is harmless (ON CONFLICT), even
+        // if the first attempt did commit before the connection broke.
+        let mut reused = guard.is_some();
+        loop {
+            let conn = match guard.as_mut() {
+                Some(conn) => conn,
+                None => guard.insert(self.connect().await?),
+            };
+            match insert(conn, rows).await {
+                Ok(inserted) => {
+                    return Ok(WriteCounts {
+                        inserted,
+                        duplicates: rows.len() as u64 - inserted,
+                    })
                 }
-                Err(error)
+                Err(e) => {
+                    let error = classify(&e);
+                    if error.kind != FailureKind::Unavailable {
+                        return Err(error);
+                    }
+                    // Never reuse a connection that broke.
+                    *guard = None;
+                    if !reused {
+                        return Err(error);
+                    }
+                    warn!(error = %error, "kept connection was broken; retrying on a new one");
+                    reused = false;
+                }
             }
         }
     }

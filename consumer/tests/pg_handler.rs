@@ -347,3 +347,108 @@ async fn the_migrate_command_works_twice() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("DB_STATEMENT_TIMEOUT_MS"));
 }
+
+/// A TCP proxy to PostgreSQL that can make its open connections stale: a stale connection is
+/// cut only when the client next sends something, as a connection that died silently while a
+/// Lambda environment was frozen is found dead only when used.
+struct StaleProxy {
+    port: u16,
+    epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl StaleProxy {
+    async fn start(upstream: u16) -> StaleProxy {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let shared = epoch.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let born = shared.load(Ordering::SeqCst);
+                let epoch = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if epoch.load(Ordering::SeqCst) != born {
+                                return; // stale: drop both directions
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let down = async move {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    };
+                    tokio::select! { _ = up => {}, _ = down => {} }
+                });
+            }
+        });
+        StaleProxy { port, epoch }
+    }
+
+    fn make_stale(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_died_unnoticed_is_replaced_without_failing_records() {
+    let pg = migrated_pg().await;
+    let proxy = StaleProxy::start(pg.port()).await;
+    let d = deps(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        proxy.port
+    ));
+    let first = handle(&d, &sqs_event(vec![record("a", &body(&[event(1)]))]), "1").await;
+    assert!(first.response.batch_item_failures.is_empty());
+    proxy.make_stale();
+    // The kept connection looks fine until it is used.
+    assert!(d.store.is_connected().await);
+    let second = handle(&d, &sqs_event(vec![record("b", &body(&[event(2)]))]), "2").await;
+    assert!(
+        second.response.batch_item_failures.is_empty(),
+        "a dead kept connection must not fail the batch"
+    );
+    assert_eq!(second.metrics.events_stored, 1);
+    assert_eq!(stored(&pg), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_between_invocations_is_replaced_without_failing_records() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let first = handle(&d, &sqs_event(vec![record("a", &body(&[event(1)]))]), "1").await;
+    assert!(first.response.batch_item_failures.is_empty());
+    assert!(d.store.is_connected().await);
+    // As an idle timeout or a failover would: the server ends our session between two
+    // invocations.
+    let killed = pg
+        .psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'spillway-consumer'",
+        )
+        .expect("psql");
+    assert_eq!(killed, "1");
+    let second = handle(&d, &sqs_event(vec![record("b", &body(&[event(2)]))]), "2").await;
+    assert!(second.response.batch_item_failures.is_empty());
+    assert_eq!(second.metrics.events_stored, 1);
+    assert!(d.store.is_connected().await);
+    assert_eq!(stored(&pg), 2);
+}

@@ -36,7 +36,13 @@ pub fn db_config(url: &str, statement_timeout_ms: u64) -> DbConfig {
 
 /// A fresh PostgreSQL with the migrations applied.
 pub async fn migrated_pg() -> Postgres {
-    let pg = Postgres::start().expect("start PostgreSQL");
+    // `free_port` can race with another test binding a port; one retry on a new port.
+    let pg = Postgres::start()
+        .or_else(|e| {
+            eprintln!("PostgreSQL did not start ({e:#}); retrying on another port");
+            Postgres::start()
+        })
+        .expect("start PostgreSQL");
     migrate_url(&pg.url()).await;
     pg
 }
