@@ -218,6 +218,18 @@ impl PollerConfig {
                     0..=43_200,
                 )?),
             };
+        if let Some(v) = visibility_timeout {
+            // Lambda's rule, for the same reason: records must stay invisible while they are
+            // gathered and handled, or they are delivered twice.
+            if u64::try_from(v).unwrap_or(0) <= window {
+                return Err(invalid(
+                    "VISIBILITY_TIMEOUT_SECONDS",
+                    format!(
+                        "{v} must be longer than MAXIMUM_BATCHING_WINDOW_IN_SECONDS ({window})"
+                    ),
+                ));
+            }
+        }
         let wait_time_seconds = number(lookup, "WAIT_TIME_SECONDS", 20i32, 0..=20)?;
         Ok(Self {
             queue_url,
@@ -381,6 +393,7 @@ mod tests {
             ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "301"),
             ("WAIT_TIME_SECONDS", "21"),
             ("VISIBILITY_TIMEOUT_SECONDS", "-1"),
+            ("VISIBILITY_TIMEOUT_SECONDS", "0"),
         ] {
             assert!(
                 PollerConfig::from_lookup(&env(&[Q, (k, v)])).is_err(),
@@ -392,5 +405,18 @@ mod tests {
             Some(ConfigError::Missing("SQS_QUEUE_URL"))
         );
         assert!(PollerConfig::from_lookup(&env(&[("SQS_QUEUE_URL", "queue")])).is_err());
+        let err = PollerConfig::from_lookup(&env(&[
+            Q,
+            ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "5"),
+            ("VISIBILITY_TIMEOUT_SECONDS", "5"),
+        ]))
+        .err();
+        assert!(matches!(
+            err,
+            Some(ConfigError::Invalid {
+                name: "VISIBILITY_TIMEOUT_SECONDS",
+                ..
+            })
+        ));
     }
 }

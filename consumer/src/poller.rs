@@ -148,6 +148,27 @@ pub fn to_delete<'a>(
         .collect()
 }
 
+/// Adds freshly received messages to a batch being gathered. A message received again
+/// (its visibility timeout ran out while the window was open) replaces its older copy: only
+/// the newest receipt handle can still delete it.
+pub fn merge_received(batch: &mut Vec<Message>, received: Vec<Message>) {
+    for m in received {
+        let again = batch
+            .iter()
+            .position(|b| b.message_id().is_some() && b.message_id() == m.message_id());
+        match again {
+            Some(i) => {
+                warn!(
+                    message_id = m.message_id().unwrap_or(""),
+                    "message received twice while gathering: its visibility timeout is shorter than the batching window"
+                );
+                batch[i] = m;
+            }
+            None => batch.push(m),
+        }
+    }
+}
+
 /// Reads the queue's ARN (for `eventSourceARN`); fails at start-up if the queue is missing.
 pub async fn queue_info(
     client: &aws_sdk_sqs::Client,
@@ -247,7 +268,7 @@ async fn gather(
             .iter()
             .map(|m| m.body().map_or(0, str::len))
             .sum::<usize>();
-        batch.extend(messages);
+        merge_received(&mut batch, messages);
         let full = batch.len() >= config.batch_size || bytes >= MAX_GATHER_BYTES;
         let window_over = deadline.is_some_and(|d| Instant::now() >= d);
         if !batch.is_empty() && (full || window_over) {
@@ -535,6 +556,16 @@ mod tests {
             r.add_failure(*id);
         }
         r
+    }
+
+    #[test]
+    fn a_message_received_twice_keeps_its_newest_receipt_handle() {
+        let mut batch = vec![message("a"), message("b")];
+        let mut again = message("a");
+        again.receipt_handle = Some("rh-a-2".into());
+        merge_received(&mut batch, vec![again, message("c")]);
+        let handles: Vec<_> = batch.iter().filter_map(Message::receipt_handle).collect();
+        assert_eq!(handles, ["rh-a-2", "rh-b", "rh-c"]);
     }
 
     #[test]

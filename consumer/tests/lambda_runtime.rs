@@ -182,7 +182,12 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
         })
     };
 
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"));
+    // SPILLWAY_CONSUMER_BIN points the test at another build (a release binary, to measure
+    // its cold start with the same emulator).
+    let bin = std::env::var_os("SPILLWAY_CONSUMER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_spillway-consumer").into());
+    let mut cmd = std::process::Command::new(bin);
     cmd.env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
         .env("AWS_LAMBDA_FUNCTION_NAME", "spillway-consumer")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")

@@ -210,3 +210,92 @@ async fn sigterm_lets_the_batch_in_flight_finish() {
         "what was not received is still queued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batching_window_gathers_across_receives_up_to_the_batch_size() {
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-window-test", 5);
+    for m in 0..25u128 {
+        q.sqs
+            .send(&q.main, &body(&[event(2 * m + 1), event(2 * m + 2)]))
+            .expect("send");
+    }
+    let mut svc = poller(
+        &pg,
+        &moto,
+        &q.main,
+        &[
+            ("BATCH_SIZE", "30"),
+            ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "2"),
+            ("MAXIMUM_CONCURRENCY", "1"),
+            // The queue's own (1 s) is shorter than the window; see the next test.
+            ("VISIBILITY_TIMEOUT_SECONDS", "30"),
+        ],
+    );
+    let done = eventually(Duration::from_secs(60), || {
+        stored(&pg) == 50 && q.sqs.depth(&q.main).ok() == Some((0, 0))
+    })
+    .await;
+    assert!(done, "{}", svc.log_tail(30));
+    svc.signal("TERM");
+    assert_eq!(
+        exits_within(&mut svc, Duration::from_secs(10)).await,
+        Some(true)
+    );
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    let sizes: Vec<u64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter_map(|v| v["BatchSize"].as_u64())
+        .collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 25, "{sizes:?}");
+    // One receive returns at most 10: a first batch above 10 was gathered over the window.
+    assert!(sizes[0] > 10, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= 30), "{sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_seen_twice_in_one_window_is_handled_once_and_deleted() {
+    // The queue's visibility timeout (1 s) is shorter than the window (3 s): messages come
+    // back while the batch is still gathering. They must not be handled twice nor left behind.
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-twice-test", 10);
+    for m in 0..3u128 {
+        q.sqs.send(&q.main, &body(&[event(m + 1)])).expect("send");
+    }
+    let mut svc = poller(
+        &pg,
+        &moto,
+        &q.main,
+        &[
+            ("BATCH_SIZE", "50"),
+            ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "3"),
+            ("MAXIMUM_CONCURRENCY", "1"),
+        ],
+    );
+    let done = eventually(Duration::from_secs(60), || {
+        stored(&pg) == 3 && q.sqs.depth(&q.main).ok() == Some((0, 0))
+    })
+    .await;
+    assert!(done, "{}", svc.log_tail(30));
+    svc.signal("TERM");
+    assert_eq!(
+        exits_within(&mut svc, Duration::from_secs(10)).await,
+        Some(true)
+    );
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    assert!(
+        log.contains("message received twice while gathering"),
+        "{log}"
+    );
+    let sizes: Vec<u64> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .filter_map(|v| v["BatchSize"].as_u64())
+        .collect();
+    assert_eq!(sizes, [3], "each message once in the one batch");
+}
