@@ -68,6 +68,23 @@ async fn recorded_event_stores_rows_as_the_contract_says() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_recorded_from_the_local_sqs_is_handled() {
+    // Built by the poller from messages received from moto (see poller_moto.rs).
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let raw = std::fs::read_to_string(fixture("moto_recorded.json")).expect("fixture");
+    let event: SqsEvent = serde_json::from_str(&raw).expect("parse");
+    let o = handle(&d, &event, "moto").await;
+    assert_eq!(failed_ids(&o), ["ec4859f3-029c-4245-a129-b618469afe59"]);
+    assert_eq!(o.metrics.events_stored, 2);
+    assert_eq!(
+        pg.psql("SELECT string_agg(sqs_message_id, ',') FROM events")
+            .expect("psql"),
+        "74eaa432-e782-42e0-a484-4105b387c5f3,74eaa432-e782-42e0-a484-4105b387c5f3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_batch_twice_stores_each_event_once() {
     let pg = migrated_pg().await;
     let d = deps(&pg.url());

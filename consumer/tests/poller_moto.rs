@@ -299,3 +299,78 @@ async fn a_message_seen_twice_in_one_window_is_handled_once_and_deleted() {
         .collect();
     assert_eq!(sizes, [3], "each message once in the one batch");
 }
+
+async fn sdk_client(moto: &Moto) -> aws_sdk_sqs::Client {
+    let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "tests");
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new(REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// Records what the poller builds from messages really received from the local SQS, checks it
+/// against Lambda's documented shape, and runs the handler on it. With
+/// `SPILLWAY_RECORD_FIXTURES=1` it rewrites `tests/fixtures/sqs/moto_recorded.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_built_from_received_messages_have_lambdas_shape() {
+    use spillway_consumer::poller::{queue_info, sqs_event};
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-events", 3);
+    q.sqs
+        .send(&q.main, &body(&[event(1), event(2)]))
+        .expect("send");
+    q.sqs.send(&q.main, "not an envelope").expect("send");
+    let client = sdk_client(&moto).await;
+    let queue = queue_info(&client, &q.main, REGION).await.expect("queue");
+    assert_eq!(
+        queue.arn,
+        "arn:aws:sqs:us-east-1:123456789012:spillway-events"
+    );
+    let mut messages = Vec::new();
+    while messages.len() < 2 {
+        let out = client
+            .receive_message()
+            .queue_url(&q.main)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .visibility_timeout(30)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        messages.extend(out.messages.unwrap_or_default());
+    }
+    let (json, event) = sqs_event(&messages, &queue);
+    for record in json["Records"].as_array().expect("records") {
+        for key in [
+            "ApproximateReceiveCount",
+            "SentTimestamp",
+            "SenderId",
+            "ApproximateFirstReceiveTimestamp",
+        ] {
+            assert!(
+                record["attributes"][key].is_string(),
+                "{key} missing: {record}"
+            );
+        }
+        assert_eq!(record["eventSource"], "aws:sqs");
+        assert_eq!(record["eventSourceARN"], queue.arn.as_str());
+        assert_eq!(record["awsRegion"], REGION);
+        assert!(record["md5OfBody"].is_string());
+        assert!(record["messageAttributes"].is_object());
+    }
+    let d = deps(&pg.url());
+    let o = spillway_consumer::handler::handle(&d, &event, "recorded").await;
+    assert_eq!(o.metrics.events_stored, 2);
+    assert_eq!(o.response.batch_item_failures.len(), 1);
+    assert!(o.metrics.queue_lag_ms.is_some());
+    if std::env::var_os("SPILLWAY_RECORD_FIXTURES").is_some() {
+        let text = serde_json::to_string_pretty(&json).expect("json") + "\n";
+        std::fs::write(fixture("moto_recorded.json"), text).expect("write fixture");
+    }
+}
