@@ -374,3 +374,25 @@ async fn events_built_from_received_messages_have_lambdas_shape() {
         std::fs::write(fixture("moto_recorded.json"), text).expect("write fixture");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_or_bad_setting_stops_the_poller_at_start() {
+    let pg = Postgres::start().expect("pg");
+    let moto = Moto::start().expect("moto");
+    let missing = format!("{}/123456789012/no-such-queue", moto.endpoint());
+    let mut svc = poller(&pg, &moto, &missing, &[]);
+    assert_eq!(
+        exits_within(&mut svc, Duration::from_secs(20)).await,
+        Some(false)
+    );
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    assert!(log.contains("no-such-queue"), "{log}");
+
+    let mut svc = poller(&pg, &moto, &missing, &[("BATCH_SIZE", "11")]);
+    assert_eq!(
+        exits_within(&mut svc, Duration::from_secs(10)).await,
+        Some(false)
+    );
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    assert!(log.contains("MAXIMUM_BATCHING_WINDOW_IN_SECONDS"), "{log}");
+}
