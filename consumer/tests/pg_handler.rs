@@ -469,3 +469,125 @@ async fn a_connection_killed_between_invocations_is_replaced_without_failing_rec
     assert!(d.store.is_connected().await);
     assert_eq!(stored(&pg), 2);
 }
+
+/// Runs a command, failing the test with its output if it fails.
+fn run(cmd: &mut std::process::Command) {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_uses_verified_tls() {
+    use std::process::Command;
+    let pg = migrated_pg().await;
+    // A private CA and a server certificate for 127.0.0.1, made with openssl (PostgreSQL's
+    // Debian package depends on it through ssl-cert).
+    let dir = spillway_support::run_dir().join(format!("tls-{}-{}", std::process::id(), pg.port()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let p = |f: &str| dir.join(f).display().to_string();
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    run(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca.pem"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=spillway test CA",
+    ]));
+    run(Command::new("openssl").args([
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]));
+    run(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca.pem"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-out",
+        &p("server.crt"),
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+    ]));
+    // PostgreSQL insists on owning its key, unreadable by others.
+    run(Command::new("chmod").args(["600", &p("server.key")]));
+    let _ = Command::new("chown")
+        .args(["postgres:postgres", &p("server.key"), &p("server.crt")])
+        .status();
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", p("server.crt")),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", p("server.key")),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        pg.psql(&sql).expect("configure TLS");
+    }
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || pg
+            .psql("SHOW ssl")
+            .is_ok_and(|s| s == "on"))
+        .await
+    );
+
+    let url = format!("{}?sslmode=require", pg.url());
+    let e = event(1);
+    let rows = [Row {
+        event: &e,
+        message_id: "m",
+    }];
+
+    // Mozilla's roots alone do not trust the private CA: no write, no plain-text fallback.
+    let untrusted = deps(&url);
+    let err = untrusted.store.write(&rows).await.expect_err("untrusted");
+    assert_eq!(err.kind, FailureKind::Unavailable);
+    assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+
+    // With the CA bundle the write goes through, over TLS.
+    let db = spillway_consumer::config::DbConfig::from_lookup(&|k| match k {
+        "DATABASE_URL" => Some(url.clone()),
+        "DB_CA_CERT_PATH" => Some(p("ca.pem")),
+        _ => None,
+    })
+    .expect("config");
+    let store = spillway_consumer::pg::PgStore::new(&db).expect("store");
+    let counts = store.write(&rows).await.expect("TLS write");
+    assert_eq!(counts.inserted, 1);
+    assert_eq!(
+        pg.psql(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'spillway-consumer'"
+        )
+        .expect("psql"),
+        "t"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
