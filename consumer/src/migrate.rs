@@ -103,12 +103,13 @@ pub async fn run(client: &mut Client, migrations: &[Migration]) -> Result<Report
         )",
     )
     .await?;
-    let recorded: BTreeMap<i64, String> = tx
+    let mut recorded: BTreeMap<i64, String> = BTreeMap::new();
+    for r in tx
         .query("SELECT version, checksum FROM schema_migrations", &[])
         .await?
-        .iter()
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
-        .collect();
+    {
+        recorded.insert(r.try_get(0)?, r.try_get(1)?);
+    }
     let (todo, mut report) = plan(migrations, &recorded)?;
     for m in todo {
         tx.batch_execute(m.sql).await?;

@@ -178,7 +178,7 @@ impl EventStore for PgStore {
                 Ok(inserted) => {
                     return Ok(WriteCounts {
                         inserted,
-                        duplicates: rows.len() as u64 - inserted,
+                        duplicates: (rows.len() as u64).saturating_sub(inserted),
                     })
                 }
                 Err(e) => {

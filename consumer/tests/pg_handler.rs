@@ -591,3 +591,19 @@ async fn sslmode_require_uses_verified_tls() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_copes_with_an_event_repeated_inside_one_message() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let e = sqs_event(vec![
+        record("repeats", &body(&[event(1), event(2), event(1)])),
+        record("nul", &body(&[nul_event(3)])),
+        record("also", &body(&[event(2), event(4)])),
+    ]);
+    let o = handle(&d, &e, "fallback").await;
+    assert_eq!(failed_ids(&o), ["nul"]);
+    assert_eq!(o.metrics.events_stored, 3);
+    assert_eq!(o.metrics.duplicates_skipped, 2);
+    assert_eq!(stored(&pg), 3);
+}
