@@ -42,6 +42,8 @@ pub struct QueueInfo {
     pub url: String,
     pub arn: String,
     pub region: String,
+    /// The queue's own visibility timeout in seconds, when SQS said.
+    pub visibility_timeout: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -179,6 +181,7 @@ pub async fn queue_info(
         .get_queue_attributes()
         .queue_url(url)
         .attribute_names(QueueAttributeName::QueueArn)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
         .send()
         .await
         .map_err(|e| PollerError::QueueAttributes {
@@ -193,10 +196,15 @@ pub async fn queue_info(
             url: url.to_owned(),
             reason: "no QueueArn in the answer".to_owned(),
         })?;
+    let visibility_timeout = out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        .and_then(|v| v.parse().ok());
     Ok(QueueInfo {
         url: url.to_owned(),
         arn,
         region: region.to_owned(),
+        visibility_timeout,
     })
 }
 
@@ -382,6 +390,18 @@ where
         concurrency = deps.len(),
         "poller started"
     );
+    if config.visibility_timeout.is_none()
+        && queue
+            .visibility_timeout
+            .is_some_and(|v| v <= config.batching_window.as_secs())
+    {
+        warn!(
+            queue_visibility_s = queue.visibility_timeout,
+            window_s = config.batching_window.as_secs(),
+            "the queue's visibility timeout is not longer than the batching window: \
+             records will come back while they are gathered (set VISIBILITY_TIMEOUT_SECONDS)"
+        );
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (worker, d) in deps.into_iter().enumerate() {
         tasks.spawn(run_worker(
@@ -425,6 +445,7 @@ mod tests {
             url: "http://127.0.0.1:5000/123456789012/q".into(),
             arn: "arn:aws:sqs:us-east-1:123456789012:q".into(),
             region: "us-east-1".into(),
+            visibility_timeout: Some(30),
         }
     }
 

@@ -330,6 +330,7 @@ async fn events_built_from_received_messages_have_lambdas_shape() {
         queue.arn,
         "arn:aws:sqs:us-east-1:123456789012:spillway-events"
     );
+    assert_eq!(queue.visibility_timeout, Some(1));
     let mut messages = Vec::new();
     while messages.len() < 2 {
         let out = client
