@@ -85,17 +85,25 @@ where
     let (counts, store_failures) = write_with_fallback(&deps.store, &plan).await;
     let db_write_ms = lag_ms(deps.clock.now(), write_started);
 
-    for (index, e) in &store_failures {
-        let message_id = plan
-            .accepted
-            .iter()
-            .find(|a| a.index == *index)
-            .map(|a| a.message_id.as_str())
-            .unwrap_or("");
-        if e.is_retryable() {
-            warn!(message_id, error = %e, "record not stored, will be retried");
-        } else {
-            error!(message_id, error = %e, "record refused by the database");
+    let whole_batch = store_failures.len() > 1
+        && store_failures.len() == plan.accepted.len()
+        && store_failures.windows(2).all(|w| w[0].1 == w[1].1);
+    if let (true, Some((_, e))) = (whole_batch, store_failures.first()) {
+        // The database is down: one line, not one per record (batches reach 10,000).
+        warn!(records = store_failures.len(), error = %e, "batch not stored, every record will be retried");
+    } else {
+        for (index, e) in &store_failures {
+            let message_id = plan
+                .accepted
+                .iter()
+                .find(|a| a.index == *index)
+                .map(|a| a.message_id.as_str())
+                .unwrap_or("");
+            if e.is_retryable() {
+                warn!(message_id, error = %e, "record not stored, will be retried");
+            } else {
+                error!(message_id, error = %e, "record refused by the database");
+            }
         }
     }
     plan.fail_accepted(store_failures);

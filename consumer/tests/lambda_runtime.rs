@@ -159,15 +159,25 @@ async fn serve(emu: Arc<Emulator>, stream: TcpStream) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_lambda_runtime_loop_runs_the_handler_once() {
-    let pg = migrated_pg().await;
-    let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
-    let request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".to_owned();
+/// What one run of the function binary against the emulator produced.
+struct Run {
+    /// One reply per event, in order.
+    replies: Vec<Reply>,
+    /// The function's stdout and stderr, parsed as JSON lines.
+    lines: Vec<Value>,
+    raw_log: String,
+    /// Spawn to first `GET .../invocation/next`, and spawn to the first reply.
+    init: Duration,
+    first_answer: Duration,
+}
 
+/// Spawns the function binary with the Lambda environment, feeds it `events` through the
+/// emulator, waits for every reply, checks it is still alive (waiting for more work), stops it.
+async fn run_function(database_url: &str, events: Vec<(String, String)>) -> Run {
+    let expected = events.len();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let emu = Arc::new(Emulator {
-        events: Mutex::new(VecDeque::from([(request_id.clone(), event)])),
+        events: Mutex::new(VecDeque::from(events)),
         replies: tx,
         first_next: Mutex::new(None),
     });
@@ -197,51 +207,82 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
             "2026/11/28/[$LATEST]0123456789abcdef",
         )
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/spillway-consumer")
-        .env("DATABASE_URL", pg.url())
+        .env("DATABASE_URL", database_url)
+        .env("DB_CONNECT_TIMEOUT_MS", "2000")
         .env("METRICS_NAMESPACE", "SpillwayRuntimeTest")
         .env("RUST_LOG", "info");
     let log = run_dir().join(format!("lambda-runtime-{port}.log"));
     let started = Instant::now();
     let mut lambda = Service::spawn("lambda", cmd, &log).expect("spawn the function");
 
-    let reply = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no reply within 60 s: {}", lambda.log_tail(30)))
-        .expect("reply");
-    let answered = started.elapsed();
+    let mut replies = Vec::new();
+    let mut first_answer = Duration::ZERO;
+    while replies.len() < expected {
+        let reply = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no reply within 60 s: {}", lambda.log_tail(30)))
+            .expect("reply");
+        if replies.is_empty() {
+            first_answer = started.elapsed();
+        }
+        replies.push(reply);
+    }
     let init = emu
         .first_next
         .lock()
         .await
         .map(|t| t.duration_since(started))
         .unwrap_or_default();
-    eprintln!("cold start (spawn -> first /next): {init:?}; spawn -> response: {answered:?}");
+    // Still alive, waiting for the next invocation: the loop did not crash.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(lambda.exited().is_none(), "{}", lambda.log_tail(30));
+    lambda.stop(Duration::from_secs(2));
+    server.abort();
 
-    let (got_id, body) = match reply {
-        Reply::Response { request_id, body } => (request_id, body),
-        Reply::Error(e) => panic!(
-            "the function reported an error: {e}\n{}",
-            lambda.log_tail(30)
+    let raw_log = std::fs::read_to_string(&log).expect("log");
+    let lines = raw_log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Run {
+        replies,
+        lines,
+        raw_log,
+        init,
+        first_answer,
+    }
+}
+
+fn response(reply: &Reply, log: &str) -> (String, Value) {
+    match reply {
+        Reply::Response { request_id, body } => (
+            request_id.clone(),
+            serde_json::from_str(body).expect("json response"),
         ),
-    };
+        Reply::Error(e) => panic!("the function reported an error: {e}\n{log}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lambda_runtime_loop_runs_the_handler_once() {
+    let pg = migrated_pg().await;
+    let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
+    let request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".to_owned();
+    let run = run_function(&pg.url(), vec![(request_id.clone(), event)]).await;
+    eprintln!(
+        "cold start (spawn -> first /next): {:?}; spawn -> response: {:?}",
+        run.init, run.first_answer
+    );
+    let out = &run.raw_log;
+    let (got_id, body) = response(&run.replies[0], out);
     assert_eq!(got_id, request_id);
-    let body: Value = serde_json::from_str(&body).expect("json response");
     assert_eq!(
         body,
         json!({"batchItemFailures": [{"itemIdentifier": "c0ffee00-1111-4222-8333-944455556666"}]})
     );
     assert_eq!(stored(&pg), 2);
-    // Still alive, waiting for the next invocation: the loop did not crash.
-    assert!(lambda.exited().is_none(), "{}", lambda.log_tail(30));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    lambda.stop(Duration::from_secs(2));
-    server.abort();
 
-    let out = std::fs::read_to_string(&log).expect("log");
-    let lines: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let lines = &run.lines;
     // One EMF record for the invocation, in the configured namespace.
     let emf: Vec<&Value> = lines.iter().filter(|v| v.get("_aws").is_some()).collect();
     assert_eq!(emf.len(), 1, "{out}");
@@ -271,6 +312,65 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
         .unwrap_or("")
         .contains("version 2"));
     assert_eq!(rejected["level"], "WARN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_down_every_invocation_answers_with_all_records_failed() {
+    let pg = migrated_pg().await;
+    pg.stop().expect("stop PostgreSQL");
+    let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
+    let run = run_function(
+        &pg.url(),
+        vec![
+            ("req-1".to_owned(), event.clone()),
+            ("req-2".to_owned(), event),
+        ],
+    )
+    .await;
+    for (reply, id) in run.replies.iter().zip(["req-1", "req-2"]) {
+        let (got_id, body) = response(reply, &run.raw_log);
+        assert_eq!(got_id, id);
+        let mut failed: Vec<&str> = body["batchItemFailures"]
+            .as_array()
+            .expect("failures")
+            .iter()
+            .filter_map(|f| f["itemIdentifier"].as_str())
+            .collect();
+        failed.sort();
+        assert_eq!(
+            failed,
+            [
+                "5a1e0b7c-8d9e-4f00-a1b2-c3d4e5f60718",
+                "7b8d7d2e-2f39-4c57-9d53-6f4b3b0a1c01",
+                "c0ffee00-1111-4222-8333-944455556666"
+            ]
+        );
+    }
+    let message = |v: &&Value| v["fields"]["message"].as_str().unwrap_or("").to_owned();
+    // One summary line per invocation, not one line per record.
+    let summaries: Vec<&Value> = run
+        .lines
+        .iter()
+        .filter(|v| message(v) == "batch not stored, every record will be retried")
+        .collect();
+    assert_eq!(summaries.len(), 2, "{}", run.raw_log);
+    assert_eq!(summaries[0]["fields"]["records"], 2);
+    assert_eq!(summaries[1]["span"]["request_id"], "req-2");
+    assert!(!run
+        .lines
+        .iter()
+        .any(|v| message(&v) == "record not stored, will be retried"));
+    let emf: Vec<&Value> = run
+        .lines
+        .iter()
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 2);
+    assert!(emf
+        .iter()
+        .all(|v| v["RecordsFailed"] == 3 && v["EventsStored"] == 0));
+    // Only the undecodable record is permanent.
+    assert!(emf.iter().all(|v| v["RecordsRejected"] == 1));
 }
 
 #[test]
