@@ -397,3 +397,44 @@ async fn a_missing_queue_or_bad_setting_stops_the_poller_at_start() {
     let log = std::fs::read_to_string(svc.log_path()).expect("log");
     assert!(log.contains("MAXIMUM_BATCHING_WINDOW_IN_SECONDS"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_rides_out_a_database_outage() {
+    let pg = migrated_pg().await;
+    pg.stop().expect("stop");
+    let moto = Moto::start().expect("moto");
+    // Retries are expected: a high maxReceiveCount keeps good messages out of the DLQ.
+    let q = queues(&moto, "spillway-outage-test", 100);
+    for m in 0..4u128 {
+        let events: Vec<_> = (m * 10 + 1..=m * 10 + 10).map(event).collect();
+        q.sqs.send(&q.main, &body(&events)).expect("send");
+    }
+    let mut svc = poller(&pg, &moto, &q.main, &[("DB_CONNECT_TIMEOUT_MS", "1000")]);
+    // While the database is down, batches fail and nothing is deleted.
+    let failing = eventually(Duration::from_secs(30), || {
+        std::fs::read_to_string(svc.log_path())
+            .is_ok_and(|l| l.contains("batch not stored, every record will be retried"))
+    })
+    .await;
+    assert!(failing, "{}", svc.log_tail(30));
+    assert!(svc.exited().is_none(), "the poller must keep running");
+    let (visible, in_flight) = q.sqs.depth(&q.main).expect("depth");
+    assert_eq!(
+        visible + in_flight,
+        4,
+        "nothing deleted while the database is down"
+    );
+
+    pg.start_again().expect("start again");
+    let done = eventually(Duration::from_secs(60), || {
+        stored(&pg) == 40 && q.sqs.depth(&q.main).ok() == Some((0, 0))
+    })
+    .await;
+    assert!(done, "stored {}: {}", stored(&pg), svc.log_tail(30));
+    assert_eq!(q.sqs.depth(&q.dlq).expect("dlq").0, 0);
+    svc.signal("TERM");
+    assert_eq!(
+        exits_within(&mut svc, Duration::from_secs(10)).await,
+        Some(true)
+    );
+}
