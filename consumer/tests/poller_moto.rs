@@ -129,6 +129,13 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
     expected.sort();
     assert_eq!(in_dlq, expected);
 
+    // Database connections = MAXIMUM_CONCURRENCY, at most: one per worker, kept.
+    let connections = count(
+        &pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'spillway-consumer'",
+    );
+    assert!((1..=2).contains(&connections), "{connections} connections");
+
     // Long-polling with nothing to do, the poller stops promptly on SIGTERM, successfully.
     svc.signal("TERM");
     let exited = exits_within(&mut svc, Duration::from_secs(10)).await;
