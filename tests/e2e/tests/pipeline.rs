@@ -14,9 +14,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// The built worker is needed; `cargo xtask test` builds it first and sets
 /// `SPILLWAY_REQUIRE_WASM`, so there a missing build fails instead of skipping.
 fn worker_built() -> bool {
-    let built = spillway_support::repo_root()
-        .join("edge/build/worker/shim.mjs")
-        .exists();
+    let built = spillway_support::stack::prebuilt_config(&spillway_support::repo_root()).is_ok();
     if !built && std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none() {
         eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
         return false;
@@ -116,11 +114,9 @@ fn poller_killed_mid_batch_then_restarted() {
     .expect("the poller took a batch");
     stack.kill_poller();
     lock.join().expect("lock thread");
-    assert_eq!(
-        stack.pg.psql("select count(*) from events").expect("count"),
-        "0",
-        "the killed batch was not committed"
-    );
+    // The killed poller's statement may still complete server-side once the lock is released
+    // (PostgreSQL notices a vanished client only when it next writes to it): whether or not it
+    // did, the messages come back after the visibility timeout and must be stored once.
     stack.start_poller().expect("poller restarts");
     reconcile(&stack, &ledger.ids(), Duration::from_secs(90)).expect("reconciled");
 }
