@@ -211,7 +211,9 @@ async fn run_function(database_url: &str, events: Vec<(String, String)>) -> Run 
         .env("DB_CONNECT_TIMEOUT_MS", "2000")
         .env("METRICS_NAMESPACE", "SpillwayRuntimeTest")
         .env("RUST_LOG", "info");
-    let log = run_dir().join(format!("lambda-runtime-{port}.log"));
+    // Service::spawn appends: a fresh file per run, so an old run's lines never count.
+    let log = run_dir().join(format!("lambda-runtime-{}-{port}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
     let started = Instant::now();
     let mut lambda = Service::spawn("lambda", cmd, &log).expect("spawn the function");
 

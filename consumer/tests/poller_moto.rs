@@ -54,7 +54,16 @@ fn poller(pg: &Postgres, moto: &Moto, queue: &str, extra: &[(&str, &str)]) -> Se
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let log = run_dir().join(format!("poller-{}-{}.log", moto.port(), pg.port()));
+    // Service::spawn appends: a fresh file per poller, so an old run's lines never count.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = run_dir().join(format!(
+        "poller-{}-{n}-{}-{}.log",
+        std::process::id(),
+        moto.port(),
+        pg.port()
+    ));
+    let _ = std::fs::remove_file(&log);
     Service::spawn("poller", cmd, &log).expect("spawn the poller")
 }
 
