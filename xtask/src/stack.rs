@@ -169,12 +169,14 @@ pub fn dev(args: &[String]) -> Result<()> {
             Ok(s) => status_line(&s),
             Err(e) => format!("status unavailable: {e:#}"),
         };
+        // Write errors are ignored (a closed pipe must not stop the clean-up below).
+        let mut out = std::io::stdout();
         if tty {
-            print!("\r\x1b[K{line}");
-            let _ = std::io::stdout().flush();
+            let _ = write!(out, "\r\x1b[K{line}");
+            let _ = out.flush();
         } else if last_print.elapsed() >= Duration::from_secs(10) {
             // Not a terminal (a log file): a line every 10 s instead of redrawing.
-            println!("{line}");
+            let _ = writeln!(out, "{line}");
             last_print = Instant::now();
         }
         for _ in 0..10 {
@@ -184,11 +186,19 @@ pub fn dev(args: &[String]) -> Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    println!("\nstopping: edge, poller (finishing its batch), local SQS, PostgreSQL ...");
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "\nstopping: edge, poller (finishing its batch), local SQS, PostgreSQL ..."
+    );
     let t = Instant::now();
     drop(stack);
     let _ = std::fs::remove_file(state_dir().join("dev.env"));
-    println!("stopped everything ({:.1} s)", t.elapsed().as_secs_f64());
+    let _ = writeln!(
+        out,
+        "stopped everything ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

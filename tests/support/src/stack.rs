@@ -193,6 +193,8 @@ impl Stack {
             }
         }
         let logs = config.dir.join("logs");
+        // Fresh logs per start: the status view counts accepted events from the edge's log.
+        let _ = fs::remove_dir_all(&logs);
         fs::create_dir_all(&logs)?;
 
         let t = Instant::now();
