@@ -95,11 +95,28 @@ impl BodySource for WorkerBody {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
             if out.len() + chunk.len() > cap {
+                drain(&mut stream).await;
                 return Err(BodyError::TooLarge(cap));
             }
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+}
+
+/// Most bytes of an oversized body read (and dropped) after the cap.
+const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads and drops the rest of an oversized body, up to [`DRAIN_MAX_BYTES`]. Production does not
+/// need it, but `wrangler dev` fails the *next* request when a body is abandoned half-read
+/// (cloudflare/workers-sdk#15709), which would break the local pipeline after one bad client.
+async fn drain(stream: &mut worker::ByteStream) {
+    let mut drained = 0usize;
+    while drained < DRAIN_MAX_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => drained += chunk.len(),
+            _ => break,
+        }
     }
 }
 
