@@ -17,6 +17,8 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("{name}: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error("{0} and {1} are both set: set only one")]
+    Conflict(&'static str, &'static str),
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -71,14 +73,26 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
+    /// Reads `DATABASE_URL` and the other database settings (the poller, `migrate`, tests).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let raw = lookup("DATABASE_URL")
             .filter(|v| !v.trim().is_empty())
             .ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        let url = tokio_postgres::Config::from_str(raw.trim())
-            .map_err(|e| invalid("DATABASE_URL", e.to_string()))?;
+        Self::from_url(lookup, &DatabaseUrl::Env(raw))
+    }
+
+    /// The database settings with the URL already known (from the environment, or fetched
+    /// from the secret `DATABASE_URL_SECRET_ARN` names). Errors name where the URL came from
+    /// and never quote it: it holds the password.
+    pub fn from_url(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        url: &DatabaseUrl,
+    ) -> Result<Self, ConfigError> {
+        let origin = url.origin();
+        let url = tokio_postgres::Config::from_str(url.expose().trim())
+            .map_err(|e| invalid(origin, e.to_string()))?;
         if url.get_hosts().is_empty() {
-            return Err(invalid("DATABASE_URL", "names no host"));
+            return Err(invalid(origin, "names no host"));
         }
         let statement_timeout = Duration::from_millis(number(
             lookup,
@@ -112,6 +126,122 @@ impl DbConfig {
     }
 }
 
+/// `DATABASE_URL_SECRET_ARN`, parsed: a Secrets Manager secret whose SecretString is the
+/// database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretArn {
+    /// The whole ARN, as given.
+    pub arn: String,
+    /// The secret's region (the ARN's fourth field): the secret is read from there.
+    pub region: String,
+}
+
+impl SecretArn {
+    /// Accepts `arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME`.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let raw = raw.trim();
+        let bad = || {
+            invalid(
+                "DATABASE_URL_SECRET_ARN",
+                format!(
+                    "`{raw}` is not a Secrets Manager secret ARN \
+                     (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+                ),
+            )
+        };
+        let fields: Vec<&str> = raw.splitn(7, ':').collect();
+        match fields.as_slice() {
+            ["arn", partition, "secretsmanager", region, account, "secret", name]
+                if !partition.is_empty()
+                    && !region.is_empty()
+                    && !account.is_empty()
+                    && !name.is_empty() =>
+            {
+                Ok(Self {
+                    arn: raw.to_owned(),
+                    region: (*region).to_owned(),
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// Where the Lambda function finds its database URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrlSource {
+    /// `DATABASE_URL`: the URL itself (local runs, the poller, tests).
+    Env(String),
+    /// `DATABASE_URL_SECRET_ARN`: read the URL from this secret, once, at cold start (what
+    /// `infra/template.yaml` sets, so the URL never appears in the function's configuration).
+    Secret(SecretArn),
+}
+
+// By hand: the derived form would print the password inside the URL.
+impl std::fmt::Debug for DatabaseUrlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Env(_) => f.write_str("Env(DATABASE_URL)"),
+            Self::Secret(arn) => f.debug_tuple("Secret").field(arn).finish(),
+        }
+    }
+}
+
+impl DatabaseUrlSource {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// Exactly one of `DATABASE_URL` and `DATABASE_URL_SECRET_ARN` must be set (an empty
+    /// value counts as unset). Both would leave it unclear which database is written to.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let set = |name| lookup(name).filter(|v| !v.trim().is_empty());
+        match (set("DATABASE_URL"), set("DATABASE_URL_SECRET_ARN")) {
+            (Some(_), Some(_)) => Err(ConfigError::Conflict(
+                "DATABASE_URL",
+                "DATABASE_URL_SECRET_ARN",
+            )),
+            (Some(url), None) => Ok(Self::Env(url)),
+            (None, Some(arn)) => Ok(Self::Secret(SecretArn::parse(&arn)?)),
+            (None, None) => Err(ConfigError::Missing(
+                "DATABASE_URL or DATABASE_URL_SECRET_ARN",
+            )),
+        }
+    }
+}
+
+/// A database URL and where it came from. Its `Debug` never shows the URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// Read from `DATABASE_URL`.
+    Env(String),
+    /// The SecretString of the secret `DATABASE_URL_SECRET_ARN` names.
+    Secret(String),
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl(from {})", self.origin())
+    }
+}
+
+impl DatabaseUrl {
+    /// The setting to name in errors.
+    pub fn origin(&self) -> &'static str {
+        match self {
+            Self::Env(_) => "DATABASE_URL",
+            Self::Secret(_) => "the secret DATABASE_URL_SECRET_ARN names",
+        }
+    }
+
+    /// The URL itself, password included: only for connecting, never for logs.
+    pub fn expose(&self) -> &str {
+        match self {
+            Self::Env(url) | Self::Secret(url) => url,
+        }
+    }
+}
+
 /// Settings of the consumer (the Lambda function and the handler inside the poller).
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -127,7 +257,19 @@ impl ConsumerConfig {
         Self::from_lookup(&|k| std::env::var(k).ok())
     }
 
+    /// Reads `DATABASE_URL` and every other setting (the poller, `migrate`, tests).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw = lookup("DATABASE_URL")
+            .filter(|v| !v.trim().is_empty())
+            .ok_or(ConfigError::Missing("DATABASE_URL"))?;
+        Self::from_url(lookup, &DatabaseUrl::Env(raw))
+    }
+
+    /// Every setting, with the database URL already resolved (see [`DatabaseUrlSource`]).
+    pub fn from_url(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        url: &DatabaseUrl,
+    ) -> Result<Self, ConfigError> {
         let metrics_namespace = lookup("METRICS_NAMESPACE")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "Spillway".to_owned());
@@ -137,7 +279,7 @@ impl ConsumerConfig {
             .unwrap_or_else(|| "spillway-consumer".to_owned());
         validate_metric_name("METRICS_SERVICE", &metrics_service)?;
         Ok(Self {
-            db: DbConfig::from_lookup(lookup)?,
+            db: DbConfig::from_url(lookup, url)?,
             metrics_namespace,
             metrics_service,
         })
@@ -244,7 +386,7 @@ impl PollerConfig {
 }
 
 /// `scheme://host[:port]` of an http(s) URL.
-fn origin_of(url: &str) -> Option<String> {
+pub(crate) fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
     if scheme != "http" && scheme != "https" {
         return None;
@@ -311,6 +453,101 @@ mod tests {
             c.db.url.get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
         );
+    }
+
+    const ARN: &str =
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:spillway/database-url-AbCdEf";
+
+    #[test]
+    fn the_database_url_comes_from_exactly_one_place() {
+        let source = DatabaseUrlSource::from_lookup(&env(&[DB])).expect("url");
+        assert_eq!(source, DatabaseUrlSource::Env(DB.1.to_owned()));
+
+        let source =
+            DatabaseUrlSource::from_lookup(&env(&[("DATABASE_URL_SECRET_ARN", ARN)])).expect("arn");
+        assert_eq!(
+            source,
+            DatabaseUrlSource::Secret(SecretArn {
+                arn: ARN.to_owned(),
+                region: "eu-west-1".to_owned()
+            })
+        );
+
+        let both = DatabaseUrlSource::from_lookup(&env(&[DB, ("DATABASE_URL_SECRET_ARN", ARN)]))
+            .expect_err("both set");
+        assert_eq!(
+            both.to_string(),
+            "DATABASE_URL and DATABASE_URL_SECRET_ARN are both set: set only one"
+        );
+
+        // Empty counts as unset, as for every other setting.
+        for pairs in [
+            &[][..],
+            &[("DATABASE_URL", " "), ("DATABASE_URL_SECRET_ARN", "")][..],
+        ] {
+            let neither = DatabaseUrlSource::from_lookup(&env(pairs)).expect_err("neither set");
+            assert_eq!(
+                neither.to_string(),
+                "DATABASE_URL or DATABASE_URL_SECRET_ARN is required"
+            );
+        }
+        let only_arn = DatabaseUrlSource::from_lookup(&env(&[
+            ("DATABASE_URL", ""),
+            ("DATABASE_URL_SECRET_ARN", ARN),
+        ]));
+        assert!(matches!(only_arn, Ok(DatabaseUrlSource::Secret(_))));
+    }
+
+    #[test]
+    fn the_secret_arn_must_name_a_secret() {
+        let gov = SecretArn::parse(
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db-url-AbCdEf",
+        )
+        .expect("GovCloud ARN");
+        assert_eq!(gov.region, "us-gov-west-1");
+        for bad in [
+            "spillway/database-url",
+            "arn:aws:ssm:eu-west-1:123456789012:parameter/db-url",
+            "arn:aws:secretsmanager::123456789012:secret:db-url",
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:",
+            "arn:aws:secretsmanager:eu-west-1:123456789012",
+        ] {
+            let err = SecretArn::parse(bad).expect_err(bad);
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "DATABASE_URL_SECRET_ARN",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_url_from_the_secret_is_validated_without_being_quoted() {
+        let url = DatabaseUrl::Secret("postgres://u:hunter2-pw@db.example.com/app".to_owned());
+        let c = ConsumerConfig::from_url(&env(&[]), &url).expect("valid");
+        assert_eq!(c.db.url.get_dbname(), Some("app"));
+        assert!(!format!("{url:?} {c:?}").contains("hunter2-pw"));
+
+        for bad in [
+            "postgres://u:hunter2-pw@db.example.com/app?sslmode=sometimes",
+            "user=u password=hunter2-pw dbname=app",
+        ] {
+            let err = ConsumerConfig::from_url(&env(&[]), &DatabaseUrl::Secret(bad.to_owned()))
+                .expect_err(bad);
+            let shown = err.to_string();
+            assert!(
+                shown.starts_with("the secret DATABASE_URL_SECRET_ARN names: "),
+                "{shown}"
+            );
+            assert!(!shown.contains("hunter2-pw"), "{shown}");
+        }
+        let source = DatabaseUrlSource::Env("postgres://u:hunter2-pw@h/db".to_owned());
+        assert!(!format!("{source:?}").contains("hunter2-pw"));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`migrate`] applies `consumer/migrations/*.sql` (`spillway-consumer migrate`).
 //! - [`metrics`] builds the per-invocation CloudWatch EMF record; [`poller`] drives the handler
 //!   from a real (or emulated) SQS queue.
+//! - [`secret`] reads the database URL from Secrets Manager at cold start
+//!   (`DATABASE_URL_SECRET_ARN`, what the deployed function is given).
 //!
 //! It deliberately does not describe the wire format (that is `spillway-shared`), does not
 //! create queues or tables implicitly, and never fails a whole batch for one record.
@@ -21,5 +23,6 @@ pub mod metrics;
 pub mod migrate;
 pub mod pg;
 pub mod poller;
+pub mod secret;
 pub mod store;
 pub mod telemetry;

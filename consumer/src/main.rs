@@ -1,29 +1,57 @@
 //! The Lambda function binary. `spillway-consumer` serves Lambda invocations;
 //! `spillway-consumer migrate` applies the schema migrations and exits.
 //!
-//! Only wiring lives here: logging, configuration, dependencies, the runtime loop.
+//! Only wiring lives here: logging, configuration (the database URL from `DATABASE_URL`, or
+//! fetched once from the secret `DATABASE_URL_SECRET_ARN` names), dependencies, the runtime
+//! loop.
 
 use anyhow::Context as _;
 use lambda_runtime::{service_fn, LambdaEvent};
-use spillway_consumer::config::ConsumerConfig;
+use spillway_consumer::config::{ConsumerConfig, DatabaseUrl, DatabaseUrlSource};
 use spillway_consumer::handler::{lambda_handler, Deps, SystemClock};
 use spillway_consumer::pg::PgStore;
-use spillway_consumer::{migrate, telemetry};
+use spillway_consumer::{migrate, secret, telemetry};
+
+enum Command {
+    Serve,
+    Migrate,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     telemetry::init();
-    let config = ConsumerConfig::from_env().context("invalid configuration")?;
+    let command = match std::env::args().nth(1).as_deref() {
+        None => Command::Serve,
+        Some("migrate") => Command::Migrate,
+        Some(other) => {
+            anyhow::bail!("unknown command `{other}`; usage: spillway-consumer [migrate]")
+        }
+    };
+    // lambda_runtime panics without its environment; say what is wrong instead, before
+    // reaching out to Secrets Manager.
+    if matches!(command, Command::Serve) && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        anyhow::bail!(
+            "AWS_LAMBDA_RUNTIME_API is not set: this serves Lambda invocations. \
+             Locally, run `spillway-poller`; to apply migrations, `spillway-consumer migrate`"
+        );
+    }
+
+    // Cold start: the URL is resolved once, before the runtime loop asks for work.
+    let url = match DatabaseUrlSource::from_env().context("invalid configuration")? {
+        DatabaseUrlSource::Env(url) => DatabaseUrl::Env(url),
+        DatabaseUrlSource::Secret(arn) => {
+            let client = secret::client(&arn).await;
+            let url = secret::fetch_database_url(&client, &arn).await?;
+            tracing::info!(secret = %arn.arn, "database URL read from Secrets Manager");
+            url
+        }
+    };
+    let config = ConsumerConfig::from_url(&|k| std::env::var(k).ok(), &url)
+        .context("invalid configuration")?;
+    drop(url);
     let store = PgStore::new(&config.db).context("invalid database settings")?;
-    match std::env::args().nth(1).as_deref() {
-        None => {
-            // lambda_runtime panics without its environment; say what is wrong instead.
-            if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-                anyhow::bail!(
-                    "AWS_LAMBDA_RUNTIME_API is not set: this serves Lambda invocations. \
-                     Locally, run `spillway-poller`; to apply migrations, `spillway-consumer migrate`"
-                );
-            }
+    match command {
+        Command::Serve => {
             let deps = Deps {
                 store,
                 clock: SystemClock,
@@ -37,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!(e))
         }
-        Some("migrate") => {
+        Command::Migrate => {
             let mut client = store.open().await.context("cannot connect")?;
             let report = migrate::run(&mut client, migrate::MIGRATIONS).await?;
             tracing::info!(
@@ -47,9 +75,6 @@ async fn main() -> anyhow::Result<()> {
                 "migrations done"
             );
             Ok(())
-        }
-        Some(other) => {
-            anyhow::bail!("unknown command `{other}`; usage: spillway-consumer [migrate]")
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use spillway_support::{free_port, run_dir, Service};
+use spillway_support::{free_port, run_dir, Moto, Service};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Mutex};
@@ -171,9 +171,10 @@ struct Run {
     first_answer: Duration,
 }
 
-/// Spawns the function binary with the Lambda environment, feeds it `events` through the
-/// emulator, waits for every reply, checks it is still alive (waiting for more work), stops it.
-async fn run_function(database_url: &str, events: Vec<(String, String)>) -> Run {
+/// Spawns the function binary with the Lambda environment plus `env` (the database settings),
+/// feeds it `events` through the emulator, waits for every reply, checks it is still alive
+/// (waiting for more work), stops it.
+async fn run_function(env: &[(&str, String)], events: Vec<(String, String)>) -> Run {
     let expected = events.len();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let emu = Arc::new(Emulator {
@@ -207,10 +208,12 @@ async fn run_function(database_url: &str, events: Vec<(String, String)>) -> Run 
             "2026/11/28/[$LATEST]0123456789abcdef",
         )
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/spillway-consumer")
-        .env("DATABASE_URL", database_url)
         .env("DB_CONNECT_TIMEOUT_MS", "2000")
         .env("METRICS_NAMESPACE", "SpillwayRuntimeTest")
         .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     // Service::spawn appends: a fresh file per run, so an old run's lines never count.
     let log = run_dir().join(format!("lambda-runtime-{}-{port}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
@@ -270,7 +273,11 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
     let pg = migrated_pg().await;
     let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
     let request_id = "8476a536-e9f4-11e8-9739-2dfe598c3fcd".to_owned();
-    let run = run_function(&pg.url(), vec![(request_id.clone(), event)]).await;
+    let run = run_function(
+        &[("DATABASE_URL", pg.url())],
+        vec![(request_id.clone(), event)],
+    )
+    .await;
     eprintln!(
         "cold start (spawn -> first /next): {:?}; spawn -> response: {:?}",
         run.init, run.first_answer
@@ -322,7 +329,7 @@ async fn with_the_database_down_every_invocation_answers_with_all_records_failed
     pg.stop().expect("stop PostgreSQL");
     let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
     let run = run_function(
-        &pg.url(),
+        &[("DATABASE_URL", pg.url())],
         vec![
             ("req-1".to_owned(), event.clone()),
             ("req-2".to_owned(), event),
@@ -394,4 +401,137 @@ fn outside_lambda_the_function_says_what_to_run_instead() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command `migrat`"));
+}
+
+const REGION: &str = "us-east-1";
+
+/// What Lambda puts in the environment for the SDK (the execution role's keys, the region),
+/// with the SDK pointed at moto.
+fn aws_env(moto: &Moto) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto.endpoint()),
+        ("AWS_REGION", REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "ASIATESTKEY".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_SESSION_TOKEN", "test".to_owned()),
+    ]
+}
+
+/// Creates a secret in moto holding `value` as its SecretString; returns its ARN.
+async fn create_secret(moto: &Moto, name: &str, value: &str) -> String {
+    use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    let client = aws_sdk_secretsmanager::Client::from_conf(config);
+    let out = client
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create the secret");
+    out.arn().expect("the secret's ARN").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_url_is_read_from_its_secret_at_cold_start() {
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    // The test server trusts every local connection, so the password only marks the URL: it
+    // must not appear anywhere in the function's output, even at the most verbose log level.
+    let marker = "pw-never-logged-7f3a";
+    let url = pg
+        .url()
+        .replace("postgres@", &format!("postgres:{marker}@"));
+    assert!(url.contains(marker));
+    let arn = create_secret(&moto, "spillway/database-url", &url).await;
+
+    let mut env = aws_env(&moto);
+    env.push(("DATABASE_URL_SECRET_ARN", arn.clone()));
+    env.push(("RUST_LOG", "trace".to_owned()));
+    let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
+    let run = run_function(&env, vec![("req-secret".to_owned(), event)]).await;
+
+    // It served the invocation with the database the secret names.
+    let (got_id, body) = response(&run.replies[0], &run.raw_log);
+    assert_eq!(got_id, "req-secret");
+    assert_eq!(
+        body,
+        json!({"batchItemFailures": [{"itemIdentifier": "c0ffee00-1111-4222-8333-944455556666"}]})
+    );
+    assert_eq!(stored(&pg), 2);
+    let read = run
+        .lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "database URL read from Secrets Manager")
+        .unwrap_or_else(|| panic!("no log line about the secret: {}", run.raw_log));
+    assert_eq!(read["fields"]["secret"], arn.as_str());
+    assert!(
+        !run.raw_log.contains(marker),
+        "the database URL was logged:\n{}",
+        run.raw_log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_conflicting_or_unreadable_database_url_stops_the_function_at_start() {
+    let moto = Moto::start().expect("moto");
+    let start = |env: &[(&str, String)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"));
+        cmd.env_remove("DATABASE_URL")
+            .env_remove("DATABASE_URL_SECRET_ARN")
+            // Nothing listens there: each case must stop before asking for work.
+            .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:1")
+            .envs(aws_env(&moto))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let started = Instant::now();
+        let out = cmd.output().expect("run the function");
+        assert!(!out.status.success());
+        (
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let arn =
+        format!("arn:aws:secretsmanager:{REGION}:123456789012:secret:spillway/nothing-AbCdEf");
+
+    let (err, _) = start(&[
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/postgres".to_owned(),
+        ),
+        ("DATABASE_URL_SECRET_ARN", arn.clone()),
+    ]);
+    assert!(
+        err.contains("DATABASE_URL and DATABASE_URL_SECRET_ARN are both set: set only one"),
+        "{err}"
+    );
+
+    let (err, _) = start(&[]);
+    assert!(
+        err.contains("DATABASE_URL or DATABASE_URL_SECRET_ARN is required"),
+        "{err}"
+    );
+
+    let (err, _) = start(&[(
+        "DATABASE_URL_SECRET_ARN",
+        "spillway/database-url".to_owned(),
+    )]);
+    assert!(err.contains("is not a Secrets Manager secret ARN"), "{err}");
+
+    // A secret that does not exist: the error names it and what Secrets Manager said.
+    let (err, took) = start(&[("DATABASE_URL_SECRET_ARN", arn.clone())]);
+    assert!(
+        err.contains(&format!("cannot read the secret {arn}")),
+        "{err}"
+    );
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+    assert!(
+        took < Duration::from_secs(10),
+        "took {took:?}: over Lambda's init limit"
+    );
 }
