@@ -12,12 +12,15 @@
 //!   from a real (or emulated) SQS queue.
 //! - [`secret`] reads the database URL from Secrets Manager at cold start
 //!   (`DATABASE_URL_SECRET_ARN`, what the deployed function is given).
+//! - [`dlq`] is the dead-letter queue tool (`spillway-dlq`): list and peek at dead letters with
+//!   the reason they failed, and redrive them.
 //!
 //! It deliberately does not describe the wire format (that is `spillway-shared`), does not
 //! create queues or tables implicitly, and never fails a whole batch for one record.
 
 pub mod batch;
 pub mod config;
+pub mod dlq;
 pub mod handler;
 pub mod metrics;
 pub mod migrate;
