@@ -475,6 +475,28 @@ async fn the_database_url_is_read_from_its_secret_at_cold_start() {
         "the database URL was logged:\n{}",
         run.raw_log
     );
+
+    // `spillway-consumer migrate` reads the same secret (the schema is already there).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run migrate");
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "migrations done")
+        .unwrap_or_else(|| panic!("no `migrations done`: {log}"));
+    assert_eq!(done["fields"]["applied"], "[]");
+    assert!(!log.contains(marker));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
