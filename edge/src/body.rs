@@ -137,16 +137,22 @@ fn item(raw: &str, index: usize, limits: &Limits) -> Result<Item, EdgeError> {
 }
 
 fn parse_json(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
-    let whole: &RawValue = serde_json::from_str(text).map_err(|e| EdgeError::InvalidJson {
-        message: e.to_string(),
-        index: None,
-    })?;
-    let raw = whole.get();
-    if !raw.starts_with('[') {
-        return Ok(vec![item(raw, 0, limits)?]);
+    let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    if !trimmed.starts_with('[') {
+        // One event: parsed once, straight into a value (unless it is too large to bother).
+        if trimmed.len() > limits.max_event_bytes {
+            return Ok(vec![(Value::Null, trimmed.len())]);
+        }
+        let value = serde_json::from_str(trimmed).map_err(|e| EdgeError::InvalidJson {
+            message: e.to_string(),
+            index: None,
+        })?;
+        return Ok(vec![(value, trimmed.len())]);
     }
+    // An array: split into raw elements first, so each event's size as sent is known and
+    // oversized ones are never parsed into values.
     let elements: Vec<&RawValue> =
-        serde_json::from_str(raw).map_err(|e| EdgeError::InvalidJson {
+        serde_json::from_str(trimmed).map_err(|e| EdgeError::InvalidJson {
             message: e.to_string(),
             index: None,
         })?;
