@@ -82,6 +82,31 @@ fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
         wasm_build(tools)
     })?;
     step(
+        "wrangler deploy --dry-run (bundles the worker as a deploy would)",
+        || {
+            let mut c = Command::new(&tools.wrangler);
+            c.current_dir(root())
+                .args(["deploy", "--dry-run", "--outdir"])
+                .arg(root().join("target/wrangler-dry-run"));
+            tools.apply(&mut c);
+            run(&mut c)
+        },
+    )?;
+    step("cfn-lint infra/template.yaml", || {
+        run(Command::new(tools.venv_bin.join("cfn-lint"))
+            .current_dir(root())
+            .arg("infra/template.yaml"))
+    })?;
+    step(
+        "build the consumer binaries (the end-to-end tests run them)",
+        || {
+            run(&mut cargo(
+                tools,
+                &["build", "--quiet", "-p", "spillway-consumer", "--bins"],
+            ))
+        },
+    )?;
+    step(
         "integration tests (real PostgreSQL, local SQS, wrangler dev)",
         || {
             let mut c = cargo(tools, &["test", "--workspace", "--test", "*"]);
