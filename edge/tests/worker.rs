@@ -426,6 +426,9 @@ fn worker_under_wrangler_dev() -> Result<()> {
         })?;
         eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
     }
+    drop(stack);
+    // Passed: the logs and wrangler's state are of no further use.
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
@@ -743,7 +746,12 @@ fn faults_are_retried(s: &Stack) -> Result<()> {
                 Body::Fixed(body.as_bytes()),
             )
         });
-        std::thread::sleep(Duration::from_millis(500));
+        // Let SQS fail at least once (whatever the machine's speed), then recover.
+        let waited = Instant::now();
+        while s.proxy.faulted() == faulted && waited.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(150));
         s.proxy.set_mode(FaultMode::Pass);
         let a = sender.join().map_err(|_| anyhow!("sender panicked"))??;
         ensure!(a.status == 202, "{mode:?}: {} {}", a.status, a.text());
