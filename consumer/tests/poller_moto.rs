@@ -160,7 +160,15 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
     assert!(!emf.is_empty());
     let sum = |k: &str| emf.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
     assert_eq!(sum("EventsStored"), 120);
-    assert_eq!(sum("DuplicatesSkipped"), 20);
+    // At least the copy's 20. The queue's visibility timeout is 1 s (so that poison comes back
+    // quickly); on a busy machine a good message whose write and delete take longer is
+    // delivered again, and its 20 events are skipped as duplicates too. Stored once each
+    // either way (the distinct count above).
+    let duplicates = sum("DuplicatesSkipped");
+    assert!(
+        duplicates >= 20 && duplicates % 20 == 0,
+        "{duplicates} duplicates"
+    );
     // Each poison message failed twice (maxReceiveCount) before moto moved it.
     assert_eq!(sum("RecordsRejected"), 6);
     assert!(emf.iter().all(|v| v["BatchSize"].as_u64() <= Some(4)));
