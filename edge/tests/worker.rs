@@ -233,16 +233,6 @@ impl Stack {
             .queue_url
             .ok_or_else(|| anyhow!("moto returned no queue URL"))?;
 
-        let root = repo_root();
-        let mut config = spillway_support::stack::prebuilt_config(&root)?;
-        config.push_str(&format!(
-            "\n[[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = {RATE_LIMIT}, period = 60 }}\n"
-        ));
-        std::fs::create_dir_all(dir)?;
-        let config_path = dir.join("wrangler.toml");
-        std::fs::write(&config_path, config)?;
-
-        let port = free_port()?;
         let vars = [
             ("SQS_QUEUE_URL", queue_url.clone()),
             ("SQS_ENDPOINT", proxy.endpoint()),
@@ -262,37 +252,7 @@ impl Stack {
             ("MAX_EVENT_BYTES", "8000".to_owned()),
             ("MAX_MESSAGE_BYTES", "8192".to_owned()),
         ];
-        let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
-        cmd.current_dir(dir)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .arg("dev")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port()?.to_string()])
-            .arg("--persist-to")
-            .arg(dir.join("state"))
-            .arg("--show-interactive-dev-session=false");
-        for (k, v) in &vars {
-            cmd.arg("--var").arg(format!("{k}:{v}"));
-        }
-        let mut edge = Service::spawn("wrangler-edge-it", cmd, &dir.join("wrangler.log"))?;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok((200, _)) = http_get(port, "/healthz") {
-                break;
-            }
-            if let Some(status) = edge.exited() {
-                bail!("wrangler dev exited ({status}):\n{}", edge.log_tail(40));
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "wrangler dev did not answer /healthz in 2 minutes:\n{}",
-                edge.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let (edge, port) = wrangler_dev(dir, &vars, 200)?;
         Ok(Stack {
             _moto: moto,
             proxy,
@@ -377,6 +337,101 @@ impl Stack {
 /// One scenario, run against the shared stack.
 type Step = fn(&Stack) -> Result<()>;
 
+/// `wrangler dev` serving the built worker with `vars`, once `/healthz` answers `ready_status`.
+fn wrangler_dev(dir: &Path, vars: &[(&str, String)], ready_status: u16) -> Result<(Service, u16)> {
+    let root = repo_root();
+    let mut config = spillway_support::stack::prebuilt_config(&root)?;
+    config.push_str(&format!(
+        "\n[[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = {RATE_LIMIT}, period = 60 }}\n"
+    ));
+    std::fs::create_dir_all(dir)?;
+    let config_path = dir.join("wrangler.toml");
+    std::fs::write(&config_path, config)?;
+    let port = free_port()?;
+    let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+    cmd.current_dir(dir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .arg("dev")
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--inspector-port", &free_port()?.to_string()])
+        .arg("--persist-to")
+        .arg(dir.join("state"))
+        .arg("--show-interactive-dev-session=false");
+    for (k, v) in vars {
+        cmd.arg("--var").arg(format!("{k}:{v}"));
+    }
+    let mut edge = Service::spawn("wrangler-edge-it", cmd, &dir.join("wrangler.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if matches!(http_get(port, "/healthz"), Ok((status, _)) if status == ready_status) {
+            return Ok((edge, port));
+        }
+        if let Some(status) = edge.exited() {
+            bail!("wrangler dev exited ({status}):\n{}", edge.log_tail(40));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "wrangler dev did not answer /healthz with {ready_status} in 2 minutes:\n{}",
+            edge.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A worker whose settings are unusable answers `500 misconfigured` and says why in its log,
+/// naming variables, never their values.
+fn misconfigured_worker(dir: &Path) -> Result<()> {
+    let vars = [
+        ("SQS_QUEUE_URL", "not a url".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "it-secret-never-logged".to_owned()),
+        ("INGEST_KEYS", "web:short-key".to_owned()),
+    ];
+    let (edge, port) = wrangler_dev(dir, &vars, 500)?;
+    let a = request(
+        port,
+        "POST",
+        "/v1/events",
+        &[("x-api-key", "short-key")],
+        Body::Fixed(b"{}"),
+    )?;
+    ensure!(
+        a.status == 500 && a.code() == "misconfigured",
+        "{} {}",
+        a.status,
+        a.text()
+    );
+    ensure!(!a.text().contains("short-key"), "{}", a.text());
+    let request_id = a.header("x-request-id").unwrap_or("-").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let log = std::fs::read_to_string(edge.log_path())?;
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.starts_with('{') && l.contains(&request_id))
+        {
+            break l.to_owned();
+        }
+        ensure!(Instant::now() < deadline, "no log line for {request_id}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let line: Value = serde_json::from_str(&line)?;
+    let note = line["note"].as_str().unwrap_or("");
+    ensure!(
+        note.contains("SQS_QUEUE_URL") && note.contains("INGEST_KEYS"),
+        "{line}"
+    );
+    ensure!(
+        !note.contains("short-key") && !note.contains("it-secret"),
+        "{line}"
+    );
+    Ok(())
+}
+
 fn built() -> bool {
     let build = repo_root().join("edge/build");
     build.join("index.js").is_file() && build.join("index_bg.wasm").is_file()
@@ -427,6 +482,12 @@ fn worker_under_wrangler_dev() -> Result<()> {
         eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
     }
     drop(stack);
+    let started = Instant::now();
+    misconfigured_worker(&dir.join("misconfigured")).context("step `misconfigured worker`")?;
+    eprintln!(
+        "ok: misconfigured worker ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
     // Passed: the logs and wrangler's state are of no further use.
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
