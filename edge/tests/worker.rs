@@ -381,6 +381,72 @@ fn wrangler_dev(dir: &Path, vars: &[(&str, String)], ready_status: u16) -> Resul
     }
 }
 
+/// A second worker in front of a FIFO queue: entries carry the key id as message group and a
+/// deduplication id derived from the event ids, so a retried request is not enqueued twice.
+fn fifo_queue(s: &Stack, dir: &Path) -> Result<()> {
+    let url = s
+        .tokio
+        .block_on(
+            s.sqs
+                .create_queue()
+                .queue_name("spillway-edge-it.fifo")
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+                .send(),
+        )?
+        .queue_url
+        .ok_or_else(|| anyhow!("moto returned no queue URL"))?;
+    let vars = [
+        ("SQS_QUEUE_URL", url.clone()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("INGEST_KEYS", format!("web:{KEY_WEB}")),
+    ];
+    let (_edge, port) = wrangler_dev(dir, &vars, 200)?;
+    let bearer = format!("Bearer {KEY_WEB}");
+    let body = br#"[{"type":"fifo_a"},{"type":"fifo_b"}]"#;
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("idempotency-key", "it-fifo"),
+    ];
+    let first = request(port, "POST", "/v1/events", &headers, Body::Fixed(body))?;
+    let again = request(port, "POST", "/v1/events", &headers, Body::Fixed(body))?;
+    ensure!(
+        first.status == 202 && again.status == 202,
+        "{} {}",
+        first.text(),
+        again.text()
+    );
+    ensure!(first.ids() == again.ids());
+    let out = s.tokio.block_on(
+        s.sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+            .send(),
+    )?;
+    let messages = out.messages();
+    ensure!(
+        messages.len() == 1,
+        "the retry was deduplicated: {} messages",
+        messages.len()
+    );
+    let m = messages.first().ok_or_else(|| anyhow!("no message"))?;
+    let group = m
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId));
+    ensure!(
+        group.map(String::as_str) == Some("web"),
+        "{:?}",
+        m.attributes()
+    );
+    let events = decode(m.body().unwrap_or(""))?;
+    ensure!(ids_of(&events) == first.ids(), "{events:?}");
+    Ok(())
+}
+
 /// A worker whose settings are unusable answers `500 misconfigured` and says why in its log,
 /// naming variables, never their values.
 fn misconfigured_worker(dir: &Path) -> Result<()> {
@@ -481,6 +547,9 @@ fn worker_under_wrangler_dev() -> Result<()> {
         })?;
         eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
     }
+    let started = Instant::now();
+    fifo_queue(&stack, &dir.join("fifo")).context("step `FIFO queue`")?;
+    eprintln!("ok: FIFO queue ({:.1} s)", started.elapsed().as_secs_f64());
     drop(stack);
     let started = Instant::now();
     misconfigured_worker(&dir.join("misconfigured")).context("step `misconfigured worker`")?;
