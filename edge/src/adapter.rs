@@ -141,8 +141,16 @@ fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
     let mut builder = http::Request::builder()
         .method(req.method().as_ref())
         .uri(req.url()?.as_str());
-    for (name, value) in req.headers().entries() {
-        builder = builder.header(name, value);
+    if let Some(headers) = builder.headers_mut() {
+        for (name, value) in req.headers().entries() {
+            // A header `http` cannot represent is left out rather than failing the request.
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                headers.append(n, v);
+            }
+        }
     }
     let edge = edge_info(&req);
     let mut request = builder
