@@ -1,0 +1,176 @@
+//! The edge's body reader on arbitrary requests: content type, content encoding (gzip with its
+//! cap), the three body shapes (object, array, NDJSON), then validation, ids, enrichment and
+//! packing, in the order `handler::ingest` runs them. Everything here comes from the client.
+//!
+//! The input reads like an HTTP request head and body:
+//!
+//! ```text
+//! content-type: application/x-ndjson
+//! content-encoding: gzip
+//! x-fuzz-wrap: gzip
+//!
+//! {"type":"a"}
+//! {"type":"b"}
+//! ```
+//!
+//! Without a blank line the whole input is the body. Two header names are the harness's own:
+//! `x-fuzz-wrap` compresses the body before the edge sees it (`gzip`, `gzip-gzip`, or
+//! `gzip-cut` for a truncated stream), since random bytes almost never make a valid gzip
+//! stream; `x-fuzz-limits: small` swaps the default limits for tiny ones so every limit is hit.
+//!
+//! Properties: never panics; every refusal is a 4xx with a JSON body naming its code (nothing a
+//! client sends may cause a 500); whatever is accepted packs into messages within the limits
+//! that decode back to exactly the accepted ids, stamped with the key id and the edge clock.
+#![no_main]
+
+use std::io::Write;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use libfuzzer_sys::fuzz_target;
+use spillway_edge::body::{encoding_of, format_of, gunzip_capped, Encoding};
+use spillway_edge::gate::idempotency_key;
+use spillway_edge::log::RequestLog;
+use spillway_edge::{prepare, EdgeError, Prepared, Stamp};
+use spillway_shared::limits::SQS_MAX_BATCH_ENTRIES;
+use spillway_shared::{decode, Limits};
+
+const NOW_MS: u64 = 1_795_852_800_000;
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(bytes).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_body_bytes: 2048,
+        max_decompressed_bytes: 4096,
+        max_event_bytes: 256,
+        max_events_per_request: 8,
+        max_message_bytes: 400,
+        max_batch_bytes: 1000,
+        max_json_depth: 4,
+    }
+}
+
+fn split(data: &[u8]) -> (HeaderMap, &[u8]) {
+    let mut headers = HeaderMap::new();
+    let Some(end) = data.windows(2).position(|w| w == b"\n\n") else {
+        return (headers, data);
+    };
+    for line in data[..end].split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(line[..colon].trim_ascii()),
+            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    (headers, &data[end + 2..])
+}
+
+/// What the client would get for `error`: never a 5xx, always a JSON body with the code.
+fn check_refusal(error: &EdgeError) {
+    let reply = error.reply();
+    assert!(
+        (400..500).contains(&reply.status),
+        "client input caused {}: {error:?}",
+        reply.status
+    );
+    let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON error body");
+    assert_eq!(body["error"]["code"], reply.code);
+    if let EdgeError::Invalid(problems) = error {
+        assert!(!problems.is_empty(), "`Invalid` without problems");
+    }
+}
+
+fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let format = format_of(header("content-type"))?;
+    let encoding = encoding_of(header("content-encoding"))?;
+    let idempotency = idempotency_key(headers)?;
+    if body.len() > limits.max_body_bytes {
+        return Err(EdgeError::BodyTooLarge {
+            limit: limits.max_body_bytes,
+        });
+    }
+    let decoded = match encoding {
+        Encoding::Identity => body.to_vec(),
+        Encoding::Gzip => {
+            let out = gunzip_capped(body, limits.max_decompressed_bytes)?;
+            assert!(out.len() <= limits.max_decompressed_bytes);
+            out
+        }
+    };
+    let stamp = Stamp {
+        key_id: "web",
+        idempotency_key: idempotency,
+        now_ms: NOW_MS,
+        edge: None,
+    };
+    let mut n = 0u8;
+    let mut random = || {
+        n = n.wrapping_add(1);
+        [n; 10]
+    };
+    let mut log = RequestLog::new("fuzz".into(), "POST", "/v1/events");
+    let prepared = prepare(&decoded, format, limits, &stamp, &mut random, &mut log)?;
+    assert_eq!(
+        prepared.ids.len(),
+        log.events,
+        "accepted ids vs parsed events"
+    );
+    Ok(prepared)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (headers, raw) = split(data);
+    let limits = match headers.get("x-fuzz-limits").map(HeaderValue::as_bytes) {
+        Some(b"small") => small_limits(),
+        _ => Limits::default(),
+    };
+    assert_eq!(limits.validate(), Ok(()));
+    let body = match headers.get("x-fuzz-wrap").map(HeaderValue::as_bytes) {
+        Some(b"gzip") => gzip(raw),
+        Some(b"gzip-gzip") => gzip(&gzip(raw)),
+        Some(b"gzip-cut") => {
+            let z = gzip(raw);
+            z[..z.len() / 2].to_vec()
+        }
+        _ => raw.to_vec(),
+    };
+
+    let prepared = match run(&headers, &body, &limits) {
+        Ok(p) => p,
+        Err(e) => return check_refusal(&e),
+    };
+    assert!(!prepared.ids.is_empty());
+    assert!(prepared.ids.len() <= limits.max_events_per_request);
+    let mut queued = Vec::with_capacity(prepared.ids.len());
+    for batch in &prepared.batches {
+        assert!(!batch.entries.is_empty() && batch.entries.len() <= SQS_MAX_BATCH_ENTRIES);
+        assert!(batch.body_bytes() <= limits.max_batch_bytes);
+        for entry in &batch.entries {
+            assert!(entry.body.len() <= limits.max_message_bytes);
+            let events = decode(&entry.body).expect("the edge queued an undecodable body");
+            for event in &events {
+                assert_eq!(event.key_id, "web");
+                assert_eq!(event.received_at.timestamp_millis() as u64, NOW_MS);
+            }
+            let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+            assert_eq!(ids, entry.event_ids);
+            queued.extend(ids);
+        }
+    }
+    assert_eq!(
+        queued, prepared.ids,
+        "queued ids differ from the answer's ids"
+    );
+});

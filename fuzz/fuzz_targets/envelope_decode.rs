@@ -1,0 +1,60 @@
+//! `spillway_shared::decode` on arbitrary message bodies.
+//!
+//! SQS hands the consumer whatever a sender put on the queue, so the decoder sees arbitrary
+//! text. It must never panic, must only accept version 1, and whatever it accepts must survive
+//! being packed again: encoding the decoded events (one message, and through the packer) and
+//! decoding the result gives back the same events.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use spillway_shared::envelope::encode_event;
+use spillway_shared::{decode, encode_message, pack, Limits};
+
+fuzz_target!(|data: &[u8]| {
+    // Message bodies are strings: SQS only carries valid Unicode (Lambda and the poller hand
+    // the consumer a `String`).
+    let Ok(body) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(events) = decode(body) else {
+        return;
+    };
+    assert!(!events.is_empty(), "decode accepted an empty envelope");
+    // serde_json skips unknown fields without checking their escapes (a lone surrogate there
+    // is accepted), so only bodies that are strict JSON are checked for their version here.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
+        assert_eq!(v["v"], 1, "decode accepted a version other than 1: {body}");
+    }
+
+    // One message holding every event.
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| encode_event(e).expect("a decoded event encodes"))
+        .collect();
+    let message = encode_message(encoded.iter().map(Vec::as_slice));
+    let again =
+        decode(&message).unwrap_or_else(|e| panic!("re-encoded body fails: {e}\n{message}"));
+    assert_eq!(
+        again, events,
+        "one-message round trip changed the events\n{message}"
+    );
+
+    // Through the packer, as the edge sends them: every message decodes, in order.
+    let limits = Limits {
+        max_event_bytes: 512 * 1024,
+        max_message_bytes: 1024 * 1024,
+        ..Limits::default()
+    };
+    if let Ok(batches) = pack(&events, &limits) {
+        let mut unpacked = Vec::with_capacity(events.len());
+        for entry in batches.iter().flat_map(|b| &b.entries) {
+            assert!(entry.body.len() <= limits.max_message_bytes);
+            let part = decode(&entry.body)
+                .unwrap_or_else(|e| panic!("packed body fails: {e}\n{}", entry.body));
+            let ids: Vec<_> = part.iter().map(|e| e.id).collect();
+            assert_eq!(ids, entry.event_ids);
+            unpacked.extend(part);
+        }
+        assert_eq!(unpacked, events, "packed round trip changed the events");
+    }
+});
