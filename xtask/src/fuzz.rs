@@ -1,0 +1,258 @@
+//! `cargo xtask fuzz [--seconds N] [target...]`: runs each cargo-fuzz target (all by default)
+//! for N seconds (default 60) on the nightly toolchain, and fails on the first crash, naming the
+//! input libFuzzer saved for it.
+//!
+//! Each run starts from the committed seeds (`fuzz/seeds/<target>`, read-only) and the local
+//! corpus (`fuzz/corpus/<target>`, not committed, kept between runs so coverage accumulates).
+//! libFuzzer's own chatter goes to `fuzz/logs/<target>.log`; one summary line per target here.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::step::{note, output, root, run, show, step};
+
+/// Every target in `fuzz/Cargo.toml`, in the order they run.
+const TARGETS: &[&str] = &[
+    "envelope_decode",
+    "validate_events",
+    "edge_body",
+    "consumer_record",
+];
+
+const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [target...]
+targets: envelope_decode, validate_events, edge_body, consumer_record (default: all)";
+
+struct Options {
+    seconds: u64,
+    targets: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut seconds = 60;
+    let mut targets = Vec::new();
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--seconds" => {
+                let v = args.next().context("--seconds needs a value")?;
+                seconds =
+                    v.parse().ok().filter(|s| *s > 0).with_context(|| {
+                        format!("--seconds takes a whole number > 0, not `{v}`")
+                    })?;
+            }
+            "-h" | "--help" => bail!("{USAGE}"),
+            t if TARGETS.contains(&t) => targets.push(t.to_owned()),
+            other => bail!("unknown fuzz target or option `{other}`\n{USAGE}"),
+        }
+    }
+    if targets.is_empty() {
+        targets = TARGETS.iter().map(|t| (*t).to_owned()).collect();
+    }
+    Ok(Options { seconds, targets })
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let opts = parse(args)?;
+    let root = root();
+    step("cargo-fuzz and the nightly toolchain", ensure_tools)?;
+    step("build the fuzz targets (nightly, sanitizer)", || {
+        // `cargo fuzz build` takes one target, or none for all of them.
+        if opts.targets.len() == TARGETS.len() {
+            return run(cargo_fuzz(&root).arg("build"));
+        }
+        for target in &opts.targets {
+            run(cargo_fuzz(&root).args(["build", target]))?;
+        }
+        Ok(())
+    })?;
+    for target in &opts.targets {
+        step(&format!("fuzz {target} for {} s", opts.seconds), || {
+            fuzz_one(&root, target, opts.seconds)
+        })?;
+    }
+    Ok(())
+}
+
+fn cargo_fuzz(root: &Path) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root).args(["+nightly", "fuzz"]);
+    c
+}
+
+fn ensure_tools() -> Result<()> {
+    let nightly = output(Command::new("rustup").args(["toolchain", "list"]))
+        .is_some_and(|list| list.lines().any(|l| l.starts_with("nightly")));
+    if !nightly {
+        note("installing: rustup toolchain install nightly --profile minimal");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_none() {
+        note("installing: cargo install cargo-fuzz --locked (takes a few minutes once)");
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    Ok(())
+}
+
+/// Files libFuzzer saves for a failing input (`crash-*`, `oom-*`, `timeout-*`, `leak-*`).
+fn artifacts(dir: &Path) -> BTreeSet<PathBuf> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<()> {
+    let fuzz = root.join("fuzz");
+    let corpus = fuzz.join("corpus").join(target);
+    let seeds = fuzz.join("seeds").join(target);
+    let artifact_dir = fuzz.join("artifacts").join(target);
+    let logs = fuzz.join("logs");
+    for dir in [&corpus, &artifact_dir, &logs] {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let log_path = logs.join(format!("{target}.log"));
+    let log =
+        fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let before = artifacts(&artifact_dir);
+
+    let mut cmd = cargo_fuzz(root);
+    cmd.args(["run", target])
+        .arg(&corpus)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        // One input taking this long is a denial of service in its own right.
+        .arg("-timeout=10")
+        .arg("-print_final_stats=1")
+        .stdout(Stdio::null())
+        .stderr(log);
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {}", show(&cmd)))?;
+    let text = fs::read_to_string(&log_path).unwrap_or_default();
+    let new: Vec<PathBuf> = artifacts(&artifact_dir)
+        .difference(&before)
+        .cloned()
+        .collect();
+
+    if !status.success() || !new.is_empty() {
+        for line in failure_excerpt(&text) {
+            note(line);
+        }
+        let saved = match new.as_slice() {
+            [] => format!("no input was saved; see {}", log_path.display()),
+            paths => paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        bail!(
+            "{target} failed ({status}); failing input: {saved}\n\
+             reproduce: cargo +nightly fuzz run {target} <that file>"
+        );
+    }
+    note(&summary(&text, seconds));
+    Ok(())
+}
+
+/// What to show of a failed run: the panic message (or sanitizer report) and what follows it,
+/// else the end of the log (an out-of-memory or timeout report).
+fn failure_excerpt(log: &str) -> Vec<&str> {
+    let lines: Vec<&str> = log.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.contains("panicked at") || l.contains("ERROR: AddressSanitizer"))
+        .unwrap_or_else(|| lines.len().saturating_sub(30));
+    lines
+        .iter()
+        .skip(start)
+        .take_while(|l| !l.starts_with("stack backtrace:"))
+        .take(30)
+        .copied()
+        .collect()
+}
+
+/// `N runs (R/s), corpus C inputs, no crash` from libFuzzer's final statistics.
+fn summary(log: &str, seconds: u64) -> String {
+    let stat = |name: &str| {
+        log.lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .next_back()
+    };
+    let runs = stat("stat::number_of_executed_units:");
+    let rate = stat("stat::average_exec_per_sec:");
+    let corpus = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once(" corp: ").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split('/').next())
+        .map(str::to_owned);
+    match (runs, rate) {
+        (Some(runs), Some(rate)) => format!(
+            "{runs} runs in {seconds} s ({rate}/s), corpus {} inputs, no crash",
+            corpus.as_deref().unwrap_or("?")
+        ),
+        _ => "no crash".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(&[]).expect("defaults");
+        assert_eq!((o.seconds, o.targets.len()), (60, TARGETS.len()));
+        let o = parse(&args(&["--seconds", "5", "edge_body"])).expect("ok");
+        assert_eq!((o.seconds, o.targets), (5, vec!["edge_body".to_owned()]));
+        assert!(parse(&args(&["--seconds", "0"])).is_err());
+        assert!(parse(&args(&["--seconds"])).is_err());
+        assert!(parse(&args(&["nope"])).is_err());
+    }
+
+    #[test]
+    fn summary_reads_final_stats() {
+        let log = "#4096 pulse  cov: 10 ft: 20 corp: 17/301b lim: 43 exec/s: 2048 rss: 40Mb\n\
+                   Done 120000 runs in 61 second(s)\n\
+                   stat::number_of_executed_units: 120000\n\
+                   stat::average_exec_per_sec:     1967\n";
+        assert_eq!(
+            summary(log, 60),
+            "120000 runs in 60 s (1967/s), corpus 17 inputs, no crash"
+        );
+        assert_eq!(summary("", 60), "no crash");
+    }
+
+    #[test]
+    fn failure_excerpt_starts_at_the_panic() {
+        let log =
+            "#1 INITED\nthread '<unnamed>' panicked at x.rs:1:1:\nboom\nstack backtrace:\n 0: f\n";
+        assert_eq!(
+            failure_excerpt(log),
+            ["thread '<unnamed>' panicked at x.rs:1:1:", "boom"]
+        );
+        assert_eq!(failure_excerpt("a\nb"), ["a", "b"]);
+    }
+}
