@@ -38,18 +38,76 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Holds an exclusive lock on `events` for `secs`, so the consumer's writes wait.
-fn lock_events_table(stack: &Stack, secs: u32) -> std::thread::JoinHandle<()> {
-    let port = stack.pg.port();
-    let sql = format!(
-        "begin; lock table events in access exclusive mode; select pg_sleep({secs}); commit;"
-    );
-    let h = std::thread::spawn(move || {
-        spillway_support::psql(port, &sql).expect("lock held and released");
-    });
-    // Let the lock be taken before traffic starts.
-    std::thread::sleep(Duration::from_millis(500));
-    h
+/// An exclusive lock on `events`, held by a psql session until [`TableLock::release`], so the
+/// consumer's writes wait for as long as a test needs.
+struct TableLock {
+    psql: std::process::Child,
+}
+
+impl TableLock {
+    fn take(stack: &Stack) -> TableLock {
+        use std::io::{BufRead, Write};
+        let mut psql = std::process::Command::new(
+            spillway_support::pg_bin_dir()
+                .expect("postgres")
+                .join("psql"),
+        )
+        .args(["-h", "127.0.0.1", "-p", &stack.pg.port().to_string()])
+        .args([
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql starts");
+        let stdin = psql.stdin.as_mut().expect("stdin");
+        stdin
+            .write_all(b"begin;\nlock table events in access exclusive mode;\nselect 'locked';\n")
+            .expect("lock sent");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        std::io::BufReader::new(psql.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("psql answers");
+        assert_eq!(line.trim(), "locked", "the lock is held");
+        TableLock { psql }
+    }
+
+    fn release(mut self) {
+        self.commit();
+    }
+
+    fn commit(&mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.psql.stdin.take() {
+            stdin.write_all(b"commit;\n").expect("commit sent");
+            drop(stdin);
+        }
+        assert!(self.psql.wait().expect("psql exits").success());
+    }
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        // A test that failed while holding the lock must not leave the session behind.
+        let _ = self.psql.kill();
+        let _ = self.psql.wait();
+    }
+}
+
+/// Messages of the main queue in flight (asks SQS only, so it works while `events` is locked).
+fn in_flight(stack: &Stack) -> u64 {
+    stack
+        .sqs
+        .depth(&stack.env.sqs_queue_url)
+        .map(|(_, in_flight)| in_flight)
+        .unwrap_or(0)
 }
 
 /// Sum of one metric over the EMF records the poller printed.
@@ -97,7 +155,7 @@ fn poller_killed_mid_batch_then_restarted() {
         c.poller_env = env(&[("DB_STATEMENT_TIMEOUT_MS", "60000")]);
     });
     // The consumer's insert blocks on the lock, so the batch is in flight when we kill.
-    let lock = lock_events_table(&stack, 5);
+    let lock = TableLock::take(&stack);
     let ledger = Ledger::default();
     traffic(
         &Client::new(&stack),
@@ -109,11 +167,11 @@ fn poller_killed_mid_batch_then_restarted() {
     )
     .expect("accepted");
     wait_until("a batch in flight", Duration::from_secs(20), || {
-        stack.status().map(|s| s.in_flight > 0).unwrap_or(false)
+        in_flight(&stack) > 0
     })
     .expect("the poller took a batch");
     stack.kill_poller();
-    lock.join().expect("lock thread");
+    lock.release();
     // The killed poller's statement may still complete server-side once the lock is released
     // (PostgreSQL notices a vanished client only when it next writes to it): whether or not it
     // did, the messages come back after the visibility timeout and must be stored once.
@@ -229,25 +287,33 @@ fn short_visibility_timeout_redelivers_and_nothing_is_stored_twice() {
     let stack = start("redelivery", |c| {
         c.visibility_timeout_secs = 1;
         c.max_receive_count = 50;
+        // More workers than messages: while some are stuck on their first copy, others are
+        // free to receive the copies SQS hands out again after the visibility timeout.
         c.poller_env = env(&[
-            ("MAXIMUM_CONCURRENCY", "2"),
-            ("BATCH_SIZE", "5"),
+            ("MAXIMUM_CONCURRENCY", "5"),
+            ("BATCH_SIZE", "10"),
             ("DB_STATEMENT_TIMEOUT_MS", "60000"),
         ]);
     });
     // Processing (blocked on the lock) takes longer than the visibility timeout.
-    let lock = lock_events_table(&stack, 4);
+    let lock = TableLock::take(&stack);
     let ledger = Ledger::default();
     traffic(
         &Client::new(&stack),
+        1,
         2,
-        5,
         Duration::from_millis(20),
         |seq| mixed(seq, true),
         &ledger,
     )
     .expect("accepted");
-    lock.join().expect("lock thread");
+    wait_until("a batch in flight", Duration::from_secs(30), || {
+        in_flight(&stack) > 0
+    })
+    .expect("the poller took the messages");
+    // Several visibility timeouts pass while the first copies are stuck.
+    std::thread::sleep(Duration::from_secs(4));
+    lock.release();
     reconcile(&stack, &ledger.ids(), Duration::from_secs(90)).expect("reconciled");
     wait_until(
         "the redelivered copies to be skipped",

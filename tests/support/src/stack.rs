@@ -500,7 +500,9 @@ pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
         .with_context(|| format!("no port in {}", env.database_url))?;
     let (rows, lag_ms) = match crate::psql(
         db_port,
-        "select count(*), (select (extract(epoch from max(stored_at - received_at)) * 1000)::bigint \
+        // Never wait on a lock: a status view must not hang behind a long transaction.
+        "set lock_timeout = '1s'; set statement_timeout = '5s'; \
+         select count(*), (select (extract(epoch from max(stored_at - received_at)) * 1000)::bigint \
          from events where stored_at > now() - interval '10 seconds') from events",
     ) {
         Ok(line) => {
