@@ -112,6 +112,103 @@ pub fn parse(body: &[u8], format: Format, limits: &Limits) -> Result<Vec<Item>, 
     Ok(items)
 }
 
+/// Parses one JSON value like `serde_json::from_str::<Value>`, except that an object with the
+/// same key twice is refused: `{"type":"a","type":"b"}` would otherwise be read silently as its
+/// last value, and the client would never learn which one was stored.
+pub fn strict_value(text: &str) -> Result<Value, serde_json::Error> {
+    serde_json::from_str::<Strict>(text).map(|s| s.0)
+}
+
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("number out of range"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::Deserialize::deserialize(d).map(|Strict(v)| v)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(v) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key `{}`",
+                    truncate(&key)
+                )));
+            }
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A parse error as the client sees it. JSON nested deeper than the parser goes (128 levels)
+/// is reported as `too_deep`, like shallower nesting over the configured limit.
+fn json_error(
+    e: serde_json::Error,
+    message: String,
+    index: Option<usize>,
+    limits: &Limits,
+) -> EdgeError {
+    if e.to_string().starts_with("recursion limit exceeded") {
+        return EdgeError::Invalid(vec![Problem {
+            code: Code::TooDeep,
+            message: format!(
+                "JSON nested too deep; the limit is {} levels",
+                limits.max_json_depth
+            ),
+            index,
+            field: None,
+        }]);
+    }
+    EdgeError::InvalidJson { message, index }
+}
+
 fn too_many(limits: &Limits) -> EdgeError {
     EdgeError::Invalid(vec![Problem {
         code: Code::TooManyEvents,
@@ -128,24 +225,25 @@ fn item(raw: &str, index: usize, limits: &Limits) -> Result<Item, EdgeError> {
     if raw.len() > limits.max_event_bytes {
         return Ok((Value::Null, raw.len()));
     }
-    serde_json::from_str(raw)
-        .map(|v| (v, raw.len()))
-        .map_err(|e| EdgeError::InvalidJson {
-            message: format!("event {index}: {e}"),
-            index: Some(index),
-        })
+    strict_value(raw).map(|v| (v, raw.len())).map_err(|e| {
+        let message = format!("event {index}: {e}");
+        json_error(e, message, Some(index), limits)
+    })
 }
 
 fn parse_json(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
+    if trimmed.is_empty() {
+        return Ok(Vec::new()); // answered as `no_events`
+    }
     if !trimmed.starts_with('[') {
         // One event: parsed once, straight into a value (unless it is too large to bother).
         if trimmed.len() > limits.max_event_bytes {
             return Ok(vec![(Value::Null, trimmed.len())]);
         }
-        let value = serde_json::from_str(trimmed).map_err(|e| EdgeError::InvalidJson {
-            message: e.to_string(),
-            index: None,
+        let value = strict_value(trimmed).map_err(|e| {
+            let message = e.to_string();
+            json_error(e, message, None, limits)
         })?;
         return Ok(vec![(value, trimmed.len())]);
     }
@@ -181,9 +279,9 @@ fn parse_ndjson(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
             items.push((Value::Null, line.len()));
             continue;
         }
-        let value = serde_json::from_str(line).map_err(|e| EdgeError::InvalidJson {
-            message: format!("line {}: {e}", line_no + 1),
-            index: Some(index),
+        let value = strict_value(line).map_err(|e| {
+            let message = format!("line {}: {e}", line_no + 1);
+            json_error(e, message, Some(index), limits)
         })?;
         items.push((value, line.len()));
     }
@@ -344,10 +442,14 @@ mod tests {
             parse(b"[]", Format::Json, &limits()),
             Err(EdgeError::NoEvents)
         );
-        assert!(matches!(
+        assert_eq!(
             parse(b"", Format::Json, &limits()),
-            Err(EdgeError::InvalidJson { .. })
-        ));
+            Err(EdgeError::NoEvents)
+        );
+        assert_eq!(
+            parse(b" \n ", Format::Json, &limits()),
+            Err(EdgeError::NoEvents)
+        );
         // A byte-order mark is tolerated.
         assert!(parse(b"\xEF\xBB\xBF{\"type\":\"a\"}", Format::Json, &limits()).is_ok());
     }

@@ -218,9 +218,9 @@ where
         }
     }
 
-    if let Some(len) =
-        header(headers, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok())
-    {
+    let declared =
+        header(headers, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(len) = declared {
         if len > limits.max_body_bytes as u64 {
             return Err(EdgeError::BodyTooLarge {
                 limit: limits.max_body_bytes,
@@ -239,6 +239,13 @@ where
             BodyError::Read(why) => EdgeError::BodyRead(why),
         })?;
     log.bytes = raw.len();
+    if let Some(len) = declared.filter(|&len| len != raw.len() as u64) {
+        // A truncated or padded body must not be half-read into events.
+        return Err(EdgeError::BodyRead(format!(
+            "the body has {} bytes but Content-Length says {len}",
+            raw.len()
+        )));
+    }
     let decoded = match encoding {
         Encoding::Identity => raw,
         Encoding::Gzip => gunzip_capped(&raw, limits.max_decompressed_bytes)?,

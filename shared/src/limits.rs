@@ -8,6 +8,10 @@ pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
 /// Bytes an envelope adds around its events: `{"v":1,"events":[` + `]}`, with room to spare.
 pub const ENVELOPE_OVERHEAD_BYTES: usize = 64;
+/// Bytes the edge may add to an event when it enriches it (`id`, `received_at`, `key_id` of up
+/// to 64 characters, `edge`), with room to spare. The event limit applies to what the client
+/// sent; the packer allows this much on top.
+pub const ENRICHMENT_BYTES: usize = 512;
 
 /// Size limits, shared by the edge (which refuses what breaks them with `413`) and the consumer
 /// (which refuses oversized messages as poison).
@@ -20,7 +24,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Largest body after `Content-Encoding: gzip` is inflated. Default 4 MiB.
     pub max_decompressed_bytes: usize,
-    /// Largest single event, measured as its JSON after enrichment. Default 64 KiB.
+    /// Largest single event as the client sent it. Default 64 KiB. Once enriched it may be up
+    /// to [`ENRICHMENT_BYTES`] larger.
     pub max_event_bytes: usize,
     /// Most events in one request. Default 1,000.
     pub max_events_per_request: usize,
@@ -58,7 +63,7 @@ pub enum LimitsError {
         value: usize,
         max: usize,
     },
-    #[error("max_event_bytes ({event}) plus the envelope overhead must fit in max_message_bytes ({message})")]
+    #[error("max_event_bytes ({event}) plus enrichment and envelope overhead must fit in max_message_bytes ({message})")]
     EventLargerThanMessage { event: usize, message: usize },
     #[error("max_message_bytes ({message}) must not exceed max_batch_bytes ({batch})")]
     MessageLargerThanBatch { message: usize, batch: usize },
@@ -94,7 +99,9 @@ impl Limits {
                 });
             }
         }
-        if self.max_event_bytes + ENVELOPE_OVERHEAD_BYTES > self.max_message_bytes {
+        if self.max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES
+            > self.max_message_bytes
+        {
             return Err(LimitsError::EventLargerThanMessage {
                 event: self.max_event_bytes,
                 message: self.max_message_bytes,

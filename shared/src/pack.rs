@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::envelope::{encode_event, encode_message, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
-use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
+use crate::limits::{Limits, ENRICHMENT_BYTES, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
 
 /// One message of a `SendMessageBatch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +58,8 @@ pub enum PackError {
 pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, PackError> {
     let message_cap = limits.max_message_bytes.min(SQS_MAX_MESSAGE_BYTES);
     let batch_cap = limits.max_batch_bytes.min(SQS_MAX_MESSAGE_BYTES);
-    let event_cap = limits
-        .max_event_bytes
+    // The client's event may grow by the enrichment the edge adds.
+    let event_cap = (limits.max_event_bytes + ENRICHMENT_BYTES)
         .min(message_len(message_cap, 1).saturating_sub(message_len(0, 1)));
 
     let mut encoded = Vec::with_capacity(events.len());

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
-use spillway_shared::limits::{SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
+use spillway_shared::limits::{ENRICHMENT_BYTES, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
 use spillway_shared::{decode, pack, EdgeInfo, Event, Limits, PackError};
 use uuid::Uuid;
 
@@ -101,8 +101,12 @@ fn oversized_event_is_refused_with_its_index() {
     match pack(&events, &limits) {
         Err(PackError::EventTooLarge { index, size, max }) => {
             assert_eq!(index, 1);
-            assert!(size > 1_000);
-            assert_eq!(max, 1_000);
+            assert!(size > 1_000 + ENRICHMENT_BYTES);
+            assert_eq!(
+                max,
+                1_000 + ENRICHMENT_BYTES,
+                "the client's limit plus enrichment"
+            );
         }
         other => panic!("expected EventTooLarge, got {other:?}"),
     }
