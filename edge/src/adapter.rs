@@ -181,6 +181,15 @@ fn to_worker(response: http::Response<String>) -> worker::Result<worker::Respons
 
 #[event(fetch)]
 async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
+    // Test hook, off unless SPILLWAY_PANIC_ROUTE is "enabled": proves that a panic answers a
+    // JSON 500 (edge/entry.mjs) and that the next request is served (tests/e2e). Never set it
+    // in production.
+    let panic_route = env
+        .var("SPILLWAY_PANIC_ROUTE")
+        .is_ok_and(|v| v.to_string() == "enabled");
+    if panic_route && req.path() == "/__spillway/panic" {
+        panic!("deliberate panic at /__spillway/panic (SPILLWAY_PANIC_ROUTE=enabled)");
+    }
     let rt = WorkerRuntime;
     let app = app(&env);
     let request = to_http(req)?;

@@ -418,14 +418,14 @@ fn parse_ingest_keys(raw: &str) -> Result<Vec<IngestKey>, String> {
             || key.chars().any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(format!(
-                "entry {n} (key_id {key_id}): the key must be at least {MIN_KEY_CHARS} characters, without spaces"
+                "entry {n}: the key must be at least {MIN_KEY_CHARS} characters, without spaces"
             ));
         }
         if keys.iter().any(|k| k.key_id == key_id) {
-            return Err(format!("key_id {key_id} appears twice"));
+            return Err(format!("entry {n}: its key_id appears twice"));
         }
         if keys.iter().any(|k| k.key.expose() == key) {
-            return Err(format!("key_id {key_id} reuses the key of another key_id"));
+            return Err(format!("entry {n}: reuses the key of another entry"));
         }
         keys.push(IngestKey {
             key_id: key_id.to_owned(),

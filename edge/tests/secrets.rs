@@ -544,7 +544,6 @@ async fn bad_configuration_is_500_without_any_secret() {
 /// The pair written the wrong way round puts the key where the key id belongs, and the
 /// `INGEST_KEYS` error quotes the key id: the key lands in the log line of every request.
 #[tokio::test(start_paused = true)]
-#[ignore = "known leak: edge/src/config.rs parse_ingest_keys quotes the key_id slot in its errors"]
 async fn swapped_ingest_key_pair_is_500_without_the_key() {
     check_misconfigured(vec![(
         "swapped pair",

@@ -249,7 +249,7 @@ impl Stack {
             ("MAX_BODY_BYTES", "65536".to_owned()),
             ("MAX_DECOMPRESSED_BYTES", "1048576".to_owned()),
             // Small messages, so one request spreads over several concurrent batch requests.
-            ("MAX_EVENT_BYTES", "8000".to_owned()),
+            ("MAX_EVENT_BYTES", "7000".to_owned()),
             ("MAX_MESSAGE_BYTES", "8192".to_owned()),
         ];
         let (edge, port) = wrangler_dev(dir, &vars, 200)?;

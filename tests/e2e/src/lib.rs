@@ -144,6 +144,33 @@ impl Client {
         }
     }
 
+    /// POSTs an empty JSON body to another path of the edge (with the key).
+    pub fn post_path(&self, path: &str) -> Result<Answer> {
+        let base = self.url.trim_end_matches("/v1/events");
+        let resp = match self
+            .agent
+            .post(&format!("{base}{path}"))
+            .set("Authorization", &format!("Bearer {}", self.key))
+            .set("Content-Type", "application/json")
+            .send_string("{}")
+        {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) => return Err(anyhow!("request failed: {e}")),
+        };
+        let status = resp.status();
+        let content_type = resp.content_type().to_owned();
+        let text = resp.into_string()?;
+        let body = serde_json::from_str(&text).with_context(|| {
+            format!("answer {status} ({content_type}) is not JSON: {text:.200}")
+        })?;
+        Ok(Answer {
+            status,
+            body,
+            retry_after: None,
+        })
+    }
+
     pub fn send(&self, req: &Request) -> Result<Answer> {
         let mut r = self
             .agent

@@ -378,3 +378,36 @@ fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
     })
     .expect("nothing left in the main queue");
 }
+
+#[test]
+fn a_panic_answers_500_json_and_the_next_requests_are_served() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !worker_built() {
+        return;
+    }
+    let stack = start("panic", |c| {
+        c.edge_vars = env(&[("SPILLWAY_PANIC_ROUTE", "enabled")]);
+    });
+    let client = Client::new(&stack);
+    let ledger = Ledger::default();
+    let (ids, _) = client
+        .send_until_accepted(&mixed(1, true), Duration::from_secs(30))
+        .expect("accepted before the panic");
+    ledger.record(ids, 0);
+
+    let a = client.post_path("/__spillway/panic").expect("an answer");
+    assert_eq!(a.status, 500, "{}", a.body);
+    assert_eq!(a.body["error"]["code"], "internal", "{}", a.body);
+
+    // The instance is rebuilt: health and ingest work again, and nothing accepted is lost.
+    let (status, _) =
+        spillway_support::http_get(stack.config.edge_port, "/healthz").expect("health");
+    assert_eq!(status, 200);
+    for seq in 2..6 {
+        let (ids, _) = client
+            .send_until_accepted(&mixed(seq, true), Duration::from_secs(30))
+            .expect("accepted after the panic");
+        ledger.record(ids, 0);
+    }
+    reconcile(&stack, &ledger.ids(), Duration::from_secs(60)).expect("reconciled");
+}
