@@ -2,10 +2,13 @@
 //!
 //! - `test`: installs the missing tools, then runs every check CI runs.
 //! - `dev`, `up`, `down`, `status`: the local pipeline (see `../README.md`).
+//! - `bench`: the figures of `BENCHMARKS.md`; `fuzz`: the cargo-fuzz targets under `fuzz/`.
 //!
 //! This is a binary for humans and CI; it holds no pipeline logic, only orchestration.
 
+mod bench;
 mod bootstrap;
+mod fuzz;
 mod stack;
 mod step;
 mod test;
@@ -20,6 +23,8 @@ commands:
   up      start the local pipeline in the background and return when it is ready
   down    stop what `up` started
   status  show the status of a running pipeline once
+  bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
+  fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
 options of dev and up: --edge-port N (8787), --sqs-port N (9324), --pg-port N (54329)";
 
@@ -27,6 +32,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result: Result<()> = match args.first().map(String::as_str) {
         Some("test") => test::main(&args[1..]),
+        Some("bench") => bench::main(&args[1..]),
+        Some("fuzz") => fuzz::main(&args[1..]),
         Some("dev") => stack::dev(&args[1..]),
         Some("up") => stack::up(&args[1..]),
         Some("down") => stack::down(),
