@@ -72,7 +72,7 @@ impl Tools {
 pub fn ensure_all() -> Result<Tools> {
     let root = root();
     step(
-        "rust: wasm32-unknown-unknown target, clippy, rustfmt",
+        "rust: wasm32 and aarch64-linux targets, clippy, rustfmt",
         || ensure_rust(&root),
     )?;
     step(
@@ -88,7 +88,10 @@ pub fn ensure_all() -> Result<Tools> {
         "npm packages: wrangler, binaryen (wasm-opt), esbuild",
         || ensure_npm(&root),
     )?;
-    step("python venv .venv: moto (local SQS)", || ensure_venv(&root))?;
+    step(
+        "python venv .venv: moto (local SQS), cfn-lint, cargo-lambda",
+        || ensure_venv(&root),
+    )?;
     step("PostgreSQL server binaries", ensure_postgres)?;
     Ok(Tools::locate())
 }
@@ -101,18 +104,16 @@ fn ensure_rust(root: &Path) -> Result<()> {
                 .args(["target", "list", "--installed"]),
         )
         .ok_or_else(|| anyhow!("rustup is required (https://rustup.rs)"))?;
-    if installed
-        .lines()
-        .any(|l| l.trim() == "wasm32-unknown-unknown")
-    {
-        note("wasm32-unknown-unknown present");
-    } else {
-        note("installing: rustup target add wasm32-unknown-unknown");
-        run(Command::new("rustup").current_dir(root).args([
-            "target",
-            "add",
-            "wasm32-unknown-unknown",
-        ]))?;
+    // wasm32 for the worker; aarch64 Linux for the Lambda binary (arm64, `cargo lambda`).
+    for target in ["wasm32-unknown-unknown", "aarch64-unknown-linux-gnu"] {
+        if installed.lines().any(|l| l.trim() == target) {
+            note(&format!("{target} present"));
+        } else {
+            note(&format!("installing: rustup target add {target}"));
+            run(Command::new("rustup")
+                .current_dir(root)
+                .args(["target", "add", target]))?;
+        }
     }
     let components =
         output(

@@ -92,6 +92,24 @@ fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
             run(&mut c)
         },
     )?;
+    step(
+        "Lambda binary for arm64: cargo lambda build --release --arm64 (as infra/ deploys it)",
+        || {
+            let mut c = Command::new(tools.venv_bin.join("cargo-lambda"));
+            c.current_dir(root()).args([
+                "lambda",
+                "build",
+                "--release",
+                "--arm64",
+                "-p",
+                "spillway-consumer",
+                "--bin",
+                "spillway-consumer",
+            ]);
+            tools.apply(&mut c);
+            run(&mut c)
+        },
+    )?;
     step("cfn-lint infra/template.yaml", || {
         run(Command::new(tools.venv_bin.join("cfn-lint"))
             .current_dir(root())
