@@ -4,8 +4,7 @@
 //!
 //! `cargo bench -p spillway-edge --bench floor`; `cargo xtask bench` runs it and reads the
 //! estimates criterion writes under `$CARGO_TARGET_DIR/criterion/edge_cost/`.
-//!
-//! The request bodies are built as in `request_path.rs` (same events, same size cycle).
+
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
