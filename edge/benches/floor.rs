@@ -5,7 +5,6 @@
 //! `cargo bench -p spillway-edge --bench floor`; `cargo xtask bench` runs it and reads the
 //! estimates criterion writes under `$CARGO_TARGET_DIR/criterion/edge_cost/`.
 
-
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use spillway_edge::body::Format;
