@@ -72,13 +72,18 @@ pub struct DbConfig {
     pub ca_cert_path: Option<PathBuf>,
 }
 
+/// `DATABASE_URL` from the environment; an unset or blank value is missing.
+fn env_database_url(lookup: &dyn Fn(&str) -> Option<String>) -> Result<DatabaseUrl, ConfigError> {
+    lookup("DATABASE_URL")
+        .filter(|v| !v.trim().is_empty())
+        .map(DatabaseUrl::Env)
+        .ok_or(ConfigError::Missing("DATABASE_URL"))
+}
+
 impl DbConfig {
     /// Reads `DATABASE_URL` and the other database settings (the poller, `migrate`, tests).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let raw = lookup("DATABASE_URL")
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        Self::from_url(lookup, &DatabaseUrl::Env(raw))
+        Self::from_url(lookup, &env_database_url(lookup)?)
     }
 
     /// The database settings with the URL already known (from the environment, or fetched
@@ -259,10 +264,7 @@ impl ConsumerConfig {
 
     /// Reads `DATABASE_URL` and every other setting (the poller, `migrate`, tests).
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let raw = lookup("DATABASE_URL")
-            .filter(|v| !v.trim().is_empty())
-            .ok_or(ConfigError::Missing("DATABASE_URL"))?;
-        Self::from_url(lookup, &DatabaseUrl::Env(raw))
+        Self::from_url(lookup, &env_database_url(lookup)?)
     }
 
     /// Every setting, with the database URL already resolved (see [`DatabaseUrlSource`]).
@@ -399,11 +401,12 @@ pub(crate) fn origin_of(url: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    /// A lookup over fixed pairs, standing in for the process environment.
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
