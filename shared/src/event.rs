@@ -5,10 +5,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::ids::IdSource;
+use crate::json::{check_storable, JsonIssue, RawJson};
 use crate::limits::Limits;
+use crate::timestamp;
 
 /// Longest accepted `type`, in characters.
 pub const MAX_TYPE_CHARS: usize = 128;
@@ -33,7 +36,7 @@ pub enum Code {
     InvalidField,
     /// A top-level field the API does not know.
     UnknownField,
-    /// Two events of one request carry the same `id`.
+    /// Two events of one request would have the same `id` (sent or derived).
     DuplicateId,
     /// `timestamp` outside the accepted window around the edge clock.
     TimestampOutOfRange,
@@ -91,9 +94,10 @@ pub struct ValidEvent {
     /// The client's `id`, when it sent one.
     pub id: Option<Uuid>,
     pub event_type: String,
-    /// The client's `timestamp`, normalised to UTC.
+    /// The client's `timestamp` in UTC, rounded to microseconds as PostgreSQL rounds it.
     pub occurred_at: Option<DateTime<Utc>>,
-    pub data: Map<String, Value>,
+    /// The client's `data` as written (`{}` when absent).
+    pub data: RawJson,
 }
 
 /// Where the edge saw the request, when the runtime says.
@@ -122,8 +126,9 @@ pub struct Event {
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<EdgeInfo>,
+    /// The client's `data`, exactly as written.
     #[serde(default)]
-    pub data: Map<String, Value>,
+    pub data: RawJson,
 }
 
 impl ValidEvent {
@@ -147,56 +152,55 @@ impl ValidEvent {
     }
 }
 
-/// Nesting depth of a JSON value: scalars are 0, `{}` and `[]` are 1.
-pub fn json_depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(json_depth).max().unwrap_or(0),
-        Value::Object(map) => 1 + map.values().map(json_depth).max().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-/// Validates one event, reporting every problem found in it.
+/// Validates one event as the client wrote it (`raw`, one well-formed JSON value), reporting
+/// every problem found in it. `now` is the edge clock.
 ///
-/// `raw_len` is the size of the event as the client sent it, `now` the edge clock.
+/// `data` is kept as written; only what PostgreSQL could not store as sent is refused.
 pub fn validate_event(
-    value: Value,
-    raw_len: usize,
+    raw: &str,
     index: usize,
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Result<ValidEvent, Vec<Problem>> {
-    if raw_len > limits.max_event_bytes {
+    if raw.len() > limits.max_event_bytes {
         return Err(vec![Problem::at(
             Code::EventTooLarge,
             index,
             None,
             format!(
-                "event is {raw_len} bytes; the limit is {} bytes",
+                "event is {} bytes; the limit is {} bytes",
+                raw.len(),
                 limits.max_event_bytes
             ),
         )]);
     }
-    let Value::Object(map) = value else {
-        return Err(vec![Problem::at(
-            Code::InvalidEvent,
-            index,
-            None,
-            format!("an event must be a JSON object, not {}", kind(&value)),
-        )]);
+    let fields = match fields_of(raw) {
+        Ok(fields) => fields,
+        Err(FieldsError::NotObject(kind)) => {
+            return Err(vec![Problem::at(
+                Code::InvalidEvent,
+                index,
+                None,
+                format!("an event must be a JSON object, not {kind}"),
+            )])
+        }
+        Err(FieldsError::Json(message)) => {
+            return Err(vec![Problem::at(Code::InvalidJson, index, None, message)])
+        }
     };
     let mut problems = Vec::new();
     let mut event_type = None;
     let mut id = None;
     let mut occurred_at = None;
-    let mut data = Map::new();
+    let mut data = None;
     let mut push = |code, field: &str, message: String| {
         problems.push(Problem::at(code, index, Some(field), message));
     };
-    for (field, v) in map {
+    for (field, v) in fields {
+        let v = v.get();
         match field.as_str() {
-            "type" => match v {
-                Value::String(s) => {
+            "type" => match serde_json::from_str::<String>(v) {
+                Ok(s) => {
                     let chars = s.chars().count();
                     if chars == 0 || chars > MAX_TYPE_CHARS {
                         push(
@@ -204,19 +208,26 @@ pub fn validate_event(
                             "type",
                             format!("`type` must be 1 to {MAX_TYPE_CHARS} characters, got {chars}"),
                         );
+                    } else if s.contains('\0') {
+                        push(
+                            Code::InvalidField,
+                            "type",
+                            "`type` must not contain U+0000 (NUL): PostgreSQL cannot store it"
+                                .to_owned(),
+                        );
                     } else {
                         event_type = Some(s);
                     }
                 }
-                other => push(
+                Err(_) => push(
                     Code::InvalidField,
                     "type",
-                    format!("`type` must be a string, not {}", kind(&other)),
+                    format!("`type` must be a string, not {}", kind_of(v)),
                 ),
             },
-            "id" => match v.as_str().map(Uuid::try_parse) {
-                Some(Ok(u)) if !u.is_nil() && !u.is_max() => id = Some(u),
-                Some(Ok(_)) => push(
+            "id" => match serde_json::from_str::<String>(v).map(|s| Uuid::try_parse(&s)) {
+                Ok(Ok(u)) if !u.is_nil() && !u.is_max() => id = Some(u),
+                Ok(Ok(_)) => push(
                     Code::InvalidField,
                     "id",
                     "`id` must not be the nil or max UUID".to_owned(),
@@ -228,9 +239,11 @@ pub fn validate_event(
                         .to_owned(),
                 ),
             },
-            "timestamp" => match v.as_str().map(DateTime::parse_from_rfc3339) {
+            "timestamp" => match serde_json::from_str::<String>(v)
+                .ok()
+                .and_then(|s| timestamp::parse(&s))
+            {
                 Some(Ok(t)) => {
-                    let t = t.with_timezone(&Utc);
                     if t > now + MAX_TIMESTAMP_AHEAD || t < now - MAX_TIMESTAMP_BEHIND {
                         push(
                             Code::TimestampOutOfRange,
@@ -245,35 +258,34 @@ pub fn validate_event(
                         occurred_at = Some(t);
                     }
                 }
-                _ => push(
+                Some(Err(timestamp::LeapSecond)) => push(
+                    Code::InvalidField,
+                    "timestamp",
+                    "`timestamp` has second 60, which exists only as a leap second at 23:59:60 UTC on the last day of a month"
+                        .to_owned(),
+                ),
+                None => push(
                     Code::InvalidField,
                     "timestamp",
                     "`timestamp` must be an RFC 3339 string such as 2026-11-28T08:00:00Z"
                         .to_owned(),
                 ),
             },
-            "data" => match v {
-                Value::Object(m) => {
-                    // The event object is level 1, `data` level 2, and so on down.
-                    let depth = 2 + m.values().map(json_depth).max().unwrap_or(0);
-                    if depth > limits.max_json_depth {
-                        push(
-                            Code::TooDeep,
-                            "data",
-                            format!(
-                                "event nests {depth} levels deep; the limit is {}",
-                                limits.max_json_depth
-                            ),
-                        );
-                    } else {
-                        data = m;
-                    }
+            "data" if !v.starts_with('{') => push(
+                Code::InvalidField,
+                "data",
+                format!("`data` must be a JSON object, not {}", kind_of(v)),
+            ),
+            // The event object is level 1, `data` level 2, and so on down.
+            "data" => match check_storable(v, "data", 2, limits.max_json_depth) {
+                Ok(()) => match RawJson::from_json(v) {
+                    Ok(raw) => data = Some(raw),
+                    Err(e) => push(Code::InvalidJson, "data", format!("`data`: {e}")),
+                },
+                Err(issue) => {
+                    let (code, message) = describe(issue, limits);
+                    push(code, "data", message);
                 }
-                other => push(
-                    Code::InvalidField,
-                    "data",
-                    format!("`data` must be a JSON object, not {}", kind(&other)),
-                ),
             },
             other => push(
                 Code::UnknownField,
@@ -295,18 +307,106 @@ pub fn validate_event(
             id,
             event_type,
             occurred_at,
-            data,
+            data: data.unwrap_or_default(),
         }),
         _ => Err(problems),
     }
 }
 
-/// Validates the events of one request: the count, each event, and that client ids are unique.
+fn describe(issue: JsonIssue, limits: &Limits) -> (Code, String) {
+    match issue {
+        JsonIssue::TooDeep { .. } => (
+            Code::TooDeep,
+            format!(
+                "event nests more than {} levels deep; the limit is {}",
+                limits.max_json_depth, limits.max_json_depth
+            ),
+        ),
+        JsonIssue::Nul { path } => (
+            Code::InvalidField,
+            format!("`{path}` contains U+0000 (NUL), which PostgreSQL cannot store"),
+        ),
+        JsonIssue::DuplicateKey { path } => (Code::InvalidJson, format!("duplicate key `{path}`")),
+        JsonIssue::NumberOutOfRange { path, number } => (
+            Code::InvalidField,
+            format!(
+                "the number {number} at `{path}` is beyond what PostgreSQL's numeric can store"
+            ),
+        ),
+        JsonIssue::Malformed { at } => (
+            Code::InvalidJson,
+            format!("`data` is not well-formed JSON (at byte {at})"),
+        ),
+    }
+}
+
+enum FieldsError {
+    NotObject(&'static str),
+    Json(String),
+}
+
+/// The top-level fields of an event object, each value as written. A key given twice is
+/// refused: the client would never learn which value was stored.
+fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsError> {
+    if !raw.trim_start().starts_with('{') {
+        return Err(FieldsError::NotObject(kind_of(raw)));
+    }
+    let Fields(fields) =
+        serde_json::from_str::<Fields<'_>>(raw).map_err(|e| FieldsError::Json(e.to_string()))?;
+    Ok(fields)
+}
+
+struct Fields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value::<&'de RawValue>()?;
+                    if out.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "duplicate key `{}`",
+                            key.chars().take(100).collect::<String>()
+                        )));
+                    }
+                    out.push((key, value));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// What kind of JSON value a well-formed text is, for messages.
+fn kind_of(raw: &str) -> &'static str {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// Validates the events of one request: the count and each event (ids are checked once they
+/// are final, by [`assign_ids`]).
 ///
-/// Each item is the parsed event and its size as sent. Every problem is reported, in event
+/// Each item is one event as the client wrote it. Every problem is reported, in event
 /// order; a request with any problem must enqueue nothing.
 pub fn validate_events(
-    items: Vec<(Value, usize)>,
+    items: &[&str],
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Result<Vec<ValidEvent>, Vec<Problem>> {
@@ -324,22 +424,9 @@ pub fn validate_events(
     }
     let mut problems = Vec::new();
     let mut valid = Vec::with_capacity(items.len());
-    let mut seen: HashMap<Uuid, usize> = HashMap::new();
-    for (index, (value, raw_len)) in items.into_iter().enumerate() {
-        match validate_event(value, raw_len, index, limits, now) {
-            Ok(event) => {
-                if let Some(id) = event.id {
-                    if let Some(first) = seen.insert(id, index) {
-                        problems.push(Problem::at(
-                            Code::DuplicateId,
-                            index,
-                            Some("id"),
-                            format!("`id` {id} is also used by event {first}"),
-                        ));
-                    }
-                }
-                valid.push(event);
-            }
+    for (index, raw) in items.iter().enumerate() {
+        match validate_event(raw, index, limits, now) {
+            Ok(event) => valid.push(event),
             Err(mut p) => problems.append(&mut p),
         }
     }
@@ -350,13 +437,34 @@ pub fn validate_events(
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Gives every event of a request its final id (see [`IdSource::id_for`]; `raws` are the
+/// events as sent, in the same order as `valid`) and refuses the request when two events end
+/// with the same id, whether the client chose it or the edge derived it: both would be
+/// answered as accepted and only one stored.
+pub fn assign_ids(
+    valid: &[ValidEvent],
+    raws: &[&str],
+    source: &IdSource<'_>,
+    random: &mut dyn FnMut() -> [u8; 10],
+) -> Result<Vec<Uuid>, Vec<Problem>> {
+    let mut ids = Vec::with_capacity(valid.len());
+    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(valid.len());
+    let mut problems = Vec::new();
+    for (index, (event, raw)) in valid.iter().zip(raws).enumerate() {
+        let id = source.id_for(event.id, index, raw, random);
+        if let Some(first) = seen.insert(id, index) {
+            problems.push(Problem::at(
+                Code::DuplicateId,
+                index,
+                Some("id"),
+                format!("event {index} would have the id {id} of event {first}"),
+            ));
+        }
+        ids.push(id);
+    }
+    if problems.is_empty() {
+        Ok(ids)
+    } else {
+        Err(problems)
     }
 }

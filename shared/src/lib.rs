@@ -11,13 +11,17 @@
 pub mod envelope;
 pub mod event;
 pub mod ids;
+pub mod json;
 pub mod limits;
 pub mod pack;
+pub mod timestamp;
 
 pub use envelope::{decode, encode_message, DecodeError, Envelope, ENVELOPE_VERSION};
 pub use event::{
-    validate_event, validate_events, Code, EdgeInfo, Event, Problem, ValidEvent, MAX_TYPE_CHARS,
+    assign_ids, validate_event, validate_events, Code, EdgeInfo, Event, Problem, ValidEvent,
+    MAX_TYPE_CHARS,
 };
 pub use ids::{derive_id, uuid_v7, IdSource};
+pub use json::RawJson;
 pub use limits::{Limits, LimitsError};
 pub use pack::{pack, BatchEntry, BatchRequest, PackError};

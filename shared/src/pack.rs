@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::envelope::{encode_event, encode_message, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
-use crate::limits::{Limits, ENRICHMENT_BYTES, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
+use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
 
 /// One message of a `SendMessageBatch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,8 +43,8 @@ impl BatchRequest {
 /// Why events could not be packed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PackError {
-    /// One event, once enriched and encoded, is larger than allowed.
-    #[error("event {index} is {size} bytes once enriched; the limit is {max} bytes")]
+    /// One event, once enriched and encoded, does not fit in one SQS message.
+    #[error("event {index} is {size} bytes once enriched and encoded for SQS; a message holds at most {max} bytes")]
     EventTooLarge {
         index: usize,
         size: usize,
@@ -58,9 +58,9 @@ pub enum PackError {
 pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, PackError> {
     let message_cap = limits.max_message_bytes.min(SQS_MAX_MESSAGE_BYTES);
     let batch_cap = limits.max_batch_bytes.min(SQS_MAX_MESSAGE_BYTES);
-    // The client's event may grow by the enrichment the edge adds.
-    let event_cap = (limits.max_event_bytes + ENRICHMENT_BYTES)
-        .min(message_len(message_cap, 1).saturating_sub(message_len(0, 1)));
+    // The event limit applies to what the client sent (checked by validation, on the client's
+    // bytes); here only the hard cap remains: an encoded event must fit in one message.
+    let event_cap = message_cap.saturating_sub(message_len(0, 1));
 
     let mut encoded = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
@@ -68,7 +68,7 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
             index,
             reason: e.to_string(),
         })?;
-        if bytes.len() > event_cap || message_len(bytes.len(), 1) > message_cap {
+        if bytes.len() > event_cap {
             return Err(PackError::EventTooLarge {
                 index,
                 size: bytes.len(),

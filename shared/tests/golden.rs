@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
-use spillway_shared::{decode, derive_id, pack, DecodeError, EdgeInfo, Event, Limits};
+use spillway_shared::{decode, derive_id, pack, DecodeError, EdgeInfo, Event, Limits, RawJson};
 use uuid::Uuid;
 
 fn fixture(name: &str) -> PathBuf {
@@ -44,19 +43,18 @@ fn sample() -> Vec<Event> {
                 colo: Some("FRA".into()),
                 country: Some("DE".into()),
             }),
-            data: json!({"path": "/pricing", "ref": null, "size": [1280, 720]})
-                .as_object()
-                .cloned()
-                .expect("object"),
+            data: RawJson::from_json(r#"{"path":"/pricing","ref":null,"size":[1280,720]}"#)
+                .expect("json"),
         },
         Event {
-            id: derive_id("web", "req-1", 1),
+            // Once derived from an Idempotency-Key; the envelope carries any id the same way.
+            id: Uuid::parse_str("3a59cd1f-d5a5-5bf5-bb62-d239ef258e96").expect("uuid"),
             event_type: "signup \u{FFFE} odd".into(),
             occurred_at: None,
             received_at: t("2026-11-28T08:00:00.123Z"),
             key_id: "web".into(),
             edge: None,
-            data: serde_json::Map::new(),
+            data: RawJson::empty_object(),
         },
     ]
 }
@@ -84,7 +82,10 @@ fn golden_v2_is_refused_with_a_typed_error() {
 #[test]
 fn derived_id_golden() {
     golden(
-        "derived_id_web_req-1_0.txt",
-        &format!("{}\n", derive_id("web", "req-1", 0)),
+        "derived_id_web_req-1_0_page_view.txt",
+        &format!(
+            "{}\n",
+            derive_id("web", "req-1", 0, r#"{"type":"page_view"}"#)
+        ),
     );
 }

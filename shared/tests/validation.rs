@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
-use spillway_shared::{validate_event, validate_events, Code, Limits, Problem};
+use spillway_shared::{
+    assign_ids, derive_id, validate_event, validate_events, Code, IdSource, Limits, Problem,
+};
 
 fn now() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
@@ -11,8 +13,67 @@ fn now() -> DateTime<Utc> {
 }
 
 fn check(v: Value) -> Result<spillway_shared::ValidEvent, Vec<Problem>> {
-    let len = v.to_string().len();
-    validate_event(v, len, 0, &Limits::default(), now())
+    validate_event(&v.to_string(), 0, &Limits::default(), now())
+}
+
+fn check_text(text: &str) -> Result<spillway_shared::ValidEvent, Vec<Problem>> {
+    validate_event(text, 0, &Limits::default(), now())
+}
+
+#[test]
+fn data_is_kept_exactly_as_written() {
+    let text = r#"{"type":"t","data":{ "pi": 3.14159265358979323846, "big": 18446744073709551616,
+        "huge": 1e400, "tiny": 1e-400, "neg0": -0, "s": "\u00e9\/" }}"#;
+    let e = check_text(text).expect("valid");
+    assert_eq!(
+        e.data.get(),
+        r#"{ "pi": 3.14159265358979323846, "big": 18446744073709551616,
+        "huge": 1e400, "tiny": 1e-400, "neg0": -0, "s": "\u00e9\/" }"#
+    );
+}
+
+#[test]
+fn what_postgresql_cannot_store_is_refused_naming_the_field() {
+    for (text, field, needle) in [
+        (r#"{"type":"t","data":{"s":"a\u0000b"}}"#, "data", "data.s"),
+        (r#"{"type":"t","data":{"k\u0000":1}}"#, "data", "NUL"),
+        (r#"{"type":"a\u0000b"}"#, "type", "U+0000"),
+        (r#"{"type":"t","data":{"n":[1e-16384]}}"#, "data", "data.n[0]"),
+        (r#"{"type":"t","data":{"n":1e131072}}"#, "data", "numeric"),
+    ] {
+        let p = check_text(text).expect_err(text);
+        assert_eq!(p.len(), 1, "{text}: {p:?}");
+        assert_eq!(p[0].code, Code::InvalidField, "{text}");
+        assert_eq!(p[0].field.as_deref(), Some(field), "{text}");
+        assert!(p[0].message.contains(needle), "{text}: {}", p[0].message);
+    }
+}
+
+#[test]
+fn duplicate_keys_are_refused_at_any_level() {
+    for (text, field) in [
+        (r#"{"type":"a","type":"b"}"#, None),
+        (r#"{"type":"t","data":{"a":1,"a":2}}"#, Some("data".to_owned())),
+        (r#"{"type":"t","data":{"x":{"a":1,"\u0061":2}}}"#, Some("data".to_owned())),
+    ] {
+        assert_eq!(codes(check_text(text)), vec![(Code::InvalidJson, field)], "{text}");
+    }
+}
+
+#[test]
+fn timestamps_are_stored_as_postgresql_reads_them() {
+    let e = check_text(r#"{"type":"t","timestamp":"2026-11-28T07:00:00.0000015Z"}"#)
+        .expect("valid");
+    assert_eq!(
+        e.occurred_at.map(|t| t.to_rfc3339()).as_deref(),
+        Some("2026-11-28T07:00:00.000002+00:00")
+    );
+    assert_eq!(
+        codes(check_text(
+            r#"{"type":"t","timestamp":"2026-11-28T07:00:60Z"}"#
+        )),
+        vec![(Code::InvalidField, Some("timestamp".into()))]
+    );
 }
 
 fn codes(r: Result<spillway_shared::ValidEvent, Vec<Problem>>) -> Vec<(Code, Option<String>)> {
@@ -28,7 +89,7 @@ fn minimal_event_is_valid_with_empty_data() {
     assert_eq!(e.event_type, "page_view");
     assert_eq!(e.id, None);
     assert_eq!(e.occurred_at, None);
-    assert!(e.data.is_empty());
+    assert_eq!(e.data.get(), "{}");
 }
 
 #[test]
@@ -49,7 +110,7 @@ fn full_event_is_valid() {
         Some("2026-11-28T08:30:00+00:00"),
         "normalised to UTC"
     );
-    assert_eq!(e.data.get("seats"), Some(&json!(3)));
+    assert_eq!(e.data.get(), r#"{"plan":"pro","seats":3}"#);
 }
 
 #[test]
@@ -180,24 +241,13 @@ fn every_problem_is_reported() {
 #[test]
 fn event_size_is_limited() {
     let limits = Limits::default();
-    let r = validate_event(
-        json!({"type": "t"}),
-        limits.max_event_bytes + 1,
-        4,
-        &limits,
-        now(),
-    );
+    // Measured on the client's bytes, whitespace included.
+    let sized = |n: usize| format!("{{\"type\":\"t\"{}}}", " ".repeat(n - 12));
+    let r = validate_event(&sized(limits.max_event_bytes + 1), 4, &limits, now());
     let p = r.expect_err("too large");
     assert_eq!(p[0].code, Code::EventTooLarge);
     assert_eq!(p[0].index, Some(4));
-    assert!(validate_event(
-        json!({"type": "t"}),
-        limits.max_event_bytes,
-        4,
-        &limits,
-        now()
-    )
-    .is_ok());
+    assert!(validate_event(&sized(limits.max_event_bytes), 4, &limits, now()).is_ok());
 }
 
 #[test]
@@ -206,16 +256,12 @@ fn event_count_is_limited() {
         max_events_per_request: 3,
         ..Limits::default()
     };
-    let items = |n| {
-        (0..n)
-            .map(|_| (json!({"type": "t"}), 12))
-            .collect::<Vec<_>>()
-    };
+    let items = |n| vec![r#"{"type":"t"}"#; n];
     assert_eq!(
-        validate_events(items(3), &limits, now()).map(|v| v.len()),
+        validate_events(&items(3), &limits, now()).map(|v| v.len()),
         Ok(3)
     );
-    let p = validate_events(items(4), &limits, now()).expect_err("too many");
+    let p = validate_events(&items(4), &limits, now()).expect_err("too many");
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].code, Code::TooManyEvents);
     assert_eq!(p[0].index, None);
@@ -224,25 +270,40 @@ fn event_count_is_limited() {
 #[test]
 fn duplicate_client_ids_in_one_request() {
     let id = "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10";
-    let items = vec![
-        (json!({"type": "a", "id": id}), 10),
-        (json!({"type": "b"}), 10),
-        (json!({"type": "c", "id": id}), 10),
-    ];
-    let p = validate_events(items, &Limits::default(), now()).expect_err("dup");
+    let a = format!(r#"{{"type":"a","id":"{id}"}}"#);
+    let c = format!(r#"{{"type":"c","id":"{id}"}}"#);
+    let items = [a.as_str(), r#"{"type":"b"}"#, c.as_str()];
+    let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+    let source = IdSource::Generated { unix_ms: 0 };
+    let p = assign_ids(&valid, &items, &source, &mut || [7; 10]).expect_err("dup");
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].code, Code::DuplicateId);
     assert_eq!(p[0].index, Some(2));
 }
 
 #[test]
+fn a_client_id_equal_to_a_derived_id_is_a_duplicate() {
+    // The final ids are compared, whatever made them: event 1's derived id, sent as event 0's
+    // own `id`, would otherwise answer `ids: [x, x]` and store one row.
+    let second = r#"{"type":"b"}"#;
+    let source = IdSource::Idempotency {
+        key_id: "web",
+        idempotency_key: "req-1",
+    };
+    let derived = derive_id("web", "req-1", 1, second);
+    let first = format!(r#"{{"type":"a","id":"{derived}"}}"#);
+    let items = [first.as_str(), second];
+    let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+    let p = assign_ids(&valid, &items, &source, &mut || [7; 10]).expect_err("dup");
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].code, Code::DuplicateId);
+    assert_eq!(p[0].index, Some(1));
+}
+
+#[test]
 fn problems_carry_the_event_index_in_order() {
-    let items = vec![
-        (json!({"type": "ok"}), 10),
-        (json!({"nope": 1}), 10),
-        (json!("x"), 3),
-    ];
-    let p = validate_events(items, &Limits::default(), now()).expect_err("invalid");
+    let items = [r#"{"type":"ok"}"#, r#"{"nope":1}"#, r#""x""#];
+    let p = validate_events(&items, &Limits::default(), now()).expect_err("invalid");
     let idx: Vec<_> = p.iter().map(|p| p.index).collect();
     assert_eq!(idx, vec![Some(1), Some(1), Some(2)]);
 }

@@ -1,0 +1,490 @@
+//! An event's `data` kept exactly as the client wrote it, and the checks that make sure
+//! PostgreSQL's `jsonb` can store it.
+//!
+//! `data` is never parsed into numbers or re-serialised: the client's bytes travel through SQS
+//! and PostgreSQL parses them itself, so `1e400`, `-0` and `3.14159265358979323846` reach the
+//! table exactly as `'<client text>'::jsonb` would read them. What `jsonb` cannot hold is refused
+//! at the edge instead: `\u0000` (SQLSTATE 22P05) and numbers outside `numeric`'s range.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// A JSON object as the client sent it (whitespace, escapes and number spelling unchanged).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// `{}`, what an event without `data` stores.
+    pub fn empty_object() -> Self {
+        Self::from_json("{}").unwrap_or_else(|_| unreachable!("`{{}}` is JSON"))
+    }
+
+    /// Keeps `text`, which must be one well-formed JSON value.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text.to_owned()).map(Self)
+    }
+
+    /// The client's text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Default for RawJson {
+    fn default() -> Self {
+        Self::empty_object()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+/// `numeric`'s limits (PostgreSQL `numeric.c`): at most 131,072 digits before the decimal point
+/// and a display scale of at most 16,383 digits after it, counted as the number is written.
+const NUMERIC_MAX_INTEGER_DIGITS: i64 = 131_072;
+const NUMERIC_MAX_SCALE: i64 = 16_383;
+
+/// Why a well-formed JSON value cannot be stored as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonIssue {
+    /// Nested deeper than allowed; `depth` is the first level over the limit.
+    TooDeep { depth: usize },
+    /// A string or key holds U+0000, which PostgreSQL's text and `jsonb` cannot store.
+    Nul { path: String },
+    /// An object has the same key twice (`jsonb` would silently keep the last one).
+    DuplicateKey { path: String },
+    /// A number PostgreSQL's `numeric` cannot represent.
+    NumberOutOfRange { path: String, number: String },
+    /// Not well-formed JSON (callers pass text a JSON parser already accepted).
+    Malformed { at: usize },
+}
+
+/// Checks a well-formed JSON value for what `jsonb` cannot store, and its nesting: the value
+/// itself sits at level `level`, each container inside it one level deeper, and no container
+/// may sit deeper than `max_level`. `path` names the value in messages (`data`).
+pub fn check_storable(
+    text: &str,
+    path: &str,
+    level: usize,
+    max_level: usize,
+) -> Result<(), JsonIssue> {
+    let mut s = Scanner {
+        b: text.as_bytes(),
+        i: 0,
+        path: vec![Seg::Name(path.to_owned())],
+        max_level,
+    };
+    s.ws();
+    s.value(level)?;
+    s.ws();
+    if s.i != s.b.len() {
+        return Err(JsonIssue::Malformed { at: s.i });
+    }
+    Ok(())
+}
+
+enum Seg {
+    Name(String),
+    Key(String),
+    Index(usize),
+}
+
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+    path: Vec<Seg>,
+    max_level: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn path(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Name(n) => out.push_str(n),
+                Seg::Key(k) => {
+                    out.push('.');
+                    out.extend(k.chars().take(64));
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn malformed(&self) -> JsonIssue {
+        JsonIssue::Malformed { at: self.i }
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), JsonIssue> {
+        self.ws();
+        if self.peek() == Some(byte) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(self.malformed())
+        }
+    }
+
+    fn value(&mut self, level: usize) -> Result<(), JsonIssue> {
+        match self.peek() {
+            Some(b'{') => self.object(level),
+            Some(b'[') => self.array(level),
+            Some(b'"') => {
+                let (raw, has_nul) = self.string()?;
+                if has_nul {
+                    return Err(JsonIssue::Nul { path: self.path() });
+                }
+                let _ = raw;
+                Ok(())
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.malformed()),
+        }
+    }
+
+    fn enter(&self, level: usize) -> Result<(), JsonIssue> {
+        if level > self.max_level {
+            Err(JsonIssue::TooDeep { depth: level })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn object(&mut self, level: usize) -> Result<(), JsonIssue> {
+        self.enter(level)?;
+        self.i += 1;
+        let mut keys: HashSet<Cow<'a, str>> = HashSet::new();
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.malformed());
+            }
+            let start = self.i;
+            let (raw, has_nul) = self.string()?;
+            let key = decode_key(raw).ok_or(JsonIssue::Malformed { at: start })?;
+            self.path.push(Seg::Key(key.clone().into_owned()));
+            if has_nul {
+                return Err(JsonIssue::Nul { path: self.path() });
+            }
+            if !keys.insert(key) {
+                return Err(JsonIssue::DuplicateKey { path: self.path() });
+            }
+            self.expect(b':')?;
+            self.ws();
+            self.value(level + 1)?;
+            self.path.pop();
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.malformed()),
+            }
+        }
+    }
+
+    fn array(&mut self, level: usize) -> Result<(), JsonIssue> {
+        self.enter(level)?;
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        let mut index = 0;
+        loop {
+            self.ws();
+            self.path.push(Seg::Index(index));
+            self.value(level + 1)?;
+            self.path.pop();
+            index += 1;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.malformed()),
+            }
+        }
+    }
+
+    /// Skips a string; returns its raw text (quotes included) and whether it holds `\u0000`.
+    fn string(&mut self) -> Result<(&'a str, bool), JsonIssue> {
+        let start = self.i;
+        self.i += 1;
+        let mut has_nul = false;
+        loop {
+            match self.peek() {
+                None => return Err(self.malformed()),
+                Some(b'"') => {
+                    self.i += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    if self.b.get(self.i + 1) == Some(&b'u') {
+                        let hex = self.b.get(self.i + 2..self.i + 6).ok_or(self.malformed())?;
+                        has_nul |= hex == b"0000";
+                        self.i += 6;
+                    } else {
+                        self.i += 2;
+                    }
+                }
+                Some(0) => {
+                    has_nul = true;
+                    self.i += 1;
+                }
+                Some(_) => self.i += 1,
+            }
+        }
+        let raw = std::str::from_utf8(&self.b[start..self.i.min(self.b.len())])
+            .map_err(|_| JsonIssue::Malformed { at: start })?;
+        Ok((raw, has_nul))
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), JsonIssue> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(self.malformed())
+        }
+    }
+
+    fn number(&mut self) -> Result<(), JsonIssue> {
+        let start = self.i;
+        while matches!(
+            self.peek(),
+            Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+        ) {
+            self.i += 1;
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.malformed())?;
+        if numeric_storable(text) {
+            Ok(())
+        } else {
+            Err(JsonIssue::NumberOutOfRange {
+                path: self.path(),
+                number: text.chars().take(40).collect(),
+            })
+        }
+    }
+}
+
+/// A key's text without quotes and escapes; borrowed when it has no escapes.
+fn decode_key(raw: &str) -> Option<Cow<'_, str>> {
+    if raw.contains('\\') {
+        serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        raw.get(1..raw.len().checked_sub(1)?).map(Cow::Borrowed)
+    }
+}
+
+/// Whether PostgreSQL's `numeric` input accepts this JSON number, following its rules: the
+/// display scale is the digits written after the point minus the exponent, the weight that of
+/// the first non-zero digit. Limits as in PostgreSQL 12 to 17.
+pub fn numeric_storable(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], &unsigned[at + 1..]),
+        None => (unsigned, "0"),
+    };
+    let exponent = parse_exponent(exponent);
+    // PostgreSQL refuses exponents of INT_MAX / 2 and beyond before anything else.
+    if exponent.abs() >= i64::from(i32::MAX / 2) {
+        return false;
+    }
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let scale = (frac.len() as i64 - exponent).max(0);
+    if scale > NUMERIC_MAX_SCALE {
+        return false;
+    }
+    let digits = int.bytes().chain(frac.bytes());
+    match digits.clone().position(|d| d != b'0') {
+        None => true, // zero: only the scale counts
+        Some(first) => {
+            // Decimal exponent of the first significant digit.
+            let lead = int.len() as i64 - 1 - first as i64 + exponent;
+            lead < NUMERIC_MAX_INTEGER_DIGITS
+        }
+    }
+}
+
+/// An exponent's value, saturated far beyond any limit (the text is digits with a sign).
+fn parse_exponent(text: &str) -> i64 {
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let mut value: i64 = 0;
+    for d in digits.bytes() {
+        value = value
+            .saturating_mul(10)
+            .saturating_add(i64::from(d.wrapping_sub(b'0')));
+    }
+    if negative {
+        -value
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<(), JsonIssue> {
+        check_storable(text, "data", 2, 32)
+    }
+
+    #[test]
+    fn raw_json_keeps_the_clients_text() {
+        let raw = RawJson::from_json(r#"{ "n" : 1e400, "z": -0 }"#).expect("json");
+        assert_eq!(raw.get(), r#"{ "n" : 1e400, "z": -0 }"#);
+        let wire = serde_json::to_string(&raw).expect("serialise");
+        assert_eq!(wire, r#"{ "n" : 1e400, "z": -0 }"#);
+        let back: RawJson = serde_json::from_str(&wire).expect("deserialise");
+        assert_eq!(back, raw);
+        assert_eq!(RawJson::default().get(), "{}");
+    }
+
+    #[test]
+    fn nul_anywhere_is_found_with_its_path() {
+        assert_eq!(
+            check(r#"{"s":"a\u0000b"}"#),
+            Err(JsonIssue::Nul {
+                path: "data.s".into()
+            })
+        );
+        assert_eq!(
+            check(r#"{"a":[1,{"k\u0000":2}]}"#),
+            Err(JsonIssue::Nul {
+                path: "data.a[1].k\u{0}".into()
+            })
+        );
+        // An escaped backslash followed by u0000 is not a NUL.
+        assert_eq!(check(r#"{"s":"\\u0000"}"#), Ok(()));
+        assert_eq!(check(r#"{"s":"\u0001\u00a0\ud83d\ude00"}"#), Ok(()));
+    }
+
+    #[test]
+    fn duplicate_keys_compare_decoded() {
+        assert_eq!(
+            check(r#"{"a":1,"\u0061":2}"#),
+            Err(JsonIssue::DuplicateKey {
+                path: "data.a".into()
+            })
+        );
+        assert_eq!(check(r#"{"a":{"a":1},"b":{"a":1}}"#), Ok(()));
+    }
+
+    #[test]
+    fn depth_counts_from_the_given_level() {
+        assert_eq!(check_storable(r#"{"a":{}}"#, "data", 2, 3), Ok(()));
+        assert_eq!(
+            check_storable(r#"{"a":{"b":[]}}"#, "data", 2, 3),
+            Err(JsonIssue::TooDeep { depth: 4 })
+        );
+    }
+
+    #[test]
+    fn numbers_within_numeric() {
+        // Each verdict checked against PostgreSQL 15 (`'<n>'::jsonb`).
+        for ok in [
+            "0",
+            "-0",
+            "1e400",
+            "1e1001",
+            "1e-1000",
+            "123.456e-1000",
+            "18446744073709551616",
+            "3.14159265358979323846",
+            "1e131071",
+            "0e131072",
+            "1E+5",
+        ] {
+            assert!(numeric_storable(ok), "{ok}");
+        }
+        for bad in [
+            "0.5e-16383",
+            "1e131072",
+            "1e-16384",
+            "0e-16384",
+            "1e99999999999999999999",
+            "1e-1073741823",
+        ] {
+            assert!(!numeric_storable(bad), "{bad}");
+        }
+        let long_fraction = format!("0.{}1", "0".repeat(16382));
+        assert!(numeric_storable(&long_fraction));
+        let too_long = format!("0.{}1", "0".repeat(16383));
+        assert!(!numeric_storable(&too_long));
+        let wide = format!("1{}", "0".repeat(131071));
+        assert!(numeric_storable(&wide));
+        assert!(!numeric_storable(&format!("{wide}0")));
+        assert_eq!(
+            check(r#"{"x":[1e-16384]}"#),
+            Err(JsonIssue::NumberOutOfRange {
+                path: "data.x[0]".into(),
+                number: "1e-16384".into()
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_text_is_reported_not_panicked() {
+        for bad in [
+            "",
+            "{",
+            "{\"a\"",
+            "{\"a\":",
+            "[1,",
+            "\"abc",
+            "tru",
+            "{\"a\":1 x",
+            "\"\\u12",
+        ] {
+            assert!(
+                matches!(check(bad), Err(JsonIssue::Malformed { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+}
