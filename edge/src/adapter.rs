@@ -15,6 +15,7 @@ use worker::{event, js_sys, Context, Env};
 
 use crate::config::{Config, ConfigError};
 use crate::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
+use crate::gate::UnreadableHeaders;
 use crate::handler::{handle, misconfigured, Deps};
 use crate::ports::{BodyError, BodySource, RateLimit, RateLimitError, Runtime};
 use crate::sqs::SqsSender;
@@ -141,14 +142,19 @@ fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
     let mut builder = http::Request::builder()
         .method(req.method().as_ref())
         .uri(req.url()?.as_str());
+    let mut unreadable = UnreadableHeaders::default();
     if let Some(headers) = builder.headers_mut() {
         for (name, value) in req.headers().entries() {
-            // A header `http` cannot represent is left out rather than failing the request.
-            if let (Ok(n), Ok(v)) = (
+            // A header `http` cannot represent is recorded by name, not dropped: the request
+            // path refuses the ones it reads (gate::check_read_headers).
+            match (
                 http::HeaderName::from_bytes(name.as_bytes()),
                 http::HeaderValue::from_str(&value),
             ) {
-                headers.append(n, v);
+                (Ok(n), Ok(v)) => {
+                    headers.append(n, v);
+                }
+                _ => unreadable.0.push(name),
             }
         }
     }
@@ -157,6 +163,7 @@ fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
         .body(WorkerBody(req))
         .map_err(|e| worker::Error::RustError(e.to_string()))?;
     request.extensions_mut().insert(edge);
+    request.extensions_mut().insert(unreadable);
     Ok(request)
 }
 

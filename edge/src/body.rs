@@ -5,7 +5,6 @@ use std::io::Read;
 
 use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use spillway_shared::{Code, Limits, Problem};
 
 use crate::error::EdgeError;
@@ -88,15 +87,17 @@ pub fn gunzip_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, EdgeError> {
     }
 }
 
-/// One parsed event and its size as sent.
-pub type Item = (Value, usize);
-
-/// Splits and parses the body into events, without yet judging them (that is `validate_events`).
+/// Splits the body into its events, each as the client wrote it, without yet judging them (that
+/// is `validate_events`). Every event is checked to be well-formed JSON; none is parsed into
+/// values, so `data` keeps the client's exact text.
 ///
-/// Events larger than `max_event_bytes` are not parsed at all: they stand in as `null` with
-/// their size, which validation turns into `event_too_large`. More events than
-/// `max_events_per_request` stop parsing at once.
-pub fn parse(body: &[u8], format: Format, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
+/// Events larger than `max_event_bytes` are passed on unchecked (validation refuses them as
+/// `event_too_large` by their size). More events than `max_events_per_request` stop at once.
+pub fn parse<'a>(
+    body: &'a [u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<Vec<&'a str>, EdgeError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).map_err(|e| EdgeError::InvalidJson {
         message: format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
@@ -112,79 +113,9 @@ pub fn parse(body: &[u8], format: Format, limits: &Limits) -> Result<Vec<Item>, 
     Ok(items)
 }
 
-/// Parses one JSON value like `serde_json::from_str::<Value>`, except that an object with the
-/// same key twice is refused: `{"type":"a","type":"b"}` would otherwise be read silently as its
-/// last value, and the client would never learn which one was stored.
-pub fn strict_value(text: &str) -> Result<Value, serde_json::Error> {
-    serde_json::from_str::<Strict>(text).map(|s| s.0)
-}
-
-struct Strict(Value);
-
-impl<'de> serde::Deserialize<'de> for Strict {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("number out of range"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        serde::Deserialize::deserialize(d).map(|Strict(v)| v)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(Strict(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let Strict(v) = map.next_value()?;
-            if out.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!(
-                    "duplicate key `{}`",
-                    truncate(&key)
-                )));
-            }
-            out.insert(key, v);
-        }
-        Ok(Value::Object(out))
-    }
+/// Checks that `text` is one well-formed JSON value, keeping it as text.
+fn well_formed(text: &str) -> Result<&str, serde_json::Error> {
+    serde_json::from_str::<&RawValue>(text).map(RawValue::get)
 }
 
 /// A parse error as the client sees it. JSON nested deeper than the parser goes (128 levels)
@@ -221,50 +152,34 @@ fn too_many(limits: &Limits) -> EdgeError {
     }])
 }
 
-fn item(raw: &str, index: usize, limits: &Limits) -> Result<Item, EdgeError> {
-    if raw.len() > limits.max_event_bytes {
-        return Ok((Value::Null, raw.len()));
-    }
-    strict_value(raw).map(|v| (v, raw.len())).map_err(|e| {
-        let message = format!("event {index}: {e}");
-        json_error(e, message, Some(index), limits)
-    })
-}
-
-fn parse_json(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
+fn parse_json<'a>(text: &'a str, limits: &Limits) -> Result<Vec<&'a str>, EdgeError> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     if trimmed.is_empty() {
         return Ok(Vec::new()); // answered as `no_events`
     }
     if !trimmed.starts_with('[') {
-        // One event: parsed once, straight into a value (unless it is too large to bother).
+        // One event (unless it is too large to bother checking).
         if trimmed.len() > limits.max_event_bytes {
-            return Ok(vec![(Value::Null, trimmed.len())]);
+            return Ok(vec![trimmed]);
         }
-        let value = strict_value(trimmed).map_err(|e| {
+        well_formed(trimmed).map_err(|e| {
             let message = e.to_string();
             json_error(e, message, None, limits)
         })?;
-        return Ok(vec![(value, trimmed.len())]);
+        return Ok(vec![trimmed]);
     }
-    // An array: split into raw elements first, so each event's size as sent is known and
-    // oversized ones are never parsed into values.
-    let elements: Vec<&RawValue> =
-        serde_json::from_str(trimmed).map_err(|e| EdgeError::InvalidJson {
-            message: e.to_string(),
-            index: None,
-        })?;
+    // An array: split into raw elements, so each event's size as sent is known.
+    let elements: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(|e| {
+        let message = e.to_string();
+        json_error(e, message, None, limits)
+    })?;
     if elements.len() > limits.max_events_per_request {
         return Err(too_many(limits));
     }
-    elements
-        .iter()
-        .enumerate()
-        .map(|(i, r)| item(r.get(), i, limits))
-        .collect()
+    Ok(elements.into_iter().map(RawValue::get).collect())
 }
 
-fn parse_ndjson(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
+fn parse_ndjson<'a>(text: &'a str, limits: &Limits) -> Result<Vec<&'a str>, EdgeError> {
     let mut items = Vec::new();
     for (line_no, line) in text.split('\n').enumerate() {
         let line = line.trim();
@@ -275,15 +190,13 @@ fn parse_ndjson(text: &str, limits: &Limits) -> Result<Vec<Item>, EdgeError> {
             return Err(too_many(limits));
         }
         let index = items.len();
-        if line.len() > limits.max_event_bytes {
-            items.push((Value::Null, line.len()));
-            continue;
+        if line.len() <= limits.max_event_bytes {
+            well_formed(line).map_err(|e| {
+                let message = format!("line {}: {e}", line_no + 1);
+                json_error(e, message, Some(index), limits)
+            })?;
         }
-        let value = strict_value(line).map_err(|e| {
-            let message = format!("line {}: {e}", line_no + 1);
-            json_error(e, message, Some(index), limits)
-        })?;
-        items.push((value, line.len()));
+        items.push(line);
     }
     Ok(items)
 }
@@ -411,14 +324,28 @@ mod tests {
     #[test]
     fn single_object_array_and_sizes() {
         let one = parse(br#"  {"type":"a"}  "#, Format::Json, &limits()).expect("ok");
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].1, 12);
-        let many = parse(br#"[{"type":"a"}, {"type":"bb"}]"#, Format::Json, &limits()).expect("ok");
-        assert_eq!(many.iter().map(|i| i.1).collect::<Vec<_>>(), vec![12, 13]);
-        // A bare scalar parses; validation calls it an invalid event.
+        assert_eq!(one, vec![r#"{"type":"a"}"#]);
+        let many = parse(
+            br#"[{"type":"a"}, { "type" : "bb"}]"#,
+            Format::Json,
+            &limits(),
+        )
+        .expect("ok");
+        assert_eq!(many, vec![r#"{"type":"a"}"#, r#"{ "type" : "bb"}"#]);
+        // A bare scalar is well-formed; validation calls it an invalid event.
         assert_eq!(
-            parse(b"42", Format::Json, &limits()).expect("ok")[0].0,
-            Value::from(42)
+            parse(b"42", Format::Json, &limits()).expect("ok"),
+            vec!["42"]
+        );
+        // Numbers no f64 holds are JSON all the same.
+        assert_eq!(
+            parse(
+                b"[{\"type\":\"a\",\"data\":{\"n\":1e400}}]",
+                Format::Json,
+                &limits()
+            )
+            .expect("ok"),
+            vec![r#"{"type":"a","data":{"n":1e400}}"#]
         );
     }
 
@@ -459,7 +386,7 @@ mod tests {
         let body = b"{\"type\":\"a\"}\r\n\n  \n{\"type\":\"b\"}\n";
         let items = parse(body, Format::Ndjson, &limits()).expect("ok");
         assert_eq!(items.len(), 2);
-        assert_eq!(items[1].0["type"], "b");
+        assert_eq!(items[1], r#"{"type":"b"}"#);
         let err =
             parse(b"{\"type\":\"a\"}\n\n{oops}\n", Format::Ndjson, &limits()).expect_err("bad");
         match err {
@@ -483,7 +410,7 @@ mod tests {
         };
         let body = br#"[{"type":"a"},{"type":"this one is long"}]"#;
         let items = parse(body, Format::Json, &l).expect("ok");
-        assert_eq!(items[1], (Value::Null, 27));
+        assert_eq!(items[1], r#"{"type":"this one is long"}"#);
     }
 
     #[test]

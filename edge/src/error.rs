@@ -37,6 +37,9 @@ pub enum EdgeError {
     NoEvents,
     #[error("invalid Idempotency-Key")]
     InvalidIdempotencyKey,
+    /// A header the request path reads holds bytes no header value may hold.
+    #[error("the {0} header cannot be read")]
+    InvalidHeader(&'static str),
     #[error("could not read the body: {0}")]
     BodyRead(String),
     /// Validation problems, in event order (never empty).
@@ -138,6 +141,11 @@ impl EdgeError {
                 (400, "invalid_json", message.clone())
             }
             EdgeError::NoEvents => (400, "no_events", "the request holds no events".into()),
+            EdgeError::InvalidHeader(name) => (
+                400,
+                "invalid_header",
+                format!("the {name} header holds characters a header value may not hold (control characters, DEL or non-ASCII)"),
+            ),
             EdgeError::InvalidIdempotencyKey => (
                 400,
                 "invalid_idempotency_key",

@@ -16,6 +16,51 @@ pub enum Route {
     Preflight,
 }
 
+/// The path as the log line names it: a known route, or `(unknown)`. A mistyped path can hold
+/// anything the client typed, an ingest key included (`/v1/events&key=...`), so it is never
+/// logged as sent.
+pub fn log_path(path: &str) -> &'static str {
+    match path {
+        "/v1/events" => "/v1/events",
+        "/healthz" => "/healthz",
+        _ => "(unknown)",
+    }
+}
+
+/// Request headers that the runtime could not represent as `http` header values (a control
+/// character or DEL in the value), by name. The adapter records them instead of failing the
+/// request, so that the request path can refuse the ones it reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnreadableHeaders(pub Vec<String>);
+
+/// The headers the ingest path reads.
+const READ_HEADERS: [&str; 6] = [
+    "authorization",
+    "x-api-key",
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "idempotency-key",
+];
+
+/// Refuses a request whose headers that matter cannot be read as sent: a header the runtime
+/// could not represent, or one with bytes other than visible ASCII. Treating it as absent
+/// would silently change the request (an `Idempotency-Key` ignored, so a retry is stored
+/// twice; a `Content-Type` with a stray control byte accepted as JSON).
+pub fn check_read_headers(
+    headers: &HeaderMap,
+    unreadable: Option<&UnreadableHeaders>,
+) -> Result<(), EdgeError> {
+    for name in READ_HEADERS {
+        let lost = unreadable.is_some_and(|u| u.0.iter().any(|n| n.eq_ignore_ascii_case(name)));
+        let garbled = headers.get_all(name).iter().any(|v| v.to_str().is_err());
+        if lost || garbled {
+            return Err(EdgeError::InvalidHeader(name));
+        }
+    }
+    Ok(())
+}
+
 const INGEST_ALLOW: &str = "POST, OPTIONS";
 const HEALTH_ALLOW: &str = "GET, HEAD, OPTIONS";
 

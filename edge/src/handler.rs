@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, Request, Response};
 use serde::Serialize;
 use spillway_shared::{
-    pack, uuid_v7, validate_events, BatchRequest, EdgeInfo, Event, IdSource, Limits,
+    assign_ids, pack, uuid_v7, validate_events, BatchRequest, EdgeInfo, Event, IdSource, Limits,
 };
 use uuid::Uuid;
 
@@ -16,7 +16,8 @@ use crate::body::{encoding_of, format_of, gunzip_capped, parse, Encoding, Format
 use crate::config::{Config, ConfigError};
 use crate::error::EdgeError;
 use crate::gate::{
-    authenticate, cors_headers, idempotency_key, preflight_headers, presented_key, route, Route,
+    authenticate, check_read_headers, cors_headers, idempotency_key, log_path, preflight_headers,
+    presented_key, route, Route, UnreadableHeaders,
 };
 use crate::log::RequestLog;
 use crate::ports::{BodyError, BodySource, QueueSender, RateLimit, Runtime};
@@ -95,7 +96,7 @@ where
     let mut log = RequestLog::new(
         request_id(&parts.headers, deps.rt, started),
         parts.method.as_str(),
-        parts.uri.path(),
+        log_path(parts.uri.path()),
     );
     log.colo = parts
         .extensions
@@ -166,7 +167,7 @@ pub fn misconfigured<R: Runtime, B>(req: &Request<B>, error: &ConfigError, rt: &
     let mut log = RequestLog::new(
         request_id(req.headers(), rt, now),
         req.method().as_str(),
-        req.uri().path(),
+        log_path(req.uri().path()),
     );
     let reply = EdgeError::Misconfigured.reply();
     log.status = reply.status;
@@ -200,6 +201,7 @@ where
     let config = deps.config;
     let limits = &config.limits;
     let headers = &parts.headers;
+    check_read_headers(headers, parts.extensions.get::<UnreadableHeaders>())?;
 
     let presented = presented_key(headers, parts.uri.query());
     let key_id = authenticate(&config.ingest_keys, presented.as_deref())?;
@@ -324,7 +326,7 @@ pub fn prepare(
     let received_at =
         DateTime::<Utc>::from_timestamp_millis(i64::try_from(stamp.now_ms).unwrap_or(i64::MAX))
             .unwrap_or_default();
-    let valid = validate_events(items, limits, received_at).map_err(EdgeError::Invalid)?;
+    let valid = validate_events(&items, limits, received_at).map_err(EdgeError::Invalid)?;
     let source = match stamp.idempotency_key {
         Some(idempotency_key) => IdSource::Idempotency {
             key_id: stamp.key_id,
@@ -334,15 +336,12 @@ pub fn prepare(
             unix_ms: stamp.now_ms,
         },
     };
+    let ids = assign_ids(&valid, &items, &source, random).map_err(EdgeError::Invalid)?;
     let events: Vec<Event> = valid
         .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let id = source.id_for(v.id, i, random);
-            v.enrich(id, received_at, stamp.key_id, stamp.edge.clone())
-        })
+        .zip(&ids)
+        .map(|(v, &id)| v.enrich(id, received_at, stamp.key_id, stamp.edge.clone()))
         .collect();
-    let ids = events.iter().map(|e| e.id).collect();
     let batches = pack(&events, limits).map_err(EdgeError::Pack)?;
     Ok(Prepared { ids, batches })
 }

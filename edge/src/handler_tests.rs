@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
 use crate::config::{Config, ConfigError};
+use crate::gate::UnreadableHeaders;
 use crate::handler::{handle, misconfigured, Deps, Handled};
 use crate::ports::{BatchOutcome, BodyError, BodySource, FailedEntry, SendError};
 use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
@@ -357,7 +358,7 @@ async fn single_event_is_enriched_packed_and_acknowledged() {
             country: Some("DE".into())
         })
     );
-    assert_eq!(e.data["path"], "/");
+    assert_eq!(e.data.get(), r#"{"path":"/"}"#);
     assert_eq!(edge.queue.groups(), vec!["web".to_owned()]);
 
     let log = &a.0.log;
@@ -459,7 +460,10 @@ async fn idempotency_key_derives_stable_ids() {
     assert_eq!(first, again, "a retried request maps to the same ids");
     assert_eq!(
         first,
-        vec![derive_id("web", "req-1", 0), derive_id("web", "req-1", 1)]
+        vec![
+            derive_id("web", "req-1", 0, r#"{"type":"a"}"#),
+            derive_id("web", "req-1", 1, r#"{"type":"b"}"#)
+        ]
     );
     let other = edge
         .call(with_idempotency(body, "req-2", KEY_WEB))
@@ -471,6 +475,89 @@ async fn idempotency_key_derives_stable_ids() {
         .await
         .ids();
     assert_ne!(first[0], other_tenant[0], "key ids keep tenants apart");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reusing_an_idempotency_key_for_another_body_stores_both() {
+    // Before: the second body got `202` with the first body's ids and was dropped by the
+    // consumer's ON CONFLICT DO NOTHING.
+    let edge = Edge::new();
+    let first = edge
+        .call(with_idempotency(
+            r#"[{"type":"a"},{"type":"b"}]"#,
+            "req-1",
+            KEY_WEB,
+        ))
+        .await
+        .ids();
+    let second = edge
+        .call(with_idempotency(
+            r#"[{"type":"a"},{"type":"changed"}]"#,
+            "req-1",
+            KEY_WEB,
+        ))
+        .await
+        .ids();
+    assert_eq!(
+        first[0], second[0],
+        "the same event at the same position is the same event"
+    );
+    assert_ne!(first[1], second[1], "a different event gets its own id");
+    let queued = edge.queued();
+    assert_eq!(queued.len(), 4);
+    let changed = queued.iter().find(|e| e.id == second[1]).expect("queued");
+    assert_eq!(changed.event_type, "changed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_reaches_the_queue_exactly_as_sent() {
+    let edge = Edge::new();
+    let data = r#"{ "pi": 3.14159265358979323846, "big": 18446744073709551616,
+        "wide": 123456789012345678901234567890, "tiny": 1e-400, "huge": 1e400, "neg0": -0,
+        "esc": "\u00e9\/\ud83d\ude00" }"#;
+    edge.call(authed(format!(r#"{{"type":"t","data":{data}}}"#)))
+        .await
+        .ids();
+    assert_eq!(edge.queued()[0].data.get(), data);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_mistyped_path_is_logged_as_unknown_without_the_key() {
+    let edge = Edge::new();
+    let req = post(r#"{"type":"a"}"#)
+        .uri(format!(
+            "https://ingest.example.com/v1/events&key={KEY_WEB}"
+        ))
+        .body(br#"{"type":"a"}"#.to_vec())
+        .expect("request");
+    let a = edge.call(req).await;
+    a.error(404, "not_found");
+    assert_eq!(a.0.log.path, "(unknown)");
+    assert!(
+        !a.0.log.to_json().contains(KEY_WEB),
+        "{}",
+        a.0.log.to_json()
+    );
+    assert!(!a.0.response.body().contains(KEY_WEB));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_header_the_runtime_could_not_represent_is_400_not_ignored() {
+    // Under workerd an `Idempotency-Key` with a DEL byte cannot become an `http` header value;
+    // the adapter records its name (crate::adapter::to_http).
+    let edge = Edge::new();
+    for name in ["idempotency-key", "content-type", "authorization"] {
+        let mut req = authed(r#"{"type":"a"}"#);
+        req.extensions_mut()
+            .insert(UnreadableHeaders(vec![name.to_owned()]));
+        let a = edge.call(req).await;
+        let err = a.error(400, "invalid_header");
+        assert!(
+            err["message"].as_str().is_some_and(|m| m.contains(name)),
+            "{err}"
+        );
+    }
+    assert!(edge.queued().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -486,7 +573,7 @@ async fn client_ids_are_kept_and_others_generated() {
     let a = edge.call(with_idempotency(&body, "k", KEY_WEB)).await;
     let ids = a.ids();
     assert_eq!(ids[0].to_string(), id);
-    assert_eq!(ids[2], derive_id("web", "k", 2));
+    assert_eq!(ids[2], derive_id("web", "k", 2, r#"{"type":"c"}"#));
     // Without either, a repeated request gets new ids.
     let again = edge.call(authed(body)).await.ids();
     assert_ne!(again[1], edge.queued()[1].id);
@@ -677,18 +764,15 @@ async fn event_too_large_and_too_many_events_are_413() {
     // The limit is on the event as sent: enrichment may add up to ENRICHMENT_BYTES on top.
     let near = format!(r#"{{"type":"a","data":{{"p":"{}"}}}}"#, "x".repeat(990));
     assert_eq!(edge.call(authed(near)).await.status(), 202);
-    // An event that grows far beyond that when re-encoded (`9e15` is written out as
-    // `9000000000000000.0`) is still refused, naming the event.
+    // The size is the client's, not a re-encoding's: `9e15` once grew to `9000000000000000.0`
+    // and an event within the limit was refused. `data` is now kept as sent.
     let numbers = vec!["9e15"; 150].join(",");
-    let growing = format!(r#"[{{"type":"a"}},{{"type":"b","data":{{"n":[{numbers}]}}}}]"#);
-    assert!(growing.len() < 1024);
-    let calls_before = edge.queue.calls().len();
-    let err = edge
-        .call(authed(growing))
-        .await
-        .error(413, "event_too_large");
-    assert_eq!(err["index"], 1);
-    assert_eq!(edge.queue.calls().len(), calls_before, "nothing enqueued");
+    let event = format!(r#"{{"type":"b","data":{{"n":[{numbers}]}}}}"#);
+    assert!(event.len() < 1024);
+    let id = edge.call(authed(event.clone())).await.ids()[0];
+    let queued = edge.queued();
+    let stored = queued.iter().find(|e| e.id == id).expect("queued");
+    assert_eq!(stored.data.get(), format!(r#"{{"n":[{numbers}]}}"#));
 }
 
 // ---------------------------------------------------------------- 415
@@ -793,8 +877,8 @@ async fn deadline_is_503_with_retry_after_and_the_unacknowledged_ids() {
         .filter_map(Value::as_str)
         .collect();
     let expected = [
-        derive_id("web", "req-9", 0).to_string(),
-        derive_id("web", "req-9", 1).to_string(),
+        derive_id("web", "req-9", 0, r#"{"type":"a"}"#).to_string(),
+        derive_id("web", "req-9", 1, r#"{"type":"b"}"#).to_string(),
     ];
     assert_eq!(unacked, expected);
     assert!(a.0.log.retries >= 2, "{:?}", a.0.log);
@@ -962,6 +1046,10 @@ mod bad_input_matrix {
         /// `Content-Length` to declare, when not the body's real length.
         declared_len: Option<usize>,
         body: Vec<u8>,
+        /// Further headers.
+        headers: Vec<(&'static str, String)>,
+        /// Headers the runtime could not represent (recorded by the adapter).
+        unreadable: &'static [&'static str],
         status: u16,
         code: &'static str,
     }
@@ -974,6 +1062,8 @@ mod bad_input_matrix {
             encoding: None,
             declared_len: None,
             body: body.into(),
+            headers: Vec::new(),
+            unreadable: &[],
             status,
             code,
         }
@@ -986,6 +1076,13 @@ mod bad_input_matrix {
         let e = format!(r#"{{"type":"t","data":{{"p":"{pad}"}}}}"#);
         assert_eq!(e.len(), len);
         e
+    }
+
+    /// A header value as the runtime hands it over: one byte per character (Latin-1).
+    fn latin1(s: &str) -> Vec<u8> {
+        s.chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+            .collect()
     }
 
     fn nested(levels: usize) -> String {
@@ -1060,11 +1157,101 @@ mod bad_input_matrix {
                 "event_too_large",
             ),
             row(
-                "number out of range",
-                r#"{"type":"t","data":{"n":1e400}}"#,
+                "number beyond f64 (PostgreSQL's numeric keeps it)",
+                r#"{"type":"t","data":{"n":1e400,"m":-0,"k":18446744073709551616}}"#,
+                202,
+                "",
+            ),
+            row(
+                "number beyond PostgreSQL's numeric scale",
+                r#"{"type":"t","data":{"n":1e-16384}}"#,
+                400,
+                "invalid_field",
+            ),
+            row(
+                "number beyond PostgreSQL's numeric range",
+                r#"{"type":"t","data":{"n":1e131072}}"#,
+                400,
+                "invalid_field",
+            ),
+            row(
+                "NUL in a data string",
+                r#"{"type":"t","data":{"s":"a\u0000b"}}"#,
+                400,
+                "invalid_field",
+            ),
+            row(
+                "NUL in a data key",
+                r#"{"type":"t","data":{"a\u0000":1}}"#,
+                400,
+                "invalid_field",
+            ),
+            row(
+                "NUL in type",
+                r#"{"type":"a\u0000b"}"#,
+                400,
+                "invalid_field",
+            ),
+            row(
+                "lone surrogate",
+                r#"{"type":"t","data":{"s":"\ud800"}}"#,
                 400,
                 "invalid_json",
             ),
+            row(
+                "second 60 outside a leap second",
+                r#"{"type":"t","timestamp":"2026-11-28T07:30:60Z"}"#,
+                400,
+                "invalid_field",
+            ),
+            row(
+                "event of 1e15s: sized as sent",
+                format!(
+                    r#"{{"type":"t","data":{{"n":[{}]}}}}"#,
+                    vec!["1e15"; 190].join(",")
+                ),
+                202,
+                "",
+            ),
+            Row {
+                headers: vec![("idempotency-key", "req-x".into())],
+                ..row(
+                    "client id equal to a derived id",
+                    format!(
+                        r#"[{{"type":"a","id":"{}"}},{{"type":"b"}}]"#,
+                        derive_id("web", "req-x", 1, r#"{"type":"b"}"#)
+                    ),
+                    400,
+                    "duplicate_id",
+                )
+            },
+            Row {
+                unreadable: &["idempotency-key"],
+                ..row(
+                    "Idempotency-Key with a DEL byte",
+                    plain.clone(),
+                    400,
+                    "invalid_header",
+                )
+            },
+            Row {
+                unreadable: &["content-type"],
+                ..row(
+                    "Content-Type with a control byte",
+                    plain.clone(),
+                    400,
+                    "invalid_header",
+                )
+            },
+            Row {
+                content_type: "application/json; charset=utf-8\u{e9}",
+                ..row(
+                    "Content-Type with a non-ASCII byte",
+                    plain.clone(),
+                    400,
+                    "invalid_header",
+                )
+            },
             row(
                 "duplicate top-level key",
                 r#"{"type":"a","type":"b"}"#,
@@ -1244,15 +1431,26 @@ mod bad_input_matrix {
             let edge = Edge::with(r.limits);
             let len = r.declared_len.unwrap_or(r.body.len());
             let mut req = post(Vec::new())
-                .header("content-type", r.content_type)
+                .header(
+                    "content-type",
+                    http::HeaderValue::from_bytes(&latin1(r.content_type)).expect("header"),
+                )
                 .header("authorization", format!("Bearer {KEY_WEB}"));
+            for (name, value) in &r.headers {
+                req = req.header(*name, value.as_str());
+            }
             req.headers_mut()
                 .expect("builder")
                 .insert("content-length", len.to_string().parse().expect("header"));
             if let Some(enc) = r.encoding {
                 req = req.header("content-encoding", enc);
             }
-            let a = edge.call(req.body(r.body).expect("request")).await;
+            let mut req = req.body(r.body).expect("request");
+            if !r.unreadable.is_empty() {
+                let names = r.unreadable.iter().map(|n| (*n).to_owned()).collect();
+                req.extensions_mut().insert(UnreadableHeaders(names));
+            }
+            let a = edge.call(req).await;
             let code = if a.status() == 202 {
                 String::new()
             } else {

@@ -333,6 +333,10 @@ fn describe(issue: JsonIssue, limits: &Limits) -> (Code, String) {
                 "the number {number} at `{path}` is beyond what PostgreSQL's numeric can store"
             ),
         ),
+        JsonIssue::LoneSurrogate { path } => (
+            Code::InvalidJson,
+            format!("`{path}` holds half of a UTF-16 surrogate pair, which is no character"),
+        ),
         JsonIssue::Malformed { at } => (
             Code::InvalidJson,
             format!("`data` is not well-formed JSON (at byte {at})"),

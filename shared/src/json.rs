@@ -69,6 +69,9 @@ pub enum JsonIssue {
     DuplicateKey { path: String },
     /// A number PostgreSQL's `numeric` cannot represent.
     NumberOutOfRange { path: String, number: String },
+    /// A `\u` escape names half of a surrogate pair without the other half, which is no
+    /// character (PostgreSQL: "Unicode low surrogate must follow a high surrogate").
+    LoneSurrogate { path: String },
     /// Not well-formed JSON (callers pass text a JSON parser already accepted).
     Malformed { at: usize },
 }
@@ -95,6 +98,14 @@ pub fn check_storable(
         return Err(JsonIssue::Malformed { at: s.i });
     }
     Ok(())
+}
+
+/// What a string's escapes hold that `jsonb` refuses; the worse wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Escapes {
+    Fine,
+    Nul,
+    LoneSurrogate,
 }
 
 enum Seg {
@@ -154,14 +165,11 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'{') => self.object(level),
             Some(b'[') => self.array(level),
-            Some(b'"') => {
-                let (raw, has_nul) = self.string()?;
-                if has_nul {
-                    return Err(JsonIssue::Nul { path: self.path() });
-                }
-                let _ = raw;
-                Ok(())
-            }
+            Some(b'"') => match self.string()?.1 {
+                Escapes::Fine => Ok(()),
+                Escapes::Nul => Err(JsonIssue::Nul { path: self.path() }),
+                Escapes::LoneSurrogate => Err(JsonIssue::LoneSurrogate { path: self.path() }),
+            },
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
@@ -193,10 +201,13 @@ impl<'a> Scanner<'a> {
                 return Err(self.malformed());
             }
             let start = self.i;
-            let (raw, has_nul) = self.string()?;
+            let (raw, escapes) = self.string()?;
+            if escapes == Escapes::LoneSurrogate {
+                return Err(JsonIssue::LoneSurrogate { path: self.path() });
+            }
             let key = decode_key(raw).ok_or(JsonIssue::Malformed { at: start })?;
             self.path.push(Seg::Key(key.clone().into_owned()));
-            if has_nul {
+            if escapes == Escapes::Nul {
                 return Err(JsonIssue::Nul { path: self.path() });
             }
             if !keys.insert(key) {
@@ -245,37 +256,55 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Skips a string; returns its raw text (quotes included) and whether it holds `\u0000`.
-    fn string(&mut self) -> Result<(&'a str, bool), JsonIssue> {
+    /// Skips a string; returns its raw text (quotes included) and what its escapes hold.
+    fn string(&mut self) -> Result<(&'a str, Escapes), JsonIssue> {
         let start = self.i;
         self.i += 1;
-        let mut has_nul = false;
+        let mut escapes = Escapes::Fine;
+        // A high surrogate escape waiting for its low half.
+        let mut open_high = false;
         loop {
-            match self.peek() {
+            let unit = match self.peek() {
                 None => return Err(self.malformed()),
                 Some(b'"') => {
                     self.i += 1;
                     break;
                 }
+                Some(b'\\') if self.b.get(self.i + 1) == Some(&b'u') => {
+                    let hex = self.b.get(self.i + 2..self.i + 6).ok_or(self.malformed())?;
+                    let hex = std::str::from_utf8(hex).map_err(|_| self.malformed())?;
+                    let unit = u16::from_str_radix(hex, 16).map_err(|_| self.malformed())?;
+                    self.i += 6;
+                    Some(unit)
+                }
                 Some(b'\\') => {
-                    if self.b.get(self.i + 1) == Some(&b'u') {
-                        let hex = self.b.get(self.i + 2..self.i + 6).ok_or(self.malformed())?;
-                        has_nul |= hex == b"0000";
-                        self.i += 6;
-                    } else {
-                        self.i += 2;
-                    }
+                    self.i += 2;
+                    None
                 }
                 Some(0) => {
-                    has_nul = true;
                     self.i += 1;
+                    Some(0)
                 }
-                Some(_) => self.i += 1,
+                Some(_) => {
+                    self.i += 1;
+                    None
+                }
+            };
+            let low = matches!(unit, Some(0xDC00..=0xDFFF));
+            if open_high != low {
+                escapes = escapes.max(Escapes::LoneSurrogate);
             }
+            open_high = matches!(unit, Some(0xD800..=0xDBFF));
+            if unit == Some(0) {
+                escapes = escapes.max(Escapes::Nul);
+            }
+        }
+        if open_high {
+            escapes = escapes.max(Escapes::LoneSurrogate);
         }
         let raw = std::str::from_utf8(&self.b[start..self.i.min(self.b.len())])
             .map_err(|_| JsonIssue::Malformed { at: start })?;
-        Ok((raw, has_nul))
+        Ok((raw, escapes))
     }
 
     fn literal(&mut self, word: &[u8]) -> Result<(), JsonIssue> {
@@ -402,6 +431,24 @@ mod tests {
         // An escaped backslash followed by u0000 is not a NUL.
         assert_eq!(check(r#"{"s":"\\u0000"}"#), Ok(()));
         assert_eq!(check(r#"{"s":"\u0001\u00a0\ud83d\ude00"}"#), Ok(()));
+    }
+
+    #[test]
+    fn surrogate_escapes_come_in_pairs() {
+        for lone in [
+            r#"{"s":"\ud800"}"#,
+            r#"{"s":"\udc00"}"#,
+            r#"{"s":"\ud800x"}"#,
+            r#"{"s":"\ude00\ud83d"}"#,
+            r#"{"s":"\ud83d\ud83d"}"#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert!(
+                matches!(check(lone), Err(JsonIssue::LoneSurrogate { .. })),
+                "{lone}"
+            );
+        }
+        assert_eq!(check(r#"{"s":"\ud83d\ude00\uD83D\uDE00"}"#), Ok(()));
     }
 
     #[test]

@@ -38,7 +38,11 @@ fn what_postgresql_cannot_store_is_refused_naming_the_field() {
         (r#"{"type":"t","data":{"s":"a\u0000b"}}"#, "data", "data.s"),
         (r#"{"type":"t","data":{"k\u0000":1}}"#, "data", "NUL"),
         (r#"{"type":"a\u0000b"}"#, "type", "U+0000"),
-        (r#"{"type":"t","data":{"n":[1e-16384]}}"#, "data", "data.n[0]"),
+        (
+            r#"{"type":"t","data":{"n":[1e-16384]}}"#,
+            "data",
+            "data.n[0]",
+        ),
         (r#"{"type":"t","data":{"n":1e131072}}"#, "data", "numeric"),
     ] {
         let p = check_text(text).expect_err(text);
@@ -53,17 +57,27 @@ fn what_postgresql_cannot_store_is_refused_naming_the_field() {
 fn duplicate_keys_are_refused_at_any_level() {
     for (text, field) in [
         (r#"{"type":"a","type":"b"}"#, None),
-        (r#"{"type":"t","data":{"a":1,"a":2}}"#, Some("data".to_owned())),
-        (r#"{"type":"t","data":{"x":{"a":1,"\u0061":2}}}"#, Some("data".to_owned())),
+        (
+            r#"{"type":"t","data":{"a":1,"a":2}}"#,
+            Some("data".to_owned()),
+        ),
+        (
+            r#"{"type":"t","data":{"x":{"a":1,"\u0061":2}}}"#,
+            Some("data".to_owned()),
+        ),
     ] {
-        assert_eq!(codes(check_text(text)), vec![(Code::InvalidJson, field)], "{text}");
+        assert_eq!(
+            codes(check_text(text)),
+            vec![(Code::InvalidJson, field)],
+            "{text}"
+        );
     }
 }
 
 #[test]
 fn timestamps_are_stored_as_postgresql_reads_them() {
-    let e = check_text(r#"{"type":"t","timestamp":"2026-11-28T07:00:00.0000015Z"}"#)
-        .expect("valid");
+    let e =
+        check_text(r#"{"type":"t","timestamp":"2026-11-28T07:00:00.0000015Z"}"#).expect("valid");
     assert_eq!(
         e.occurred_at.map(|t| t.to_rfc3339()).as_deref(),
         Some("2026-11-28T07:00:00.000002+00:00")
