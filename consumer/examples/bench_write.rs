@@ -61,8 +61,8 @@ fn events(n: usize) -> Vec<Event> {
                 "viewport": [1280, 720],
                 "session": format!("s-{}", i / 10),
             })
-            .as_object()
-            .cloned()
+            .to_string()
+            .parse()
             .unwrap_or_default(),
         })
         .collect()

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{pem::PemObject, CertificateDer};
-use serde_json::{Map, Value};
+use spillway_shared::RawJson;
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
@@ -206,7 +206,9 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
     let mut occurred = Vec::with_capacity(n);
     let mut received = Vec::with_capacity(n);
     let mut key_ids: Vec<&str> = Vec::with_capacity(n);
-    let mut data: Vec<Json<&Map<String, Value>>> = Vec::with_capacity(n);
+    // `data` is the client's text: PostgreSQL parses it itself, so it is stored exactly as
+    // `'<text>'::jsonb` reads it.
+    let mut data: Vec<Json<&RawJson>> = Vec::with_capacity(n);
     let mut colos: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut countries: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut message_ids: Vec<&str> = Vec::with_capacity(n);
@@ -361,7 +363,7 @@ mod tests {
             received_at: chrono::DateTime::from_timestamp_millis(0).unwrap_or_default(),
             key_id: "k".into(),
             edge: None,
-            data: Map::new(),
+            data: RawJson::empty_object(),
         };
         let rows = [Row {
             event: &event,

@@ -35,6 +35,14 @@ impl RawJson {
     }
 }
 
+impl std::str::FromStr for RawJson {
+    type Err = serde_json::Error;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::from_json(text)
+    }
+}
+
 impl Default for RawJson {
     fn default() -> Self {
         Self::empty_object()

@@ -518,7 +518,8 @@ fn sqs_costs() -> Vec<SqsCost> {
                 .map(|k| {
                     let raw = event(k, size_of_event(k), "2026-11-28T07:59:00.123Z", None);
                     client_bytes += raw.to_string().len();
-                    let data = raw["data"].as_object().cloned().unwrap_or_default();
+                    let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
+                        .unwrap_or_default();
                     Event {
                         id: uuid::Uuid::from_u128(
                             0x0192_f0c1_7a44_7cc3_9e2b_0000_0000_0000 + k as u128,
