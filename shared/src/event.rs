@@ -225,9 +225,13 @@ pub fn validate_event(
                     format!("`type` must be a string, not {}", kind_of(v)),
                 ),
             },
-            "id" => match serde_json::from_str::<String>(v).map(|s| Uuid::try_parse(&s)) {
-                Ok(Ok(u)) if !u.is_nil() && !u.is_max() => id = Some(u),
-                Ok(Ok(_)) => push(
+            // Only the hyphenated form (either case): the braced, URN and 32-digit forms the
+            // uuid crate also reads are not what PostgreSQL or most clients call a UUID.
+            "id" => match serde_json::from_str::<String>(v)
+                .map(|s| Uuid::try_parse(&s).ok().filter(|_| s.len() == 36))
+            {
+                Ok(Some(u)) if !u.is_nil() && !u.is_max() => id = Some(u),
+                Ok(Some(_)) => push(
                     Code::InvalidField,
                     "id",
                     "`id` must not be the nil or max UUID".to_owned(),
@@ -261,7 +265,7 @@ pub fn validate_event(
                 Some(Err(timestamp::LeapSecond)) => push(
                     Code::InvalidField,
                     "timestamp",
-                    "`timestamp` has second 60, which exists only as a leap second at 23:59:60 UTC on the last day of a month"
+                    "`timestamp` has second 60: accepted only as a whole leap second, 23:59:60 UTC on the last day of a month"
                         .to_owned(),
                 ),
                 None => push(

@@ -6,7 +6,8 @@
 //! into the next second; chrono alone would truncate to nanoseconds and the driver to
 //! microseconds. PostgreSQL also reads second `60` in any minute as the next minute; RFC 3339
 //! allows it only for a leap second, which happens at 23:59:60 UTC at the end of a month, so
-//! anywhere else it is refused.
+//! anywhere else it is refused, and so is a fraction of a leap second (PostgreSQL refuses
+//! `23:59:60.5`).
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 
@@ -22,9 +23,13 @@ pub fn parse(text: &str) -> Option<Result<DateTime<Utc>, LeapSecond>> {
     if leap && !(t.hour() == 23 && t.minute() == 59 && is_last_day_of_month(t.date_naive())) {
         return Some(Err(LeapSecond));
     }
-    // A leap second is stored as PostgreSQL stores it: the first second of the next day.
-    let whole = t.timestamp() + i64::from(leap);
     let micros = fraction_micros(text);
+    // PostgreSQL refuses a fraction of a leap second written as 23:59:60 (past 24:00:00); a
+    // leap second is accepted whole, and stored as PostgreSQL stores it: the next second.
+    if leap && micros > 0 {
+        return Some(Err(LeapSecond));
+    }
+    let whole = t.timestamp() + i64::from(leap);
     let rounded = DateTime::<Utc>::from_timestamp(whole, 0)
         .and_then(|t| t.checked_add_signed(Duration::microseconds(micros)));
     Some(Ok(rounded.unwrap_or(t)))
@@ -93,8 +98,14 @@ mod tests {
         assert_eq!(parse("2026-06-15T23:59:60Z"), Some(Err(LeapSecond)));
         assert_eq!(micros("2016-12-31T23:59:60Z"), "2017-01-01 00:00:00.000000");
         assert_eq!(
-            micros("2016-12-31T18:59:60.25-05:00"),
-            "2017-01-01 00:00:00.250000"
+            micros("2016-12-31T18:59:60-05:00"),
+            "2017-01-01 00:00:00.000000"
+        );
+        // PostgreSQL: "date/time field value out of range" for 23:59:60.1.
+        assert_eq!(parse("2026-06-30T23:59:60.1Z"), Some(Err(LeapSecond)));
+        assert_eq!(
+            parse("2026-06-30T23:59:60.0Z").map(|r| r.is_ok()),
+            Some(true)
         );
         assert_eq!(micros("2026-06-30T23:59:60Z"), "2026-07-01 00:00:00.000000");
     }

@@ -21,6 +21,22 @@ fn check_text(text: &str) -> Result<spillway_shared::ValidEvent, Vec<Problem>> {
 }
 
 #[test]
+fn ids_are_hyphenated_uuids_only() {
+    for id in [
+        "{6e1a1f52-0d8e-4c1e-9f0b-3a2b1c4d5e6f}",
+        "urn:uuid:6e1a1f52-0d8e-4c1e-9f0b-3a2b1c4d5e6f",
+        "6e1a1f520d8e4c1e9f0b3a2b1c4d5e6f",
+    ] {
+        assert_eq!(
+            codes(check(json!({"type": "t", "id": id}))),
+            vec![(Code::InvalidField, Some("id".into()))],
+            "{id}"
+        );
+    }
+    assert!(check(json!({"type": "t", "id": "6E1A1F52-0D8E-4C1E-9F0B-3A2B1C4D5E6F"})).is_ok());
+}
+
+#[test]
 fn data_is_kept_exactly_as_written() {
     let text = r#"{"type":"t","data":{ "pi": 3.14159265358979323846, "big": 18446744073709551616,
         "huge": 1e400, "tiny": 1e-400, "neg0": -0, "s": "\u00e9\/" }}"#;
