@@ -8,6 +8,7 @@
 //! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto are there.
 
 mod proxy;
+pub mod redact;
 pub mod sqs;
 pub mod stack;
 
