@@ -135,6 +135,8 @@ pub struct Client {
     url: String,
     key: String,
     agent: ureq::Agent,
+    /// `503`s answered so far, to this client and its clones, as they happen.
+    unavailable_seen: std::sync::Arc<AtomicU64>,
 }
 
 impl Client {
@@ -145,7 +147,13 @@ impl Client {
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(60))
                 .build(),
+            unavailable_seen: std::sync::Arc::default(),
         }
+    }
+
+    /// How many `503`s this client (and its clones) got so far, retried or not yet.
+    pub fn unavailable_seen(&self) -> u64 {
+        self.unavailable_seen.load(Ordering::SeqCst)
     }
 
     /// POSTs an empty JSON body to another path of the edge (with the key).
@@ -236,6 +244,9 @@ impl Client {
                 }
                 503 | 429 if req.ids != Ids::Assigned => {
                     unavailable += u32::from(a.status == 503);
+                    if a.status == 503 {
+                        self.unavailable_seen.fetch_add(1, Ordering::SeqCst);
+                    }
                     if a.retry_after.is_none() {
                         bail!("{} without Retry-After: {}", a.status, a.body);
                     }

@@ -324,8 +324,9 @@ fn sqs_faults_give_503_and_retries_lose_nothing() {
             )
         });
         let _stop = StopOnDrop(&stop);
-        // Each phase lasts until the proxy has really done it: a few faults of its kind, or
-        // a few requests accepted through it.
+        // Each phase lasts until it has really happened: a few faults of its kind and a
+        // client answered 503 (the edge gave up within its deadline), or a few requests
+        // accepted through the proxy.
         for mode in [
             FaultMode::Pass,
             FaultMode::Http500,
@@ -343,10 +344,16 @@ fn sqs_faults_give_503_and_retries_lose_nothing() {
                 .expect("requests go through once SQS answers");
             } else {
                 let before = proxy.faulted_in(mode);
-                wait_until(&format!("{mode:?} faults"), Duration::from_secs(60), || {
-                    proxy.faulted_in(mode) >= before + 3
-                })
-                .expect("the proxy injected faults");
+                let answered_503 = client.unavailable_seen();
+                wait_until(
+                    &format!("{mode:?} faults and a 503"),
+                    Duration::from_secs(60),
+                    || {
+                        proxy.faulted_in(mode) >= before + 3
+                            && client.unavailable_seen() > answered_503
+                    },
+                )
+                .expect("the proxy injected faults and a client got 503");
             }
         }
         stop.store(true, Ordering::SeqCst);
