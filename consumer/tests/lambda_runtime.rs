@@ -33,6 +33,8 @@ struct Emulator {
     events: Mutex<VecDeque<(String, String)>>,
     replies: mpsc::UnboundedSender<Reply>,
     first_next: Mutex<Option<Instant>>,
+    /// Set when the function asked for an invocation after the last one was handed out.
+    asked_past_the_last: std::sync::atomic::AtomicBool,
 }
 
 struct Request {
@@ -115,6 +117,8 @@ async fn serve(emu: Arc<Emulator>, stream: TcpStream) {
             emu.first_next.lock().await.get_or_insert_with(Instant::now);
             let next = emu.events.lock().await.pop_front();
             let Some((request_id, event)) = next else {
+                emu.asked_past_the_last
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 // No more work: hold the request, as Lambda freezes an idle environment.
                 std::future::pending::<()>().await;
                 return;
@@ -181,6 +185,7 @@ async fn run_function(env: &[(&str, String)], events: Vec<(String, String)>) -> 
         events: Mutex::new(VecDeque::from(events)),
         replies: tx,
         first_next: Mutex::new(None),
+        asked_past_the_last: std::sync::atomic::AtomicBool::new(false),
     });
     let port = free_port().expect("port");
     let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
@@ -238,8 +243,20 @@ async fn run_function(env: &[(&str, String)], events: Vec<(String, String)>) -> 
         .await
         .map(|t| t.duration_since(started))
         .unwrap_or_default();
-    // Still alive, waiting for the next invocation: the loop did not crash.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Still alive, waiting for the next invocation: the loop did not crash. Waits until the
+    // function has asked for more work (not for a fixed time), then checks it is still there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !emu
+        .asked_past_the_last
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        assert!(
+            Instant::now() < deadline && lambda.exited().is_none(),
+            "the function did not ask for the next invocation: {}",
+            lambda.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(lambda.exited().is_none(), "{}", lambda.log_tail(30));
     lambda.stop(Duration::from_secs(2));
     server.abort();

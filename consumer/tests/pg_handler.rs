@@ -450,23 +450,46 @@ async fn a_connection_that_died_unnoticed_is_replaced_without_failing_records() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_between_invocations_is_replaced_without_failing_records() {
     let pg = migrated_pg().await;
-    let d = deps(&pg.url());
+    // The store's sessions carry their own name, so they are found exactly: other backends
+    // (the migration's, whose backend may still be exiting) never count.
+    let app = "spillway-killed-between";
+    let d = deps(&with_application_name(&pg.url(), app));
+    let backends = || -> Vec<String> {
+        pg.psql(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{app}' ORDER BY pid"
+        ))
+        .expect("psql")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    };
     let first = handle(&d, &sqs_event(vec![record("a", &body(&[event(1)]))]), "1").await;
     assert!(first.response.batch_item_failures.is_empty());
     assert!(d.store.is_connected().await);
+    let kept = backends();
+    assert_eq!(kept.len(), 1, "the store keeps one session: {kept:?}");
     // As an idle timeout or a failover would: the server ends our session between two
     // invocations.
-    let killed = pg
-        .psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-             WHERE application_name = 'spillway-consumer'",
-        )
-        .expect("psql");
-    assert_eq!(killed, "1");
+    assert_eq!(
+        pg.psql(&format!("SELECT pg_terminate_backend({})", kept[0]))
+            .expect("psql"),
+        "t"
+    );
+    // pg_terminate_backend only signals: wait until the session is really gone.
+    assert!(
+        eventually(std::time::Duration::from_secs(20), || backends().is_empty()).await,
+        "the killed session is still there: {:?}",
+        backends()
+    );
     let second = handle(&d, &sqs_event(vec![record("b", &body(&[event(2)]))]), "2").await;
     assert!(second.response.batch_item_failures.is_empty());
     assert_eq!(second.metrics.events_stored, 1);
     assert!(d.store.is_connected().await);
+    let now = backends();
+    assert!(
+        now.len() == 1 && now[0] != kept[0],
+        "a new session replaced {kept:?}: {now:?}"
+    );
     assert_eq!(stored(&pg), 2);
 }
 
@@ -558,7 +581,10 @@ async fn sslmode_require_uses_verified_tls() {
         .await
     );
 
-    let url = format!("{}?sslmode=require", pg.url());
+    // Its own application_name: only this test's TLS session is looked at below (the
+    // migration's plain-text one may still be exiting).
+    let app = "spillway-tls-test";
+    let url = with_application_name(&format!("{}?sslmode=require", pg.url()), app);
     let e = event(1);
     let rows = [Row {
         event: &e,
@@ -582,12 +608,13 @@ async fn sslmode_require_uses_verified_tls() {
     let counts = store.write(&rows).await.expect("TLS write");
     assert_eq!(counts.inserted, 1);
     assert_eq!(
-        pg.psql(
-            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
-             WHERE a.application_name = 'spillway-consumer'"
-        )
+        pg.psql(&format!(
+            "SELECT count(*) || '|' || bool_and(s.ssl) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = '{app}'"
+        ))
         .expect("psql"),
-        "t"
+        "1|true",
+        "one session, over TLS"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -214,10 +214,25 @@ async fn sigterm_lets_the_batch_in_flight_finish() {
     assert!(waiting, "the poller never wrote: {}", svc.log_tail(30));
 
     svc.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the poller has taken the signal in, rather than for a fixed time.
+    let asked = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(svc.log_path())
+            .is_ok_and(|l| l.contains("shutdown asked; finishing the batches in flight"))
+    })
+    .await;
+    assert!(asked, "SIGTERM was not seen: {}", svc.log_tail(30));
     assert!(
         svc.exited().is_none(),
         "the poller left with a batch in flight"
+    );
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+               AND application_name = 'spillway-consumer'",
+        ),
+        1,
+        "the batch is still waiting for the lock after SIGTERM"
     );
     tx.rollback().await.expect("release the lock");
 

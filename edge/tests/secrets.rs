@@ -476,16 +476,17 @@ async fn queue_errors_that_echo_the_signed_request_stay_out_of_logs_and_503s() {
         assert!(!queue_error.is_empty(), "{mode:?}: {:?}", h.log);
         assert!(h.log.to_json().contains(r#""key_id":"web""#));
         if let Sqs::EchoSignatureError | Sqs::EchoInternalError = mode {
+            let answers = edge.sqs.answers();
+            assert!(!answers.is_empty(), "{mode:?}: SQS was asked and answered");
             assert!(
-                edge.sqs
-                    .answers()
-                    .iter()
-                    .all(|a| a.contains(AWS_ACCESS_KEY_ID)),
+                answers.iter().all(|a| a.contains(AWS_ACCESS_KEY_ID)),
                 "{mode:?}: the canned answer echoes the request"
             );
         }
         assert_clean(&format!("503 after {mode:?}"), &visible(&h));
-        for request in edge.sqs.wire() {
+        let wire = edge.sqs.wire();
+        assert!(!wire.is_empty(), "{mode:?}: a request went out to SQS");
+        for request in wire {
             assert_clean("SendMessageBatch request", &request);
         }
     }

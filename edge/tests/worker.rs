@@ -635,10 +635,14 @@ fn events_arrive_as_envelopes(s: &Stack) -> Result<()> {
     );
     ensure!(line["bytes"] == z.len() && line["sqs_calls"] == 1, "{line}");
     let raw = std::fs::read_to_string(s.edge.log_path())?;
-    let json_lines: Vec<&str> = raw
-        .lines()
-        .filter(|l| l.starts_with("{\"request_id\""))
-        .collect();
+    let json_lines: Vec<&str> = raw.lines().filter(|l| l.starts_with('{')).collect();
+    // The check below is about these lines: they must be there, this request's among them.
+    ensure!(
+        json_lines
+            .iter()
+            .any(|l| l.contains(a.header("x-request-id").unwrap_or("-"))),
+        "this request's log line is not among the JSON lines: {json_lines:?}"
+    );
     ensure!(
         json_lines
             .iter()
@@ -904,6 +908,7 @@ fn faults_are_retried(s: &Stack) -> Result<()> {
 }
 
 fn deadline_gives_503_and_retry_is_safe(s: &Stack) -> Result<()> {
+    let faulted = s.proxy.faulted_in(FaultMode::Http500);
     s.proxy.set_mode(FaultMode::Http500);
     let body = json!([{"type": "late"}, {"type": "later"}]);
     let started = Instant::now();
@@ -917,6 +922,12 @@ fn deadline_gives_503_and_retry_is_safe(s: &Stack) -> Result<()> {
         a.text()
     );
     ensure!(a.header("retry-after") == Some("2"), "{:?}", a.headers);
+    // The 503 is the deadline's: SQS failed more than once (the edge retried until it ran out).
+    ensure!(
+        s.proxy.faulted_in(FaultMode::Http500) >= faulted + 2,
+        "SQS failed {} times",
+        s.proxy.faulted_in(FaultMode::Http500) - faulted
+    );
     let expected = [
         derive_id("web", "it-deadline", 0, &body[0].to_string()),
         derive_id("web", "it-deadline", 1, &body[1].to_string()),
@@ -945,6 +956,7 @@ fn deadline_gives_503_and_retry_is_safe(s: &Stack) -> Result<()> {
 }
 
 fn stalled_sqs_is_cut_by_the_deadline(s: &Stack) -> Result<()> {
+    let stalled = s.proxy.faulted_in(FaultMode::Stall);
     s.proxy.set_mode(FaultMode::Stall);
     let started = Instant::now();
     let a = s.post_json(
@@ -959,6 +971,10 @@ fn stalled_sqs_is_cut_by_the_deadline(s: &Stack) -> Result<()> {
         "{} {}",
         a.status,
         a.text()
+    );
+    ensure!(
+        s.proxy.faulted_in(FaultMode::Stall) > stalled,
+        "the request never reached the stalled SQS"
     );
     ensure!(
         took < Duration::from_millis(DEADLINE_MS + 3_000),

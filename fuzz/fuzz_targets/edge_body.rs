@@ -33,7 +33,7 @@ use spillway_edge::body::{encoding_of, format_of, gunzip_capped, Encoding};
 use spillway_edge::gate::idempotency_key;
 use spillway_edge::log::RequestLog;
 use spillway_edge::{prepare, EdgeError, Prepared, Stamp};
-use spillway_shared::limits::SQS_MAX_BATCH_ENTRIES;
+use spillway_shared::limits::{ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES, SQS_MAX_BATCH_ENTRIES};
 use spillway_shared::{decode, Limits};
 
 const NOW_MS: u64 = 1_795_852_800_000;
@@ -44,14 +44,19 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().expect("in memory")
 }
 
+/// The smallest consistent limits: a message holds one event of `max_event_bytes` plus the
+/// enrichment allowance and the envelope (`Limits::validate`), and barely more, so that
+/// requests of a few events spread over several messages and batch requests.
 fn small_limits() -> Limits {
+    let max_event_bytes = 256;
+    let max_message_bytes = max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES;
     Limits {
         max_body_bytes: 2048,
         max_decompressed_bytes: 4096,
-        max_event_bytes: 256,
+        max_event_bytes,
         max_events_per_request: 8,
-        max_message_bytes: 400,
-        max_batch_bytes: 1000,
+        max_message_bytes,
+        max_batch_bytes: 2 * max_message_bytes,
         max_json_depth: 4,
     }
 }

@@ -5,6 +5,11 @@
 //! Each run starts from the committed seeds (`fuzz/seeds/<target>`, read-only) and the local
 //! corpus (`fuzz/corpus/<target>`, not committed, kept between runs so coverage accumulates).
 //! libFuzzer's own chatter goes to `fuzz/logs/<target>.log`; one summary line per target here.
+//!
+//! [`smoke`] is the part `cargo xtask test` runs: the same targets built with the pinned stable
+//! toolchain (libFuzzer's coverage instrumentation, no sanitizer: that is what needs nightly),
+//! each fuzzed for a few seconds from its seeds. It keeps the harnesses compiling and their
+//! assertions true without installing nightly and cargo-fuzz on every CI machine.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -23,16 +28,19 @@ const TARGETS: &[&str] = &[
     "consumer_record",
 ];
 
-const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [target...]
-targets: envelope_decode, validate_events, edge_body, consumer_record (default: all)";
+const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--stable] [target...]
+targets: envelope_decode, validate_events, edge_body, consumer_record (default: all)
+--stable: build with the pinned stable toolchain, coverage but no sanitizer (no nightly needed)";
 
 struct Options {
     seconds: u64,
+    stable: bool,
     targets: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut seconds = 60;
+    let mut stable = false;
     let mut targets = Vec::new();
     let mut args = args.iter();
     while let Some(a) = args.next() {
@@ -44,6 +52,7 @@ fn parse(args: &[String]) -> Result<Options> {
                         format!("--seconds takes a whole number > 0, not `{v}`")
                     })?;
             }
+            "--stable" => stable = true,
             "-h" | "--help" => bail!("{USAGE}"),
             t if TARGETS.contains(&t) => targets.push(t.to_owned()),
             other => bail!("unknown fuzz target or option `{other}`\n{USAGE}"),
@@ -52,12 +61,33 @@ fn parse(args: &[String]) -> Result<Options> {
     if targets.is_empty() {
         targets = TARGETS.iter().map(|t| (*t).to_owned()).collect();
     }
-    Ok(Options { seconds, targets })
+    Ok(Options {
+        seconds,
+        stable,
+        targets,
+    })
 }
 
 pub fn main(args: &[String]) -> Result<()> {
     let opts = parse(args)?;
     let root = root();
+    if opts.stable {
+        let bin_dir = step(
+            "build the fuzz targets (stable, coverage, no sanitizer)",
+            || build_stable(&root),
+        )?;
+        for target in &opts.targets {
+            step(&format!("fuzz {target} for {} s", opts.seconds), || {
+                fuzz_one(
+                    &root,
+                    target,
+                    opts.seconds,
+                    &Fuzzer::Binary(bin_dir.join(target)),
+                )
+            })?;
+        }
+        return Ok(());
+    }
     step("cargo-fuzz and the nightly toolchain", ensure_tools)?;
     step("build the fuzz targets (nightly, sanitizer)", || {
         // `cargo fuzz build` takes one target, or none for all of them.
@@ -71,10 +101,82 @@ pub fn main(args: &[String]) -> Result<()> {
     })?;
     for target in &opts.targets {
         step(&format!("fuzz {target} for {} s", opts.seconds), || {
-            fuzz_one(&root, target, opts.seconds)
+            fuzz_one(&root, target, opts.seconds, &Fuzzer::CargoFuzz)
         })?;
     }
     Ok(())
+}
+
+/// libFuzzer's coverage instrumentation, as cargo-fuzz passes it, minus the sanitizer: these
+/// are stable `rustc` flags. `--cfg fuzzing` as under cargo-fuzz.
+const COVERAGE_FLAGS: &[&str] = &[
+    "--cfg",
+    "fuzzing",
+    "-Cpasses=sancov-module",
+    "-Cllvm-args=-sanitizer-coverage-level=4",
+    "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+    "-Cllvm-args=-sanitizer-coverage-pc-table",
+    "-Cllvm-args=-sanitizer-coverage-trace-compares",
+];
+
+/// Builds every fuzz target with the pinned stable toolchain and fuzzes each for `seconds`,
+/// starting from its seeds; fails on the first crash like [`main`] does.
+pub fn smoke(seconds: u64) -> Result<()> {
+    let root = root();
+    let bin_dir = build_stable(&root)?;
+    for target in TARGETS {
+        fuzz_one(
+            &root,
+            target,
+            seconds,
+            &Fuzzer::Binary(bin_dir.join(target)),
+        )?;
+    }
+    Ok(())
+}
+
+/// Builds the targets with coverage instrumentation on the pinned stable toolchain; returns
+/// the directory holding the binaries.
+fn build_stable(root: &Path) -> Result<PathBuf> {
+    let host = output(Command::new("rustc").current_dir(root).arg("-vV"))
+        .and_then(|v| {
+            v.lines()
+                .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        })
+        .context("could not read the host triple from `rustc -vV`")?;
+    // Its own target dir: the coverage flags change every crate's build, and must not
+    // invalidate the workspace's.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("fuzz-stable");
+    let mut build = Command::new("cargo");
+    build
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(root.join("fuzz/Cargo.toml"))
+        // With an explicit --target the flags reach the targets only, not build scripts and
+        // proc macros (as under cargo-fuzz).
+        .args(["--target", &host, "--target-dir"])
+        .arg(&target_dir)
+        .env("RUSTFLAGS", COVERAGE_FLAGS.join(" "))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    run(&mut build)?;
+    Ok(target_dir.join(&host).join("release"))
+}
+
+/// How a target is run.
+enum Fuzzer {
+    /// `cargo +nightly fuzz run <target>` (builds it with the sanitizer if needed).
+    CargoFuzz,
+    /// The target's binary, already built (libFuzzer's own command line).
+    Binary(PathBuf),
 }
 
 fn cargo_fuzz(root: &Path) -> Command {
@@ -116,7 +218,7 @@ fn artifacts(dir: &Path) -> BTreeSet<PathBuf> {
         .unwrap_or_default()
 }
 
-fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<()> {
+fn fuzz_one(root: &Path, target: &str, seconds: u64, fuzzer: &Fuzzer) -> Result<()> {
     let fuzz = root.join("fuzz");
     let corpus = fuzz.join("corpus").join(target);
     let seeds = fuzz.join("seeds").join(target);
@@ -130,12 +232,22 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<()> {
         fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let before = artifacts(&artifact_dir);
 
-    let mut cmd = cargo_fuzz(root);
-    cmd.args(["run", target])
-        .arg(&corpus)
-        .arg(&seeds)
-        .arg("--")
-        .arg(format!("-max_total_time={seconds}"))
+    let (mut cmd, reproduce) = match fuzzer {
+        Fuzzer::CargoFuzz => {
+            let mut c = cargo_fuzz(root);
+            c.args(["run", target]).arg(&corpus).arg(&seeds).arg("--");
+            (c, format!("cargo +nightly fuzz run {target}"))
+        }
+        Fuzzer::Binary(bin) => {
+            let mut c = Command::new(bin);
+            // cargo-fuzz passes this one itself.
+            c.arg(format!("-artifact_prefix={}/", artifact_dir.display()))
+                .arg(&corpus)
+                .arg(&seeds);
+            (c, bin.display().to_string())
+        }
+    };
+    cmd.arg(format!("-max_total_time={seconds}"))
         // One input taking this long is a denial of service in its own right.
         .arg("-timeout=10")
         .arg("-print_final_stats=1")
@@ -164,7 +276,7 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64) -> Result<()> {
         };
         bail!(
             "{target} failed ({status}); failing input: {saved}\n\
-             reproduce: cargo +nightly fuzz run {target} <that file>"
+             reproduce: {reproduce} <that file>"
         );
     }
     note(&summary(&text, seconds));
@@ -227,6 +339,8 @@ mod tests {
         assert_eq!((o.seconds, o.targets.len()), (60, TARGETS.len()));
         let o = parse(&args(&["--seconds", "5", "edge_body"])).expect("ok");
         assert_eq!((o.seconds, o.targets), (5, vec!["edge_body".to_owned()]));
+        assert!(!o.stable);
+        assert!(parse(&args(&["--stable"])).expect("ok").stable);
         assert!(parse(&args(&["--seconds", "0"])).is_err());
         assert!(parse(&args(&["--seconds"])).is_err());
         assert!(parse(&args(&["nope"])).is_err());

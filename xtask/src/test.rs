@@ -25,6 +25,10 @@ pub fn main(args: &[String]) -> Result<()> {
     result
 }
 
+/// How long `cargo xtask test` fuzzes each target: enough to run every seed and some thousands
+/// of mutations (a broken harness fails in the first second); `cargo xtask fuzz` goes longer.
+const FUZZ_SMOKE_SECONDS: u64 = 10;
+
 fn cargo(tools: &Tools, args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root()).args(args);
@@ -78,6 +82,12 @@ fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
             &mut counts,
         )
     })?;
+    step(
+        &format!(
+            "fuzz targets: stable build with coverage, {FUZZ_SMOKE_SECONDS} s each from the seeds"
+        ),
+        || crate::fuzz::smoke(FUZZ_SMOKE_SECONDS),
+    )?;
     step("wasm build (the [build] command of wrangler.toml)", || {
         wasm_build(tools)
     })?;

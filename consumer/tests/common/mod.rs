@@ -47,12 +47,24 @@ pub async fn migrated_pg() -> Postgres {
     pg
 }
 
+/// The application_name of the helper's migration connection: not `spillway-consumer`, so a
+/// test that looks for the consumer's backends in `pg_stat_activity` never sees this one
+/// (closing a connection does not wait for its backend to exit).
+pub const MIGRATE_APP: &str = "spillway-test-migrate";
+
 pub async fn migrate_url(url: &str) -> migrate::Report {
-    let store = PgStore::new(&db_config(url, 10_000)).expect("store");
+    let url = with_application_name(url, MIGRATE_APP);
+    let store = PgStore::new(&db_config(&url, 10_000)).expect("store");
     let mut client = store.open().await.expect("connect");
     migrate::run(&mut client, migrate::MIGRATIONS)
         .await
         .expect("migrate")
+}
+
+/// `url` with `application_name` set, so that a test can find its own backends exactly.
+pub fn with_application_name(url: &str, name: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={name}")
 }
 
 pub fn deps(url: &str) -> Deps<PgStore> {

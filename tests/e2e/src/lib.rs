@@ -4,9 +4,9 @@
 //!
 //! The pipeline itself is `spillway_support::Stack`, the same one `cargo xtask dev` runs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ pub struct Request {
     pub idempotency_key: Option<String>,
     pub events: usize,
     pub ids: Ids,
+    /// The events as sent, in order (the answer's ids come in the same order).
+    pub sent: Vec<Value>,
 }
 
 fn event(seq: usize, i: usize, ids: Ids) -> Value {
@@ -63,6 +65,7 @@ impl Request {
             Shape::Array(n) | Shape::Ndjson(n) | Shape::GzipArray(n) => n,
         };
         let events: Vec<Value> = (0..n).map(|i| event(seq, i, ids)).collect();
+        let sent = events.clone();
         let (body, content_type, gzip) = match shape {
             Shape::Single => (
                 events[0].to_string().into_bytes(),
@@ -99,6 +102,7 @@ impl Request {
                 .then(|| format!("e2e-{seq}-{}", uuid::Uuid::new_v4())),
             events: n,
             ids,
+            sent,
         }
     }
 }
@@ -131,6 +135,8 @@ pub struct Client {
     url: String,
     key: String,
     agent: ureq::Agent,
+    /// `503`s answered so far, to this client and its clones, as they happen.
+    unavailable_seen: std::sync::Arc<AtomicU64>,
 }
 
 impl Client {
@@ -141,7 +147,13 @@ impl Client {
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(60))
                 .build(),
+            unavailable_seen: std::sync::Arc::default(),
         }
+    }
+
+    /// How many `503`s this client (and its clones) got so far, retried or not yet.
+    pub fn unavailable_seen(&self) -> u64 {
+        self.unavailable_seen.load(Ordering::SeqCst)
     }
 
     /// POSTs an empty JSON body to another path of the edge (with the key).
@@ -232,6 +244,9 @@ impl Client {
                 }
                 503 | 429 if req.ids != Ids::Assigned => {
                     unavailable += u32::from(a.status == 503);
+                    if a.status == 503 {
+                        self.unavailable_seen.fetch_add(1, Ordering::SeqCst);
+                    }
                     if a.retry_after.is_none() {
                         bail!("{} without Retry-After: {}", a.status, a.body);
                     }
@@ -248,26 +263,33 @@ impl Client {
     }
 }
 
-/// The ids answered `202`, collected from every client thread.
+/// What the edge accepted: each id answered `202`, with the event it was answered for,
+/// collected from every client thread.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    ids: Mutex<Vec<String>>,
+    accepted: Mutex<Vec<(String, Value)>>,
     pub requests: AtomicU64,
     pub unavailable: AtomicU64,
 }
 
 impl Ledger {
-    pub fn record(&self, ids: Vec<String>, unavailable: u32) {
+    /// Records the `202` for `req`: `ids` in the order of its events.
+    pub fn record(&self, req: &Request, ids: Vec<String>, unavailable: u32) {
         self.requests.fetch_add(1, Ordering::SeqCst);
         self.unavailable
             .fetch_add(u64::from(unavailable), Ordering::SeqCst);
-        if let Ok(mut all) = self.ids.lock() {
-            all.extend(ids);
+        if let Ok(mut all) = self.accepted.lock() {
+            all.extend(ids.into_iter().zip(req.sent.iter().cloned()));
         }
     }
 
     pub fn ids(&self) -> Vec<String> {
-        self.ids.lock().map(|v| v.clone()).unwrap_or_default()
+        self.accepted().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Every accepted id with the event sent for it.
+    pub fn accepted(&self) -> Vec<(String, Value)> {
+        self.accepted.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
@@ -297,16 +319,45 @@ pub fn traffic(
     make: fn(usize) -> Request,
     ledger: &Ledger,
 ) -> Result<()> {
+    clients(client, threads, pause, make, ledger, &|i| i < per_thread)
+}
+
+/// Runs `threads` clients, each sending requests made by `make`, `pause` apart, until `stop` is
+/// set (each finishes the request it is sending). For tests whose phases must all see traffic,
+/// however long each takes to reach.
+pub fn traffic_until(
+    client: &Client,
+    threads: usize,
+    pause: Duration,
+    make: fn(usize) -> Request,
+    ledger: &Ledger,
+    stop: &AtomicBool,
+) -> Result<()> {
+    clients(client, threads, pause, make, ledger, &|_| {
+        !stop.load(Ordering::SeqCst)
+    })
+}
+
+fn clients(
+    client: &Client,
+    threads: usize,
+    pause: Duration,
+    make: fn(usize) -> Request,
+    ledger: &Ledger,
+    more: &(dyn Fn(usize) -> bool + Sync),
+) -> Result<()> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || -> Result<()> {
-                    for i in 0..per_thread {
+                    let mut i = 0;
+                    while more(i) {
                         let req = make(t * 10_000 + i);
                         let (ids, unavailable) =
                             client.send_until_accepted(&req, Duration::from_secs(90))?;
-                        ledger.record(ids, unavailable);
+                        ledger.record(&req, ids, unavailable);
                         std::thread::sleep(pause);
+                        i += 1;
                     }
                     Ok(())
                 })
@@ -319,17 +370,38 @@ pub fn traffic(
     })
 }
 
-/// Every id in the `events` table, with how often it occurs.
-pub fn stored_ids(stack: &Stack) -> Result<Vec<String>> {
-    let out = stack.pg.psql("select id from events order by id")?;
-    Ok(out.lines().map(str::to_owned).collect())
+/// Sets the flag when dropped: client threads stopped by it end even if the test panics.
+#[derive(Debug)]
+pub struct StopOnDrop<'a>(pub &'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
-/// Waits until the table holds at least `expected` rows (or `timeout`), then checks that the
-/// set of accepted ids equals the set of stored ids, with no id stored twice.
-pub fn reconcile(stack: &Stack, accepted: &[String], timeout: Duration) -> Result<()> {
+/// Every row of the `events` table: id, type and data, as PostgreSQL holds them.
+pub fn stored_rows(stack: &Stack) -> Result<Vec<(String, String, Value)>> {
+    let out = stack.pg.psql(
+        "select coalesce(json_agg(json_build_array(id, type, data) order by id), '[]') from events",
+    )?;
+    let rows: Vec<(String, String, Value)> =
+        serde_json::from_str(&out).with_context(|| format!("rows: {out:.200}"))?;
+    Ok(rows)
+}
+
+/// Waits until the table holds at least as many rows as were accepted and the main queue is
+/// empty (nothing more can arrive), or `timeout`; then compares the table with what the edge
+/// accepted: every accepted id is stored, no other id is, the table has exactly one row per
+/// accepted event, and each row holds the type and data that were sent for its id (and the
+/// client's own id where it sent one).
+pub fn reconcile(stack: &Stack, ledger: &Ledger, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let expected: HashSet<&String> = accepted.iter().collect();
+    let accepted = ledger.accepted();
+    if accepted.is_empty() {
+        bail!("nothing was accepted: nothing to reconcile");
+    }
+    let expected: HashMap<&str, &Value> = accepted.iter().map(|(id, e)| (id.as_str(), e)).collect();
     if expected.len() != accepted.len() {
         bail!("the edge answered the same id twice across requests");
     }
@@ -340,25 +412,43 @@ pub fn reconcile(stack: &Stack, accepted: &[String], timeout: Duration) -> Resul
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        if n >= expected.len() || Instant::now() > deadline {
+        let drained = stack.sqs.depth(&stack.env.sqs_queue_url).ok() == Some((0, 0));
+        if (n >= expected.len() && drained) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let stored = stored_ids(stack)?;
-    let stored_set: HashSet<&String> = stored.iter().collect();
-    if stored_set.len() != stored.len() {
-        bail!("an id is stored twice");
-    }
-    let missing: Vec<_> = expected.difference(&stored_set).take(5).collect();
-    let extra: Vec<_> = stored_set.difference(&expected).take(5).collect();
-    if !missing.is_empty() || !extra.is_empty() {
+    let rows = stored_rows(stack)?;
+    let stored: HashSet<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|id| !stored.contains(*id))
+        .take(5)
+        .collect();
+    let extra: Vec<_> = stored
+        .iter()
+        .filter(|id| !expected.contains_key(*id))
+        .take(5)
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() || rows.len() != expected.len() {
         let status = stack.status().ok();
         bail!(
-            "accepted {} ids, stored {}; missing e.g. {missing:?}; never accepted e.g. {extra:?}; status {status:?}",
+            "accepted {} ids, stored {} rows; missing e.g. {missing:?}; never accepted e.g. {extra:?}; status {status:?}",
             expected.len(),
-            stored.len()
+            rows.len()
         );
+    }
+    for (id, event_type, data) in &rows {
+        let sent = expected[id.as_str()];
+        let sent_data = sent.get("data").cloned().unwrap_or_else(|| json!({}));
+        if sent["type"] != event_type.as_str() || *data != sent_data {
+            bail!("row {id} holds type {event_type:?} data {data}; sent {sent}");
+        }
+        if let Some(client_id) = sent.get("id") {
+            if client_id != id.as_str() {
+                bail!("the client sent id {client_id}, the edge answered and stored {id}");
+            }
+        }
     }
     Ok(())
 }

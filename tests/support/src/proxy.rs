@@ -46,8 +46,17 @@ struct Shared {
     mode: AtomicU8,
     generation: AtomicU64,
     faulted: AtomicU64,
+    /// Faults by mode, indexed by `FaultMode as usize` (the `Pass` slot stays 0).
+    faulted_by_mode: [AtomicU64; 5],
     passed: AtomicU64,
     stop: AtomicBool,
+}
+
+impl Shared {
+    fn count_fault(&self, mode: FaultMode) {
+        self.faulted_by_mode[mode as usize].fetch_add(1, Ordering::SeqCst);
+        self.faulted.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The proxy; stops accepting when dropped.
@@ -98,6 +107,12 @@ impl FaultProxy {
         self.shared.faulted.load(Ordering::SeqCst)
     }
 
+    /// Requests answered with a fault (or refused) in `mode` so far: a test can switch modes
+    /// once each has really been hit, instead of after a fixed time.
+    pub fn faulted_in(&self, mode: FaultMode) -> u64 {
+        self.shared.faulted_by_mode[mode as usize].load(Ordering::SeqCst)
+    }
+
     /// Connections passed through to the upstream so far.
     pub fn passed(&self) -> u64 {
         self.shared.passed.load(Ordering::SeqCst)
@@ -132,7 +147,7 @@ fn handle(client: TcpStream, upstream: u16, shared: Arc<Shared>) {
     match FaultMode::from_u8(shared.mode.load(Ordering::SeqCst)) {
         FaultMode::Pass => pass(client, upstream, shared, generation),
         FaultMode::Refuse => {
-            shared.faulted.fetch_add(1, Ordering::SeqCst);
+            shared.count_fault(FaultMode::Refuse);
             let _ = client.shutdown(Shutdown::Both);
         }
         mode => answer_faults(client, mode, shared, generation),
@@ -213,7 +228,7 @@ fn read_request(stream: &mut TcpStream) -> Option<()> {
 fn answer_faults(mut client: TcpStream, mode: FaultMode, shared: Arc<Shared>, generation: u64) {
     let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
     if read_request(&mut client).is_some() {
-        shared.faulted.fetch_add(1, Ordering::SeqCst);
+        shared.count_fault(mode);
         let answer = match mode {
             FaultMode::Http500 => Some((
                 "500 Internal Server Error",
@@ -288,6 +303,10 @@ mod tests {
         proxy.set_mode(FaultMode::Pass);
         assert!(get(proxy.port()).ends_with("ok"));
         assert_eq!(proxy.faulted(), 3);
+        for mode in [FaultMode::Http500, FaultMode::Throttle, FaultMode::Refuse] {
+            assert_eq!(proxy.faulted_in(mode), 1, "{mode:?}");
+        }
+        assert_eq!(proxy.faulted_in(FaultMode::Stall), 0);
         assert_eq!(proxy.passed(), 2);
     }
 }

@@ -326,10 +326,24 @@ impl Stack {
             cmd.env(k, v);
         }
         let log = self.config.dir.join("logs/poller.log");
+        // The log is appended to across restarts: wait for one more "poller started" line than
+        // it holds now (the poller has checked its settings and found the queue), or its exit.
+        let started_lines = || {
+            fs::read_to_string(&log)
+                .map(|l| l.lines().filter(|l| l.contains("poller started")).count())
+                .unwrap_or(0)
+        };
+        let before = started_lines();
         let mut svc = Service::spawn("poller", cmd, &log)?;
-        std::thread::sleep(Duration::from_millis(300));
-        if let Some(status) = svc.exited() {
-            bail!("the poller exited at once ({status}): {}", svc.log_tail(20));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while started_lines() == before {
+            if let Some(status) = svc.exited() {
+                bail!("the poller exited at once ({status}): {}", svc.log_tail(20));
+            }
+            if Instant::now() > deadline {
+                bail!("the poller did not start in 60 s: {}", svc.log_tail(20));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         self.poller = Some(svc);
         Ok(())
