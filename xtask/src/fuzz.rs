@@ -5,6 +5,8 @@
 //! Each run starts from the committed seeds (`fuzz/seeds/<target>`, read-only) and the local
 //! corpus (`fuzz/corpus/<target>`, not committed, kept between runs so coverage accumulates).
 //! libFuzzer's own chatter goes to `fuzz/logs/<target>.log`; one summary line per target here.
+//! With every target, the property test `accepted_is_stored` (tests/e2e) then runs with far
+//! more requests than `cargo xtask test` gives it.
 //!
 //! [`smoke`] is the part `cargo xtask test` runs: the same targets built with the pinned stable
 //! toolchain (libFuzzer's coverage instrumentation, no sanitizer: that is what needs nightly),
@@ -29,7 +31,8 @@ const TARGETS: &[&str] = &[
 ];
 
 const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--stable] [target...]
-targets: envelope_decode, validate_events, edge_body, consumer_record (default: all)
+targets: envelope_decode, validate_events, edge_body, consumer_record (default: all, and then the
+accepted => stored property test with 60 requests per second of --seconds)
 --stable: build with the pinned stable toolchain, coverage but no sanitizer (no nightly needed)";
 
 struct Options {
@@ -86,7 +89,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 )
             })?;
         }
-        return Ok(());
+        return invariant(&opts);
     }
     step("cargo-fuzz and the nightly toolchain", ensure_tools)?;
     step("build the fuzz targets (nightly, sanitizer)", || {
@@ -104,7 +107,36 @@ pub fn main(args: &[String]) -> Result<()> {
             fuzz_one(&root, target, opts.seconds, &Fuzzer::CargoFuzz)
         })?;
     }
-    Ok(())
+    invariant(&opts)
+}
+
+/// Requests per second the accepted-is-stored property test gets through (each one goes into
+/// PostgreSQL), so that it runs about as long as one fuzz target.
+const INVARIANT_CASES_PER_SECOND: u64 = 60;
+
+/// With every target: the property test `tests/e2e/tests/accepted_is_stored.rs` (edge request
+/// path -> consumer -> real PostgreSQL), with many more cases than `cargo xtask test` runs.
+fn invariant(opts: &Options) -> Result<()> {
+    if opts.targets.len() != TARGETS.len() {
+        return Ok(());
+    }
+    let cases = opts.seconds * INVARIANT_CASES_PER_SECOND;
+    step(
+        &format!("property accepted => stored exactly, {cases} requests into PostgreSQL"),
+        || {
+            run(Command::new("cargo")
+                .current_dir(root())
+                .env("SPILLWAY_INVARIANT_CASES", cases.to_string())
+                .args([
+                    "test",
+                    "--quiet",
+                    "-p",
+                    "spillway-e2e",
+                    "--test",
+                    "accepted_is_stored",
+                ]))
+        },
+    )
 }
 
 /// libFuzzer's coverage instrumentation, as cargo-fuzz passes it, minus the sanitizer: these
