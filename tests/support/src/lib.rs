@@ -8,6 +8,7 @@
 //! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto are there.
 
 mod pg;
+mod procs;
 mod proxy;
 pub mod sqs;
 pub mod stack;
@@ -131,7 +132,8 @@ impl Drop for Record {
 /// detached on purpose by `cargo xtask up`), and returns how many.
 ///
 /// Process groups get SIGTERM first (the poller finishes its batch), then SIGKILL after `grace`;
-/// PostgreSQL clusters get a fast shutdown.
+/// either way this returns only once no process of any group, nor any descendant, still runs,
+/// so that the ports are free. PostgreSQL clusters get a fast shutdown, waited for.
 pub fn sweep(dir: &Path, grace: Duration) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
@@ -147,25 +149,23 @@ pub fn sweep(dir: &Path, grace: Duration) -> usize {
         .collect();
     // Processes before databases: stop the writers first.
     records.sort_by_key(|(_, c)| c.starts_with("postgres"));
-    let mut stopped = 0;
-    let mut groups = Vec::new();
-    for (path, content) in &records {
+    let mut families = Vec::new();
+    for (_, content) in &records {
         if let Some(pgid) = content.strip_prefix("group ") {
-            let pgid = pgid.trim().to_owned();
-            if group_alive(&pgid) {
-                kill_group(&pgid, "TERM");
-                groups.push(pgid);
-                stopped += 1;
+            if let Ok(pgid) = pgid.trim().parse() {
+                let mut family = procs::Family::new(pgid);
+                if family.alive() {
+                    families.push(family);
+                }
             }
-            let _ = fs::remove_file(path);
         }
     }
-    let deadline = Instant::now() + grace;
-    while groups.iter().any(|g| group_alive(g)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for g in &groups {
-        kill_group(g, "KILL");
+    let mut stopped = families.len();
+    procs::stop(&mut families, grace);
+    for (path, content) in &records {
+        if content.starts_with("group ") {
+            let _ = fs::remove_file(path);
+        }
     }
     for (path, content) in &records {
         if let Some(data) = content.strip_prefix("postgres ") {
@@ -186,21 +186,8 @@ pub fn sweep(dir: &Path, grace: Duration) -> usize {
 }
 
 fn group_alive(pgid: &str) -> bool {
-    Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn kill_group(pgid: &str, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    pgid.parse()
+        .is_ok_and(|pgid| procs::Family::new(pgid).alive())
 }
 
 /// A child process in its own process group, stopped (the whole group) on drop.
@@ -267,27 +254,32 @@ impl Service {
     /// Sends `signal` (e.g. "TERM", "KILL") to the whole group.
     pub fn signal(&self, signal: &str) {
         if let Some(c) = &self.child {
-            kill_group(&c.id().to_string(), signal);
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), "--", &format!("-{}", c.id())])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; waits for the process and returns its status.
+    /// SIGTERM, then SIGKILL after `grace`; returns once neither the process nor anything it
+    /// started still runs (its whole group and every descendant), with the leader's status.
     pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.end(Some(grace))
+    }
+
+    /// Stops the family, with SIGTERM and `grace` before SIGKILL or with SIGKILL only, and
+    /// reaps the leader.
+    fn end(&mut self, grace: Option<Duration>) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        kill_group(&child.id().to_string(), "TERM");
-        let deadline = Instant::now() + grace;
-        let status = loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                break Some(s);
-            }
-            if Instant::now() >= deadline {
-                kill_group(&child.id().to_string(), "KILL");
-                break child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // The family is read before any signal: once the leader is gone, its children hang
+        // from init and only their recorded identity still ties them to this service.
+        let mut family = [procs::Family::new(child.id())];
+        match grace {
+            Some(grace) => procs::stop(&mut family, grace),
+            None => procs::kill(&mut family),
         };
-        // The leader may exit before its group (workerd under wrangler): make sure.
-        kill_group(&child.id().to_string(), "KILL");
+        let status = child.wait().ok();
         if let Some(r) = self.record.take() {
             let _ = fs::remove_file(r);
         }
@@ -303,15 +295,9 @@ impl Service {
         pid
     }
 
-    /// SIGKILL to the group and reap, as a crash would.
+    /// SIGKILL to the group and every descendant, as a crash would; returns once they are gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(&child.id().to_string(), "KILL");
-            let _ = child.wait();
-        }
-        if let Some(r) = self.record.take() {
-            let _ = fs::remove_file(r);
-        }
+        let _ = self.end(None);
     }
 }
 
