@@ -40,6 +40,9 @@ pub struct StackConfig {
     pub edge_vars: Vec<(String, String)>,
     /// Directory holding the `spillway-consumer` and `spillway-poller` binaries.
     pub bin_dir: PathBuf,
+    /// Keep the database (`pg/` in `dir`) when the stack stops. True for `cargo xtask dev|up`,
+    /// false for [`StackConfig::ephemeral`] stacks.
+    pub keep_database: bool,
 }
 
 pub const REGION: &str = "us-east-1";
@@ -70,6 +73,7 @@ impl StackConfig {
             poller_env: Vec::new(),
             edge_vars: Vec::new(),
             bin_dir: debug_bin_dir(),
+            keep_database: true,
         }
     }
 
@@ -80,6 +84,7 @@ impl StackConfig {
             edge_port: free_port()?,
             sqs_port: free_port()?,
             pg_port: free_port()?,
+            keep_database: false,
             ..StackConfig::new(&dir)
         })
     }
@@ -198,7 +203,7 @@ impl Stack {
         fs::create_dir_all(&logs)?;
 
         let t = Instant::now();
-        let pg = Postgres::start_in(&config.dir.join("pg"), config.pg_port, true)?;
+        let pg = Postgres::start_in(&config.dir.join("pg"), config.pg_port, config.keep_database)?;
         let _ = fs::remove_file(logs.join("postgres.log"));
         let _ = std::os::unix::fs::symlink("../pg/postgres.log", logs.join("postgres.log"));
         progress(&format!(

@@ -138,3 +138,39 @@ fn sweep_waits_for_the_whole_tree_of_a_detached_service() {
     let _ = child.wait();
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// As root the server runs as the `postgres` user, which cannot enter a directory of mode 0700
+/// such as `/root`; a cluster asked for inside one must start all the same, be found there
+/// again with its data, and leave that directory's mode alone.
+#[test]
+fn postgres_starts_inside_a_private_directory() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let private = run_dir().join(format!("private-{}", std::process::id()));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .expect("private dir");
+    let dir = private.join("pg");
+    let pg = Postgres::start_in(&dir, free_port().expect("port"), true)
+        .expect("starts inside a 0700 directory");
+    pg.psql("create table t (x int); insert into t values (7)")
+        .expect("write");
+    let port = pg.port();
+    drop(pg);
+    assert!(!port_open(port));
+    // Kept (`keep`): a second start finds the cluster where it was asked for.
+    let pg = Postgres::start_in(&dir, free_port().expect("port"), false).expect("starts again");
+    assert_eq!(pg.psql("select x from t").expect("data kept"), "7");
+    drop(pg);
+    let mode = fs::metadata(&private)
+        .expect("private dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the private directory's mode changed");
+    assert!(
+        fs::symlink_metadata(&dir).is_err(),
+        "dropped cluster left {}",
+        dir.display()
+    );
+    let _ = fs::remove_dir_all(&private);
+}
