@@ -289,6 +289,12 @@ impl Postgres {
         self.port
     }
 
+    /// The directory holding the cluster (data, log, socket). The server can read what is put
+    /// here, unlike a path inside a private clone: the place for files it must load.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/postgres`
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
