@@ -264,7 +264,7 @@ impl Postgres {
         Ok(())
     }
 
-    /// Leaves the cluster running after this handle is gone; [`sweep`] stops it later.
+    /// Leaves the cluster running after this handle is gone; [`sweep`](crate::sweep) stops it later.
     pub fn detach(mut self) {
         self.keep = true;
         self._record = None;
