@@ -509,7 +509,9 @@ async fn sslmode_require_uses_verified_tls() {
     let pg = migrated_pg().await;
     // A private CA and a server certificate for 127.0.0.1, made with openssl (PostgreSQL's
     // Debian package depends on it through ssl-cert).
-    let dir = spillway_support::run_dir().join(format!("tls-{}-{}", std::process::id(), pg.port()));
+    // In the cluster's directory: the server must read these, and it runs as another user
+    // (`postgres`, when we are root) that may not enter the clone.
+    let dir = pg.dir().join("tls");
     std::fs::create_dir_all(&dir).expect("dir");
     let p = |f: &str| dir.join(f).display().to_string();
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");

@@ -75,6 +75,14 @@ fn prepare() -> Result<Tools> {
     Ok(tools)
 }
 
+/// Removes what a stopped pipeline's settings and secrets were kept in: `dev.env`, and the
+/// `.dev.vars` wrangler dev read its secrets from.
+fn remove_settings() {
+    for file in ["dev.env", ".dev.vars"] {
+        let _ = std::fs::remove_file(state_dir().join(file));
+    }
+}
+
 fn already_running() -> Result<bool> {
     if live_services(&records_dir()) == 0 {
         return Ok(false);
@@ -193,7 +201,7 @@ pub fn dev(args: &[String]) -> Result<()> {
     );
     let t = Instant::now();
     drop(stack);
-    let _ = std::fs::remove_file(state_dir().join("dev.env"));
+    remove_settings();
     let _ = writeln!(
         out,
         "stopped everything ({:.1} s)",
@@ -216,13 +224,13 @@ pub fn down() -> Result<()> {
     let dir = records_dir();
     if live_services(&dir) == 0 {
         sweep(&dir, Duration::from_secs(1));
-        let _ = std::fs::remove_file(state_dir().join("dev.env"));
+        remove_settings();
         println!("Nothing is running.");
         return Ok(());
     }
     let t = Instant::now();
     let n = sweep(&dir, Duration::from_secs(30));
-    let _ = std::fs::remove_file(state_dir().join("dev.env"));
+    remove_settings();
     println!(
         "Stopped {n} service(s) ({:.1} s).",
         t.elapsed().as_secs_f64()

@@ -7,6 +7,8 @@
 //!
 //! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto are there.
 
+mod pg;
+mod procs;
 mod proxy;
 pub mod redact;
 pub mod sqs;
@@ -21,7 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pg::pg_command;
 
+pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{FaultMode, FaultProxy};
 pub use sqs::LocalSqs;
 pub use stack::{Stack, StackConfig, Status};
@@ -87,7 +91,7 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -100,7 +104,7 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -109,10 +113,10 @@ fn is_root() -> bool {
 }
 
 /// A leftover record: what [`sweep`] must stop if the owner died without cleaning up.
-struct Record(PathBuf);
+pub(crate) struct Record(pub(crate) PathBuf);
 
 impl Record {
-    fn write(name: &str, content: &str) -> Self {
+    pub(crate) fn write(name: &str, content: &str) -> Self {
         let path = run_dir().join(format!("{name}.service"));
         let _ = fs::write(&path, content);
         Record(path)
@@ -129,7 +133,8 @@ impl Drop for Record {
 /// detached on purpose by `cargo xtask up`), and returns how many.
 ///
 /// Process groups get SIGTERM first (the poller finishes its batch), then SIGKILL after `grace`;
-/// PostgreSQL clusters get a fast shutdown.
+/// either way this returns only once no process of any group, nor any descendant, still runs,
+/// so that the ports are free. PostgreSQL clusters get a fast shutdown, waited for.
 pub fn sweep(dir: &Path, grace: Duration) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
@@ -145,25 +150,23 @@ pub fn sweep(dir: &Path, grace: Duration) -> usize {
         .collect();
     // Processes before databases: stop the writers first.
     records.sort_by_key(|(_, c)| c.starts_with("postgres"));
-    let mut stopped = 0;
-    let mut groups = Vec::new();
-    for (path, content) in &records {
+    let mut families = Vec::new();
+    for (_, content) in &records {
         if let Some(pgid) = content.strip_prefix("group ") {
-            let pgid = pgid.trim().to_owned();
-            if group_alive(&pgid) {
-                kill_group(&pgid, "TERM");
-                groups.push(pgid);
-                stopped += 1;
+            if let Ok(pgid) = pgid.trim().parse() {
+                let mut family = procs::Family::new(pgid);
+                if family.alive() {
+                    families.push(family);
+                }
             }
-            let _ = fs::remove_file(path);
         }
     }
-    let deadline = Instant::now() + grace;
-    while groups.iter().any(|g| group_alive(g)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for g in &groups {
-        kill_group(g, "KILL");
+    let mut stopped = families.len();
+    procs::stop(&mut families, grace);
+    for (path, content) in &records {
+        if content.starts_with("group ") {
+            let _ = fs::remove_file(path);
+        }
     }
     for (path, content) in &records {
         if let Some(data) = content.strip_prefix("postgres ") {
@@ -184,21 +187,8 @@ pub fn sweep(dir: &Path, grace: Duration) -> usize {
 }
 
 fn group_alive(pgid: &str) -> bool {
-    Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn kill_group(pgid: &str, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    pgid.parse()
+        .is_ok_and(|pgid| procs::Family::new(pgid).alive())
 }
 
 /// A child process in its own process group, stopped (the whole group) on drop.
@@ -265,27 +255,32 @@ impl Service {
     /// Sends `signal` (e.g. "TERM", "KILL") to the whole group.
     pub fn signal(&self, signal: &str) {
         if let Some(c) = &self.child {
-            kill_group(&c.id().to_string(), signal);
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), "--", &format!("-{}", c.id())])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         }
     }
 
-    /// SIGTERM, then SIGKILL after `grace`; waits for the process and returns its status.
+    /// SIGTERM, then SIGKILL after `grace`; returns once neither the process nor anything it
+    /// started still runs (its whole group and every descendant), with the leader's status.
     pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        self.end(Some(grace))
+    }
+
+    /// Stops the family, with SIGTERM and `grace` before SIGKILL or with SIGKILL only, and
+    /// reaps the leader.
+    fn end(&mut self, grace: Option<Duration>) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        kill_group(&child.id().to_string(), "TERM");
-        let deadline = Instant::now() + grace;
-        let status = loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                break Some(s);
-            }
-            if Instant::now() >= deadline {
-                kill_group(&child.id().to_string(), "KILL");
-                break child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // The family is read before any signal: once the leader is gone, its children hang
+        // from init and only their recorded identity still ties them to this service.
+        let mut family = [procs::Family::new(child.id())];
+        match grace {
+            Some(grace) => procs::stop(&mut family, grace),
+            None => procs::kill(&mut family),
         };
-        // The leader may exit before its group (workerd under wrangler): make sure.
-        kill_group(&child.id().to_string(), "KILL");
+        let status = child.wait().ok();
         if let Some(r) = self.record.take() {
             let _ = fs::remove_file(r);
         }
@@ -301,15 +296,9 @@ impl Service {
         pid
     }
 
-    /// SIGKILL to the group and reap, as a crash would.
+    /// SIGKILL to the group and every descendant, as a crash would; returns once they are gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(&child.id().to_string(), "KILL");
-            let _ = child.wait();
-        }
-        if let Some(r) = self.record.take() {
-            let _ = fs::remove_file(r);
-        }
+        let _ = self.end(None);
     }
 }
 
@@ -392,194 +381,6 @@ impl Moto {
     }
 }
 
-/// The newest `/usr/lib/postgresql/*/bin` (or `$SPILLWAY_PG_BIN`).
-pub fn pg_bin_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os("SPILLWAY_PG_BIN") {
-        return Ok(PathBuf::from(dir));
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .map_err(|_| {
-            anyhow!("PostgreSQL is not installed: run `apt-get install -y postgresql` (as root)")
-        })?
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, b)| b)
-        .ok_or_else(|| anyhow!("no initdb under /usr/lib/postgresql/*/bin"))
-}
-
-/// A command from PostgreSQL's bin dir, run as the `postgres` user when we are root
-/// (PostgreSQL refuses to run as root).
-fn pg_command(bin: &Path, tool: &str) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-        c
-    } else {
-        Command::new(bin.join(tool))
-    }
-}
-
-/// A throwaway PostgreSQL cluster on 127.0.0.1 and a private port, trust auth, user `postgres`.
-#[derive(Debug)]
-pub struct Postgres {
-    port: u16,
-    bin: PathBuf,
-    dir: PathBuf,
-    keep: bool,
-    _record: Option<PathBuf>,
-}
-
-impl Postgres {
-    /// `initdb` + `pg_ctl start` on a free port.
-    pub fn start() -> Result<Postgres> {
-        Self::start_in(&run_dir().join(unique("pg")), free_port()?, false)
-    }
-
-    /// Starts a cluster in `dir` on `port`, creating it when `dir` has none yet. With `keep`,
-    /// the data directory survives drop (the cluster is still stopped).
-    pub fn start_in(dir: &Path, port: u16, keep: bool) -> Result<Postgres> {
-        let bin = pg_bin_dir()?;
-        if port_open(port) {
-            bail!("port {port} is already in use; choose another");
-        }
-        fs::create_dir_all(dir)?;
-        let dir = dir.canonicalize()?;
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()?
-                .success();
-            if !ok {
-                bail!("could not chown {} to the postgres user", dir.display());
-            }
-        }
-        let data = dir.join("data");
-        if !data.join("PG_VERSION").exists() {
-            let out = pg_command(&bin, "initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-                .output()
-                .context("running initdb")?;
-            if !out.status.success() {
-                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        let pg = Postgres {
-            port,
-            bin,
-            dir: dir.clone(),
-            keep,
-            _record: {
-                let r = Record::write(&unique("pg"), &format!("postgres {}", data.display()));
-                let p = r.0.clone();
-                std::mem::forget(r);
-                Some(p)
-            },
-        };
-        pg.start_again()?;
-        Ok(pg)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    /// Starts the (stopped) cluster again on the same port and waits until it accepts.
-    pub fn start_again(&self) -> Result<()> {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
-            self.port,
-            self.dir.display()
-        );
-        let out = pg_command(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.join("postgres.log"))
-            .args(["-o", &opts, "-w", "-t", "30", "start"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .context("running pg_ctl start")?;
-        if !out.status.success() {
-            bail!(
-                "pg_ctl start failed: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
-            );
-        }
-        Ok(())
-    }
-
-    /// Leaves the cluster running after this handle is gone; [`sweep`] stops it later.
-    pub fn detach(mut self) {
-        self.keep = true;
-        self._record = None;
-    }
-
-    /// Stops the cluster (fast shutdown: open connections are cut), keeping its data.
-    pub fn stop(&self) -> Result<()> {
-        let ok = pg_command(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "fast", "-w", "stop"])
-            .stdout(Stdio::null())
-            .status()?
-            .success();
-        if !ok {
-            bail!("pg_ctl stop failed");
-        }
-        Ok(())
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// `postgres://postgres@127.0.0.1:PORT/postgres`
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// Runs `sql` with psql and returns its unaligned, tuples-only output.
-    pub fn psql(&self, sql: &str) -> Result<String> {
-        psql(self.port, sql)
-    }
-}
-
-/// Runs `sql` with psql against the cluster on 127.0.0.1:`port` (user and database `postgres`).
-pub fn psql(port: u16, sql: &str) -> Result<String> {
-    let out = Command::new(pg_bin_dir()?.join("psql"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-        ])
-        .args(["-c", sql])
-        .output()
-        .context("running psql")?;
-    if !out.status.success() {
-        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 /// How many services recorded in `dir` are still running.
 pub fn live_services(dir: &Path) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
@@ -594,25 +395,6 @@ pub fn live_services(dir: &Path) -> usize {
             _ => false,
         })
         .count()
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let Some(record) = self._record.take() else {
-            return; // detached
-        };
-        let _ = fs::remove_file(record);
-        let _ = pg_command(&self.bin, "pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 #[cfg(test)]

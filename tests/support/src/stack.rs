@@ -40,11 +40,13 @@ pub struct StackConfig {
     pub edge_vars: Vec<(String, String)>,
     /// Directory holding the `spillway-consumer` and `spillway-poller` binaries.
     pub bin_dir: PathBuf,
+    /// Keep the database (`pg/` in `dir`) when the stack stops. True for `cargo xtask dev|up`,
+    /// false for [`StackConfig::ephemeral`] stacks.
+    pub keep_database: bool,
 }
 
 pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY_ID: &str = "spillway-local";
-pub const SECRET_ACCESS_KEY: &str = "spillway-local-secret";
 pub const KEY_ID: &str = "dev";
 
 /// `target/debug` of this workspace (honouring `CARGO_TARGET_DIR`).
@@ -70,6 +72,7 @@ impl StackConfig {
             poller_env: Vec::new(),
             edge_vars: Vec::new(),
             bin_dir: debug_bin_dir(),
+            keep_database: true,
         }
     }
 
@@ -80,6 +83,7 @@ impl StackConfig {
             edge_port: free_port()?,
             sqs_port: free_port()?,
             pg_port: free_port()?,
+            keep_database: false,
             ..StackConfig::new(&dir)
         })
     }
@@ -94,6 +98,9 @@ pub struct DevEnv {
     pub sqs_endpoint: String,
     pub sqs_queue_url: String,
     pub sqs_dlq_url: String,
+    /// Random per stack, like the ingest key: the local SQS accepts any, and a fixed one would
+    /// be a secret everybody knows.
+    pub aws_secret_access_key: String,
 }
 
 impl DevEnv {
@@ -109,7 +116,7 @@ impl DevEnv {
             ("SQS_DLQ_URL", &self.sqs_dlq_url),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", &self.aws_secret_access_key),
         ] {
             let _ = writeln!(s, "{k}={v}");
         }
@@ -132,6 +139,7 @@ impl DevEnv {
             sqs_endpoint: get("SQS_ENDPOINT")?,
             sqs_queue_url: get("SQS_QUEUE_URL")?,
             sqs_dlq_url: get("SQS_DLQ_URL")?,
+            aws_secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
         })
     }
 }
@@ -198,7 +206,7 @@ impl Stack {
         fs::create_dir_all(&logs)?;
 
         let t = Instant::now();
-        let pg = Postgres::start_in(&config.dir.join("pg"), config.pg_port, true)?;
+        let pg = Postgres::start_in(&config.dir.join("pg"), config.pg_port, config.keep_database)?;
         let _ = fs::remove_file(logs.join("postgres.log"));
         let _ = std::os::unix::fs::symlink("../pg/postgres.log", logs.join("postgres.log"));
         progress(&format!(
@@ -278,6 +286,7 @@ impl Stack {
             sqs_endpoint: moto.endpoint(),
             sqs_queue_url: queue_url,
             sqs_dlq_url: dlq_url,
+            aws_secret_access_key: random_key()?,
         };
         let mut stack = Stack {
             config,
@@ -304,14 +313,14 @@ impl Stack {
             stack.config.edge_port,
             t.elapsed().as_secs_f64()
         ));
-        fs::write(stack.config.dir.join("dev.env"), stack.env.to_shell())?;
+        write_private(&stack.config.dir.join("dev.env"), &stack.env.to_shell())?;
         Ok(stack)
     }
 
     fn aws_env(&self, cmd: &mut Command) {
         cmd.env("AWS_REGION", REGION)
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY);
+            .env("AWS_SECRET_ACCESS_KEY", &self.env.aws_secret_access_key);
     }
 
     /// Starts (or restarts) the poller.
@@ -385,19 +394,22 @@ impl Stack {
             .arg("--persist-to")
             .arg(self.config.dir.join("wrangler-state"))
             .arg("--show-interactive-dev-session=false");
+        // Secrets reach the worker through `.dev.vars` beside the config, which wrangler dev
+        // reads: as `--var`s they would be on its command line, which every user can read
+        // (`ps`). The rest stays on the command line, where it is easy to see.
+        let secrets = [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                self.env.aws_secret_access_key.clone(),
+            ),
+            ("INGEST_KEYS", format!("{KEY_ID}:{}", self.env.ingest_key)),
+        ];
+        write_private(&self.config.dir.join(".dev.vars"), &dev_vars(&secrets)?)?;
         let mut vars = vec![
             ("SQS_QUEUE_URL".to_owned(), self.env.sqs_queue_url.clone()),
             ("SQS_ENDPOINT".to_owned(), sqs_endpoint),
             ("AWS_REGION".to_owned(), REGION.to_owned()),
-            ("AWS_ACCESS_KEY_ID".to_owned(), ACCESS_KEY_ID.to_owned()),
-            (
-                "AWS_SECRET_ACCESS_KEY".to_owned(),
-                SECRET_ACCESS_KEY.to_owned(),
-            ),
-            (
-                "INGEST_KEYS".to_owned(),
-                format!("{KEY_ID}:{}", self.env.ingest_key),
-            ),
             ("ALLOWED_ORIGINS".to_owned(), "*".to_owned()),
         ];
         vars.extend(self.config.edge_vars.iter().cloned());
@@ -451,6 +463,40 @@ impl Stack {
         // A fault proxy lives in this process; a detached stack never has one.
         drop(proxy);
     }
+}
+
+/// The text of a `.dev.vars` file (dotenv) setting `vars`. Values are single-quoted, so that
+/// nothing in them is expanded or read as a comment; one that cannot be written so is refused.
+pub fn dev_vars(vars: &[(&str, String)]) -> Result<String> {
+    let mut out = String::new();
+    for (k, v) in vars {
+        if v.contains(['\'', '\n', '\r']) {
+            bail!("the value of {k} cannot go into .dev.vars (a quote or a line break)");
+        }
+        let _ = writeln!(out, "{k}='{v}'");
+    }
+    Ok(out)
+}
+
+/// Writes `text` to `path`, readable by its owner only from the moment the file exists (a
+/// mode set after writing would leave a moment when others can read it). Replaces any file
+/// already there, whatever its mode was.
+pub fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("replacing {}", path.display()))
+        }
+        _ => {}
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The project's wrangler.toml without its `[build]` table and with `main` made absolute.

@@ -1,6 +1,13 @@
 //! The services really start, answer, and stop.
 
-use spillway_support::{port_open, Moto, Postgres};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use spillway_support::{
+    free_port, live_services, port_open, run_dir, sweep, Moto, Postgres, Service,
+};
 
 #[test]
 fn postgres_starts_stops_and_restarts() {
@@ -25,4 +32,145 @@ fn moto_starts_and_stops() {
     assert_eq!(status, 200);
     drop(moto);
     assert!(!port_open(port), "dropped moto is down");
+}
+
+/// A process tree shaped like `wrangler dev`'s: a leader that exits at once on SIGTERM (node),
+/// a child in its group that ignores SIGTERM, and a grandchild that left the group (setsid)
+/// and holds `port` (workerd). Each child writes its pid to `<dir>/<n>.pid` once it runs.
+fn tree(dir: &Path, port: u16) -> Command {
+    const CHILD: &str = r#"
+import os, signal, socket, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+port = int(sys.argv[2])
+if port:
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen()
+open(sys.argv[1] + ".tmp", "w").write(str(os.getpid()))
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)
+"#;
+    fs::create_dir_all(dir).expect("dir");
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(r#"python3 -c "$1" "$2/1.pid" 0 & setsid python3 -c "$1" "$2/2.pid" "$3" & exec sleep 600"#)
+        .arg("sh")
+        .arg(CHILD)
+        .arg(dir)
+        .arg(port.to_string());
+    c
+}
+
+/// Waits until both children of [`tree`] run and the port is open; returns their pids.
+fn tree_ready(dir: &Path, port: u16) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pids: Vec<u32> = ["1.pid", "2.pid"]
+            .iter()
+            .filter_map(|f| fs::read_to_string(dir.join(f)).ok()?.parse().ok())
+            .collect();
+        if pids.len() == 2 && port_open(port) {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "the process tree did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Is `pid` a process that still runs (not gone, not a zombie)?
+fn running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+#[test]
+fn stopping_a_service_waits_for_its_whole_tree() {
+    let dir = run_dir().join(format!("tree-stop-{}", std::process::id()));
+    let port = free_port().expect("port");
+    let mut svc = Service::spawn("tree", tree(&dir, port), &dir.join("tree.log")).expect("spawn");
+    let pids = tree_ready(&dir, port);
+    svc.stop(Duration::from_millis(300));
+    // Checked at once: when `stop` returns, nothing of the service may be left.
+    for pid in &pids {
+        assert!(
+            !running(*pid),
+            "pid {pid} of the stopped service still runs"
+        );
+    }
+    assert!(
+        !port_open(port),
+        "port {port} of the stopped service is open"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// What `cargo xtask down` does: the owner is gone, only the record is left.
+#[test]
+fn sweep_waits_for_the_whole_tree_of_a_detached_service() {
+    use std::os::unix::process::CommandExt;
+    let dir = run_dir().join(format!("tree-sweep-{}", std::process::id()));
+    let records = dir.join("records");
+    fs::create_dir_all(&records).expect("records dir");
+    let port = free_port().expect("port");
+    let mut child = tree(&dir, port)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    fs::write(
+        records.join("tree.service"),
+        format!("group {}", child.id()),
+    )
+    .expect("record");
+    let pids = tree_ready(&dir, port);
+    assert_eq!(live_services(&records), 1);
+    assert_eq!(sweep(&records, Duration::from_millis(300)), 1);
+    for pid in &pids {
+        assert!(!running(*pid), "pid {pid} of the swept service still runs");
+    }
+    assert!(!port_open(port), "port {port} of the swept service is open");
+    assert_eq!(live_services(&records), 0);
+    let _ = child.wait();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// As root the server runs as the `postgres` user, which cannot enter a directory of mode 0700
+/// such as `/root`; a cluster asked for inside one must start all the same, be found there
+/// again with its data, and leave that directory's mode alone.
+#[test]
+fn postgres_starts_inside_a_private_directory() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let private = run_dir().join(format!("private-{}", std::process::id()));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .expect("private dir");
+    let dir = private.join("pg");
+    let pg = Postgres::start_in(&dir, free_port().expect("port"), true)
+        .expect("starts inside a 0700 directory");
+    pg.psql("create table t (x int); insert into t values (7)")
+        .expect("write");
+    let port = pg.port();
+    drop(pg);
+    assert!(!port_open(port));
+    // Kept (`keep`): a second start finds the cluster where it was asked for.
+    let pg = Postgres::start_in(&dir, free_port().expect("port"), false).expect("starts again");
+    assert_eq!(pg.psql("select x from t").expect("data kept"), "7");
+    drop(pg);
+    let mode = fs::metadata(&private)
+        .expect("private dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the private directory's mode changed");
+    assert!(
+        fs::symlink_metadata(&dir).is_err(),
+        "dropped cluster left {}",
+        dir.display()
+    );
+    let _ = fs::remove_dir_all(&private);
 }
