@@ -4,78 +4,121 @@
 //! with the path and query as the client sent them: a beacon's `?key=` or a mistyped
 //! `/v1/events&key=...` would put the key in `.spillway/logs/edge.log`. wrangler has no switch
 //! for these lines alone (`--log-level warn` also hides the edge's own JSON log line), so the
-//! local stack rewrites them as they pass: the query is dropped and a path that is not one of
-//! the edge's routes is written as `(unknown)`, as the edge's own log line does.
+//! local stack passes wrangler's output through `sed`, which outlives `cargo xtask up` as
+//! wrangler does: the query is dropped and a path that is not one of the edge's routes is
+//! written as `(unknown)`, as the edge's own log line writes it.
 
-use std::borrow::Cow;
-
-const MARK: &str = "[wrangler:info] ";
+use std::process::Command;
 
 /// The paths the edge serves; anything else is logged as `(unknown)`.
 const ROUTES: &[&str] = &["/v1/events", "/healthz"];
 
-/// `line` with the request target of a wrangler request line made safe to keep.
-pub fn access_line(line: &str) -> Cow<'_, str> {
-    let Some(at) = line.find(MARK) else {
-        return Cow::Borrowed(line);
-    };
-    let rest = &line[at + MARK.len()..];
-    let Some((method, after)) = rest.split_once(' ') else {
-        return Cow::Borrowed(line);
-    };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Cow::Borrowed(line); // "Ready on http://..." and other info lines
+/// The `sed -E` program that rewrites wrangler's request lines (and leaves others alone).
+pub fn sed_program() -> String {
+    let routes = ROUTES.join("|");
+    let line = r"\[wrangler:info\] [A-Z]+ ";
+    [
+        format!(r"\%{line}%{{"),
+        // A known route: drop its query (and fragment).
+        format!(r"s%({line})({routes})[?#][^ ]*%\1\2%"),
+        // Anything else: the whole request target goes.
+        format!(r"\%{line}({routes})( |$)%!s%({line})[^ ]*%\1(unknown)%"),
+        "}".to_owned(),
+    ]
+    .join("\n")
+}
+
+/// `program` run by a shell: `sh -c '<program> 2>&1 | sed ...'`, so that everything the
+/// program writes passes the redaction before it reaches the service's log.
+pub fn through_sed(program: Command) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(
+        program
+            .get_current_dir()
+            .unwrap_or(std::path::Path::new(".")),
+    )
+    .arg("-c")
+    .arg(r#"program="$1"; shift; "$program" "$@" 2>&1 | exec sed -u -E -e "$SPILLWAY_REDACT""#)
+    .arg("sh")
+    .arg(program.get_program())
+    .args(program.get_args())
+    .env("SPILLWAY_REDACT", sed_program());
+    for (k, v) in program.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
     }
-    let (target, tail) = after.split_once(' ').unwrap_or((after, ""));
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    let safe = if ROUTES.contains(&path) {
-        path
-    } else {
-        "(unknown)"
-    };
-    if safe == target {
-        return Cow::Borrowed(line);
-    }
-    let sep = if tail.is_empty() { "" } else { " " };
-    Cow::Owned(format!("{}{MARK}{method} {safe}{sep}{tail}", &line[..at]))
+    cmd
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::process::Stdio;
+
     use super::*;
+
+    fn redact(input: &str) -> String {
+        let mut child = Command::new("sed")
+            .args(["-u", "-E", "-e", &sed_program()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sed");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("sed output");
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
 
     #[test]
     fn keys_in_the_request_target_never_pass() {
         let key = "c1eb030b0ec126dd0a49bd27";
-        for (line, want) in [
-            (
-                format!("[wrangler:info] POST /v1/events&key={key} 404 Not Found (17ms)"),
-                "[wrangler:info] POST (unknown) 404 Not Found (17ms)",
-            ),
-            (
-                format!("[wrangler:info] POST /v1/events?key={key} 202 Accepted (3ms)"),
-                "[wrangler:info] POST /v1/events 202 Accepted (3ms)",
-            ),
-            (
-                format!("\u{1b}[2m[wrangler:info] GET /{key} 404 Not Found (1ms)"),
-                "\u{1b}[2m[wrangler:info] GET (unknown) 404 Not Found (1ms)",
-            ),
-        ] {
-            let out = access_line(&line);
-            assert_eq!(out, want);
-            assert!(!out.contains(key));
-        }
+        let input = format!(
+            "[wrangler:info] POST /v1/events&key={key} 404 Not Found (17ms)\n\
+             [wrangler:info] POST /v1/events?key={key} 202 Accepted (3ms)\n\
+             [wrangler:info] GET /{key} 404 Not Found (1ms)\n\
+             [wrangler:info] GET /healthz?key={key}#x 200 OK (1ms)\n"
+        );
+        assert_eq!(
+            redact(&input),
+            "[wrangler:info] POST (unknown) 404 Not Found (17ms)\n\
+             [wrangler:info] POST /v1/events 202 Accepted (3ms)\n\
+             [wrangler:info] GET (unknown) 404 Not Found (1ms)\n\
+             [wrangler:info] GET /healthz 200 OK (1ms)\n"
+        );
     }
 
     #[test]
     fn other_lines_pass_unchanged() {
-        for line in [
-            "[wrangler:info] Ready on http://127.0.0.1:8787",
-            "[wrangler:info] GET /healthz 200 OK (500ms)",
-            r#"{"request_id":"x","path":"/v1/events","status":202}"#,
-            "",
-        ] {
-            assert!(matches!(access_line(line), Cow::Borrowed(_)), "{line}");
-        }
+        let input = "[wrangler:info] Ready on http://127.0.0.1:8787\n\
+                     [wrangler:info] GET /healthz 200 OK (500ms)\n\
+                     [wrangler:info] POST /v1/events 202 Accepted (3ms)\n\
+                     {\"request_id\":\"x\",\"path\":\"(unknown)\",\"status\":404}\n\
+                     \n";
+        assert_eq!(redact(input), input);
+    }
+
+    #[test]
+    fn the_wrapped_program_keeps_its_arguments_and_environment() {
+        let mut program = Command::new("sh");
+        program
+            .args([
+                "-c",
+                r#"echo "$0 $1 $X"; echo "[wrangler:info] GET /x?key=k 404" >&2"#,
+            ])
+            .args(["a b", "c"])
+            .env("X", "y");
+        let out = through_sed(program).output().expect("run");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "a b c y\n[wrangler:info] GET (unknown) 404\n"
+        );
     }
 }

@@ -417,7 +417,8 @@ impl Stack {
             cmd.arg("--var").arg(format!("{k}:{v}"));
         }
         let log = self.config.dir.join("logs/edge.log");
-        let mut svc = Service::spawn("wrangler", cmd, &log)?;
+        // Through sed: wrangler's request lines carry the path and query as sent (redact.rs).
+        let mut svc = Service::spawn("wrangler", crate::redact::through_sed(cmd), &log)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok((200, _)) = http_get(self.config.edge_port, "/healthz") {

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
 
 use spillway_support::stack::{dev_vars, prebuilt_config, write_private};
 use spillway_support::{repo_root, run_dir, Stack, StackConfig};
@@ -29,7 +30,7 @@ fn command_lines() -> Vec<(u32, String)> {
 }
 
 #[test]
-fn secrets_stay_off_command_lines() {
+fn secrets_stay_off_command_lines_and_out_of_logs_and_unreadable_headers_are_refused() {
     let build = repo_root().join("edge/build");
     if !build.join("index_bg.wasm").is_file() || prebuilt_config(&repo_root()).is_err() {
         assert!(
@@ -73,22 +74,67 @@ fn secrets_stay_off_command_lines() {
     let text = fs::read_to_string(&vars).expect("vars");
     assert!(secrets.iter().all(|s| text.contains(s)), "{text}");
     assert_eq!(mode(&stack.config.dir.join("dev.env")), 0o600);
-    let (status, body) = post_event(stack.config.edge_port, &stack.env.ingest_key);
+    let port = stack.config.edge_port;
+    let key = stack.env.ingest_key.as_str();
+    let (status, body) = post_event(port, "/v1/events", &format!("Authorization: Bearer {key}"));
     assert_eq!(status, 202, "{body}");
+
+    // Keys in the request target stay out of the logs: the edge's own line and wrangler's.
+    let (status, body) = post_event(port, &format!("/v1/events&key={key}"), "X-Test: typo");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = post_event(port, &format!("/v1/events?key={key}"), "X-Test: beacon");
+    assert_eq!(status, 202, "{body}");
+
+    // Headers workerd passes but `http` cannot hold are refused, not ignored (the adapter).
+    for header in [
+        "Idempotency-Key: a\x7fb",
+        "Content-Type: application/json; charset=utf-8\x01",
+    ] {
+        let auth = format!("Authorization: Bearer {key}\r\n{header}");
+        let (status, body) = post_event(port, "/v1/events", &auth);
+        assert_eq!(status, 400, "{header:?}: {body}");
+        assert!(body.contains("invalid_header"), "{header:?}: {body}");
+    }
+
+    // Five requests: wait until wrangler and the edge have logged all of them.
+    let log = stack.config.dir.join("logs/edge.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let edge_lines = text.matches("\"request_id\"").count();
+        let wrangler_lines = text.matches("[wrangler:info] POST ").count();
+        if edge_lines >= 5 && wrangler_lines >= 5 {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{edge_lines} edge and {wrangler_lines} wrangler request lines within 30 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        !text.contains(key),
+        "the ingest key is in {}:\n{text}",
+        log.display()
+    );
+    assert!(
+        text.contains("[wrangler:info] POST (unknown) 404"),
+        "{text}"
+    );
     let dir = stack.config.dir.clone();
     drop(stack);
     let _ = fs::remove_dir_all(dir);
 }
 
-/// One event with the key, over a plain HTTP/1.1 connection.
-fn post_event(port: u16, key: &str) -> (u16, String) {
+/// One event to `target`, over a plain HTTP/1.1 connection (header bytes exactly as given).
+fn post_event(port: u16, target: &str, headers: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let body = r#"{"type":"secrets_test"}"#;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         s,
-        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("send");
