@@ -1,7 +1,7 @@
 //! The event model of the public API, its validation rules, and the enriched event that
 //! travels through SQS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -379,9 +379,12 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut out: Vec<(String, &'de RawValue)> = Vec::new();
+                let mut seen: HashSet<String> = HashSet::new();
                 while let Some(key) = map.next_key::<String>()? {
                     let value = map.next_value::<&'de RawValue>()?;
-                    if out.iter().any(|(k, _)| *k == key) {
+                    // An event has a handful of fields; thousands of unknown ones must not
+                    // cost a quadratic scan.
+                    if !seen.insert(key.clone()) {
                         return Err(serde::de::Error::custom(format!(
                             "duplicate key `{}`",
                             key.chars().take(100).collect::<String>()
