@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bootstrap::{ensure_all, Tools};
+use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::step::{note, root, run, run_counting, show, step, TestCounts};
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -13,6 +13,8 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("`cargo xtask test` takes no arguments (got `{a}`)");
     }
     let tools = ensure_all()?;
+    // tests/e2e/tests/localstack.rs runs the pipeline on the faster local SQS too.
+    ensure_localstack()?;
     let root = root();
     let run_dir = root.join("target/spillway-run");
     fs::create_dir_all(&run_dir)?;
@@ -139,6 +141,7 @@ fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
         || {
             let mut c = cargo(tools, &["test", "--workspace", "--test", "*"]);
             c.env("SPILLWAY_REQUIRE_WASM", "1")
+                .env("SPILLWAY_REQUIRE_LOCALSTACK", "1")
                 .env("SPILLWAY_RUN_DIR", run_dir);
             run_counting(&mut c, &mut counts)
         },
