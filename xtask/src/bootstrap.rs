@@ -257,6 +257,134 @@ fn ensure_venv(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Installs LocalStack (`requirements-localstack.txt`) into its own venv, `.venv-localstack`,
+/// and makes the self-signed certificate it is given. Skipped when the venv's stamp matches the
+/// requirements and the certificate is there.
+pub fn ensure_localstack() -> Result<()> {
+    step(
+        "python venv .venv-localstack: LocalStack (the fast local SQS)",
+        || install_localstack(&root()),
+    )
+}
+
+/// [`ensure_localstack`] where Python 3.13 is there; without it, says so and returns false
+/// (`cargo xtask test` then skips the LocalStack test instead of failing on a machine that only
+/// has the Python 3 the prerequisites ask for).
+pub fn ensure_localstack_if_possible() -> Result<bool> {
+    if !spillway_support::sqs_server::localstack_venv()
+        .join("bin/python")
+        .exists()
+    {
+        if let Err(e) = python313() {
+            note(&format!(
+                "LocalStack not installed, its test will skip: {e}"
+            ));
+            return Ok(false);
+        }
+    }
+    ensure_localstack()?;
+    Ok(true)
+}
+
+fn install_localstack(root: &Path) -> Result<()> {
+    let reqs = fs::read(root.join("requirements-localstack.txt"))
+        .context("reading requirements-localstack.txt")?;
+    let venv = spillway_support::sqs_server::localstack_venv();
+    let python = venv.join("bin/python");
+    let cert = spillway_support::sqs_server::localstack_cert(&venv);
+    let stamp = venv.join(".spillway-stamp");
+    if python.exists() && cert.exists() && fs::read(&stamp).ok().as_deref() == Some(&reqs[..]) {
+        note("present");
+        return Ok(());
+    }
+    if !python.exists() {
+        let base = python313()?;
+        note(&format!(
+            "creating: {} -m venv {}",
+            base.display(),
+            venv.display()
+        ));
+        let _ = fs::remove_dir_all(&venv);
+        run(Command::new(&base).arg("-m").arg("venv").arg(&venv))?;
+    }
+    // The stamp goes last: an interrupted install is redone on the next run.
+    let _ = fs::remove_file(&stamp);
+    note("installing: pip install -r requirements-localstack.txt (about a minute once)");
+    run(Command::new(venv.join("bin/pip")).current_dir(root).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+        "requirements-localstack.txt",
+    ]))?;
+    note("making its self-signed certificate");
+    make_cert(&python, &cert)?;
+    fs::write(&stamp, &reqs)?;
+    Ok(())
+}
+
+/// Python 3.13, which this LocalStack release needs: pyenv's (`$PYENV_ROOT` or `~/.pyenv`),
+/// else `python3.13` on `PATH`, else `python3` if it is 3.13.
+fn python313() -> Result<PathBuf> {
+    let pyenv = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
+    let mut candidates = Vec::new();
+    if let Some(versions) = pyenv.map(|p| p.join("versions")) {
+        let mut found: Vec<PathBuf> = fs::read_dir(versions)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("3.13"))
+            .map(|e| e.path().join("bin/python3.13"))
+            .collect();
+        // Newest patch release first.
+        found.sort();
+        candidates.extend(found.into_iter().rev());
+    }
+    candidates.push(PathBuf::from("python3.13"));
+    candidates.push(PathBuf::from("python3"));
+    for c in candidates {
+        let version = output(
+            Command::new(&c).args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+        );
+        if version.as_deref() == Some("3.13") {
+            return Ok(c);
+        }
+    }
+    bail!(
+        "LocalStack needs Python 3.13 (3.12 fails at start), and none was found (looked in \
+         ~/.pyenv/versions/3.13*, then for python3.13 and python3 on PATH); install it, e.g. \
+         `pyenv install 3.13`, or use the default local SQS (`--sqs moto`)"
+    )
+}
+
+/// Writes a self-signed certificate and its key, PEM, for 127.0.0.1 and localhost, with the
+/// `cryptography` package LocalStack brings (no `openssl` binary needed).
+fn make_cert(python: &Path, cert: &Path) -> Result<()> {
+    const SCRIPT: &str = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost.localstack.cloud")])
+now = datetime.datetime.now(datetime.timezone.utc)
+san = x509.SubjectAlternativeName([x509.DNSName("localhost"),
+    x509.DNSName("localhost.localstack.cloud"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+    .not_valid_after(now + datetime.timedelta(days=3650)).add_extension(san, critical=False)
+    .sign(key, hashes.SHA256()))
+with open(sys.argv[1], "wb") as f:
+    f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
+    f.write(cert.public_bytes(serialization.Encoding.PEM))
+"#;
+    run(Command::new(python).args(["-c", SCRIPT]).arg(cert))
+}
+
 fn ensure_postgres() -> Result<()> {
     if let Ok(bin) = spillway_support::pg_bin_dir() {
         note(&format!("present ({})", bin.display()));

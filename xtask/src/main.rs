@@ -26,7 +26,8 @@ commands:
   bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
   fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
-options of dev and up: --edge-port N (8787), --sqs-port N (9324), --pg-port N (54329)";
+options of dev and up: --sqs moto|localstack (moto), --edge-port N (8787), --sqs-port N (9324),
+  --pg-port N (54329); or SPILLWAY_SQS, SPILLWAY_EDGE_PORT, ... (a flag wins)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use spillway_support::stack::{read_status, DevEnv, KEY_ID};
-use spillway_support::{live_services, sweep, Stack, StackConfig, Status};
+use spillway_support::{live_services, sweep, SqsKind, Stack, StackConfig, Status};
 
-use crate::bootstrap::{ensure_all, Tools};
+use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::step::{root, run, step};
 use crate::test::wasm_build;
 
@@ -23,7 +23,8 @@ fn records_dir() -> PathBuf {
     state_dir().join("run")
 }
 
-/// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N` (or `SPILLWAY_EDGE_PORT`, ...).
+/// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N`, `--sqs moto|localstack` (or
+/// `SPILLWAY_EDGE_PORT`, ..., `SPILLWAY_SQS`; a flag wins over its variable).
 fn config(args: &[String]) -> Result<StackConfig> {
     let mut cfg = StackConfig::new(&state_dir());
     let from_env = |name: &str| -> Result<Option<u16>> {
@@ -44,26 +45,37 @@ fn config(args: &[String]) -> Result<StackConfig> {
     if let Some(p) = from_env("SPILLWAY_PG_PORT")? {
         cfg.pg_port = p;
     }
+    if let Ok(v) = std::env::var("SPILLWAY_SQS") {
+        cfg.sqs = v.parse().context("SPILLWAY_SQS")?;
+    }
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let value = it
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?
-            .parse::<u16>()
-            .with_context(|| format!("{flag} takes a port number"))?;
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        let port = || {
+            value
+                .parse::<u16>()
+                .with_context(|| format!("{flag} takes a port number"))
+        };
         match flag.as_str() {
-            "--edge-port" => cfg.edge_port = value,
-            "--sqs-port" => cfg.sqs_port = value,
-            "--pg-port" => cfg.pg_port = value,
-            other => bail!("unknown option {other} (known: --edge-port, --sqs-port, --pg-port)"),
+            "--edge-port" => cfg.edge_port = port()?,
+            "--sqs-port" => cfg.sqs_port = port()?,
+            "--pg-port" => cfg.pg_port = port()?,
+            "--sqs" => cfg.sqs = value.parse().context("--sqs")?,
+            other => {
+                bail!("unknown option {other} (known: --sqs, --edge-port, --sqs-port, --pg-port)")
+            }
         }
     }
     Ok(cfg)
 }
 
-/// Installs what is missing and builds the worker and the consumer.
-fn prepare() -> Result<Tools> {
+/// Installs what is missing (LocalStack only when it is the chosen SQS) and builds the worker
+/// and the consumer.
+fn prepare(sqs: SqsKind) -> Result<Tools> {
     let tools = ensure_all()?;
+    if sqs == SqsKind::LocalStack {
+        ensure_localstack()?;
+    }
     step("build the worker (wasm)", || wasm_build(&tools))?;
     step("build the consumer and the poller", || {
         let mut c = Command::new("cargo");
@@ -106,7 +118,7 @@ fn start(args: &[String]) -> Result<Option<Stack>> {
     sweep(&records_dir(), Duration::from_secs(5));
     // Records of what this command starts go to .spillway/run, where `down` finds them.
     std::env::set_var("SPILLWAY_RUN_DIR", records_dir());
-    let tools = prepare()?;
+    let tools = prepare(cfg.sqs)?;
     // wrangler dev runs the [build] command again: it needs the same tool variables.
     for (k, v) in tool_env(&tools) {
         std::env::set_var(k, v);
@@ -135,6 +147,7 @@ fn banner(env: &DevEnv) {
     println!("  ingest URL   {}", env.ingest_url);
     println!("  ingest key   {} (key id `{KEY_ID}`)", env.ingest_key);
     println!("  database     {}", env.database_url);
+    println!("  local SQS    {} at {}", env.sqs_server, env.sqs_endpoint);
     println!("  settings     {}", state_dir().join("dev.env").display());
     println!("  logs         {}", state_dir().join("logs").display());
     println!();
@@ -148,7 +161,7 @@ fn banner(env: &DevEnv) {
 
 fn status_line(s: &Status) -> String {
     format!(
-        "accepted {:>7} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {}",
+        "accepted {:>7} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {} | sqs {}",
         s.accepted,
         s.visible,
         s.in_flight,
@@ -156,7 +169,8 @@ fn status_line(s: &Status) -> String {
         s.rows,
         s.lag_ms
             .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "-".into())
+            .unwrap_or_else(|| "-".into()),
+        s.sqs
     )
 }
 

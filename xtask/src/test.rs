@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::bootstrap::{ensure_all, Tools};
+use crate::bootstrap::{ensure_all, ensure_localstack_if_possible, Tools};
 use crate::step::{note, root, run, run_counting, show, step, TestCounts};
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -13,10 +13,12 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("`cargo xtask test` takes no arguments (got `{a}`)");
     }
     let tools = ensure_all()?;
+    // tests/e2e/tests/localstack.rs runs the pipeline on the faster local SQS too.
+    let localstack = ensure_localstack_if_possible()?;
     let root = root();
     let run_dir = root.join("target/spillway-run");
     fs::create_dir_all(&run_dir)?;
-    let result = checks(&tools, &run_dir);
+    let result = checks(&tools, &run_dir, localstack);
     // Whatever happened, nothing the tests started may outlive this command.
     let left = spillway_support::sweep(&run_dir, std::time::Duration::from_secs(5));
     if left > 0 {
@@ -36,7 +38,7 @@ fn cargo(tools: &Tools, args: &[&str]) -> Command {
     c
 }
 
-fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
+fn checks(tools: &Tools, run_dir: &std::path::Path, localstack: bool) -> Result<()> {
     step("cargo fmt --check", || {
         run(&mut cargo(tools, &["fmt", "--all", "--check"]))
     })?;
@@ -140,6 +142,9 @@ fn checks(tools: &Tools, run_dir: &std::path::Path) -> Result<()> {
             let mut c = cargo(tools, &["test", "--workspace", "--test", "*"]);
             c.env("SPILLWAY_REQUIRE_WASM", "1")
                 .env("SPILLWAY_RUN_DIR", run_dir);
+            if localstack {
+                c.env("SPILLWAY_REQUIRE_LOCALSTACK", "1");
+            }
             run_counting(&mut c, &mut counts)
         },
     )?;

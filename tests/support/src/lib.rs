@@ -1,17 +1,19 @@
 //! Real services for Spillway's tests and for `cargo xtask dev`: a throwaway PostgreSQL cluster,
-//! the local SQS (moto), any long-running child process, and a fault-injecting TCP proxy.
+//! the local SQS (moto, or LocalStack), any long-running child process, and a fault-injecting TCP proxy.
 //!
 //! Every service runs on 127.0.0.1 on a private port and is stopped when its handle is dropped.
 //! Because a test process can die before `Drop` runs, each service also leaves a small record in
 //! [`run_dir`]; `cargo xtask test` calls [`sweep`] at the end so nothing it started outlives it.
 //!
-//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto are there.
+//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto (and
+//! LocalStack, when chosen) are there.
 
 mod pg;
 mod procs;
 mod proxy;
 pub mod redact;
 pub mod sqs;
+pub mod sqs_server;
 pub mod stack;
 
 use std::fs;
@@ -28,6 +30,7 @@ use pg::pg_command;
 pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{FaultMode, FaultProxy};
 pub use sqs::LocalSqs;
+pub use sqs_server::{LocalStack, SqsKind, SqsServer};
 pub use stack::{Stack, StackConfig, Status};
 
 /// The repository root (the workspace directory).

@@ -1,5 +1,5 @@
-//! The whole local pipeline: PostgreSQL (migrated), the local SQS with a main queue and a DLQ,
-//! the poller running the consumer, and `wrangler dev` serving the edge.
+//! The whole local pipeline: PostgreSQL (migrated), the local SQS (moto or LocalStack) with a
+//! main queue and a DLQ, the poller running the consumer, and `wrangler dev` serving the edge.
 //!
 //! `cargo xtask dev|up|down` and the end-to-end tests both use this, so what a developer runs
 //! by hand is what the tests check.
@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::sqs::LocalSqs;
-use crate::{free_port, http_get, port_open, repo_root, FaultProxy, Moto, Postgres, Service};
+use crate::{
+    free_port, http_get, port_open, repo_root, FaultProxy, Postgres, Service, SqsKind, SqsServer,
+};
 
 /// Everything that can be chosen about a local stack.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct StackConfig {
     pub edge_port: u16,
     /// Port of the local SQS. Default 9324.
     pub sqs_port: u16,
+    /// Which local SQS server runs. Default moto.
+    pub sqs: SqsKind,
     /// Port of PostgreSQL. Default 54329.
     pub pg_port: u16,
     /// Put a fault proxy between the edge and the local SQS (end-to-end fault tests).
@@ -64,6 +68,7 @@ impl StackConfig {
             dir: dir.to_owned(),
             edge_port: 8787,
             sqs_port: 9324,
+            sqs: SqsKind::default(),
             pg_port: 54329,
             edge_sqs_proxy: false,
             queue_name: "spillway-events".into(),
@@ -98,6 +103,8 @@ pub struct DevEnv {
     pub sqs_endpoint: String,
     pub sqs_queue_url: String,
     pub sqs_dlq_url: String,
+    /// Which server answers at `sqs_endpoint` (`SQS_SERVER=moto|localstack`).
+    pub sqs_server: SqsKind,
     /// Random per stack, like the ingest key: the local SQS accepts any, and a fixed one would
     /// be a secret everybody knows.
     pub aws_secret_access_key: String,
@@ -114,6 +121,7 @@ impl DevEnv {
             ("SQS_ENDPOINT", &self.sqs_endpoint),
             ("SQS_QUEUE_URL", &self.sqs_queue_url),
             ("SQS_DLQ_URL", &self.sqs_dlq_url),
+            ("SQS_SERVER", self.sqs_server.as_str()),
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", &self.aws_secret_access_key),
@@ -139,6 +147,11 @@ impl DevEnv {
             sqs_endpoint: get("SQS_ENDPOINT")?,
             sqs_queue_url: get("SQS_QUEUE_URL")?,
             sqs_dlq_url: get("SQS_DLQ_URL")?,
+            // Absent from files written before LocalStack could be chosen: those ran moto.
+            sqs_server: match get("SQS_SERVER") {
+                Ok(name) => name.parse()?,
+                Err(_) => SqsKind::Moto,
+            },
             aws_secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
         })
     }
@@ -154,7 +167,7 @@ pub struct Stack {
     edge: Option<Service>,
     poller: Option<Service>,
     pub proxy: Option<FaultProxy>,
-    moto: Moto,
+    sqs_server: SqsServer,
     pub pg: Postgres,
 }
 
@@ -167,6 +180,8 @@ pub struct Status {
     pub in_flight: u64,
     pub dlq: u64,
     pub rows: u64,
+    /// Which local SQS server the queue figures come from.
+    pub sqs: SqsKind,
     /// Largest `stored_at - received_at` among rows stored in the last 10 s, in ms.
     pub lag_ms: Option<u64>,
 }
@@ -239,11 +254,11 @@ impl Stack {
         ));
 
         let t = Instant::now();
-        let moto = {
-            let m = Moto::start_on(config.sqs_port)?;
+        let sqs_server = {
+            let s = SqsServer::start(config.sqs, config.sqs_port, &config.dir)?;
             let _ = fs::remove_file(logs.join("sqs.log"));
-            let _ = std::os::unix::fs::symlink(m.log_path(), logs.join("sqs.log"));
-            m
+            let _ = std::os::unix::fs::symlink(s.log_path(), logs.join("sqs.log"));
+            s
         };
         let sqs = LocalSqs::new(config.sqs_port, REGION);
         let dlq_url = sqs.create_queue(&format!("{}-dlq", config.queue_name), &[])?;
@@ -267,7 +282,8 @@ impl Stack {
             ],
         )?;
         progress(&format!(
-            "local SQS on 127.0.0.1:{}: queue {} and DLQ (maxReceiveCount {}) ({:.1} s)",
+            "local SQS ({}) on 127.0.0.1:{}: queue {} and DLQ (maxReceiveCount {}) ({:.1} s)",
+            config.sqs,
             config.sqs_port,
             config.queue_name,
             config.max_receive_count,
@@ -283,9 +299,10 @@ impl Stack {
             ingest_url: format!("http://127.0.0.1:{}/v1/events", config.edge_port),
             ingest_key: random_key()?,
             database_url,
-            sqs_endpoint: moto.endpoint(),
+            sqs_endpoint: sqs_server.endpoint(),
             sqs_queue_url: queue_url,
             sqs_dlq_url: dlq_url,
+            sqs_server: sqs_server.kind(),
             aws_secret_access_key: random_key()?,
         };
         let mut stack = Stack {
@@ -295,7 +312,7 @@ impl Stack {
             edge: None,
             poller: None,
             proxy,
-            moto,
+            sqs_server,
             pg,
         };
 
@@ -457,9 +474,12 @@ impl Stack {
             p.detach();
         }
         let Stack {
-            moto, pg, proxy, ..
+            sqs_server,
+            pg,
+            proxy,
+            ..
         } = self;
-        moto.detach();
+        sqs_server.detach();
         pg.detach();
         // A fault proxy lives in this process; a detached stack never has one.
         drop(proxy);
@@ -580,6 +600,7 @@ pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
         in_flight,
         dlq: dlq_visible + dlq_in_flight,
         rows,
+        sqs: env.sqs_server,
         lag_ms,
     })
 }
