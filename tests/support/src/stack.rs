@@ -47,6 +47,10 @@ pub struct StackConfig {
     /// Keep the database (`pg/` in `dir`) when the stack stops. True for `cargo xtask dev|up`,
     /// false for [`StackConfig::ephemeral`] stacks.
     pub keep_database: bool,
+    /// The ports were picked free a moment ago ([`StackConfig::ephemeral`]), so when another
+    /// process takes one before the service binds it, the stack may pick another. False for
+    /// `cargo xtask dev|up`, whose ports the user chose.
+    pub ports_picked_free: bool,
 }
 
 pub const REGION: &str = "us-east-1";
@@ -78,6 +82,7 @@ impl StackConfig {
             edge_vars: Vec::new(),
             bin_dir: debug_bin_dir(),
             keep_database: true,
+            ports_picked_free: false,
         }
     }
 
@@ -89,6 +94,7 @@ impl StackConfig {
             sqs_port: free_port()?,
             pg_port: free_port()?,
             keep_database: false,
+            ports_picked_free: true,
             ..StackConfig::new(&dir)
         })
     }
@@ -390,7 +396,29 @@ impl Stack {
             .and_then(|mut p| p.stop(Duration::from_secs(30)))
     }
 
+    /// Starts `wrangler dev`. On free-picked ports, a port some other process bound between
+    /// the pick and wrangler's bind ("Address already in use", seen with tests running in
+    /// parallel on a loaded machine) is retried twice on newly picked ports.
     fn start_edge(&mut self) -> Result<()> {
+        let mut retries = 2;
+        loop {
+            match self.spawn_edge() {
+                Err(e)
+                    if self.config.ports_picked_free
+                        && retries > 0
+                        && format!("{e:#}").contains("Address already in use") =>
+                {
+                    retries -= 1;
+                    self.config.edge_port = free_port()?;
+                    self.env.ingest_url =
+                        format!("http://127.0.0.1:{}/v1/events", self.config.edge_port);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn spawn_edge(&mut self) -> Result<()> {
         let root = repo_root();
         let sqs_endpoint = match &self.proxy {
             Some(p) => p.endpoint(),
