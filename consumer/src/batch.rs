@@ -1,17 +1,17 @@
 //! The pure core of an invocation: SQS records in, rows and per-record failures out.
 //!
 //! No I/O and no clock: [`Plan::from_records`] decodes each record on its own (one bad body
-//! never fails its neighbours), [`Plan::rows`] lists what to insert, and [`Plan::response`]
+//! never fails its neighbours), [`crate::write`] decides what to insert, and [`Plan::response`]
 //! turns the failures into the `batchItemFailures` Lambda expects.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use chrono::{DateTime, Utc};
 use spillway_shared::{decode, DecodeError, Event};
 use thiserror::Error;
 
-use crate::store::{Row, StoreError};
+use crate::store::StoreError;
 
 /// Why one record is reported as failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -115,37 +115,21 @@ impl Plan {
         plan
     }
 
-    /// The rows of every accepted record, each event id once (the first occurrence wins), and
-    /// how many occurrences were dropped as in-batch duplicates.
-    pub fn rows(&self) -> (Vec<Row<'_>>, u64) {
-        let mut seen = HashSet::new();
-        let mut rows = Vec::new();
-        let mut duplicates = 0;
-        for accepted in &self.accepted {
-            for event in &accepted.events {
-                if seen.insert(event.id) {
-                    rows.push(Row {
-                        event,
-                        message_id: &accepted.message_id,
-                    });
-                } else {
-                    duplicates += 1;
-                }
-            }
-        }
-        (rows, duplicates)
-    }
-
-    /// Marks accepted records as failed (their write failed).
+    /// Marks accepted records as failed (their write failed), by record index, in one pass.
     pub fn fail_accepted(&mut self, failures: Vec<(usize, StoreError)>) {
-        for (index, error) in failures {
-            if let Some(pos) = self.accepted.iter().position(|a| a.index == index) {
-                let accepted = self.accepted.remove(pos);
-                self.failed.push(Failed {
-                    index,
-                    message_id: Some(accepted.message_id),
+        if failures.is_empty() {
+            return;
+        }
+        let mut by_index: HashMap<usize, StoreError> = failures.into_iter().collect();
+        let accepted = std::mem::take(&mut self.accepted);
+        for record in accepted {
+            match by_index.remove(&record.index) {
+                Some(error) => self.failed.push(Failed {
+                    index: record.index,
+                    message_id: Some(record.message_id),
                     reason: RecordFailure::Store(error),
-                });
+                }),
+                None => self.accepted.push(record),
             }
         }
         self.failed.sort_by_key(|f| f.index);
@@ -260,22 +244,6 @@ mod tests {
     }
 
     #[test]
-    fn rows_skip_ids_repeated_within_the_batch() {
-        let records = vec![
-            record("a", Some(body(&[event(1), event(2)]))),
-            record("b", Some(body(&[event(2), event(3)]))),
-        ];
-        let plan = Plan::from_records(&records);
-        let (rows, dups) = plan.rows();
-        let ids: Vec<_> = rows
-            .iter()
-            .map(|r| (r.event.id.as_u128(), r.message_id))
-            .collect();
-        assert_eq!(ids, [(1, "a"), (2, "a"), (3, "b")]);
-        assert_eq!(dups, 1);
-    }
-
-    #[test]
     fn failing_accepted_records_reports_them_in_order() {
         let records = vec![
             record("a", Some(body(&[event(1)]))),
@@ -295,6 +263,30 @@ mod tests {
             &plan.failed[0].reason,
             RecordFailure::Store(e) if e.kind == FailureKind::Unavailable
         ));
+    }
+
+    #[test]
+    fn many_failures_in_any_order_each_fail_their_own_record() {
+        let records: Vec<_> = (0..2_000u128)
+            .map(|n| record(&format!("m{n}"), Some(body(&[event(n + 1)]))))
+            .collect();
+        let mut plan = Plan::from_records(&records);
+        // Every odd record failed, reported in reverse, plus an index that is not accepted.
+        let mut failures: Vec<_> = (0..2_000)
+            .filter(|i| i % 2 == 1)
+            .rev()
+            .map(|i| (i, StoreError::unavailable("down")))
+            .collect();
+        failures.push((5_000, StoreError::unavailable("down")));
+        plan.fail_accepted(failures);
+        assert_eq!(plan.accepted.len(), 1_000);
+        assert!(plan.accepted.iter().all(|a| a.index % 2 == 0));
+        let failed: Vec<_> = plan.failed.iter().map(|f| f.index).collect();
+        assert_eq!(
+            failed,
+            (0..2_000).filter(|i| i % 2 == 1).collect::<Vec<_>>()
+        );
+        assert_eq!(plan.failed[0].message_id.as_deref(), Some("m1"));
     }
 
     #[test]

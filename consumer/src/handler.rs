@@ -1,6 +1,7 @@
 //! The handler: a plain async function over a [`Deps`] struct built once per execution
 //! environment. Lambda's `main` and the local poller both call [`handle`]; tests call it
-//! directly.
+//! directly. It only runs the I/O: what to decode, write and report is decided by the pure
+//! [`Plan`] and [`WritePolicy`].
 //!
 //! Order of work: decode every record on its own ([`Plan`]); write the events of every decoded
 //! record in one transaction with one bulk statement; if the database refuses the rows
@@ -9,16 +10,14 @@
 //! a whole: every outcome is a `batchItemFailures` list, so Lambda never retries a batch
 //! because of a panic or an error return.
 
-use std::convert::Infallible;
-
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
-use lambda_runtime::LambdaEvent;
 use tracing::{error, info, warn, Instrument};
 
-use crate::batch::{oldest_sent_timestamp, Plan};
+use crate::batch::Plan;
 use crate::metrics::{emf_line, lag_ms, InvocationMetrics};
-use crate::store::{EventStore, FailureKind, Row, StoreError, WriteCounts};
+use crate::store::{EventStore, StoreError};
+use crate::write::{Recorded, WriteFailure, WritePolicy};
 
 /// The source of "now": the system clock in production, a fixed one in tests.
 pub trait Clock: Send + Sync {
@@ -82,47 +81,24 @@ where
     }
 
     let write_started = deps.clock.now();
-    let (counts, store_failures) = write_with_fallback(&deps.store, &plan).await;
-    let db_write_ms = lag_ms(deps.clock.now(), write_started);
-
-    let whole_batch = store_failures.len() > 1
-        && store_failures.len() == plan.accepted.len()
-        && store_failures.windows(2).all(|w| w[0].1 == w[1].1);
-    if let (true, Some((_, e))) = (whole_batch, store_failures.first()) {
-        // The database is down: one line, not one per record (batches reach 10,000).
-        warn!(records = store_failures.len(), error = %e, "batch not stored, every record will be retried");
-    } else {
-        for (index, e) in &store_failures {
-            let message_id = plan
-                .accepted
-                .iter()
-                .find(|a| a.index == *index)
-                .map(|a| a.message_id.as_str())
-                .unwrap_or("");
-            if e.is_retryable() {
-                warn!(message_id, error = %e, "record not stored, will be retried");
-            } else {
-                error!(message_id, error = %e, "record refused by the database");
-            }
+    let mut policy = WritePolicy::new(&plan);
+    while let Some(rows) = policy.next() {
+        let result = deps.store.write(&rows).await;
+        if let Recorded::Isolating(e) = policy.record(result) {
+            warn!(error = %e, "bulk write refused; writing message by message to isolate it");
         }
     }
-    plan.fail_accepted(store_failures);
+    let (written, failures) = policy.finish();
+    let db_write_ms = lag_ms(deps.clock.now(), write_started);
+    log_failures(&failures, plan.accepted.len());
+    let failures: Vec<(usize, StoreError)> = failures
+        .into_iter()
+        .map(|f| (f.record.index, f.error))
+        .collect();
+    plan.fail_accepted(failures);
 
     let now = deps.clock.now();
-    let metrics = InvocationMetrics {
-        batch_size: plan.batch_size as u64,
-        events_stored: counts.inserted,
-        duplicates_skipped: counts.duplicates,
-        records_failed: plan.failed.len() as u64,
-        records_rejected: plan
-            .failed
-            .iter()
-            .filter(|f| !f.reason.is_retryable())
-            .count() as u64,
-        db_write_ms,
-        queue_lag_ms: oldest_sent_timestamp(&event.records).map(|t| lag_ms(now, t)),
-        end_to_end_lag_ms: plan.oldest_received_at().map(|t| lag_ms(now, t)),
-    };
+    let metrics = InvocationMetrics::of(&plan, &event.records, written, db_write_ms, now);
     info!(
         batch_size = metrics.batch_size,
         events_stored = metrics.events_stored,
@@ -144,77 +120,24 @@ where
     }
 }
 
-/// Writes the accepted records: in bulk, then message by message if the data was refused.
-/// Returns what was written and the failed records (by index).
-async fn write_with_fallback<S: EventStore>(
-    store: &S,
-    plan: &Plan,
-) -> (WriteCounts, Vec<(usize, StoreError)>) {
-    let (rows, in_batch_duplicates) = plan.rows();
-    if rows.is_empty() {
-        return (WriteCounts::default(), Vec::new());
+/// One line when the whole batch failed for one reason (the database is down; batches reach
+/// 10,000 records), else one line per failed record.
+fn log_failures(failures: &[WriteFailure<'_>], accepted: usize) {
+    let whole_batch = failures.len() > 1
+        && failures.len() == accepted
+        && failures.windows(2).all(|w| w[0].error == w[1].error);
+    if let (true, Some(first)) = (whole_batch, failures.first()) {
+        warn!(records = failures.len(), error = %first.error, "batch not stored, every record will be retried");
+        return;
     }
-    match store.write(&rows).await {
-        Ok(mut counts) => {
-            counts.duplicates += in_batch_duplicates;
-            (counts, Vec::new())
-        }
-        Err(e) if e.kind == FailureKind::Data => {
-            warn!(error = %e, "bulk write refused; writing message by message to isolate it");
-            drop(rows);
-            isolate(store, plan).await
-        }
-        Err(e) => {
-            let failures = plan.accepted.iter().map(|a| (a.index, e.clone())).collect();
-            (WriteCounts::default(), failures)
+    for f in failures {
+        let message_id = f.record.message_id.as_str();
+        if f.error.is_retryable() {
+            warn!(message_id, error = %f.error, "record not stored, will be retried");
+        } else {
+            error!(message_id, error = %f.error, "record refused by the database");
         }
     }
-}
-
-/// One transaction per message: only the messages whose own rows are refused fail. If the
-/// database goes away meanwhile, that message and all after it fail (retryable).
-async fn isolate<S: EventStore>(store: &S, plan: &Plan) -> (WriteCounts, Vec<(usize, StoreError)>) {
-    let mut counts = WriteCounts::default();
-    let mut failures = Vec::new();
-    let mut unavailable: Option<StoreError> = None;
-    for accepted in &plan.accepted {
-        if let Some(e) = &unavailable {
-            failures.push((accepted.index, e.clone()));
-            continue;
-        }
-        let rows: Vec<Row<'_>> = accepted
-            .events
-            .iter()
-            .map(|event| Row {
-                event,
-                message_id: &accepted.message_id,
-            })
-            .collect();
-        match store.write(&rows).await {
-            Ok(c) => counts.add(c),
-            Err(e) => {
-                if e.kind == FailureKind::Unavailable {
-                    unavailable = Some(e.clone());
-                }
-                failures.push((accepted.index, e));
-            }
-        }
-    }
-    (counts, failures)
-}
-
-/// The Lambda adapter: handles the event, prints the EMF record, answers the batch response.
-pub async fn lambda_handler<S, C>(
-    deps: &Deps<S, C>,
-    event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, Infallible>
-where
-    S: EventStore,
-    C: Clock,
-{
-    let outcome = handle(deps, &event.payload, &event.context.request_id).await;
-    println!("{}", outcome.emf);
-    Ok(outcome.response)
 }
 
 #[cfg(test)]
@@ -223,6 +146,8 @@ mod tests {
     //! in `tests/`.
     use super::*;
     use std::collections::HashSet;
+
+    use crate::store::{FailureKind, Row, WriteCounts};
     use std::sync::Mutex;
 
     use aws_lambda_events::event::sqs::SqsMessage;

@@ -1,7 +1,8 @@
 //! Spillway's consumer: an AWS Lambda function that writes SQS batches of Spillway events into
 //! PostgreSQL exactly once, and a local poller that plays Lambda's SQS event source mapping.
 //!
-//! - [`batch`] is the pure core: SQS records in, rows and per-record failures out.
+//! - [`batch`] and [`write`] are the pure core: SQS records in, rows and per-record failures
+//!   out, and which writes a batch needs.
 //! - [`handler`] is the plain async handler over a [`handler::Deps`] struct; the Lambda `main`
 //!   and the poller only wire it up.
 //! - [`store`] is the [`store::EventStore`] seam; [`pg`] its PostgreSQL adapter (one lazily
@@ -29,3 +30,4 @@ pub mod poller;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod write;

@@ -5,11 +5,15 @@
 //! fetched once from the secret `DATABASE_URL_SECRET_ARN` names), dependencies, the runtime
 //! loop.
 
+use std::convert::Infallible;
+
 use anyhow::Context as _;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
 use spillway_consumer::config::{ConsumerConfig, DatabaseUrl, DatabaseUrlSource};
-use spillway_consumer::handler::{lambda_handler, Deps, SystemClock};
+use spillway_consumer::handler::{handle, Clock, Deps, SystemClock};
 use spillway_consumer::pg::PgStore;
+use spillway_consumer::store::EventStore;
 use spillway_consumer::{migrate, secret, telemetry};
 
 enum Command {
@@ -59,8 +63,8 @@ async fn main() -> anyhow::Result<()> {
                 metrics_service: config.metrics_service,
             };
             let deps = &deps;
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| {
-                lambda_handler(deps, event)
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+                invoke(deps, event)
             }))
             .await
             .map_err(|e| anyhow::anyhow!(e))
@@ -77,4 +81,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// One invocation: handles the event, prints the EMF record (Lambda turns that stdout line
+/// into metrics), answers the batch response. Never an error: failures are per record.
+async fn invoke<S, C>(
+    deps: &Deps<S, C>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, Infallible>
+where
+    S: EventStore,
+    C: Clock,
+{
+    let outcome = handle(deps, &event.payload, &event.context.request_id).await;
+    println!("{}", outcome.emf);
+    Ok(outcome.response)
 }

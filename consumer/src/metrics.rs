@@ -4,8 +4,12 @@
 //! turned into metrics without any API call. Building the record is pure (the timestamp is an
 //! argument); printing it is the caller's job.
 
+use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+
+use crate::batch::{oldest_sent_timestamp, Plan};
+use crate::store::WriteCounts;
 
 /// What one invocation did, as counted by the handler.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,6 +30,33 @@ pub struct InvocationMetrics {
     pub queue_lag_ms: Option<u64>,
     /// Now minus the oldest decoded event's `received_at` (the edge clock).
     pub end_to_end_lag_ms: Option<u64>,
+}
+
+impl InvocationMetrics {
+    /// The figures of one invocation, from its plan once every failure is in it, what the
+    /// store wrote, and the time the writes took.
+    pub fn of(
+        plan: &Plan,
+        records: &[SqsMessage],
+        written: WriteCounts,
+        db_write_ms: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            batch_size: plan.batch_size as u64,
+            events_stored: written.inserted,
+            duplicates_skipped: written.duplicates,
+            records_failed: plan.failed.len() as u64,
+            records_rejected: plan
+                .failed
+                .iter()
+                .filter(|f| !f.reason.is_retryable())
+                .count() as u64,
+            db_write_ms,
+            queue_lag_ms: oldest_sent_timestamp(records).map(|t| lag_ms(now, t)),
+            end_to_end_lag_ms: plan.oldest_received_at().map(|t| lag_ms(now, t)),
+        }
+    }
 }
 
 /// Milliseconds from `then` to `now`, clamped at zero (clocks of different machines).
