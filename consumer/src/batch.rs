@@ -1,7 +1,7 @@
 //! The pure core of an invocation: SQS records in, rows and per-record failures out.
 //!
 //! No I/O and no clock: [`Plan::from_records`] decodes each record on its own (one bad body
-//! never fails its neighbours), [`crate::write`] decides what to insert, and [`Plan::response`]
+//! never fails its neighbours), [`mod@crate::write`] decides what to insert, and [`Plan::response`]
 //! turns the failures into the `batchItemFailures` Lambda expects.
 
 use std::collections::HashMap;

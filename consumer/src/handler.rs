@@ -82,7 +82,7 @@ where
 
     let write_started = deps.clock.now();
     let mut policy = WritePolicy::new(&plan);
-    while let Some(rows) = policy.next() {
+    while let Some(rows) = policy.next_write() {
         let result = deps.store.write(&rows).await;
         if let Recorded::Isolating(e) = policy.record(result) {
             warn!(error = %e, "bulk write refused; writing message by message to isolate it");

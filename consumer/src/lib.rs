@@ -1,7 +1,7 @@
 //! Spillway's consumer: an AWS Lambda function that writes SQS batches of Spillway events into
 //! PostgreSQL exactly once, and a local poller that plays Lambda's SQS event source mapping.
 //!
-//! - [`batch`] and [`write`] are the pure core: SQS records in, rows and per-record failures
+//! - [`batch`] and [`mod@write`] are the pure core: SQS records in, rows and per-record failures
 //!   out, and which writes a batch needs.
 //! - [`handler`] is the plain async handler over a [`handler::Deps`] struct; the Lambda `main`
 //!   and the poller only wire it up.
@@ -9,25 +9,23 @@
 //!   opened connection per execution environment; database connections =
 //!   `MaximumConcurrency`).
 //! - [`migrate`] applies `consumer/migrations/*.sql` (`spillway-consumer migrate`).
-//! - [`metrics`] builds the per-invocation CloudWatch EMF record; [`poller`] drives the handler
-//!   from a real (or emulated) SQS queue.
+//! - [`metrics`] builds the per-invocation CloudWatch EMF record.
 //! - [`secret`] reads the database URL from Secrets Manager at cold start
 //!   (`DATABASE_URL_SECRET_ARN`, what the deployed function is given).
-//! - [`dlq`] is the dead-letter queue tool (`spillway-dlq`): list and peek at dead letters with
-//!   the reason they failed, and redrive them.
+//! - [`tools`] holds what runs beside the Lambda, not in it: the local poller that drives the
+//!   handler from a real (or emulated) SQS queue, and the dead-letter queue tool.
 //!
 //! It deliberately does not describe the wire format (that is `spillway-shared`), does not
 //! create queues or tables implicitly, and never fails a whole batch for one record.
 
 pub mod batch;
 pub mod config;
-pub mod dlq;
 pub mod handler;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;
-pub mod poller;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod tools;
 pub mod write;

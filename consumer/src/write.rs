@@ -4,7 +4,7 @@
 //! First every accepted record's events in one bulk write. If the database refuses the data
 //! itself (SQLSTATE class 22/23), one write per record finds the culprit, so only its record
 //! fails. If the database is unreachable, every record not yet written fails (retryable). The
-//! handler only runs the loop: `while let Some(rows) = policy.next() { policy.record(write) }`.
+//! handler only runs the loop: `while let Some(rows) = policy.next_write() { policy.record(write) }`.
 //!
 //! Both kinds of write build their rows with [`rows_of`], so an id repeated within what is
 //! written together is sent once and counted as a duplicate either way.
@@ -91,7 +91,7 @@ impl<'p> WritePolicy<'p> {
     /// The rows of the next write, or `None` once the batch needs no more.
     ///
     /// Each `Some` must be answered with [`WritePolicy::record`] before the next call.
-    pub fn next(&mut self) -> Option<Vec<Row<'p>>> {
+    pub fn next_write(&mut self) -> Option<Vec<Row<'p>>> {
         loop {
             match self.stage {
                 Stage::Bulk => {
@@ -125,7 +125,7 @@ impl<'p> WritePolicy<'p> {
         }
     }
 
-    /// Takes the store's answer to the write [`WritePolicy::next`] returned last.
+    /// Takes the store's answer to the write [`WritePolicy::next_write`] returned last.
     pub fn record(&mut self, result: Result<WriteCounts, StoreError>) -> Recorded {
         match (self.stage, result) {
             (Stage::AwaitingBulk(duplicates), Ok(counts)) => {
@@ -249,13 +249,13 @@ mod tests {
     fn one_bulk_write_when_the_database_takes_it() {
         let p = plan(&[("a", &[1, 2]), ("b", &[2, 3])]);
         let mut policy = WritePolicy::new(&p);
-        let rows = policy.next().expect("bulk");
+        let rows = policy.next_write().expect("bulk");
         assert_eq!(
             ids(&rows),
             [(1, "a".into()), (2, "a".into()), (3, "b".into())]
         );
         assert_eq!(policy.record(ok(3)), Recorded::Noted);
-        assert!(policy.next().is_none());
+        assert!(policy.next_write().is_none());
         let (counts, failures) = policy.finish();
         assert_eq!((counts.inserted, counts.duplicates), (3, 1));
         assert!(failures.is_empty());
@@ -266,21 +266,21 @@ mod tests {
         // A record repeated in the same message: sent once when alone too.
         let p = plan(&[("a", &[1, 1]), ("b", &[2]), ("c", &[3])]);
         let mut policy = WritePolicy::new(&p);
-        policy.next().expect("bulk");
+        policy.next_write().expect("bulk");
         assert_eq!(
             policy.record(Err(refused())),
             Recorded::Isolating(refused())
         );
-        let a = policy.next().expect("a alone");
+        let a = policy.next_write().expect("a alone");
         assert_eq!(ids(&a), [(1, "a".into())]);
         policy.record(ok(1));
-        let b = policy.next().expect("b alone");
+        let b = policy.next_write().expect("b alone");
         assert_eq!(ids(&b), [(2, "b".into())]);
         policy.record(Err(refused()));
-        let c = policy.next().expect("c alone");
+        let c = policy.next_write().expect("c alone");
         assert_eq!(ids(&c), [(3, "c".into())]);
         policy.record(ok(1));
-        assert!(policy.next().is_none());
+        assert!(policy.next_write().is_none());
         let (counts, failures) = policy.finish();
         assert_eq!((counts.inserted, counts.duplicates), (2, 1));
         assert_eq!(failed(&failures), [("b", FailureKind::Data)]);
@@ -292,11 +292,11 @@ mod tests {
         // rely on `a`'s.
         let p = plan(&[("a", &[1, 2]), ("c", &[2])]);
         let mut policy = WritePolicy::new(&p);
-        policy.next().expect("bulk");
+        policy.next_write().expect("bulk");
         policy.record(Err(refused()));
-        policy.next().expect("a alone");
+        policy.next_write().expect("a alone");
         policy.record(Err(refused()));
-        let c = policy.next().expect("c alone");
+        let c = policy.next_write().expect("c alone");
         assert_eq!(ids(&c), [(2, "c".into())]);
     }
 
@@ -304,9 +304,9 @@ mod tests {
     fn a_database_down_fails_every_record() {
         let p = plan(&[("a", &[1]), ("b", &[2])]);
         let mut policy = WritePolicy::new(&p);
-        policy.next().expect("bulk");
+        policy.next_write().expect("bulk");
         policy.record(Err(StoreError::unavailable("refused")));
-        assert!(policy.next().is_none());
+        assert!(policy.next_write().is_none());
         let (counts, failures) = policy.finish();
         assert_eq!(counts, WriteCounts::default());
         assert_eq!(
@@ -322,13 +322,13 @@ mod tests {
     fn a_database_lost_while_isolating_fails_the_rest_without_writing() {
         let p = plan(&[("a", &[1]), ("b", &[2]), ("c", &[3])]);
         let mut policy = WritePolicy::new(&p);
-        policy.next().expect("bulk");
+        policy.next_write().expect("bulk");
         policy.record(Err(refused()));
-        policy.next().expect("a alone");
+        policy.next_write().expect("a alone");
         policy.record(ok(1));
-        policy.next().expect("b alone");
+        policy.next_write().expect("b alone");
         policy.record(Err(StoreError::unavailable("gone")));
-        assert!(policy.next().is_none(), "c is not tried");
+        assert!(policy.next_write().is_none(), "c is not tried");
         let (counts, failures) = policy.finish();
         assert_eq!(counts.inserted, 1);
         assert_eq!(
@@ -344,7 +344,7 @@ mod tests {
     fn nothing_to_write_asks_for_no_write() {
         let p = plan(&[]);
         let mut policy = WritePolicy::new(&p);
-        assert!(policy.next().is_none());
+        assert!(policy.next_write().is_none());
         assert_eq!(policy.finish().0, WriteCounts::default());
     }
 }

@@ -1,6 +1,6 @@
 //! `spillway-dlq`: list and peek at the dead-letter queue, with the reason each message failed
 //! where its body tells, and redrive messages to the main queue (with a dry run). Works against
-//! the local SQS and against AWS. Only wiring lives here; see `spillway_consumer::dlq`.
+//! the local SQS and against AWS. Only wiring lives here; see `spillway_consumer::tools::dlq`.
 //!
 //! Prints plain text on stdout (one line per message, then a summary); exits 2 on a bad
 //! command line, 1 when a redrive left messages behind or an SQS call failed.
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use aws_config::BehaviorVersion;
-use spillway_consumer::dlq::{self, Command, DlqArgs, MessageInfo, Parsed, USAGE};
+use spillway_consumer::tools::dlq::{self, Command, DlqArgs, MessageInfo, Parsed, USAGE};
 
 /// `println!` without the panic when the reader went away (`spillway-dlq list | head`): the
 /// work (a redrive) still finishes, the rest of the report is dropped.

@@ -1,15 +1,16 @@
 //! The local poller: runs the consumer's handler against an SQS queue (real or emulated) the
 //! way Lambda's event source mapping would. Only wiring lives here; see
-//! `spillway_consumer::poller`.
+//! `spillway_consumer::tools::poller`.
 //!
 //! Stops on SIGTERM or Ctrl-C after finishing the batches in flight.
 
 use anyhow::Context as _;
 use aws_config::BehaviorVersion;
-use spillway_consumer::config::{ConsumerConfig, PollerConfig};
+use spillway_consumer::config::ConsumerConfig;
 use spillway_consumer::handler::{Deps, SystemClock};
 use spillway_consumer::pg::PgStore;
-use spillway_consumer::{poller, telemetry};
+use spillway_consumer::telemetry;
+use spillway_consumer::tools::poller::{self, PollerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 

@@ -1,0 +1,282 @@
+//! Unit tests of the pure parts of the DLQ tool.
+
+use super::*;
+use crate::config::tests::env;
+use std::collections::{HashMap, HashSet};
+
+use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
+use chrono::DateTime;
+use spillway_shared::DecodeError;
+use uuid::Uuid;
+
+use super::plan::sendable;
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+const DLQ: &str = "https://sqs.eu-west-1.amazonaws.com/123456789012/spillway-dlq";
+const QUEUE: &str = "https://sqs.eu-west-1.amazonaws.com/123456789012/spillway";
+
+fn run(a: &str, pairs: &[(&str, &str)]) -> Result<DlqArgs, UsageError> {
+    match parse_args(&args(a), &env(pairs))? {
+        Parsed::Run(r) => Ok(r),
+        Parsed::Help => panic!("help for `{a}`"),
+    }
+}
+
+#[test]
+fn flags_win_over_the_environment() {
+    let r = run(
+        &format!("list --dlq-url {DLQ}"),
+        &[("SQS_DLQ_URL", "http://127.0.0.1:5000/1/other")],
+    )
+    .expect("valid");
+    assert_eq!(r.command, Command::List);
+    assert_eq!(r.dlq_url, DLQ);
+    assert_eq!(r.endpoint, "https://sqs.eu-west-1.amazonaws.com");
+    assert_eq!(r.max, 100);
+    assert_eq!(r.queue_url, None);
+
+    let r = run(
+        "redrive --dry-run --max=5",
+        &[
+            ("SQS_DLQ_URL", "http://127.0.0.1:5000/1/q-dlq"),
+            ("SQS_QUEUE_URL", "http://127.0.0.1:5000/1/q"),
+            ("SQS_ENDPOINT", "http://localhost:4566/"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(r.command, Command::Redrive { dry_run: true });
+    assert_eq!(r.queue_url.as_deref(), Some("http://127.0.0.1:5000/1/q"));
+    assert_eq!(r.endpoint, "http://localhost:4566");
+    assert_eq!(r.max, 5);
+
+    let r = run(&format!("peek --dlq-url={DLQ}"), &[]).expect("valid");
+    assert_eq!((r.command, r.max), (Command::Peek, 10));
+    let r = run(&format!("redrive --dlq-url {DLQ} --queue-url {QUEUE}"), &[]).expect("valid");
+    assert_eq!(r.max, usize::MAX);
+}
+
+#[test]
+fn bad_command_lines_say_what_is_wrong() {
+    let dlq = [("SQS_DLQ_URL", DLQ)];
+    // A command line, its environment, the error.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], UsageError);
+    let cases: &[Case] = &[
+        ("", &dlq, UsageError::NoCommand),
+        ("show", &dlq, UsageError::UnknownCommand("show".into())),
+        ("list list", &dlq, UsageError::UnknownCommand("list".into())),
+        (
+            "list --all",
+            &dlq,
+            UsageError::UnknownOption("--all".into()),
+        ),
+        ("list --max", &dlq, UsageError::MissingValue("--max")),
+        ("list --max 0", &dlq, UsageError::BadMax("0".into())),
+        ("list --max ten", &dlq, UsageError::BadMax("ten".into())),
+        ("list --dry-run", &dlq, UsageError::DryRunWithoutRedrive),
+        ("list", &[], UsageError::Missing("--dlq-url", "SQS_DLQ_URL")),
+        (
+            "redrive",
+            &dlq,
+            UsageError::Missing("--queue-url", "SQS_QUEUE_URL"),
+        ),
+        (
+            "list --dlq-url spillway-dlq",
+            &[],
+            UsageError::NotAUrl {
+                name: "the DLQ URL",
+                value: "spillway-dlq".into(),
+            },
+        ),
+        (
+            "redrive",
+            &[("SQS_DLQ_URL", DLQ), ("SQS_QUEUE_URL", DLQ)],
+            UsageError::SameQueue,
+        ),
+        (
+            "list --dlq-url http://127.0.0.1:5000/1/q-dlq.fifo",
+            &[],
+            UsageError::Fifo("http://127.0.0.1:5000/1/q-dlq.fifo".into()),
+        ),
+    ];
+    for (line, pairs, expected) in cases {
+        assert_eq!(run(line, pairs).as_ref(), Err(expected), "`{line}`");
+    }
+    assert_eq!(
+        parse_args(&args("redrive --help"), &env(&[])),
+        Ok(Parsed::Help)
+    );
+}
+
+fn message(id: &str, body: &str) -> Message {
+    Message::builder()
+        .message_id(id)
+        .receipt_handle(format!("rh-{id}"))
+        .body(body)
+        .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "11")
+        .attributes(MessageSystemAttributeName::SentTimestamp, "1795852799123")
+        .attributes(
+            MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            "1795852800000",
+        )
+        .build()
+}
+
+fn envelope(ids: &[u128]) -> String {
+    let events: Vec<_> = ids
+        .iter()
+        .map(|n| spillway_shared::Event {
+            id: Uuid::from_u128(*n),
+            event_type: "page_view".into(),
+            occurred_at: None,
+            received_at: DateTime::from_timestamp_millis(1_795_852_799_000).unwrap_or_default(),
+            key_id: "web".into(),
+            edge: None,
+            data: spillway_shared::RawJson::empty_object(),
+        })
+        .collect();
+    let batches =
+        spillway_shared::pack(&events, &spillway_shared::Limits::default()).expect("pack");
+    batches[0].entries[0].body.clone()
+}
+
+#[test]
+fn the_report_line_names_the_reason() {
+    let poison = MessageInfo::of(&message("m-1", "this is not JSON"));
+    assert!(matches!(
+        poison.reason,
+        Reason::Undecodable(DecodeError::InvalidJson(_))
+    ));
+    let line = poison.line();
+    assert!(
+        line.starts_with(
+            "m-1  receives 11  sent 2026-11-28T07:59:59.123Z  \
+             first received 2026-11-28T08:00:00.000Z  16 bytes  undecodable: body is not JSON: "
+        ),
+        "{line}"
+    );
+
+    let version = MessageInfo::of(&message("m-2", r#"{"v":2,"events":[]}"#));
+    assert!(version.line().ends_with(
+        "undecodable: envelope version 2 is not supported (this build reads version 1)"
+    ));
+
+    let body = envelope(&[1, 2, 3, 4, 5]);
+    let good = MessageInfo::of(&message("m-3", &body));
+    assert_eq!(good.body_bytes, body.len());
+    assert!(
+        good.line().ends_with(
+            "decodes fine (failed in the database or was retried out): 5 events: \
+             00000000-0000-0000-0000-000000000001, 00000000-0000-0000-0000-000000000002, \
+             00000000-0000-0000-0000-000000000003 and 2 more"
+        ),
+        "{}",
+        good.line()
+    );
+    let one = MessageInfo::of(&message("m-4", &envelope(&[7])));
+    assert!(one.line().ends_with(
+        "decodes fine (failed in the database or was retried out): 1 event: \
+         00000000-0000-0000-0000-000000000007"
+    ));
+
+    let bare = MessageInfo::of(&Message::builder().message_id("m-5").body("{}").build());
+    assert!(
+        bare.line()
+            .starts_with("m-5  receives ?  sent ?  first received ?  2 bytes  undecodable: "),
+        "{}",
+        bare.line()
+    );
+}
+
+#[test]
+fn peek_shows_every_event_id_and_the_body() {
+    let body = envelope(&[1, 2, 3, 4]);
+    let text = peek_text(&message("m-1", &body));
+    for n in 1..=4u128 {
+        assert!(
+            text.contains(&format!("\n    {}", Uuid::from_u128(n))),
+            "{text}"
+        );
+    }
+    assert!(text.ends_with(&format!("\n  body: {body}")));
+}
+
+#[test]
+fn only_what_sqs_confirmed_is_deleted() {
+    let batch = [
+        message("a", "x"),
+        message("b", "y"),
+        message("c", "z"),
+        Message::builder().message_id("d").body("w").build(),
+    ];
+    let ok = [
+        ("m0".to_owned(), "new-a".to_owned()),
+        ("m3".to_owned(), "new-d".to_owned()),
+    ];
+    let failed = [("m1".to_owned(), "InvalidMessageContents: bad".to_owned())];
+    let plan = plan_redrive(&batch, &ok, &failed);
+    assert_eq!(
+        plan,
+        [
+            Sent::Yes {
+                message_id: "a".into(),
+                new_id: "new-a".into(),
+                receipt_handle: "rh-a".into()
+            },
+            Sent::No {
+                message_id: "b".into(),
+                reason: "InvalidMessageContents: bad".into()
+            },
+            Sent::No {
+                message_id: "c".into(),
+                reason: "SQS did not answer for it".into()
+            },
+            Sent::No {
+                message_id: "d".into(),
+                reason: "sent, but it has no receipt handle to delete it with".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_message_seen_again_is_not_new_and_keeps_its_newest_receipt_handle() {
+    let mut ids = HashSet::new();
+    let mut known = split_new(
+        vec![message("a", "x"), message("b", "y")],
+        &mut ids,
+        &mut [],
+    );
+    assert_eq!(known.len(), 2);
+    let mut again = message("a", "x");
+    again.receipt_handle = Some("rh-a-2".into());
+    let new = split_new(vec![again, message("c", "z")], &mut ids, &mut known);
+    let new_ids: Vec<_> = new.iter().filter_map(Message::message_id).collect();
+    assert_eq!(new_ids, ["c"]);
+    let handles: Vec<_> = known.iter().filter_map(Message::receipt_handle).collect();
+    assert_eq!(handles, ["rh-a-2", "rh-b"]);
+    // Seen before but not kept (moved already): dropped, not new again.
+    assert!(split_new(vec![message("b", "y")], &mut ids, &mut []).is_empty());
+}
+
+#[test]
+fn only_plain_attributes_are_sent_again() {
+    let attrs: HashMap<String, MessageAttributeValue> = [(
+        "trace".to_owned(),
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value("abc")
+            .set_string_list_values(Some(vec![]))
+            .build()
+            .expect("attr"),
+    )]
+    .into();
+    let kept = sendable(Some(&attrs)).expect("kept");
+    assert_eq!(kept["trace"].string_value(), Some("abc"));
+    assert_eq!(kept["trace"].string_list_values(), &[] as &[String]);
+    assert!(kept["trace"].string_list_values.is_none());
+    assert_eq!(sendable(Some(&HashMap::new())), None);
+    assert_eq!(sendable(None), None);
+}

@@ -1,0 +1,24 @@
+//! The local poller: plays Lambda's SQS event source mapping, so the consumer runs (and is
+//! tested) outside AWS with the same handler.
+//!
+//! Like the mapping, each of `MAXIMUM_CONCURRENCY` workers long-polls the queue, gathers up to
+//! `BATCH_SIZE` records (waiting at most `MAXIMUM_BATCHING_WINDOW_IN_SECONDS` once the first
+//! arrived), builds the `SqsEvent` Lambda would deliver, calls [`crate::handler::handle`], deletes the
+//! records that succeeded and leaves the failed ones to reappear after the visibility timeout
+//! (and to reach the DLQ after the queue's `maxReceiveCount`). Each worker owns its own store,
+//! hence its own database connection: connections = `MAXIMUM_CONCURRENCY`, as on Lambda.
+//!
+//! On shutdown a worker finishes the batch it is handling, deletes what succeeded and stops. A
+//! receive that is still waiting is abandoned; if SQS had already handed it messages they stay
+//! invisible for one visibility timeout and then come back, none is lost.
+//!
+//! [`record`] is pure and unit-tested (what Lambda would deliver, what to delete); [`worker`]
+//! moves bytes between SQS and the handler; [`config`] holds its settings.
+
+pub mod config;
+pub mod record;
+pub mod worker;
+
+pub use config::PollerConfig;
+pub use record::{lambda_record, merge_received, sqs_event, to_delete, QueueInfo};
+pub use worker::{queue_info, run, run_worker, PollerError, WorkerStats};

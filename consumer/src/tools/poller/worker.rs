@@ -1,0 +1,291 @@
+//! The I/O half of the poller: long-polls SQS, runs the handler on each gathered batch, deletes
+//! what succeeded. What to build and what to delete is decided in [`super::record`].
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::config::PollerConfig;
+use super::record::{merge_received, sqs_event, to_delete, QueueInfo};
+use crate::handler::{handle, Clock, Deps};
+use crate::store::EventStore;
+
+/// Lambda's invocation payload limit is 6 MB; stop gathering well before it.
+const MAX_GATHER_BYTES: usize = 5 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum PollerError {
+    #[error("cannot read the attributes of {url}: {reason}")]
+    QueueAttributes { url: String, reason: String },
+    #[error("a worker stopped abnormally: {0}")]
+    Worker(String),
+}
+
+/// Reads the queue's ARN (for `eventSourceARN`); fails at start-up if the queue is missing.
+pub async fn queue_info(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    region: &str,
+) -> Result<QueueInfo, PollerError> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .attribute_names(QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+        .map_err(|e| PollerError::QueueAttributes {
+            url: url.to_owned(),
+            reason: aws_sdk_sqs::error::DisplayErrorContext(e).to_string(),
+        })?;
+    let arn = out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .cloned()
+        .ok_or_else(|| PollerError::QueueAttributes {
+            url: url.to_owned(),
+            reason: "no QueueArn in the answer".to_owned(),
+        })?;
+    let visibility_timeout = out
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+        .and_then(|v| v.parse().ok());
+    Ok(QueueInfo {
+        url: url.to_owned(),
+        arn,
+        region: region.to_owned(),
+        visibility_timeout,
+    })
+}
+
+/// What a worker did, for the final log line and for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub invocations: u64,
+    pub records: u64,
+    pub deleted: u64,
+    pub failed: u64,
+}
+
+impl WorkerStats {
+    fn add(&mut self, o: WorkerStats) {
+        self.invocations += o.invocations;
+        self.records += o.records;
+        self.deleted += o.deleted;
+        self.failed += o.failed;
+    }
+}
+
+/// Gathers one batch: long-polls until a first message, then keeps receiving until the batch
+/// is full, the window has passed or shutdown was asked. Returns what it has.
+async fn gather(
+    client: &aws_sdk_sqs::Client,
+    config: &PollerConfig,
+    queue: &QueueInfo,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
+    let mut batch: Vec<Message> = Vec::new();
+    let mut bytes = 0usize;
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let want = (config.batch_size - batch.len()).min(10) as i32;
+        let wait = match deadline {
+            None => config.wait_time_seconds,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (left.as_secs_f64().ceil() as i32).min(20)
+            }
+        };
+        let mut request = client
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(want)
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All");
+        if let Some(v) = config.visibility_timeout {
+            request = request.visibility_timeout(v);
+        }
+        let received = tokio::select! {
+            r = request.send() => match r {
+                Ok(r) => r,
+                // Keep what was gathered: it is handled now instead of reappearing later.
+                Err(e) if !batch.is_empty() => {
+                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed; handling the partial batch");
+                    return Ok(batch);
+                }
+                Err(e) => return Err(e.into()),
+            },
+            _ = shutdown.changed() => return Ok(batch),
+        };
+        let messages = received.messages.unwrap_or_default();
+        if !messages.is_empty() && deadline.is_none() {
+            deadline = Some(Instant::now() + config.batching_window);
+        }
+        bytes += messages
+            .iter()
+            .map(|m| m.body().map_or(0, str::len))
+            .sum::<usize>();
+        merge_received(&mut batch, messages);
+        let full = batch.len() >= config.batch_size || bytes >= MAX_GATHER_BYTES;
+        let window_over = deadline.is_some_and(|d| Instant::now() >= d);
+        if !batch.is_empty() && (full || window_over) {
+            return Ok(batch);
+        }
+        if *shutdown.borrow() {
+            return Ok(batch);
+        }
+    }
+}
+
+/// Deletes what succeeded, 10 per request; returns how many SQS confirmed.
+async fn delete(client: &aws_sdk_sqs::Client, queue: &QueueInfo, items: &[(&str, &str)]) -> u64 {
+    let mut deleted = 0;
+    for chunk in items.chunks(10) {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(format!("d{i}"))
+                    .receipt_handle(*receipt)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match client
+            .delete_message_batch()
+            .queue_url(&queue.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                deleted += out.successful().len() as u64;
+                for f in out.failed() {
+                    // Not deleted means delivered again later: a duplicate, which the
+                    // table skips. Worth a warning, not a failure.
+                    warn!(entry = f.id(), code = f.code(), "delete failed");
+                }
+            }
+            Err(e) => warn!(
+                error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+                "DeleteMessageBatch failed; the messages will be delivered again"
+            ),
+        }
+    }
+    deleted
+}
+
+/// One worker: gather, handle, delete, until shutdown.
+pub async fn run_worker<S, C>(
+    worker: usize,
+    client: aws_sdk_sqs::Client,
+    config: PollerConfig,
+    queue: QueueInfo,
+    deps: Deps<S, C>,
+    mut shutdown: watch::Receiver<bool>,
+) -> WorkerStats
+where
+    S: EventStore,
+    C: Clock,
+{
+    let mut stats = WorkerStats::default();
+    while !*shutdown.borrow() {
+        let messages = match gather(&client, &config, &queue, &mut shutdown).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(worker, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        // From here the batch is in flight: it is finished even if shutdown is asked.
+        stats.invocations += 1;
+        let request_id = format!("poller-{worker}-{}", stats.invocations);
+        let event = sqs_event(&messages, &queue);
+        let outcome = handle(&deps, &event, &request_id).await;
+        println!("{}", outcome.emf);
+        let items = to_delete(&messages, &outcome.response);
+        stats.records += messages.len() as u64;
+        stats.failed += (messages.len() - items.len()) as u64;
+        stats.deleted += delete(&client, &queue, &items).await;
+    }
+    stats
+}
+
+/// Runs `deps.len()` workers (one per store, so one connection each) until `shutdown` turns
+/// true, then waits for their in-flight batches.
+pub async fn run<S, C>(
+    client: aws_sdk_sqs::Client,
+    config: PollerConfig,
+    queue: QueueInfo,
+    deps: Vec<Deps<S, C>>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<WorkerStats, PollerError>
+where
+    S: EventStore + Send + Sync + 'static,
+    C: Clock + 'static,
+{
+    info!(
+        queue = %queue.url,
+        batch_size = config.batch_size,
+        window_s = config.batching_window.as_secs(),
+        concurrency = deps.len(),
+        "poller started"
+    );
+    if config.visibility_timeout.is_none()
+        && queue
+            .visibility_timeout
+            .is_some_and(|v| v <= config.batching_window.as_secs())
+    {
+        warn!(
+            queue_visibility_s = queue.visibility_timeout,
+            window_s = config.batching_window.as_secs(),
+            "the queue's visibility timeout is not longer than the batching window: \
+             records will come back while they are gathered (set VISIBILITY_TIMEOUT_SECONDS)"
+        );
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (worker, d) in deps.into_iter().enumerate() {
+        tasks.spawn(run_worker(
+            worker,
+            client.clone(),
+            config.clone(),
+            queue.clone(),
+            d,
+            shutdown.clone(),
+        ));
+    }
+    let mut total = WorkerStats::default();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(s) => total.add(s),
+            Err(e) => failure = Some(PollerError::Worker(e.to_string())),
+        }
+    }
+    info!(
+        invocations = total.invocations,
+        records = total.records,
+        deleted = total.deleted,
+        failed = total.failed,
+        "poller stopped"
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
