@@ -300,17 +300,10 @@ fn validate_metric_name(name: &'static str, value: &str) -> Result<(), ConfigErr
     Ok(())
 }
 
-/// `scheme://host[:port]` of an http(s) URL.
+/// `scheme://host[:port]` of an http(s) URL, by the same rule as the edge's settings
+/// ([`spillway_shared::origin_of`]: no user information, a host, a valid port).
 pub(crate) fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.trim().split_once("://")?;
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let authority = rest.split(['/', '?', '#']).next()?;
-    if authority.is_empty() {
-        return None;
-    }
-    Some(format!("{scheme}://{authority}"))
+    spillway_shared::origin_of(url.trim()).ok()
 }
 
 #[cfg(test)]

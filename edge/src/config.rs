@@ -104,20 +104,10 @@ impl QueueUrl {
     }
 }
 
-/// `scheme://authority` of an absolute http(s) URL, refusing anything else.
-pub fn origin_of(url: &str) -> Result<String, String> {
-    let uri: http::Uri = url.parse().map_err(|_| "is not a valid URL".to_owned())?;
-    let scheme = match uri.scheme_str() {
-        Some(s @ ("http" | "https")) => s,
-        _ => return Err("must start with http:// or https://".into()),
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| "must name a host".to_owned())?;
-    if authority.as_str().contains('@') {
-        return Err("must not carry user information".into());
-    }
-    Ok(format!("{scheme}://{authority}"))
+/// `scheme://authority` of an absolute http(s) URL, refusing anything else: the rule the
+/// consumer's tools apply too ([`spillway_shared::origin_of`]).
+fn origin_of(url: &str) -> Result<String, String> {
+    spillway_shared::origin_of(url).map_err(|e| e.to_string())
 }
 
 /// How the edge retries `SendMessageBatch` and when it gives up.
@@ -177,6 +167,105 @@ pub struct Config {
     /// rate-limiting binding, after which a key's budget is refilled.
     pub rate_limit_period_secs: u32,
 }
+
+/// The numeric settings, before validation across them. Defaults are those of [`Limits`] and
+/// [`RetryPolicy`], and the ones documented on [`Config`].
+#[derive(Debug, Clone, Copy)]
+struct Tuning {
+    limits: Limits,
+    retry: RetryPolicy,
+    retry_after_secs: u32,
+    rate_limit_period_secs: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            retry_after_secs: 5,
+            rate_limit_period_secs: 60,
+        }
+    }
+}
+
+/// One numeric setting: its variable, its bounds, and where its value goes.
+struct NumericSetting {
+    name: &'static str,
+    min: u64,
+    max: u64,
+    set: fn(&mut Tuning, u64),
+}
+
+/// Upper bound of the byte and count limits: no real bound of its own ([`Limits::validate`]
+/// checks them against each other and SQS); values past `usize` saturate.
+const BIG: u64 = u64::MAX >> 1;
+
+const fn setting(
+    name: &'static str,
+    min: u64,
+    max: u64,
+    set: fn(&mut Tuning, u64),
+) -> NumericSetting {
+    NumericSetting {
+        name,
+        min,
+        max,
+        set,
+    }
+}
+
+fn size(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn secs(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// Every numeric setting of the edge, read the same way: unset keeps the default, anything but
+/// a whole number within the bounds is a problem naming the variable.
+const NUMERIC_SETTINGS: &[NumericSetting] = &[
+    setting("MAX_BODY_BYTES", 1, BIG, |t, v| {
+        t.limits.max_body_bytes = size(v)
+    }),
+    setting("MAX_DECOMPRESSED_BYTES", 1, BIG, |t, v| {
+        t.limits.max_decompressed_bytes = size(v)
+    }),
+    setting("MAX_EVENT_BYTES", 1, BIG, |t, v| {
+        t.limits.max_event_bytes = size(v)
+    }),
+    setting("MAX_EVENTS_PER_REQUEST", 1, BIG, |t, v| {
+        t.limits.max_events_per_request = size(v)
+    }),
+    setting("MAX_MESSAGE_BYTES", 1, BIG, |t, v| {
+        t.limits.max_message_bytes = size(v)
+    }),
+    setting("MAX_BATCH_BYTES", 1, BIG, |t, v| {
+        t.limits.max_batch_bytes = size(v)
+    }),
+    setting("MAX_JSON_DEPTH", 1, 128, |t, v| {
+        t.limits.max_json_depth = size(v)
+    }),
+    setting("SQS_DEADLINE_MS", 100, 120_000, |t, v| {
+        t.retry.deadline = ms(v)
+    }),
+    setting("SQS_RETRY_BASE_MS", 1, 10_000, |t, v| t.retry.base = ms(v)),
+    setting("SQS_RETRY_MAX_MS", 1, 60_000, |t, v| t.retry.max = ms(v)),
+    setting("SQS_CONCURRENCY", 1, MAX_CONCURRENCY as u64, |t, v| {
+        t.retry.concurrency = size(v)
+    }),
+    setting("RETRY_AFTER_SECS", 1, 3_600, |t, v| {
+        t.retry_after_secs = secs(v)
+    }),
+    setting("RATE_LIMIT_PERIOD_SECS", 1, 3_600, |t, v| {
+        t.rate_limit_period_secs = secs(v)
+    }),
+];
 
 /// One unusable setting. Names the variable, never its value.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -286,77 +375,28 @@ impl Config {
             }),
         };
 
-        let mut number = |name: &'static str, default: u64, min: u64, max: u64| -> u64 {
-            match get(name) {
-                None => default,
-                Some(raw) => match raw.parse::<u64>() {
-                    Ok(v) if (min..=max).contains(&v) => v,
-                    _ => {
-                        problems.push(ConfigProblem::Invalid {
-                            name,
-                            reason: format!("must be a whole number from {min} to {max}"),
-                        });
-                        default
-                    }
-                },
+        let mut tuning = Tuning::default();
+        for setting in NUMERIC_SETTINGS {
+            let Some(raw) = get(setting.name) else {
+                continue;
+            };
+            match raw.parse::<u64>() {
+                Ok(v) if (setting.min..=setting.max).contains(&v) => (setting.set)(&mut tuning, v),
+                _ => problems.push(ConfigProblem::Invalid {
+                    name: setting.name,
+                    reason: format!(
+                        "must be a whole number from {} to {}",
+                        setting.min, setting.max
+                    ),
+                }),
             }
-        };
-        let d = Limits::default();
-        let big = u64::MAX >> 1;
-        let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-        let limits = Limits {
-            max_body_bytes: usize_of(number("MAX_BODY_BYTES", d.max_body_bytes as u64, 1, big)),
-            max_decompressed_bytes: usize_of(number(
-                "MAX_DECOMPRESSED_BYTES",
-                d.max_decompressed_bytes as u64,
-                1,
-                big,
-            )),
-            max_event_bytes: usize_of(number("MAX_EVENT_BYTES", d.max_event_bytes as u64, 1, big)),
-            max_events_per_request: usize_of(number(
-                "MAX_EVENTS_PER_REQUEST",
-                d.max_events_per_request as u64,
-                1,
-                big,
-            )),
-            max_message_bytes: usize_of(number(
-                "MAX_MESSAGE_BYTES",
-                d.max_message_bytes as u64,
-                1,
-                big,
-            )),
-            max_batch_bytes: usize_of(number("MAX_BATCH_BYTES", d.max_batch_bytes as u64, 1, big)),
-            max_json_depth: usize_of(number("MAX_JSON_DEPTH", d.max_json_depth as u64, 1, 128)),
-        };
-        let r = RetryPolicy::default();
-        let retry = RetryPolicy {
-            deadline: Duration::from_millis(number(
-                "SQS_DEADLINE_MS",
-                r.deadline.as_millis() as u64,
-                100,
-                120_000,
-            )),
-            base: Duration::from_millis(number(
-                "SQS_RETRY_BASE_MS",
-                r.base.as_millis() as u64,
-                1,
-                10_000,
-            )),
-            max: Duration::from_millis(number(
-                "SQS_RETRY_MAX_MS",
-                r.max.as_millis() as u64,
-                1,
-                60_000,
-            )),
-            concurrency: usize_of(number(
-                "SQS_CONCURRENCY",
-                MAX_CONCURRENCY as u64,
-                1,
-                MAX_CONCURRENCY as u64,
-            )),
-        };
-        let retry_after_secs = number("RETRY_AFTER_SECS", 5, 1, 3_600) as u32;
-        let rate_limit_period_secs = number("RATE_LIMIT_PERIOD_SECS", 60, 1, 3_600) as u32;
+        }
+        let Tuning {
+            limits,
+            retry,
+            retry_after_secs,
+            rate_limit_period_secs,
+        } = tuning;
 
         if let Err(e) = limits.validate() {
             problems.push(ConfigProblem::Limits(e));
@@ -460,149 +500,5 @@ fn parse_origins(raw: &str) -> Result<AllowedOrigins, String> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    pub(crate) const KEY_WEB: &str = "web-secret-key-0123456789";
-    pub(crate) const KEY_APP: &str = "app-secret-key-abcdefghij";
-
-    pub(crate) fn env() -> HashMap<&'static str, String> {
-        HashMap::from([
-            (
-                "SQS_QUEUE_URL",
-                "https://sqs.eu-west-1.amazonaws.com/123456789012/events".to_owned(),
-            ),
-            ("AWS_REGION", "eu-west-1".to_owned()),
-            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_owned()),
-            (
-                "AWS_SECRET_ACCESS_KEY",
-                "aws-secret-do-not-print".to_owned(),
-            ),
-            ("INGEST_KEYS", format!("web:{KEY_WEB},app:{KEY_APP}")),
-            ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
-        ])
-    }
-
-    pub(crate) fn config_with(overrides: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
-        let mut e = env();
-        for (k, v) in overrides {
-            e.insert(k, (*v).to_owned());
-        }
-        Config::from_env(|k| e.get(k).cloned())
-    }
-
-    #[test]
-    fn complete_environment_parses_with_defaults() {
-        let c = config_with(&[]).expect("valid");
-        assert_eq!(c.sqs_endpoint, "https://sqs.eu-west-1.amazonaws.com");
-        assert!(!c.queue.is_fifo());
-        assert_eq!(c.ingest_keys.len(), 2);
-        assert_eq!(c.ingest_keys[1].key_id, "app");
-        assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.retry, RetryPolicy::default());
-        assert_eq!(c.retry_after_secs, 5);
-    }
-
-    #[test]
-    fn endpoint_override_and_fifo() {
-        let c = config_with(&[
-            (
-                "SQS_QUEUE_URL",
-                "http://127.0.0.1:5000/123456789012/events.fifo",
-            ),
-            ("SQS_ENDPOINT", "http://127.0.0.1:6000/"),
-        ])
-        .expect("valid");
-        assert!(c.queue.is_fifo());
-        assert_eq!(c.queue.origin(), "http://127.0.0.1:5000");
-        assert_eq!(c.sqs_endpoint, "http://127.0.0.1:6000");
-        let bad = config_with(&[("SQS_ENDPOINT", "http://127.0.0.1:6000/queue")]);
-        assert!(bad.is_err());
-    }
-
-    #[test]
-    fn every_problem_is_reported_and_names_only_the_variable() {
-        let mut e = env();
-        e.remove("AWS_REGION");
-        e.insert("INGEST_KEYS", "web".to_owned());
-        e.insert("SQS_DEADLINE_MS", "soon".to_owned());
-        e.insert("AWS_SECRET_ACCESS_KEY", String::new());
-        let err = Config::from_env(|k| e.get(k).cloned()).expect_err("invalid");
-        let text = err.to_string();
-        assert!(
-            err.0.contains(&ConfigProblem::Missing("AWS_REGION")),
-            "{text}"
-        );
-        assert!(
-            err.0
-                .contains(&ConfigProblem::Missing("AWS_SECRET_ACCESS_KEY")),
-            "{text}"
-        );
-        assert!(text.contains("INGEST_KEYS"), "{text}");
-        assert!(text.contains("SQS_DEADLINE_MS"), "{text}");
-        assert_eq!(err.0.len(), 4, "{text}");
-    }
-
-    #[test]
-    fn secrets_never_appear_in_errors_or_debug() {
-        let err = config_with(&[("INGEST_KEYS", "web:short-secret")]).expect_err("too short");
-        assert!(!err.to_string().contains("short-secret"), "{err}");
-        let c = config_with(&[]).expect("valid");
-        let debug = format!("{c:?}");
-        assert!(!debug.contains(KEY_WEB), "{debug}");
-        assert!(!debug.contains("aws-secret-do-not-print"), "{debug}");
-    }
-
-    #[test]
-    fn ingest_keys_rules() {
-        let keys = parse_ingest_keys(&format!(" web : {KEY_WEB} ,, app:{KEY_APP}:x ")).expect("ok");
-        assert_eq!(keys[0].key_id, "web");
-        assert_eq!(keys[0].key.expose(), KEY_WEB);
-        assert_eq!(keys[1].key.expose(), format!("{KEY_APP}:x"));
-        assert!(parse_ingest_keys("").is_err());
-        assert!(parse_ingest_keys(&format!("web:{KEY_WEB},web:{KEY_APP}")).is_err());
-        assert!(parse_ingest_keys(&format!("web:{KEY_WEB},app:{KEY_WEB}")).is_err());
-        assert!(parse_ingest_keys(&format!("we b:{KEY_WEB}")).is_err());
-        assert!(parse_ingest_keys(&format!(":{KEY_WEB}")).is_err());
-    }
-
-    #[test]
-    fn origins() {
-        assert_eq!(parse_origins("*"), Ok(AllowedOrigins::Any));
-        let list = parse_origins("https://a.example, http://localhost:3000").expect("ok");
-        assert_eq!(
-            list.allow("http://localhost:3000"),
-            Some("http://localhost:3000")
-        );
-        assert_eq!(list.allow("https://evil.example"), None);
-        assert_eq!(AllowedOrigins::Any.allow("https://x"), Some("*"));
-        assert!(parse_origins("https://a.example/path").is_err());
-        assert!(parse_origins("a.example").is_err());
-        assert!(parse_origins("*,https://a.example").is_err());
-    }
-
-    #[test]
-    fn limits_are_read_and_validated_together() {
-        let c = config_with(&[("MAX_BODY_BYTES", "2048"), ("MAX_EVENTS_PER_REQUEST", "10")])
-            .expect("valid");
-        assert_eq!(c.limits.max_body_bytes, 2048);
-        assert_eq!(c.limits.max_events_per_request, 10);
-        let err = config_with(&[("MAX_DECOMPRESSED_BYTES", "10")]).expect_err("smaller than body");
-        assert!(matches!(err.0[0], ConfigProblem::Limits(_)), "{err}");
-        assert!(config_with(&[("SQS_CONCURRENCY", "7")]).is_err());
-        assert!(
-            config_with(&[("SQS_RETRY_BASE_MS", "5000"), ("SQS_RETRY_MAX_MS", "100")]).is_err()
-        );
-    }
-
-    #[test]
-    fn queue_url_shapes() {
-        assert!(QueueUrl::parse("sqs.example.com/1/q").is_err());
-        assert!(QueueUrl::parse("ftp://sqs.example.com/1/q").is_err());
-        assert!(QueueUrl::parse("https://sqs.example.com").is_err());
-        assert!(QueueUrl::parse("https://user:pw@sqs.example.com/1/q").is_err());
-        let q = QueueUrl::parse("https://sqs.example.com/1/q.fifo").expect("ok");
-        assert!(q.is_fifo());
-    }
-}
+#[path = "config_tests.rs"]
+pub(crate) mod tests;

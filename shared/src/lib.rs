@@ -15,6 +15,7 @@ pub mod json;
 pub mod limits;
 pub mod pack;
 pub mod timestamp;
+pub mod url;
 
 pub use envelope::{decode, encode_message, DecodeError, Envelope, ENVELOPE_VERSION};
 pub use event::{
@@ -25,3 +26,4 @@ pub use ids::{derive_id, uuid_v7, IdSource};
 pub use json::RawJson;
 pub use limits::{Limits, LimitsError};
 pub use pack::{pack, BatchEntry, BatchRequest, PackError};
+pub use url::{origin_of, OriginError};

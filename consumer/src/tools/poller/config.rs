@@ -156,6 +156,12 @@ mod tests {
             Some(ConfigError::Missing("SQS_QUEUE_URL"))
         );
         assert!(PollerConfig::from_lookup(&env(&[("SQS_QUEUE_URL", "queue")])).is_err());
+        // The edge's rule: no credentials inside the URL.
+        assert!(PollerConfig::from_lookup(&env(&[(
+            "SQS_QUEUE_URL",
+            "http://user:pw@127.0.0.1:5000/123456789012/q"
+        )]))
+        .is_err());
         let err = PollerConfig::from_lookup(&env(&[
             Q,
             ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "5"),

@@ -1,0 +1,182 @@
+//! Tests of the edge configuration (`config.rs`).
+
+use super::*;
+use std::collections::HashMap;
+
+pub(crate) const KEY_WEB: &str = "web-secret-key-0123456789";
+pub(crate) const KEY_APP: &str = "app-secret-key-abcdefghij";
+
+pub(crate) fn env() -> HashMap<&'static str, String> {
+    HashMap::from([
+        (
+            "SQS_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/events".to_owned(),
+        ),
+        ("AWS_REGION", "eu-west-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_owned()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "aws-secret-do-not-print".to_owned(),
+        ),
+        ("INGEST_KEYS", format!("web:{KEY_WEB},app:{KEY_APP}")),
+        ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
+    ])
+}
+
+pub(crate) fn config_with(overrides: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+    let mut e = env();
+    for (k, v) in overrides {
+        e.insert(k, (*v).to_owned());
+    }
+    Config::from_env(|k| e.get(k).cloned())
+}
+
+#[test]
+fn complete_environment_parses_with_defaults() {
+    let c = config_with(&[]).expect("valid");
+    assert_eq!(c.sqs_endpoint, "https://sqs.eu-west-1.amazonaws.com");
+    assert!(!c.queue.is_fifo());
+    assert_eq!(c.ingest_keys.len(), 2);
+    assert_eq!(c.ingest_keys[1].key_id, "app");
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.retry, RetryPolicy::default());
+    assert_eq!(c.retry_after_secs, 5);
+}
+
+#[test]
+fn endpoint_override_and_fifo() {
+    let c = config_with(&[
+        (
+            "SQS_QUEUE_URL",
+            "http://127.0.0.1:5000/123456789012/events.fifo",
+        ),
+        ("SQS_ENDPOINT", "http://127.0.0.1:6000/"),
+    ])
+    .expect("valid");
+    assert!(c.queue.is_fifo());
+    assert_eq!(c.queue.origin(), "http://127.0.0.1:5000");
+    assert_eq!(c.sqs_endpoint, "http://127.0.0.1:6000");
+    let bad = config_with(&[("SQS_ENDPOINT", "http://127.0.0.1:6000/queue")]);
+    assert!(bad.is_err());
+}
+
+#[test]
+fn every_problem_is_reported_and_names_only_the_variable() {
+    let mut e = env();
+    e.remove("AWS_REGION");
+    e.insert("INGEST_KEYS", "web".to_owned());
+    e.insert("SQS_DEADLINE_MS", "soon".to_owned());
+    e.insert("AWS_SECRET_ACCESS_KEY", String::new());
+    let err = Config::from_env(|k| e.get(k).cloned()).expect_err("invalid");
+    let text = err.to_string();
+    assert!(
+        err.0.contains(&ConfigProblem::Missing("AWS_REGION")),
+        "{text}"
+    );
+    assert!(
+        err.0
+            .contains(&ConfigProblem::Missing("AWS_SECRET_ACCESS_KEY")),
+        "{text}"
+    );
+    assert!(text.contains("INGEST_KEYS"), "{text}");
+    assert!(text.contains("SQS_DEADLINE_MS"), "{text}");
+    assert_eq!(err.0.len(), 4, "{text}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_debug() {
+    let err = config_with(&[("INGEST_KEYS", "web:short-secret")]).expect_err("too short");
+    assert!(!err.to_string().contains("short-secret"), "{err}");
+    let c = config_with(&[]).expect("valid");
+    let debug = format!("{c:?}");
+    assert!(!debug.contains(KEY_WEB), "{debug}");
+    assert!(!debug.contains("aws-secret-do-not-print"), "{debug}");
+}
+
+#[test]
+fn ingest_keys_rules() {
+    let keys = parse_ingest_keys(&format!(" web : {KEY_WEB} ,, app:{KEY_APP}:x ")).expect("ok");
+    assert_eq!(keys[0].key_id, "web");
+    assert_eq!(keys[0].key.expose(), KEY_WEB);
+    assert_eq!(keys[1].key.expose(), format!("{KEY_APP}:x"));
+    assert!(parse_ingest_keys("").is_err());
+    assert!(parse_ingest_keys(&format!("web:{KEY_WEB},web:{KEY_APP}")).is_err());
+    assert!(parse_ingest_keys(&format!("web:{KEY_WEB},app:{KEY_WEB}")).is_err());
+    assert!(parse_ingest_keys(&format!("we b:{KEY_WEB}")).is_err());
+    assert!(parse_ingest_keys(&format!(":{KEY_WEB}")).is_err());
+}
+
+#[test]
+fn origins() {
+    assert_eq!(parse_origins("*"), Ok(AllowedOrigins::Any));
+    let list = parse_origins("https://a.example, http://localhost:3000").expect("ok");
+    assert_eq!(
+        list.allow("http://localhost:3000"),
+        Some("http://localhost:3000")
+    );
+    assert_eq!(list.allow("https://evil.example"), None);
+    assert_eq!(AllowedOrigins::Any.allow("https://x"), Some("*"));
+    assert!(parse_origins("https://a.example/path").is_err());
+    assert!(parse_origins("a.example").is_err());
+    assert!(parse_origins("*,https://a.example").is_err());
+}
+
+#[test]
+fn limits_are_read_and_validated_together() {
+    let c = config_with(&[("MAX_BODY_BYTES", "2048"), ("MAX_EVENTS_PER_REQUEST", "10")])
+        .expect("valid");
+    assert_eq!(c.limits.max_body_bytes, 2048);
+    assert_eq!(c.limits.max_events_per_request, 10);
+    let err = config_with(&[("MAX_DECOMPRESSED_BYTES", "10")]).expect_err("smaller than body");
+    assert!(matches!(err.0[0], ConfigProblem::Limits(_)), "{err}");
+    assert!(config_with(&[("SQS_CONCURRENCY", "7")]).is_err());
+    assert!(config_with(&[("SQS_RETRY_BASE_MS", "5000"), ("SQS_RETRY_MAX_MS", "100")]).is_err());
+}
+
+#[test]
+fn queue_url_shapes() {
+    assert!(QueueUrl::parse("sqs.example.com/1/q").is_err());
+    assert!(QueueUrl::parse("ftp://sqs.example.com/1/q").is_err());
+    assert!(QueueUrl::parse("https://sqs.example.com").is_err());
+    assert!(QueueUrl::parse("https://user:pw@sqs.example.com/1/q").is_err());
+    let q = QueueUrl::parse("https://sqs.example.com/1/q.fifo").expect("ok");
+    assert!(q.is_fifo());
+}
+
+#[test]
+fn every_numeric_setting_is_read_and_bounded() {
+    let mut names = std::collections::HashSet::new();
+    for s in NUMERIC_SETTINGS {
+        assert!(names.insert(s.name), "{} is in the table twice", s.name);
+        let above = (s.max + 1).to_string();
+        let below = s.min.saturating_sub(1).to_string();
+        for bad in [above.as_str(), below.as_str(), "ten", "-1", "1.5"] {
+            if bad == s.min.to_string() {
+                continue;
+            }
+            let err = config_with(&[(s.name, bad)]).expect_err(s.name);
+            assert!(
+                err.0
+                    .iter()
+                    .any(|p| matches!(p, ConfigProblem::Invalid { name, .. } if *name == s.name)),
+                "{}={bad}: {err}",
+                s.name
+            );
+        }
+    }
+    // A value within the bounds lands where it belongs.
+    let c = config_with(&[
+        ("SQS_DEADLINE_MS", "2500"),
+        ("SQS_CONCURRENCY", "3"),
+        ("RETRY_AFTER_SECS", "7"),
+        ("RATE_LIMIT_PERIOD_SECS", "10"),
+        ("MAX_JSON_DEPTH", "16"),
+        ("MAX_EVENTS_PER_REQUEST", "50"),
+    ])
+    .expect("valid");
+    assert_eq!(c.retry.deadline, Duration::from_millis(2_500));
+    assert_eq!(c.retry.concurrency, 3);
+    assert_eq!((c.retry_after_secs, c.rate_limit_period_secs), (7, 10));
+    assert_eq!(c.limits.max_json_depth, 16);
+    assert_eq!(c.limits.max_events_per_request, 50);
+}
