@@ -8,6 +8,7 @@
 
 mod bench;
 mod bootstrap;
+mod fresh;
 mod fuzz;
 mod stack;
 mod step;

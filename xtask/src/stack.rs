@@ -12,6 +12,7 @@ use spillway_support::stack::{read_status, DevEnv, KEY_ID};
 use spillway_support::{live_services, sweep, SqsKind, Stack, StackConfig, Status};
 
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
+use crate::fresh::{self, Freshness};
 use crate::step::{root, run, step};
 use crate::test::wasm_build;
 
@@ -76,7 +77,14 @@ fn prepare(sqs: SqsKind) -> Result<Tools> {
     if sqs == SqsKind::LocalStack {
         ensure_localstack()?;
     }
-    step("build the worker (wasm)", || wasm_build(&tools))?;
+    match fresh::check(&root(), fresh::WORKER_INPUTS, fresh::WORKER_OUTPUTS) {
+        Freshness::UpToDate => println!(
+            "==> build the worker (wasm): skipped, edge/build is newer than every input it is built from"
+        ),
+        Freshness::Stale(why) => step(&format!("build the worker (wasm): {why}"), || {
+            wasm_build(&tools)
+        })?,
+    }
     step("build the consumer and the poller", || {
         let mut c = Command::new("cargo");
         c.current_dir(root())
