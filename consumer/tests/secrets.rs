@@ -18,7 +18,7 @@ use common::*;
 use spillway_consumer::config::{ConsumerConfig, DatabaseUrl, DatabaseUrlSource, DbConfig};
 use spillway_consumer::handler::{handle, Deps, Outcome, SystemClock};
 use spillway_consumer::pg::PgStore;
-use spillway_support::{free_port, Postgres};
+use spillway_support::{free_port, Postgres, Secrets};
 use tracing::subscriber::DefaultGuard;
 use tracing_subscriber::EnvFilter;
 
@@ -39,23 +39,13 @@ fn one_at_a_time<F: std::future::Future>(test: F) -> F::Output {
         .block_on(test)
 }
 
-fn secrets() -> [&'static str; 4] {
-    [
+fn secrets() -> Secrets {
+    Secrets::new([
         PASSWORD,
         "7c4e91d2b8a6f3e5",
         WRONG_PASSWORD,
         "0a9b8c7d6e5f4a3b",
-    ]
-}
-
-fn leaks(text: &str) -> Vec<&'static str> {
-    secrets().into_iter().filter(|s| text.contains(s)).collect()
-}
-
-#[track_caller]
-fn assert_clean(what: &str, text: &str) {
-    let found = leaks(text);
-    assert!(found.is_empty(), "{what} leaks {found:?}:\n{text}");
+    ])
 }
 
 /// A log sink: the production JSON format (see `telemetry::init`), every level, into memory.
@@ -110,14 +100,14 @@ fn deps_for(url: &str) -> Deps<PgStore> {
         _ => None,
     };
     let config = ConsumerConfig::from_lookup(&lookup).expect("config");
-    assert_clean("ConsumerConfig (Debug)", &format!("{config:?}"));
+    secrets().assert_absent("ConsumerConfig (Debug)", &format!("{config:?}"));
     let deps = Deps {
         store: PgStore::new(&config.db).expect("store"),
         clock: SystemClock,
         metrics_namespace: config.metrics_namespace,
         metrics_service: config.metrics_service,
     };
-    assert_clean("Deps (Debug)", &format!("{deps:?}"));
+    secrets().assert_absent("Deps (Debug)", &format!("{deps:?}"));
     deps
 }
 
@@ -152,8 +142,8 @@ fn batch() -> aws_lambda_events::event::sqs::SqsEvent {
 
 #[test]
 fn the_checker_sees_a_password_when_there_is_one() {
-    assert_eq!(leaks(&url(5432, PASSWORD)), [PASSWORD, "7c4e91d2b8a6f3e5"]);
-    assert!(leaks("postgres://spillway_app@127.0.0.1/postgres").is_empty());
+    assert_eq!(secrets().found_in(&url(5432, PASSWORD)), [PASSWORD, "7c4e91d2b8a6f3e5"]);
+    assert!(secrets().found_in("postgres://spillway_app@127.0.0.1/postgres").is_empty());
 }
 
 #[test]
@@ -188,7 +178,7 @@ async fn a_batch_stored_with_a_password_logs_no_password_body() {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
     assert!(outcome.emf.contains("\"RequestId\":\"req-secrets-ok\""));
-    assert_clean("log and EMF lines", &text);
+    secrets().assert_absent("log and EMF lines", &text);
 }
 
 #[test]
@@ -215,7 +205,7 @@ async fn a_wrong_password_is_reported_without_either_password_body() {
         "the failure is logged:\n{text}"
     );
     assert!(text.contains(ROLE), "it names the role:\n{text}");
-    assert_clean("log and EMF lines", &text);
+    secrets().assert_absent("log and EMF lines", &text);
 }
 
 #[test]
@@ -235,7 +225,7 @@ async fn an_unreachable_database_is_reported_without_the_password_body() {
         text.contains("batch not stored"),
         "the outage is logged:\n{text}"
     );
-    assert_clean("log and EMF lines", &text);
+    secrets().assert_absent("log and EMF lines", &text);
 }
 
 #[test]
@@ -260,15 +250,15 @@ fn configuration_errors_never_quote_the_password() {
             DatabaseUrl::Env(raw.clone()),
             DatabaseUrl::Secret(raw.clone()),
         ] {
-            assert_clean(&format!("{url:?}"), &format!("{url:?}"));
+            secrets().assert_absent(&format!("{url:?}"), &format!("{url:?}"));
             match DbConfig::from_url(&no_settings, &url) {
                 Err(e) => {
                     // Positive control: the error names where the URL came from.
                     assert!(e.to_string().contains(url.origin()), "{raw}: {e}");
-                    assert_clean(&format!("error for {raw}"), &e.to_string());
-                    assert_clean(&format!("error for {raw} (Debug)"), &format!("{e:?}"));
+                    secrets().assert_absent(&format!("error for {raw}"), &e.to_string());
+                    secrets().assert_absent(&format!("error for {raw} (Debug)"), &format!("{e:?}"));
                 }
-                Ok(config) => assert_clean(
+                Ok(config) => secrets().assert_absent(
                     &format!("config from {raw} (Debug)"),
                     &format!("{config:?}"),
                 ),
@@ -276,7 +266,7 @@ fn configuration_errors_never_quote_the_password() {
         }
         let env = |k: &str| (k == "DATABASE_URL").then(|| raw.clone());
         if let Ok(source) = DatabaseUrlSource::from_lookup(&env) {
-            assert_clean("DatabaseUrlSource (Debug)", &format!("{source:?}"));
+            secrets().assert_absent("DatabaseUrlSource (Debug)", &format!("{source:?}"));
         }
     }
     // A setting next to DATABASE_URL that is wrong must not drag the URL into its error.
@@ -288,5 +278,5 @@ fn configuration_errors_never_quote_the_password() {
     };
     let e = ConsumerConfig::from_lookup(&lookup).expect_err("bad timeout");
     assert!(e.to_string().contains("DB_STATEMENT_TIMEOUT_MS"), "{e}");
-    assert_clean("timeout error", &e.to_string());
+    secrets().assert_absent("timeout error", &e.to_string());
 }

@@ -25,8 +25,8 @@ mod adapter;
 
 #[cfg(test)]
 mod handler_tests;
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use config::Config;
 pub use error::EdgeError;

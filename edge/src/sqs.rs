@@ -213,102 +213,15 @@ pub fn classify<E: ProvideErrorMetadata>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
-    use aws_smithy_async::time::StaticTimeSource;
-    use aws_smithy_runtime_api::client::http::{
-        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-    };
-    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-    use aws_smithy_runtime_api::client::result::ConnectorError;
-    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
     use uuid::Uuid;
 
     use super::*;
     use crate::config::tests::config_with;
-    use crate::connector::{request_parts, response_from_parts, FetchParts};
+    use crate::testkit::CannedSqs;
 
-    /// Answers SDK requests from a script, recording what was sent, like `fetch` would.
-    /// `None` stands for a connection that fails.
-    type Script = Arc<Mutex<VecDeque<Option<(u16, String)>>>>;
-
-    #[derive(Debug, Clone, Default)]
-    struct Canned {
-        answers: Script,
-        sent: Arc<Mutex<Vec<FetchParts>>>,
-    }
-
-    impl Canned {
-        fn new(answers: Vec<Result<(u16, &str), ()>>) -> Self {
-            let c = Canned::default();
-            *c.answers.lock().expect("lock") = answers
-                .into_iter()
-                .map(|a| a.ok().map(|(s, b)| (s, b.to_owned())))
-                .collect();
-            c
-        }
-
-        fn sent_json(&self) -> Vec<serde_json::Value> {
-            self.sent
-                .lock()
-                .expect("lock")
-                .iter()
-                .map(|p| serde_json::from_slice(&p.body).expect("JSON request"))
-                .collect()
-        }
-    }
-
-    impl HttpConnector for Canned {
-        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let parts = match request_parts(&request) {
-                Ok(p) => p,
-                Err(e) => return HttpConnectorFuture::ready(Err(e)),
-            };
-            self.sent.lock().expect("lock").push(parts);
-            let answer = self.answers.lock().expect("lock").pop_front();
-            HttpConnectorFuture::ready(match answer {
-                Some(Some((status, body))) => response_from_parts(
-                    status,
-                    vec![(
-                        "content-type".to_owned(),
-                        "application/x-amz-json-1.0".to_owned(),
-                    )],
-                    body.into_bytes(),
-                ),
-                _ => Err(ConnectorError::io("connection refused".into())),
-            })
-        }
-    }
-
-    impl HttpClient for Canned {
-        fn http_connector(
-            &self,
-            _: &HttpConnectorSettings,
-            _: &RuntimeComponents,
-        ) -> SharedHttpConnector {
-            SharedHttpConnector::new(self.clone())
-        }
-    }
-
-    #[derive(Debug)]
-    struct NoSleep;
-    impl AsyncSleep for NoSleep {
-        fn sleep(&self, _: Duration) -> Sleep {
-            Sleep::new(async {})
-        }
-    }
-
-    fn sender(canned: &Canned, queue_url: &str) -> SqsSender {
+    fn sender(canned: &CannedSqs, queue_url: &str) -> SqsSender {
         let config = config_with(&[("SQS_QUEUE_URL", queue_url)]).expect("valid config");
-        SqsSender::new(
-            &config,
-            SharedHttpClient::new(canned.clone()),
-            SharedTimeSource::new(StaticTimeSource::from_secs(1_795_852_800)),
-            SharedAsyncSleep::new(NoSleep),
-        )
+        canned.sender(&config)
     }
 
     fn entries(n: usize) -> Vec<BatchEntry> {
@@ -335,13 +248,13 @@ mod tests {
 
     #[tokio::test]
     async fn request_is_a_signed_send_message_batch() {
-        let canned = Canned::new(vec![Ok((200, ALL_OK))]);
+        let canned = CannedSqs::script(vec![Ok((200, ALL_OK))]);
         let out = sender(&canned, URL)
             .send_batch(&entries(2), "web")
             .await
             .expect("answered");
         assert_eq!(out, BatchOutcome::default());
-        let sent = canned.sent.lock().expect("lock")[0].clone();
+        let sent = canned.sent()[0].clone();
         assert_eq!(sent.method, "POST");
         assert_eq!(sent.url, "http://127.0.0.1:5000/");
         let header = |n: &str| {
@@ -372,7 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn fifo_queues_get_group_and_dedup_ids() {
-        let canned = Canned::new(vec![Ok((200, ALL_OK))]);
+        let canned = CannedSqs::script(vec![Ok((200, ALL_OK))]);
         sender(&canned, "http://127.0.0.1:5000/123456789012/events.fifo")
             .send_batch(&entries(2), "web")
             .await
@@ -385,7 +298,7 @@ mod tests {
 
     #[tokio::test]
     async fn partial_failures_are_reported_per_entry() {
-        let canned = Canned::new(vec![Ok((200, PARTIAL))]);
+        let canned = CannedSqs::script(vec![Ok((200, PARTIAL))]);
         let out = sender(&canned, URL)
             .send_batch(&entries(3), "web")
             .await
@@ -404,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn service_and_transport_errors_are_classified() {
-        let canned = Canned::new(vec![
+        let canned = CannedSqs::script(vec![
             Ok((500, INTERNAL)),
             Ok((400, THROTTLED)),
             Ok((400, NO_QUEUE)),
@@ -425,7 +338,7 @@ mod tests {
         let r5 = s.send_batch(&e, "web").await.expect_err("bad gateway");
         assert!(r5.is_retryable(), "{r5}");
         assert_eq!(
-            canned.sent.lock().expect("lock").len(),
+            canned.sent().len(),
             5,
             "the SDK itself never retries"
         );

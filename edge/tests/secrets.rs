@@ -3,31 +3,22 @@
 //! of the AWS secret travels on the wire to SQS either (requests are signed, not carrying it).
 //!
 //! Runs the real request path natively: `handle` over the real `SqsSender`, whose HTTP client
-//! here is a canned SQS that records each request and can answer with errors that echo the
-//! whole request back (the worst an endpoint or proxy could do), and `misconfigured` for the
+//! here is the testkit's canned SQS, recording each request and, in this test, answering with
+//! errors that echo the whole request back (the worst an endpoint or proxy could do), and `misconfigured` for the
 //! `500` of a bad configuration. Every secret is distinctive, so no assertion passes by
 //! accident, and each test has a positive control proving the checked text is the real thing.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::HashMap;
 
-use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
-use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
-use aws_smithy_async::time::{SharedTimeSource, StaticTimeSource};
-use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
-};
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
-use aws_smithy_runtime_api::client::result::ConnectorError;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use http::{Method, Request};
 use serde_json::json;
 use spillway_edge::config::ConfigError;
-use spillway_edge::connector::{request_parts, response_from_parts, FetchParts};
+use spillway_edge::connector::FetchParts;
 use spillway_edge::ports::Unlimited;
 use spillway_edge::sqs::SqsSender;
-use spillway_edge::{handle, misconfigured, Config, Deps, Handled, Runtime};
+use spillway_edge::testkit::{all_successful, Answer, CannedSqs, FakeRuntime};
+use spillway_edge::{handle, misconfigured, Config, Deps, Handled};
+use spillway_support::Secrets;
 
 const KEY_WEB: &str = "sk_live_WEB_3b1f8e6a9c2d4f70";
 const KEY_APP: &str = "sk_live_APP_90d7c2e4b6a8f135";
@@ -39,8 +30,8 @@ const WRONG_KEY: &str = "sk_test_WRONG_5e5e5e5e5e5e";
 
 /// Everything that must never be echoed, each with a distinctive fragment so that a truncated
 /// or re-encoded copy is caught too.
-fn secrets() -> Vec<&'static str> {
-    vec![
+fn secrets() -> Secrets {
+    Secrets::new([
         KEY_WEB,
         "3b1f8e6a9c2d4f70",
         KEY_APP,
@@ -54,18 +45,7 @@ fn secrets() -> Vec<&'static str> {
         NEAR_MISS,
         WRONG_KEY,
         "5e5e5e5e5e5e",
-    ]
-}
-
-/// The secrets (or fragments) found in `text`.
-fn leaks(text: &str) -> Vec<&'static str> {
-    secrets().into_iter().filter(|s| text.contains(s)).collect()
-}
-
-#[track_caller]
-fn assert_clean(what: &str, text: &str) {
-    let found = leaks(text);
-    assert!(found.is_empty(), "{what} leaks {found:?}:\n{text}");
+    ])
 }
 
 /// Everything a client and the operator see of one answer: the log line, status, headers, body.
@@ -120,52 +100,9 @@ enum Sqs {
     Unreachable,
 }
 
-#[derive(Debug, Clone)]
-struct CannedSqs {
-    mode: Sqs,
-    sent: Arc<Mutex<Vec<FetchParts>>>,
-    answers: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl CannedSqs {
-    fn new(mode: Sqs) -> Self {
-        Self {
-            mode,
-            sent: Arc::default(),
-            answers: Arc::default(),
-        }
-    }
-
-    /// Every request as it went on the wire: method, URL, headers, body.
-    fn wire(&self) -> Vec<String> {
-        self.sent
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|p| {
-                let mut s = format!("{} {}\n", p.method, p.url);
-                for (n, v) in &p.headers {
-                    s.push_str(&format!("{n}: {v}\n"));
-                }
-                s.push_str(&String::from_utf8_lossy(&p.body));
-                s
-            })
-            .collect()
-    }
-
-    /// The bodies this endpoint answered with.
-    fn answers(&self) -> Vec<String> {
-        self.answers.lock().expect("lock").iter().cloned().collect()
-    }
-}
-
-impl HttpConnector for CannedSqs {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let parts = match request_parts(&request) {
-            Ok(p) => p,
-            Err(e) => return HttpConnectorFuture::ready(Err(e)),
-        };
-        self.sent.lock().expect("lock").push(parts.clone());
+impl Sqs {
+    /// The answer to one request in this mode.
+    fn answer(self, parts: &FetchParts) -> Answer {
         let echo = || {
             format!(
                 "{} {} {:?} {}",
@@ -175,133 +112,74 @@ impl HttpConnector for CannedSqs {
                 String::from_utf8_lossy(&parts.body)
             )
         };
-        let (status, body) = match self.mode {
+        match self {
             Sqs::Unreachable => {
-                return HttpConnectorFuture::ready(Err(ConnectorError::io(
-                    format!("connection refused while sending {}", echo()).into(),
-                )))
+                Answer::ConnectionFails(format!("connection refused while sending {}", echo()))
             }
-            Sqs::Accept => {
-                let request: serde_json::Value =
-                    serde_json::from_slice(&parts.body).unwrap_or_default();
-                let successful: Vec<_> = request["Entries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        json!({
-                            "Id": e["Id"],
-                            "MessageId": "0f0e0d0c-0b0a-4908-8706-050403020100",
-                            "MD5OfMessageBody": "00000000000000000000000000000000"
-                        })
-                    })
-                    .collect();
-                (200, json!({ "Successful": successful, "Failed": [] }))
-            }
-            Sqs::EchoSignatureError => (
+            Sqs::Accept => Answer::Http(200, all_successful(parts)),
+            Sqs::EchoSignatureError => Answer::Http(
                 403,
                 json!({
                     "__type": "com.amazon.coral.service#SignatureDoesNotMatch",
                     "message": format!("The request signature we calculated does not match. Request: {}", echo()),
-                }),
+                })
+                .to_string(),
             ),
-            Sqs::EchoInternalError => (
+            Sqs::EchoInternalError => Answer::Http(
                 500,
                 json!({
                     "__type": "com.amazonaws.sqs#InternalError",
                     "message": format!("internal error while handling {}", echo()),
-                }),
+                })
+                .to_string(),
             ),
-        };
-        let body = body.to_string();
-        self.answers.lock().expect("lock").push_back(body.clone());
-        HttpConnectorFuture::ready(response_from_parts(
-            status,
-            vec![(
-                "content-type".to_owned(),
-                "application/x-amz-json-1.0".to_owned(),
-            )],
-            body.into_bytes(),
-        ))
-    }
-}
-
-impl HttpClient for CannedSqs {
-    fn http_connector(
-        &self,
-        _: &HttpConnectorSettings,
-        _: &RuntimeComponents,
-    ) -> SharedHttpConnector {
-        SharedHttpConnector::new(self.clone())
-    }
-}
-
-#[derive(Debug)]
-struct NoSleep;
-impl AsyncSleep for NoSleep {
-    fn sleep(&self, _: Duration) -> Sleep {
-        Sleep::new(async {})
-    }
-}
-
-/// Clock and randomness of the request path, on tokio's paused clock.
-#[derive(Debug)]
-struct TestRuntime {
-    start: tokio::time::Instant,
-    counter: std::cell::Cell<u64>,
-}
-
-impl TestRuntime {
-    fn new() -> Self {
-        Self {
-            start: tokio::time::Instant::now(),
-            counter: std::cell::Cell::new(0),
         }
     }
 }
 
-impl Runtime for TestRuntime {
-    fn now_ms(&self) -> u64 {
-        1_795_852_800_000 + self.start.elapsed().as_millis() as u64
-    }
+/// Every request as it went on the wire: method, URL, headers, body.
+fn wire(sqs: &CannedSqs) -> Vec<String> {
+    sqs.sent()
+        .iter()
+        .map(|p| {
+            let mut s = format!("{} {}\n", p.method, p.url);
+            for (n, v) in &p.headers {
+                s.push_str(&format!("{n}: {v}\n"));
+            }
+            s.push_str(&String::from_utf8_lossy(&p.body));
+            s
+        })
+        .collect()
+}
 
-    fn random_bytes(&self) -> [u8; 16] {
-        let n = self.counter.get() + 1;
-        self.counter.set(n);
-        let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&x.to_le_bytes());
-        b[8..].copy_from_slice(&x.rotate_left(17).to_le_bytes());
-        b
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
+/// The bodies the endpoint answered with.
+fn answers(sqs: &CannedSqs) -> Vec<String> {
+    sqs.answered()
+        .into_iter()
+        .filter_map(|a| match a {
+            Answer::Http(_, body) => Some(body),
+            Answer::ConnectionFails(_) => None,
+        })
+        .collect()
 }
 
 struct Edge {
     config: Config,
     sqs: CannedSqs,
     queue: SqsSender,
-    rt: TestRuntime,
+    rt: FakeRuntime,
 }
 
 impl Edge {
     fn new(mode: Sqs) -> Self {
         let config = config_with(&[]).expect("valid config");
-        let sqs = CannedSqs::new(mode);
-        let queue = SqsSender::new(
-            &config,
-            SharedHttpClient::new(sqs.clone()),
-            SharedTimeSource::new(StaticTimeSource::from_secs(1_795_852_800)),
-            SharedAsyncSleep::new(NoSleep),
-        );
+        let sqs = CannedSqs::new(move |parts| mode.answer(parts));
+        let queue = sqs.sender(&config);
         Self {
             config,
             sqs,
             queue,
-            rt: TestRuntime::new(),
+            rt: FakeRuntime::new(),
         }
     }
 
@@ -344,11 +222,11 @@ const FORMS: [&str; 3] = ["bearer", "header", "query"];
 fn the_checker_sees_a_secret_when_there_is_one() {
     // Positive control for every assertion below.
     assert_eq!(
-        leaks(&format!("x {KEY_WEB} y")),
+        secrets().found_in(&format!("x {KEY_WEB} y")),
         [KEY_WEB, "3b1f8e6a9c2d4f70"]
     );
-    assert_eq!(leaks("wJalrXUtnFEMI%2FK7MDENG%2F")[..1], ["wJalrXUtnFEMI"]);
-    assert!(leaks("key_id web, AKIASPILLWAYTEST0001").is_empty());
+    assert_eq!(secrets().found_in("wJalrXUtnFEMI%2FK7MDENG%2F")[..1], ["wJalrXUtnFEMI"]);
+    assert!(secrets().found_in("key_id web, AKIASPILLWAYTEST0001").is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -366,16 +244,16 @@ async fn accepted_requests_log_the_key_id_never_the_key_nor_the_aws_secret() {
         let line = h.log.to_json();
         assert!(line.contains(r#""key_id":"web""#), "{how}: {line}");
         assert!(line.contains(r#""status":202"#), "{how}: {line}");
-        assert_clean(&format!("202 via {how}"), &visible(&h));
+        secrets().assert_absent(&format!("202 via {how}"), &visible(&h));
     }
     let h = edge
         .call(request("bearer", KEY_APP, "/v1/events", EVENTS))
         .await;
     assert!(h.log.to_json().contains(r#""key_id":"app""#));
-    assert_clean("202 for app", &visible(&h));
+    secrets().assert_absent("202 for app", &visible(&h));
 
     // On the wire to SQS: signed with the access key id, never carrying the secret key.
-    let wire = edge.sqs.wire();
+    let wire = wire(&edge.sqs);
     assert_eq!(wire.len(), 4);
     for request in &wire {
         assert!(
@@ -386,7 +264,7 @@ async fn accepted_requests_log_the_key_id_never_the_key_nor_the_aws_secret() {
             request.contains("page_view"),
             "the payload is there: {request}"
         );
-        assert_clean("SendMessageBatch request", request);
+        secrets().assert_absent("SendMessageBatch request", request);
     }
 }
 
@@ -401,7 +279,7 @@ async fn wrong_and_missing_keys_get_401_without_echoing_any_key() {
                 serde_json::from_str(h.response.body()).expect("JSON body");
             assert_eq!(body["error"]["code"], "invalid_key", "{how}");
             assert_eq!(h.log.code, Some("invalid_key"));
-            assert_clean(&format!("401 for {key} via {how}"), &visible(&h));
+            secrets().assert_absent(&format!("401 for {key} via {how}"), &visible(&h));
         }
     }
     // No key at all, but a real one misplaced in a header the edge does not read.
@@ -411,8 +289,8 @@ async fn wrong_and_missing_keys_get_401_without_echoing_any_key() {
     let h = edge.call(req).await;
     assert_eq!(h.response.status().as_u16(), 401);
     assert_eq!(h.log.code, Some("missing_key"));
-    assert_clean("401 missing key", &visible(&h));
-    assert!(edge.sqs.wire().is_empty(), "nothing was sent");
+    secrets().assert_absent("401 missing key", &visible(&h));
+    assert!(wire(&edge.sqs).is_empty(), "nothing was sent");
 }
 
 #[tokio::test(start_paused = true)]
@@ -453,9 +331,9 @@ async fn other_refusals_with_a_valid_key_do_not_echo_it() {
         );
         let line = h.log.to_json();
         assert!(line.contains(&format!(r#""status":{status}"#)), "{line}");
-        assert_clean(&format!("{status} for {uri}"), &visible(&h));
+        secrets().assert_absent(&format!("{status} for {uri}"), &visible(&h));
     }
-    assert!(edge.sqs.wire().is_empty(), "nothing was sent");
+    assert!(wire(&edge.sqs).is_empty(), "nothing was sent");
 }
 
 #[tokio::test(start_paused = true)]
@@ -476,18 +354,18 @@ async fn queue_errors_that_echo_the_signed_request_stay_out_of_logs_and_503s() {
         assert!(!queue_error.is_empty(), "{mode:?}: {:?}", h.log);
         assert!(h.log.to_json().contains(r#""key_id":"web""#));
         if let Sqs::EchoSignatureError | Sqs::EchoInternalError = mode {
-            let answers = edge.sqs.answers();
+            let answers = answers(&edge.sqs);
             assert!(!answers.is_empty(), "{mode:?}: SQS was asked and answered");
             assert!(
                 answers.iter().all(|a| a.contains(AWS_ACCESS_KEY_ID)),
                 "{mode:?}: the canned answer echoes the request"
             );
         }
-        assert_clean(&format!("503 after {mode:?}"), &visible(&h));
-        let wire = edge.sqs.wire();
+        secrets().assert_absent(&format!("503 after {mode:?}"), &visible(&h));
+        let wire = wire(&edge.sqs);
         assert!(!wire.is_empty(), "{mode:?}: a request went out to SQS");
         for request in wire {
-            assert_clean("SendMessageBatch request", &request);
+            secrets().assert_absent("SendMessageBatch request", &request);
         }
     }
 }
@@ -553,7 +431,7 @@ async fn swapped_ingest_key_pair_is_500_without_the_key() {
 }
 
 fn check_misconfigured(cases: Vec<(&str, Vec<(&'static str, String)>)>) {
-    let rt = TestRuntime::new();
+    let rt = FakeRuntime::new();
     for (what, overrides) in cases {
         let overrides: Vec<(&'static str, &str)> =
             overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -564,14 +442,14 @@ fn check_misconfigured(cases: Vec<(&str, Vec<(&'static str, String)>)>) {
             overrides.iter().any(|(name, _)| text.contains(name)),
             "{what}: {text}"
         );
-        assert_clean(&format!("{what}: error"), &text);
-        assert_clean(&format!("{what}: error (Debug)"), &format!("{error:?}"));
+        secrets().assert_absent(&format!("{what}: error"), &text);
+        secrets().assert_absent(&format!("{what}: error (Debug)"), &format!("{error:?}"));
 
         let req = request("bearer", KEY_WEB, "/v1/events", EVENTS);
         let h = misconfigured(&req, &error, &rt);
         assert_eq!(h.response.status().as_u16(), 500, "{what}");
         assert_eq!(h.log.code, Some("misconfigured"));
         assert!(h.log.to_json().contains("invalid configuration"), "{what}");
-        assert_clean(&format!("{what}: 500"), &visible(&h));
+        secrets().assert_absent(&format!("{what}: 500"), &visible(&h));
     }
 }

@@ -12,6 +12,7 @@ mod pg;
 mod procs;
 mod proxy;
 pub mod redact;
+pub mod secrets;
 pub mod sqs;
 pub mod sqs_server;
 pub mod stack;
@@ -29,6 +30,7 @@ use pg::pg_command;
 
 pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{FaultMode, FaultProxy};
+pub use secrets::Secrets;
 pub use sqs::LocalSqs;
 pub use sqs_server::{LocalStack, SqsKind, SqsServer};
 pub use stack::{Stack, StackConfig, Status};

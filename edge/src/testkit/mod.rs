@@ -1,4 +1,12 @@
-//! In-memory fakes of the I/O seams, for the native tests.
+//! In-memory fakes of the I/O seams, for the native tests: this crate's unit tests, and its
+//! integration tests and benches through the `testkit` feature (never part of the Worker).
+//!
+//! [`FakeQueue`], [`FakeLimiter`] and [`FakeRuntime`] stand in for the ports; [`CannedSqs`]
+//! sits one level lower, under the real SQS client, for tests of what goes on the wire.
+
+mod sqs;
+
+pub use sqs::{all_successful, Answer, CannedSqs};
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
