@@ -142,8 +142,13 @@ fn batch() -> aws_lambda_events::event::sqs::SqsEvent {
 
 #[test]
 fn the_checker_sees_a_password_when_there_is_one() {
-    assert_eq!(secrets().found_in(&url(5432, PASSWORD)), [PASSWORD, "7c4e91d2b8a6f3e5"]);
-    assert!(secrets().found_in("postgres://spillway_app@127.0.0.1/postgres").is_empty());
+    assert_eq!(
+        secrets().found_in(&url(5432, PASSWORD)),
+        [PASSWORD, "7c4e91d2b8a6f3e5"]
+    );
+    assert!(secrets()
+        .found_in("postgres://spillway_app@127.0.0.1/postgres")
+        .is_empty());
 }
 
 #[test]

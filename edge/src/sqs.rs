@@ -337,11 +337,7 @@ mod tests {
         assert!(r4.is_retryable(), "{r4}");
         let r5 = s.send_batch(&e, "web").await.expect_err("bad gateway");
         assert!(r5.is_retryable(), "{r5}");
-        assert_eq!(
-            canned.sent().len(),
-            5,
-            "the SDK itself never retries"
-        );
+        assert_eq!(canned.sent().len(), 5, "the SDK itself never retries");
     }
 
     #[test]

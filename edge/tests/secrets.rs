@@ -225,8 +225,13 @@ fn the_checker_sees_a_secret_when_there_is_one() {
         secrets().found_in(&format!("x {KEY_WEB} y")),
         [KEY_WEB, "3b1f8e6a9c2d4f70"]
     );
-    assert_eq!(secrets().found_in("wJalrXUtnFEMI%2FK7MDENG%2F")[..1], ["wJalrXUtnFEMI"]);
-    assert!(secrets().found_in("key_id web, AKIASPILLWAYTEST0001").is_empty());
+    assert_eq!(
+        secrets().found_in("wJalrXUtnFEMI%2FK7MDENG%2F")[..1],
+        ["wJalrXUtnFEMI"]
+    );
+    assert!(secrets()
+        .found_in("key_id web, AKIASPILLWAYTEST0001")
+        .is_empty());
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,9 +8,7 @@
 //! Build by hand with `worker-build --release edge` (see wrangler.toml).
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,7 +29,7 @@ const DEADLINE_MS: u64 = 2_500;
 /// The local rate limit of key `burst` (and of every key): requests per minute.
 const RATE_LIMIT: usize = 40;
 
-/// A raw HTTP/1.1 answer.
+/// An HTTP answer, whatever its status.
 #[derive(Debug)]
 struct Answer {
     status: u16,
@@ -76,123 +74,38 @@ fn request(
     headers: &[(&str, &str)],
     body: Body<'_>,
 ) -> Result<Answer> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut req = agent.request(method, &format!("http://127.0.0.1:{port}{path}"));
     for (k, v) in headers {
-        let _ = write!(head, "{k}: {v}\r\n");
+        req = req.set(k, v);
     }
-    let mut out = Vec::new();
-    match body {
-        Body::Fixed(b) => {
-            let _ = write!(head, "Content-Length: {}\r\n\r\n", b.len());
-            out.extend_from_slice(head.as_bytes());
-            out.extend_from_slice(b);
-        }
-        Body::Chunked(b) => {
-            head.push_str("Transfer-Encoding: chunked\r\n\r\n");
-            out.extend_from_slice(head.as_bytes());
-            for chunk in b.chunks(16 * 1024) {
-                out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-                out.extend_from_slice(chunk);
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-    }
-    // The edge may answer (413) before reading everything; a reset while writing is fine then.
-    let _ = s.write_all(&out);
-    read_answer(&mut s)
-}
-
-/// Reads one answer, stopping at the end of its body: `wrangler dev` keeps connections open
-/// despite `Connection: close`, so reading to the end of the stream would wait for its timeout.
-fn read_answer(s: &mut TcpStream) -> Result<Answer> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let mut parsed: Option<(usize, u16, HashMap<String, String>)> = None;
-    loop {
-        if parsed.is_none() {
-            if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-                let mut lines = head.split("\r\n");
-                let status = lines
-                    .next()
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|c| c.parse().ok())
-                    .ok_or_else(|| anyhow!("bad status line in {head}"))?;
-                let headers: HashMap<String, String> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                    .collect();
-                parsed = Some((split + 4, status, headers));
-            }
-        }
-        if let Some((start, status, headers)) = &parsed {
-            let body = &raw[*start..];
-            let chunked = headers
-                .get("transfer-encoding")
-                .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-            let done = if chunked {
-                body.ends_with(b"0\r\n\r\n")
-            } else if let Some(len) = headers
-                .get("content-length")
-                .and_then(|l| l.parse::<usize>().ok())
-            {
-                body.len() >= len
-            } else {
-                *status == 204 || *status == 304
-            };
-            if done {
-                let body = if chunked {
-                    dechunk(body)?
-                } else {
-                    body.to_vec()
-                };
-                return Ok(Answer {
-                    status: *status,
-                    headers: headers.clone(),
-                    body,
-                });
-            }
-        }
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            let (start, status, headers) = parsed.ok_or_else(|| {
-                anyhow!(
-                    "connection closed before an answer: {:?}",
-                    String::from_utf8_lossy(&raw)
-                )
-            })?;
-            return Ok(Answer {
-                status,
-                headers,
-                body: raw[start..].to_vec(),
-            });
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| anyhow!("bad chunk"))?;
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16)?;
-        if size == 0 {
-            return Ok(out);
-        }
-        let start = eol + 2;
-        out.extend_from_slice(
-            b.get(start..start + size)
-                .ok_or_else(|| anyhow!("short chunk"))?,
-        );
-        b = b.get(start + size + 2..).unwrap_or(&[]);
-    }
+    let sent = match body {
+        Body::Fixed(b) => req.send_bytes(b),
+        // Without a Content-Length, ureq sends a reader with `Transfer-Encoding: chunked`.
+        Body::Chunked(b) => req.send(b),
+    };
+    let response = match sent {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => bail!("{method} {path}: {e}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| Some((n.to_ascii_lowercase(), response.header(&n)?.to_owned())))
+        .collect();
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading the answer to {method} {path}"))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -13,7 +13,11 @@ impl Secrets {
 
     /// The secrets (or fragments) found in `text`, in list order.
     pub fn found_in(&self, text: &str) -> Vec<&'static str> {
-        self.0.iter().copied().filter(|s| text.contains(s)).collect()
+        self.0
+            .iter()
+            .copied()
+            .filter(|s| text.contains(s))
+            .collect()
     }
 
     /// Fails, naming `what`, the secrets found and the text, if any secret is in `text`.
@@ -31,7 +35,10 @@ mod tests {
     #[test]
     fn finds_every_fragment_and_nothing_else() {
         let s = Secrets::new(["sk_live_ABCDEF0123", "ABCDEF0123"]);
-        assert_eq!(s.found_in("x sk_live_ABCDEF0123 y"), ["sk_live_ABCDEF0123", "ABCDEF0123"]);
+        assert_eq!(
+            s.found_in("x sk_live_ABCDEF0123 y"),
+            ["sk_live_ABCDEF0123", "ABCDEF0123"]
+        );
         assert_eq!(s.found_in("ABCDEF0123%2F"), ["ABCDEF0123"]);
         assert!(s.found_in("key_id web").is_empty());
         s.assert_absent("a clean line", "key_id web");
