@@ -43,6 +43,12 @@ impl FakeRuntime {
     }
 }
 
+impl Default for FakeRuntime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Runtime for FakeRuntime {
     fn now_ms(&self) -> u64 {
         Self::START_MS + self.start.elapsed().as_millis() as u64
