@@ -80,7 +80,7 @@ impl QueueSender for SqsSender {
             if self.fifo {
                 b = b
                     .message_group_id(group)
-                    .message_deduplication_id(&e.dedup_id);
+                    .message_deduplication_id(e.dedup_id());
             }
             request.push(
                 b.build()
@@ -230,7 +230,6 @@ mod tests {
                 id: format!("m{i}"),
                 body: format!(r#"{{"v":1,"events":[{i}]}}"#),
                 event_ids: vec![Uuid::from_u128(i as u128 + 1)],
-                dedup_id: format!("dedup-{i}"),
             })
             .collect()
     }
@@ -291,9 +290,17 @@ mod tests {
             .await
             .expect("answered");
         let json = &canned.sent_json()[0];
+        let sent = entries(2);
         assert_eq!(json["Entries"][0]["MessageGroupId"], "web");
-        assert_eq!(json["Entries"][0]["MessageDeduplicationId"], "dedup-0");
-        assert_eq!(json["Entries"][1]["MessageDeduplicationId"], "dedup-1");
+        assert_eq!(
+            json["Entries"][0]["MessageDeduplicationId"],
+            sent[0].dedup_id()
+        );
+        assert_eq!(
+            json["Entries"][1]["MessageDeduplicationId"],
+            sent[1].dedup_id()
+        );
+        assert_ne!(sent[0].dedup_id(), sent[1].dedup_id());
     }
 
     #[tokio::test]

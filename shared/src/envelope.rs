@@ -44,10 +44,15 @@ pub enum DecodeError {
 /// escapes control characters; the two non-characters U+FFFE and U+FFFF it leaves raw, so they
 /// are escaped here (they only ever occur inside JSON strings, where `\uFFFE` means the same).
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(event)?;
+    // Room for the event's own text and the fields around it, so the writer never regrows.
+    let mut json = Vec::with_capacity(event.data.get().len() + event.event_type.len() + 256);
+    serde_json::to_writer(&mut json, event)?;
     const FFFE: &[u8] = "\u{FFFE}".as_bytes();
     const FFFF: &[u8] = "\u{FFFF}".as_bytes();
-    if !json.windows(3).any(|w| w == FFFE || w == FFFF) {
+    // Both start with 0xEF, which is rare in text: look for that byte first.
+    let has_non_character = memchr::memchr_iter(0xEF, &json)
+        .any(|i| matches!(json.get(i..i + 3), Some(w) if w == FFFE || w == FFFF));
+    if !has_non_character {
         return Ok(json);
     }
     let mut out = Vec::with_capacity(json.len() + 16);

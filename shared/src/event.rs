@@ -118,9 +118,14 @@ pub struct Event {
     #[serde(rename = "type")]
     pub event_type: String,
     /// The client's clock (`occurred_at` column), absent when the client sent none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_rfc3339_opt"
+    )]
     pub occurred_at: Option<DateTime<Utc>>,
     /// The edge clock when the request arrived.
+    #[serde(serialize_with = "crate::timestamp::serialize_rfc3339")]
     pub received_at: DateTime<Utc>,
     /// Which ingest key sent it (never the key itself).
     pub key_id: String,

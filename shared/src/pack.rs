@@ -23,8 +23,18 @@ pub struct BatchEntry {
     pub body: String,
     /// The events inside, in order.
     pub event_ids: Vec<Uuid>,
-    /// Stable `MessageDeduplicationId` for FIFO queues: a v5 UUID of the event ids.
-    pub dedup_id: String,
+}
+
+impl BatchEntry {
+    /// Stable `MessageDeduplicationId` for FIFO queues: a v5 UUID of the event ids. Made only
+    /// when asked (FIFO queues), not for every message.
+    pub fn dedup_id(&self) -> String {
+        let mut name = Vec::with_capacity(self.event_ids.len() * 16);
+        for id in &self.event_ids {
+            name.extend_from_slice(id.as_bytes());
+        }
+        Uuid::new_v5(&ID_NAMESPACE, &name).to_string()
+    }
 }
 
 /// One `SendMessageBatch` request: at most 10 entries, within the byte cap.
@@ -96,7 +106,6 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
         let event_ids: Vec<Uuid> = events[start..end].iter().map(|e| e.id).collect();
         let entry = BatchEntry {
             id: format!("m{message_no}"),
-            dedup_id: dedup_id(&event_ids),
             body,
             event_ids,
         };
@@ -114,12 +123,4 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
         batches.push(current);
     }
     Ok(batches)
-}
-
-fn dedup_id(ids: &[Uuid]) -> String {
-    let mut name = Vec::with_capacity(ids.len() * 16);
-    for id in ids {
-        name.extend_from_slice(id.as_bytes());
-    }
-    Uuid::new_v5(&ID_NAMESPACE, &name).to_string()
 }

@@ -156,11 +156,11 @@ fn fifo_dedup_id_is_stable_and_content_specific() {
     let events: Vec<Event> = (0..3).map(|i| event(i, 10, "a")).collect();
     let a = pack(&events, &Limits::default()).expect("fits");
     let b = pack(&events[..2], &Limits::default()).expect("fits");
-    let da = &a[0].entries[0].dedup_id;
+    let da = &a[0].entries[0].dedup_id();
     assert_eq!(
         da,
-        &pack(&events, &Limits::default()).expect("fits")[0].entries[0].dedup_id
+        &pack(&events, &Limits::default()).expect("fits")[0].entries[0].dedup_id()
     );
-    assert_ne!(da, &b[0].entries[0].dedup_id);
+    assert_ne!(da, &b[0].entries[0].dedup_id());
     assert!(da.len() <= 128, "SQS allows 128 characters");
 }

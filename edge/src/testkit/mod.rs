@@ -239,7 +239,6 @@ pub fn batches_of(sizes: &[usize]) -> Vec<BatchRequest> {
                         id: format!("m{}", n - 1),
                         body: format!("{{\"n\":{n}}}"),
                         event_ids: vec![Uuid::from_u128(n)],
-                        dedup_id: format!("d{n}"),
                     }
                 })
                 .collect(),
