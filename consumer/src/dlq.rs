@@ -850,6 +850,7 @@ mod tests {
                 received_at: DateTime::from_timestamp_millis(1_795_852_799_000).unwrap_or_default(),
                 key_id: "web".into(),
                 edge: None,
+                source: Default::default(),
                 data: spillway_shared::RawJson::empty_object(),
             })
             .collect();

@@ -363,6 +363,7 @@ mod tests {
             received_at: chrono::DateTime::from_timestamp_millis(0).unwrap_or_default(),
             key_id: "k".into(),
             edge: None,
+            source: Default::default(),
             data: RawJson::empty_object(),
         };
         let rows = [Row {
