@@ -13,6 +13,7 @@ use spillway_shared::{
 use uuid::Uuid;
 
 use crate::body::{encoding_of, format_of, gunzip_capped, parse, Encoding, Format};
+use crate::collector::{collect, Collector};
 use crate::config::{Config, ConfigError};
 use crate::error::EdgeError;
 use crate::gate::{
@@ -52,9 +53,11 @@ enum Success {
         path_allows: Vec<(&'static str, String)>,
     },
     Accepted(Vec<Uuid>),
+    /// A collector route accepted this many messages.
+    Collected(Collector, usize),
 }
 
-fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
+pub(crate) fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -115,8 +118,15 @@ where
         Ok(Route::Ingest) => ingest(deps, &parts, body, started, &mut log)
             .await
             .map(Success::Accepted),
+        Ok(Route::Collect(c)) => collect(deps, &parts, body, c, started, &mut log)
+            .await
+            .map(|n| Success::Collected(c, n)),
         Err(e) => Err(e),
     };
+    let collector = matches!(
+        route(&parts.method, parts.uri.path()),
+        Ok(Route::Collect(_))
+    );
 
     let mut headers = vec![
         ("x-request-id", log.request_id.clone()),
@@ -143,8 +153,16 @@ where
             .unwrap_or_default();
             (202, body)
         }
+        Ok(Success::Collected(c, n)) => {
+            headers.push(json);
+            (200, c.success_body(n))
+        }
         Err(e) => {
-            let reply = e.reply();
+            let reply = if collector {
+                e.reply_collector()
+            } else {
+                e.reply()
+            };
             log.code = Some(reply.code);
             headers.push(json);
             headers.extend(reply.headers);
@@ -272,7 +290,22 @@ where
     };
     let Prepared { ids, batches } = prepare(&decoded, format, limits, &stamp, &mut random, log)?;
     drop(decoded);
+    deliver(deps, batches, ids, key_id, log).await
+}
 
+/// Sends the packed events of a request; `Ok(ids)` only once SQS has acknowledged every one.
+pub(crate) async fn deliver<Q, L, R>(
+    deps: &Deps<'_, Q, L, R>,
+    batches: Vec<BatchRequest>,
+    ids: Vec<Uuid>,
+    key_id: &str,
+    log: &mut RequestLog,
+) -> Result<Vec<Uuid>, EdgeError>
+where
+    Q: QueueSender,
+    R: Runtime,
+{
+    let config = deps.config;
     let report = send_all(deps.queue, deps.rt, batches, key_id, &config.retry).await;
     log.sqs_calls = report.calls;
     log.retries = report.retries;
