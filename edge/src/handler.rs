@@ -1,5 +1,7 @@
 //! The request path: route -> CORS -> auth -> rate limit -> size limits -> content type and
-//! encoding -> parse -> validate -> ids and enrichment -> pack -> send -> answer.
+//! encoding -> parse -> validate -> ids and enrichment -> pack -> send -> answer. The collector
+//! routes (Segment, PostHog) take their own path through `collector::collect` and share the
+//! sending and the answer.
 //!
 //! A plain async function over a deps struct: the Worker calls it with adapters over the Workers
 //! runtime, the tests with in-memory fakes.
@@ -110,7 +112,10 @@ where
         header(&parts.headers, http::header::ORIGIN),
     );
 
-    let result = match route(&parts.method, parts.uri.path()) {
+    let routed = route(&parts.method, parts.uri.path());
+    // Collector routes answer in the way their SDKs act on (`EdgeError::reply_collector`).
+    let collector = matches!(routed, Ok(Route::Collect(_)));
+    let result = match routed {
         Ok(Route::Health) => Ok(Success::Health),
         Ok(Route::Preflight) => Ok(Success::Preflight {
             path_allows: preflight_headers(parts.uri.path()),
@@ -123,10 +128,6 @@ where
             .map(|n| Success::Collected(c, n)),
         Err(e) => Err(e),
     };
-    let collector = matches!(
-        route(&parts.method, parts.uri.path()),
-        Ok(Route::Collect(_))
-    );
 
     let mut headers = vec![
         ("x-request-id", log.request_id.clone()),
