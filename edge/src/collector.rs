@@ -378,3 +378,124 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).expect("valid header"));
+        }
+        h
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn basic_user_is_the_key() {
+        let h = headers(&[("authorization", &format!("Basic {}", b64("wk-123:")))]);
+        assert_eq!(basic_user(&h).as_deref(), Some("wk-123"));
+        let h = headers(&[("authorization", &format!("basic {}", b64("wk-123")))]);
+        assert_eq!(basic_user(&h).as_deref(), Some("wk-123"));
+        for bad in [
+            format!("Basic {}", b64(":password-only")),
+            "Basic not base64!".to_owned(),
+            format!("Bearer {}", b64("wk:")),
+        ] {
+            assert_eq!(
+                basic_user(&headers(&[("authorization", &bad)])),
+                None,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn head_keys_by_protocol() {
+        let h = headers(&[("authorization", &format!("Basic {}", b64("k1:")))]);
+        let seg = Collector::Segment(segment::Call::Batch);
+        assert_eq!(head_keys(&h, None, seg), ["k1"]);
+        // The same key twice is one key; two keys are two.
+        let h = headers(&[
+            ("authorization", &format!("Basic {}", b64("k1:"))),
+            ("x-api-key", "k1"),
+        ]);
+        assert_eq!(head_keys(&h, None, seg), ["k1"]);
+        let h = headers(&[
+            ("authorization", &format!("Basic {}", b64("k1:"))),
+            ("x-api-key", "k2"),
+        ]);
+        assert_eq!(head_keys(&h, None, seg), ["k1", "k2"]);
+        // `?token=` is PostHog's only.
+        assert!(head_keys(&HeaderMap::new(), Some("token=t"), seg).is_empty());
+        assert_eq!(
+            head_keys(&HeaderMap::new(), Some("ver=1&token=t"), Collector::Posthog),
+            ["t"]
+        );
+    }
+
+    #[test]
+    fn bodies_are_decoded_by_header_query_or_magic_bytes() {
+        use std::io::Write;
+        let json = br#"{"event":"e","distinct_id":"d"}"#;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(json).expect("in memory");
+        let z = e.finish().expect("in memory");
+        let l = Limits::default();
+        let ph = Collector::Posthog;
+        let decode = |raw: &[u8], ct, ce, q| decode_body(raw.to_vec(), ct, ce, q, ph, &l);
+        assert_eq!(decode(json, None, None, None).expect("plain"), json);
+        assert_eq!(decode(&z, None, Some("gzip"), None).expect("header"), json);
+        assert_eq!(
+            decode(&z, None, None, Some("compression=gzip-js")).expect("query"),
+            json
+        );
+        assert_eq!(
+            decode(&z, Some("text/plain"), None, None).expect("magic"),
+            json
+        );
+        let b = b64(std::str::from_utf8(json).expect("utf8"));
+        assert_eq!(
+            decode(b.as_bytes(), None, None, Some("compression=base64")).expect("base64"),
+            json
+        );
+        let form = format!("data={}", b64(std::str::from_utf8(json).expect("utf8")));
+        assert_eq!(
+            decode(
+                form.as_bytes(),
+                Some("application/x-www-form-urlencoded"),
+                None,
+                Some("compression=base64")
+            )
+            .expect("form"),
+            json
+        );
+        // Form bodies are PostHog's; Segment refuses them.
+        assert!(matches!(
+            decode_body(
+                form.into_bytes(),
+                Some("application/x-www-form-urlencoded"),
+                None,
+                None,
+                Collector::Segment(segment::Call::Batch),
+                &l
+            ),
+            Err(EdgeError::UnsupportedMediaType(_))
+        ));
+        // The decompressed-size cap holds here too.
+        let tight = Limits {
+            max_decompressed_bytes: 10,
+            max_body_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(
+            decode_body(z, None, None, None, ph, &tight),
+            Err(EdgeError::DecompressedTooLarge { limit: 10 })
+        );
+    }
+}
