@@ -151,8 +151,17 @@ fn finish(sdk: &str, mut child: Child, timeout: Duration) -> Result<Report> {
 }
 
 fn drive(sdk: &str, cfg: Value) -> Report {
+    let started = Instant::now();
     let child = spawn(sdk, &cfg).expect("driver starts");
-    finish(sdk, child, Duration::from_secs(180)).expect("driver report")
+    let report = finish(sdk, child, Duration::from_secs(180)).expect("driver report");
+    eprintln!(
+        "[{sdk}] {} messages of {} sent in {:.1} s, {} requests",
+        cfg["count"],
+        cfg["run"],
+        started.elapsed().as_secs_f64(),
+        report.statuses.len()
+    );
+    report
 }
 
 /// Waits until the main queue is empty (whatever the SDK was answered `200` for is then
