@@ -55,6 +55,7 @@ fn events(n: usize) -> Vec<Event> {
                 colo: Some("FRA".to_owned()),
                 country: Some("DE".to_owned()),
             }),
+            source: Default::default(),
             data: json!({
                 "path": format!("/docs/page-{i}"),
                 "referrer": "https://example.com/",

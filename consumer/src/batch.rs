@@ -182,6 +182,7 @@ mod tests {
             received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
             key_id: "k".into(),
             edge: None,
+            source: Default::default(),
             data: Default::default(),
         }
     }

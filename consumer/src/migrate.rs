@@ -22,11 +22,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A test checks this list against the folder.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_create_events.sql",
-    sql: include_str!("../migrations/0001_create_events.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_create_events.sql",
+        sql: include_str!("../migrations/0001_create_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_events_source.sql",
+        sql: include_str!("../migrations/0002_events_source.sql"),
+    },
+];
 
 /// Key of the advisory lock (an arbitrary constant: "spillway" in ASCII).
 pub const LOCK_KEY: i64 = 0x7370_696c_6c77_6179;

@@ -34,9 +34,9 @@ use crate::store::{classify_sqlstate, EventStore, FailureKind, Row, StoreError, 
 /// server-side. One round trip and one plan whatever the batch size; duplicates are skipped by
 /// the primary key.
 pub const INSERT_SQL: &str = "\
-INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id)
+INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source)
 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
-                     $6::jsonb[], $7::text[], $8::text[], $9::text[])
+                     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[])
 ON CONFLICT (id) DO NOTHING";
 
 /// Why the store could not be set up (at start-up, before any invocation).
@@ -212,6 +212,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
     let mut colos: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut countries: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut message_ids: Vec<&str> = Vec::with_capacity(n);
+    let mut sources: Vec<&str> = Vec::with_capacity(n);
     for row in rows {
         let e = row.event;
         ids.push(e.id);
@@ -223,6 +224,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
         colos.push(e.edge.as_ref().and_then(|x| x.colo.as_deref()));
         countries.push(e.edge.as_ref().and_then(|x| x.country.as_deref()));
         message_ids.push(row.message_id);
+        sources.push(e.source.as_str());
     }
     let tx = conn.client.transaction().await?;
     let inserted = tx
@@ -238,6 +240,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
                 &colos,
                 &countries,
                 &message_ids,
+                &sources,
             ],
         )
         .await?;
@@ -363,6 +366,7 @@ mod tests {
             received_at: chrono::DateTime::from_timestamp_millis(0).unwrap_or_default(),
             key_id: "k".into(),
             edge: None,
+            source: Default::default(),
             data: RawJson::empty_object(),
         };
         let rows = [Row {

@@ -103,6 +103,24 @@ async fn the_same_batch_twice_stores_each_event_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_column_says_which_protocol_an_event_came_by() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let mut segment = event(1);
+    segment.source = spillway_shared::Source::Segment;
+    let mut posthog = event(2);
+    posthog.source = spillway_shared::Source::Posthog;
+    let e = sqs_event(vec![record("m1", &body(&[segment, posthog, event(3)]))]);
+    let o = handle(&d, &e, "src").await;
+    assert!(o.response.batch_item_failures.is_empty());
+    assert_eq!(
+        pg.psql("SELECT string_agg(source, ',' ORDER BY id) FROM events")
+            .expect("psql"),
+        "segment,posthog,spillway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_batches_store_each_event_once() {
     let pg = migrated_pg().await;
     let d = deps(&pg.url());
@@ -302,14 +320,14 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     let pg = spillway_support::Postgres::start().expect("pg");
     let url = pg.url();
     let (a, b) = tokio::join!(migrate_url(&url), migrate_url(&url));
-    // One run applied version 1, the other waited for the lock and found it applied.
+    // One run applied every version, the other waited for the lock and found them applied.
     let mut applied = [a.applied.clone(), b.applied.clone()].concat();
     applied.sort();
-    assert_eq!(applied, [1]);
+    assert_eq!(applied, [1, 2]);
     let again = migrate_url(&url).await;
     assert!(again.applied.is_empty());
-    assert_eq!(again.already, [1]);
-    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(again.already, [1, 2]);
+    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 2);
     // The table has the columns of the contract, with its types and nullability.
     let columns = pg
         .psql(
@@ -352,7 +370,7 @@ async fn the_migrate_command_works_twice() {
         let log = String::from_utf8_lossy(&out.stdout);
         assert!(log.contains("migrations done"), "{log}");
     }
-    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 1);
+    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 2);
     assert_eq!(stored(&pg), 0);
     // A bad configuration fails loudly before doing anything.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spillway-consumer"))

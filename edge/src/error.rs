@@ -57,6 +57,12 @@ pub enum EdgeError {
     },
     #[error("misconfigured")]
     Misconfigured,
+    /// A collector request names two different keys (head and body, or two messages).
+    #[error("two different ingest keys")]
+    ConflictingKeys,
+    /// A collector body sent with `?compression=base64` is not base64.
+    #[error("invalid base64: {0}")]
+    InvalidBase64(String),
 }
 
 #[derive(Serialize)]
@@ -189,6 +195,12 @@ impl EdgeError {
                     ),
                 )
             }
+            EdgeError::ConflictingKeys => (
+                400,
+                "conflicting_keys",
+                "the request names two different ingest keys (header, query or body); send one".into(),
+            ),
+            EdgeError::InvalidBase64(why) => (400, "invalid_base64", format!("the body is not base64: {why}")),
             EdgeError::Misconfigured => (
                 500,
                 "misconfigured",
@@ -215,9 +227,46 @@ impl EdgeError {
     }
 }
 
+impl EdgeError {
+    /// The answer on a collector route (Segment, PostHog): as [`EdgeError::reply`], except
+    /// that what is too large or of an unsupported type is `400`. Those SDKs drop a batch on
+    /// `400`; some of them retry a `413` or `415` as if it might pass later, and it never does.
+    pub fn reply_collector(&self) -> ErrorReply {
+        let mut reply = self.reply();
+        if matches!(reply.status, 413 | 415) {
+            reply.status = 400;
+        }
+        reply
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collector_routes_answer_400_where_others_answer_413_or_415() {
+        let e = EdgeError::BodyTooLarge { limit: 10 };
+        assert_eq!(e.reply().status, 413);
+        assert_eq!(e.reply_collector().status, 400);
+        assert_eq!(e.reply_collector().code, "payload_too_large");
+        let e = EdgeError::UnsupportedEncoding("br".into());
+        assert_eq!(e.reply_collector().status, 400);
+        for e in [
+            EdgeError::InvalidKey,
+            EdgeError::RateLimited {
+                retry_after_secs: 3,
+            },
+            EdgeError::QueueUnavailable {
+                unacknowledged: vec![],
+                total: 1,
+                timed_out: false,
+                retry_after_secs: 2,
+            },
+        ] {
+            assert_eq!(e.reply_collector(), e.reply());
+        }
+    }
 
     fn json(e: &EdgeError) -> (u16, serde_json::Value) {
         let r = e.reply();

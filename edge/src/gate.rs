@@ -4,6 +4,7 @@
 use http::{HeaderMap, Method};
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::collector::{collector_route, Collector};
 use crate::config::{AllowedOrigins, IngestKey};
 use crate::error::EdgeError;
 
@@ -11,6 +12,8 @@ use crate::error::EdgeError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Ingest,
+    /// A collector protocol's route (Segment, PostHog).
+    Collect(Collector),
     Health,
     /// CORS preflight on a known path.
     Preflight,
@@ -23,7 +26,7 @@ pub fn log_path(path: &str) -> &'static str {
     match path {
         "/v1/events" => "/v1/events",
         "/healthz" => "/healthz",
-        _ => "(unknown)",
+        _ => collector_route(path).map_or("(unknown)", |(_, known)| known),
     }
 }
 
@@ -74,7 +77,13 @@ pub fn route(method: &Method, path: &str) -> Result<Route, EdgeError> {
             HEALTH_ALLOW,
             (method == Method::GET || method == Method::HEAD).then_some(Route::Health),
         ),
-        _ => return Err(EdgeError::NotFound),
+        _ => match collector_route(path) {
+            Some((c, _)) => (
+                INGEST_ALLOW,
+                (method == Method::POST).then_some(Route::Collect(c)),
+            ),
+            None => return Err(EdgeError::NotFound),
+        },
     };
     match route {
         Some(r) => Ok(r),

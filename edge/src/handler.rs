@@ -1,5 +1,7 @@
 //! The request path: route -> CORS -> auth -> rate limit -> size limits -> content type and
-//! encoding -> parse -> validate -> ids and enrichment -> pack -> send -> answer.
+//! encoding -> parse -> validate -> ids and enrichment -> pack -> send -> answer. The collector
+//! routes (Segment, PostHog) take their own path through `collector::collect` and share the
+//! sending and the answer.
 //!
 //! A plain async function over a deps struct: the Worker calls it with adapters over the Workers
 //! runtime, the tests with in-memory fakes.
@@ -13,6 +15,7 @@ use spillway_shared::{
 use uuid::Uuid;
 
 use crate::body::{encoding_of, format_of, gunzip_capped, parse, Encoding, Format};
+use crate::collector::{collect, Collector};
 use crate::config::{Config, ConfigError};
 use crate::error::EdgeError;
 use crate::gate::{
@@ -52,9 +55,11 @@ enum Success {
         path_allows: Vec<(&'static str, String)>,
     },
     Accepted(Vec<Uuid>),
+    /// A collector route accepted this many messages.
+    Collected(Collector, usize),
 }
 
-fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
+pub(crate) fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -107,7 +112,10 @@ where
         header(&parts.headers, http::header::ORIGIN),
     );
 
-    let result = match route(&parts.method, parts.uri.path()) {
+    let routed = route(&parts.method, parts.uri.path());
+    // Collector routes answer in the way their SDKs act on (`EdgeError::reply_collector`).
+    let collector = matches!(routed, Ok(Route::Collect(_)));
+    let result = match routed {
         Ok(Route::Health) => Ok(Success::Health),
         Ok(Route::Preflight) => Ok(Success::Preflight {
             path_allows: preflight_headers(parts.uri.path()),
@@ -115,6 +123,9 @@ where
         Ok(Route::Ingest) => ingest(deps, &parts, body, started, &mut log)
             .await
             .map(Success::Accepted),
+        Ok(Route::Collect(c)) => collect(deps, &parts, body, c, started, &mut log)
+            .await
+            .map(|n| Success::Collected(c, n)),
         Err(e) => Err(e),
     };
 
@@ -143,8 +154,16 @@ where
             .unwrap_or_default();
             (202, body)
         }
+        Ok(Success::Collected(c, n)) => {
+            headers.push(json);
+            (200, c.success_body(n))
+        }
         Err(e) => {
-            let reply = e.reply();
+            let reply = if collector {
+                e.reply_collector()
+            } else {
+                e.reply()
+            };
             log.code = Some(reply.code);
             headers.push(json);
             headers.extend(reply.headers);
@@ -272,7 +291,22 @@ where
     };
     let Prepared { ids, batches } = prepare(&decoded, format, limits, &stamp, &mut random, log)?;
     drop(decoded);
+    deliver(deps, batches, ids, key_id, log).await
+}
 
+/// Sends the packed events of a request; `Ok(ids)` only once SQS has acknowledged every one.
+pub(crate) async fn deliver<Q, L, R>(
+    deps: &Deps<'_, Q, L, R>,
+    batches: Vec<BatchRequest>,
+    ids: Vec<Uuid>,
+    key_id: &str,
+    log: &mut RequestLog,
+) -> Result<Vec<Uuid>, EdgeError>
+where
+    Q: QueueSender,
+    R: Runtime,
+{
+    let config = deps.config;
     let report = send_all(deps.queue, deps.rt, batches, key_id, &config.retry).await;
     log.sqs_calls = report.calls;
     log.retries = report.retries;

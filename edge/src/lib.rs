@@ -10,6 +10,7 @@
 //! and the SQS client), nor talk to the database: that is the consumer's job.
 
 pub mod body;
+pub mod collector;
 pub mod config;
 pub mod connector;
 pub mod error;
@@ -23,6 +24,8 @@ pub mod sqs;
 #[cfg(target_arch = "wasm32")]
 mod adapter;
 
+#[cfg(test)]
+mod collector_tests;
 #[cfg(test)]
 mod handler_tests;
 #[cfg(any(test, feature = "testkit"))]

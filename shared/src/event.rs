@@ -78,7 +78,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn at(code: Code, index: usize, field: Option<&str>, message: String) -> Self {
+    pub(crate) fn at(code: Code, index: usize, field: Option<&str>, message: String) -> Self {
         Self {
             code,
             message,
@@ -111,6 +111,39 @@ pub struct EdgeInfo {
     pub country: Option<String>,
 }
 
+/// Which wire protocol an event came in by (the `source` column).
+///
+/// In the envelope only when it is not [`Source::Spillway`], so envelopes of `/v1/events`
+/// are byte-identical to those written before collectors existed, and consumers built before
+/// then read them unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Spillway's own `POST /v1/events`.
+    #[default]
+    Spillway,
+    /// Segment's HTTP tracking API (`/v1/batch`, `/v1/track`, ...).
+    Segment,
+    /// PostHog's capture API (`/batch`, `/capture`, `/e`, `/i/v0/e`).
+    Posthog,
+}
+
+impl Source {
+    /// The name stored in the `source` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Spillway => "spillway",
+            Source::Segment => "segment",
+            Source::Posthog => "posthog",
+        }
+    }
+
+    /// Whether this is the default, left out of the envelope.
+    pub fn is_spillway(&self) -> bool {
+        *self == Source::Spillway
+    }
+}
+
 /// An accepted event as it travels in the SQS envelope and lands in the `events` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -131,6 +164,9 @@ pub struct Event {
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<EdgeInfo>,
+    /// Which protocol it came in by; absent from the envelope for `/v1/events`.
+    #[serde(default, skip_serializing_if = "Source::is_spillway")]
+    pub source: Source,
     /// The client's `data`, exactly as written.
     #[serde(default)]
     pub data: RawJson,
@@ -152,6 +188,7 @@ impl ValidEvent {
             received_at,
             key_id: key_id.to_owned(),
             edge,
+            source: Source::Spillway,
             data: self.data,
         }
     }
@@ -322,7 +359,7 @@ pub fn validate_event(
     }
 }
 
-fn describe(issue: JsonIssue, limits: &Limits) -> (Code, String) {
+pub(crate) fn describe(issue: JsonIssue, limits: &Limits) -> (Code, String) {
     match issue {
         JsonIssue::TooDeep { .. } => (
             Code::TooDeep,
@@ -353,14 +390,14 @@ fn describe(issue: JsonIssue, limits: &Limits) -> (Code, String) {
     }
 }
 
-enum FieldsError {
+pub(crate) enum FieldsError {
     NotObject(&'static str),
     Json(String),
 }
 
 /// The top-level fields of an event object, each value as written. A key given twice is
 /// refused: the client would never learn which value was stored.
-fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsError> {
+pub(crate) fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsError> {
     if !raw.trim_start().starts_with('{') {
         return Err(FieldsError::NotObject(kind_of(raw)));
     }
@@ -405,7 +442,7 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
 }
 
 /// What kind of JSON value a well-formed text is, for messages.
-fn kind_of(raw: &str) -> &'static str {
+pub(crate) fn kind_of(raw: &str) -> &'static str {
     match raw.trim_start().as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",

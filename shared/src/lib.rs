@@ -2,12 +2,14 @@
 //!
 //! This crate owns the wire format: the event model of the public HTTP API and its validation
 //! rules, the [`Limits`] both sides enforce, how event ids are made, and the versioned SQS
-//! envelope with the packer that fits events into `SendMessageBatch` requests.
+//! envelope with the packer that fits events into `SendMessageBatch` requests, and the bodies
+//! of the collector protocols (Segment, PostHog) that existing SDKs send.
 //!
 //! It deliberately does no I/O, reads no clock and draws no random numbers: the current time
 //! and random bytes are arguments, so every rule here is deterministic and tested natively.
 //! It builds for `wasm32-unknown-unknown` (the edge) and for the host (the consumer).
 
+pub mod collector;
 pub mod envelope;
 pub mod event;
 pub mod ids;
@@ -19,8 +21,8 @@ pub mod url;
 
 pub use envelope::{decode, encode_message, DecodeError, Envelope, ENVELOPE_VERSION};
 pub use event::{
-    assign_ids, validate_event, validate_events, Code, EdgeInfo, Event, Problem, ValidEvent,
-    MAX_TYPE_CHARS,
+    assign_ids, validate_event, validate_events, Code, EdgeInfo, Event, Problem, Source,
+    ValidEvent, MAX_TYPE_CHARS,
 };
 pub use ids::{derive_id, uuid_v7, IdSource};
 pub use json::RawJson;

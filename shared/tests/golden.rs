@@ -43,6 +43,7 @@ fn sample() -> Vec<Event> {
                 colo: Some("FRA".into()),
                 country: Some("DE".into()),
             }),
+            source: Default::default(),
             data: RawJson::from_json(r#"{"path":"/pricing","ref":null,"size":[1280,720]}"#)
                 .expect("json"),
         },
@@ -54,6 +55,7 @@ fn sample() -> Vec<Event> {
             received_at: t("2026-11-28T08:00:00.123Z"),
             key_id: "web".into(),
             edge: None,
+            source: Default::default(),
             data: RawJson::empty_object(),
         },
     ]

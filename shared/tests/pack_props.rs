@@ -24,6 +24,7 @@ fn event(i: u128, data_len: usize, text: &str) -> Event {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
         }),
+        source: Default::default(),
         data: RawJson::from_json(&Value::Object(data).to_string()).expect("json"),
     }
 }
@@ -32,6 +33,7 @@ fn event(i: u128, data_len: usize, text: &str) -> Event {
 fn normalised(e: &Event) -> Event {
     let value: Value = serde_json::from_str(e.data.get()).expect("data is JSON");
     Event {
+        source: Default::default(),
         data: RawJson::from_json(&value.to_string()).expect("json"),
         ..e.clone()
     }

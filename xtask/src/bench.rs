@@ -532,6 +532,7 @@ fn sqs_costs() -> Vec<SqsCost> {
                             colo: Some("FRA".into()),
                             country: Some("DE".into()),
                         }),
+                        source: Default::default(),
                         data,
                     }
                 })

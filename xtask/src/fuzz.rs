@@ -27,11 +27,12 @@ const TARGETS: &[&str] = &[
     "envelope_decode",
     "validate_events",
     "edge_body",
+    "collector_body",
     "consumer_record",
 ];
 
 const USAGE: &str = "usage: cargo xtask fuzz [--seconds N] [--stable] [target...]
-targets: envelope_decode, validate_events, edge_body, consumer_record (default: all, and then the
+targets: envelope_decode, validate_events, edge_body, collector_body, consumer_record (default: all, and then the
 accepted => stored property test with 60 requests per second of --seconds)
 --stable: build with the pinned stable toolchain, coverage but no sanitizer (no nightly needed)";
 

@@ -101,6 +101,7 @@ pub fn event(n: u128) -> Event {
         received_at: at(1_795_852_799_000),
         key_id: "web".into(),
         edge: None,
+        source: Default::default(),
         data: json!({"n": n as u64, "path": "/"})
             .to_string()
             .parse()

@@ -180,7 +180,7 @@ pub struct Stack {
 /// One look at the pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
-    /// Events answered `202` by the edge, from its request log.
+    /// Events accepted by the edge (`202`, or `200` on a collector route), from its request log.
     pub accepted: u64,
     pub visible: u64,
     pub in_flight: u64,
@@ -633,7 +633,8 @@ pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
     })
 }
 
-/// Sums the events of `202` answers in the edge's request log (one JSON line per request).
+/// Sums the events of accepted requests in the edge's request log (one JSON line per request):
+/// `202` from `/v1/events`, `200` from the collector routes (`/healthz` counts no events).
 pub fn accepted_events(log: &Path) -> u64 {
     let Ok(text) = fs::read_to_string(log) else {
         return 0;
@@ -641,7 +642,32 @@ pub fn accepted_events(log: &Path) -> u64 {
     text.lines()
         .filter_map(|l| l.find('{').map(|i| &l[i..]))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["status"].as_u64() == Some(202))
+        .filter(|v| matches!(v["status"].as_u64(), Some(200 | 202)))
         .filter_map(|v| v["events"].as_u64())
         .sum()
+}
+
+#[cfg(test)]
+mod accepted_tests {
+    use super::*;
+
+    #[test]
+    fn accepted_counts_202_and_collector_200_answers() {
+        let dir = std::env::temp_dir().join(format!("spillway-accepted-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("edge.log");
+        fs::write(
+            &log,
+            concat!(
+                "[wrangler:info] {\"path\":\"/v1/events\",\"status\":202,\"events\":3}\n",
+                "{\"path\":\"/v1/batch\",\"status\":200,\"events\":15}\n",
+                "{\"path\":\"/healthz\",\"status\":200,\"events\":0}\n",
+                "{\"path\":\"/batch/\",\"status\":503,\"events\":20}\n",
+                "not json\n",
+            ),
+        )
+        .expect("write");
+        assert_eq!(accepted_events(&log), 18);
+        fs::remove_dir_all(&dir).ok();
+    }
 }

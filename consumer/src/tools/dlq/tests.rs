@@ -134,6 +134,7 @@ fn envelope(ids: &[u128]) -> String {
             received_at: DateTime::from_timestamp_millis(1_795_852_799_000).unwrap_or_default(),
             key_id: "web".into(),
             edge: None,
+            source: Default::default(),
             data: spillway_shared::RawJson::empty_object(),
         })
         .collect();

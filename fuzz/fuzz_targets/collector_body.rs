@@ -1,0 +1,104 @@
+//! The collector routes' body path on arbitrary bodies: decoding (base64, gzip by its magic
+//! bytes, with the decompression cap), then Segment's or PostHog's protocol, ids, enrichment
+//! and packing, in the order `collector::collect` runs them.
+//!
+//! The first byte picks the route and the settings: `% 8` the route (0 PostHog, 1 Segment
+//! `/v1/batch`, 2..=7 Segment's single calls), bit `0x40` adds `?compression=base64` (PostHog),
+//! bit `0x80` swaps the default limits for tiny ones so every limit is hit. The rest is the body.
+//!
+//! Properties: never panics; every refusal is a `400` on these routes (the SDKs drop what will
+//! never pass instead of retrying it); every accepted message has a type of 1 to 128 characters
+//! without NUL, is within the event limit and is JSON; what is accepted packs into messages
+//! that decode back to exactly the events, with the protocol as their `source`.
+#![no_main]
+
+use chrono::DateTime;
+use libfuzzer_sys::fuzz_target;
+use spillway_edge::collector::{decode_body, parse, Collector};
+use spillway_edge::EdgeError;
+use spillway_shared::collector::segment::{Call, MessageType};
+use spillway_shared::collector::{assign_ids, into_events};
+use spillway_shared::{decode, pack, IdSource, Limits, PackError, MAX_TYPE_CHARS};
+
+const NOW_MS: u64 = 1_795_852_800_000;
+
+fn small() -> Limits {
+    Limits {
+        max_body_bytes: 512,
+        max_decompressed_bytes: 1024,
+        max_event_bytes: 200,
+        max_events_per_request: 3,
+        max_message_bytes: 800,
+        max_batch_bytes: 1600,
+        max_json_depth: 4,
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let collector = match sel % 8 {
+        0 => Collector::Posthog,
+        1 => Collector::Segment(Call::Batch),
+        n => Collector::Segment(Call::Single(MessageType::ALL[usize::from(n - 2)])),
+    };
+    let limits = if sel & 0x80 != 0 { small() } else { Limits::default() };
+    assert_eq!(limits.validate(), Ok(()));
+    if body.len() > limits.max_body_bytes {
+        return; // the edge refuses it before reading (payload_too_large)
+    }
+    let query = (sel & 0x40 != 0).then_some("compression=base64");
+    let refused = |e: EdgeError| {
+        let reply = e.reply_collector();
+        assert_eq!(reply.status, 400, "{e:?} -> {}", reply.body);
+        assert!(reply.body.contains(reply.code));
+    };
+    let decoded = match decode_body(body.to_vec(), None, None, query, collector, &limits) {
+        Ok(d) => d,
+        Err(e) => return refused(e),
+    };
+    assert!(decoded.len() <= limits.max_decompressed_bytes.max(body.len()));
+    let now = DateTime::from_timestamp_millis(NOW_MS as i64).expect("time");
+    let batch = match parse(&decoded, collector, &limits, now) {
+        Ok(b) => b,
+        Err(e) => return refused(e),
+    };
+    assert!(!batch.messages.is_empty());
+    assert!(batch.messages.len() <= limits.max_events_per_request);
+    for m in &batch.messages {
+        let chars = m.event_type.chars().count();
+        assert!((1..=MAX_TYPE_CHARS).contains(&chars), "{:?}", m.event_type);
+        assert!(!m.event_type.contains('\0'));
+        assert!(m.raw.len() <= limits.max_event_bytes);
+        assert!(serde_json::from_str::<serde_json::Value>(m.raw).is_ok());
+    }
+    let mut n = 0u8;
+    let mut random = || {
+        n = n.wrapping_add(1);
+        [n; 10]
+    };
+    let source = collector.source();
+    let ids = assign_ids(
+        &batch.messages,
+        source,
+        "web",
+        &IdSource::Generated { unix_ms: NOW_MS },
+        &mut random,
+    );
+    let events = into_events(batch.messages, &ids, source, now, "web", None);
+    assert!(events.iter().all(|e| e.source == source));
+    let batches = match pack(&events, &limits) {
+        Ok(b) => b,
+        // An event near the limit whose name, now also its `type`, is long may outgrow a
+        // message under tiny limits: refused whole, never cut.
+        Err(e @ PackError::EventTooLarge { .. }) => return refused(EdgeError::Pack(e)),
+        Err(e) => panic!("{e}"),
+    };
+    let back: Vec<_> = batches
+        .iter()
+        .flat_map(|b| &b.entries)
+        .flat_map(|e| decode(&e.body).expect("our own envelope decodes"))
+        .collect();
+    assert_eq!(back, events);
+});

@@ -1,0 +1,525 @@
+//! Collector protocols: the bodies that existing analytics SDKs send (Segment's tracking API,
+//! PostHog's capture API), read into messages that become ordinary [`Event`]s.
+//!
+//! Each protocol module turns a decoded request body into a [`Batch`]: the key found in the
+//! body (if any) and every message, checked against the protocol's own limits and Spillway's
+//! [`Limits`]. A body with any invalid message yields the problems of all of them and no
+//! messages, so the edge enqueues nothing. What this module never does: HTTP (routes, headers,
+//! compression are the edge's), and it never rewrites a message: the whole message, as the SDK
+//! wrote it, is the event's `data`.
+//!
+//! # Mapping
+//! - `type`: the event name for Segment `track` and every PostHog capture, otherwise the
+//!   Segment message type (`identify`, `page`, `screen`, `group`, `alias`).
+//! - `occurred_at`: the message's `timestamp`, under the same window as `/v1/events`.
+//! - `data`: the whole message.
+//! - `source`: the protocol ([`Source`]).
+//! - id: see [`message_id`].
+
+pub mod posthog;
+pub mod segment;
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::event::{
+    describe, fields_of, kind_of, Code, EdgeInfo, Event, FieldsError, Problem, Source,
+    MAX_TIMESTAMP_AHEAD, MAX_TIMESTAMP_BEHIND, MAX_TYPE_CHARS,
+};
+use crate::ids::{IdSource, ID_NAMESPACE};
+use crate::json::{check_storable, RawJson};
+use crate::limits::Limits;
+use crate::timestamp;
+
+/// A message's own id, as the SDK sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageId {
+    /// A UUID in the hyphenated form (not nil, not max): kept as the row id.
+    Uuid(Uuid),
+    /// Any other string (Segment's `messageId` is free-form): the row id derives from it.
+    Text(String),
+    /// No id: named as `/v1/events` names an event without one.
+    Absent,
+}
+
+impl MessageId {
+    fn from_text(s: String) -> MessageId {
+        match Uuid::try_parse(&s) {
+            Ok(u) if s.len() == 36 && !u.is_nil() && !u.is_max() => MessageId::Uuid(u),
+            _ => MessageId::Text(s),
+        }
+    }
+}
+
+/// One valid message of a collector request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message<'a> {
+    /// The whole message as sent: the event's `data`.
+    pub raw: &'a str,
+    pub event_type: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub id: MessageId,
+}
+
+/// A collector request's body, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch<'a> {
+    /// The ingest key named in the body (`writeKey`, `api_key`, `token`), when there is one.
+    pub key: Option<String>,
+    pub messages: Vec<Message<'a>>,
+}
+
+/// Why a collector body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyProblem {
+    /// The body is not JSON, or not of the protocol's shape.
+    Malformed(String),
+    /// The body holds no message.
+    Empty,
+    /// The body names two different keys (in the body, or in different messages).
+    ConflictingKeys,
+    /// The body is larger than the protocol allows (bytes), after decompression.
+    TooLarge { limit: usize },
+    /// Messages were refused, in message order (never empty).
+    Invalid(Vec<Problem>),
+}
+
+/// The id of a message whose own id is not a UUID: a v5 UUID of the protocol, the key id and
+/// the message id, length-prefixed so that no two different inputs make the same name.
+///
+/// Only these: never the message's content, because an SDK's retry of the same message is not
+/// byte-identical (Segment's `sentAt`, PostHog's `sent_at` and `$lib` fields change), and it
+/// must still find the row of the first attempt. The key id keeps tenants apart.
+pub fn message_id(source: Source, key_id: &str, id: &str) -> Uuid {
+    let name = format!(
+        "collector:{}:{}:{key_id}{}:{id}",
+        source.as_str(),
+        key_id.len(),
+        id.len()
+    );
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// The row id of every message, in order: the message's UUID, an id derived from its
+/// non-UUID id ([`message_id`]), or for messages without one, what `fallback` gives (as on
+/// `/v1/events`: from `Idempotency-Key`, else a UUIDv7).
+///
+/// Two messages with the same id are one message sent twice (an SDK retried inside one
+/// batch): both are accepted and stored once, as a resend would be.
+pub fn assign_ids(
+    messages: &[Message<'_>],
+    source: Source,
+    key_id: &str,
+    fallback: &IdSource<'_>,
+    random: &mut dyn FnMut() -> [u8; 10],
+) -> Vec<Uuid> {
+    messages
+        .iter()
+        .enumerate()
+        .map(|(index, m)| match &m.id {
+            MessageId::Uuid(u) => *u,
+            MessageId::Text(t) => message_id(source, key_id, t),
+            MessageId::Absent => fallback.id_for(None, index, m.raw, random),
+        })
+        .collect()
+}
+
+/// The events to queue: one per message, with the ids from [`assign_ids`].
+pub fn into_events(
+    messages: Vec<Message<'_>>,
+    ids: &[Uuid],
+    source: Source,
+    received_at: DateTime<Utc>,
+    key_id: &str,
+    edge: Option<EdgeInfo>,
+) -> Vec<Event> {
+    messages
+        .into_iter()
+        .zip(ids)
+        .map(|(m, &id)| Event {
+            id,
+            event_type: m.event_type,
+            occurred_at: m.occurred_at,
+            received_at,
+            key_id: key_id.to_owned(),
+            edge: edge.clone(),
+            source,
+            // Every message passed `check_storable`, so it is well-formed JSON.
+            data: RawJson::from_json(m.raw).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A message's top-level fields, each as written.
+pub(crate) struct Fields<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// A field that must be a string when present.
+    pub(crate) fn string(&self, name: &str) -> Result<Option<String>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) if v.get() == "null" => Ok(None),
+            Some(v) => serde_json::from_str::<String>(v.get())
+                .map(Some)
+                .map_err(|_| format!("`{name}` must be a string, not {}", kind_of(v.get()))),
+        }
+    }
+
+    /// Whether a field holds a non-empty string or a number (what SDKs use for user ids).
+    pub(crate) fn has_id(&self, name: &str) -> bool {
+        match self.get(name).map(RawValue::get) {
+            Some(v) if v.starts_with('"') => {
+                serde_json::from_str::<String>(v).is_ok_and(|s| !s.is_empty())
+            }
+            Some(v) => kind_of(v) == "a number",
+            None => false,
+        }
+    }
+}
+
+/// The fields of a JSON object, or why it is none.
+pub(crate) fn object_fields(raw: &str) -> Result<Fields<'_>, String> {
+    match fields_of(raw) {
+        Ok(f) => Ok(Fields(f)),
+        Err(FieldsError::NotObject(kind)) => Err(format!("must be a JSON object, not {kind}")),
+        Err(FieldsError::Json(e)) => Err(e),
+    }
+}
+
+/// The elements of a JSON array, each as written.
+pub(crate) fn array_elements(raw: &str) -> Result<Vec<&str>, String> {
+    serde_json::from_str::<Vec<&RawValue>>(raw)
+        .map(|v| v.into_iter().map(RawValue::get).collect())
+        .map_err(|e| e.to_string())
+}
+
+/// What a protocol reads from a message beyond the common checks.
+pub(crate) struct Kind {
+    /// The `type` column: an event name or a message type.
+    pub event_type: String,
+    /// The field holding the message's id.
+    pub id_field: &'static str,
+}
+
+/// Checks one message, common to every protocol: size, shape, what PostgreSQL can store,
+/// timestamp and id; `kind` reads the protocol's own fields (and names their problems).
+pub(crate) fn check_message<'a>(
+    raw: &'a str,
+    index: usize,
+    max_bytes: usize,
+    limits: &Limits,
+    now: DateTime<Utc>,
+    kind: impl FnOnce(&Fields<'a>) -> Result<Kind, (String, String)>,
+) -> Result<Message<'a>, Vec<Problem>> {
+    if raw.len() > max_bytes {
+        return Err(vec![Problem::at(
+            Code::EventTooLarge,
+            index,
+            None,
+            format!(
+                "message {index} is {} bytes; the limit is {max_bytes} bytes",
+                raw.len()
+            ),
+        )]);
+    }
+    let fields = object_fields(raw).map_err(|m| {
+        vec![Problem::at(
+            Code::InvalidEvent,
+            index,
+            None,
+            format!("message {index} {m}"),
+        )]
+    })?;
+    // The message object is level 1: it is what `data` holds.
+    if let Err(issue) = check_storable(raw, "message", 1, limits.max_json_depth) {
+        let (code, message) = describe(issue, limits);
+        return Err(vec![Problem::at(code, index, None, message)]);
+    }
+    let mut problems = Vec::new();
+    let kind = match kind(&fields) {
+        Ok(k) => Some(k),
+        Err((field, message)) => {
+            let code = if fields.get(&field).is_none() {
+                Code::MissingField
+            } else {
+                Code::InvalidField
+            };
+            problems.push(Problem::at(code, index, Some(&field), message));
+            None
+        }
+    };
+    let occurred_at = match fields.string("timestamp") {
+        Ok(None) => None,
+        Ok(Some(s)) => match timestamp::parse(&s) {
+            Some(Ok(t)) if t > now + MAX_TIMESTAMP_AHEAD || t < now - MAX_TIMESTAMP_BEHIND => {
+                problems.push(Problem::at(
+                    Code::TimestampOutOfRange,
+                    index,
+                    Some("timestamp"),
+                    format!(
+                        "`timestamp` must be within {} days before and {} day after the server clock",
+                        MAX_TIMESTAMP_BEHIND.num_days(),
+                        MAX_TIMESTAMP_AHEAD.num_days()
+                    ),
+                ));
+                None
+            }
+            Some(Ok(t)) => Some(t),
+            _ => {
+                problems.push(Problem::at(
+                    Code::InvalidField,
+                    index,
+                    Some("timestamp"),
+                    "`timestamp` must be an ISO 8601 / RFC 3339 date-time such as 2026-11-28T08:00:00.000Z"
+                        .to_owned(),
+                ));
+                None
+            }
+        },
+        Err(m) => {
+            problems.push(Problem::at(Code::InvalidField, index, Some("timestamp"), m));
+            None
+        }
+    };
+    let id = match kind.as_ref().map(|k| k.id_field) {
+        Some(id_field) => match fields.string(id_field) {
+            Ok(Some(s)) if !s.is_empty() => MessageId::from_text(s),
+            Ok(_) => MessageId::Absent,
+            Err(m) => {
+                problems.push(Problem::at(Code::InvalidField, index, Some(id_field), m));
+                MessageId::Absent
+            }
+        },
+        None => MessageId::Absent,
+    };
+    match kind {
+        Some(kind) if problems.is_empty() => Ok(Message {
+            raw,
+            event_type: kind.event_type,
+            occurred_at,
+            id,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// An event name as the `type` column holds it: refused when empty or holding NUL, cut to
+/// [`MAX_TYPE_CHARS`] characters when longer (the whole name stays in `data`).
+pub(crate) fn event_name(name: &str, field: &str) -> Result<String, (String, String)> {
+    if name.is_empty() {
+        return Err((field.to_owned(), format!("`{field}` must not be empty")));
+    }
+    if name.contains('\0') {
+        return Err((
+            field.to_owned(),
+            format!("`{field}` must not contain U+0000 (NUL): PostgreSQL cannot store it"),
+        ));
+    }
+    Ok(name.chars().take(MAX_TYPE_CHARS).collect())
+}
+
+/// Checks every message with `check`, collecting the problems of all of them.
+pub(crate) fn check_all<'a>(
+    raws: &[&'a str],
+    limits: &Limits,
+    mut check: impl FnMut(&'a str, usize) -> Result<Message<'a>, Vec<Problem>>,
+) -> Result<Vec<Message<'a>>, BodyProblem> {
+    if raws.is_empty() {
+        return Err(BodyProblem::Empty);
+    }
+    if raws.len() > limits.max_events_per_request {
+        return Err(BodyProblem::Invalid(vec![Problem {
+            code: Code::TooManyEvents,
+            message: format!(
+                "{} messages in one request; the limit is {}",
+                raws.len(),
+                limits.max_events_per_request
+            ),
+            index: None,
+            field: None,
+        }]));
+    }
+    let mut problems = Vec::new();
+    let mut messages = Vec::with_capacity(raws.len());
+    for (index, raw) in raws.iter().enumerate() {
+        match check(raw, index) {
+            Ok(m) => messages.push(m),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    if problems.is_empty() {
+        Ok(messages)
+    } else {
+        Err(BodyProblem::Invalid(problems))
+    }
+}
+
+/// The one key among those found, refusing two different ones.
+pub(crate) fn one_key(
+    keys: impl IntoIterator<Item = String>,
+) -> Result<Option<String>, BodyProblem> {
+    let distinct: HashSet<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
+    match distinct.len() {
+        0 => Ok(None),
+        1 => Ok(distinct.into_iter().next()),
+        _ => Err(BodyProblem::ConflictingKeys),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_and_distinct() {
+        let a = message_id(Source::Segment, "web", "node-next-1-abc");
+        assert_eq!(a, message_id(Source::Segment, "web", "node-next-1-abc"));
+        assert_eq!(a.get_version_num(), 5);
+        assert_ne!(a, message_id(Source::Segment, "app", "node-next-1-abc"));
+        assert_ne!(a, message_id(Source::Posthog, "web", "node-next-1-abc"));
+        assert_ne!(a, message_id(Source::Segment, "web", "node-next-1-abd"));
+        // Length prefixes keep the boundaries apart.
+        assert_ne!(
+            message_id(Source::Segment, "ab", "c"),
+            message_id(Source::Segment, "a", "bc")
+        );
+    }
+
+    #[test]
+    fn message_id_is_pinned() {
+        // Changing this makes SDK retries across a deploy store their messages twice.
+        assert_eq!(
+            message_id(Source::Segment, "web", "node-next-1-abc").to_string(),
+            "a65bb8e3-c4b9-5fdb-972a-a14155287eb5"
+        );
+    }
+
+    #[test]
+    fn uuid_message_ids_are_kept_and_others_derived() {
+        assert_eq!(
+            MessageId::from_text("0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10".into()),
+            MessageId::Uuid(Uuid::from_u128(0x0192f0c1_7a44_7cc3_9e2b_6d1c4b6f2a10))
+        );
+        // Upper case is a UUID too.
+        assert!(matches!(
+            MessageId::from_text("0192F0C1-7A44-7CC3-9E2B-6D1C4B6F2A10".into()),
+            MessageId::Uuid(_)
+        ));
+        for text in [
+            "00000000-0000-0000-0000-000000000000",
+            "0192f0c17a447cc39e2b6d1c4b6f2a10",
+            "{0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10}",
+            "ajs-next-1764316800000-3a59cd1f",
+        ] {
+            assert!(
+                matches!(MessageId::from_text(text.into()), MessageId::Text(_)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn ids_by_kind_of_message_id() {
+        let raw = r#"{"type":"track"}"#;
+        let msg = |id| Message {
+            raw,
+            event_type: "x".into(),
+            occurred_at: None,
+            id,
+        };
+        let u = Uuid::from_u128(0x0192f0c1_7a44_7cc3_9e2b_6d1c4b6f2a10);
+        let messages = [
+            msg(MessageId::Uuid(u)),
+            msg(MessageId::Text("m-1".into())),
+            msg(MessageId::Absent),
+        ];
+        let fallback = IdSource::Idempotency {
+            key_id: "web",
+            idempotency_key: "req-1",
+        };
+        let mut no_random = || panic!("no random bytes with an Idempotency-Key");
+        let ids = assign_ids(&messages, Source::Segment, "web", &fallback, &mut no_random);
+        assert_eq!(ids[0], u);
+        assert_eq!(ids[1], message_id(Source::Segment, "web", "m-1"));
+        assert_eq!(ids[2], crate::derive_id("web", "req-1", 2, raw));
+        let mut drawn = 0;
+        let mut random = || {
+            drawn += 1;
+            [7; 10]
+        };
+        let ids = assign_ids(
+            &messages[2..],
+            Source::Segment,
+            "web",
+            &IdSource::Generated { unix_ms: 5 },
+            &mut random,
+        );
+        assert_eq!(ids[0].get_version_num(), 7);
+        assert_eq!(drawn, 1);
+    }
+
+    #[test]
+    fn long_event_names_are_cut_and_nul_refused() {
+        let long = "é".repeat(MAX_TYPE_CHARS + 5);
+        assert_eq!(
+            event_name(&long, "event").expect("ok").chars().count(),
+            MAX_TYPE_CHARS
+        );
+        assert!(event_name("a\0b", "event").is_err());
+        assert!(event_name("", "event").is_err());
+    }
+
+    #[test]
+    fn keys_must_agree() {
+        assert_eq!(one_key(Vec::new()), Ok(None));
+        assert_eq!(
+            one_key(["k".to_owned(), "k".to_owned(), String::new()]),
+            Ok(Some("k".to_owned()))
+        );
+        assert_eq!(
+            one_key(["k".to_owned(), "j".to_owned()]),
+            Err(BodyProblem::ConflictingKeys)
+        );
+    }
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+    use crate::{decode, pack};
+
+    #[test]
+    fn source_travels_only_when_not_spillway() {
+        let t = DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let mut event = Event {
+            id: Uuid::from_u128(1),
+            event_type: "Order Completed".into(),
+            occurred_at: None,
+            received_at: t,
+            key_id: "web".into(),
+            edge: None,
+            source: Source::Segment,
+            data: RawJson::from_json(r#"{"type":"track"}"#).expect("json"),
+        };
+        let body = &pack(std::slice::from_ref(&event), &Limits::default()).expect("pack")[0]
+            .entries[0]
+            .body;
+        assert!(body.contains(r#""source":"segment""#), "{body}");
+        assert_eq!(decode(body).expect("decodes"), vec![event.clone()]);
+        event.source = Source::Spillway;
+        let body = &pack(std::slice::from_ref(&event), &Limits::default()).expect("pack")[0]
+            .entries[0]
+            .body;
+        assert!(!body.contains("source"), "{body}");
+        assert_eq!(decode(body).expect("decodes")[0].source, Source::Spillway);
+    }
+}
