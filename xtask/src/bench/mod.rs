@@ -1,0 +1,251 @@
+//! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run and
+//! written back into `BENCHMARKS.md` (and the burst plot into `benches/results/`).
+//!
+//! The machine these run on is shared and noisy, so every figure is a ratio against a reference
+//! measured in the same run: the edge against plain `serde_json`, the worker against a hello
+//! world, the edge's POSTs against its own `/healthz`, SQS requests against payload bytes, the
+//! consumer's write against `COPY`, and Spillway against a synchronous baseline in a burst.
+//! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
+//!
+//! Options: `--only edge,wasm,sqs,db,workerd,burst` (a subset, for development; the Markdown is
+//! then not rewritten), `--burst-clients N` (400), `--burst-requests N` (1, per client),
+//! `--wrk-secs N` (8).
+
+mod burst;
+mod db;
+mod edge;
+mod events;
+mod measure;
+mod plot;
+mod report;
+mod sqs;
+mod wasm;
+mod workerd;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use spillway_support::{Stack, StackConfig};
+
+use crate::bootstrap::{ensure_all, Tools};
+use crate::step::{note, root, run, step};
+use crate::test::wasm_build;
+use burst::{burst_baseline, burst_spillway, BurstResult};
+use db::{db_write, DbWrite};
+use edge::{edge_cost, EdgeCost};
+use measure::Machine;
+use plot::burst_svg;
+use report::markdown;
+use sqs::{sqs_costs, SqsCost};
+use wasm::{wasm_sizes, WasmSize};
+use workerd::{ensure_wrk, workerd, WrkRun};
+
+/// SQS bills each started 64 KiB of a request's payload as one request.
+const SQS_BILLING_CHUNK: usize = 64 * 1024;
+/// The consumer's default `BATCH_SIZE` (messages per invocation, one `ReceiveMessage`).
+const CONSUMER_BATCH_SIZE: usize = 10;
+/// PostgreSQL's default `max_connections`, set explicitly for the burst.
+const BURST_MAX_CONNECTIONS: u32 = 100;
+/// Events per request in the burst.
+const BURST_EVENTS_PER_REQUEST: usize = 10;
+
+#[derive(Debug, Clone)]
+struct Opts {
+    only: Option<Vec<String>>,
+    burst_clients: Vec<usize>,
+    burst_requests: usize,
+    wrk_secs: u32,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts> {
+        let mut o = Opts {
+            only: None,
+            burst_clients: vec![400, 1200],
+            burst_requests: 1,
+            wrk_secs: 8,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            let number = || -> Result<usize> {
+                value
+                    .parse()
+                    .with_context(|| format!("{flag} takes a number"))
+            };
+            match flag.as_str() {
+                "--only" => o.only = Some(value.split(',').map(str::to_owned).collect()),
+                "--burst-clients" => {
+                    o.burst_clients = value
+                        .split(',')
+                        .map(|v| v.parse::<usize>().map(|n| n.max(1)))
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("{flag} takes numbers separated by commas"))?
+                }
+                "--burst-requests" => o.burst_requests = number()?.max(1),
+                "--wrk-secs" => o.wrk_secs = u32::try_from(number()?.max(1))?,
+                other => bail!(
+                    "unknown option {other} (known: --only, --burst-clients, --burst-requests, --wrk-secs)"
+                ),
+            }
+        }
+        Ok(o)
+    }
+
+    fn wants(&self, what: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|x| x == what))
+    }
+}
+
+/// What is measured; `None` for parts not run.
+#[derive(Debug, Default)]
+struct Results {
+    machine: Machine,
+    edge: Option<EdgeCost>,
+    wasm: Option<WasmSize>,
+    sqs: Option<Vec<SqsCost>>,
+    db: Option<DbWrite>,
+    workerd: Option<Vec<WrkRun>>,
+    /// Per burst size: (Spillway, baseline).
+    bursts: Vec<(BurstResult, BurstResult)>,
+    seconds: f64,
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let opts = Opts::parse(args)?;
+    let started = Instant::now();
+    let tools = ensure_all()?;
+    step("wrk (Debian package)", ensure_wrk)?;
+    // Tool variables for everything started below (wrangler, moto, PostgreSQL).
+    let mut probe = Command::new("true");
+    tools.apply(&mut probe);
+    for (k, v) in probe.get_envs() {
+        if let Some(v) = v {
+            std::env::set_var(k, v);
+        }
+    }
+    let run_dir = target_dir().join("bench-run");
+    fs::create_dir_all(&run_dir)?;
+    std::env::set_var("SPILLWAY_RUN_DIR", &run_dir);
+    let result = measure(&opts, &tools, started);
+    let left = spillway_support::sweep(&run_dir, Duration::from_secs(5));
+    if left > 0 {
+        note(&format!("stopped {left} service(s) left behind"));
+    }
+    let results = result?;
+    let out = root().join("benches/results");
+    fs::create_dir_all(&out)?;
+    for (sp, base) in &results.bursts {
+        let path = out.join(format!("burst-{}.svg", sp.clients));
+        fs::write(&path, burst_svg(&[sp.clone(), base.clone()]))?;
+        note(&format!("plot: {}", path.display()));
+    }
+    let md = markdown(&results, &opts);
+    if opts.only.is_none() {
+        fs::write(root().join("BENCHMARKS.md"), &md)?;
+        println!("\nwrote BENCHMARKS.md ({:.0} s in all)", results.seconds);
+    } else {
+        let partial = target_dir().join("BENCHMARKS.partial.md");
+        fs::write(&partial, &md)?;
+        println!(
+            "\n--only given: wrote {} instead of BENCHMARKS.md",
+            partial.display()
+        );
+    }
+    Ok(())
+}
+
+fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
+    let mut r = Results {
+        machine: Machine::read(),
+        ..Results::default()
+    };
+    note(&format!(
+        "machine: {} cores, {}, {:.1} GiB RAM, load {}",
+        r.machine.nproc, r.machine.cpu, r.machine.ram_gib, r.machine.load
+    ));
+    if opts.wants("wasm") || opts.wants("workerd") || opts.wants("burst") {
+        step("build the worker (wasm)", || wasm_build(tools))?;
+    }
+    if opts.wants("wasm") {
+        step("build the hello-world worker (wasm)", || {
+            let mut c = Command::new("worker-build");
+            c.current_dir(root())
+                .args(["--release", "benches/hello-worker"]);
+            tools.apply(&mut c);
+            run(&mut c)
+        })?;
+        r.wasm = Some(step("figure 2: gzipped wasm sizes", wasm_sizes)?);
+    }
+    if opts.wants("sqs") {
+        r.sqs = Some(step("figure 4: SQS requests per million events", || {
+            Ok(sqs_costs())
+        })?);
+    }
+    if opts.wants("edge") {
+        r.edge = Some(step("figure 1: edge cost per event (criterion)", || {
+            edge_cost(tools)
+        })?);
+    }
+    if opts.wants("db") {
+        r.db = Some(step("figure 5: bulk write vs COPY", || db_write(tools))?);
+    }
+    if opts.wants("workerd") || opts.wants("burst") {
+        step(
+            "build the consumer, the poller and the baseline server",
+            || {
+                run(&mut cargo(
+                    tools,
+                    &[
+                        "build",
+                        "--quiet",
+                        "-p",
+                        "spillway-consumer",
+                        "--bins",
+                        "-p",
+                        "spillway-baseline",
+                    ],
+                ))
+            },
+        )?;
+        let mut stack = step("start the pipeline (Stack)", || {
+            let cfg = StackConfig::ephemeral("bench")?;
+            Stack::start(cfg, &mut |line| note(line))
+        })?;
+        if opts.wants("workerd") {
+            r.workerd = Some(step("figure 3: edge under workerd (wrk)", || {
+                workerd(&mut stack, opts)
+            })?);
+        }
+        if opts.wants("burst") {
+            let spillway = step("figure 6a: burst against the Spillway pipeline", || {
+                burst_spillway(&mut stack, opts)
+            })?;
+            drop(stack);
+            let baseline = step("figure 6b: burst against the synchronous baseline", || {
+                burst_baseline(opts)
+            })?;
+            r.bursts = spillway.into_iter().zip(baseline).collect();
+        }
+    }
+    r.seconds = started.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn cargo(tools: &Tools, args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).args(args);
+    tools.apply(&mut c);
+    c
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}

@@ -1,0 +1,163 @@
+//! Figure 4: SQS requests billed per million events (computed by the real packer), and
+//! emptying the local SQS between timed runs.
+
+use std::io::Write as _;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use spillway_shared::{EdgeInfo, Event, Limits};
+use spillway_support::Stack;
+
+use super::events::{event, size_of_event};
+use super::{CONSUMER_BATCH_SIZE, SQS_BILLING_CHUNK};
+use crate::step::note;
+
+// ---------------------------------------------------------------------------------------------
+// Figure 4: SQS requests per million events
+
+#[derive(Debug, Clone)]
+pub(super) struct SqsCost {
+    pub(super) events_per_request: usize,
+    /// Billed SendMessageBatch requests per million events, from the packer's output.
+    pub(super) send_billed: f64,
+    /// Client event bytes per million events / 64 KiB.
+    pub(super) floor: f64,
+    /// Average SQS messages per request and message body bytes.
+    pub(super) messages_per_request: f64,
+    pub(super) message_bytes: f64,
+    /// Billed ReceiveMessage + DeleteMessageBatch requests per million events.
+    pub(super) receive_billed: f64,
+    pub(super) delete_billed: f64,
+}
+
+pub(super) fn chunks(bytes: usize) -> usize {
+    bytes.div_ceil(SQS_BILLING_CHUNK).max(1)
+}
+
+pub(super) fn sqs_costs() -> Vec<SqsCost> {
+    let limits = Limits::default();
+    let received = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(1_795_852_800_000)
+        .unwrap_or_default();
+    // Enough events that every request size sees the whole 512..2048 size cycle many times.
+    const SAMPLE: usize = 2_000;
+    let mut out = Vec::new();
+    for n in [1usize, 10, 100] {
+        let mut client_bytes = 0usize;
+        let mut send_billed = 0usize;
+        let mut messages = Vec::new();
+        let mut i = 0usize;
+        while i < SAMPLE {
+            let events: Vec<Event> = (i..i + n)
+                .map(|k| {
+                    let raw = event(k, size_of_event(k), "2026-11-28T07:59:00.123Z", None);
+                    client_bytes += raw.to_string().len();
+                    let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
+                        .unwrap_or_default();
+                    Event {
+                        id: uuid::Uuid::from_u128(
+                            0x0192_f0c1_7a44_7cc3_9e2b_0000_0000_0000 + k as u128,
+                        ),
+                        event_type: "page_view".into(),
+                        occurred_at: Some(received),
+                        received_at: received,
+                        key_id: "web".into(),
+                        edge: Some(EdgeInfo {
+                            colo: Some("FRA".into()),
+                            country: Some("DE".into()),
+                        }),
+                        data,
+                    }
+                })
+                .collect();
+            // Packing cannot fail for these events; a failure would be a bug worth stopping for.
+            let batches = spillway_shared::pack::pack(&events, &limits).unwrap_or_default();
+            for b in &batches {
+                send_billed += chunks(b.body_bytes());
+                messages.extend(b.entries.iter().map(|e| e.body.len()));
+            }
+            i += n;
+        }
+        let per_million = 1_000_000.0 / i as f64;
+        // The consumer receives BATCH_SIZE messages per ReceiveMessage (billed by the 64 KiB
+        // chunks of the bodies it returns) and deletes them with one DeleteMessageBatch.
+        let mut receive_billed = 0usize;
+        let mut delete_billed = 0usize;
+        for group in messages.chunks(CONSUMER_BATCH_SIZE) {
+            receive_billed += chunks(group.iter().sum());
+            delete_billed += 1;
+        }
+        let requests = i / n;
+        let c = SqsCost {
+            events_per_request: n,
+            send_billed: send_billed as f64 * per_million,
+            floor: client_bytes as f64 / SQS_BILLING_CHUNK as f64 * per_million,
+            messages_per_request: messages.len() as f64 / requests as f64,
+            message_bytes: messages.iter().sum::<usize>() as f64 / messages.len() as f64,
+            receive_billed: receive_billed as f64 * per_million,
+            delete_billed: delete_billed as f64 * per_million,
+        };
+        note(&format!(
+            "{n:>3} events/request: {:.0} billed sends per million events, floor {:.0}, x{:.1}; receive {:.0} + delete {:.0}",
+            c.send_billed,
+            c.floor,
+            c.send_billed / c.floor,
+            c.receive_billed,
+            c.delete_billed
+        ));
+        out.push(c);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emptying the local SQS between runs
+
+/// Empties the local SQS between runs, so each starts on an empty queue (moto slows down as a
+/// queue grows). `PurgeQueue` is allowed once a minute, so instead moto's state is reset and the
+/// two queues are made again with the same names, hence the same URLs the edge and poller use.
+/// Call it with the poller stopped.
+pub(super) fn purge(stack: &Stack) -> Result<()> {
+    use std::io::Read as _;
+    let port = stack
+        .env
+        .sqs_endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .context("no port in the SQS endpoint")?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "POST /moto-api/reset HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.1 200") && !answer.starts_with("HTTP/1.0 200") {
+        bail!("moto reset failed: {answer:.200}");
+    }
+    let cfg = &stack.config;
+    let dlq_url = stack
+        .sqs
+        .create_queue(&format!("{}-dlq", cfg.queue_name), &[])?;
+    let dlq_arn = stack
+        .sqs
+        .attributes(&dlq_url)?
+        .remove("QueueArn")
+        .context("DLQ has no QueueArn")?;
+    let redrive = json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": cfg.max_receive_count.to_string(),
+    })
+    .to_string();
+    let url = stack.sqs.create_queue(
+        &cfg.queue_name,
+        &[
+            ("RedrivePolicy", redrive),
+            ("VisibilityTimeout", cfg.visibility_timeout_secs.to_string()),
+        ],
+    )?;
+    if url != stack.env.sqs_queue_url || dlq_url != stack.env.sqs_dlq_url {
+        bail!("queues came back with other URLs: {url}, {dlq_url}");
+    }
+    Ok(())
+}
