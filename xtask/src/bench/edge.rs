@@ -5,7 +5,7 @@ use std::fs;
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
-use super::events::request_body;
+use super::events::{request_body, FIXED_TIMESTAMP};
 use super::{cargo, target_dir};
 use crate::bootstrap::Tools;
 use crate::step::{note, run};
@@ -59,7 +59,7 @@ pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
             path / floor
         ));
         // The same body edge/benches/floor.rs builds (same generator, same timestamp).
-        let bytes = request_body(n, 0, "2026-11-28T07:59:00.123Z", &mut || None).len();
+        let bytes = request_body(n, 0, FIXED_TIMESTAMP, &mut || None).len();
         rows.push((n, path, floor, bytes));
     }
     Ok(EdgeCost { rows, command })
