@@ -8,8 +8,8 @@
 //! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
 //!
 //! Options: `--only edge,wasm,sqs,db,workerd,burst` (a subset, for development; the Markdown is
-//! then not rewritten), `--burst-clients N` (400), `--burst-requests N` (1, per client),
-//! `--wrk-secs N` (8).
+//! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
+//! fast one), `--burst-clients N` (400), `--burst-requests N` (1, per client), `--wrk-secs N` (8).
 
 mod burst;
 mod db;
@@ -28,9 +28,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use spillway_support::{Stack, StackConfig};
+use spillway_support::{SqsKind, Stack, StackConfig};
 
-use crate::bootstrap::{ensure_all, Tools};
+use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::step::{note, root, run, step};
 use crate::test::wasm_build;
 use burst::{burst_baseline, burst_spillway, BurstResult};
@@ -58,6 +58,8 @@ struct Opts {
     burst_clients: Vec<usize>,
     burst_requests: usize,
     wrk_secs: u32,
+    /// The local SQS behind the pipeline: LocalStack unless `--sqs`/`SPILLWAY_SQS` says moto.
+    sqs: SqsKind,
 }
 
 impl Opts {
@@ -67,7 +69,11 @@ impl Opts {
             burst_clients: vec![400, 1200],
             burst_requests: 1,
             wrk_secs: 8,
+            sqs: SqsKind::LocalStack,
         };
+        if let Ok(v) = std::env::var("SPILLWAY_SQS") {
+            o.sqs = v.parse().context("SPILLWAY_SQS")?;
+        }
         let mut it = args.iter();
         while let Some(flag) = it.next() {
             let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -87,8 +93,9 @@ impl Opts {
                 }
                 "--burst-requests" => o.burst_requests = number()?.max(1),
                 "--wrk-secs" => o.wrk_secs = u32::try_from(number()?.max(1))?,
+                "--sqs" => o.sqs = value.parse().context("--sqs")?,
                 other => bail!(
-                    "unknown option {other} (known: --only, --burst-clients, --burst-requests, --wrk-secs)"
+                    "unknown option {other} (known: --only, --sqs, --burst-clients, --burst-requests, --wrk-secs)"
                 ),
             }
         }
@@ -195,6 +202,9 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     if opts.wants("db") {
         r.db = Some(step("figure 5: bulk write vs COPY", || db_write(tools))?);
     }
+    if (opts.wants("workerd") || opts.wants("burst")) && opts.sqs == SqsKind::LocalStack {
+        ensure_localstack()?;
+    }
     if opts.wants("workerd") || opts.wants("burst") {
         step(
             "build the consumer, the poller and the baseline server",
@@ -214,7 +224,8 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
             },
         )?;
         let mut stack = step("start the pipeline (Stack)", || {
-            let cfg = StackConfig::ephemeral("bench")?;
+            let mut cfg = StackConfig::ephemeral("bench")?;
+            cfg.sqs = opts.sqs;
             Stack::start(cfg, &mut |line| note(line))
         })?;
         if opts.wants("workerd") {

@@ -6,9 +6,9 @@ use std::io::Write as _;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use spillway_shared::{EdgeInfo, Event, Limits};
-use spillway_support::Stack;
+use spillway_support::{SqsKind, Stack};
 
-use super::events::{event, size_of_event};
+use super::events::{event, size_of_event, FIXED_TIMESTAMP};
 use super::{CONSUMER_BATCH_SIZE, SQS_BILLING_CHUNK};
 use crate::step::note;
 
@@ -49,7 +49,7 @@ pub(super) fn sqs_costs() -> Vec<SqsCost> {
         while i < SAMPLE {
             let events: Vec<Event> = (i..i + n)
                 .map(|k| {
-                    let raw = event(k, size_of_event(k), "2026-11-28T07:59:00.123Z", None);
+                    let raw = event(k, size_of_event(k), FIXED_TIMESTAMP, None);
                     client_bytes += raw.to_string().len();
                     let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
                         .unwrap_or_default();
@@ -113,10 +113,33 @@ pub(super) fn sqs_costs() -> Vec<SqsCost> {
 // Emptying the local SQS between runs
 
 /// Empties the local SQS between runs, so each starts on an empty queue (moto slows down as a
-/// queue grows). `PurgeQueue` is allowed once a minute, so instead moto's state is reset and the
-/// two queues are made again with the same names, hence the same URLs the edge and poller use.
-/// Call it with the poller stopped.
+/// queue grows), on either local server. Call it with the poller stopped. Checks that the main
+/// queue and the DLQ are empty afterwards.
 pub(super) fn purge(stack: &Stack) -> Result<()> {
+    match stack.config.sqs {
+        SqsKind::Moto => reset_moto(stack)?,
+        // LocalStack allows `PurgeQueue` again at once (moto and real SQS only once a minute).
+        SqsKind::LocalStack => {
+            for url in [&stack.env.sqs_queue_url, &stack.env.sqs_dlq_url] {
+                stack
+                    .sqs
+                    .call("PurgeQueue", &json!({ "QueueUrl": url }))
+                    .with_context(|| format!("PurgeQueue {url}"))?;
+            }
+        }
+    }
+    for url in [&stack.env.sqs_queue_url, &stack.env.sqs_dlq_url] {
+        let (visible, in_flight) = stack.sqs.depth(url)?;
+        if visible + in_flight != 0 {
+            bail!("{url} still holds {visible} visible and {in_flight} in-flight messages after the purge");
+        }
+    }
+    Ok(())
+}
+
+/// moto's `PurgeQueue` is allowed once a minute, so instead its state is reset and the two
+/// queues are made again with the same names, hence the same URLs the edge and poller use.
+fn reset_moto(stack: &Stack) -> Result<()> {
     use std::io::Read as _;
     let port = stack
         .env
