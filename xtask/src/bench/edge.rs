@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use super::events::{request_body, FIXED_TIMESTAMP};
@@ -43,12 +43,9 @@ pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
             .join(name)
             .join(n.to_string())
             .join("new/estimates.json");
-        let v: Value = serde_json::from_str(
-            &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-        )?;
-        v["mean"]["point_estimate"]
-            .as_f64()
-            .ok_or_else(|| anyhow!("{} has no mean", path.display()))
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        criterion_mean_ns(&text).with_context(|| format!("reading {}", path.display()))
     };
     let mut rows = Vec::new();
     for n in [1usize, 100] {
@@ -63,4 +60,36 @@ pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
         rows.push((n, path, floor, bytes));
     }
     Ok(EdgeCost { rows, command })
+}
+
+/// The mean point estimate (ns) in a criterion `estimates.json`.
+pub(super) fn criterion_mean_ns(estimates_json: &str) -> Result<f64> {
+    let v: Value = serde_json::from_str(estimates_json).context("not JSON")?;
+    let mean = v["mean"]["point_estimate"]
+        .as_f64()
+        .ok_or_else(|| anyhow!("no mean.point_estimate"))?;
+    if !mean.is_finite() || mean <= 0.0 {
+        bail!("mean.point_estimate is {mean}");
+    }
+    Ok(mean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_mean_of_criterion_estimates() {
+        // The shape criterion 0.5 writes (abridged: the other estimates have the same fields).
+        let text = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":4480.1,"upper_bound":4532.9},"point_estimate":4505.25,"standard_error":13.4},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":4470.0,"upper_bound":4490.0},"point_estimate":4481.0,"standard_error":5.1}}"#;
+        assert_eq!(criterion_mean_ns(text).expect("parses"), 4505.25);
+    }
+
+    #[test]
+    fn a_missing_or_bad_mean_is_an_error() {
+        assert!(criterion_mean_ns(r#"{"median":{"point_estimate":1.0}}"#).is_err());
+        assert!(criterion_mean_ns(r#"{"mean":{"point_estimate":"fast"}}"#).is_err());
+        assert!(criterion_mean_ns(r#"{"mean":{"point_estimate":0.0}}"#).is_err());
+        assert!(criterion_mean_ns("not json").is_err());
+    }
 }

@@ -68,6 +68,51 @@ pub(super) fn parse_ms(v: &str) -> Option<f64> {
     })
 }
 
+/// What `wrk --latency` prints, read back.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct WrkFigures {
+    pub(super) rps: f64,
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) requests: u64,
+    pub(super) non_2xx: u64,
+    pub(super) socket_errors: u64,
+}
+
+/// Reads `wrk --latency` output. The throughput, the request count and the 50% and 99% lines
+/// must be there; the error lines are printed only when there were errors, so their absence is 0.
+pub(super) fn parse_wrk(text: &str) -> Result<WrkFigures> {
+    let (mut rps, mut p50, mut p99, mut requests) = (None, None, None, None);
+    let (mut non_2xx, mut socket_errors) = (0, 0);
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["Requests/sec:", v] => rps = Some(v.parse::<f64>().context("Requests/sec")?),
+            ["50%", v] => p50 = Some(parse_ms(v).with_context(|| format!("50% {v}"))?),
+            ["99%", v] => p99 = Some(parse_ms(v).with_context(|| format!("99% {v}"))?),
+            [n, "requests", "in", ..] => requests = Some(n.parse::<u64>().context("requests")?),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                non_2xx = n.parse().context("Non-2xx")?
+            }
+            ["Socket", "errors:", rest @ ..] => {
+                socket_errors = rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum()
+            }
+            _ => {}
+        }
+    }
+    Ok(WrkFigures {
+        rps: rps.context("no Requests/sec line")?,
+        p50_ms: p50.context("no 50% line (was --latency given?)")?,
+        p99_ms: p99.context("no 99% line (was --latency given?)")?,
+        requests: requests.context("no `N requests in` line")?,
+        non_2xx,
+        socket_errors,
+    })
+}
+
 pub(super) fn run_wrk(
     name: &str,
     events: usize,
@@ -97,34 +142,18 @@ pub(super) fn run_wrk(
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
-    let mut r = WrkRun {
+    let f = parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))?;
+    let r = WrkRun {
         name: name.into(),
         events,
-        rps: 0.0,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        requests: 0,
-        non_2xx: 0,
-        socket_errors: 0,
+        rps: f.rps,
+        p50_ms: f.p50_ms,
+        p99_ms: f.p99_ms,
+        requests: f.requests,
+        non_2xx: f.non_2xx,
+        socket_errors: f.socket_errors,
         command,
     };
-    for l in text.lines() {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        match w.as_slice() {
-            ["Requests/sec:", v] => r.rps = v.parse().unwrap_or(0.0),
-            ["50%", v] => r.p50_ms = parse_ms(v).unwrap_or(f64::NAN),
-            ["99%", v] => r.p99_ms = parse_ms(v).unwrap_or(f64::NAN),
-            [n, "requests", "in", ..] => r.requests = n.parse().unwrap_or(0),
-            ["Non-2xx", "or", "3xx", "responses:", n] => r.non_2xx = n.parse().unwrap_or(0),
-            ["Socket", "errors:", rest @ ..] => {
-                r.socket_errors = rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum()
-            }
-            _ => {}
-        }
-    }
     note(&format!(
         "{name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx, {} socket errors",
         r.rps, r.p50_ms, r.p99_ms, r.requests, r.non_2xx, r.socket_errors
@@ -192,4 +221,74 @@ pub(super) fn wrk_version() -> Option<String> {
         .next()
         .filter(|l| l.starts_with("wrk"))
         .map(|l| l.split(" Copyright").next().unwrap_or(l).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// wrk 4.1.0's output, as printed for a run with errors.
+    const WITH_ERRORS: &str = "Running 2s test @ http://127.0.0.1:8787/v1/events
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     5.12ms    2.01ms  31.40ms   88.10%
+    Req/Sec     1.57k   120.33     1.80k    70.00%
+  Latency Distribution
+     50%    4.73ms
+     75%    5.60ms
+     90%    7.01ms
+     99%    1.20s
+  3135 requests in 2.00s, 1.02MB read
+  Socket errors: connect 0, read 2, write 0, timeout 3
+  Non-2xx or 3xx responses: 17
+Requests/sec:   1566.93
+Transfer/sec:    521.10KB
+";
+
+    #[test]
+    fn reads_every_figure_and_the_units_of_latency() {
+        let f = parse_wrk(WITH_ERRORS).expect("parses");
+        assert_eq!(f.rps, 1566.93);
+        assert_eq!(f.p50_ms, 4.73);
+        assert_eq!(f.p99_ms, 1200.0);
+        assert_eq!(f.requests, 3135);
+        assert_eq!(f.non_2xx, 17);
+        assert_eq!(f.socket_errors, 5);
+    }
+
+    #[test]
+    fn absent_error_lines_are_zero() {
+        let clean: String = WITH_ERRORS
+            .lines()
+            .filter(|l| !l.contains("errors") && !l.contains("Non-2xx"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = parse_wrk(&clean).expect("parses");
+        assert_eq!((f.non_2xx, f.socket_errors), (0, 0));
+    }
+
+    #[test]
+    fn a_missing_figure_is_an_error_not_a_zero() {
+        let no_rps: String = WITH_ERRORS
+            .lines()
+            .filter(|l| !l.starts_with("Requests/sec"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(parse_wrk(&no_rps).is_err());
+        let no_latency: String = WITH_ERRORS
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("99%"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(parse_wrk(&no_latency).is_err());
+    }
+
+    #[test]
+    fn latency_units() {
+        assert_eq!(parse_ms("750.00us"), Some(0.75));
+        assert_eq!(parse_ms("2.00s"), Some(2000.0));
+        assert_eq!(parse_ms("1.50m"), Some(90_000.0));
+        assert_eq!(parse_ms("12"), None);
+        assert_eq!(parse_ms("3h"), None);
+    }
 }
