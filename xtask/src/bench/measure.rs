@@ -70,3 +70,10 @@ impl Machine {
         }
     }
 }
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg prints them.
+pub(super) fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -9,12 +9,17 @@
 //!
 //! Options: `--only edge,wasm,sqs,db,workerd,burst` (a subset, for development; the Markdown is
 //! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
-//! fast one), `--burst-clients N` (400), `--burst-requests N` (1, per client), `--wrk-secs N` (8).
+//! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
+//! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
 
 mod burst;
+mod client;
 mod db;
+mod designs;
 mod edge;
 mod events;
+mod experiment;
+mod findings;
 mod measure;
 mod plot;
 mod report;
@@ -33,13 +38,14 @@ use spillway_support::{SqsKind, Stack, StackConfig};
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::step::{note, root, run, step};
 use crate::test::wasm_build;
-use burst::{burst_baseline, burst_spillway, BurstResult};
 use db::{db_write, DbWrite};
+use designs::ensure_pgbouncer;
 use edge::{edge_cost, EdgeCost};
+use experiment::{experiment, ScenarioResult};
 use measure::Machine;
-use plot::burst_svg;
+use plot::scenario_svg;
 use report::markdown;
-use sqs::{sqs_costs, SqsCost};
+use sqs::{sqs_costs, sqs_rate, SqsCost, SqsRate};
 use wasm::{wasm_sizes, WasmSize};
 use workerd::{ensure_wrk, workerd, WrkRun};
 
@@ -56,7 +62,9 @@ const BURST_EVENTS_PER_REQUEST: usize = 10;
 struct Opts {
     only: Option<Vec<String>>,
     burst_clients: Vec<usize>,
-    burst_requests: usize,
+    /// Length of the steady scenarios (0 skips them) and their requests per second.
+    steady_secs: u32,
+    steady_rate: u32,
     wrk_secs: u32,
     /// The local SQS behind the pipeline: LocalStack unless `--sqs`/`SPILLWAY_SQS` says moto.
     sqs: SqsKind,
@@ -66,8 +74,9 @@ impl Opts {
     fn parse(args: &[String]) -> Result<Opts> {
         let mut o = Opts {
             only: None,
-            burst_clients: vec![400, 1200],
-            burst_requests: 1,
+            burst_clients: vec![200, 1000, 3000],
+            steady_secs: 60,
+            steady_rate: 100,
             wrk_secs: 8,
             sqs: SqsKind::LocalStack,
         };
@@ -91,11 +100,12 @@ impl Opts {
                         .collect::<Result<_, _>>()
                         .with_context(|| format!("{flag} takes numbers separated by commas"))?
                 }
-                "--burst-requests" => o.burst_requests = number()?.max(1),
+                "--steady-secs" => o.steady_secs = u32::try_from(number()?)?,
+                "--steady-rate" => o.steady_rate = u32::try_from(number()?.max(1))?,
                 "--wrk-secs" => o.wrk_secs = u32::try_from(number()?.max(1))?,
                 "--sqs" => o.sqs = value.parse().context("--sqs")?,
                 other => bail!(
-                    "unknown option {other} (known: --only, --sqs, --burst-clients, --burst-requests, --wrk-secs)"
+                    "unknown option {other} (known: --only, --sqs, --burst-clients, --steady-secs, --steady-rate, --wrk-secs)"
                 ),
             }
         }
@@ -118,8 +128,13 @@ struct Results {
     sqs: Option<Vec<SqsCost>>,
     db: Option<DbWrite>,
     workerd: Option<Vec<WrkRun>>,
-    /// Per burst size: (Spillway, baseline).
-    bursts: Vec<(BurstResult, BurstResult)>,
+    /// Figure 6: per scenario, the three designs.
+    experiment: Vec<ScenarioResult>,
+    /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
+    sqs_server: Option<SqsKind>,
+    sqs_rate: Option<SqsRate>,
+    /// Load average sampled at the end of the run (the start is in `machine`).
+    load_end: String,
     seconds: f64,
 }
 
@@ -145,11 +160,25 @@ pub fn main(args: &[String]) -> Result<()> {
         note(&format!("stopped {left} service(s) left behind"));
     }
     let results = result?;
-    let out = root().join("benches/results");
+    // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
+    // partial run writes its plots beside its partial Markdown.
+    let out = if opts.only.is_none() {
+        root().join("benches/results")
+    } else {
+        target_dir().join("bench-partial")
+    };
     fs::create_dir_all(&out)?;
-    for (sp, base) in &results.bursts {
-        let path = out.join(format!("burst-{}.svg", sp.clients));
-        fs::write(&path, burst_svg(&[sp.clone(), base.clone()]))?;
+    if opts.only.is_none() {
+        // Plots of an earlier layout would otherwise stay linked from nowhere.
+        for old in fs::read_dir(&out)?.flatten() {
+            if old.path().extension().is_some_and(|e| e == "svg") {
+                fs::remove_file(old.path())?;
+            }
+        }
+    }
+    for sc in &results.experiment {
+        let path = out.join(format!("{}.svg", sc.scenario.key()));
+        fs::write(&path, scenario_svg(sc))?;
         note(&format!("plot: {}", path.display()));
     }
     let md = markdown(&results, &opts);
@@ -157,10 +186,10 @@ pub fn main(args: &[String]) -> Result<()> {
         fs::write(root().join("BENCHMARKS.md"), &md)?;
         println!("\nwrote BENCHMARKS.md ({:.0} s in all)", results.seconds);
     } else {
-        let partial = target_dir().join("BENCHMARKS.partial.md");
+        let partial = out.join("BENCHMARKS.partial.md");
         fs::write(&partial, &md)?;
         println!(
-            "\n--only given: wrote {} instead of BENCHMARKS.md",
+            "\n--only given: wrote {} (and its plots beside it) instead of BENCHMARKS.md",
             partial.display()
         );
     }
@@ -191,7 +220,7 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     }
     if opts.wants("sqs") {
         r.sqs = Some(step("figure 4: SQS requests per million events", || {
-            Ok(sqs_costs())
+            sqs_costs()
         })?);
     }
     if opts.wants("edge") {
@@ -233,19 +262,45 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
                 workerd(&mut stack, opts)
             })?);
         }
+        r.sqs_server = Some(opts.sqs);
+        r.sqs_rate = Some(step("the local SQS's SendMessageBatch rate", || {
+            sqs_rate(&stack)
+        })?);
         if opts.wants("burst") {
-            let spillway = step("figure 6a: burst against the Spillway pipeline", || {
-                burst_spillway(&mut stack, opts)
-            })?;
-            drop(stack);
-            let baseline = step("figure 6b: burst against the synchronous baseline", || {
-                burst_baseline(opts)
-            })?;
-            r.bursts = spillway.into_iter().zip(baseline).collect();
+            step("pgbouncer (Debian package)", ensure_pgbouncer)?;
+            raise_open_files(opts)?;
+            r.experiment = step(
+                "figure 6: the three designs under bursts and an outage",
+                || experiment(&mut stack, opts),
+            )?;
         }
     }
+    r.load_end = measure::load_average();
     r.seconds = started.elapsed().as_secs_f64();
     Ok(r)
+}
+
+/// The clients of the largest burst are sockets of this process: the soft open-files limit must
+/// hold them (and the servers' ends, which inherit it), or the rig, not a design, would fail.
+fn raise_open_files(opts: &Opts) -> Result<()> {
+    let need = opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024;
+    let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok())
+        .context("no `Max open files` in /proc/self/limits")?;
+    note(&format!(
+        "open files: soft limit {soft}, this run needs about {need}"
+    ));
+    if soft < need {
+        bail!(
+            "the open-files limit is {soft}; raise it for this run, e.g. `ulimit -n {need}`, \
+             then run again"
+        );
+    }
+    Ok(())
 }
 
 fn cargo(tools: &Tools, args: &[&str]) -> Command {

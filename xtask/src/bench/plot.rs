@@ -1,103 +1,87 @@
-//! The burst figure's SVG plot.
+//! One SVG plot per scenario of figure 6: the three designs' database connections, rows stored
+//! and Spillway's queue depth over time, all from the run whose table the plot illustrates.
 
 use std::fmt::Write as _;
 
-use super::burst::BurstResult;
-use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
+use super::burst::RunResult;
+use super::experiment::ScenarioResult;
+use super::BURST_MAX_CONNECTIONS;
 
-// ---------------------------------------------------------------------------------------------
-// The plot
+const COLORS: [&str; 3] = ["#1f77b4", "#d62728", "#2ca02c"];
 
-/// One panel of the plot: a title, and per system the points to draw.
-pub(super) struct Panel<'a> {
-    pub(super) title: &'a str,
-    pub(super) series: Vec<Vec<(f64, f64)>>,
-    pub(super) limit: Option<f64>,
-    /// The panel's own time span, when it zooms in.
-    pub(super) zoom: Option<f64>,
+/// One panel: a title, per design the line segments to draw (a failed sample breaks the line),
+/// and an optional dashed limit.
+struct Panel {
+    title: String,
+    series: Vec<Vec<Vec<(f64, f64)>>>,
+    limit: Option<f64>,
 }
 
-pub(super) fn burst_svg(pair: &[BurstResult]) -> String {
-    let (w, ph, left, top) = (860.0, 170.0, 70.0, 40.0);
-    let pw = w - left - 30.0;
-    let colors = ["#1f77b4", "#d62728"];
-    // The baseline is over in seconds; a zoomed copy of the connections panel shows its spike.
-    let zoom = pair
-        .iter()
-        .map(|b| b.all_answered_s)
-        .fold(0.0f64, f64::max)
-        .min(
-            pair.iter()
-                .map(|b| b.all_answered_s)
-                .fold(f64::MAX, f64::min)
-                * 2.0
-                + 1.0,
-        );
-    let zoom_title = format!("the same, first {zoom:.0} s");
-    let connections = |b: &BurstResult| -> Vec<(f64, f64)> {
-        b.samples
-            .iter()
-            .map(|s| (s.t, s.connections as f64))
-            .collect()
-    };
+/// Splits `points` into segments at the missing values.
+fn segments(points: impl Iterator<Item = (f64, Option<f64>)>) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for (t, v) in points {
+        match v {
+            Some(v) => out.last_mut().map(|s| s.push((t, v))).unwrap_or_default(),
+            None => {
+                if out.last().is_some_and(|s| !s.is_empty()) {
+                    out.push(Vec::new());
+                }
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+pub(super) fn scenario_svg(sc: &ScenarioResult) -> String {
+    let runs: Vec<&RunResult> = sc.runs.iter().map(|(_, r)| r).collect();
     let panels = [
         Panel {
-            title: "PostgreSQL client connections (pg_stat_activity)",
-            series: pair
+            title: "PostgreSQL client connections (pg_stat_activity; gaps: no sample)".into(),
+            series: runs
                 .iter()
-                .map(|b| {
-                    b.samples
-                        .iter()
-                        .map(|s| (s.t, s.connections as f64))
-                        .collect()
+                .map(|r| {
+                    segments(
+                        r.samples
+                            .iter()
+                            .map(|s| (s.t, s.connections.map(|c| c as f64))),
+                    )
                 })
                 .collect(),
             limit: Some(f64::from(BURST_MAX_CONNECTIONS)),
-            zoom: None,
         },
         Panel {
-            title: &zoom_title,
-            series: pair
+            title: "rows in PostgreSQL, % of events sent".into(),
+            series: runs
                 .iter()
-                .map(|b| {
-                    connections(b)
-                        .into_iter()
-                        .filter(|(t, _)| *t <= zoom)
-                        .collect()
-                })
-                .collect(),
-            limit: Some(f64::from(BURST_MAX_CONNECTIONS)),
-            zoom: Some(zoom),
-        },
-        Panel {
-            title: "SQS queue depth, messages (visible + in flight)",
-            series: pair
-                .iter()
-                .map(|b| b.queue.iter().map(|(t, d)| (*t, *d as f64)).collect())
-                .collect(),
-            limit: None,
-            zoom: None,
-        },
-        Panel {
-            title: "rows in PostgreSQL, % of events sent",
-            series: pair
-                .iter()
-                .map(|b| {
-                    b.samples
-                        .iter()
-                        .map(|s| (s.t, 100.0 * s.rows as f64 / b.events_sent.max(1) as f64))
-                        .collect()
+                .map(|r| {
+                    let sent = r.events_sent.max(1) as f64;
+                    segments(
+                        r.samples
+                            .iter()
+                            .map(|s| (s.t, s.rows.map(|n| 100.0 * n as f64 / sent))),
+                    )
                 })
                 .collect(),
             limit: Some(100.0),
-            zoom: None,
+        },
+        Panel {
+            title: "Spillway's SQS queue, messages (visible + in flight)".into(),
+            series: runs
+                .iter()
+                .map(|r| segments(r.queue.iter().map(|(t, d)| (*t, Some(*d as f64)))))
+                .collect(),
+            limit: None,
         },
     ];
+    let (w, ph, left, top) = (860.0, 170.0, 70.0, 40.0);
+    let pw = w - left - 30.0;
     let t_max = panels
         .iter()
-        .flat_map(|p| p.series.iter().flatten().map(|(t, _)| *t))
+        .flat_map(|p| p.series.iter().flatten().flatten().map(|(t, _)| *t))
         .fold(1.0f64, f64::max);
-    let h = top + panels.len() as f64 * (ph + 55.0) + 40.0;
+    let h = top + panels.len() as f64 * (ph + 55.0) + 30.0 + 16.0 * runs.len() as f64;
     let mut svg = String::new();
     let _ = writeln!(
         svg,
@@ -106,32 +90,37 @@ pub(super) fn burst_svg(pair: &[BurstResult]) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{left}" y="20" font-size="15">Burst: {} clients at once, {} request(s) of {} events each; seconds since the start (cargo xtask bench)</text>"#,
-        pair.first().map(|b| b.clients).unwrap_or(0),
-        pair.first()
-            .map(|b| b.requests / b.clients.max(1))
-            .unwrap_or(0),
-        BURST_EVENTS_PER_REQUEST
+        r#"<text x="{left}" y="20" font-size="14">{}; seconds since the start (cargo xtask bench)</text>"#,
+        xml_escape(&sc.scenario.title())
     );
+    let outage = runs.iter().find_map(|r| r.outage);
     for (i, panel) in panels.iter().enumerate() {
         let y0 = top + i as f64 * (ph + 55.0) + 20.0;
         let y_max = panel
             .series
             .iter()
             .flatten()
+            .flatten()
             .map(|(_, v)| *v)
             .chain(panel.limit)
             .fold(0.0f64, f64::max);
         let y_max = if y_max <= 0.0 { 1.0 } else { y_max * 1.1 };
-        let span = panel.zoom.unwrap_or(t_max).max(0.1);
-        let x = |t: f64| left + pw * t / span;
+        let x = |t: f64| left + pw * t / t_max;
         let y = |v: f64| y0 + ph - ph * v / y_max;
         let _ = writeln!(
             svg,
             r#"<text x="{left}" y="{}" font-weight="bold">{}</text>"#,
             y0 - 6.0,
-            panel.title
+            xml_escape(&panel.title)
         );
+        if let Some((a, b)) = outage {
+            let _ = writeln!(
+                svg,
+                r##"<rect x="{:.1}" y="{y0}" width="{:.1}" height="{ph}" fill="#eee"/>"##,
+                x(a),
+                (x(b) - x(a)).max(0.0)
+            );
+        }
         let _ = writeln!(
             svg,
             r##"<rect x="{left}" y="{y0}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
@@ -144,7 +133,7 @@ pub(super) fn burst_svg(pair: &[BurstResult]) -> String {
                 left - 6.0,
                 y(v) + 4.0
             );
-            let tv = span * f64::from(k) / 4.0;
+            let tv = t_max * f64::from(k) / 4.0;
             let _ = writeln!(
                 svg,
                 r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">{tv:.1} s</text>"##,
@@ -160,37 +149,41 @@ pub(super) fn burst_svg(pair: &[BurstResult]) -> String {
                 yl = y(l)
             );
         }
-        for (points, color) in panel.series.iter().zip(colors) {
-            if points.is_empty() {
-                continue;
+        for (segs, color) in panel.series.iter().zip(COLORS) {
+            for seg in segs {
+                let pts: Vec<String> = seg
+                    .iter()
+                    .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+                    .collect();
+                let _ = writeln!(
+                    svg,
+                    r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+                    pts.join(" ")
+                );
             }
-            let pts: Vec<String> = points
-                .iter()
-                .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-                .collect();
-            let _ = writeln!(
-                svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                pts.join(" ")
-            );
         }
     }
-    for (k, (b, color)) in pair.iter().zip(colors).enumerate() {
-        let yy = h - 30.0 + 16.0 * k as f64;
+    for (k, (r, color)) in runs.iter().zip(COLORS).enumerate() {
+        let yy = h - 22.0 - 16.0 * (runs.len() - 1 - k) as f64;
         let _ = writeln!(
             svg,
             r#"<rect x="{left}" y="{}" width="14" height="4" fill="{color}"/><text x="{}" y="{}">{}</text>"#,
             yy - 4.0,
             left + 20.0,
             yy + 1.0,
-            xml_escape(&b.name)
+            xml_escape(&r.design)
         );
     }
     let _ = writeln!(
         svg,
-        r##"<text x="{}" y="{}" fill="#555" text-anchor="end">dashed: max_connections = {BURST_MAX_CONNECTIONS}; 100% of events sent</text>"##,
+        r##"<text x="{}" y="{}" fill="#555" text-anchor="end">dashed: max_connections = {BURST_MAX_CONNECTIONS}; 100% of events sent{}</text>"##,
         left + pw,
-        h - 14.0
+        h - 6.0,
+        if outage.is_some() {
+            "; grey: PostgreSQL stopped"
+        } else {
+            ""
+        }
     );
     svg.push_str("</svg>\n");
     svg
@@ -200,4 +193,24 @@ pub(super) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_sample_breaks_the_line() {
+        let s = segments(
+            [
+                (0.0, Some(1.0)),
+                (1.0, None),
+                (2.0, Some(3.0)),
+                (3.0, Some(4.0)),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(s, vec![vec![(0.0, 1.0)], vec![(2.0, 3.0), (3.0, 4.0)]]);
+        assert!(segments([(0.0, None)].into_iter()).is_empty());
+    }
 }

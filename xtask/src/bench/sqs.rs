@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use spillway_shared::{EdgeInfo, Event, Limits};
 use spillway_support::{SqsKind, Stack};
@@ -34,10 +34,11 @@ pub(super) fn chunks(bytes: usize) -> usize {
     bytes.div_ceil(SQS_BILLING_CHUNK).max(1)
 }
 
-pub(super) fn sqs_costs() -> Vec<SqsCost> {
+/// Fails when the packer refuses the sample: a packing failure must not read as zero sends.
+pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
     let limits = Limits::default();
     let received = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(1_795_852_800_000)
-        .unwrap_or_default();
+        .context("the sample's receive time")?;
     // Enough events that every request size sees the whole 512..2048 size cycle many times.
     const SAMPLE: usize = 2_000;
     let mut out = Vec::new();
@@ -47,13 +48,13 @@ pub(super) fn sqs_costs() -> Vec<SqsCost> {
         let mut messages = Vec::new();
         let mut i = 0usize;
         while i < SAMPLE {
-            let events: Vec<Event> = (i..i + n)
-                .map(|k| {
+            let events = (i..i + n)
+                .map(|k| -> Result<Event> {
                     let raw = event(k, size_of_event(k), FIXED_TIMESTAMP, None);
                     client_bytes += raw.to_string().len();
                     let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
-                        .unwrap_or_default();
-                    Event {
+                        .map_err(|e| anyhow!("event {k}'s data: {e:?}"))?;
+                    Ok(Event {
                         id: uuid::Uuid::from_u128(
                             0x0192_f0c1_7a44_7cc3_9e2b_0000_0000_0000 + k as u128,
                         ),
@@ -66,11 +67,11 @@ pub(super) fn sqs_costs() -> Vec<SqsCost> {
                             country: Some("DE".into()),
                         }),
                         data,
-                    }
+                    })
                 })
-                .collect();
-            // Packing cannot fail for these events; a failure would be a bug worth stopping for.
-            let batches = spillway_shared::pack::pack(&events, &limits).unwrap_or_default();
+                .collect::<Result<Vec<Event>>>()?;
+            let batches = spillway_shared::pack::pack(&events, &limits)
+                .map_err(|e| anyhow!("the packer refused {n}-event request {}: {e:?}", i / n))?;
             for b in &batches {
                 send_billed += chunks(b.body_bytes());
                 messages.extend(b.entries.iter().map(|e| e.body.len()));
@@ -106,7 +107,46 @@ pub(super) fn sqs_costs() -> Vec<SqsCost> {
         ));
         out.push(c);
     }
-    out
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The local SQS's own speed, measured in the run
+
+/// `SendMessageBatch` calls of 10 messages of 1 KiB from one client, timed.
+#[derive(Debug, Clone)]
+pub(super) struct SqsRate {
+    pub(super) calls: usize,
+    pub(super) messages_per_s: f64,
+}
+
+/// Times [`SqsRate::calls`] batches into the pipeline's queue (poller stopped), then purges it.
+pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
+    const CALLS: usize = 50;
+    purge(stack)?;
+    let body = "x".repeat(1024);
+    let entries: Vec<_> = (0..10)
+        .map(|i| json!({"Id": i.to_string(), "MessageBody": body}))
+        .collect();
+    let request = json!({"QueueUrl": stack.env.sqs_queue_url, "Entries": entries});
+    let start = std::time::Instant::now();
+    for _ in 0..CALLS {
+        let answer = stack.sqs.call("SendMessageBatch", &request)?;
+        if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) {
+            bail!("SendMessageBatch failed entries: {answer}");
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    purge(stack)?;
+    let r = SqsRate {
+        calls: CALLS,
+        messages_per_s: (CALLS * 10) as f64 / secs,
+    };
+    note(&format!(
+        "{} SendMessageBatch calls of 10 x 1 KiB in {secs:.2} s: {:.0} messages/s ({})",
+        r.calls, r.messages_per_s, stack.config.sqs
+    ));
+    Ok(r)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -91,9 +91,7 @@ pub(super) fn parse_wrk(text: &str) -> Result<WrkFigures> {
             ["50%", v] => p50 = Some(parse_ms(v).with_context(|| format!("50% {v}"))?),
             ["99%", v] => p99 = Some(parse_ms(v).with_context(|| format!("99% {v}"))?),
             [n, "requests", "in", ..] => requests = Some(n.parse::<u64>().context("requests")?),
-            ["Non-2xx", "or", "3xx", "responses:", n] => {
-                non_2xx = n.parse().context("Non-2xx")?
-            }
+            ["Non-2xx", "or", "3xx", "responses:", n] => non_2xx = n.parse().context("Non-2xx")?,
             ["Socket", "errors:", rest @ ..] => {
                 socket_errors = rest
                     .iter()
