@@ -186,7 +186,9 @@ fn ingest(body: &[u8], app: &App) -> (u16, Value) {
         Ok(v) => v,
         Err(answer) => return answer,
     };
-    let mut env = match app.lock().take() {
+    // Taken in its own statement: the lock must not be held while the connection is opened.
+    let taken = app.lock().take();
+    let mut env = match taken {
         Take::Warm(env) => env,
         Take::Throttled => return (429, json!({"error": "concurrency limit reached"})),
         Take::Create => match postgres::Client::connect(&app.db, postgres::NoTls) {

@@ -124,11 +124,40 @@ async fn exchange(ep: &Endpoint, body: &[u8]) -> std::result::Result<Vec<u8>, St
     s.write_all(body)
         .await
         .map_err(|e| format!("write: {}", e.kind()))?;
+    // Read until the answer is complete: a server may keep the connection open after it.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .await
-        .map_err(|e| format!("read: {}", e.kind()))?;
-    Ok(raw)
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read: {}", e.kind()))?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if is_complete(&raw) {
+            return Ok(raw);
+        }
+    }
+}
+
+/// Whether `raw` holds a whole response: its headers and the body they announce (by
+/// `Content-Length`, or a chunked body's last chunk). Without either, only the end of the
+/// connection ends it.
+pub(super) fn is_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return dechunk(body).is_ok();
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
 }
 
 /// Splits a complete HTTP/1.1 response (read to the end of the connection) into its status and
@@ -232,6 +261,26 @@ mod tests {
         assert_eq!(ep.path, "/v1/events");
         assert!(Endpoint::parse("http://10.0.0.1:80/v1/events", None).is_err());
         assert!(Endpoint::parse("https://127.0.0.1:80/", None).is_err());
+    }
+
+    #[test]
+    fn a_response_is_complete_once_its_body_is_there() {
+        assert!(!is_complete(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n"
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nabc"
+        ));
+        assert!(is_complete(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nabcde"
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        ));
+        assert!(is_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        ));
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nno length"));
     }
 
     #[test]
