@@ -39,8 +39,8 @@ impl Kind {
     pub(super) fn name(self) -> &'static str {
         match self {
             Kind::Spillway => "Spillway",
-            Kind::Direct => "synchronous, direct",
-            Kind::Pooled => "synchronous, PgBouncer",
+            Kind::Direct => "Synchronous, direct",
+            Kind::Pooled => "Synchronous, PgBouncer",
         }
     }
 
@@ -57,7 +57,8 @@ impl Kind {
             ),
             Kind::Pooled => format!(
                 "the same handler through PgBouncer {} (`pool_mode = transaction`, pool of \
-                 {PGBOUNCER_POOL} server connections, `query_wait_timeout` {PGBOUNCER_QUERY_WAIT_S} s)",
+                 {PGBOUNCER_POOL} server connections, `query_wait_timeout` {PGBOUNCER_QUERY_WAIT_S} s, \
+                 the rest PgBouncer's defaults, e.g. `server_login_retry` 15 s)",
                 pgbouncer_version().unwrap_or_else(|| "(version unknown)".into())
             ),
         }

@@ -5,13 +5,15 @@
 use std::fmt::Write as _;
 
 use super::burst::{RunResult, Scenario};
-use super::designs::{Kind, APP_ROLE, PGBOUNCER_POOL};
+use super::designs::{Kind, APP_ROLE};
 use super::experiment::ScenarioResult;
 use super::report::thousands;
 use super::{Opts, BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
 
 /// The consumer's default `MAXIMUM_CONCURRENCY`: Spillway's connection budget.
 const SPILLWAY_CONNECTIONS: u64 = 2;
+/// The `Stack`'s main-queue visibility timeout (`StackConfig::visibility_timeout_secs`).
+const VISIBILITY_S: u32 = 30;
 
 fn ms(v: f64) -> String {
     if v.is_finite() {
@@ -131,11 +133,17 @@ fn bound_sentence(sc: &ScenarioResult) -> String {
         loads.join("; ")
     );
     if let Some(sp) = sc.get(Kind::Spillway) {
+        let _ = write!(
+            out,
+            "; Spillway's accept latency is that of `wrangler dev` and the local SQS on the same \
+             cores (figure 3 measures them alone), and its time to the database that of its \
+             poller ({SPILLWAY_CONNECTIONS} workers; a message whose write failed is received \
+             again after the queue's visibility timeout, {VISIBILITY_S} s)"
+        );
         if let Some(t) = sp.complete_s {
             let _ = write!(
                 out,
-                "; Spillway's time to the database is its consumer's ({SPILLWAY_CONNECTIONS} \
-                 workers draining the local SQS): {t:.1} s from the start for {} rows",
+                ": {t:.1} s here for {} rows",
                 thousands(sp.rows_end as f64)
             );
         }
@@ -268,7 +276,7 @@ pub(super) fn experiment_section(s: &mut String, results: &[ScenarioResult], opt
          afresh (no warm environment).\n\n\
          - **Spillway**: {}.\n\
          - **Synchronous, direct**: {}.\n\
-         - **Synchronous, PgBouncer**: {} ({PGBOUNCER_POOL} server connections for role `{APP_ROLE}`).\n\n\
+         - **Synchronous, PgBouncer**: {}, role `{APP_ROLE}`.\n\n\
          Load: an async client (tokio, one connection per request, 127.0.0.1 only). Each request \
          carries {BURST_EVENTS_PER_REQUEST} events (512-2048 B) with client-chosen ids; a client \
          waits at most 20 s for an answer. Bursts release every client at the same instant and \

@@ -120,24 +120,39 @@ pub(super) struct SqsRate {
     pub(super) messages_per_s: f64,
 }
 
-/// Times [`SqsRate::calls`] batches into the pipeline's queue (poller stopped), then purges it.
+/// Times [`SqsRate::calls`] batches into a scratch queue of their own (so that nothing the
+/// pipeline's poller could receive is left behind), then deletes it.
 pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
     const CALLS: usize = 50;
-    purge(stack)?;
+    let url = stack
+        .sqs
+        .create_queue(&format!("{}-rate", stack.config.queue_name), &[])?;
     let body = "x".repeat(1024);
     let entries: Vec<_> = (0..10)
         .map(|i| json!({"Id": i.to_string(), "MessageBody": body}))
         .collect();
-    let request = json!({"QueueUrl": stack.env.sqs_queue_url, "Entries": entries});
+    let request = json!({"QueueUrl": url, "Entries": entries});
     let start = std::time::Instant::now();
+    let mut result = Ok(());
     for _ in 0..CALLS {
-        let answer = stack.sqs.call("SendMessageBatch", &request)?;
-        if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) {
-            bail!("SendMessageBatch failed entries: {answer}");
+        match stack.sqs.call("SendMessageBatch", &request) {
+            Ok(answer) if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) => {
+                result = Err(anyhow!("SendMessageBatch failed entries: {answer}"));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    purge(stack)?;
+    stack
+        .sqs
+        .call("DeleteQueue", &json!({ "QueueUrl": url }))
+        .context("deleting the scratch queue")?;
+    result?;
     let r = SqsRate {
         calls: CALLS,
         messages_per_s: (CALLS * 10) as f64 / secs,
