@@ -19,8 +19,8 @@ use super::measure::load_average;
 use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
 use crate::step::note;
 
-/// How long a client waits for one answer.
-pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a client waits for one answer (about API Gateway's 29 s integration limit).
+pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the last client is done, how long the run waits for the database to catch up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 /// Retrying clients back off 0.5 s, 1 s, 2 s, ... up to this, and stop retrying this long after

@@ -195,7 +195,7 @@ fn table(s: &mut String, sc: &ScenarioResult) {
         ),
         ("refused, by final answer", Box::new(refused)),
         (
-            "of which timed out (20 s)",
+            "of which timed out (30 s)",
             Box::new(|r| r.timed_out.to_string()),
         ),
     ];
@@ -279,7 +279,7 @@ pub(super) fn experiment_section(s: &mut String, results: &[ScenarioResult], opt
          - **Synchronous, PgBouncer**: {}, role `{APP_ROLE}`.\n\n\
          Load: an async client (tokio, one connection per request, 127.0.0.1 only). Each request \
          carries {BURST_EVENTS_PER_REQUEST} events (512-2048 B) with client-chosen ids; a client \
-         waits at most 20 s for an answer. Bursts release every client at the same instant and \
+         waits at most 30 s for an answer (about API Gateway's 29 s limit). Bursts release every client at the same instant and \
          never retry; the steady scenarios send at a fixed rate and stop PostgreSQL \
          (`pg_ctl stop -m fast`) for the middle third. Retrying clients back off 0.5 s, 1 s, 2 s \
          ... 8 s with the same ids, until 30 s after the traffic ends. A psql session opened \

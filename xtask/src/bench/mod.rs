@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run and
-//! written back into `BENCHMARKS.md` (and the burst plot into `benches/results/`).
+//! written back into `BENCHMARKS.md` (and figure 6's plots into `benches/results/`, only then).
 //!
 //! The machine these run on is shared and noisy, so every figure is a ratio against a reference
 //! measured in the same run: the edge against plain `serde_json`, the worker against a hello
 //! world, the edge's POSTs against its own `/healthz`, SQS requests against payload bytes, the
-//! consumer's write against `COPY`, and Spillway against a synchronous baseline in a burst.
+//! consumer's write against `COPY`, and Spillway against two synchronous designs (direct, and
+//! through PgBouncer) in bursts and through a PostgreSQL outage.
 //! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
 //!
 //! Options: `--only edge,wasm,sqs,db,workerd,burst` (a subset, for development; the Markdown is

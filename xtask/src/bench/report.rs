@@ -386,7 +386,7 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
              each `SendMessageBatch` is billed one request per started 64 KiB of its message \
              bodies. The floor is the client's event bytes / 64 KiB, as if the bytes were sent \
              with no envelope, no enrichment and perfectly full 64 KiB chunks. Command: \
-             `cargo xtask bench --only sqs` (pure computation, xtask/src/bench.rs `sqs_costs`).\n\n\
+             `cargo xtask bench --only sqs` (pure computation, xtask/src/bench/sqs.rs `sqs_costs`).\n\n\
              | events per request | SQS messages per request | bytes per message | billed sends per million events | floor | ratio | receives + deletes per million events (BATCH_SIZE {CONSUMER_BATCH_SIZE}) |\n\
              |---|---|---|---|---|---|---|"
         );
