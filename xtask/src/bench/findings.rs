@@ -396,3 +396,57 @@ fn checks(s: &mut String, results: &[ScenarioResult]) {
     }
     let _ = writeln!(s);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(design: &str) -> RunResult {
+        RunResult {
+            design: design.into(),
+            requests: 1000,
+            accepted_requests: 1000,
+            peak_connections: Some(2),
+            ..RunResult::default()
+        }
+    }
+
+    #[test]
+    fn a_sentence_says_only_what_the_numbers_say() {
+        let mut r = run("Synchronous, direct");
+        r.accepted_requests = 980;
+        r.refused.insert("502".into(), 20);
+        r.peak_connections = Some(96);
+        let s = design_sentence(&r);
+        assert!(s.contains("980 of 1,000"), "{s}");
+        assert!(s.contains("refused 20 (20 x 502)"), "{s}");
+        assert!(s.contains("at most 96"), "{s}");
+        assert!(!s.contains("may be higher"), "{s}");
+        r.failed_samples = 3;
+        assert!(design_sentence(&r).contains("3 samples failed"));
+    }
+
+    #[test]
+    fn an_unknown_peak_is_not_written_as_zero() {
+        let mut r = run("Spillway");
+        r.peak_connections = None;
+        assert!(design_sentence(&r).contains("an unknown number of"));
+        assert_eq!(peak(&r), "no sample");
+    }
+
+    #[test]
+    fn the_checks_follow_the_numbers() {
+        let mut direct = run("Synchronous, direct");
+        direct.refused.insert("502".into(), 5);
+        let mut spillway = run("Spillway");
+        spillway.peak_connections = Some(3);
+        let sc = ScenarioResult {
+            scenario: Scenario::Burst { clients: 1000 },
+            runs: vec![(Kind::Spillway, spillway), (Kind::Direct, direct)],
+        };
+        let mut s = String::new();
+        checks(&mut s, &[sc]);
+        assert!(s.contains("connections: **no**"), "{s}");
+        assert!(s.contains("ran out of connections (a request refused by PostgreSQL, answered 502): yes (5 x 502"), "{s}");
+    }
+}
