@@ -33,11 +33,18 @@ fn bench(c: &mut Criterion) {
         let body = body(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("request_path", n), &body, |b, body| {
-            let mut counter = 0u64;
+            // Deterministic but well spread (splitmix64): the id generator keeps only some of
+            // these bits, so a plain counter gave 100 events duplicate ids.
+            let mut state = 0u64;
             let mut random = || {
-                counter += 1;
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
                 let mut r = [0u8; 10];
-                r[..8].copy_from_slice(&counter.to_le_bytes());
+                r[..8].copy_from_slice(&z.to_le_bytes());
+                r[8..].copy_from_slice(&z.rotate_left(17).to_le_bytes()[..2]);
                 r
             };
             b.iter(|| {
