@@ -6,41 +6,15 @@
 //! estimates criterion writes under `$CARGO_TARGET_DIR/criterion/edge_cost/`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use serde_json::json;
 use spillway_edge::body::Format;
 use spillway_edge::handler::{prepare, Stamp};
 use spillway_edge::log::RequestLog;
 use spillway_shared::{EdgeInfo, Limits};
-
-/// A realistic analytics event of roughly `bytes` bytes of JSON.
-fn event(i: usize, bytes: usize) -> serde_json::Value {
-    let base = json!({
-        "type": "page_view",
-        "timestamp": "2026-11-28T07:59:00.123Z",
-        "data": {
-            "path": format!("/products/{i}"),
-            "referrer": "https://www.example.com/search?q=shoes",
-            "user_agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-            "session": "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10",
-            "viewport": {"w": 1440, "h": 900},
-            "tags": ["a", "b", "c"],
-            "pad": ""
-        }
-    });
-    let pad = bytes.saturating_sub(base.to_string().len());
-    let mut e = base;
-    e["data"]["pad"] = json!("x".repeat(pad));
-    e
-}
+use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 
 fn body(n: usize) -> Vec<u8> {
-    // Sizes cycle through 512, 1024, 1536 and 2048 bytes.
-    let events: Vec<_> = (0..n).map(|i| event(i, 512 * (1 + i % 4))).collect();
-    if n == 1 {
-        serde_json::to_vec(&events[0]).expect("json")
-    } else {
-        serde_json::to_vec(&events).expect("json")
-    }
+    // The generator `cargo xtask bench` sends too (tests/support/src/events.rs).
+    request_body(n, 0, FIXED_TIMESTAMP, &mut || None)
 }
 
 fn bench(c: &mut Criterion) {
@@ -59,13 +33,18 @@ fn bench(c: &mut Criterion) {
         let body = body(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("request_path", n), &body, |b, body| {
-            let mut counter = 0u64;
-            // Distinct bytes per call where UUIDv7 keeps them (all but four bits of the
-            // first byte): the counter fills the last eight.
+            // Deterministic but well spread (splitmix64): the id generator keeps only some of
+            // these bits, so a plain counter gave 100 events duplicate ids.
+            let mut state = 0u64;
             let mut random = || {
-                counter += 1;
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
                 let mut r = [0u8; 10];
-                r[2..].copy_from_slice(&counter.to_be_bytes());
+                r[..8].copy_from_slice(&z.to_le_bytes());
+                r[8..].copy_from_slice(&z.rotate_left(17).to_le_bytes()[..2]);
                 r
             };
             b.iter(|| {

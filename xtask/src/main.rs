@@ -28,7 +28,9 @@ commands:
   fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
 options of dev and up: --sqs moto|localstack (moto), --edge-port N (8787), --sqs-port N (9324),
-  --pg-port N (54329); or SPILLWAY_SQS, SPILLWAY_EDGE_PORT, ... (a flag wins)";
+  --pg-port N (54329); or SPILLWAY_SQS, SPILLWAY_EDGE_PORT, ... (a flag wins)
+options of bench: --sqs moto|localstack (localstack; or SPILLWAY_SQS), --only FIGURES,
+  --burst-clients N,N, --burst-requests N, --wrk-secs N";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

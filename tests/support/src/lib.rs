@@ -8,6 +8,7 @@
 //! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto (and
 //! LocalStack, when chosen) are there.
 
+pub mod events;
 mod pg;
 mod procs;
 mod proxy;

@@ -238,8 +238,14 @@ impl Postgres {
 
     /// Starts the (stopped) cluster again on the same port and waits until it accepts.
     pub fn start_again(&self) -> Result<()> {
+        self.start_with_max_connections(300)
+    }
+
+    /// Starts the stopped cluster again with `max_connections` set to `max` (the test clusters
+    /// use 300; the benchmarks use PostgreSQL's default, 100, stated).
+    pub fn start_with_max_connections(&self, max: u32) -> Result<()> {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections={max} -c fsync=off",
             self.port,
             self.dir.display()
         );

@@ -1,0 +1,292 @@
+//! The load generator's client: plain HTTP/1.1 over tokio, one connection per request
+//! (`Connection: close`), so thousands of clients cost tasks, not threads. The response parser is
+//! pure and tested here.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Where the requests go.
+#[derive(Debug, Clone)]
+pub(super) struct Endpoint {
+    pub(super) addr: SocketAddr,
+    pub(super) path: String,
+    pub(super) key: Option<String>,
+}
+
+impl Endpoint {
+    /// From `http://127.0.0.1:PORT/PATH`; only loopback is accepted (all load stays local).
+    pub(super) fn parse(url: &str, key: Option<&str>) -> Result<Endpoint> {
+        let rest = url
+            .strip_prefix("http://")
+            .with_context(|| format!("{url} is not http://"))?;
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let addr: SocketAddr = host
+            .parse()
+            .with_context(|| format!("{host} is not IP:PORT"))?;
+        if !addr.ip().is_loopback() {
+            bail!("{url}: the benchmark sends load to 127.0.0.1 only");
+        }
+        Ok(Endpoint {
+            addr,
+            path: format!("/{path}"),
+            key: key.map(str::to_owned),
+        })
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Answer {
+    Status(u16),
+    TimedOut,
+    /// Connect, write or read failed, or the answer was not HTTP.
+    Transport(String),
+}
+
+impl Answer {
+    pub(super) fn accepted(&self) -> bool {
+        matches!(self, Answer::Status(s) if (200..300).contains(s))
+    }
+
+    pub(super) fn label(&self) -> String {
+        match self {
+            Answer::Status(s) => s.to_string(),
+            Answer::TimedOut => "timed out".into(),
+            Answer::Transport(k) => format!("transport ({k})"),
+        }
+    }
+}
+
+/// One attempt: its answer and the ids a `2xx` answer names.
+#[derive(Debug, Clone)]
+pub(super) struct Attempt {
+    pub(super) answer: Answer,
+    pub(super) ids: Vec<String>,
+}
+
+/// Sends `body` once and waits at most `timeout` for the whole answer.
+pub(super) async fn post(ep: &Endpoint, body: &[u8], timeout: Duration) -> Attempt {
+    let answer = match tokio::time::timeout(timeout, exchange(ep, body)).await {
+        Err(_) => Err(Answer::TimedOut),
+        Ok(Err(e)) => Err(Answer::Transport(e)),
+        Ok(Ok(raw)) => parse_response(&raw).map_err(|e| Answer::Transport(e.to_string())),
+    };
+    match answer {
+        Ok((status, body)) => {
+            let ids = if (200..300).contains(&status) {
+                serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v["ids"].as_array().map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                    })
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            Attempt {
+                answer: Answer::Status(status),
+                ids,
+            }
+        }
+        Err(answer) => Attempt {
+            answer,
+            ids: Vec::new(),
+        },
+    }
+}
+
+async fn exchange(ep: &Endpoint, body: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut s = TcpStream::connect(ep.addr)
+        .await
+        .map_err(|e| format!("connect: {}", e.kind()))?;
+    let mut head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        ep.path,
+        ep.addr,
+        body.len()
+    );
+    if let Some(k) = &ep.key {
+        head.push_str(&format!("Authorization: Bearer {k}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("write: {}", e.kind()))?;
+    s.write_all(body)
+        .await
+        .map_err(|e| format!("write: {}", e.kind()))?;
+    // Read until the answer is complete: a server may keep the connection open after it.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read: {}", e.kind()))?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if is_complete(&raw) {
+            return Ok(raw);
+        }
+    }
+}
+
+/// Whether `raw` holds a whole response: its headers and the body they announce (by
+/// `Content-Length`, or a chunked body's last chunk). Without either, only the end of the
+/// connection ends it.
+pub(super) fn is_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.contains("transfer-encoding: chunked") {
+        return dechunk(body).is_ok();
+    }
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_some_and(|n| body.len() >= n)
+}
+
+/// Splits a complete HTTP/1.1 response (read to the end of the connection) into its status and
+/// its body, undoing `Transfer-Encoding: chunked`.
+pub(super) fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end]).context("headers are not UTF-8")?;
+    let body = &raw[end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.split_whitespace();
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        bail!("not an HTTP/1 status line: {status_line:.60}");
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no status in {status_line:.60}"))?;
+    let mut chunked = false;
+    let mut length = None;
+    for l in lines {
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim(), v.trim());
+            if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            } else if k.eq_ignore_ascii_case("content-length") {
+                length = Some(v.parse::<usize>().context("Content-Length")?);
+            }
+        }
+    }
+    let body = if chunked {
+        dechunk(body)?
+    } else if let Some(n) = length {
+        if body.len() < n {
+            bail!("body ends after {} of {n} bytes", body.len());
+        }
+        body[..n].to_vec()
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("chunk size line not ended")?;
+        let size_text = std::str::from_utf8(&rest[..eol]).context("chunk size")?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).context("chunk size")?;
+        rest = &rest[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if rest.len() < size + 2 {
+            bail!("chunk of {size} bytes cut short");
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_response_with_content_length() {
+        let raw = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"ids\":[\"a\"]}";
+        let (status, body) = parse_response(raw).expect("parses");
+        assert_eq!(status, 202);
+        assert_eq!(body, b"{\"ids\":[\"a\"]}");
+    }
+
+    #[test]
+    fn undoes_chunked_encoding() {
+        let raw = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
+        let (status, body) = parse_response(raw).expect("parses");
+        assert_eq!(status, 503);
+        assert_eq!(body, b"hello world");
+    }
+
+    #[test]
+    fn a_cut_or_foreign_answer_is_an_error() {
+        assert!(
+            parse_response(b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nshort").is_err()
+        );
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+    }
+
+    #[test]
+    fn only_loopback_endpoints() {
+        let ep = Endpoint::parse("http://127.0.0.1:8787/v1/events", Some("k")).expect("parses");
+        assert_eq!(ep.path, "/v1/events");
+        assert!(Endpoint::parse("http://10.0.0.1:80/v1/events", None).is_err());
+        assert!(Endpoint::parse("https://127.0.0.1:80/", None).is_err());
+    }
+
+    #[test]
+    fn a_response_is_complete_once_its_body_is_there() {
+        assert!(!is_complete(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n"
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nabc"
+        ));
+        assert!(is_complete(
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nabcde"
+        ));
+        assert!(!is_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+        ));
+        assert!(is_complete(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        ));
+        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nno length"));
+    }
+
+    #[test]
+    fn only_2xx_is_accepted() {
+        assert!(Answer::Status(202).accepted());
+        assert!(!Answer::Status(503).accepted());
+        assert!(!Answer::TimedOut.accepted());
+    }
+}

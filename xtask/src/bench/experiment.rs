@@ -1,0 +1,106 @@
+//! Figure 6's schedule: every scenario against the three designs in turn, on the one PostgreSQL
+//! of the `Stack` restarted with `max_connections` = 100, each run from a clean start (queue
+//! purged, table truncated, the synchronous handler and PgBouncer started afresh, so that every
+//! run starts cold).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use spillway_support::Stack;
+
+use super::burst::{run, RunResult, Scenario};
+use super::designs::{create_app_role, spillway_endpoint, Kind, Synchronous};
+use super::sqs::purge;
+use super::{Opts, BURST_MAX_CONNECTIONS};
+use crate::step::note;
+
+/// One scenario's runs, one per design in [`Kind::ALL`] order.
+#[derive(Debug, Clone)]
+pub(super) struct ScenarioResult {
+    pub(super) scenario: Scenario,
+    pub(super) runs: Vec<(Kind, RunResult)>,
+}
+
+impl ScenarioResult {
+    pub(super) fn get(&self, kind: Kind) -> Option<&RunResult> {
+        self.runs.iter().find(|(k, _)| *k == kind).map(|(_, r)| r)
+    }
+}
+
+pub(super) fn scenarios(opts: &Opts) -> Vec<Scenario> {
+    let mut v: Vec<Scenario> = opts
+        .burst_clients
+        .iter()
+        .map(|&clients| Scenario::Burst { clients })
+        .collect();
+    if opts.steady_secs > 0 {
+        let s = opts.steady_secs;
+        for retry in [false, true] {
+            v.push(Scenario::Steady {
+                rate: opts.steady_rate,
+                secs: s,
+                down: (s / 3, s - s / 3),
+                retry,
+            });
+        }
+    }
+    v
+}
+
+pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioResult>> {
+    stack.stop_poller();
+    stack.pg.stop()?;
+    stack
+        .pg
+        .start_with_max_connections(BURST_MAX_CONNECTIONS)
+        .context("restarting PostgreSQL with max_connections = 100")?;
+    create_app_role(&stack.pg)?;
+    let dir = stack.config.dir.join("experiment");
+    std::fs::create_dir_all(&dir)?;
+    let mut out = Vec::new();
+    for scenario in scenarios(opts) {
+        let mut runs = Vec::new();
+        for kind in Kind::ALL {
+            stack.stop_poller();
+            purge(stack)?;
+            stack.pg.psql("truncate events")?;
+            let r = match kind {
+                Kind::Spillway => {
+                    stack.start_poller()?;
+                    let ep = spillway_endpoint(stack)?;
+                    let (sqs, main, dlq) = (
+                        stack.sqs.clone(),
+                        stack.env.sqs_queue_url.clone(),
+                        stack.env.sqs_dlq_url.clone(),
+                    );
+                    let depth = move || sqs.depth(&main).map(|(v, f)| v + f).ok();
+                    let sqs2 = stack.sqs.clone();
+                    let dlq_depth = move || sqs2.depth(&dlq).map(|(v, f)| v + f).ok();
+                    let r = run(
+                        kind.name(),
+                        &ep,
+                        scenario,
+                        &stack.pg,
+                        Some(&depth),
+                        Some(&dlq_depth),
+                    );
+                    if let Some(status) = stack.stop_poller() {
+                        note(&format!("poller stopped ({status})"));
+                    }
+                    r?
+                }
+                Kind::Direct | Kind::Pooled => {
+                    let sync = Synchronous::start(kind, &stack.pg, &dir)?;
+                    let r = run(kind.name(), &sync.endpoint, scenario, &stack.pg, None, None);
+                    sync.stop();
+                    r?
+                }
+            };
+            runs.push((kind, r));
+            // Let the sockets of the last run close before the next starts.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        out.push(ScenarioResult { scenario, runs });
+    }
+    Ok(out)
+}

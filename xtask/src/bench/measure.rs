@@ -1,0 +1,79 @@
+//! The machine a run is measured on, and the percentile helper every timed figure uses.
+
+use std::fs;
+use std::process::Command;
+
+use crate::step::{output, root};
+
+// ---------------------------------------------------------------------------------------------
+// The machine
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct Machine {
+    pub(super) nproc: usize,
+    pub(super) cpu: String,
+    pub(super) ram_gib: f64,
+    pub(super) kernel: String,
+    pub(super) load: String,
+    pub(super) date: String,
+    pub(super) commit: String,
+}
+
+impl Machine {
+    pub(super) fn read() -> Machine {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let ram_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let dirty = output(Command::new("git").current_dir(root()).args([
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ]))
+        .is_some_and(|s| !s.is_empty());
+        let commit =
+            output(
+                Command::new("git")
+                    .current_dir(root())
+                    .args(["rev-parse", "--short", "HEAD"]),
+            )
+            .unwrap_or_default();
+        Machine {
+            nproc: output(&mut Command::new("nproc"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            cpu,
+            ram_gib: ram_kib / 1024.0 / 1024.0,
+            kernel: output(Command::new("uname").args(["-sr"])).unwrap_or_default(),
+            load: fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            date: output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+                .unwrap_or_default(),
+            commit: if dirty {
+                format!("{commit} + uncommitted changes")
+            } else {
+                commit
+            },
+        }
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, as /proc/loadavg prints them.
+pub(super) fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,318 @@
+//! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run and
+//! written back into `BENCHMARKS.md` (and figure 6's plots into `benches/results/`, only then).
+//!
+//! The machine these run on is shared and noisy, so every figure is a ratio against a reference
+//! measured in the same run: the edge against plain `serde_json`, the worker against a hello
+//! world, the edge's POSTs against its own `/healthz`, SQS requests against payload bytes, the
+//! consumer's write against `COPY`, and Spillway against two synchronous designs (direct, and
+//! through PgBouncer) in bursts and through a PostgreSQL outage.
+//! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
+//!
+//! Options: `--only edge,wasm,sqs,db,workerd,burst` (a subset, for development; the Markdown is
+//! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
+//! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
+//! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
+
+mod burst;
+mod client;
+mod db;
+mod designs;
+mod edge;
+mod events;
+mod experiment;
+mod findings;
+mod measure;
+mod plot;
+mod report;
+mod sqs;
+mod wasm;
+mod workerd;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use spillway_support::{SqsKind, Stack, StackConfig};
+
+use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
+use crate::step::{note, root, run, step};
+use crate::test::wasm_build;
+use db::{db_write, DbWrite};
+use designs::ensure_pgbouncer;
+use edge::{edge_cost, EdgeCost};
+use experiment::{experiment, ScenarioResult};
+use measure::Machine;
+use plot::scenario_svg;
+use report::markdown;
+use sqs::{sqs_costs, sqs_rate, SqsCost, SqsRate};
+use wasm::{wasm_sizes, WasmSize};
+use workerd::{ensure_wrk, workerd, WrkRun};
+
+/// SQS bills each started 64 KiB of a request's payload as one request.
+const SQS_BILLING_CHUNK: usize = 64 * 1024;
+/// The consumer's default `BATCH_SIZE` (messages per invocation, one `ReceiveMessage`).
+const CONSUMER_BATCH_SIZE: usize = 10;
+/// PostgreSQL's default `max_connections`, set explicitly for the burst.
+const BURST_MAX_CONNECTIONS: u32 = 100;
+/// Events per request in the burst.
+const BURST_EVENTS_PER_REQUEST: usize = 10;
+
+#[derive(Debug, Clone)]
+struct Opts {
+    only: Option<Vec<String>>,
+    burst_clients: Vec<usize>,
+    /// Length of the steady scenarios (0 skips them) and their requests per second.
+    steady_secs: u32,
+    steady_rate: u32,
+    wrk_secs: u32,
+    /// The local SQS behind the pipeline: LocalStack unless `--sqs`/`SPILLWAY_SQS` says moto.
+    sqs: SqsKind,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts> {
+        let mut o = Opts {
+            only: None,
+            burst_clients: vec![200, 1000, 3000],
+            steady_secs: 60,
+            steady_rate: 100,
+            wrk_secs: 8,
+            sqs: SqsKind::LocalStack,
+        };
+        if let Ok(v) = std::env::var("SPILLWAY_SQS") {
+            o.sqs = v.parse().context("SPILLWAY_SQS")?;
+        }
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            let number = || -> Result<usize> {
+                value
+                    .parse()
+                    .with_context(|| format!("{flag} takes a number"))
+            };
+            match flag.as_str() {
+                "--only" => o.only = Some(value.split(',').map(str::to_owned).collect()),
+                "--burst-clients" => {
+                    o.burst_clients = value
+                        .split(',')
+                        .map(|v| v.parse::<usize>().map(|n| n.max(1)))
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("{flag} takes numbers separated by commas"))?
+                }
+                "--steady-secs" => o.steady_secs = u32::try_from(number()?)?,
+                "--steady-rate" => o.steady_rate = u32::try_from(number()?.max(1))?,
+                "--wrk-secs" => o.wrk_secs = u32::try_from(number()?.max(1))?,
+                "--sqs" => o.sqs = value.parse().context("--sqs")?,
+                other => bail!(
+                    "unknown option {other} (known: --only, --sqs, --burst-clients, --steady-secs, --steady-rate, --wrk-secs)"
+                ),
+            }
+        }
+        Ok(o)
+    }
+
+    fn wants(&self, what: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|x| x == what))
+    }
+}
+
+/// What is measured; `None` for parts not run.
+#[derive(Debug, Default)]
+struct Results {
+    machine: Machine,
+    edge: Option<EdgeCost>,
+    wasm: Option<WasmSize>,
+    sqs: Option<Vec<SqsCost>>,
+    db: Option<DbWrite>,
+    workerd: Option<Vec<WrkRun>>,
+    /// Figure 6: per scenario, the three designs.
+    experiment: Vec<ScenarioResult>,
+    /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
+    sqs_server: Option<SqsKind>,
+    sqs_rate: Option<SqsRate>,
+    /// Load average sampled at the end of the run (the start is in `machine`).
+    load_end: String,
+    seconds: f64,
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let opts = Opts::parse(args)?;
+    let started = Instant::now();
+    let tools = ensure_all()?;
+    step("wrk (Debian package)", ensure_wrk)?;
+    // Tool variables for everything started below (wrangler, moto, PostgreSQL).
+    let mut probe = Command::new("true");
+    tools.apply(&mut probe);
+    for (k, v) in probe.get_envs() {
+        if let Some(v) = v {
+            std::env::set_var(k, v);
+        }
+    }
+    let run_dir = target_dir().join("bench-run");
+    fs::create_dir_all(&run_dir)?;
+    std::env::set_var("SPILLWAY_RUN_DIR", &run_dir);
+    let result = measure(&opts, &tools, started);
+    let left = spillway_support::sweep(&run_dir, Duration::from_secs(5));
+    if left > 0 {
+        note(&format!("stopped {left} service(s) left behind"));
+    }
+    let results = result?;
+    // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
+    // partial run writes its plots beside its partial Markdown.
+    let out = if opts.only.is_none() {
+        root().join("benches/results")
+    } else {
+        target_dir().join("bench-partial")
+    };
+    fs::create_dir_all(&out)?;
+    if opts.only.is_none() {
+        // Plots of an earlier layout would otherwise stay linked from nowhere.
+        for old in fs::read_dir(&out)?.flatten() {
+            if old.path().extension().is_some_and(|e| e == "svg") {
+                fs::remove_file(old.path())?;
+            }
+        }
+    }
+    for sc in &results.experiment {
+        let path = out.join(format!("{}.svg", sc.scenario.key()));
+        fs::write(&path, scenario_svg(sc))?;
+        note(&format!("plot: {}", path.display()));
+    }
+    let md = markdown(&results, &opts);
+    if opts.only.is_none() {
+        fs::write(root().join("BENCHMARKS.md"), &md)?;
+        println!("\nwrote BENCHMARKS.md ({:.0} s in all)", results.seconds);
+    } else {
+        let partial = out.join("BENCHMARKS.partial.md");
+        fs::write(&partial, &md)?;
+        println!(
+            "\n--only given: wrote {} (and its plots beside it) instead of BENCHMARKS.md",
+            partial.display()
+        );
+    }
+    Ok(())
+}
+
+fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
+    let mut r = Results {
+        machine: Machine::read(),
+        ..Results::default()
+    };
+    note(&format!(
+        "machine: {} cores, {}, {:.1} GiB RAM, load {}",
+        r.machine.nproc, r.machine.cpu, r.machine.ram_gib, r.machine.load
+    ));
+    if opts.wants("wasm") || opts.wants("workerd") || opts.wants("burst") {
+        step("build the worker (wasm)", || wasm_build(tools))?;
+    }
+    if opts.wants("wasm") {
+        step("build the hello-world worker (wasm)", || {
+            let mut c = Command::new("worker-build");
+            c.current_dir(root())
+                .args(["--release", "benches/hello-worker"]);
+            tools.apply(&mut c);
+            run(&mut c)
+        })?;
+        r.wasm = Some(step("figure 2: gzipped wasm sizes", wasm_sizes)?);
+    }
+    if opts.wants("sqs") {
+        r.sqs = Some(step("figure 4: SQS requests per million events", || {
+            sqs_costs()
+        })?);
+    }
+    if opts.wants("edge") {
+        r.edge = Some(step("figure 1: edge cost per event (criterion)", || {
+            edge_cost(tools)
+        })?);
+    }
+    if opts.wants("db") {
+        r.db = Some(step("figure 5: bulk write vs COPY", || db_write(tools))?);
+    }
+    if (opts.wants("workerd") || opts.wants("burst")) && opts.sqs == SqsKind::LocalStack {
+        ensure_localstack()?;
+    }
+    if opts.wants("workerd") || opts.wants("burst") {
+        step(
+            "build the consumer, the poller and the baseline server",
+            || {
+                run(&mut cargo(
+                    tools,
+                    &[
+                        "build",
+                        "--quiet",
+                        "-p",
+                        "spillway-consumer",
+                        "--bins",
+                        "-p",
+                        "spillway-baseline",
+                    ],
+                ))
+            },
+        )?;
+        let mut stack = step("start the pipeline (Stack)", || {
+            let mut cfg = StackConfig::ephemeral("bench")?;
+            cfg.sqs = opts.sqs;
+            Stack::start(cfg, &mut |line| note(line))
+        })?;
+        if opts.wants("workerd") {
+            r.workerd = Some(step("figure 3: edge under workerd (wrk)", || {
+                workerd(&mut stack, opts)
+            })?);
+        }
+        r.sqs_server = Some(opts.sqs);
+        r.sqs_rate = Some(step("the local SQS's SendMessageBatch rate", || {
+            sqs_rate(&stack)
+        })?);
+        if opts.wants("burst") {
+            step("pgbouncer (Debian package)", ensure_pgbouncer)?;
+            raise_open_files(opts)?;
+            r.experiment = step(
+                "figure 6: the three designs under bursts and an outage",
+                || experiment(&mut stack, opts),
+            )?;
+        }
+    }
+    r.load_end = measure::load_average();
+    r.seconds = started.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// The clients of the largest burst are sockets of this process: the soft open-files limit must
+/// hold them (and the servers' ends, which inherit it), or the rig, not a design, would fail.
+fn raise_open_files(opts: &Opts) -> Result<()> {
+    let need = opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024;
+    let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok())
+        .context("no `Max open files` in /proc/self/limits")?;
+    note(&format!(
+        "open files: soft limit {soft}, this run needs about {need}"
+    ));
+    if soft < need {
+        bail!(
+            "the open-files limit is {soft}; raise it for this run, e.g. `ulimit -n {need}`, \
+             then run again"
+        );
+    }
+    Ok(())
+}
+
+fn cargo(tools: &Tools, args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).args(args);
+    tools.apply(&mut c);
+    c
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}

@@ -1,0 +1,242 @@
+//! Figure 4: SQS requests billed per million events (computed by the real packer), and
+//! emptying the local SQS between timed runs.
+
+use std::io::Write as _;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+use spillway_shared::{EdgeInfo, Event, Limits};
+use spillway_support::{SqsKind, Stack};
+
+use super::events::{event, size_of_event, FIXED_TIMESTAMP};
+use super::{CONSUMER_BATCH_SIZE, SQS_BILLING_CHUNK};
+use crate::step::note;
+
+// ---------------------------------------------------------------------------------------------
+// Figure 4: SQS requests per million events
+
+#[derive(Debug, Clone)]
+pub(super) struct SqsCost {
+    pub(super) events_per_request: usize,
+    /// Billed SendMessageBatch requests per million events, from the packer's output.
+    pub(super) send_billed: f64,
+    /// Client event bytes per million events / 64 KiB.
+    pub(super) floor: f64,
+    /// Average SQS messages per request and message body bytes.
+    pub(super) messages_per_request: f64,
+    pub(super) message_bytes: f64,
+    /// Billed ReceiveMessage + DeleteMessageBatch requests per million events.
+    pub(super) receive_billed: f64,
+    pub(super) delete_billed: f64,
+}
+
+pub(super) fn chunks(bytes: usize) -> usize {
+    bytes.div_ceil(SQS_BILLING_CHUNK).max(1)
+}
+
+/// Fails when the packer refuses the sample: a packing failure must not read as zero sends.
+pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
+    let limits = Limits::default();
+    let received = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(1_795_852_800_000)
+        .context("the sample's receive time")?;
+    // Enough events that every request size sees the whole 512..2048 size cycle many times.
+    const SAMPLE: usize = 2_000;
+    let mut out = Vec::new();
+    for n in [1usize, 10, 100] {
+        let mut client_bytes = 0usize;
+        let mut send_billed = 0usize;
+        let mut messages = Vec::new();
+        let mut i = 0usize;
+        while i < SAMPLE {
+            let events = (i..i + n)
+                .map(|k| -> Result<Event> {
+                    let raw = event(k, size_of_event(k), FIXED_TIMESTAMP, None);
+                    client_bytes += raw.to_string().len();
+                    let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
+                        .map_err(|e| anyhow!("event {k}'s data: {e:?}"))?;
+                    Ok(Event {
+                        id: uuid::Uuid::from_u128(
+                            0x0192_f0c1_7a44_7cc3_9e2b_0000_0000_0000 + k as u128,
+                        ),
+                        event_type: "page_view".into(),
+                        occurred_at: Some(received),
+                        received_at: received,
+                        key_id: "web".into(),
+                        edge: Some(EdgeInfo {
+                            colo: Some("FRA".into()),
+                            country: Some("DE".into()),
+                        }),
+                        source: Default::default(),
+                        data,
+                    })
+                })
+                .collect::<Result<Vec<Event>>>()?;
+            let batches = spillway_shared::pack::pack(&events, &limits)
+                .map_err(|e| anyhow!("the packer refused {n}-event request {}: {e:?}", i / n))?;
+            for b in &batches {
+                send_billed += chunks(b.body_bytes());
+                messages.extend(b.entries.iter().map(|e| e.body.len()));
+            }
+            i += n;
+        }
+        let per_million = 1_000_000.0 / i as f64;
+        // The consumer receives BATCH_SIZE messages per ReceiveMessage (billed by the 64 KiB
+        // chunks of the bodies it returns) and deletes them with one DeleteMessageBatch.
+        let mut receive_billed = 0usize;
+        let mut delete_billed = 0usize;
+        for group in messages.chunks(CONSUMER_BATCH_SIZE) {
+            receive_billed += chunks(group.iter().sum());
+            delete_billed += 1;
+        }
+        let requests = i / n;
+        let c = SqsCost {
+            events_per_request: n,
+            send_billed: send_billed as f64 * per_million,
+            floor: client_bytes as f64 / SQS_BILLING_CHUNK as f64 * per_million,
+            messages_per_request: messages.len() as f64 / requests as f64,
+            message_bytes: messages.iter().sum::<usize>() as f64 / messages.len() as f64,
+            receive_billed: receive_billed as f64 * per_million,
+            delete_billed: delete_billed as f64 * per_million,
+        };
+        note(&format!(
+            "{n:>3} events/request: {:.0} billed sends per million events, floor {:.0}, x{:.1}; receive {:.0} + delete {:.0}",
+            c.send_billed,
+            c.floor,
+            c.send_billed / c.floor,
+            c.receive_billed,
+            c.delete_billed
+        ));
+        out.push(c);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The local SQS's own speed, measured in the run
+
+/// `SendMessageBatch` calls of 10 messages of 1 KiB from one client, timed.
+#[derive(Debug, Clone)]
+pub(super) struct SqsRate {
+    pub(super) calls: usize,
+    pub(super) messages_per_s: f64,
+}
+
+/// Times [`SqsRate::calls`] batches into a scratch queue of their own (so that nothing the
+/// pipeline's poller could receive is left behind), then deletes it.
+pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
+    const CALLS: usize = 50;
+    let url = stack
+        .sqs
+        .create_queue(&format!("{}-rate", stack.config.queue_name), &[])?;
+    let body = "x".repeat(1024);
+    let entries: Vec<_> = (0..10)
+        .map(|i| json!({"Id": i.to_string(), "MessageBody": body}))
+        .collect();
+    let request = json!({"QueueUrl": url, "Entries": entries});
+    let start = std::time::Instant::now();
+    let mut result = Ok(());
+    for _ in 0..CALLS {
+        match stack.sqs.call("SendMessageBatch", &request) {
+            Ok(answer) if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) => {
+                result = Err(anyhow!("SendMessageBatch failed entries: {answer}"));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stack
+        .sqs
+        .call("DeleteQueue", &json!({ "QueueUrl": url }))
+        .context("deleting the scratch queue")?;
+    result?;
+    let r = SqsRate {
+        calls: CALLS,
+        messages_per_s: (CALLS * 10) as f64 / secs,
+    };
+    note(&format!(
+        "{} SendMessageBatch calls of 10 x 1 KiB in {secs:.2} s: {:.0} messages/s ({})",
+        r.calls, r.messages_per_s, stack.config.sqs
+    ));
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emptying the local SQS between runs
+
+/// Empties the local SQS between runs, so each starts on an empty queue (moto slows down as a
+/// queue grows), on either local server. Call it with the poller stopped. Checks that the main
+/// queue and the DLQ are empty afterwards.
+pub(super) fn purge(stack: &Stack) -> Result<()> {
+    match stack.config.sqs {
+        SqsKind::Moto => reset_moto(stack)?,
+        // LocalStack allows `PurgeQueue` again at once (moto and real SQS only once a minute).
+        SqsKind::LocalStack => {
+            for url in [&stack.env.sqs_queue_url, &stack.env.sqs_dlq_url] {
+                stack
+                    .sqs
+                    .call("PurgeQueue", &json!({ "QueueUrl": url }))
+                    .with_context(|| format!("PurgeQueue {url}"))?;
+            }
+        }
+    }
+    for url in [&stack.env.sqs_queue_url, &stack.env.sqs_dlq_url] {
+        let (visible, in_flight) = stack.sqs.depth(url)?;
+        if visible + in_flight != 0 {
+            bail!("{url} still holds {visible} visible and {in_flight} in-flight messages after the purge");
+        }
+    }
+    Ok(())
+}
+
+/// moto's `PurgeQueue` is allowed once a minute, so instead its state is reset and the two
+/// queues are made again with the same names, hence the same URLs the edge and poller use.
+fn reset_moto(stack: &Stack) -> Result<()> {
+    use std::io::Read as _;
+    let port = stack
+        .env
+        .sqs_endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .context("no port in the SQS endpoint")?;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "POST /moto-api/reset HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.1 200") && !answer.starts_with("HTTP/1.0 200") {
+        bail!("moto reset failed: {answer:.200}");
+    }
+    let cfg = &stack.config;
+    let dlq_url = stack
+        .sqs
+        .create_queue(&format!("{}-dlq", cfg.queue_name), &[])?;
+    let dlq_arn = stack
+        .sqs
+        .attributes(&dlq_url)?
+        .remove("QueueArn")
+        .context("DLQ has no QueueArn")?;
+    let redrive = json!({
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": cfg.max_receive_count.to_string(),
+    })
+    .to_string();
+    let url = stack.sqs.create_queue(
+        &cfg.queue_name,
+        &[
+            ("RedrivePolicy", redrive),
+            ("VisibilityTimeout", cfg.visibility_timeout_secs.to_string()),
+        ],
+    )?;
+    if url != stack.env.sqs_queue_url || dlq_url != stack.env.sqs_dlq_url {
+        bail!("queues came back with other URLs: {url}, {dlq_url}");
+    }
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Figure 2: the gzipped size of the release worker against a hello world.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::step::{note, root};
+
+// ---------------------------------------------------------------------------------------------
+// Figure 2: wasm size
+
+#[derive(Debug, Clone)]
+pub(super) struct WasmSize {
+    pub(super) edge_raw: u64,
+    pub(super) edge_gz: u64,
+    pub(super) hello_raw: u64,
+    pub(super) hello_gz: u64,
+}
+
+pub(super) fn gzip9(path: &Path) -> Result<u64> {
+    let out = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .output()
+        .context("running gzip")?;
+    if !out.status.success() {
+        bail!("gzip -9 {} failed", path.display());
+    }
+    Ok(out.stdout.len() as u64)
+}
+
+pub(super) fn wasm_sizes() -> Result<WasmSize> {
+    let edge = root().join("edge/build/index_bg.wasm");
+    let hello = root().join("benches/hello-worker/build/index_bg.wasm");
+    let w = WasmSize {
+        edge_raw: fs::metadata(&edge)?.len(),
+        edge_gz: gzip9(&edge)?,
+        hello_raw: fs::metadata(&hello)?.len(),
+        hello_gz: gzip9(&hello)?,
+    };
+    note(&format!(
+        "edge {} B ({} B gzip -9), hello world {} B ({} B gzip -9), x{:.2}",
+        w.edge_raw,
+        w.edge_gz,
+        w.hello_raw,
+        w.hello_gz,
+        w.edge_gz as f64 / w.hello_gz as f64
+    ));
+    Ok(w)
+}
