@@ -8,7 +8,6 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spillway_edge::body::Format;
 use spillway_edge::handler::{prepare, Stamp};
-use spillway_edge::log::RequestLog;
 use spillway_shared::{EdgeInfo, Limits};
 use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 
@@ -48,8 +47,7 @@ fn bench(c: &mut Criterion) {
                 r
             };
             b.iter(|| {
-                let mut log = RequestLog::default();
-                let prepared = prepare(body, Format::Json, &limits, &stamp, &mut random, &mut log)
+                let prepared = prepare(body, Format::Json, &limits, &stamp, &mut random)
                     .expect("valid request");
                 assert_eq!(prepared.ids.len(), n);
                 prepared

@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
 use crate::gate::UnreadableHeaders;
 use crate::handler::{handle, misconfigured, Deps};
-use crate::ports::{BodyError, BodySource, RateLimit, RateLimitError, Runtime};
+use crate::ports::{BodySource, RateLimit, RateLimitError, Runtime};
 use crate::sqs::SqsSender;
 
 /// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
@@ -84,24 +84,31 @@ impl RateLimit for Limiter {
     }
 }
 
-/// The request body, streamed and dropped as soon as it passes the cap.
-struct WorkerBody(worker::Request);
+/// The request body, streamed: [`crate::ports::read_capped`] drops it as soon as it passes
+/// the cap.
+struct WorkerBody {
+    stream: Option<worker::ByteStream>,
+}
+
+impl WorkerBody {
+    fn new(mut req: worker::Request) -> Self {
+        // No stream: no body at all.
+        Self {
+            stream: req.stream().ok(),
+        }
+    }
+}
 
 impl BodySource for WorkerBody {
-    async fn read_capped(mut self, cap: usize) -> Result<Vec<u8>, BodyError> {
-        let Ok(mut stream) = self.0.stream() else {
-            return Ok(Vec::new()); // no body at all
-        };
-        let mut out = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| BodyError::Read(e.to_string()))?;
-            if out.len() + chunk.len() > cap {
-                drain(&mut stream).await;
-                return Err(BodyError::TooLarge(cap));
-            }
-            out.extend_from_slice(&chunk);
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        let chunk = self.stream.as_mut()?.next().await?;
+        Some(chunk.map_err(|e| e.to_string()))
+    }
+
+    async fn abandon(&mut self) {
+        if let Some(stream) = self.stream.as_mut() {
+            drain(stream).await;
         }
-        Ok(out)
     }
 }
 
@@ -160,7 +167,7 @@ fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
     }
     let edge = edge_info(&req);
     let mut request = builder
-        .body(WorkerBody(req))
+        .body(WorkerBody::new(req))
         .map_err(|e| worker::Error::RustError(e.to_string()))?;
     request.extensions_mut().insert(edge);
     request.extensions_mut().insert(unreadable);
@@ -188,15 +195,6 @@ fn to_worker(response: http::Response<String>) -> worker::Result<worker::Respons
 
 #[event(fetch)]
 async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<worker::Response> {
-    // Test hook, off unless SPILLWAY_PANIC_ROUTE is "enabled": proves that a panic answers a
-    // JSON 500 (edge/entry.mjs) and that the next request is served (tests/e2e). Never set it
-    // in production.
-    let panic_route = env
-        .var("SPILLWAY_PANIC_ROUTE")
-        .is_ok_and(|v| v.to_string() == "enabled");
-    if panic_route && req.path() == "/__spillway/panic" {
-        panic!("deliberate panic at /__spillway/panic (SPILLWAY_PANIC_ROUTE=enabled)");
-    }
     let rt = WorkerRuntime;
     let app = app(&env);
     let request = to_http(req)?;

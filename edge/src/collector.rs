@@ -15,16 +15,15 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use spillway_shared::collector::{self, posthog, segment, BodyProblem};
-use spillway_shared::{pack, EdgeInfo, IdSource, Limits, Source};
+use spillway_shared::{pack, IdSource, Limits, Source};
 
 use crate::body::{encoding_of, format_of, gunzip_capped, Encoding};
 use crate::error::EdgeError;
-use crate::gate::{
-    authenticate, check_read_headers, idempotency_key, presented_key, UnreadableHeaders,
-};
-use crate::handler::{deliver, header, Deps};
+use crate::gate::{authenticate, presented_key};
+use crate::handler::{deliver, edge_info, header, random_ten, rate_limit, Deps};
+use crate::head::{head, read_body};
 use crate::log::RequestLog;
-use crate::ports::{BodyError, BodySource, QueueSender, RateLimit, Runtime};
+use crate::ports::{BodySource, QueueSender, RateLimit, Runtime};
 
 /// A collector protocol and, for Segment, which call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,51 +255,18 @@ where
 {
     let config = deps.config;
     let limits = &config.limits;
-    let headers = &parts.headers;
-    let query = parts.uri.query();
-    check_read_headers(headers, parts.extensions.get::<UnreadableHeaders>())?;
-
     // A key in the head is checked before the body is read, so a wrong key costs no body.
-    let head = head_keys(headers, query, collector);
-    if head.len() > 1 {
-        return Err(EdgeError::ConflictingKeys);
+    let head = head(parts, config, Some(collector))?;
+    if let Some(id) = head.key_id() {
+        rate_limit(deps, id, log).await?;
     }
-    let mut key_id = match head.first() {
-        Some(k) => {
-            let id = authenticate(&config.ingest_keys, Some(k))?;
-            rate_limit(deps, id, log).await?;
-            Some(id)
-        }
-        None => None,
-    };
-
-    let declared =
-        header(headers, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
-        return Err(EdgeError::BodyTooLarge {
-            limit: limits.max_body_bytes,
-        });
-    }
-    let idempotency = idempotency_key(headers)?;
-    let raw = body
-        .read_capped(limits.max_body_bytes)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge(limit) => EdgeError::BodyTooLarge { limit },
-            BodyError::Read(why) => EdgeError::BodyRead(why),
-        })?;
+    let raw = read_body(body, &head, limits.max_body_bytes).await?;
     log.bytes = raw.len();
-    if let Some(len) = declared.filter(|&len| len != raw.len() as u64) {
-        return Err(EdgeError::BodyRead(format!(
-            "the body has {} bytes but Content-Length says {len}",
-            raw.len()
-        )));
-    }
     let decoded = decode_body(
         raw,
-        header(headers, http::header::CONTENT_TYPE),
-        header(headers, http::header::CONTENT_ENCODING),
-        query,
+        head.content_type,
+        head.content_encoding,
+        head.query,
         collector,
         limits,
     )?;
@@ -310,14 +276,14 @@ where
     let batch = parse(&decoded, collector, limits, received_at)?;
     log.events = batch.messages.len();
 
-    let key_id = match (key_id.take(), batch.key.as_deref()) {
-        (Some(id), Some(body_key)) => {
-            if head.first().map(String::as_str) != Some(body_key) {
+    let key_id = match (&head.key, batch.key.as_deref()) {
+        (Some((head_key, id)), Some(body_key)) => {
+            if head_key != body_key {
                 return Err(EdgeError::ConflictingKeys);
             }
-            id
+            *id
         }
-        (Some(id), None) => id,
+        (Some((_, id)), None) => *id,
         (None, body_key) => {
             let id = authenticate(&config.ingest_keys, body_key)?;
             rate_limit(deps, id, log).await?;
@@ -326,57 +292,30 @@ where
     };
     log.key_id = Some(key_id.to_owned());
 
-    let fallback = match idempotency {
+    let fallback = match head.idempotency_key {
         Some(idempotency_key) => IdSource::Idempotency {
             key_id,
             idempotency_key,
         },
         None => IdSource::Generated { unix_ms: now_ms },
     };
-    let mut random = || {
-        let b = deps.rt.random_bytes();
-        let mut ten = [0u8; 10];
-        ten.copy_from_slice(&b[..10]);
-        ten
-    };
+    let mut random = || random_ten(deps.rt);
     let source = collector.source();
     let ids = collector::assign_ids(&batch.messages, source, key_id, &fallback, &mut random);
-    let edge = parts
-        .extensions
-        .get::<EdgeInfo>()
-        .filter(|e| e.colo.is_some() || e.country.is_some())
-        .cloned();
-    let events = collector::into_events(batch.messages, &ids, source, received_at, key_id, edge);
+    let events = collector::into_events(
+        batch.messages,
+        &ids,
+        source,
+        received_at,
+        key_id,
+        edge_info(parts),
+    );
     let batches = pack(&events, limits).map_err(EdgeError::Pack)?;
     drop(events);
     drop(decoded);
     deliver(deps, batches, ids, key_id, log)
         .await
         .map(|ids| ids.len())
-}
-
-async fn rate_limit<Q, L, R>(
-    deps: &Deps<'_, Q, L, R>,
-    key_id: &str,
-    log: &mut RequestLog,
-) -> Result<(), EdgeError>
-where
-    L: RateLimit,
-{
-    log.key_id = Some(key_id.to_owned());
-    if let Some(limiter) = deps.limiter {
-        match limiter.allow(key_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(EdgeError::RateLimited {
-                    retry_after_secs: deps.config.rate_limit_period_secs,
-                })
-            }
-            // Fail open, as on /v1/events.
-            Err(e) => log.note = Some(e.to_string()),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -166,6 +166,10 @@ pub struct Config {
     /// `Retry-After` of a `429` (`RATE_LIMIT_PERIOD_SECS`, default 60): the period of the
     /// rate-limiting binding, after which a key's budget is refilled.
     pub rate_limit_period_secs: u32,
+    /// `SPILLWAY_PANIC_ROUTE=enabled` turns on a test hook: a request to `/__spillway/panic`
+    /// panics, so the tests prove a panic still answers a JSON `500` and the next request is
+    /// served. Off unless exactly `enabled`; never set it in production.
+    pub panic_route: bool,
 }
 
 /// The numeric settings, before validation across them. Defaults are those of [`Limits`] and
@@ -398,6 +402,8 @@ impl Config {
             rate_limit_period_secs,
         } = tuning;
 
+        let panic_route = get("SPILLWAY_PANIC_ROUTE").as_deref() == Some("enabled");
+
         if let Err(e) = limits.validate() {
             problems.push(ConfigProblem::Limits(e));
         }
@@ -424,6 +430,7 @@ impl Config {
                     retry,
                     retry_after_secs,
                     rate_limit_period_secs,
+                    panic_route,
                 })
             }
             _ => Err(ConfigError(problems)),

@@ -17,6 +17,8 @@ pub enum Route {
     Health,
     /// CORS preflight on a known path.
     Preflight,
+    /// The test hook: the handler panics, to prove a panic still answers a JSON `500`.
+    Panic,
 }
 
 /// The path as the log line names it: a known route, or `(unknown)`. A mistyped path can hold
@@ -67,8 +69,13 @@ pub fn check_read_headers(
 const INGEST_ALLOW: &str = "POST, OPTIONS";
 const HEALTH_ALLOW: &str = "GET, HEAD, OPTIONS";
 
-pub fn route(method: &Method, path: &str) -> Result<Route, EdgeError> {
+/// The path of the test hook that panics (see [`crate::config::Config::panic_route`]).
+pub const PANIC_PATH: &str = "/__spillway/panic";
+
+/// What a request is for. `panic_route` turns on the test hook at [`PANIC_PATH`].
+pub fn route(method: &Method, path: &str, panic_route: bool) -> Result<Route, EdgeError> {
     let (allow, route) = match path {
+        PANIC_PATH if panic_route => return Ok(Route::Panic),
         "/v1/events" => (
             INGEST_ALLOW,
             (method == Method::POST).then_some(Route::Ingest),
@@ -226,27 +233,39 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(route(&Method::POST, "/v1/events"), Ok(Route::Ingest));
-        assert_eq!(route(&Method::GET, "/healthz"), Ok(Route::Health));
-        assert_eq!(route(&Method::HEAD, "/healthz"), Ok(Route::Health));
-        assert_eq!(route(&Method::OPTIONS, "/v1/events"), Ok(Route::Preflight));
+        assert_eq!(route(&Method::POST, "/v1/events", false), Ok(Route::Ingest));
+        assert_eq!(route(&Method::GET, "/healthz", false), Ok(Route::Health));
+        assert_eq!(route(&Method::HEAD, "/healthz", false), Ok(Route::Health));
         assert_eq!(
-            route(&Method::GET, "/v1/events"),
+            route(&Method::OPTIONS, "/v1/events", false),
+            Ok(Route::Preflight)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/events", false),
             Err(EdgeError::MethodNotAllowed {
                 allow: "POST, OPTIONS"
             })
         );
         assert_eq!(
-            route(&Method::POST, "/healthz"),
+            route(&Method::POST, "/healthz", false),
             Err(EdgeError::MethodNotAllowed {
                 allow: "GET, HEAD, OPTIONS"
             })
         );
         assert_eq!(
-            route(&Method::POST, "/v1/events/"),
+            route(&Method::POST, "/v1/events/", false),
             Err(EdgeError::NotFound)
         );
-        assert_eq!(route(&Method::OPTIONS, "/nope"), Err(EdgeError::NotFound));
+        assert_eq!(
+            route(&Method::OPTIONS, "/nope", false),
+            Err(EdgeError::NotFound)
+        );
+        // The test hook exists only when the configuration turns it on.
+        assert_eq!(
+            route(&Method::GET, PANIC_PATH, false),
+            Err(EdgeError::NotFound)
+        );
+        assert_eq!(route(&Method::GET, PANIC_PATH, true), Ok(Route::Panic));
     }
 
     #[test]

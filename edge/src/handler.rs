@@ -14,16 +14,14 @@ use spillway_shared::{
 };
 use uuid::Uuid;
 
-use crate::body::{encoding_of, format_of, gunzip_capped, parse, Encoding, Format};
+use crate::body::{gunzip_capped, parse, Encoding, Format};
 use crate::collector::{collect, Collector};
 use crate::config::{Config, ConfigError};
 use crate::error::EdgeError;
-use crate::gate::{
-    authenticate, check_read_headers, cors_headers, idempotency_key, log_path, preflight_headers,
-    presented_key, route, Route, UnreadableHeaders,
-};
+use crate::gate::{cors_headers, log_path, preflight_headers, route, Route, PANIC_PATH};
+use crate::head::{head, read_body, Reading};
 use crate::log::RequestLog;
-use crate::ports::{BodyError, BodySource, QueueSender, RateLimit, Runtime};
+use crate::ports::{BodySource, QueueSender, RateLimit, Runtime};
 use crate::send::send_all;
 
 /// What a request needs, built once per isolate (config, queue) or per request (limiter, runtime).
@@ -112,10 +110,13 @@ where
         header(&parts.headers, http::header::ORIGIN),
     );
 
-    let routed = route(&parts.method, parts.uri.path());
+    let routed = route(&parts.method, parts.uri.path(), deps.config.panic_route);
     // Collector routes answer in the way their SDKs act on (`EdgeError::reply_collector`).
     let collector = matches!(routed, Ok(Route::Collect(_)));
     let result = match routed {
+        Ok(Route::Panic) => {
+            panic!("deliberate panic at {PANIC_PATH} (SPILLWAY_PANIC_ROUTE=enabled)")
+        }
         Ok(Route::Health) => Ok(Success::Health),
         Ok(Route::Preflight) => Ok(Success::Preflight {
             path_allows: preflight_headers(parts.uri.path()),
@@ -219,79 +220,76 @@ where
 {
     let config = deps.config;
     let limits = &config.limits;
-    let headers = &parts.headers;
-    check_read_headers(headers, parts.extensions.get::<UnreadableHeaders>())?;
+    let head = head(parts, config, None)?;
+    let Reading::Events { format, encoding } = head.reading else {
+        return Err(EdgeError::NotFound);
+    };
+    let key_id = head.key_id().ok_or(EdgeError::MissingKey)?;
+    rate_limit(deps, key_id, log).await?;
 
-    let presented = presented_key(headers, parts.uri.query());
-    let key_id = authenticate(&config.ingest_keys, presented.as_deref())?;
-    log.key_id = Some(key_id.to_owned());
-
-    if let Some(limiter) = deps.limiter {
-        match limiter.allow(key_id).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(EdgeError::RateLimited {
-                    retry_after_secs: config.rate_limit_period_secs,
-                })
-            }
-            // Fail open: losing events is worse than briefly not limiting.
-            Err(e) => log.note = Some(e.to_string()),
-        }
-    }
-
-    let declared =
-        header(headers, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(len) = declared {
-        if len > limits.max_body_bytes as u64 {
-            return Err(EdgeError::BodyTooLarge {
-                limit: limits.max_body_bytes,
-            });
-        }
-    }
-    let format = format_of(header(headers, http::header::CONTENT_TYPE))?;
-    let encoding = encoding_of(header(headers, http::header::CONTENT_ENCODING))?;
-    let idempotency = idempotency_key(headers)?;
-
-    let raw = body
-        .read_capped(limits.max_body_bytes)
-        .await
-        .map_err(|e| match e {
-            BodyError::TooLarge(limit) => EdgeError::BodyTooLarge { limit },
-            BodyError::Read(why) => EdgeError::BodyRead(why),
-        })?;
+    let raw = read_body(body, &head, limits.max_body_bytes).await?;
     log.bytes = raw.len();
-    if let Some(len) = declared.filter(|&len| len != raw.len() as u64) {
-        // A truncated or padded body must not be half-read into events.
-        return Err(EdgeError::BodyRead(format!(
-            "the body has {} bytes but Content-Length says {len}",
-            raw.len()
-        )));
-    }
     let decoded = match encoding {
         Encoding::Identity => raw,
         Encoding::Gzip => gunzip_capped(&raw, limits.max_decompressed_bytes)?,
     };
 
-    let edge = parts
+    let stamp = Stamp {
+        key_id,
+        idempotency_key: head.idempotency_key,
+        now_ms,
+        edge: edge_info(parts),
+    };
+    let mut random = || random_ten(deps.rt);
+    let items = parse(&decoded, format, limits)?;
+    log.events = items.len();
+    let Prepared { ids, batches } = prepare_events(&items, limits, &stamp, &mut random)?;
+    drop(items);
+    drop(decoded);
+    deliver(deps, batches, ids, key_id, log).await
+}
+
+/// Asks the rate limiter about `key_id` (when one is configured), noting the key in the log.
+/// The limiter failing lets the request through: losing events is worse than briefly not
+/// limiting.
+pub(crate) async fn rate_limit<Q, L, R>(
+    deps: &Deps<'_, Q, L, R>,
+    key_id: &str,
+    log: &mut RequestLog,
+) -> Result<(), EdgeError>
+where
+    L: RateLimit,
+{
+    log.key_id = Some(key_id.to_owned());
+    if let Some(limiter) = deps.limiter {
+        match limiter.allow(key_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(EdgeError::RateLimited {
+                    retry_after_secs: deps.config.rate_limit_period_secs,
+                })
+            }
+            Err(e) => log.note = Some(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// Where the runtime saw the request, when it says.
+pub(crate) fn edge_info(parts: &http::request::Parts) -> Option<EdgeInfo> {
+    parts
         .extensions
         .get::<EdgeInfo>()
         .filter(|e| e.colo.is_some() || e.country.is_some())
-        .cloned();
-    let stamp = Stamp {
-        key_id,
-        idempotency_key: idempotency,
-        now_ms,
-        edge,
-    };
-    let mut random = || {
-        let b = deps.rt.random_bytes();
-        let mut ten = [0u8; 10];
-        ten.copy_from_slice(&b[..10]);
-        ten
-    };
-    let Prepared { ids, batches } = prepare(&decoded, format, limits, &stamp, &mut random, log)?;
-    drop(decoded);
-    deliver(deps, batches, ids, key_id, log).await
+        .cloned()
+}
+
+/// The ten random bytes of a UUIDv7, from the runtime.
+pub(crate) fn random_ten<R: Runtime>(rt: &R) -> [u8; 10] {
+    let b = rt.random_bytes();
+    let mut ten = [0u8; 10];
+    ten.copy_from_slice(&b[..10]);
+    ten
 }
 
 /// Sends the packed events of a request; `Ok(ids)` only once SQS has acknowledged every one.
@@ -346,21 +344,29 @@ pub struct Prepared {
 
 /// The pure middle of the request path: parse -> validate -> ids and enrichment -> pack.
 ///
-/// `random` supplies the random bytes of UUIDv7 ids; `log` learns the event count.
+/// `random` supplies the random bytes of UUIDv7 ids.
 pub fn prepare(
     body: &[u8],
     format: Format,
     limits: &Limits,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
-    log: &mut RequestLog,
 ) -> Result<Prepared, EdgeError> {
     let items = parse(body, format, limits)?;
-    log.events = items.len();
+    prepare_events(&items, limits, stamp, random)
+}
+
+/// [`prepare`] once the body is split into the raw text of each event.
+pub fn prepare_events(
+    items: &[&str],
+    limits: &Limits,
+    stamp: &Stamp<'_>,
+    random: &mut dyn FnMut() -> [u8; 10],
+) -> Result<Prepared, EdgeError> {
     let received_at =
         DateTime::<Utc>::from_timestamp_millis(i64::try_from(stamp.now_ms).unwrap_or(i64::MAX))
             .unwrap_or_default();
-    let valid = validate_events(&items, limits, received_at).map_err(EdgeError::Invalid)?;
+    let valid = validate_events(items, limits, received_at).map_err(EdgeError::Invalid)?;
     let source = match stamp.idempotency_key {
         Some(idempotency_key) => IdSource::Idempotency {
             key_id: stamp.key_id,
@@ -370,7 +376,7 @@ pub fn prepare(
             unix_ms: stamp.now_ms,
         },
     };
-    let ids = assign_ids(&valid, &items, &source, random).map_err(EdgeError::Invalid)?;
+    let ids = assign_ids(&valid, items, &source, random).map_err(EdgeError::Invalid)?;
     let events: Vec<Event> = valid
         .into_iter()
         .zip(&ids)

@@ -10,7 +10,7 @@ use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
 use crate::config::{Config, ConfigError};
 use crate::gate::UnreadableHeaders;
 use crate::handler::{handle, misconfigured, Deps, Handled};
-use crate::ports::{BatchOutcome, BodyError, BodySource, FailedEntry, SendError};
+use crate::ports::{BatchOutcome, BodySource, FailedEntry, SendError};
 use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
 
 struct Edge {
@@ -144,7 +144,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// A body that must never be read.
 struct Unread;
 impl BodySource for Unread {
-    async fn read_capped(self, _cap: usize) -> Result<Vec<u8>, BodyError> {
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
         panic!("the body must not be read")
     }
 }

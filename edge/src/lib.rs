@@ -16,6 +16,7 @@ pub mod connector;
 pub mod error;
 pub mod gate;
 pub mod handler;
+pub mod head;
 pub mod log;
 pub mod ports;
 pub mod send;

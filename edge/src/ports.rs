@@ -88,24 +88,49 @@ pub enum BodyError {
     Read(String),
 }
 
-/// The request body, read at most up to a cap so an oversized body is never buffered whole.
+/// The request body as the runtime delivers it: chunk by chunk.
 pub trait BodySource {
-    async fn read_capped(self, cap: usize) -> Result<Vec<u8>, BodyError>;
+    /// The next chunk; `None` at the end of the body.
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>>;
+
+    /// Called once the body is refused for its size, with the rest unread. The Worker reads and
+    /// drops a bounded rest there (see its adapter); the default does nothing.
+    async fn abandon(&mut self) {}
 }
 
+/// Reads the whole body, refusing it as soon as it passes `cap`, so an oversized body is never
+/// buffered whole. The one place the body cap is applied.
+pub async fn read_capped<B: BodySource>(mut body: B, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next_chunk().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if out.len() + chunk.len() > cap {
+            body.abandon().await;
+            return Err(BodyError::TooLarge(cap));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// A body held in memory (tests, benches): one chunk.
 impl BodySource for Vec<u8> {
-    async fn read_capped(self, cap: usize) -> Result<Vec<u8>, BodyError> {
-        if self.len() > cap {
-            Err(BodyError::TooLarge(cap))
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        if self.is_empty() {
+            None
         } else {
-            Ok(self)
+            Some(Ok(std::mem::take(self)))
         }
     }
 }
 
 impl BodySource for &[u8] {
-    async fn read_capped(self, cap: usize) -> Result<Vec<u8>, BodyError> {
-        self.to_vec().read_capped(cap).await
+    async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        if self.is_empty() {
+            None
+        } else {
+            Some(Ok(std::mem::take(self).to_vec()))
+        }
     }
 }
 

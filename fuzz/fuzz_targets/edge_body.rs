@@ -29,10 +29,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use spillway_edge::body::{encoding_of, format_of, gunzip_capped, Encoding};
+use spillway_edge::body::{encoding_of, format_of, gunzip_capped, parse, Encoding};
 use spillway_edge::gate::idempotency_key;
-use spillway_edge::log::RequestLog;
-use spillway_edge::{prepare, EdgeError, Prepared, Stamp};
+use spillway_edge::handler::prepare_events;
+use spillway_edge::{EdgeError, Prepared, Stamp};
 use spillway_shared::limits::{ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES, SQS_MAX_BATCH_ENTRIES};
 use spillway_shared::{decode, Limits};
 
@@ -125,13 +125,9 @@ fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, Ed
         n = n.wrapping_add(1);
         [n; 10]
     };
-    let mut log = RequestLog::new("fuzz".into(), "POST", "/v1/events");
-    let prepared = prepare(&decoded, format, limits, &stamp, &mut random, &mut log)?;
-    assert_eq!(
-        prepared.ids.len(),
-        log.events,
-        "accepted ids vs parsed events"
-    );
+    let items = parse(&decoded, format, limits)?;
+    let prepared = prepare_events(&items, limits, &stamp, &mut random)?;
+    assert_eq!(prepared.ids.len(), items.len(), "accepted ids vs parsed events");
     Ok(prepared)
 }
 

@@ -21,7 +21,6 @@ use spillway_consumer::handler::{handle, Deps, SystemClock};
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
 use spillway_edge::body::Format;
-use spillway_edge::log::RequestLog;
 use spillway_edge::{prepare, Stamp};
 use spillway_shared::Limits;
 use spillway_support::Postgres;
@@ -335,15 +334,8 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
             counter = counter.wrapping_add(1);
             [counter; 10]
         };
-        let mut log = RequestLog::default();
-        let Ok(prepared) = prepare(
-            body.as_bytes(),
-            req.format,
-            &limits,
-            &stamp,
-            &mut random,
-            &mut log,
-        ) else {
+        let Ok(prepared) = prepare(body.as_bytes(), req.format, &limits, &stamp, &mut random)
+        else {
             return Ok(()); // refused: nothing was promised
         };
         accepted_requests.set(accepted_requests.get() + 1);
