@@ -85,22 +85,28 @@ impl RateLimit for Limiter {
 }
 
 /// The request body, streamed: [`crate::ports::read_capped`] drops it as soon as it passes
-/// the cap.
+/// the cap. The stream is opened on the first read only: a body that is never read (a request
+/// refused by its head) is left untouched, which `wrangler dev` needs (see [`drain`]).
 struct WorkerBody {
+    request: Option<worker::Request>,
     stream: Option<worker::ByteStream>,
 }
 
 impl WorkerBody {
-    fn new(mut req: worker::Request) -> Self {
-        // No stream: no body at all.
+    fn new(req: worker::Request) -> Self {
         Self {
-            stream: req.stream().ok(),
+            request: Some(req),
+            stream: None,
         }
     }
 }
 
 impl BodySource for WorkerBody {
     async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, String>> {
+        if let Some(mut req) = self.request.take() {
+            // No stream: no body at all.
+            self.stream = req.stream().ok();
+        }
         let chunk = self.stream.as_mut()?.next().await?;
         Some(chunk.map_err(|e| e.to_string()))
     }
