@@ -4,7 +4,6 @@
 //! `cargo xtask dev|up|down` and the end-to-end tests both use this, so what a developer runs
 //! by hand is what the tests check.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +15,12 @@ use crate::sqs::LocalSqs;
 use crate::{
     free_port, http_get, port_open, repo_root, FaultProxy, Postgres, Service, SqsKind, SqsServer,
 };
+
+mod files;
+mod status;
+
+pub use files::{dev_vars, prebuilt_config, write_private, DevEnv};
+pub use status::{accepted_events, read_status, Status};
 
 /// Everything that can be chosen about a local stack.
 #[derive(Debug, Clone)]
@@ -100,69 +105,6 @@ impl StackConfig {
     }
 }
 
-/// What `.spillway/dev.env` holds.
-#[derive(Debug, Clone)]
-pub struct DevEnv {
-    pub ingest_url: String,
-    pub ingest_key: String,
-    pub database_url: String,
-    pub sqs_endpoint: String,
-    pub sqs_queue_url: String,
-    pub sqs_dlq_url: String,
-    /// Which server answers at `sqs_endpoint` (`SQS_SERVER=moto|localstack`).
-    pub sqs_server: SqsKind,
-    /// Random per stack, like the ingest key: the local SQS accepts any, and a fixed one would
-    /// be a secret everybody knows.
-    pub aws_secret_access_key: String,
-}
-
-impl DevEnv {
-    /// Shell `KEY=value` lines, as the contract names them.
-    pub fn to_shell(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in [
-            ("INGEST_URL", self.ingest_url.as_str()),
-            ("INGEST_KEY", &self.ingest_key),
-            ("DATABASE_URL", &self.database_url),
-            ("SQS_ENDPOINT", &self.sqs_endpoint),
-            ("SQS_QUEUE_URL", &self.sqs_queue_url),
-            ("SQS_DLQ_URL", &self.sqs_dlq_url),
-            ("SQS_SERVER", self.sqs_server.as_str()),
-            ("AWS_REGION", REGION),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
-            ("AWS_SECRET_ACCESS_KEY", &self.aws_secret_access_key),
-        ] {
-            let _ = writeln!(s, "{k}={v}");
-        }
-        s
-    }
-
-    /// Reads a `dev.env` file back.
-    pub fn read(path: &Path) -> Result<DevEnv> {
-        let text = fs::read_to_string(path)?;
-        let get = |k: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .map(str::to_owned)
-                .with_context(|| format!("{} has no {k}", path.display()))
-        };
-        Ok(DevEnv {
-            ingest_url: get("INGEST_URL")?,
-            ingest_key: get("INGEST_KEY")?,
-            database_url: get("DATABASE_URL")?,
-            sqs_endpoint: get("SQS_ENDPOINT")?,
-            sqs_queue_url: get("SQS_QUEUE_URL")?,
-            sqs_dlq_url: get("SQS_DLQ_URL")?,
-            // Absent from files written before LocalStack could be chosen: those ran moto.
-            sqs_server: match get("SQS_SERVER") {
-                Ok(name) => name.parse()?,
-                Err(_) => SqsKind::Moto,
-            },
-            aws_secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
-        })
-    }
-}
-
 /// A running pipeline. Dropping it stops everything, edge first, database last.
 #[derive(Debug)]
 pub struct Stack {
@@ -175,21 +117,6 @@ pub struct Stack {
     pub proxy: Option<FaultProxy>,
     sqs_server: SqsServer,
     pub pg: Postgres,
-}
-
-/// One look at the pipeline.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Status {
-    /// Events accepted by the edge (`202`, or `200` on a collector route), from its request log.
-    pub accepted: u64,
-    pub visible: u64,
-    pub in_flight: u64,
-    pub dlq: u64,
-    pub rows: u64,
-    /// Which local SQS server the queue figures come from.
-    pub sqs: SqsKind,
-    /// Largest `stored_at - received_at` among rows stored in the last 10 s, in ms.
-    pub lag_ms: Option<u64>,
 }
 
 fn random_key() -> Result<String> {
@@ -511,163 +438,5 @@ impl Stack {
         pg.detach();
         // A fault proxy lives in this process; a detached stack never has one.
         drop(proxy);
-    }
-}
-
-/// The text of a `.dev.vars` file (dotenv) setting `vars`. Values are single-quoted, so that
-/// nothing in them is expanded or read as a comment; one that cannot be written so is refused.
-pub fn dev_vars(vars: &[(&str, String)]) -> Result<String> {
-    let mut out = String::new();
-    for (k, v) in vars {
-        if v.contains(['\'', '\n', '\r']) {
-            bail!("the value of {k} cannot go into .dev.vars (a quote or a line break)");
-        }
-        let _ = writeln!(out, "{k}='{v}'");
-    }
-    Ok(out)
-}
-
-/// Writes `text` to `path`, readable by its owner only from the moment the file exists (a
-/// mode set after writing would leave a moment when others can read it). Replaces any file
-/// already there, whatever its mode was.
-pub fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("replacing {}", path.display()))
-        }
-        _ => {}
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The project's wrangler.toml without its `[build]` table and with `main` made absolute.
-///
-/// The stack serves the worker that `cargo xtask` already built; letting `wrangler dev` run the
-/// build command again would cost a wasm-opt pass per start (and per end-to-end test).
-pub fn prebuilt_config(root: &Path) -> Result<String> {
-    let text = fs::read_to_string(root.join("wrangler.toml")).context("reading wrangler.toml")?;
-    let mut out = String::new();
-    let mut in_build = false;
-    let mut main = None;
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            in_build = trimmed == "[build]";
-        }
-        if in_build {
-            continue;
-        }
-        if let Some(rest) = trimmed.strip_prefix("main") {
-            if let Some(value) = rest.trim_start().strip_prefix('=') {
-                let path = root.join(value.trim().trim_matches('"'));
-                if !path.exists() {
-                    bail!(
-                        "{} is missing: build the worker first (`cargo xtask dev` or `cargo xtask test` does)",
-                        path.display()
-                    );
-                }
-                let _ = writeln!(out, "main = \"{}\"", path.display());
-                main = Some(path);
-                continue;
-            }
-        }
-        let _ = writeln!(out, "{line}");
-    }
-    if main.is_none() {
-        bail!("wrangler.toml has no `main`");
-    }
-    Ok(out)
-}
-
-/// One look at the pipeline described by `env`, whose state (logs) is in `dir`.
-pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
-    let port = |url: &str| -> Result<u16> {
-        url.rsplit(':')
-            .next()
-            .and_then(|p| p.split('/').next())
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("no port in {url}"))
-    };
-    let sqs = LocalSqs::new(port(&env.sqs_endpoint)?, REGION);
-    let (visible, in_flight) = sqs.depth(&env.sqs_queue_url)?;
-    let (dlq_visible, dlq_in_flight) = sqs.depth(&env.sqs_dlq_url)?;
-    let db_port = env
-        .database_url
-        .split('@')
-        .nth(1)
-        .and_then(|hp| hp.split('/').next())
-        .and_then(|hp| hp.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .with_context(|| format!("no port in {}", env.database_url))?;
-    let (rows, lag_ms) = match crate::psql(
-        db_port,
-        // Never wait on a lock: a status view must not hang behind a long transaction.
-        "set lock_timeout = '1s'; set statement_timeout = '5s'; \
-         select count(*), (select (extract(epoch from max(stored_at - received_at)) * 1000)::bigint \
-         from events where stored_at > now() - interval '10 seconds') from events",
-    ) {
-        Ok(line) => {
-            let mut parts = line.split('|');
-            let rows = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            let lag = parts.next().and_then(|v| v.parse().ok());
-            (rows, lag)
-        }
-        Err(_) => (0, None),
-    };
-    Ok(Status {
-        accepted: accepted_events(&dir.join("logs/edge.log")),
-        visible,
-        in_flight,
-        dlq: dlq_visible + dlq_in_flight,
-        rows,
-        sqs: env.sqs_server,
-        lag_ms,
-    })
-}
-
-/// Sums the events of accepted requests in the edge's request log (one JSON line per request):
-/// `202` from `/v1/events`, `200` from the collector routes (`/healthz` counts no events).
-pub fn accepted_events(log: &Path) -> u64 {
-    let Ok(text) = fs::read_to_string(log) else {
-        return 0;
-    };
-    text.lines()
-        .filter_map(|l| l.find('{').map(|i| &l[i..]))
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| matches!(v["status"].as_u64(), Some(200 | 202)))
-        .filter_map(|v| v["events"].as_u64())
-        .sum()
-}
-
-#[cfg(test)]
-mod accepted_tests {
-    use super::*;
-
-    #[test]
-    fn accepted_counts_202_and_collector_200_answers() {
-        let dir = std::env::temp_dir().join(format!("spillway-accepted-{}", std::process::id()));
-        fs::create_dir_all(&dir).expect("dir");
-        let log = dir.join("edge.log");
-        fs::write(
-            &log,
-            concat!(
-                "[wrangler:info] {\"path\":\"/v1/events\",\"status\":202,\"events\":3}\n",
-                "{\"path\":\"/v1/batch\",\"status\":200,\"events\":15}\n",
-                "{\"path\":\"/healthz\",\"status\":200,\"events\":0}\n",
-                "{\"path\":\"/batch/\",\"status\":503,\"events\":20}\n",
-                "not json\n",
-            ),
-        )
-        .expect("write");
-        assert_eq!(accepted_events(&log), 18);
-        fs::remove_dir_all(&dir).ok();
     }
 }
