@@ -18,6 +18,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use libfuzzer_sys::fuzz_target;
 use spillway_consumer::batch::Plan;
 use spillway_consumer::store::StoreError;
+use spillway_consumer::write::rows_of;
 
 fn records_from_split(data: &[u8]) -> Option<Vec<SqsMessage>> {
     let text = std::str::from_utf8(data).ok()?;
@@ -74,7 +75,7 @@ fn check(plan: &Plan, records: &[SqsMessage]) {
         .collect();
     assert_eq!(answered, expected);
 
-    let (rows, duplicates) = plan.rows();
+    let (rows, duplicates) = rows_of(&plan.accepted);
     let total: usize = plan.accepted.iter().map(|a| a.events.len()).sum();
     assert_eq!(rows.len() as u64 + duplicates, total as u64);
     let mut ids = HashSet::new();
