@@ -127,7 +127,11 @@ fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, Ed
     };
     let items = parse(&decoded, format, limits)?;
     let prepared = prepare_events(&items, limits, &stamp, &mut random)?;
-    assert_eq!(prepared.ids.len(), items.len(), "accepted ids vs parsed events");
+    assert_eq!(
+        prepared.ids.len(),
+        items.len(),
+        "accepted ids vs parsed events"
+    );
     Ok(prepared)
 }
 
