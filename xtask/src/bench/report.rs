@@ -235,148 +235,6 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
         let _ = writeln!(s, "\n{}\n", edge_reading(runs, r));
     }
     if let Some(c) = &r.sqs {
-        for x in c {
-            let _ = writeln!(
-                s,
-                "| 4 | billed SQS sends per million events, {}-event requests | {} | payload bytes / 64 KiB: {} | {} |",
-                x.events_per_request,
-                thousands(x.send_billed),
-                thousands(x.floor),
-                ratio(x.send_billed, x.floor)
-            );
-        }
-    }
-    if let Some(d) = &r.db {
-        let _ = writeln!(
-            s,
-            "| 5 | consumer bulk write (UNNEST), batches of {} | {} rows/s | binary COPY: {} rows/s | {} |",
-            thousands(d.batch as f64),
-            thousands(d.unnest),
-            thousands(d.copy),
-            ratio(d.unnest, d.copy)
-        );
-    }
-    summary_rows(&mut s, &r.experiment);
-    let _ = writeln!(
-        s,
-        "\nRun everything: `cargo xtask bench` (at most 15 minutes on 2 cores once the tools and \
-         build caches exist; it installs `wrk` with apt-get when missing, as root). Options: \
-         `--sqs moto|localstack` (or `SPILLWAY_SQS`; default localstack), `--burst-clients N,N` \
-         (default 200,1000,3000), `--steady-secs N` (60; 0 skips the outage scenarios), \
-         `--steady-rate N` (100), `--wrk-secs N` (8), `--only edge,wasm,sqs,db,workerd,burst` \
-         (development; writes `$CARGO_TARGET_DIR/bench-partial/BENCHMARKS.partial.md` and its \
-         plots there instead of this file and `benches/results/`). This run: `--sqs {} \
-         --burst-clients {} --steady-secs {} --steady-rate {} --wrk-secs {}`.\n",
-        opts.sqs,
-        opts.burst_clients
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(","),
-        opts.steady_secs,
-        opts.steady_rate,
-        opts.wrk_secs
-    );
-
-    if let Some(e) = &r.edge {
-        let _ = writeln!(
-            s,
-            "## 1. Edge cost per event (native, criterion)\n\n\
-             Command: `{}`\n\n\
-             The pure request path (`spillway_edge::handler::prepare`: parse, validate, assign ids \
-             and enrich, pack into SQS batches) against plain `serde_json` parse into a `Value` and \
-             serialise back of the **same bytes**, one criterion group (`edge_cost`), \
-             `edge/benches/floor.rs`. Events are 512, 1024, 1536 and 2048 bytes in turn, like a \
-             page-view event padded with data. Native code in the release profile \
-             (`opt-level = \"s\"`, LTO), not wasm: the ratio is what carries over.\n\n\
-             | events per request | request body | request path | floor | ratio | request path per KiB |\n|---|---|---|---|---|---|",
-            e.command
-        );
-        for (n, path, floor, bytes) in &e.rows {
-            let _ = writeln!(
-                s,
-                "| {n} | {} B ({} B/event) | {path:.0} ns/event | {floor:.0} ns/event | {} | {:.0} ns/KiB |",
-                thousands(*bytes as f64),
-                thousands(*bytes as f64 / *n as f64),
-                ratio(*path, *floor),
-                path * *n as f64 / (*bytes as f64 / 1024.0)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "\nBound: CPU only. The request path does strictly more than the floor (it parses each \
-             event, validates, builds the enriched event, encodes the envelope and the dedup id), \
-             so a ratio above 1 is its price; everything else an edge request costs (TLS, the \
-             runtime, the SQS call) is outside this figure and dominates it (figure 3).\n"
-        );
-    }
-    if let Some(w) = &r.wasm {
-        let _ = writeln!(
-            s,
-            "## 2. Wasm size\n\n\
-             Commands: `worker-build --release edge` and `worker-build --release benches/hello-worker` \
-             (same release profile, same `WASM_BINDGEN_BIN`, `WASM_OPT_BIN`, `ESBUILD_BIN` that \
-             `cargo xtask` sets), then `gzip -9 -c <dir>/build/index_bg.wasm | wc -c`.\n\n\
-             | worker | index_bg.wasm | gzip -9 |\n|---|---|---|\n\
-             | edge (`spillway-edge`) | {} B | {} B |\n\
-             | hello world (`benches/hello-worker`, `worker` 0.8.7) | {} B | {} B |\n\
-             | ratio | {} | {} |\n\n\
-             Bound: the edge carries `aws-sdk-sqs` (request signing, the JSON protocol), \
-             `serde_json`, `chrono`, `flate2` and `uuid` on top of the `worker` runtime; the hello \
-             world is the floor any `worker` 0.8.7 Rust Worker pays. Cloudflare's limit is 3 MiB \
-             gzipped on the free plan and 10 MiB on paid plans.\n",
-            thousands(w.edge_raw as f64),
-            thousands(w.edge_gz as f64),
-            thousands(w.hello_raw as f64),
-            thousands(w.hello_gz as f64),
-            ratio(w.edge_raw as f64, w.hello_raw as f64),
-            ratio(w.edge_gz as f64, w.hello_gz as f64)
-        );
-    }
-    if let Some(runs) = &r.workerd {
-        let _ = writeln!(
-            s,
-            "## 3. Edge under workerd (`wrangler dev`)\n\n\
-             The `Stack` of `cargo xtask dev` on private ports (wrangler dev serving the release \
-             wasm, {} behind it; the poller is stopped during this figure so only the edge and \
-             the local SQS share the two cores, and the queue is purged between runs). One `wrk` \
-             thread, 8 connections, {} s per run, 127.0.0.1 only; the POST scripts set the body \
-             and the `Authorization` and `Content-Type` headers. Events as in figure 1, no client \
-             ids (the edge assigns UUIDv7s).\n\n\
-             | request | command | requests/s | events/s | p50 | p99 | requests | non-2xx | socket errors | req/s vs /healthz |\n\
-             |---|---|---|---|---|---|---|---|---|---|",
-            sqs_name(r),
-            opts.wrk_secs
-        );
-        let h_rps = runs.first().map(|h| h.rps).unwrap_or(0.0);
-        for p in runs {
-            let _ = writeln!(
-                s,
-                "| {} | `{}` | {:.0} | {} | {:.2} ms | {:.2} ms | {} | {} | {} | {} |",
-                p.name,
-                p.command,
-                p.rps,
-                thousands(p.rps * p.events as f64),
-                p.p50_ms,
-                p.p99_ms,
-                p.requests,
-                p.non_2xx,
-                p.socket_errors,
-                ratio(p.rps, h_rps)
-            );
-        }
-        let _ = writeln!(
-            s,
-            "\nBound: **moto**, for the POSTs. Each accepted request is one `SendMessageBatch` to \
-             the local SQS, which takes about 160 messages/s on this kind of machine \
-             (shared/LOCAL-AWS.md), and the edge answers `202` only once SQS holds the events. So \
-             these POST figures measure moto, not the edge or workerd; `/healthz` (no SQS call) \
-             is the runtime's own ceiling on this machine. Against real SQS the POST path adds \
-             one SQS round trip to the `/healthz` cost. Measuring against LocalStack \
-             (about 7,000 messages/s) is not wired into this command yet.\n"
-        );
-    }
-    if let Some(c) = &r.sqs {
         let _ = writeln!(
             s,
             "## 4. SQS requests billed per million events\n\n\
@@ -486,4 +344,82 @@ fn edge_reading(runs: &[WrkRun], r: &Results) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::db::DbWrite;
+    use crate::bench::edge::EdgeCost;
+    use crate::bench::sqs::SqsCost;
+    use crate::bench::wasm::WasmSize;
+    use crate::bench::workerd::WrkRun;
+
+    fn wrk(name: &str, events: usize, rps: f64) -> WrkRun {
+        WrkRun {
+            name: name.into(),
+            events,
+            rps,
+            p50_ms: 10.0,
+            p99_ms: 20.0,
+            requests: 1_000,
+            non_2xx: 0,
+            socket_errors: 0,
+            command: "wrk".into(),
+        }
+    }
+
+    #[test]
+    fn every_section_and_summary_row_appears_once() {
+        let results = Results {
+            edge: Some(EdgeCost {
+                rows: vec![
+                    (1, 3_000.0, 2_000.0, 512),
+                    (100, 300_000.0, 250_000.0, 128_000),
+                ],
+                command: "cargo bench".into(),
+            }),
+            wasm: Some(WasmSize {
+                edge_raw: 1_700_000,
+                edge_gz: 660_000,
+                hello_raw: 150_000,
+                hello_gz: 52_000,
+            }),
+            sqs: Some(vec![SqsCost {
+                events_per_request: 1,
+                send_billed: 1_000_000.0,
+                floor: 19_531.0,
+                messages_per_request: 1.0,
+                message_bytes: 1_200.0,
+                receive_billed: 100_000.0,
+                delete_billed: 100_000.0,
+            }]),
+            db: Some(DbWrite {
+                rows: 100_000,
+                batch: 1_000,
+                unnest: 100_000.0,
+                copy: 110_000.0,
+                staging: 90_000.0,
+                command: "cargo run".into(),
+            }),
+            workerd: Some(vec![
+                wrk("GET /healthz", 0, 400.0),
+                wrk("POST 1 event", 1, 140.0),
+            ]),
+            ..Results::default()
+        };
+        let opts = Opts::parse(&[]).expect("defaults");
+        let md = markdown(&results, &opts);
+        for heading in ["## 1. ", "## 2. ", "## 3. ", "## 4. ", "## 5. "] {
+            assert_eq!(md.matches(heading).count(), 1, "{heading} in:\n{md}");
+        }
+        assert_eq!(
+            md.matches("| 4 | billed SQS sends per million events, 1-event requests")
+                .count(),
+            1,
+            "{md}"
+        );
+        // Sentences of an older report that no longer follow from the numbers.
+        assert!(!md.contains("Bound: **moto**"), "{md}");
+    }
 }
