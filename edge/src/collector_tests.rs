@@ -6,89 +6,13 @@ use base64::Engine as _;
 use http::{Method, Request};
 use serde_json::Value;
 use spillway_shared::collector::message_id;
-use spillway_shared::{decode, Event, Source};
+use spillway_shared::Source;
 use uuid::Uuid;
 
-use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
-use crate::config::Config;
-use crate::handler::{handle, Deps, Handled};
+use crate::config::tests::{KEY_APP, KEY_WEB};
 use crate::ports::SendError;
-use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
-
-struct Edge {
-    config: Config,
-    queue: FakeQueue,
-    limiter: Option<FakeLimiter>,
-    rt: FakeRuntime,
-}
-
-impl Edge {
-    fn with(overrides: &[(&'static str, &str)]) -> Self {
-        Self {
-            config: config_with(overrides).expect("valid config"),
-            queue: FakeQueue::new(vec![]),
-            limiter: None,
-            rt: FakeRuntime::new(),
-        }
-    }
-
-    fn new() -> Self {
-        Self::with(&[])
-    }
-
-    async fn call(&self, req: Request<Vec<u8>>) -> Answer {
-        let deps = Deps {
-            config: &self.config,
-            queue: &self.queue,
-            limiter: self.limiter.as_ref(),
-            rt: &self.rt,
-        };
-        Answer(handle(&deps, req).await)
-    }
-
-    fn queued(&self) -> Vec<Event> {
-        self.queue
-            .bodies()
-            .iter()
-            .flat_map(|b| decode(b).expect("valid envelope"))
-            .collect()
-    }
-}
-
-#[derive(Debug)]
-struct Answer(Handled);
-
-impl Answer {
-    fn status(&self) -> u16 {
-        self.0.response.status().as_u16()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.0
-            .response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(self.0.response.body()).expect("JSON body")
-    }
-    #[track_caller]
-    fn ok(&self) -> Value {
-        assert_eq!(self.status(), 200, "{}", self.0.response.body());
-        self.json()
-    }
-    #[track_caller]
-    fn error(&self, status: u16, code: &str) -> Value {
-        assert_eq!(self.status(), status, "{}", self.0.response.body());
-        assert_eq!(
-            self.json()["error"]["code"],
-            code,
-            "{}",
-            self.0.response.body()
-        );
-        self.json()["error"].clone()
-    }
-}
+use crate::test_edge::Edge;
+use crate::testkit::{FakeLimiter, FakeQueue, Reply};
 
 fn post(path: &str, body: impl Into<Vec<u8>>) -> http::request::Builder {
     let body: Vec<u8> = body.into();

@@ -3,110 +3,15 @@
 
 use http::{Method, Request};
 use serde_json::{json, Value};
-use spillway_shared::{decode, derive_id, EdgeInfo, Event};
-use uuid::Uuid;
+use spillway_shared::{derive_id, EdgeInfo};
 
 use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
-use crate::config::{Config, ConfigError};
+use crate::config::ConfigError;
 use crate::gate::UnreadableHeaders;
-use crate::handler::{handle, misconfigured, Deps, Handled};
+use crate::handler::misconfigured;
 use crate::ports::{BatchOutcome, BodySource, FailedEntry, SendError};
+use crate::test_edge::Edge;
 use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
-
-struct Edge {
-    config: Config,
-    queue: FakeQueue,
-    limiter: Option<FakeLimiter>,
-    rt: FakeRuntime,
-}
-
-impl Edge {
-    fn new() -> Self {
-        Self::with(&[])
-    }
-
-    fn with(overrides: &[(&'static str, &str)]) -> Self {
-        Self {
-            config: config_with(overrides).expect("valid config"),
-            queue: FakeQueue::new(vec![]),
-            limiter: None,
-            rt: FakeRuntime::new(),
-        }
-    }
-
-    fn queue(mut self, queue: FakeQueue) -> Self {
-        self.queue = queue;
-        self
-    }
-
-    async fn call<B: BodySource>(&self, req: Request<B>) -> Answer {
-        let deps = Deps {
-            config: &self.config,
-            queue: &self.queue,
-            limiter: self.limiter.as_ref(),
-            rt: &self.rt,
-        };
-        Answer(handle(&deps, req).await)
-    }
-
-    /// Every event that reached the queue, decoded from the message bodies.
-    fn queued(&self) -> Vec<Event> {
-        self.queue
-            .bodies()
-            .iter()
-            .flat_map(|b| decode(b).expect("valid envelope"))
-            .collect()
-    }
-}
-
-#[derive(Debug)]
-struct Answer(Handled);
-
-impl Answer {
-    fn status(&self) -> u16 {
-        self.0.response.status().as_u16()
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.0
-            .response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_str(self.0.response.body()).expect("JSON body")
-    }
-    fn code(&self) -> String {
-        self.json()["error"]["code"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
-    }
-    fn ids(&self) -> Vec<Uuid> {
-        self.json()["ids"]
-            .as_array()
-            .expect("ids")
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                    .expect("uuid")
-            })
-            .collect()
-    }
-    /// Asserts an error status and code, and returns the error object.
-    #[track_caller]
-    fn error(&self, status: u16, code: &str) -> Value {
-        assert_eq!(self.status(), status, "{}", self.0.response.body());
-        assert_eq!(self.code(), code, "{}", self.0.response.body());
-        assert_eq!(self.0.log.code.map(str::to_owned), Some(code.to_owned()));
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json; charset=utf-8")
-        );
-        self.json()["error"].clone()
-    }
-}
 
 fn post(body: impl Into<Vec<u8>>) -> http::request::Builder {
     let body: Vec<u8> = body.into();

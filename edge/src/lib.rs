@@ -29,6 +29,8 @@ mod adapter;
 mod collector_tests;
 #[cfg(test)]
 mod handler_tests;
+#[cfg(test)]
+mod test_edge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 

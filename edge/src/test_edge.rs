@@ -1,0 +1,123 @@
+//! The harness of the native request-path tests (`handler_tests.rs`, `collector_tests.rs`):
+//! `handle` over the testkit's fakes, and the answer with the assertions both use.
+
+use http::Request;
+use serde_json::Value;
+use spillway_shared::{decode, Event};
+use uuid::Uuid;
+
+use crate::config::tests::config_with;
+use crate::config::Config;
+use crate::handler::{handle, Deps, Handled};
+use crate::ports::BodySource;
+use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime};
+
+/// An edge over in-memory fakes.
+pub(crate) struct Edge {
+    pub(crate) config: Config,
+    pub(crate) queue: FakeQueue,
+    pub(crate) limiter: Option<FakeLimiter>,
+    pub(crate) rt: FakeRuntime,
+}
+
+impl Edge {
+    pub(crate) fn new() -> Self {
+        Self::with(&[])
+    }
+
+    pub(crate) fn with(overrides: &[(&'static str, &str)]) -> Self {
+        Self {
+            config: config_with(overrides).expect("valid config"),
+            queue: FakeQueue::new(vec![]),
+            limiter: None,
+            rt: FakeRuntime::new(),
+        }
+    }
+
+    pub(crate) fn queue(mut self, queue: FakeQueue) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    pub(crate) async fn call<B: BodySource>(&self, req: Request<B>) -> Answer {
+        let deps = Deps {
+            config: &self.config,
+            queue: &self.queue,
+            limiter: self.limiter.as_ref(),
+            rt: &self.rt,
+        };
+        Answer(handle(&deps, req).await)
+    }
+
+    /// Every event that reached the queue, decoded from the message bodies.
+    pub(crate) fn queued(&self) -> Vec<Event> {
+        self.queue
+            .bodies()
+            .iter()
+            .flat_map(|b| decode(b).expect("valid envelope"))
+            .collect()
+    }
+}
+
+/// One answer and its log line.
+#[derive(Debug)]
+pub(crate) struct Answer(pub(crate) Handled);
+
+impl Answer {
+    pub(crate) fn status(&self) -> u16 {
+        self.0.response.status().as_u16()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.0
+            .response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(self.0.response.body()).expect("JSON body")
+    }
+
+    pub(crate) fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<Uuid> {
+        self.json()["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .expect("uuid")
+            })
+            .collect()
+    }
+
+    /// Asserts `200` (the collector routes' success) and returns the body.
+    #[track_caller]
+    pub(crate) fn ok(&self) -> Value {
+        assert_eq!(self.status(), 200, "{}", self.0.response.body());
+        self.json()
+    }
+
+    /// Asserts an error status and code (in the body and the log line, as JSON), and returns
+    /// the error object.
+    #[track_caller]
+    pub(crate) fn error(&self, status: u16, code: &str) -> Value {
+        assert_eq!(self.status(), status, "{}", self.0.response.body());
+        assert_eq!(self.code(), code, "{}", self.0.response.body());
+        assert_eq!(self.0.log.code.map(str::to_owned), Some(code.to_owned()));
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json; charset=utf-8")
+        );
+        self.json()["error"].clone()
+    }
+}
