@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use spillway_support::Stack;
+use spillway_support::{Stack, StackConfig};
 
 /// How a request's events are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -463,4 +463,15 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
         std::thread::sleep(Duration::from_millis(200));
     }
     bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// Starts a stack on free ports for the test `name`, after `tweak` adjusted its configuration,
+/// printing its progress lines with the test's name.
+pub fn start(name: &str, tweak: impl FnOnce(&mut StackConfig)) -> Stack {
+    let mut cfg = StackConfig::ephemeral(name).expect("ports");
+    tweak(&mut cfg);
+    let t = Instant::now();
+    let stack = Stack::start(cfg, &mut |line| eprintln!("[{name}] {line}")).expect("stack starts");
+    eprintln!("[{name}] ready in {:.1} s", t.elapsed().as_secs_f64());
+    stack
 }

@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use spillway_e2e::{
-    mixed, reconcile, traffic, traffic_until, wait_until, Client, Ledger, StopOnDrop,
+    mixed, reconcile, start, traffic, traffic_until, wait_until, Client, Ledger, StopOnDrop,
 };
-use spillway_support::{FaultMode, Stack, StackConfig};
+use spillway_support::{FaultMode, Stack};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -23,15 +23,6 @@ fn worker_built() -> bool {
         return false;
     }
     true
-}
-
-fn start(name: &str, tweak: impl FnOnce(&mut StackConfig)) -> Stack {
-    let mut cfg = StackConfig::ephemeral(name).expect("ports");
-    tweak(&mut cfg);
-    let t = Instant::now();
-    let stack = Stack::start(cfg, &mut |line| eprintln!("[{name}] {line}")).expect("stack starts");
-    eprintln!("[{name}] ready in {:.1} s", t.elapsed().as_secs_f64());
-    stack
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

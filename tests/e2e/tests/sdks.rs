@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use spillway_e2e::wait_until;
+use spillway_e2e::{start, wait_until};
 use spillway_shared::collector::message_id;
 use spillway_shared::Source;
-use spillway_support::{repo_root, FaultMode, Stack, StackConfig};
+use spillway_support::{repo_root, FaultMode, Stack};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -47,15 +47,6 @@ fn ready() -> bool {
     assert!(!required, "missing: {}", missing.join(", "));
     eprintln!("skipped: missing {}", missing.join(", "));
     false
-}
-
-fn start(name: &str, tweak: impl FnOnce(&mut StackConfig)) -> Stack {
-    let mut cfg = StackConfig::ephemeral(name).expect("ports");
-    tweak(&mut cfg);
-    let t = Instant::now();
-    let stack = Stack::start(cfg, &mut |line| eprintln!("[{name}] {line}")).expect("stack starts");
-    eprintln!("[{name}] ready in {:.1} s", t.elapsed().as_secs_f64());
-    stack
 }
 
 /// The edge's origin: what each SDK's `host` option is set to.
