@@ -864,7 +864,17 @@ fn deadline_gives_503_and_retry_is_safe(s: &Stack) -> Result<()> {
         again.text()
     );
     let queued = s.drain(&expected, Duration::from_secs(10))?;
-    ensure!(ids_of(&queued) == expected, "{:?}", ids_of(&queued));
+    // A send still in flight when the edge gave up at the deadline may reach SQS after the
+    // 503 (seen on a loaded machine), so the retried events can be queued twice: the
+    // at-least-once that the consumer's `ON CONFLICT (id)` absorbs. What must hold: exactly
+    // these ids, nothing else.
+    let mut distinct = Vec::new();
+    for id in ids_of(&queued) {
+        if !distinct.contains(&id) {
+            distinct.push(id);
+        }
+    }
+    ensure!(distinct == expected, "{:?}", ids_of(&queued));
     Ok(())
 }
 
