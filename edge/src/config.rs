@@ -139,6 +139,35 @@ impl Default for RetryPolicy {
 /// Workers allow 6 simultaneous open outgoing connections per request.
 pub const MAX_CONCURRENCY: usize = 6;
 
+/// Group commit: how the edge gathers small requests into shared SQS batches (see
+/// [`crate::batch`]). Used only when the `BATCHER` Durable Object binding exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPolicy {
+    /// How long a batcher holds its first pending event before it sends (`BATCH_WINDOW_MS`,
+    /// default 20 ms; `0` turns batching off and every request sends directly).
+    pub window: Duration,
+    /// Batchers per location (`BATCH_SHARDS`, default 1): requests spread over them by a hash.
+    /// One object takes about 1,000 requests/s; every shard more splits the traffic, so batches
+    /// get smaller (costlier) at the same rate.
+    pub shards: u32,
+}
+
+impl BatchPolicy {
+    /// Whether requests go through a batcher at all (given the binding).
+    pub fn enabled(&self) -> bool {
+        !self.window.is_zero()
+    }
+}
+
+impl Default for BatchPolicy {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_millis(20),
+            shards: 1,
+        }
+    }
+}
+
 /// Everything the edge needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -161,6 +190,8 @@ pub struct Config {
     pub limits: Limits,
     /// `SQS_DEADLINE_MS`, `SQS_RETRY_BASE_MS`, `SQS_RETRY_MAX_MS`, `SQS_CONCURRENCY`.
     pub retry: RetryPolicy,
+    /// `BATCH_WINDOW_MS`, `BATCH_SHARDS`.
+    pub batch: BatchPolicy,
     /// `Retry-After` of a `503` (`RETRY_AFTER_SECS`, default 5).
     pub retry_after_secs: u32,
     /// `Retry-After` of a `429` (`RATE_LIMIT_PERIOD_SECS`, default 60): the period of the
@@ -178,6 +209,7 @@ pub struct Config {
 struct Tuning {
     limits: Limits,
     retry: RetryPolicy,
+    batch: BatchPolicy,
     retry_after_secs: u32,
     rate_limit_period_secs: u32,
 }
@@ -187,6 +219,7 @@ impl Default for Tuning {
         Self {
             limits: Limits::default(),
             retry: RetryPolicy::default(),
+            batch: BatchPolicy::default(),
             retry_after_secs: 5,
             rate_limit_period_secs: 60,
         }
@@ -269,6 +302,8 @@ const NUMERIC_SETTINGS: &[NumericSetting] = &[
     setting("RATE_LIMIT_PERIOD_SECS", 1, 3_600, |t, v| {
         t.rate_limit_period_secs = secs(v)
     }),
+    setting("BATCH_WINDOW_MS", 0, 1_000, |t, v| t.batch.window = ms(v)),
+    setting("BATCH_SHARDS", 1, 1_024, |t, v| t.batch.shards = secs(v)),
 ];
 
 /// One unusable setting. Names the variable, never its value.
@@ -398,6 +433,7 @@ impl Config {
         let Tuning {
             limits,
             retry,
+            batch,
             retry_after_secs,
             rate_limit_period_secs,
         } = tuning;
@@ -428,6 +464,7 @@ impl Config {
                     allowed_origins,
                     limits,
                     retry,
+                    batch,
                     retry_after_secs,
                     rate_limit_period_secs,
                     panic_route,

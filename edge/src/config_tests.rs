@@ -172,11 +172,22 @@ fn every_numeric_setting_is_read_and_bounded() {
         ("RATE_LIMIT_PERIOD_SECS", "10"),
         ("MAX_JSON_DEPTH", "16"),
         ("MAX_EVENTS_PER_REQUEST", "50"),
+        ("BATCH_WINDOW_MS", "35"),
+        ("BATCH_SHARDS", "4"),
     ])
     .expect("valid");
+    assert_eq!(c.batch.window, Duration::from_millis(35));
+    assert_eq!(c.batch.shards, 4);
+    assert!(c.batch.enabled());
     assert_eq!(c.retry.deadline, Duration::from_millis(2_500));
     assert_eq!(c.retry.concurrency, 3);
     assert_eq!((c.retry_after_secs, c.rate_limit_period_secs), (7, 10));
     assert_eq!(c.limits.max_json_depth, 16);
     assert_eq!(c.limits.max_events_per_request, 50);
+    // Batching is on by default and off with a window of 0.
+    let defaults = config_with(&[]).expect("valid");
+    assert!(defaults.batch.enabled());
+    assert_eq!(defaults.batch, crate::config::BatchPolicy::default());
+    let off = config_with(&[("BATCH_WINDOW_MS", "0")]).expect("valid");
+    assert!(!off.batch.enabled());
 }

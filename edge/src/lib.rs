@@ -9,6 +9,7 @@
 //! It does not store anything, keep state between requests (beyond the parsed configuration
 //! and the SQS client), nor talk to the database: that is the consumer's job.
 
+pub mod batch;
 pub mod body;
 pub mod collector;
 pub mod config;

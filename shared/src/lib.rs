@@ -27,5 +27,8 @@ pub use event::{
 pub use ids::{derive_id, uuid_v7, IdSource};
 pub use json::RawJson;
 pub use limits::{Limits, LimitsError};
-pub use pack::{pack, BatchEntry, BatchRequest, PackError};
+pub use pack::{
+    encode_events, pack, pack_encoded, BatchEntry, BatchRequest, EncodedEvent, OneRequest,
+    PackError,
+};
 pub use url::{origin_of, OriginError};

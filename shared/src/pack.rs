@@ -64,14 +64,20 @@ pub enum PackError {
     Encode { index: usize, reason: String },
 }
 
-/// Packs `events` into batch requests within `limits` (and always within SQS's own limits).
-pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, PackError> {
-    let message_cap = limits.max_message_bytes.min(SQS_MAX_MESSAGE_BYTES);
-    let batch_cap = limits.max_batch_bytes.min(SQS_MAX_MESSAGE_BYTES);
+/// One event as it goes into a message body ([`encode_event`]), with its id.
+///
+/// What the edge's batcher gathers from many requests: the packer needs nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    pub id: Uuid,
+    pub bytes: Vec<u8>,
+}
+
+/// Encodes `events` for SQS, refusing one that cannot fit in a message under `limits`.
+pub fn encode_events(events: &[Event], limits: &Limits) -> Result<Vec<EncodedEvent>, PackError> {
     // The event limit applies to what the client sent (checked by validation, on the client's
     // bytes); here only the hard cap remains: an encoded event must fit in one message.
-    let event_cap = message_cap.saturating_sub(message_len(0, 1));
-
+    let event_cap = caps(limits).0.saturating_sub(message_len(0, 1));
     let mut encoded = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         let bytes = encode_event(event).map_err(|e| PackError::Encode {
@@ -85,9 +91,31 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
                 max: event_cap,
             });
         }
-        encoded.push(bytes);
+        encoded.push(EncodedEvent {
+            id: event.id,
+            bytes,
+        });
     }
+    Ok(encoded)
+}
 
+/// (message cap, batch cap): `limits`, never above SQS's own.
+fn caps(limits: &Limits) -> (usize, usize) {
+    (
+        limits.max_message_bytes.min(SQS_MAX_MESSAGE_BYTES),
+        limits.max_batch_bytes.min(SQS_MAX_MESSAGE_BYTES),
+    )
+}
+
+/// Packs `events` into batch requests within `limits` (and always within SQS's own limits).
+pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, PackError> {
+    Ok(pack_encoded(&encode_events(events, limits)?, limits))
+}
+
+/// Packs already encoded events (see [`encode_events`], which refuses the ones too large for a
+/// message) into batch requests, by the rules of [`pack`].
+pub fn pack_encoded(encoded: &[EncodedEvent], limits: &Limits) -> Vec<BatchRequest> {
+    let (message_cap, batch_cap) = caps(limits);
     let mut batches: Vec<BatchRequest> = Vec::new();
     let mut current = BatchRequest::default();
     let mut message_no = 0usize;
@@ -95,15 +123,15 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
     while start < encoded.len() {
         // Grow the message [start, end) while it fits.
         let mut end = start + 1;
-        let mut sum = encoded[start].len();
+        let mut sum = encoded[start].bytes.len();
         while end < encoded.len()
-            && message_len(sum + encoded[end].len(), end + 1 - start) <= message_cap
+            && message_len(sum + encoded[end].bytes.len(), end + 1 - start) <= message_cap
         {
-            sum += encoded[end].len();
+            sum += encoded[end].bytes.len();
             end += 1;
         }
-        let body = encode_message(encoded[start..end].iter().map(Vec::as_slice));
-        let event_ids: Vec<Uuid> = events[start..end].iter().map(|e| e.id).collect();
+        let body = encode_message(encoded[start..end].iter().map(|e| e.bytes.as_slice()));
+        let event_ids: Vec<Uuid> = encoded[start..end].iter().map(|e| e.id).collect();
         let entry = BatchEntry {
             id: format!("m{message_no}"),
             body,
@@ -122,5 +150,65 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
     if !current.entries.is_empty() {
         batches.push(current);
     }
-    Ok(batches)
+    batches
+}
+
+/// Whether events, added one by one, still pack into a single `SendMessageBatch`: the same
+/// rules as [`pack_encoded`], kept incrementally (constant work per event), so a batcher can
+/// tell when its pending batch is full without packing it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OneRequest {
+    message_cap: usize,
+    batch_cap: usize,
+    /// Messages closed so far, and the bytes of their bodies.
+    closed: usize,
+    closed_bytes: usize,
+    /// The open message: encoded bytes of its events and how many.
+    open_sum: usize,
+    open_count: usize,
+}
+
+impl OneRequest {
+    pub fn new(limits: &Limits) -> Self {
+        let (message_cap, batch_cap) = caps(limits);
+        Self {
+            message_cap,
+            batch_cap,
+            closed: 0,
+            closed_bytes: 0,
+            open_sum: 0,
+            open_count: 0,
+        }
+    }
+
+    /// Adds an event of `len` encoded bytes when the events so far and it still make one
+    /// request; otherwise leaves `self` unchanged and returns `false`. The first event always
+    /// fits ([`encode_events`] has refused any that cannot).
+    pub fn add(&mut self, len: usize) -> bool {
+        let mut next = *self;
+        if next.open_count > 0
+            && message_len(next.open_sum + len, next.open_count + 1) > next.message_cap
+        {
+            next.closed += 1;
+            next.closed_bytes += message_len(next.open_sum, next.open_count);
+            next.open_sum = 0;
+            next.open_count = 0;
+        }
+        next.open_sum += len;
+        next.open_count += 1;
+        let messages = next.closed + 1;
+        let bytes = next.closed_bytes + message_len(next.open_sum, next.open_count);
+        if self.open_count > 0
+            && (messages > SQS_MAX_BATCH_ENTRIES || (messages > 1 && bytes > next.batch_cap))
+        {
+            return false;
+        }
+        *self = next;
+        true
+    }
+
+    /// Whether no event was added yet.
+    pub fn is_empty(&self) -> bool {
+        self.open_count == 0
+    }
 }

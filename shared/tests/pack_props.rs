@@ -166,3 +166,44 @@ fn fifo_dedup_id_is_stable_and_content_specific() {
     assert_ne!(da, &b[0].entries[0].dedup_id());
     assert!(da.len() <= 128, "SQS allows 128 characters");
 }
+
+fn encoded(lens: &[usize]) -> Vec<spillway_shared::EncodedEvent> {
+    lens.iter()
+        .enumerate()
+        .map(|(i, &len)| spillway_shared::EncodedEvent {
+            id: Uuid::from_u128(i as u128 + 1),
+            bytes: vec![b'x'; len],
+        })
+        .collect()
+}
+
+proptest! {
+    /// `OneRequest` agrees with the packer: the events it accepts pack into exactly one
+    /// `SendMessageBatch`, and the first one it refuses would have made a second.
+    #[test]
+    fn one_request_agrees_with_the_packer(
+        lens in proptest::collection::vec(1usize..40_000, 1..80),
+        message_kib in 8usize..=256,
+        batch_kib in 16usize..=1024,
+    ) {
+        let limits = Limits {
+            max_message_bytes: message_kib * 1024,
+            max_batch_bytes: batch_kib * 1024,
+            ..Limits::default()
+        };
+        // Only events the packer can hold at all (encode_events refuses the others).
+        let cap = (message_kib * 1024).min(SQS_MAX_MESSAGE_BYTES) - 20;
+        let lens: Vec<usize> = lens.into_iter().map(|l| l.min(cap)).collect();
+        let mut one = spillway_shared::OneRequest::new(&limits);
+        let taken = lens.iter().take_while(|&&len| one.add(len)).count();
+        prop_assert!(taken >= 1, "the first event always fits");
+        let packed = spillway_shared::pack_encoded(&encoded(&lens[..taken]), &limits);
+        prop_assert_eq!(packed.len(), 1);
+        if taken < lens.len() {
+            let more = spillway_shared::pack_encoded(&encoded(&lens[..=taken]), &limits);
+            prop_assert_eq!(more.len(), 2, "the refused event needed a second request");
+            // Refusing leaves the state as it was: the same event is refused again.
+            prop_assert!(!one.add(lens[taken]));
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The batcher itself: pending batches, when they are sent, and who hears what.
+//!
+//! One pending batch per message group (one in all for standard queues). The request that
+//! opens a batch leads it: it waits `window` (never past the earliest deadline among the
+//! batch's requests), or until a later request finds the batch full and seals it, then sends
+//! it and answers every request of it. Every other request only waits for its answer. All of
+//! it runs on one thread (a Durable Object, or a test's runtime): the shared state is a
+//! `RefCell`, never borrowed across an `await`.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use futures_util::future::select;
+use spillway_shared::{pack_encoded, EncodedEvent, Limits, OneRequest};
+use uuid::Uuid;
+
+use super::{Submission, Verdict};
+use crate::config::RetryPolicy;
+use crate::ports::{QueueSender, Runtime};
+use crate::send::{send_all, SendReport};
+
+/// What a batcher is configured with: the edge's own settings.
+#[derive(Debug, Clone)]
+pub struct BatcherSettings {
+    /// How long the first event of a batch waits for company (`BATCH_WINDOW_MS`).
+    pub window: Duration,
+    /// The packer's limits: a batch is full when one more event would need a second
+    /// `SendMessageBatch`.
+    pub limits: Limits,
+    /// Retries and concurrency of the sends (the deadline comes from each request).
+    pub retry: RetryPolicy,
+    /// FIFO queues batch each message group on its own.
+    pub fifo: bool,
+}
+
+/// Gathers submissions into shared `SendMessageBatch` calls.
+#[derive(Debug)]
+pub struct Batcher<Q, R> {
+    queue: Q,
+    rt: R,
+    settings: BatcherSettings,
+    open: RefCell<HashMap<String, Rc<Pending>>>,
+}
+
+/// A batch still taking events, or sealed and about to be sent by its leader.
+#[derive(Debug)]
+struct Pending {
+    inner: RefCell<Gathered>,
+}
+
+#[derive(Debug)]
+struct Gathered {
+    fill: OneRequest,
+    /// The earliest deadline (runtime ms) of the requests in the batch.
+    deadline_at: u64,
+    events: Vec<EncodedEvent>,
+    waiters: Vec<Waiter>,
+    /// Wakes the leader early: the batch is full.
+    seal: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    ids: Vec<Uuid>,
+    answer: oneshot::Sender<Verdict>,
+}
+
+impl Gathered {
+    /// Adds `events` when they all still fit one request; otherwise leaves the batch as it was.
+    fn join(&mut self, events: &mut Vec<EncodedEvent>) -> bool {
+        let mut fill = self.fill;
+        if !events.iter().all(|e| fill.add(e.bytes.len())) {
+            return false;
+        }
+        self.fill = fill;
+        self.events.append(events);
+        true
+    }
+}
+
+impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
+    pub fn new(queue: Q, rt: R, settings: BatcherSettings) -> Self {
+        Self {
+            queue,
+            rt,
+            settings,
+            open: RefCell::default(),
+        }
+    }
+
+    /// The queue it sends to (tests look at what was sent).
+    pub fn queue(&self) -> &Q {
+        &self.queue
+    }
+
+    /// The runtime it waits on.
+    pub fn runtime(&self) -> &R {
+        &self.rt
+    }
+
+    /// Adds a request's events to the pending batch and answers once SQS has answered for
+    /// them (or the request's wait is over).
+    pub async fn submit(&self, submission: Submission) -> Verdict {
+        let Submission {
+            group,
+            wait_ms,
+            mut events,
+        } = submission;
+        let now = self.rt.now_ms();
+        let deadline_at = now.saturating_add(wait_ms);
+        let key = if self.settings.fifo {
+            group
+        } else {
+            String::new()
+        };
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let (answer, answered) = oneshot::channel();
+        let waiter = Waiter {
+            ids: ids.clone(),
+            answer,
+        };
+
+        let lead = {
+            let mut open = self.open.borrow_mut();
+            let joined = match open.get(&key) {
+                Some(pending) => {
+                    let mut g = pending.inner.borrow_mut();
+                    if g.join(&mut events) {
+                        g.deadline_at = g.deadline_at.min(deadline_at);
+                        g.waiters.push(waiter);
+                        None
+                    } else {
+                        // Full: its leader sends it now; this request opens the next batch.
+                        if let Some(seal) = g.seal.take() {
+                            let _ = seal.send(());
+                        }
+                        Some(waiter)
+                    }
+                }
+                None => Some(waiter),
+            };
+            match joined {
+                None => None,
+                Some(waiter) => {
+                    let mut fill = OneRequest::new(&self.settings.limits);
+                    // A request too big for one call alone is sent at once, on its own.
+                    let alone = !events.iter().all(|e| fill.add(e.bytes.len()));
+                    let (seal, sealed) = oneshot::channel();
+                    let pending = Rc::new(Pending {
+                        inner: RefCell::new(Gathered {
+                            fill,
+                            deadline_at,
+                            events,
+                            waiters: vec![waiter],
+                            seal: Some(seal),
+                        }),
+                    });
+                    if alone {
+                        open.remove(&key);
+                    } else {
+                        open.insert(key.clone(), pending.clone());
+                    }
+                    Some((pending, sealed, alone))
+                }
+            }
+        };
+
+        if let Some((pending, sealed, alone)) = lead {
+            if !alone {
+                let wait = self
+                    .settings
+                    .window
+                    .min(Duration::from_millis(deadline_at.saturating_sub(now)));
+                // Either the window passes or the batch is sealed (or dropped) early.
+                select(Box::pin(self.rt.sleep(wait)), sealed).await;
+                let mut open = self.open.borrow_mut();
+                if open.get(&key).is_some_and(|p| Rc::ptr_eq(p, &pending)) {
+                    open.remove(&key);
+                }
+            }
+            self.send(&pending, &key).await;
+        }
+        answered.await.unwrap_or_else(|_| Verdict {
+            unacknowledged: ids,
+            last_error: Some("the batch was dropped before it was sent".into()),
+            ..Verdict::default()
+        })
+    }
+
+    /// Sends a sealed batch and answers each of its requests with the fate of its own events.
+    async fn send(&self, pending: &Pending, group: &str) {
+        let (events, waiters, deadline_at) = {
+            let mut g = pending.inner.borrow_mut();
+            (
+                std::mem::take(&mut g.events),
+                std::mem::take(&mut g.waiters),
+                g.deadline_at,
+            )
+        };
+        let remaining = deadline_at.saturating_sub(self.rt.now_ms());
+        let report = if remaining == 0 {
+            SendReport {
+                unacknowledged: events.iter().map(|e| e.id).collect(),
+                timed_out: true,
+                ..SendReport::default()
+            }
+        } else {
+            let policy = RetryPolicy {
+                deadline: Duration::from_millis(remaining),
+                ..self.settings.retry
+            };
+            let batches = pack_encoded(&events, &self.settings.limits);
+            send_all(&self.queue, &self.rt, batches, group, &policy).await
+        };
+        let unacknowledged: HashSet<Uuid> = report.unacknowledged.iter().copied().collect();
+        let requests = u32::try_from(waiters.len()).unwrap_or(u32::MAX);
+        let event_count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        for waiter in waiters {
+            let mine: Vec<Uuid> = waiter
+                .ids
+                .iter()
+                .copied()
+                .filter(|id| unacknowledged.contains(id))
+                .collect();
+            let failed = !mine.is_empty();
+            // The request may have gone (its client left): nobody to tell.
+            let _ = waiter.answer.send(Verdict {
+                unacknowledged: mine,
+                rejected: failed && report.rejected,
+                timed_out: failed && report.timed_out,
+                last_error: report.last_error.clone(),
+                requests,
+                events: event_count,
+                calls: report.calls,
+                retries: report.retries,
+            });
+        }
+    }
+}

@@ -1,0 +1,346 @@
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use spillway_shared::{decode, encode_events, EncodedEvent, Event, Limits, RawJson};
+use uuid::Uuid;
+
+use super::*;
+use crate::config::RetryPolicy;
+use crate::ports::{BatchOutcome, FailedEntry, Runtime, SendError};
+use crate::testkit::{FakeQueue, FakeRuntime, Reply};
+
+const WINDOW_MS: u64 = 20;
+
+fn settings(limits: Limits, fifo: bool) -> BatcherSettings {
+    BatcherSettings {
+        window: Duration::from_millis(WINDOW_MS),
+        limits,
+        retry: RetryPolicy {
+            deadline: Duration::from_millis(2_000),
+            base: Duration::from_millis(50),
+            max: Duration::from_millis(400),
+            concurrency: 6,
+        },
+        fifo,
+    }
+}
+
+/// Real events of request `n` (`count` of them), encoded as the edge encodes them.
+fn events(n: u128, count: u128) -> Vec<EncodedEvent> {
+    let events: Vec<Event> = (0..count)
+        .map(|i| Event {
+            id: Uuid::from_u128(n * 1_000 + i + 1),
+            event_type: "page_view".into(),
+            occurred_at: None,
+            received_at: chrono::DateTime::from_timestamp_millis(1_764_316_800_123).expect("time"),
+            key_id: format!("key{}", n % 2),
+            edge: None,
+            source: Default::default(),
+            // A raw line break inside the client's text: the wire must carry it as is.
+            data: RawJson::from_json(&format!("{{\"request\":{n},\n\"i\":{i}}}")).expect("json"),
+        })
+        .collect();
+    encode_events(&events, &Limits::default()).expect("encodes")
+}
+
+fn submission(n: u128, count: u128, wait_ms: u64) -> Submission {
+    Submission {
+        group: format!("key{}", n % 2),
+        wait_ms,
+        events: events(n, count),
+    }
+}
+
+fn ids(s: &Submission) -> Vec<Uuid> {
+    s.events.iter().map(|e| e.id).collect()
+}
+
+/// Limits under which a message holds about two of the test events.
+fn two_per_message() -> Limits {
+    let one = events(0, 1)[0].bytes.len();
+    Limits {
+        max_message_bytes: 2 * one + 40,
+        ..Limits::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_share_one_call_and_each_hears_its_own_answer() {
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(Limits::default(), false),
+    );
+    let subs: Vec<Submission> = (0..25).map(|n| submission(n, 1, 2_000)).collect();
+    let all: Vec<Uuid> = subs.iter().flat_map(ids).collect();
+    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for v in &verdicts {
+        assert!(v.unacknowledged.is_empty(), "{v:?}");
+        assert_eq!((v.requests, v.events, v.calls), (25, 25, 1));
+    }
+    let q = batcher.queue();
+    assert_eq!(q.calls().len(), 1, "one SendMessageBatch for 25 requests");
+    // Every event is in the call once, with its own id; bodies are valid envelopes.
+    let mut sent: Vec<Uuid> = q
+        .bodies()
+        .iter()
+        .flat_map(|b| decode(b).expect("envelope"))
+        .map(|e| e.id)
+        .collect();
+    sent.sort();
+    let mut want = all;
+    want.sort();
+    assert_eq!(sent, want);
+    assert_eq!(
+        batcher.runtime().sleeps(),
+        vec![WINDOW_MS],
+        "sent after one window"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_keeps_every_events_own_key_id() {
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(Limits::default(), false),
+    );
+    join_all((0..4).map(|n| batcher.submit(submission(n, 2, 2_000)))).await;
+    let events: Vec<Event> = batcher
+        .queue()
+        .bodies()
+        .iter()
+        .flat_map(|b| decode(b).expect("envelope"))
+        .collect();
+    assert_eq!(events.len(), 8);
+    for e in events {
+        let request = (e.id.as_u128() - 1) / 1_000;
+        assert_eq!(e.key_id, format!("key{}", request % 2), "{e:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_batch_is_sent_before_the_window_ends() {
+    // Two events per message, ten messages per call: 20 events fill a call.
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(two_per_message(), false),
+    );
+    let started = batcher.runtime().now_ms();
+    let verdicts = join_all((0..21).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    let calls = batcher.queue().calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].len(), 10, "the first call is full");
+    assert_eq!(calls[1].len(), 1);
+    assert!(verdicts.iter().all(|v| v.unacknowledged.is_empty()));
+    assert_eq!(verdicts[0].events, 20);
+    assert_eq!(verdicts[20].events, 1);
+    // The full batch did not wait: only the last one (one event) waited a window.
+    assert_eq!(batcher.runtime().now_ms() - started, WINDOW_MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_too_big_for_one_call_is_sent_at_once_on_its_own() {
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(two_per_message(), false),
+    );
+    let started = batcher.runtime().now_ms();
+    let v = batcher.submit(submission(1, 30, 2_000)).await;
+    assert!(v.unacknowledged.is_empty());
+    assert_eq!((v.requests, v.events, v.calls), (1, 30, 2));
+    assert_eq!(batcher.runtime().now_ms(), started, "no window for it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_entry_fails_only_the_requests_whose_events_it_held() {
+    // m1 holds the events of requests 2 and 3 (two per message, in arrival order); SQS
+    // refuses it for good.
+    let q = FakeQueue::new(vec![Reply::Outcome(BatchOutcome {
+        failed: vec![FailedEntry {
+            id: "m1".into(),
+            retryable: false,
+            code: "InvalidMessageContents".into(),
+        }],
+    })]);
+    let batcher = Batcher::new(q, FakeRuntime::new(), settings(two_per_message(), false));
+    let subs: Vec<Submission> = (0..6).map(|n| submission(n, 1, 2_000)).collect();
+    let want: Vec<Vec<Uuid>> = subs.iter().map(ids).collect();
+    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for (n, v) in verdicts.iter().enumerate() {
+        if n == 2 || n == 3 {
+            assert_eq!(v.unacknowledged, want[n]);
+            assert!(v.rejected && !v.timed_out);
+            assert!(v
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("InvalidMessage"));
+        } else {
+            assert!(v.unacknowledged.is_empty(), "request {n}: {v:?}");
+            assert!(!v.rejected);
+        }
+    }
+    assert_eq!(batcher.queue().calls().len(), 1, "nothing retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_failures_are_resent_for_everyone_in_the_batch() {
+    let q = FakeQueue::new(vec![
+        Reply::Error(SendError::Transient("HTTP 500".into())),
+        Reply::Outcome(BatchOutcome {
+            failed: vec![FailedEntry {
+                id: "m0".into(),
+                retryable: true,
+                code: "InternalError".into(),
+            }],
+        }),
+    ]);
+    let batcher = Batcher::new(q, FakeRuntime::new(), settings(two_per_message(), false));
+    let verdicts = join_all((0..4).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    assert!(
+        verdicts.iter().all(|v| v.unacknowledged.is_empty()),
+        "{verdicts:?}"
+    );
+    let calls = batcher.queue().calls();
+    assert_eq!(calls, vec![vec!["m0", "m1"], vec!["m0", "m1"], vec!["m0"]]);
+    assert_eq!((verdicts[0].calls, verdicts[0].retries), (3, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nobody_waits_past_the_earliest_deadline_in_the_batch() {
+    let batcher = Batcher::new(
+        FakeQueue::always(Reply::Hang),
+        FakeRuntime::new(),
+        settings(Limits::default(), false),
+    );
+    let started = batcher.runtime().now_ms();
+    let subs = vec![submission(1, 1, 500), submission(2, 1, 3_000)];
+    let want: Vec<Vec<Uuid>> = subs.iter().map(ids).collect();
+    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for (v, want) in verdicts.iter().zip(&want) {
+        assert_eq!(&v.unacknowledged, want);
+        assert!(v.timed_out);
+    }
+    assert_eq!(batcher.runtime().now_ms() - started, 500);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_shorter_than_the_window_cuts_the_wait() {
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(Limits::default(), false),
+    );
+    let started = batcher.runtime().now_ms();
+    let v = batcher.submit(submission(1, 1, 5)).await;
+    // The window would end after the deadline: the batch went at the deadline, too late.
+    assert!(v.timed_out && !v.unacknowledged.is_empty(), "{v:?}");
+    assert_eq!(batcher.runtime().now_ms() - started, 5);
+    assert!(batcher.queue().calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn fifo_queues_batch_each_message_group_on_its_own() {
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(Limits::default(), true),
+    );
+    let verdicts = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    assert!(verdicts
+        .iter()
+        .all(|v| v.unacknowledged.is_empty() && v.requests == 3));
+    let mut groups = batcher.queue().groups();
+    groups.sort();
+    assert_eq!(groups, vec!["key0", "key1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_arriving_while_a_batch_is_sent_opens_the_next_one() {
+    let batcher = Rc::new(Batcher::new(
+        FakeQueue::new(vec![]).with_latency_ms(30),
+        FakeRuntime::new(),
+        settings(Limits::default(), false),
+    ));
+    let b = batcher.clone();
+    let first = tokio::task::LocalSet::new();
+    let verdicts = first
+        .run_until(async move {
+            let early = tokio::task::spawn_local({
+                let b = b.clone();
+                async move { b.submit(submission(1, 1, 2_000)).await }
+            });
+            // After the first window, while its call is on the wire (30 ms).
+            tokio::time::sleep(Duration::from_millis(WINDOW_MS + 5)).await;
+            let late = b.submit(submission(2, 1, 2_000)).await;
+            (early.await.expect("task"), late)
+        })
+        .await;
+    assert_eq!((verdicts.0.requests, verdicts.1.requests), (1, 1));
+    assert_eq!(batcher.queue().calls().len(), 2);
+}
+
+#[test]
+fn submissions_cross_the_wire_unchanged() {
+    let s = submission(7, 3, 1_234);
+    let bytes = encode_submission(&s.group, s.wait_ms, &s.events);
+    assert_eq!(decode_submission(&bytes).expect("decodes"), s);
+    let v = Verdict {
+        unacknowledged: ids(&s),
+        rejected: true,
+        timed_out: false,
+        last_error: Some("entry rejected: X".into()),
+        requests: 3,
+        events: 9,
+        calls: 2,
+        retries: 1,
+    };
+    assert_eq!(decode_verdict(&encode_verdict(&v)).expect("decodes"), v);
+}
+
+#[test]
+fn a_damaged_submission_is_refused() {
+    let s = submission(7, 2, 1_000);
+    let bytes = encode_submission(&s.group, s.wait_ms, &s.events);
+    assert_eq!(decode_submission(b"no header"), Err(WireError::NoHeader));
+    assert_eq!(
+        decode_submission(&bytes[..bytes.len() - 1]),
+        Err(WireError::Sizes)
+    );
+    let mut longer = bytes.clone();
+    longer.push(b' ');
+    assert_eq!(decode_submission(&longer), Err(WireError::Sizes));
+    let text = String::from_utf8(bytes).expect("utf-8");
+    let v2 = text.replacen("{\"v\":1,", "{\"v\":2,", 1);
+    assert_eq!(decode_submission(v2.as_bytes()), Err(WireError::Version(2)));
+    assert!(matches!(
+        decode_submission(b"{\"v\":1}\n"),
+        Err(WireError::Header(_))
+    ));
+    assert!(decode_verdict(b"<html>").is_err());
+}
+
+#[test]
+fn batchers_are_named_by_location_and_shard() {
+    assert_eq!(batcher_name(Some("FRA"), "ray-1", 1), "FRA/0");
+    assert_eq!(batcher_name(None, "ray-1", 1), "local/0");
+    // Stable, and spread over every shard.
+    assert_eq!(
+        batcher_name(Some("FRA"), "ray-1", 8),
+        batcher_name(Some("FRA"), "ray-1", 8)
+    );
+    let shards: std::collections::HashSet<String> = (0..200)
+        .map(|i| batcher_name(Some("FRA"), &format!("ray-{i}"), 8))
+        .collect();
+    assert_eq!(shards.len(), 8, "{shards:?}");
+    assert!(shards.iter().all(|s| s.starts_with("FRA/")));
+    assert_eq!(
+        batcher_name(Some("FRA"), "x", 0),
+        "FRA/0",
+        "0 shards means one"
+    );
+}

@@ -1,0 +1,104 @@
+//! What the edge and a batcher say to each other over the Durable Object's `fetch`.
+//!
+//! A submission is one JSON header line (group, wait, the events' ids and sizes) followed by
+//! the encoded events back to back: an event's text may hold raw line breaks (the client's
+//! own `data`), so the sizes delimit them, not separators. The answer is a JSON [`Verdict`].
+
+use serde::{Deserialize, Serialize};
+use spillway_shared::EncodedEvent;
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::{Submission, Verdict};
+
+/// The first field of every submission header: what the batcher checks before anything else,
+/// so an edge and a batcher of different versions (during a deploy) refuse each other cleanly.
+const WIRE_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    v: u32,
+    group: String,
+    wait_ms: u64,
+    ids: Vec<Uuid>,
+    sizes: Vec<usize>,
+}
+
+/// A submission or answer that is not what this build sends.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WireError {
+    #[error("batch submission has no header line")]
+    NoHeader,
+    #[error("batch submission header: {0}")]
+    Header(String),
+    #[error("batch submission version {0} is not {WIRE_VERSION}")]
+    Version(u32),
+    #[error("batch submission sizes do not add up to its body")]
+    Sizes,
+    #[error("batch verdict: {0}")]
+    Verdict(String),
+}
+
+pub fn encode_submission(group: &str, wait_ms: u64, events: &[EncodedEvent]) -> Vec<u8> {
+    let header = Header {
+        v: WIRE_VERSION,
+        group: group.to_owned(),
+        wait_ms,
+        ids: events.iter().map(|e| e.id).collect(),
+        sizes: events.iter().map(|e| e.bytes.len()).collect(),
+    };
+    let body_len: usize = header.sizes.iter().sum();
+    let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    out.reserve(body_len + 1);
+    out.push(b'\n');
+    for e in events {
+        out.extend_from_slice(&e.bytes);
+    }
+    out
+}
+
+pub fn decode_submission(bytes: &[u8]) -> Result<Submission, WireError> {
+    let split = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(WireError::NoHeader)?;
+    let (head, rest) = (&bytes[..split], &bytes[split + 1..]);
+    let header: Header =
+        serde_json::from_slice(head).map_err(|e| WireError::Header(e.to_string()))?;
+    if header.v != WIRE_VERSION {
+        return Err(WireError::Version(header.v));
+    }
+    if header.ids.len() != header.sizes.len()
+        || header
+            .sizes
+            .iter()
+            .try_fold(0usize, |a, &s| a.checked_add(s))
+            != Some(rest.len())
+    {
+        return Err(WireError::Sizes);
+    }
+    let mut at = 0;
+    let events = header
+        .ids
+        .iter()
+        .zip(&header.sizes)
+        .map(|(&id, &size)| {
+            let bytes = rest[at..at + size].to_vec();
+            at += size;
+            EncodedEvent { id, bytes }
+        })
+        .collect();
+    Ok(Submission {
+        group: header.group,
+        wait_ms: header.wait_ms,
+        events,
+    })
+}
+
+pub fn encode_verdict(verdict: &Verdict) -> Vec<u8> {
+    serde_json::to_vec(verdict).unwrap_or_default()
+}
+
+pub fn decode_verdict(bytes: &[u8]) -> Result<Verdict, WireError> {
+    serde_json::from_slice(bytes).map_err(|e| WireError::Verdict(e.to_string()))
+}
