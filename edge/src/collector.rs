@@ -15,7 +15,7 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use spillway_shared::collector::{self, posthog, segment, BodyProblem};
-use spillway_shared::{pack, IdSource, Limits, Source};
+use spillway_shared::{encode_events, IdSource, Limits, Source};
 
 use crate::body::{encoding_of, format_of, gunzip_capped, Encoding};
 use crate::error::EdgeError;
@@ -310,10 +310,10 @@ where
         key_id,
         edge_info(parts),
     );
-    let batches = pack(&events, limits).map_err(EdgeError::Pack)?;
+    let encoded = encode_events(&events, limits).map_err(EdgeError::Pack)?;
     drop(events);
     drop(decoded);
-    deliver(deps, batches, ids, key_id, log)
+    deliver(deps, encoded, ids, key_id, log)
         .await
         .map(|ids| ids.len())
 }

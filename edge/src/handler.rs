@@ -7,22 +7,26 @@
 //! runtime, the tests with in-memory fakes.
 
 use chrono::{DateTime, Utc};
+use futures_util::future::{select, Either};
 use http::{HeaderMap, Request, Response};
 use serde::Serialize;
 use spillway_shared::{
-    assign_ids, pack, uuid_v7, validate_events, BatchRequest, EdgeInfo, Event, IdSource, Limits,
+    assign_ids, encode_events, pack_encoded, uuid_v7, validate_events, BatchRequest, EdgeInfo,
+    EncodedEvent, Event, IdSource, Limits,
 };
 use uuid::Uuid;
 
+use crate::batch::{batcher_name, decode_verdict, encode_submission, DIRECT_FROM_BYTES};
 use crate::body::{gunzip_capped, parse, Encoding, Format};
 use crate::collector::{collect, Collector};
+use crate::config::RetryPolicy;
 use crate::config::{Config, ConfigError};
 use crate::error::EdgeError;
 use crate::gate::{cors_headers, log_path, preflight_headers, route, Route, PANIC_PATH};
 use crate::head::{head, read_body, Reading};
 use crate::log::RequestLog;
-use crate::ports::{BodySource, QueueSender, RateLimit, Runtime};
-use crate::send::send_all;
+use crate::ports::{BatcherLink, BodySource, QueueSender, RateLimit, Runtime};
+use crate::send::{send_all, SendReport};
 
 /// What a request needs, built once per isolate (config, queue) or per request (limiter, runtime).
 #[derive(Debug)]
@@ -32,6 +36,9 @@ pub struct Deps<'a, Q, L, R> {
     /// `None` when no rate-limiting binding is configured.
     pub limiter: Option<&'a L>,
     pub rt: &'a R,
+    /// The batchers (group commit); `None` when the `BATCHER` binding is not configured, and
+    /// then every request sends directly.
+    pub batcher: Option<&'a dyn BatcherLink>,
 }
 
 /// The answer and the log line that goes with it.
@@ -243,10 +250,10 @@ where
     let mut random = || random_ten(deps.rt);
     let items = parse(&decoded, format, limits)?;
     log.events = items.len();
-    let Prepared { ids, batches } = prepare_events(&items, limits, &stamp, &mut random)?;
+    let (ids, encoded) = prepare_encoded(&items, limits, &stamp, &mut random)?;
     drop(items);
     drop(decoded);
-    deliver(deps, batches, ids, key_id, log).await
+    deliver(deps, encoded, ids, key_id, log).await
 }
 
 /// Asks the rate limiter about `key_id` (when one is configured), noting the key in the log.
@@ -292,10 +299,13 @@ pub(crate) fn random_ten<R: Runtime>(rt: &R) -> [u8; 10] {
     ten
 }
 
-/// Sends the packed events of a request; `Ok(ids)` only once SQS has acknowledged every one.
+/// Sends the events of a request; `Ok(ids)` only once SQS has acknowledged every one.
+///
+/// Small requests go through a batcher when there is one (group commit); the rest, and every
+/// request whose batcher does not answer, send directly.
 pub(crate) async fn deliver<Q, L, R>(
     deps: &Deps<'_, Q, L, R>,
-    batches: Vec<BatchRequest>,
+    encoded: Vec<EncodedEvent>,
     ids: Vec<Uuid>,
     key_id: &str,
     log: &mut RequestLog,
@@ -305,7 +315,18 @@ where
     R: Runtime,
 {
     let config = deps.config;
-    let report = send_all(deps.queue, deps.rt, batches, key_id, &config.retry).await;
+    let bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
+    let batcher = deps
+        .batcher
+        .filter(|_| config.batch.enabled() && bytes < DIRECT_FROM_BYTES);
+    let report = match batcher {
+        Some(link) => via_batcher(deps, link, encoded, key_id, log).await,
+        None => {
+            log.send = Some("direct");
+            let batches = pack_encoded(&encoded, &config.limits);
+            send_all(deps.queue, deps.rt, batches, key_id, &config.retry).await
+        }
+    };
     log.sqs_calls = report.calls;
     log.retries = report.retries;
     log.queue_error = report.last_error;
@@ -319,6 +340,83 @@ where
             retry_after_secs: config.retry_after_secs,
         })
     }
+}
+
+/// Most of the deadline the batcher is told to keep for itself, so that its answer reaches the
+/// request before the request's own deadline.
+const HANDOFF_MARGIN_MS: u64 = 250;
+
+/// Hands the events to the request's batcher and reports what it says. A batcher that cannot
+/// be reached, fails, or answers nonsense costs only the time it took: the events then go
+/// directly, within what is left of the deadline. The same ids either way, so a batch the
+/// batcher did send before failing is stored once all the same (the consumer's `ON CONFLICT`).
+async fn via_batcher<Q, L, R>(
+    deps: &Deps<'_, Q, L, R>,
+    link: &dyn BatcherLink,
+    encoded: Vec<EncodedEvent>,
+    key_id: &str,
+    log: &mut RequestLog,
+) -> SendReport
+where
+    Q: QueueSender,
+    R: Runtime,
+{
+    let config = deps.config;
+    let rt = deps.rt;
+    let started = rt.now_ms();
+    let deadline_ms = u64::try_from(config.retry.deadline.as_millis()).unwrap_or(u64::MAX);
+    let margin = (deadline_ms / 10).min(HANDOFF_MARGIN_MS);
+    let name = batcher_name(log.colo.as_deref(), &log.request_id, config.batch.shards);
+    let submission = encode_submission(key_id, deadline_ms - margin, &encoded);
+    let asked = select(
+        link.submit(&name, submission),
+        Box::pin(rt.sleep(config.retry.deadline)),
+    )
+    .await;
+    let problem = match asked {
+        Either::Left((Ok(answer), _)) => match decode_verdict(&answer) {
+            Ok(v) => {
+                log.send = Some("batched");
+                log.batch_requests = Some(v.requests);
+                log.batch_events = Some(v.events);
+                return SendReport {
+                    unacknowledged: v.unacknowledged,
+                    rejected: v.rejected,
+                    timed_out: v.timed_out,
+                    calls: v.calls,
+                    retries: v.retries,
+                    last_error: v.last_error,
+                };
+            }
+            Err(e) => e.to_string(),
+        },
+        Either::Left((Err(e), _)) => e.to_string(),
+        Either::Right(((), _)) => {
+            log.send = Some("batched");
+            return SendReport {
+                unacknowledged: encoded.iter().map(|e| e.id).collect(),
+                timed_out: true,
+                last_error: Some("the batcher did not answer within the deadline".into()),
+                ..SendReport::default()
+            };
+        }
+    };
+    log.send = Some("direct_fallback");
+    log.note = Some(problem);
+    let left = deadline_ms.saturating_sub(rt.now_ms().saturating_sub(started));
+    if left == 0 {
+        return SendReport {
+            unacknowledged: encoded.iter().map(|e| e.id).collect(),
+            timed_out: true,
+            ..SendReport::default()
+        };
+    }
+    let policy = RetryPolicy {
+        deadline: std::time::Duration::from_millis(left),
+        ..config.retry
+    };
+    let batches = pack_encoded(&encoded, &config.limits);
+    send_all(deps.queue, rt, batches, key_id, &policy).await
 }
 
 /// What enrichment stamps on every event of a request.
@@ -363,6 +461,18 @@ pub fn prepare_events(
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
+    let (ids, encoded) = prepare_encoded(items, limits, stamp, random)?;
+    let batches = pack_encoded(&encoded, limits);
+    Ok(Prepared { ids, batches })
+}
+
+/// [`prepare_events`] up to the encoded events, before packing: what a batcher takes.
+pub fn prepare_encoded(
+    items: &[&str],
+    limits: &Limits,
+    stamp: &Stamp<'_>,
+    random: &mut dyn FnMut() -> [u8; 10],
+) -> Result<(Vec<Uuid>, Vec<EncodedEvent>), EdgeError> {
     let received_at =
         DateTime::<Utc>::from_timestamp_millis(i64::try_from(stamp.now_ms).unwrap_or(i64::MAX))
             .unwrap_or_default();
@@ -382,6 +492,6 @@ pub fn prepare_events(
         .zip(&ids)
         .map(|(v, &id)| v.enrich(id, received_at, stamp.key_id, stamp.edge.clone()))
         .collect();
-    let batches = pack(&events, limits).map_err(EdgeError::Pack)?;
-    Ok(Prepared { ids, batches })
+    let encoded = encode_events(&events, limits).map_err(EdgeError::Pack)?;
+    Ok((ids, encoded))
 }

@@ -29,6 +29,8 @@ mod adapter;
 #[cfg(test)]
 mod collector_tests;
 #[cfg(test)]
+mod group_commit_tests;
+#[cfg(test)]
 mod handler_tests;
 #[cfg(test)]
 mod test_edge;

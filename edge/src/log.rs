@@ -18,8 +18,19 @@ pub struct RequestLog {
     pub events: usize,
     /// Body bytes as received (before decompression).
     pub bytes: usize,
+    /// `SendMessageBatch` calls and retries that carried the request's events (when batched:
+    /// those of its batch, shared with the other requests in it).
     pub sqs_calls: u32,
     pub retries: u32,
+    /// How the events went: `batched`, `direct`, or `direct_fallback` (the batcher did not
+    /// answer). Absent when nothing was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<&'static str>,
+    /// When batched: requests and events in the batch that carried this request's events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_requests: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_events: Option<u32>,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colo: Option<String>,

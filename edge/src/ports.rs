@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::LocalBoxFuture;
 use spillway_shared::BatchEntry;
 use thiserror::Error;
 
@@ -55,6 +56,25 @@ pub trait QueueSender {
         entries: &[BatchEntry],
         group: &str,
     ) -> Result<BatchOutcome, SendError>;
+}
+
+/// The batcher could not be asked, or gave no usable answer: the request then sends directly.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("batcher unavailable: {0}")]
+pub struct BatcherError(pub String);
+
+/// The way to the batchers (Durable Objects in the Worker, an in-process [`Batcher`] in tests).
+/// Object-safe, so the request path takes it as `&dyn` whatever the runtime.
+///
+/// [`Batcher`]: crate::batch::Batcher
+pub trait BatcherLink: std::fmt::Debug {
+    /// Hands `submission` (see [`crate::batch::encode_submission`]) to the batcher called
+    /// `name` and returns the body of its answer.
+    fn submit<'a>(
+        &'a self,
+        name: &'a str,
+        submission: Vec<u8>,
+    ) -> LocalBoxFuture<'a, Result<Vec<u8>, BatcherError>>;
 }
 
 /// The rate limiter could not be asked; the edge then lets the request through.

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use crate::config::tests::config_with;
 use crate::config::Config;
 use crate::handler::{handle, Deps, Handled};
+use crate::ports::BatcherLink;
 use crate::ports::BodySource;
-use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime};
+use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, LocalBatcher};
 
 /// An edge over in-memory fakes.
 pub(crate) struct Edge {
@@ -18,6 +19,8 @@ pub(crate) struct Edge {
     pub(crate) queue: FakeQueue,
     pub(crate) limiter: Option<FakeLimiter>,
     pub(crate) rt: FakeRuntime,
+    /// Group commit, when a test asks for it ([`Edge::batching`]).
+    pub(crate) batcher: Option<LocalBatcher>,
 }
 
 impl Edge {
@@ -31,7 +34,14 @@ impl Edge {
             queue: FakeQueue::new(vec![]),
             limiter: None,
             rt: FakeRuntime::new(),
+            batcher: None,
         }
+    }
+
+    /// With a batcher sending to its own `queue` (the edge's queue is the direct path).
+    pub(crate) fn batching(mut self, queue: FakeQueue) -> Self {
+        self.batcher = Some(LocalBatcher::new(&self.config, queue));
+        self
     }
 
     pub(crate) fn queue(mut self, queue: FakeQueue) -> Self {
@@ -45,6 +55,7 @@ impl Edge {
             queue: &self.queue,
             limiter: self.limiter.as_ref(),
             rt: &self.rt,
+            batcher: self.batcher.as_ref().map(|b| b as &dyn BatcherLink),
         };
         Answer(handle(&deps, req).await)
     }

@@ -189,6 +189,7 @@ impl Edge {
             queue: &self.queue,
             limiter: None::<&Unlimited>,
             rt: &self.rt,
+            batcher: None,
         };
         handle(&deps, req).await
     }

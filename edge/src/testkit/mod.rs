@@ -1,11 +1,14 @@
 //! In-memory fakes of the I/O seams, for the native tests: this crate's unit tests, and its
 //! integration tests and benches through the `testkit` feature (never part of the Worker).
 //!
-//! [`FakeQueue`], [`FakeLimiter`] and [`FakeRuntime`] stand in for the ports; [`CannedSqs`]
-//! sits one level lower, under the real SQS client, for tests of what goes on the wire.
+//! [`FakeQueue`], [`FakeLimiter`] and [`FakeRuntime`] stand in for the ports, [`LocalBatcher`]
+//! for the batchers; [`CannedSqs`] sits one level lower, under the real SQS client, for tests
+//! of what goes on the wire.
 
+mod batcher;
 mod sqs;
 
+pub use batcher::{Link, LocalBatcher};
 pub use sqs::{all_successful, Answer, CannedSqs};
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,90 @@
+//! A batcher on the test's own thread, reached the way the Worker reaches its Durable Objects:
+//! through the wire format, so the request path's side of group commit is tested whole.
+
+use std::cell::{Cell, RefCell};
+
+use futures_util::future::LocalBoxFuture;
+
+use super::{FakeQueue, FakeRuntime};
+use crate::batch::{
+    decode_submission, encode_verdict, Batcher, BatcherSettings, Submission, Verdict,
+};
+use crate::config::Config;
+use crate::ports::{BatcherError, BatcherLink};
+
+/// How the link to the batcher behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Answers as the batcher decides.
+    Up,
+    /// Cannot be reached (no such object, a reset during a deploy).
+    Down,
+    /// Never answers.
+    Hang,
+    /// Answers something that is not a verdict.
+    Garbage,
+}
+
+/// A [`Batcher`] over its own [`FakeQueue`], behind a [`BatcherLink`].
+#[derive(Debug)]
+pub struct LocalBatcher {
+    pub batcher: Batcher<FakeQueue, FakeRuntime>,
+    link: Cell<Link>,
+    names: RefCell<Vec<String>>,
+}
+
+impl LocalBatcher {
+    /// A batcher with the edge's settings, sending to `queue`.
+    pub fn new(config: &Config, queue: FakeQueue) -> Self {
+        let settings = BatcherSettings {
+            window: config.batch.window,
+            limits: config.limits,
+            retry: config.retry,
+            fifo: config.queue.is_fifo(),
+        };
+        Self {
+            batcher: Batcher::new(queue, FakeRuntime::new(), settings),
+            link: Cell::new(Link::Up),
+            names: RefCell::default(),
+        }
+    }
+
+    pub fn set_link(&self, link: Link) {
+        self.link.set(link);
+    }
+
+    /// The batcher names requests were routed to, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.names.borrow().clone()
+    }
+
+    pub fn queue(&self) -> &FakeQueue {
+        self.batcher.queue()
+    }
+
+    async fn answer(&self, submission: Submission) -> Verdict {
+        self.batcher.submit(submission).await
+    }
+}
+
+impl BatcherLink for LocalBatcher {
+    fn submit<'a>(
+        &'a self,
+        name: &'a str,
+        submission: Vec<u8>,
+    ) -> LocalBoxFuture<'a, Result<Vec<u8>, BatcherError>> {
+        self.names.borrow_mut().push(name.to_owned());
+        Box::pin(async move {
+            match self.link.get() {
+                Link::Down => Err(BatcherError("no such object".into())),
+                Link::Hang => std::future::pending().await,
+                Link::Garbage => Ok(b"<html>upstream error</html>".to_vec()),
+                Link::Up => {
+                    let submission =
+                        decode_submission(&submission).map_err(|e| BatcherError(e.to_string()))?;
+                    Ok(encode_verdict(&self.answer(submission).await))
+                }
+            }
+        })
+    }
+}
