@@ -9,6 +9,9 @@
 // fresh one on the next request (constructing the entrypoint runs that check).
 import Worker from "./build/index.js";
 
+// The group-commit batcher (a Durable Object class, bound as BATCHER in wrangler.toml).
+export { Batcher } from "./build/index.js";
+
 const INTERNAL = JSON.stringify({
   error: { code: "internal", message: "internal error; the request was not processed" },
 });

@@ -13,11 +13,12 @@ use spillway_shared::EdgeInfo;
 use worker::wasm_bindgen::JsValue;
 use worker::{event, js_sys, Context, Env};
 
+use crate::batcher_object::{DurableBatchers, BATCHER_BINDING};
 use crate::config::{Config, ConfigError};
 use crate::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
 use crate::gate::UnreadableHeaders;
 use crate::handler::{handle, misconfigured, Deps};
-use crate::ports::{BodySource, RateLimit, RateLimitError, Runtime};
+use crate::ports::{BatcherLink, BodySource, RateLimit, RateLimitError, Runtime};
 use crate::sqs::SqsSender;
 
 /// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
@@ -39,17 +40,23 @@ fn app(env: &Env) -> Rc<Result<App, ConfigError>> {
 
 fn build(env: &Env) -> Result<App, ConfigError> {
     let config = Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))?;
-    let queue = SqsSender::new(
-        &config,
-        SharedHttpClient::new(FetchHttpClient),
-        SharedTimeSource::new(DateTimeSource),
-        SharedAsyncSleep::new(DelaySleep),
-    );
+    let queue = sqs_sender(&config);
     Ok(App { config, queue })
 }
 
+/// The SQS client over the Workers runtime: Fetch, its clock, its timers.
+pub(crate) fn sqs_sender(config: &Config) -> SqsSender {
+    SqsSender::new(
+        config,
+        SharedHttpClient::new(FetchHttpClient),
+        SharedTimeSource::new(DateTimeSource),
+        SharedAsyncSleep::new(DelaySleep),
+    )
+}
+
 /// Clock, randomness and timers of the Workers runtime.
-struct WorkerRuntime;
+#[derive(Debug)]
+pub(crate) struct WorkerRuntime;
 
 impl Runtime for WorkerRuntime {
     fn now_ms(&self) -> u64 {
@@ -207,11 +214,16 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
     let handled = match app.as_ref() {
         Ok(app) => {
             let limiter = env.rate_limiter(RATE_LIMIT_BINDING).ok().map(Limiter);
+            let batchers = env
+                .durable_object(BATCHER_BINDING)
+                .ok()
+                .map(DurableBatchers);
             let deps = Deps {
                 config: &app.config,
                 queue: &app.queue,
                 limiter: limiter.as_ref(),
                 rt: &rt,
+                batcher: batchers.as_ref().map(|b| b as &dyn BatcherLink),
             };
             handle(&deps, request).await
         }

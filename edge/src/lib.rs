@@ -25,6 +25,8 @@ pub mod sqs;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;
+#[cfg(target_arch = "wasm32")]
+mod batcher_object;
 
 #[cfg(test)]
 mod collector_tests;

@@ -26,6 +26,7 @@ const KEY_WEB: &str = "it-web-key-0123456789abcdef";
 const KEY_BURST: &str = "it-burst-key-0123456789abcdef";
 const ORIGIN: &str = "https://app.example.com";
 const DEADLINE_MS: u64 = 2_500;
+const BATCH_WINDOW_MS: u64 = 100;
 /// The local rate limit of key `burst` (and of every key): requests per minute.
 const RATE_LIMIT: usize = 40;
 
@@ -164,6 +165,9 @@ impl Stack {
             // Small messages, so one request spreads over several concurrent batch requests.
             ("MAX_EVENT_BYTES", "7000".to_owned()),
             ("MAX_MESSAGE_BYTES", "8192".to_owned()),
+            // Group commit on (wrangler.toml binds the batcher), with a window long enough
+            // that requests released together share batches even on a loaded machine.
+            ("BATCH_WINDOW_MS", BATCH_WINDOW_MS.to_string()),
         ];
         let (edge, port) = wrangler_dev(dir, &vars, 200)?;
         Ok(Stack {
@@ -434,8 +438,12 @@ fn worker_under_wrangler_dev() -> Result<()> {
     }
     let dir = run_dir().join(format!("edge-it-{}", std::process::id()));
     let stack = Stack::start(&dir)?;
-    let steps: [(&str, Step); 8] = [
+    let steps: [(&str, Step); 9] = [
         ("events arrive as envelopes", events_arrive_as_envelopes),
+        (
+            "concurrent requests share SQS calls",
+            concurrent_requests_share_sqs_calls,
+        ),
         ("body shapes and key forms", body_shapes_and_key_forms),
         ("many events, several batches", many_events_several_batches),
         ("errors as the contract says", errors_as_the_contract_says),
@@ -772,6 +780,55 @@ fn errors_as_the_contract_says(s: &Stack) -> Result<()> {
         leftovers.is_empty(),
         "a refused request enqueued {leftovers:?}"
     );
+    Ok(())
+}
+
+/// Group commit under the real runtime: one-event requests released together go through the
+/// batcher Durable Object, share `SendMessageBatch` calls, and each 202'd id is queued once.
+fn concurrent_requests_share_sqs_calls(s: &Stack) -> Result<()> {
+    const CLIENTS: usize = 24;
+    let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let senders: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (port, start) = (s.port, start.clone());
+            std::thread::spawn(move || {
+                let bearer = format!("Bearer {KEY_WEB}");
+                let body = json!({"type": "together", "data": {"i": i}}).to_string();
+                start.wait();
+                request(
+                    port,
+                    "POST",
+                    "/v1/events",
+                    &[
+                        ("authorization", &bearer),
+                        ("content-type", "application/json"),
+                    ],
+                    Body::Fixed(body.as_bytes()),
+                )
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.push(sender.join().map_err(|_| anyhow!("sender panicked"))??);
+    }
+    let mut accepted = Vec::new();
+    let mut most_shared = 0;
+    for a in &answers {
+        ensure!(a.status == 202, "{} {}", a.status, a.text());
+        accepted.extend(a.ids());
+        let line = s.log_line(a.header("x-request-id").unwrap_or("-"))?;
+        ensure!(line["send"] == "batched", "{line}");
+        most_shared = most_shared.max(line["batch_requests"].as_u64().unwrap_or(0));
+    }
+    ensure!(
+        most_shared >= 2,
+        "{CLIENTS} requests released together never shared a batch"
+    );
+    let mut queued = ids_of(&s.drain(&accepted, Duration::from_secs(20))?);
+    queued.sort();
+    accepted.sort();
+    ensure!(queued == accepted, "every 202'd id queued exactly once");
     Ok(())
 }
 

@@ -1,0 +1,101 @@
+//! The batcher as a Durable Object (`Batcher`, bound as `BATCHER`), and the edge's way to it.
+//! Both are thin: the object decodes a submission, hands it to [`crate::batch::Batcher`] and
+//! encodes the verdict; the link posts a submission to the object named by the request path.
+
+use std::fmt;
+
+use futures_util::future::LocalBoxFuture;
+use worker::{durable_object, js_sys, DurableObject, Env, ObjectNamespace, State};
+
+use crate::adapter::{sqs_sender, WorkerRuntime};
+use crate::batch::{decode_submission, encode_verdict, Batcher as Core, BatcherSettings};
+use crate::config::Config;
+use crate::ports::{BatcherError, BatcherLink};
+use crate::sqs::SqsSender;
+
+/// Name of the Durable Object binding (`[[durable_objects.bindings]]` in `wrangler.toml`).
+pub(crate) const BATCHER_BINDING: &str = "BATCHER";
+
+/// One batcher: where the requests of one location and shard gather. It keeps nothing in
+/// storage; a reset (a deploy) loses only batches in the making, whose requests then send
+/// directly.
+#[durable_object(fetch)]
+pub struct Batcher {
+    core: Result<Core<SqsSender, WorkerRuntime>, String>,
+}
+
+impl fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Batcher")
+    }
+}
+
+impl DurableObject for Batcher {
+    fn new(_state: State, env: Env) -> Self {
+        let core = Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))
+            .map(|config| {
+                let settings = BatcherSettings {
+                    window: config.batch.window,
+                    limits: config.limits,
+                    retry: config.retry,
+                    fifo: config.queue.is_fifo(),
+                };
+                Core::new(sqs_sender(&config), WorkerRuntime, settings)
+            })
+            .map_err(|e| e.to_string());
+        Self { core }
+    }
+
+    async fn fetch(&self, mut req: worker::Request) -> worker::Result<worker::Response> {
+        let core = match &self.core {
+            Ok(core) => core,
+            Err(problem) => return worker::Response::error(problem.clone(), 500),
+        };
+        let body = req.bytes().await?;
+        match decode_submission(&body) {
+            Ok(submission) => {
+                worker::Response::from_bytes(encode_verdict(&core.submit(submission).await))
+            }
+            Err(e) => worker::Response::error(e.to_string(), 400),
+        }
+    }
+}
+
+/// The `BATCHER` namespace, as the request path's [`BatcherLink`].
+pub(crate) struct DurableBatchers(pub(crate) ObjectNamespace);
+
+impl fmt::Debug for DurableBatchers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DurableBatchers")
+    }
+}
+
+impl BatcherLink for DurableBatchers {
+    fn submit<'a>(
+        &'a self,
+        name: &'a str,
+        submission: Vec<u8>,
+    ) -> LocalBoxFuture<'a, Result<Vec<u8>, BatcherError>> {
+        Box::pin(async move {
+            call(&self.0, name, submission)
+                .await
+                .map_err(|e| BatcherError(e.to_string()))
+        })
+    }
+}
+
+async fn call(ns: &ObjectNamespace, name: &str, submission: Vec<u8>) -> worker::Result<Vec<u8>> {
+    let stub = ns.id_from_name(name)?.get_stub()?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post)
+        .with_body(Some(js_sys::Uint8Array::from(submission.as_slice()).into()));
+    let req = worker::Request::new_with_init("https://batcher.spillway.internal/submit", &init)?;
+    let mut answer = stub.fetch_with_request(req).await?;
+    if answer.status_code() != 200 {
+        return Err(worker::Error::RustError(format!(
+            "the batcher answered {}",
+            answer.status_code()
+        )));
+    }
+    answer.bytes().await
+}
