@@ -202,6 +202,23 @@ mod tests {
     }
 
     #[test]
+    fn a_message_shared_by_several_requests_keeps_each_events_own_key_id() {
+        // The edge's group commit puts the events of many requests, of any keys, in one
+        // message: each event carries its own id and key id, nothing is per message.
+        let mut events: Vec<Event> = (1..=4).map(event).collect();
+        events[1].key_id = "web".into();
+        events[3].key_id = "app".into();
+        let plan = Plan::from_records(&[record("shared", Some(body(&events)))]);
+        assert_eq!(plan.accepted.len(), 1);
+        let got: Vec<(u128, &str)> = plan.accepted[0]
+            .events
+            .iter()
+            .map(|e| (e.id.as_u128(), e.key_id.as_str()))
+            .collect();
+        assert_eq!(got, [(1, "k"), (2, "web"), (3, "k"), (4, "app")]);
+    }
+
+    #[test]
     fn each_record_is_decoded_on_its_own() {
         let records = vec![
             record("a", Some(body(&[event(1), event(2)]))),
