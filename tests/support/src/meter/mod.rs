@@ -292,9 +292,12 @@ fn accept_loop(listener: TcpListener, upstream: u16, shared: Arc<Shared>) {
 // ---------------------------------------------------------------------------------------------
 // Serving one client connection
 
+/// The kept-alive upstream connection of one client connection. One descriptor each (the
+/// answer is read through the buffer, the request written to the same socket beneath it): an
+/// overloaded edge opens thousands of connections at once, all held in this process.
 struct Upstream {
     port: u16,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
+    conn: Option<BufReader<TcpStream>>,
 }
 
 impl Upstream {
@@ -302,8 +305,7 @@ impl Upstream {
         let s = TcpStream::connect(("127.0.0.1", self.port))?;
         s.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
         s.set_nodelay(true)?;
-        let r = BufReader::new(s.try_clone()?);
-        self.conn = Some((s, r));
+        self.conn = Some(BufReader::new(s));
         Ok(())
     }
 
@@ -334,20 +336,18 @@ impl Upstream {
     }
 
     fn try_exchange(&mut self, request: &[u8]) -> io::Result<Option<Message>> {
-        let (w, r) = self.conn.as_mut().ok_or_else(|| bad("not connected"))?;
-        w.write_all(request)?;
-        w.flush()?;
+        let r = self.conn.as_mut().ok_or_else(|| bad("not connected"))?;
+        // Nothing is buffered for writing: the request goes straight to the socket.
+        r.get_mut().write_all(request)?;
         read_message(r, Kind::Response)
     }
 }
 
 fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
     let _ = client.set_nodelay(true);
-    let Ok(read_half) = client.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut writer = client;
+    // Read and written through shared references: no second descriptor per connection.
+    let mut reader = BufReader::new(&client);
+    let mut writer = &client;
     let mut upstream = Upstream {
         port: upstream_port,
         conn: None,
