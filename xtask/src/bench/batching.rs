@@ -14,11 +14,13 @@ use super::burst::percentile;
 use super::client::{post, Answer, Endpoint};
 use super::events::{now_rfc3339, request_body};
 use super::sqs::purge;
-use super::SQS_BILLING_CHUNK;
+use super::{ensure_open_files, SQS_BILLING_CHUNK};
 use crate::step::note;
 
 /// Offered rates (requests/s) and how long each is offered (s): bounded in count and time.
-pub(super) const RATES: [(u32, u32); 3] = [(10, 10), (100, 10), (1_000, 5)];
+/// The last is several times what `wrangler dev` serves on two cores (figure 3), so its
+/// requests pile up: 3 s keeps the pile (and the sockets it holds) bounded.
+pub(super) const RATES: [(u32, u32); 3] = [(10, 10), (100, 10), (1_000, 3)];
 /// How long a client waits for one answer.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
 /// After the last answer, the meter must be still this long (the edge may still be sending for
@@ -152,6 +154,14 @@ fn summarise(mode: Mode, rate: u32, secs: u32, bodies: &[Arc<Vec<u8>>], ends: &[
 pub(super) fn batching(stack: &mut Stack) -> Result<Vec<BatchRow>> {
     // As in figure 3: only the edge and the local SQS share the cores.
     stack.stop_poller();
+    // Per request in flight: the client's socket, and in the meter (this process) the edge's
+    // connection, its handle kept to close it, and the upstream connection.
+    let most = RATES
+        .iter()
+        .map(|(r, s)| (r * s) as usize)
+        .max()
+        .unwrap_or(0);
+    ensure_open_files(most * 4 + 1024)?;
     let (vars, metered) = (stack.config.edge_vars.clone(), stack.config.edge_sqs_meter);
     let measured = measure_modes(stack, &vars);
     // The edge goes back to what the next figures expect, whatever happened above.

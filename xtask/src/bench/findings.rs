@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::batching::{BatchRow, Mode};
+use super::batching::{BatchRow, Mode, TIMEOUT};
 use super::burst::{RunResult, Scenario};
 use super::designs::{Kind, APP_ROLE};
 use super::experiment::ScenarioResult;
@@ -409,13 +409,16 @@ pub(super) fn count_or_na(v: f64) -> String {
 }
 
 /// Figure 7 in one sentence: per offered rate, billed sends per million events off -> on, their
-/// ratio to the floor, the latency batching added; whether on differed from off at all; and the
+/// ratio to the floor, and the latency batching added where both modes kept up; whether on
+/// differed from off at all (if not, the latency differences are the machine's noise); and the
 /// rows where the edge did not keep up with the offered rate.
 pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
     let find = |mode: Mode, rate: u32| {
         rows.iter()
             .find(|r| r.mode == mode && r.offered_rps == rate)
     };
+    // Kept up: at least 99% of the requests answered 202.
+    let kept_up = |r: &BatchRow| r.accepted as f64 >= 0.99 * r.requests as f64;
     let mut rates: Vec<u32> = rows.iter().map(|r| r.offered_rps).collect();
     rates.sort_unstable();
     rates.dedup();
@@ -427,22 +430,31 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
         };
         let (b_off, b_on) = (off.billed_per_million(), on.billed_per_million());
         all_alike &= b_off.is_finite() && b_on.is_finite() && (b_on / b_off - 1.0).abs() <= 0.05;
-        parts.push(format!(
-            "at {} req/s {} -> {} ({} of the floor), p50 {} and p99 {}",
+        let mut part = format!(
+            "at {} req/s {} -> {} ({} of the floor)",
             thousands(f64::from(rate)),
             count_or_na(b_off),
             count_or_na(b_on),
-            ratio(b_on, on.floor_per_million()),
-            signed_ms(on.p50_ms - off.p50_ms),
-            signed_ms(on.p99_ms - off.p99_ms)
-        ));
+            ratio(b_on, on.floor_per_million())
+        );
+        if kept_up(off) && kept_up(on) {
+            let _ = write!(
+                part,
+                ", p50 {} and p99 {}",
+                signed_ms(on.p50_ms - off.p50_ms),
+                signed_ms(on.p99_ms - off.p99_ms)
+            );
+        }
+        parts.push(part);
     }
     if parts.is_empty() {
         return "No rate was measured in both modes.".into();
     }
     let mut out = if all_alike {
         format!(
-            "Batching on was billed within 5% of off at every rate, so the worker measured here              did not batch (billed SQS sends per million events counted at the local SQS, off ->              on: {})",
+            "Batching on was billed within 5% of off at every rate, so the worker measured here \
+             did not batch and its latency differences are this machine's noise (billed SQS \
+             sends per million events counted at the local SQS, off -> on: {})",
             parts.join("; ")
         )
     } else {
@@ -453,10 +465,11 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
     };
     let behind: Vec<String> = rows
         .iter()
-        .filter(|r| (r.accepted as f64) < 0.99 * r.requests as f64)
+        .filter(|r| !kept_up(r))
         .map(|r| {
             format!(
-                "{} req/s with batching {} ({} of {} answered 202, {:.0} req/s achieved)",
+                "{} req/s with batching {} ({} of {} answered 202 within {} s, {:.0} req/s \
+                 achieved, while {} events reached SQS)",
                 thousands(f64::from(r.offered_rps)),
                 match r.mode {
                     Mode::Off => "off",
@@ -464,14 +477,16 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
                 },
                 thousands(r.accepted as f64),
                 thousands(r.requests as f64),
-                r.achieved_rps
+                TIMEOUT.as_secs(),
+                r.achieved_rps,
+                thousands(r.meter.entries as f64)
             )
         })
         .collect();
     if !behind.is_empty() {
         let _ = write!(
             out,
-            "; the local edge did not keep up at {}, so those rows' latency is mostly queueing",
+            "; the local edge did not keep up at {}, so their latency is queueing and not compared",
             behind.join(" and ")
         );
     }
@@ -569,9 +584,14 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("100 req/s with batching on (600 of 1,000 answered 202"),
+            s.contains("100 req/s with batching on (600 of 1,000 answered 202 within 10 s"),
             "{s}"
         );
+        assert!(
+            !s.contains("p50 +1.0 ms"),
+            "not compared once a side fell behind: {s}"
+        );
+        assert!(s.contains("while 1,000 events reached SQS"), "{s}");
         let mut none = alike.clone();
         none[1].meter.entries = 0;
         assert!(batching_finding(&none).contains("-> n/a"));

@@ -297,7 +297,11 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
 /// The clients of the largest burst are sockets of this process: the soft open-files limit must
 /// hold them (and the servers' ends, which inherit it), or the rig, not a design, would fail.
 fn raise_open_files(opts: &Opts) -> Result<()> {
-    let need = opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024;
+    ensure_open_files(opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024)
+}
+
+/// Fails, saying how to raise it, when the soft open-files limit is below `need`.
+fn ensure_open_files(need: usize) -> Result<()> {
     let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
         .lines()

@@ -407,7 +407,7 @@ fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
             row.secs,
             row.achieved_rps,
             thousands(row.accepted as f64),
-            row.timed_out,
+            thousands(row.timed_out as f64),
             thousands(row.meter.calls as f64),
             thousands(row.meter.entries as f64),
             thousands(row.meter.billed as f64),
@@ -423,7 +423,8 @@ fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
         "\nReading: {}\n\nBound: a 1-event request is one SQS message; unbatched, each is its \
          own call, billed at least one request however small, so the ratio to the floor is \
          what batching can recover. Latency and the highest rate are those of `wrangler dev` \
-         and {} on the same two cores (figure 3 measures the edge's saturation).\n",
+         and {} on the same two cores, with the meter (a thread per connection, in this \
+         process) one more hop in both modes; figure 3 measures the edge's saturation alone.\n",
         batching_finding(rows),
         sqs_name(r)
     );
