@@ -417,8 +417,6 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
         rows.iter()
             .find(|r| r.mode == mode && r.offered_rps == rate)
     };
-    // Kept up: at least 99% of the requests answered 202.
-    let kept_up = |r: &BatchRow| r.accepted as f64 >= 0.99 * r.requests as f64;
     let mut rates: Vec<u32> = rows.iter().map(|r| r.offered_rps).collect();
     rates.sort_unstable();
     rates.dedup();
@@ -437,7 +435,7 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
             count_or_na(b_on),
             ratio(b_on, on.floor_per_million())
         );
-        if kept_up(off) && kept_up(on) {
+        if off.kept_up() && on.kept_up() {
             let _ = write!(
                 part,
                 ", p50 {} and p99 {}",
@@ -465,7 +463,7 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
     };
     let behind: Vec<String> = rows
         .iter()
-        .filter(|r| !kept_up(r))
+        .filter(|r| !r.kept_up())
         .map(|r| {
             format!(
                 "{} req/s with batching {} ({} of {} answered 202 within {} s, {:.0} req/s \
