@@ -1,5 +1,6 @@
 //! Real services for Spillway's tests and for `cargo xtask dev`: a throwaway PostgreSQL cluster,
-//! the local SQS (moto, or LocalStack), any long-running child process, and a fault-injecting TCP proxy.
+//! the local SQS (moto, or LocalStack), any long-running child process, a fault-injecting TCP proxy,
+//! and a metering HTTP proxy that counts the SQS sends (and billed requests) passing through.
 //!
 //! Every service runs on 127.0.0.1 on a private port and is stopped when its handle is dropped.
 //! Because a test process can die before `Drop` runs, each service also leaves a small record in
@@ -9,6 +10,7 @@
 //! LocalStack, when chosen) are there.
 
 pub mod events;
+pub mod meter;
 mod pg;
 mod procs;
 mod proxy;
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use pg::pg_command;
 
+pub use meter::{MeterSnapshot, SqsMeter};
 pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{FaultMode, FaultProxy};
 pub use secrets::Secrets;

@@ -1,13 +1,15 @@
 //! Figure 6 in Markdown: per scenario a table of the three designs, the plot of the same run,
 //! and sentences built only from the numbers beside them, then the checks of issue 12's
-//! criteria, each computed from the run.
+//! criteria, each computed from the run. Also figure 7's reading (group commit off vs on), by
+//! the same rule: it says only what its table says.
 
 use std::fmt::Write as _;
 
+use super::batching::{BatchRow, Mode, TIMEOUT};
 use super::burst::{RunResult, Scenario};
 use super::designs::{Kind, APP_ROLE};
 use super::experiment::ScenarioResult;
-use super::report::thousands;
+use super::report::{ratio, thousands};
 use super::{Opts, BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
 
 /// The consumer's default `MAXIMUM_CONCURRENCY`: Spillway's connection budget.
@@ -397,6 +399,108 @@ fn checks(s: &mut String, results: &[ScenarioResult]) {
     let _ = writeln!(s);
 }
 
+/// A count that may be unknown (nothing reached SQS): never written as 0.
+pub(super) fn count_or_na(v: f64) -> String {
+    if v.is_finite() {
+        thousands(v)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// Figure 7 in one sentence: per offered rate, billed sends per million events off -> on, their
+/// ratio to the floor, and the latency batching added where both modes kept up; whether on
+/// differed from off at all (if not, the latency differences are the machine's noise); and the
+/// rows where the edge did not keep up with the offered rate.
+pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
+    let find = |mode: Mode, rate: u32| {
+        rows.iter()
+            .find(|r| r.mode == mode && r.offered_rps == rate)
+    };
+    let mut rates: Vec<u32> = rows.iter().map(|r| r.offered_rps).collect();
+    rates.sort_unstable();
+    rates.dedup();
+    let mut parts = Vec::new();
+    let mut all_alike = true;
+    for rate in rates {
+        let (Some(off), Some(on)) = (find(Mode::Off, rate), find(Mode::On, rate)) else {
+            continue;
+        };
+        let (b_off, b_on) = (off.billed_per_million(), on.billed_per_million());
+        all_alike &= b_off.is_finite() && b_on.is_finite() && (b_on / b_off - 1.0).abs() <= 0.05;
+        let mut part = format!(
+            "at {} req/s {} -> {} ({} of the floor)",
+            thousands(f64::from(rate)),
+            count_or_na(b_off),
+            count_or_na(b_on),
+            ratio(b_on, on.floor_per_million())
+        );
+        if off.kept_up() && on.kept_up() {
+            let _ = write!(
+                part,
+                ", p50 {} and p99 {}",
+                signed_ms(on.p50_ms - off.p50_ms),
+                signed_ms(on.p99_ms - off.p99_ms)
+            );
+        }
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return "No rate was measured in both modes.".into();
+    }
+    let mut out = if all_alike {
+        format!(
+            "Batching on was billed within 5% of off at every rate, so the worker measured here \
+             did not batch and its latency differences are this machine's noise (billed SQS \
+             sends per million events counted at the local SQS, off -> on: {})",
+            parts.join("; ")
+        )
+    } else {
+        format!(
+            "Billed SQS sends per million events counted at the local SQS, batching off -> on: {}",
+            parts.join("; ")
+        )
+    };
+    let behind: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.kept_up())
+        .map(|r| {
+            format!(
+                "{} req/s with batching {} ({} of {} answered 202 within {} s, {:.0} req/s \
+                 achieved, while {} events reached SQS)",
+                thousands(f64::from(r.offered_rps)),
+                match r.mode {
+                    Mode::Off => "off",
+                    Mode::On => "on",
+                },
+                thousands(r.accepted as f64),
+                thousands(r.requests as f64),
+                TIMEOUT.as_secs(),
+                r.achieved_rps,
+                thousands(r.meter.entries as f64)
+            )
+        })
+        .collect();
+    if !behind.is_empty() {
+        let _ = write!(
+            out,
+            "; the local edge did not keep up at {}, so their latency is queueing and not compared",
+            behind.join(" and ")
+        );
+    }
+    out.push('.');
+    out
+}
+
+/// A latency difference with its sign; unknown when either side had no 202.
+fn signed_ms(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:+.1} ms")
+    } else {
+        "n/a".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +536,63 @@ mod tests {
         r.peak_connections = None;
         assert!(design_sentence(&r).contains("an unknown number of"));
         assert_eq!(peak(&r), "no sample");
+    }
+
+    fn batch_row(mode: Mode, rate: u32, billed: u64, p50_ms: f64) -> BatchRow {
+        BatchRow {
+            mode,
+            offered_rps: rate,
+            secs: 10,
+            requests: 1_000,
+            client_bytes: 1_280_000,
+            accepted: 1_000,
+            other: Default::default(),
+            timed_out: 0,
+            achieved_rps: f64::from(rate),
+            p50_ms,
+            p99_ms: 2.0 * p50_ms,
+            meter: spillway_support::MeterSnapshot {
+                entries: 1_000,
+                billed,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_batching_finding_says_whether_on_differed_from_off() {
+        let alike = [
+            batch_row(Mode::Off, 100, 1_000, 40.0),
+            batch_row(Mode::On, 100, 1_000, 41.0),
+        ];
+        let s = batching_finding(&alike);
+        assert!(s.contains("did not batch"), "{s}");
+        assert!(
+            s.contains("1,000,000 -> 1,000,000 (51.20x of the floor)"),
+            "{s}"
+        );
+        assert!(s.contains("p50 +1.0 ms and p99 +2.0 ms"), "{s}");
+        let mut batched = alike.clone();
+        batched[1].meter.billed = 100;
+        batched[1].accepted = 600;
+        let s = batching_finding(&batched);
+        assert!(!s.contains("did not batch"), "{s}");
+        assert!(
+            s.contains("1,000,000 -> 100,000 (5.12x of the floor)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("100 req/s with batching on (600 of 1,000 answered 202 within 10 s"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("p50 +1.0 ms"),
+            "not compared once a side fell behind: {s}"
+        );
+        assert!(s.contains("while 1,000 events reached SQS"), "{s}");
+        let mut none = alike.clone();
+        none[1].meter.entries = 0;
+        assert!(batching_finding(&none).contains("-> n/a"));
     }
 
     #[test]

@@ -4,15 +4,17 @@
 //! The machine these run on is shared and noisy, so every figure is a ratio against a reference
 //! measured in the same run: the edge against plain `serde_json`, the worker against a hello
 //! world, the edge's POSTs against its own `/healthz`, SQS requests against payload bytes, the
-//! consumer's write against `COPY`, and Spillway against two synchronous designs (direct, and
-//! through PgBouncer) in bursts and through a PostgreSQL outage.
+//! consumer's write against `COPY`, Spillway against two synchronous designs (direct, and
+//! through PgBouncer) in bursts and through a PostgreSQL outage, and the edge's group commit on
+//! against off (SQS requests counted at the local SQS, against payload bytes).
 //! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
 //!
-//! Options: `--only edge,wasm,sqs,db,workerd,burst` (a subset, for development; the Markdown is
+//! Options: `--only edge,wasm,sqs,db,workerd,batching,burst` (a subset, for development; the Markdown is
 //! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
 //! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
 //! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
 
+mod batching;
 mod burst;
 mod client;
 mod db;
@@ -39,6 +41,7 @@ use spillway_support::{SqsKind, Stack, StackConfig};
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::step::{note, root, run, step};
 use crate::test::wasm_build;
+use batching::{batching, BatchRow};
 use db::{db_write, DbWrite};
 use designs::ensure_pgbouncer;
 use edge::{edge_cost, EdgeCost};
@@ -129,6 +132,8 @@ struct Results {
     sqs: Option<Vec<SqsCost>>,
     db: Option<DbWrite>,
     workerd: Option<Vec<WrkRun>>,
+    /// Figure 7: group commit off and on, per offered rate.
+    batching: Option<Vec<BatchRow>>,
     /// Figure 6: per scenario, the three designs.
     experiment: Vec<ScenarioResult>,
     /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
@@ -206,7 +211,9 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         "machine: {} cores, {}, {:.1} GiB RAM, load {}",
         r.machine.nproc, r.machine.cpu, r.machine.ram_gib, r.machine.load
     ));
-    if opts.wants("wasm") || opts.wants("workerd") || opts.wants("burst") {
+    // Figures that run the pipeline (the worker under wrangler dev, the local SQS, the poller).
+    let live = opts.wants("workerd") || opts.wants("batching") || opts.wants("burst");
+    if opts.wants("wasm") || live {
         step("build the worker (wasm)", || wasm_build(tools))?;
     }
     if opts.wants("wasm") {
@@ -232,10 +239,10 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     if opts.wants("db") {
         r.db = Some(step("figure 5: bulk write vs COPY", || db_write(tools))?);
     }
-    if (opts.wants("workerd") || opts.wants("burst")) && opts.sqs == SqsKind::LocalStack {
+    if live && opts.sqs == SqsKind::LocalStack {
         ensure_localstack()?;
     }
-    if opts.wants("workerd") || opts.wants("burst") {
+    if live {
         step(
             "build the consumer, the poller and the baseline server",
             || {
@@ -263,6 +270,12 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
                 workerd(&mut stack, opts)
             })?);
         }
+        if opts.wants("batching") {
+            r.batching = Some(step(
+                "figure 7: group commit off and on, SQS requests counted by a meter",
+                || batching(&mut stack),
+            )?);
+        }
         r.sqs_server = Some(opts.sqs);
         r.sqs_rate = Some(step("the local SQS's SendMessageBatch rate", || {
             sqs_rate(&stack)
@@ -284,7 +297,11 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
 /// The clients of the largest burst are sockets of this process: the soft open-files limit must
 /// hold them (and the servers' ends, which inherit it), or the rig, not a design, would fail.
 fn raise_open_files(opts: &Opts) -> Result<()> {
-    let need = opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024;
+    ensure_open_files(opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024)
+}
+
+/// Fails, saying how to raise it, when the soft open-files limit is below `need`.
+fn ensure_open_files(need: usize) -> Result<()> {
     let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let soft = limits
         .lines()

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::findings::{experiment_section, summary_rows};
+use super::batching::{BatchRow, Mode, RATES, TIMEOUT};
+use super::findings::{batching_finding, count_or_na, experiment_section, summary_rows};
 use super::workerd::WrkRun;
 use super::{Opts, Results, CONSUMER_BATCH_SIZE};
 
@@ -124,13 +125,30 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
         );
     }
     summary_rows(&mut s, &r.experiment);
+    if let Some(rows) = &r.batching {
+        // The middle rate: high enough for a batch to form, within what the local edge serves.
+        for row in rows.iter().filter(|x| x.offered_rps == RATES[1].0) {
+            let _ = writeln!(
+                s,
+                "| 7 | group commit {}, 1-event requests at {} req/s: billed SQS sends per million events, counted at {} | {} (p50 {:.1} ms, p99 {:.1} ms) | payload bytes / 64 KiB: {} | {} |",
+                row.mode.label(),
+                row.offered_rps,
+                sqs_name(r),
+                count_or_na(row.billed_per_million()),
+                row.p50_ms,
+                row.p99_ms,
+                thousands(row.floor_per_million()),
+                ratio(row.billed_per_million(), row.floor_per_million())
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "\nRun everything: `cargo xtask bench` (at most 15 minutes on 2 cores once the tools and \
          build caches exist; it installs `wrk` with apt-get when missing, as root). Options: \
          `--sqs moto|localstack` (or `SPILLWAY_SQS`; default localstack), `--burst-clients N,N` \
          (default 200,1000,3000), `--steady-secs N` (60; 0 skips the outage scenarios), \
-         `--steady-rate N` (100), `--wrk-secs N` (8), `--only edge,wasm,sqs,db,workerd,burst` \
+         `--steady-rate N` (100), `--wrk-secs N` (8), `--only edge,wasm,sqs,db,workerd,batching,burst` \
          (development; writes `$CARGO_TARGET_DIR/bench-partial/BENCHMARKS.partial.md` and its \
          plots there instead of this file and `benches/results/`). This run: `--sqs {} \
          --burst-clients {} --steady-secs {} --steady-rate {} --wrk-secs {}`.\n",
@@ -300,6 +318,9 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
         );
     }
     experiment_section(&mut s, &r.experiment, opts);
+    if let Some(rows) = &r.batching {
+        batching_section(&mut s, rows, r);
+    }
     let _ = writeln!(
         s,
         "## Not measured here\n\n\
@@ -311,6 +332,107 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
         sqs_name(r)
     );
     s
+}
+
+/// Figure 7: group commit off and on, what reached the local SQS counted by the meter.
+fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
+    let rates: Vec<String> = RATES
+        .iter()
+        .map(|(rate, secs)| format!("{} req/s for {secs} s", thousands(f64::from(*rate))))
+        .collect();
+    let _ = writeln!(
+        s,
+        "## 7. Group commit at the edge: SQS requests counted at the local SQS, batching off vs on\n\n\
+         Command: `cargo xtask bench --only batching` (part of `cargo xtask bench`; \
+         xtask/src/bench/batching.rs). The `Stack` of figure 3 (poller stopped, queue purged \
+         before each row), with the worker's `SQS_ENDPOINT` pointed at a metering proxy \
+         (`spillway_support::SqsMeter`, tests/support/src/meter/) in front of {sqs}: it reads \
+         each HTTP/1.1 request the worker sends, forwards it unchanged, relays the answer, and \
+         counts per `SendMessageBatch`/`SendMessage` call its entries and message-body bytes, \
+         billing each call one request per started 64 KiB of its bodies (at least one). The \
+         worker is restarted with `BATCH_WINDOW_MS=0` (off) or with its defaults (on): first the \
+         lower rates off, then on, then the highest rate (which overloads the local edge) off, \
+         then on, so that an overload weighs on no row after it; five uncounted requests after \
+         each restart warm the worker. Load: 1-event requests (figure 1's \
+         events, 512-2048 B, no client ids) from an open-loop async client (tokio, one \
+         connection per request, 127.0.0.1 only) at {}: request i starts at i / rate seconds \
+         whatever became of the earlier ones and waits at most {} s; latency runs from its \
+         scheduled start to its 202. Achieved = 202s / max(offered seconds, time of the last \
+         202). Billed per million events = billed requests counted / entries counted x 10^6 \
+         (after the meter was still for 1.5 s, so sends for requests whose client gave up are \
+         in it); floor = the client's event bytes / 64 KiB per million events (figure 4's).\n\n\
+         | batching | offered req/s x s | achieved req/s | 202 / other / timed out | SQS calls / entries / billed (counted) | billed per million events | floor | ratio | p50 | p99 | added p50 / p99 vs off |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|",
+        rates.join(", "),
+        TIMEOUT.as_secs(),
+        sqs = sqs_name(r),
+    );
+    let ms = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.1} ms")
+        } else {
+            "n/a".into()
+        }
+    };
+    for row in rows {
+        let added = match row.mode {
+            Mode::Off => "".to_owned(),
+            Mode::On => rows
+                .iter()
+                .find(|o| o.mode == Mode::Off && o.offered_rps == row.offered_rps)
+                .map(|o| {
+                    if !(o.kept_up() && row.kept_up()) {
+                        return "not compared (under 99% answered 202)".to_owned();
+                    }
+                    let d = |a: f64, b: f64| {
+                        if (a - b).is_finite() {
+                            format!("{:+.1} ms", a - b)
+                        } else {
+                            "n/a".into()
+                        }
+                    };
+                    format!("{} / {}", d(row.p50_ms, o.p50_ms), d(row.p99_ms, o.p99_ms))
+                })
+                .unwrap_or_else(|| "n/a".into()),
+        };
+        let other = if row.other.is_empty() {
+            "0".to_owned()
+        } else {
+            row.other
+                .iter()
+                .map(|(k, v)| format!("{v} x {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} x {} s | {:.1} | {} / {other} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {added} |",
+            row.mode.label(),
+            thousands(f64::from(row.offered_rps)),
+            row.secs,
+            row.achieved_rps,
+            thousands(row.accepted as f64),
+            thousands(row.timed_out as f64),
+            thousands(row.meter.calls as f64),
+            thousands(row.meter.entries as f64),
+            thousands(row.meter.billed as f64),
+            count_or_na(row.billed_per_million()),
+            thousands(row.floor_per_million()),
+            ratio(row.billed_per_million(), row.floor_per_million()),
+            ms(row.p50_ms),
+            ms(row.p99_ms),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nReading: {}\n\nBound: a 1-event request is one SQS message; unbatched, each is its \
+         own call, billed at least one request however small, so the ratio to the floor is \
+         what batching can recover. Latency and the highest rate are those of `wrangler dev` \
+         and {} on the same two cores, with the meter (a thread per connection, in this \
+         process) one more hop in both modes; figure 3 measures the edge's saturation alone.\n",
+        batching_finding(rows),
+        sqs_name(r)
+    );
 }
 
 fn sqs_name(r: &Results) -> String {
@@ -369,6 +491,29 @@ mod tests {
         }
     }
 
+    fn batch_row(mode: Mode, rate: u32, secs: u32) -> BatchRow {
+        let requests = (rate * secs) as usize;
+        BatchRow {
+            mode,
+            offered_rps: rate,
+            secs,
+            requests,
+            client_bytes: requests * 1_280,
+            accepted: requests,
+            other: Default::default(),
+            timed_out: 0,
+            achieved_rps: f64::from(rate),
+            p50_ms: 40.0,
+            p99_ms: 90.0,
+            meter: spillway_support::MeterSnapshot {
+                calls: requests as u64,
+                entries: requests as u64,
+                billed: requests as u64,
+                ..Default::default()
+            },
+        }
+    }
+
     #[test]
     fn every_section_and_summary_row_appears_once() {
         let results = Results {
@@ -406,11 +551,17 @@ mod tests {
                 wrk("GET /healthz", 0, 400.0),
                 wrk("POST 1 event", 1, 140.0),
             ]),
+            batching: Some(
+                [Mode::Off, Mode::On]
+                    .into_iter()
+                    .flat_map(|mode| RATES.map(|(rate, secs)| batch_row(mode, rate, secs)))
+                    .collect(),
+            ),
             ..Results::default()
         };
         let opts = Opts::parse(&[]).expect("defaults");
         let md = markdown(&results, &opts);
-        for heading in ["## 1. ", "## 2. ", "## 3. ", "## 4. ", "## 5. "] {
+        for heading in ["## 1. ", "## 2. ", "## 3. ", "## 4. ", "## 5. ", "## 7. "] {
             assert_eq!(md.matches(heading).count(), 1, "{heading} in:\n{md}");
         }
         assert_eq!(
@@ -419,6 +570,12 @@ mod tests {
             1,
             "{md}"
         );
+        assert_eq!(md.matches("| 7 | group commit ").count(), 2, "{md}");
+        assert!(
+            md.contains("| on (default) | 100 x 10 s | 100.0 | 1,000 / 0 / 0 | 1,000 / 1,000 / 1,000 | 1,000,000 | 19,531 | 51.20x |"),
+            "{md}"
+        );
+        assert!(md.contains("| +0.0 ms / +0.0 ms |"), "{md}");
         // Sentences of an older report that no longer follow from the numbers.
         assert!(!md.contains("Bound: **moto**"), "{md}");
     }

@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::sqs::LocalSqs;
 use crate::{
-    free_port, http_get, port_open, repo_root, FaultProxy, Postgres, Service, SqsKind, SqsServer,
+    free_port, http_get, port_open, repo_root, FaultProxy, Postgres, Service, SqsKind, SqsMeter,
+    SqsServer,
 };
 
 mod files;
@@ -37,6 +38,10 @@ pub struct StackConfig {
     pub pg_port: u16,
     /// Put a fault proxy between the edge and the local SQS (end-to-end fault tests).
     pub edge_sqs_proxy: bool,
+    /// Put a metering proxy ([`SqsMeter`]) between the edge and the local SQS, counting the
+    /// sends and billed requests that reach it. With the fault proxy as well, the meter sits
+    /// behind it (edge -> fault proxy -> meter -> SQS), so it counts only what got through.
+    pub edge_sqs_meter: bool,
     /// Main queue name; the DLQ is `<name>-dlq`.
     pub queue_name: String,
     /// Receives before SQS moves a message to the DLQ. Default 3.
@@ -80,6 +85,7 @@ impl StackConfig {
             sqs: SqsKind::default(),
             pg_port: 54329,
             edge_sqs_proxy: false,
+            edge_sqs_meter: false,
             queue_name: "spillway-events".into(),
             max_receive_count: 3,
             visibility_timeout_secs: 30,
@@ -115,6 +121,7 @@ pub struct Stack {
     edge: Option<Service>,
     poller: Option<Service>,
     pub proxy: Option<FaultProxy>,
+    pub meter: Option<SqsMeter>,
     sqs_server: SqsServer,
     pub pg: Postgres,
 }
@@ -223,8 +230,15 @@ impl Stack {
             t.elapsed().as_secs_f64()
         ));
 
+        let meter = if config.edge_sqs_meter {
+            Some(SqsMeter::start(config.sqs_port)?)
+        } else {
+            None
+        };
         let proxy = if config.edge_sqs_proxy {
-            Some(FaultProxy::start(config.sqs_port)?)
+            Some(FaultProxy::start(
+                meter.as_ref().map_or(config.sqs_port, SqsMeter::port),
+            )?)
         } else {
             None
         };
@@ -245,6 +259,7 @@ impl Stack {
             edge: None,
             poller: None,
             proxy,
+            meter,
             sqs_server,
             pg,
         };
@@ -347,9 +362,10 @@ impl Stack {
 
     fn spawn_edge(&mut self) -> Result<()> {
         let root = repo_root();
-        let sqs_endpoint = match &self.proxy {
-            Some(p) => p.endpoint(),
-            None => self.env.sqs_endpoint.clone(),
+        let sqs_endpoint = match (&self.proxy, &self.meter) {
+            (Some(p), _) => p.endpoint(),
+            (None, Some(m)) => m.endpoint(),
+            (None, None) => self.env.sqs_endpoint.clone(),
         };
         let config_path = self.config.dir.join("wrangler.toml");
         fs::write(&config_path, prebuilt_config(&root)?)?;
@@ -415,6 +431,31 @@ impl Stack {
         Ok(())
     }
 
+    /// Stops `wrangler dev` and starts it again with what `config` now says of the edge:
+    /// `edge_vars`, and `edge_sqs_meter` (a meter is started, or dropped, to match; turning it
+    /// on is refused when a fault proxy is in front, since the proxy's upstream is fixed).
+    /// The edge keeps its port unless the port was picked free and is taken meanwhile.
+    pub fn restart_edge(&mut self) -> Result<()> {
+        if let Some(mut e) = self.edge.take() {
+            e.stop(Duration::from_secs(10));
+        }
+        match (self.config.edge_sqs_meter, self.meter.is_some()) {
+            (true, false) => {
+                if self.proxy.is_some() {
+                    bail!("a meter behind the fault proxy must be chosen before Stack::start");
+                }
+                self.meter = Some(SqsMeter::start(self.config.sqs_port)?);
+            }
+            (false, true) if self.proxy.is_none() => self.meter = None,
+            _ => {}
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while port_open(self.config.edge_port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.start_edge()
+    }
+
     /// One look at every part of the pipeline.
     pub fn status(&self) -> Result<Status> {
         read_status(&self.env, &self.config.dir)
@@ -432,11 +473,13 @@ impl Stack {
             sqs_server,
             pg,
             proxy,
+            meter,
             ..
         } = self;
         sqs_server.detach();
         pg.detach();
-        // A fault proxy lives in this process; a detached stack never has one.
+        // A fault proxy or meter lives in this process; a detached stack never has one.
         drop(proxy);
+        drop(meter);
     }
 }

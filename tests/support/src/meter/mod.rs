@@ -1,0 +1,589 @@
+//! A metering HTTP proxy in front of the local SQS: it counts the `SendMessageBatch` and
+//! `SendMessage` calls that reach the server, their entries and message-body bytes, and the
+//! requests AWS would bill for them (each started 64 KiB of a call's payload is one request).
+//!
+//! Unlike [`crate::FaultProxy`], which copies bytes, it reads each HTTP/1.1 request whole
+//! (`Content-Length` or chunked body), counts it, forwards it byte for byte on a kept-alive
+//! upstream connection, reads the answer whole (`Content-Length`, chunked, or to the end of the
+//! connection) and relays it byte for byte. It never answers in the server's place and never
+//! changes a byte; an upstream it cannot reach closes the client's connection.
+//!
+//! The counting itself ([`count_call`], [`billed_requests`]) and the HTTP framing are pure and
+//! tested here against an in-process fake upstream.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, ErrorKind, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::Value;
+
+mod http;
+
+use http::{bad, read_message, Kind, Message};
+
+/// AWS bills each started 64 KiB of a request's payload as one request.
+pub const BILLING_CHUNK: u64 = 64 * 1024;
+
+/// How long the meter waits on the upstream for an answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Requests billed for one call whose message bodies hold `body_bytes` bytes: one per started
+/// 64 KiB, and at least one (a call is a request even when its payload is tiny).
+pub fn billed_requests(body_bytes: u64) -> u64 {
+    body_bytes.div_ceil(BILLING_CHUNK).max(1)
+}
+
+/// The SQS action a request names in `X-Amz-Target` (awsJson 1.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    SendMessageBatch,
+    SendMessage,
+    /// Any other action, or none: forwarded, counted apart, not billed here.
+    Other,
+}
+
+impl Action {
+    pub fn from_target(target: Option<&str>) -> Action {
+        match target.map(str::trim) {
+            Some("AmazonSQS.SendMessageBatch") => Action::SendMessageBatch,
+            Some("AmazonSQS.SendMessage") => Action::SendMessage,
+            _ => Action::Other,
+        }
+    }
+}
+
+/// What one send call carried, read from its JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCount {
+    pub action: Action,
+    pub entries: u64,
+    /// Sum of the UTF-8 lengths of the `MessageBody` strings.
+    pub body_bytes: u64,
+    pub billed: u64,
+    /// False when the body was not the JSON expected (the call is still forwarded and billed
+    /// as one request).
+    pub parsed: bool,
+}
+
+/// Counts one call: `target` is its `X-Amz-Target`, `body` its (de-chunked) JSON body.
+pub fn count_call(target: Option<&str>, body: &[u8]) -> CallCount {
+    let action = Action::from_target(target);
+    let json = serde_json::from_slice::<Value>(body).ok();
+    let (entries, body_bytes, parsed) = match (action, &json) {
+        (Action::SendMessageBatch, Some(v)) => match v["Entries"].as_array() {
+            Some(a) => (
+                a.len() as u64,
+                a.iter()
+                    .map(|e| e["MessageBody"].as_str().map_or(0, str::len) as u64)
+                    .sum(),
+                true,
+            ),
+            None => (0, 0, false),
+        },
+        (Action::SendMessage, Some(v)) => match v["MessageBody"].as_str() {
+            Some(b) => (1, b.len() as u64, true),
+            None => (0, 0, false),
+        },
+        (Action::Other, _) => (0, 0, json.is_some()),
+        (_, None) => (0, 0, false),
+    };
+    let billed = match action {
+        Action::Other => 0,
+        _ => billed_requests(body_bytes),
+    };
+    CallCount {
+        action,
+        entries,
+        body_bytes,
+        billed,
+        parsed,
+    }
+}
+
+/// Entries a `SendMessageBatch` answer lists under `Failed`.
+fn failed_entries(answer_body: &[u8]) -> u64 {
+    serde_json::from_slice::<Value>(answer_body)
+        .ok()
+        .and_then(|v| v["Failed"].as_array().map(|a| a.len() as u64))
+        .unwrap_or(0)
+}
+
+/// The meter's counters at one moment. Subtract two with [`MeterSnapshot::since`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterSnapshot {
+    /// `SendMessageBatch` + `SendMessage` calls forwarded to the upstream.
+    pub calls: u64,
+    pub batch_calls: u64,
+    pub single_calls: u64,
+    /// Messages in those calls.
+    pub entries: u64,
+    /// Their message-body bytes.
+    pub body_bytes: u64,
+    /// Billed requests: per call, `ceil(body bytes / 64 KiB)` (at least 1).
+    pub billed: u64,
+    /// Send calls whose body was not the JSON expected (billed as 1 each).
+    pub unparsed: u64,
+    /// Requests with any other action (not billed here).
+    pub other_calls: u64,
+    /// Send calls the upstream answered with a status other than 2xx.
+    pub answered_non_2xx: u64,
+    /// Entries listed under `Failed` in `SendMessageBatch` answers.
+    pub failed_entries: u64,
+    /// Send calls forwarded that got no answer (upstream closed or timed out).
+    pub unanswered: u64,
+}
+
+impl MeterSnapshot {
+    /// What was counted between `earlier` and `self`.
+    pub fn since(&self, earlier: &MeterSnapshot) -> MeterSnapshot {
+        MeterSnapshot {
+            calls: self.calls.saturating_sub(earlier.calls),
+            batch_calls: self.batch_calls.saturating_sub(earlier.batch_calls),
+            single_calls: self.single_calls.saturating_sub(earlier.single_calls),
+            entries: self.entries.saturating_sub(earlier.entries),
+            body_bytes: self.body_bytes.saturating_sub(earlier.body_bytes),
+            billed: self.billed.saturating_sub(earlier.billed),
+            unparsed: self.unparsed.saturating_sub(earlier.unparsed),
+            other_calls: self.other_calls.saturating_sub(earlier.other_calls),
+            answered_non_2xx: self
+                .answered_non_2xx
+                .saturating_sub(earlier.answered_non_2xx),
+            failed_entries: self.failed_entries.saturating_sub(earlier.failed_entries),
+            unanswered: self.unanswered.saturating_sub(earlier.unanswered),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    batch_calls: AtomicU64,
+    single_calls: AtomicU64,
+    entries: AtomicU64,
+    body_bytes: AtomicU64,
+    billed: AtomicU64,
+    unparsed: AtomicU64,
+    other_calls: AtomicU64,
+    answered_non_2xx: AtomicU64,
+    failed_entries: AtomicU64,
+    unanswered: AtomicU64,
+}
+
+impl Counters {
+    fn add(&self, c: &CallCount) {
+        let add = |a: &AtomicU64, v: u64| {
+            a.fetch_add(v, Ordering::SeqCst);
+        };
+        match c.action {
+            Action::Other => return add(&self.other_calls, 1),
+            Action::SendMessageBatch => add(&self.batch_calls, 1),
+            Action::SendMessage => add(&self.single_calls, 1),
+        }
+        add(&self.calls, 1);
+        add(&self.entries, c.entries);
+        add(&self.body_bytes, c.body_bytes);
+        add(&self.billed, c.billed);
+        if !c.parsed {
+            add(&self.unparsed, 1);
+        }
+    }
+
+    fn snapshot(&self) -> MeterSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        MeterSnapshot {
+            calls: get(&self.calls),
+            batch_calls: get(&self.batch_calls),
+            single_calls: get(&self.single_calls),
+            entries: get(&self.entries),
+            body_bytes: get(&self.body_bytes),
+            billed: get(&self.billed),
+            unparsed: get(&self.unparsed),
+            other_calls: get(&self.other_calls),
+            answered_non_2xx: get(&self.answered_non_2xx),
+            failed_entries: get(&self.failed_entries),
+            unanswered: get(&self.unanswered),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    counters: Counters,
+    stop: AtomicBool,
+    /// Client connections being served, so that dropping the meter can end them.
+    open: Mutex<HashMap<u64, TcpStream>>,
+    next_conn: AtomicU64,
+}
+
+/// The meter; stops accepting and closes its connections when dropped.
+#[derive(Debug)]
+pub struct SqsMeter {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl SqsMeter {
+    /// Listens on a free 127.0.0.1 port and forwards to 127.0.0.1:`upstream_port`.
+    pub fn start(upstream_port: u16) -> Result<SqsMeter> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        thread::spawn(move || accept_loop(listener, upstream_port, s));
+        Ok(SqsMeter { port, shared })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> MeterSnapshot {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl Drop for SqsMeter {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Ok(open) = self.shared.open.lock() {
+            for s in open.values() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream: u16, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((client, _)) => {
+                let id = shared.next_conn.fetch_add(1, Ordering::SeqCst);
+                if let (Ok(clone), Ok(mut open)) = (client.try_clone(), shared.open.lock()) {
+                    open.insert(id, clone);
+                }
+                let s = shared.clone();
+                thread::spawn(move || {
+                    serve(client, upstream, &s);
+                    if let Ok(mut open) = s.open.lock() {
+                        open.remove(&id);
+                    }
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Serving one client connection
+
+/// The kept-alive upstream connection of one client connection. One descriptor each (the
+/// answer is read through the buffer, the request written to the same socket beneath it): an
+/// overloaded edge opens thousands of connections at once, all held in this process.
+struct Upstream {
+    port: u16,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Upstream {
+    fn connect(&mut self) -> io::Result<()> {
+        let s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(UPSTREAM_TIMEOUT))?;
+        s.set_nodelay(true)?;
+        self.conn = Some(BufReader::new(s));
+        Ok(())
+    }
+
+    /// Sends `request` and reads the answer. A kept-alive connection the upstream closed while
+    /// idle (write fails, or the answer ends before its first byte) is opened again once.
+    fn exchange(&mut self, request: &[u8]) -> io::Result<Option<Message>> {
+        let reused = self.conn.is_some();
+        if !reused {
+            self.connect()?;
+        }
+        let stale = |r: &io::Result<Option<Message>>| match r {
+            Ok(None) => true,
+            Err(e) => matches!(
+                e.kind(),
+                ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+            ),
+            Ok(Some(_)) => false,
+        };
+        let first = self.try_exchange(request);
+        if reused && stale(&first) {
+            self.connect()?;
+            return self.try_exchange(request);
+        }
+        first
+    }
+
+    fn try_exchange(&mut self, request: &[u8]) -> io::Result<Option<Message>> {
+        let r = self.conn.as_mut().ok_or_else(|| bad("not connected"))?;
+        // Nothing is buffered for writing: the request goes straight to the socket.
+        r.get_mut().write_all(request)?;
+        read_message(r, Kind::Response)
+    }
+}
+
+fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
+    let _ = client.set_nodelay(true);
+    // Read and written through shared references: no second descriptor per connection.
+    let mut reader = BufReader::new(&client);
+    let mut writer = &client;
+    let mut upstream = Upstream {
+        port: upstream_port,
+        conn: None,
+    };
+    while !shared.stop.load(Ordering::SeqCst) {
+        let request = match read_message(&mut reader, Kind::Request) {
+            Ok(Some(m)) => m,
+            _ => break,
+        };
+        let count = count_call(request.header("x-amz-target"), &request.body);
+        shared.counters.add(&count);
+        let answer = upstream.exchange(&request.raw);
+        let answer = match answer {
+            Ok(Some(a)) => a,
+            _ => {
+                if count.action != Action::Other {
+                    shared.counters.unanswered.fetch_add(1, Ordering::SeqCst);
+                }
+                break;
+            }
+        };
+        if count.action != Action::Other {
+            if !answer.status().is_some_and(|s| (200..300).contains(&s)) {
+                shared
+                    .counters
+                    .answered_non_2xx
+                    .fetch_add(1, Ordering::SeqCst);
+            } else if count.action == Action::SendMessageBatch {
+                shared
+                    .counters
+                    .failed_entries
+                    .fetch_add(failed_entries(&answer.body), Ordering::SeqCst);
+            }
+        }
+        if writer.write_all(&answer.raw).is_err() || writer.flush().is_err() {
+            break;
+        }
+        if answer.closes() {
+            upstream.conn = None;
+        }
+        if answer.until_close || request.closes() {
+            break;
+        }
+    }
+    let _ = writer.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn billing_is_per_started_64_kib_and_at_least_one() {
+        assert_eq!(billed_requests(0), 1);
+        assert_eq!(billed_requests(1), 1);
+        assert_eq!(billed_requests(65_536), 1);
+        assert_eq!(billed_requests(65_537), 2);
+        assert_eq!(billed_requests(10 * 1_280), 1);
+        assert_eq!(billed_requests(1_048_576), 16);
+    }
+
+    fn batch(bodies: &[&str]) -> Vec<u8> {
+        let entries: Vec<Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| json!({"Id": i.to_string(), "MessageBody": b}))
+            .collect();
+        json!({"QueueUrl": "http://q", "Entries": entries})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_batch_is_counted_by_its_message_bodies_only() {
+        let big = "x".repeat(40_000);
+        let c = count_call(
+            Some("AmazonSQS.SendMessageBatch"),
+            &batch(&[&big, &big, "é"]),
+        );
+        assert_eq!(c.action, Action::SendMessageBatch);
+        assert_eq!(c.entries, 3);
+        // UTF-8 bytes of the decoded string, not JSON-escaped text.
+        assert_eq!(c.body_bytes, 80_002);
+        assert_eq!(c.billed, 2);
+        assert!(c.parsed);
+    }
+
+    #[test]
+    fn single_sends_other_actions_and_garbage() {
+        let one = json!({"QueueUrl": "q", "MessageBody": "hello"}).to_string();
+        let c = count_call(Some("AmazonSQS.SendMessage"), one.as_bytes());
+        assert_eq!((c.entries, c.body_bytes, c.billed), (1, 5, 1));
+        let other = count_call(Some("AmazonSQS.GetQueueUrl"), b"{}");
+        assert_eq!((other.action, other.billed), (Action::Other, 0));
+        let junk = count_call(Some("AmazonSQS.SendMessageBatch"), b"not json");
+        assert_eq!((junk.entries, junk.billed, junk.parsed), (0, 1, false));
+    }
+
+    #[test]
+    fn snapshots_subtract() {
+        let a = MeterSnapshot {
+            calls: 3,
+            billed: 4,
+            ..MeterSnapshot::default()
+        };
+        let b = MeterSnapshot {
+            calls: 10,
+            billed: 12,
+            entries: 7,
+            ..MeterSnapshot::default()
+        };
+        let d = b.since(&a);
+        assert_eq!((d.calls, d.billed, d.entries), (7, 8, 7));
+        assert_eq!(a.since(&b).calls, 0);
+    }
+
+    /// A fake SQS: answers each request on a kept-alive connection, alternately with a
+    /// `Content-Length` and a chunked body that names one failed entry; `Connection: close`
+    /// requests get their answer and the end of the connection.
+    fn fake_sqs() -> (u16, Arc<AtomicU64>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let seen = Arc::new(AtomicU64::new(0));
+        let seen2 = seen.clone();
+        thread::spawn(move || {
+            for c in l.incoming().flatten() {
+                let seen = seen2.clone();
+                thread::spawn(move || {
+                    let mut w = c.try_clone().expect("clone");
+                    let mut r = BufReader::new(c);
+                    while let Ok(Some(m)) = read_message(&mut r, Kind::Request) {
+                        let n = seen.fetch_add(1, Ordering::SeqCst);
+                        let answer = if n.is_multiple_of(2) {
+                            let body = r#"{"Successful":[],"Failed":[]}"#;
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        } else {
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                             a\r\n{\"Failed\":\r\n9\r\n[{\"Id\":1}\r\n2\r\n]}\r\n0\r\n\r\n"
+                                .to_owned()
+                        };
+                        if w.write_all(answer.as_bytes()).is_err() || m.closes() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (port, seen)
+    }
+
+    fn request(body: &[u8], target: &str, close: bool) -> Vec<u8> {
+        let mut r = format!(
+            "POST / HTTP/1.1\r\nHost: sqs\r\nX-Amz-Target: {target}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n{}\r\n",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn relays_answers_on_a_kept_alive_connection_and_counts_what_passed() {
+        let (port, seen) = fake_sqs();
+        let meter = SqsMeter::start(port).expect("meter");
+        let c = TcpStream::connect(("127.0.0.1", meter.port())).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut w = c.try_clone().expect("clone");
+        let mut r = BufReader::new(c);
+        let big = "y".repeat(70_000);
+        let target = "AmazonSQS.SendMessageBatch";
+        w.write_all(&request(&batch(&["a", "bb"]), target, false))
+            .expect("write");
+        let one = read_message(&mut r, Kind::Response)
+            .expect("io")
+            .expect("1");
+        assert_eq!(one.body, br#"{"Successful":[],"Failed":[]}"#);
+        w.write_all(&request(&batch(&[&big]), target, false))
+            .expect("write");
+        let two = read_message(&mut r, Kind::Response)
+            .expect("io")
+            .expect("2");
+        assert_eq!(
+            two.body, br#"{"Failed":[{"Id":1}]}"#,
+            "chunked, relayed as is"
+        );
+        w.write_all(&request(b"{}", "AmazonSQS.GetQueueUrl", true))
+            .expect("write");
+        assert!(read_message(&mut r, Kind::Response).expect("io").is_some());
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "closed after a Connection: close request");
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        let s = meter.snapshot();
+        assert_eq!(
+            s,
+            MeterSnapshot {
+                calls: 2,
+                batch_calls: 2,
+                entries: 3,
+                body_bytes: 70_003,
+                billed: 3,
+                other_calls: 1,
+                failed_entries: 1,
+                ..MeterSnapshot::default()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreachable_upstream_closes_the_client_and_counts_unanswered() {
+        let dead = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = dead.local_addr().expect("addr").port();
+        drop(dead);
+        let meter = SqsMeter::start(port).expect("meter");
+        let mut c = TcpStream::connect(("127.0.0.1", meter.port())).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        c.write_all(&request(
+            &batch(&["a"]),
+            "AmazonSQS.SendMessageBatch",
+            false,
+        ))
+        .expect("write");
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out);
+        assert!(out.is_empty());
+        let s = meter.snapshot();
+        assert_eq!((s.calls, s.unanswered, s.billed), (1, 1, 1));
+    }
+}
