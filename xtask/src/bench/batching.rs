@@ -79,7 +79,7 @@ pub(super) struct BatchRow {
 impl BatchRow {
     /// Billed SQS requests per million events that reached the SQS.
     pub(super) fn billed_per_million(&self) -> f64 {
-        per_million(self.meter.billed, self.meter.entries)
+        per_million(self.meter.billed, self.meter.events)
     }
 
     /// The client's event bytes per million events / 64 KiB (figure 4's floor).
@@ -241,7 +241,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
         row.meter = after.since(&before);
         note(&format!(
             "{rate} req/s x {secs} s, batching {}: {} x 202, {} other, {} timed out, \
-             achieved {:.1} req/s; SQS saw {} calls, {} entries, {} billed = {:.0} per \
+             achieved {:.1} req/s; SQS saw {} calls, {} messages, {} events, {} billed = {:.0} per \
              million events (floor {:.0}); p50 {:.1} ms, p99 {:.1} ms",
             mode.label(),
             row.accepted,
@@ -250,6 +250,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
             row.achieved_rps,
             row.meter.calls,
             row.meter.entries,
+            row.meter.events,
             row.meter.billed,
             row.billed_per_million(),
             row.floor_per_million(),
@@ -373,11 +374,18 @@ mod tests {
         let bodies: Vec<Arc<Vec<u8>>> = (0..2).map(|_| Arc::new(vec![b'x'; 1_280])).collect();
         let mut row = summarise(Mode::Off, 2, 1, &bodies, &[]);
         row.meter.entries = 2;
+        row.meter.events = 2;
         row.meter.billed = 2;
         assert_eq!(row.billed_per_million(), 1e6);
+        // Group commit: one message of 40 events, billed once.
+        row.meter.entries = 1;
+        row.meter.events = 40;
+        row.meter.billed = 1;
+        assert_eq!(row.billed_per_million(), 25_000.0);
         // 1,280 B per event: 1e6 * 1,280 / 65,536.
         assert!((row.floor_per_million() - 19_531.25).abs() < 1e-6);
         row.meter.entries = 0;
+        row.meter.events = 0;
         assert!(
             row.billed_per_million().is_nan(),
             "nothing reached SQS is not 0"

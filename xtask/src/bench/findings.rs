@@ -477,7 +477,7 @@ pub(super) fn batching_finding(rows: &[BatchRow]) -> String {
                 thousands(r.requests as f64),
                 TIMEOUT.as_secs(),
                 r.achieved_rps,
-                thousands(r.meter.entries as f64)
+                thousands(r.meter.events as f64)
             )
         })
         .collect();
@@ -553,6 +553,7 @@ mod tests {
             p99_ms: 2.0 * p50_ms,
             meter: spillway_support::MeterSnapshot {
                 entries: 1_000,
+                events: 1_000,
                 billed,
                 ..Default::default()
             },
@@ -592,6 +593,7 @@ mod tests {
         assert!(s.contains("while 1,000 events reached SQS"), "{s}");
         let mut none = alike.clone();
         none[1].meter.entries = 0;
+        none[1].meter.events = 0;
         assert!(batching_finding(&none).contains("-> n/a"));
     }
 

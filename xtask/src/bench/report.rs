@@ -348,7 +348,8 @@ fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
          before each row), with the worker's `SQS_ENDPOINT` pointed at a metering proxy \
          (`spillway_support::SqsMeter`, tests/support/src/meter/) in front of {sqs}: it reads \
          each HTTP/1.1 request the worker sends, forwards it unchanged, relays the answer, and \
-         counts per `SendMessageBatch`/`SendMessage` call its entries and message-body bytes, \
+         counts per `SendMessageBatch`/`SendMessage` call its entries (messages), the events inside \
+         them (each envelope's `events`) and message-body bytes, \
          billing each call one request per started 64 KiB of its bodies (at least one). The \
          worker is restarted with `BATCH_WINDOW_MS=0` (off) or with its defaults (on): first the \
          lower rates off, then on, then the highest rate (which overloads the local edge) off, \
@@ -358,10 +359,10 @@ fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
          connection per request, 127.0.0.1 only) at {}: request i starts at i / rate seconds \
          whatever became of the earlier ones and waits at most {} s; latency runs from its \
          scheduled start to its 202. Achieved = 202s / max(offered seconds, time of the last \
-         202). Billed per million events = billed requests counted / entries counted x 10^6 \
+         202). Billed per million events = billed requests counted / events counted x 10^6 \
          (after the meter was still for 1.5 s, so sends for requests whose client gave up are \
          in it); floor = the client's event bytes / 64 KiB per million events (figure 4's).\n\n\
-         | batching | offered req/s x s | achieved req/s | 202 / other / timed out | SQS calls / entries / billed (counted) | billed per million events | floor | ratio | p50 | p99 | added p50 / p99 vs off |\n\
+         | batching | offered req/s x s | achieved req/s | 202 / other / timed out | SQS calls / messages / events / billed (counted) | billed per million events | floor | ratio | p50 | p99 | added p50 / p99 vs off |\n\
          |---|---|---|---|---|---|---|---|---|---|---|",
         rates.join(", "),
         TIMEOUT.as_secs(),
@@ -406,7 +407,7 @@ fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
         };
         let _ = writeln!(
             s,
-            "| {} | {} x {} s | {:.1} | {} / {other} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {added} |",
+            "| {} | {} x {} s | {:.1} | {} / {other} / {} | {} / {} / {} / {} | {} | {} | {} | {} | {} | {added} |",
             row.mode.label(),
             thousands(f64::from(row.offered_rps)),
             row.secs,
@@ -415,6 +416,7 @@ fn batching_section(s: &mut String, rows: &[BatchRow], r: &Results) {
             thousands(row.timed_out as f64),
             thousands(row.meter.calls as f64),
             thousands(row.meter.entries as f64),
+            thousands(row.meter.events as f64),
             thousands(row.meter.billed as f64),
             count_or_na(row.billed_per_million()),
             thousands(row.floor_per_million()),
@@ -508,6 +510,7 @@ mod tests {
             meter: spillway_support::MeterSnapshot {
                 calls: requests as u64,
                 entries: requests as u64,
+                events: requests as u64,
                 billed: requests as u64,
                 ..Default::default()
             },

@@ -62,6 +62,9 @@ impl Action {
 pub struct CallCount {
     pub action: Action,
     pub entries: u64,
+    /// Events inside those messages (the envelope's `events`; a body that is not an envelope
+    /// counts as one): with group commit, one message holds the events of many requests.
+    pub events: u64,
     /// Sum of the UTF-8 lengths of the `MessageBody` strings.
     pub body_bytes: u64,
     pub billed: u64,
@@ -74,23 +77,25 @@ pub struct CallCount {
 pub fn count_call(target: Option<&str>, body: &[u8]) -> CallCount {
     let action = Action::from_target(target);
     let json = serde_json::from_slice::<Value>(body).ok();
-    let (entries, body_bytes, parsed) = match (action, &json) {
+    let (entries, events, body_bytes, parsed) = match (action, &json) {
         (Action::SendMessageBatch, Some(v)) => match v["Entries"].as_array() {
-            Some(a) => (
-                a.len() as u64,
-                a.iter()
-                    .map(|e| e["MessageBody"].as_str().map_or(0, str::len) as u64)
-                    .sum(),
-                true,
-            ),
-            None => (0, 0, false),
+            Some(a) => {
+                let bodies = || a.iter().map(|e| e["MessageBody"].as_str().unwrap_or(""));
+                (
+                    a.len() as u64,
+                    bodies().map(events_in).sum(),
+                    bodies().map(|b| b.len() as u64).sum(),
+                    true,
+                )
+            }
+            None => (0, 0, 0, false),
         },
         (Action::SendMessage, Some(v)) => match v["MessageBody"].as_str() {
-            Some(b) => (1, b.len() as u64, true),
-            None => (0, 0, false),
+            Some(b) => (1, events_in(b), b.len() as u64, true),
+            None => (0, 0, 0, false),
         },
-        (Action::Other, _) => (0, 0, json.is_some()),
-        (_, None) => (0, 0, false),
+        (Action::Other, _) => (0, 0, 0, json.is_some()),
+        (_, None) => (0, 0, 0, false),
     };
     let billed = match action {
         Action::Other => 0,
@@ -99,10 +104,19 @@ pub fn count_call(target: Option<&str>, body: &[u8]) -> CallCount {
     CallCount {
         action,
         entries,
+        events,
         body_bytes,
         billed,
         parsed,
     }
+}
+
+/// Events in one message body: the length of a Spillway envelope's `events`, else 1.
+fn events_in(body: &str) -> u64 {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["events"].as_array().map(|a| a.len() as u64))
+        .unwrap_or(1)
 }
 
 /// Entries a `SendMessageBatch` answer lists under `Failed`.
@@ -122,6 +136,8 @@ pub struct MeterSnapshot {
     pub single_calls: u64,
     /// Messages in those calls.
     pub entries: u64,
+    /// Events in those messages.
+    pub events: u64,
     /// Their message-body bytes.
     pub body_bytes: u64,
     /// Billed requests: per call, `ceil(body bytes / 64 KiB)` (at least 1).
@@ -146,6 +162,7 @@ impl MeterSnapshot {
             batch_calls: self.batch_calls.saturating_sub(earlier.batch_calls),
             single_calls: self.single_calls.saturating_sub(earlier.single_calls),
             entries: self.entries.saturating_sub(earlier.entries),
+            events: self.events.saturating_sub(earlier.events),
             body_bytes: self.body_bytes.saturating_sub(earlier.body_bytes),
             billed: self.billed.saturating_sub(earlier.billed),
             unparsed: self.unparsed.saturating_sub(earlier.unparsed),
@@ -165,6 +182,7 @@ struct Counters {
     batch_calls: AtomicU64,
     single_calls: AtomicU64,
     entries: AtomicU64,
+    events: AtomicU64,
     body_bytes: AtomicU64,
     billed: AtomicU64,
     unparsed: AtomicU64,
@@ -186,6 +204,7 @@ impl Counters {
         }
         add(&self.calls, 1);
         add(&self.entries, c.entries);
+        add(&self.events, c.events);
         add(&self.body_bytes, c.body_bytes);
         add(&self.billed, c.billed);
         if !c.parsed {
@@ -200,6 +219,7 @@ impl Counters {
             batch_calls: get(&self.batch_calls),
             single_calls: get(&self.single_calls),
             entries: get(&self.entries),
+            events: get(&self.events),
             body_bytes: get(&self.body_bytes),
             billed: get(&self.billed),
             unparsed: get(&self.unparsed),
@@ -437,6 +457,19 @@ mod tests {
         assert_eq!(c.body_bytes, 80_002);
         assert_eq!(c.billed, 2);
         assert!(c.parsed);
+        // Not envelopes: one event each.
+        assert_eq!(c.events, 3);
+    }
+
+    #[test]
+    fn events_are_counted_inside_the_envelopes() {
+        let shared = r#"{"v":1,"events":[{"id":"a"},{"id":"b"},{"id":"c"}]}"#;
+        let single = r#"{"v":1,"events":[{"id":"d"}]}"#;
+        let c = count_call(
+            Some("AmazonSQS.SendMessageBatch"),
+            &batch(&[shared, single]),
+        );
+        assert_eq!((c.entries, c.events), (2, 4));
     }
 
     #[test]
@@ -556,6 +589,7 @@ mod tests {
                 calls: 2,
                 batch_calls: 2,
                 entries: 3,
+                events: 3,
                 body_bytes: 70_003,
                 billed: 3,
                 other_calls: 1,
