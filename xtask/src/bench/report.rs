@@ -575,7 +575,7 @@ mod tests {
         );
         assert_eq!(md.matches("| 7 | group commit ").count(), 2, "{md}");
         assert!(
-            md.contains("| on (default) | 100 x 10 s | 100.0 | 1,000 / 0 / 0 | 1,000 / 1,000 / 1,000 | 1,000,000 | 19,531 | 51.20x |"),
+            md.contains("| on (default) | 100 x 10 s | 100.0 | 1,000 / 0 / 0 | 1,000 / 1,000 / 1,000 / 1,000 | 1,000,000 | 19,531 | 51.20x |"),
             "{md}"
         );
         assert!(md.contains("| +0.0 ms / +0.0 ms |"), "{md}");
