@@ -159,9 +159,13 @@ fn edge_info(req: &worker::Request) -> EdgeInfo {
 }
 
 fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
+    // Parsed and serialised by the runtime's WHATWG `URL`, as `worker::Request::url` does with
+    // the `url` crate: the same normalisation (dot segments, percent-encoding) without that
+    // parser's IDNA and Unicode tables in the wasm (about 79 KB of it, gzipped).
+    let url = web_sys::Url::new(&req.inner().url())?.href();
     let mut builder = http::Request::builder()
         .method(req.method().as_ref())
-        .uri(req.url()?.as_str());
+        .uri(url);
     let mut unreadable = UnreadableHeaders::default();
     if let Some(headers) = builder.headers_mut() {
         for (name, value) in req.headers().entries() {

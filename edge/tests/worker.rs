@@ -5,7 +5,7 @@
 //!
 //! Skips (with a message) when the worker has not been built and `SPILLWAY_REQUIRE_WASM` is
 //! unset; `cargo xtask test` builds it first and sets the variable, so there it always runs.
-//! Build by hand with `worker-build --release edge` (see wrangler.toml).
+//! Build by hand with `worker-build --profile worker edge` (see wrangler.toml).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -432,7 +432,7 @@ fn worker_under_wrangler_dev() -> Result<()> {
         }
         eprintln!(
             "SKIPPED worker_under_wrangler_dev: the worker is not built (edge/build/index_bg.wasm). \
-             Build it with `worker-build --release edge` or run `cargo xtask test`."
+             Build it with `worker-build --profile worker edge` or run `cargo xtask test`."
         );
         return Ok(());
     }

@@ -10,10 +10,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// What the worker build (`worker-build --release edge`) reads, relative to the repository:
-/// the edge and the schema crate it depends on, the workspace's manifests and lock file
-/// (dependency versions, the release profile), the toolchain pin, the cargo settings and
-/// the `[build]` command itself.
+/// What the worker build (`worker-build --profile worker edge`) reads, relative to the
+/// repository: the edge and the schema crate it depends on, the workspace's manifests and lock
+/// file (dependency versions, the `worker` profile and the release profile it inherits), the
+/// toolchain pin, the cargo settings and the `[build]` command itself.
 pub const WORKER_INPUTS: &[&str] = &[
     "edge/src",
     "edge/Cargo.toml",

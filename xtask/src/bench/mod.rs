@@ -220,7 +220,7 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         step("build the hello-world worker (wasm)", || {
             let mut c = Command::new("worker-build");
             c.current_dir(root())
-                .args(["--release", "benches/hello-worker"]);
+                .args(["--profile", "worker", "benches/hello-worker"]);
             tools.apply(&mut c);
             run(&mut c)
         })?;

@@ -199,8 +199,8 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
         let _ = writeln!(
             s,
             "## 2. Wasm size\n\n\
-             Commands: `worker-build --release edge` and `worker-build --release benches/hello-worker` \
-             (same release profile, same `WASM_BINDGEN_BIN`, `WASM_OPT_BIN`, `ESBUILD_BIN` that \
+             Commands: `worker-build --profile worker edge` and `worker-build --profile worker benches/hello-worker` \
+             (same `worker` profile, same `WASM_BINDGEN_BIN`, `WASM_OPT_BIN`, `ESBUILD_BIN` that \
              `cargo xtask` sets), then `gzip -9 -c <dir>/build/index_bg.wasm | wc -c`.\n\n\
              | worker | index_bg.wasm | gzip -9 |\n|---|---|---|\n\
              | edge (`spillway-edge`) | {} B | {} B |\n\
