@@ -30,6 +30,8 @@ mod collector_tests;
 #[cfg(test)]
 mod handler_tests;
 #[cfg(test)]
+mod prepare_tests;
+#[cfg(test)]
 mod test_edge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
