@@ -1,7 +1,8 @@
 //! The event model of the public API, its validation rules, and the enriched event that
 //! travels through SQS.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::ids::IdSource;
-use crate::json::{check_storable, JsonIssue, RawJson};
+use crate::json::{check_storable, JsonIssue, KeySet, RawJson};
 use crate::limits::Limits;
 use crate::timestamp;
 
@@ -238,9 +239,9 @@ pub fn validate_event(
     let mut push = |code, field: &str, message: String| {
         problems.push(Problem::at(code, index, Some(field), message));
     };
-    for (field, v) in fields {
-        let v = v.get();
-        match field.as_str() {
+    for (field, value) in fields {
+        let v = value.get();
+        match field.as_ref() {
             "type" => match serde_json::from_str::<String>(v) {
                 Ok(s) => {
                     let chars = s.chars().count();
@@ -323,11 +324,9 @@ pub fn validate_event(
                 format!("`data` must be a JSON object, not {}", kind_of(v)),
             ),
             // The event object is level 1, `data` level 2, and so on down.
+            // `value` came from the JSON parser: kept as it is, not parsed again.
             "data" => match check_storable(v, "data", 2, limits.max_json_depth) {
-                Ok(()) => match RawJson::from_json(v) {
-                    Ok(raw) => data = Some(raw),
-                    Err(e) => push(Code::InvalidJson, "data", format!("`data`: {e}")),
-                },
+                Ok(()) => data = Some(RawJson::from_raw(value)),
                 Err(issue) => {
                     let (code, message) = describe(issue, limits);
                     push(code, "data", message);
@@ -395,9 +394,10 @@ pub(crate) enum FieldsError {
     Json(String),
 }
 
-/// The top-level fields of an event object, each value as written. A key given twice is
-/// refused: the client would never learn which value was stored.
-pub(crate) fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsError> {
+/// The top-level fields of an event object, each value as written; a key is borrowed from
+/// `raw` unless it holds escapes. A key given twice is refused: the client would never learn
+/// which value was stored.
+pub(crate) fn fields_of(raw: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, FieldsError> {
     if !raw.trim_start().starts_with('{') {
         return Err(FieldsError::NotObject(kind_of(raw)));
     }
@@ -406,7 +406,32 @@ pub(crate) fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsErr
     Ok(fields)
 }
 
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// An object key, borrowed from the text when it holds no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -420,12 +445,12 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
-                let mut seen: HashSet<String> = HashSet::new();
-                while let Some(key) = map.next_key::<String>()? {
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+                // An event has a handful of fields; thousands of unknown ones must not
+                // cost a quadratic scan (`KeySet` hashes past a few).
+                let mut seen = KeySet::default();
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     let value = map.next_value::<&'de RawValue>()?;
-                    // An event has a handful of fields; thousands of unknown ones must not
-                    // cost a quadratic scan.
                     if !seen.insert(key.clone()) {
                         return Err(serde::de::Error::custom(format!(
                             "duplicate key `{}`",

@@ -29,6 +29,11 @@ impl RawJson {
         RawValue::from_string(text.to_owned()).map(Self)
     }
 
+    /// Keeps a value a JSON parser already read, without reading it again.
+    pub fn from_raw(raw: &RawValue) -> Self {
+        Self(raw.to_owned())
+    }
+
     /// The client's text.
     pub fn get(&self) -> &str {
         self.0.get()
@@ -94,6 +99,7 @@ pub fn check_storable<'a>(
     max_level: usize,
 ) -> Result<(), JsonIssue> {
     let mut s = Scanner {
+        text,
         b: text.as_bytes(),
         i: 0,
         path: vec![Seg::Name(path)],
@@ -111,7 +117,7 @@ pub fn check_storable<'a>(
 /// The keys of one object, to find a repeated one. Most objects have a handful of keys, where
 /// comparing with each beats hashing; past that, a set.
 #[derive(Default)]
-struct KeySet<'a> {
+pub(crate) struct KeySet<'a> {
     few: Vec<Cow<'a, str>>,
     many: HashSet<Cow<'a, str>>,
 }
@@ -120,7 +126,7 @@ impl<'a> KeySet<'a> {
     const FEW: usize = 16;
 
     /// `false` when `key` was already there.
-    fn insert(&mut self, key: Cow<'a, str>) -> bool {
+    pub(crate) fn insert(&mut self, key: Cow<'a, str>) -> bool {
         if self.few.len() < Self::FEW {
             if self.few.contains(&key) {
                 return false;
@@ -152,6 +158,8 @@ enum Seg<'a> {
 }
 
 struct Scanner<'a> {
+    text: &'a str,
+    /// `text` as bytes.
     b: &'a [u8],
     i: usize,
     path: Vec<Seg<'a>>,
@@ -342,8 +350,11 @@ impl<'a> Scanner<'a> {
         if open_high {
             escapes = escapes.max(Escapes::LoneSurrogate);
         }
-        let raw = std::str::from_utf8(&self.b[start..self.i.min(self.b.len())])
-            .map_err(|_| JsonIssue::Malformed { at: start })?;
+        // A slice of the text is UTF-8 unless it splits a character: no need to decode it again.
+        let raw = self
+            .text
+            .get(start..self.i.min(self.b.len()))
+            .ok_or(JsonIssue::Malformed { at: start })?;
         Ok((raw, escapes))
     }
 
@@ -364,7 +375,7 @@ impl<'a> Scanner<'a> {
         ) {
             self.i += 1;
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.malformed())?;
+        let text = self.text.get(start..self.i).ok_or(self.malformed())?;
         if numeric_storable(text) {
             Ok(())
         } else {

@@ -81,6 +81,9 @@ fn duplicate_keys_are_refused_at_any_level() {
             r#"{"type":"t","data":{"x":{"a":1,"\u0061":2}}}"#,
             Some("data".to_owned()),
         ),
+        // Top-level keys compare as decoded, escaped or not, however many there are.
+        (r#"{"type":"a","\u0074ype":"b"}"#, None),
+        (r#"{"\u0074ype":"a","type":"b"}"#, None),
     ] {
         assert_eq!(
             codes(check_text(text)),
@@ -88,6 +91,31 @@ fn duplicate_keys_are_refused_at_any_level() {
             "{text}"
         );
     }
+    let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let repeated = format!(r#"{{"type":"a",{},"k7":0}}"#, many.join(","));
+    let err = check_text(&repeated).expect_err("k7 twice");
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].code, Code::InvalidJson);
+    assert!(
+        err[0].message.starts_with("duplicate key `k7` at"),
+        "{err:?}"
+    );
+    // Once each, they are only unknown.
+    let unknown = check_text(&format!(r#"{{"type":"a",{}}}"#, many.join(","))).expect_err("");
+    assert_eq!(unknown.len(), 40);
+    assert!(unknown.iter().all(|p| p.code == Code::UnknownField));
+}
+
+#[test]
+fn an_escaped_field_name_is_the_field() {
+    let e = check_text(r#"{"\u0074ype":"a","d\u0061ta":{"k":1}}"#).expect("valid");
+    assert_eq!(e.event_type, "a");
+    assert_eq!(e.data.get(), r#"{"k":1}"#);
+    let p = check_text(r#"{"type":"a","\u0078":1}"#).expect_err("unknown");
+    assert_eq!(
+        codes(Err(p)),
+        vec![(Code::UnknownField, Some("x".to_owned()))]
+    );
 }
 
 #[test]
