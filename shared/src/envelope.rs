@@ -83,7 +83,22 @@ pub(crate) fn message_len(event_lens_sum: usize, count: usize) -> usize {
 
 /// Builds a message body from already encoded events (see [`encode_event`]).
 pub fn encode_message<'a>(encoded_events: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut out = Vec::from(PREFIX);
+    write_message(Vec::from(PREFIX), encoded_events)
+}
+
+/// [`encode_message`] for the packer, which knows the message's size ([`message_len`]): the
+/// body is written into one allocation of that size instead of growing as it goes.
+pub(crate) fn encode_message_sized(encoded_events: &[Vec<u8>], len: usize) -> String {
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(PREFIX);
+    write_message(out, encoded_events.iter().map(Vec::as_slice))
+}
+
+/// Appends the events and the suffix to `out`, which holds the prefix.
+fn write_message<'a>(
+    mut out: Vec<u8>,
+    encoded_events: impl IntoIterator<Item = &'a [u8]>,
+) -> String {
     for (i, e) in encoded_events.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');

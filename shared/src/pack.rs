@@ -8,7 +8,7 @@
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::envelope::{encode_event, encode_message, message_len};
+use crate::envelope::{encode_event, encode_message_sized, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
 use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
@@ -102,7 +102,7 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
             sum += encoded[end].len();
             end += 1;
         }
-        let body = encode_message(encoded[start..end].iter().map(Vec::as_slice));
+        let body = encode_message_sized(&encoded[start..end], message_len(sum, end - start));
         let event_ids: Vec<Uuid> = events[start..end].iter().map(|e| e.id).collect();
         let entry = BatchEntry {
             id: format!("m{message_no}"),
