@@ -525,12 +525,21 @@ pub fn assign_ids(
     source: &IdSource<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Vec<Uuid>, Vec<Problem>> {
+    // Up to this many events, the ids so far are searched instead of hashed.
+    const FEW: usize = 16;
+    let few = valid.len() <= FEW;
     let mut ids = Vec::with_capacity(valid.len());
-    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(valid.len());
+    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(if few { 0 } else { valid.len() });
     let mut problems = Vec::new();
     for (index, (event, raw)) in valid.iter().zip(raws).enumerate() {
         let id = source.id_for(event.id, index, raw, random);
-        if let Some(first) = seen.insert(id, index) {
+        // The latest earlier event with this id, either way.
+        let earlier = if few {
+            ids.iter().rposition(|&other| other == id)
+        } else {
+            seen.insert(id, index)
+        };
+        if let Some(first) = earlier {
             problems.push(Problem::at(
                 Code::DuplicateId,
                 index,

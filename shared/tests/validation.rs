@@ -339,6 +339,50 @@ fn duplicate_client_ids_in_one_request() {
     assert_eq!(p[0].index, Some(2));
 }
 
+/// Each repeat names the latest earlier event with its id, in small requests and large ones.
+#[test]
+fn each_repeated_id_names_the_latest_earlier_event() {
+    let id = "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10";
+    let same = format!(r#"{{"type":"a","id":"{id}"}}"#);
+    for n in [3, 16, 17, 40] {
+        // Events 0, n/2 and n-1 share the id; the others get fresh ones.
+        let items: Vec<&str> = (0..n)
+            .map(|i| {
+                if i == 0 || i == n / 2 || i == n - 1 {
+                    same.as_str()
+                } else {
+                    r#"{"type":"b"}"#
+                }
+            })
+            .collect();
+        let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+        let mut k = 0u8;
+        let mut random = || {
+            k += 1;
+            [k; 10]
+        };
+        let source = IdSource::Generated { unix_ms: 0 };
+        let p = assign_ids(&valid, &items, &source, &mut random).expect_err("dup");
+        let found: Vec<(Option<usize>, String)> =
+            p.into_iter().map(|p| (p.index, p.message)).collect();
+        let (mid, last) = (n / 2, n - 1);
+        assert_eq!(
+            found,
+            vec![
+                (
+                    Some(mid),
+                    format!("event {mid} would have the id {id} of event 0")
+                ),
+                (
+                    Some(last),
+                    format!("event {last} would have the id {id} of event {mid}")
+                ),
+            ],
+            "{n} events"
+        );
+    }
+}
+
 #[test]
 fn a_client_id_equal_to_a_derived_id_is_a_duplicate() {
     // The final ids are compared, whatever made them: event 1's derived id, sent as event 0's
