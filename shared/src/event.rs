@@ -286,10 +286,7 @@ pub fn validate_event(
                         .to_owned(),
                 ),
             },
-            "timestamp" => match serde_json::from_str::<String>(v)
-                .ok()
-                .and_then(|s| timestamp::parse(&s))
-            {
+            "timestamp" => match json_str(v).and_then(|s| timestamp::parse(&s)) {
                 Some(Ok(t)) => {
                     if t > now + MAX_TIMESTAMP_AHEAD || t < now - MAX_TIMESTAMP_BEHIND {
                         push(
@@ -355,6 +352,15 @@ pub fn validate_event(
             data: data.unwrap_or_default(),
         }),
         _ => Err(problems),
+    }
+}
+
+/// A JSON string's value, borrowed when it holds no escapes; `None` when `raw` is no string.
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        // Escapes (or not a string at all).
+        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 
