@@ -93,6 +93,8 @@ pub fn serialize_rfc3339_opt<S: serde::Serializer>(
 
 /// Writes `t` into `buf`; `None` when it needs chrono's general formatting.
 fn write_rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 32]) -> Option<usize> {
+    // The UTC fields once, not re-derived through the (zero) offset for each accessor.
+    let t = t.naive_utc();
     let year = t.year();
     let nanos = t.nanosecond();
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
