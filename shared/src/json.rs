@@ -250,7 +250,9 @@ impl<'a> Scanner<'a> {
             if escapes == Escapes::LoneSurrogate {
                 return Err(JsonIssue::LoneSurrogate { path: self.path() });
             }
-            let key = decode_key(raw).ok_or(JsonIssue::Malformed { at: start })?;
+            let Some(key) = decode_key(raw) else {
+                return Err(JsonIssue::Malformed { at: start });
+            };
             self.path.push(Seg::Key(key.clone()));
             if escapes == Escapes::Nul {
                 return Err(JsonIssue::Nul { path: self.path() });
@@ -351,10 +353,10 @@ impl<'a> Scanner<'a> {
             escapes = escapes.max(Escapes::LoneSurrogate);
         }
         // A slice of the text is UTF-8 unless it splits a character: no need to decode it again.
-        let raw = self
-            .text
-            .get(start..self.i.min(self.b.len()))
-            .ok_or(JsonIssue::Malformed { at: start })?;
+        // (`let else`, not `ok_or`: the error is only built when there is one.)
+        let Some(raw) = self.text.get(start..self.i.min(self.b.len())) else {
+            return Err(JsonIssue::Malformed { at: start });
+        };
         Ok((raw, escapes))
     }
 
@@ -375,7 +377,9 @@ impl<'a> Scanner<'a> {
         ) {
             self.i += 1;
         }
-        let text = self.text.get(start..self.i).ok_or(self.malformed())?;
+        let Some(text) = self.text.get(start..self.i) else {
+            return Err(self.malformed());
+        };
         if numeric_storable(text) {
             Ok(())
         } else {
