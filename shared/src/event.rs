@@ -2,7 +2,7 @@
 //! travels through SQS.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::ids::IdSource;
-use crate::json::{check_storable, JsonIssue, KeySet, RawJson};
+use crate::json::{check_storable, JsonIssue, RawJson};
 use crate::limits::Limits;
 use crate::timestamp;
 
@@ -451,13 +451,21 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
+                // An event has a handful of fields, compared with each other; thousands of
+                // unknown ones must not cost a quadratic scan, so past a few they are hashed.
+                const FEW: usize = 16;
                 let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
-                // An event has a handful of fields; thousands of unknown ones must not
-                // cost a quadratic scan (`KeySet` hashes past a few).
-                let mut seen = KeySet::default();
+                let mut many: Option<HashSet<Cow<'de, str>>> = None;
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     let value = map.next_value::<&'de RawValue>()?;
-                    if !seen.insert(key.clone()) {
+                    let repeated = if out.len() < FEW {
+                        out.iter().any(|(k, _)| *k == key)
+                    } else {
+                        !many
+                            .get_or_insert_with(|| out.iter().map(|(k, _)| k.clone()).collect())
+                            .insert(key.clone())
+                    };
+                    if repeated {
                         return Err(serde::de::Error::custom(format!(
                             "duplicate key `{}`",
                             key.chars().take(100).collect::<String>()
