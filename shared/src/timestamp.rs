@@ -92,7 +92,7 @@ pub fn serialize_rfc3339_opt<S: serde::Serializer>(
 }
 
 /// Writes `t` into `buf`; `None` when it needs chrono's general formatting.
-fn write_rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 32]) -> Option<usize> {
+pub(crate) fn write_rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 32]) -> Option<usize> {
     // The UTC fields once, not re-derived through the (zero) offset for each accessor.
     let t = t.naive_utc();
     let year = t.year();
