@@ -134,7 +134,8 @@ enum Escapes {
 /// when a problem is reported.
 enum Seg<'a> {
     Name(&'a str),
-    Key(Cow<'a, str>),
+    /// An object key as written (quotes and escapes included), decoded only for a message.
+    Key(&'a str),
     Index(usize),
 }
 
@@ -156,9 +157,10 @@ impl<'a> Scanner<'a> {
         for seg in &self.path {
             match seg {
                 Seg::Name(n) => out.push_str(n),
-                Seg::Key(k) => {
+                Seg::Key(raw) => {
                     out.push('.');
-                    out.extend(k.chars().take(64));
+                    // It was decoded once already, before it was pushed.
+                    out.extend(decode_key(raw).unwrap_or_default().chars().take(64));
                 }
                 Seg::Index(i) => out.push_str(&format!("[{i}]")),
             }
@@ -239,20 +241,20 @@ impl<'a> Scanner<'a> {
             let Some(key) = decode_key(raw) else {
                 return Err(JsonIssue::Malformed { at: start });
             };
-            self.path.push(Seg::Key(key.clone()));
+            self.path.push(Seg::Key(raw));
             if escapes == Escapes::Nul {
                 return Err(JsonIssue::Nul { path: self.path() });
             }
             let fresh = match many.as_mut() {
-                Some(set) => set.insert(key.clone()),
+                Some(set) => set.insert(key),
                 None if self.keys.len() - base < KEYS_COMPARED => {
                     let fresh = !self.keys[base..].contains(&key);
-                    self.keys.push(key.clone());
+                    self.keys.push(key);
                     fresh
                 }
                 None => {
                     let mut set: HashSet<Cow<'a, str>> = self.keys.drain(base..).collect();
-                    let fresh = set.insert(key.clone());
+                    let fresh = set.insert(key);
                     many = Some(set);
                     fresh
                 }
