@@ -15,8 +15,10 @@ use crate::timestamp;
 /// The envelope version this crate writes and reads.
 pub const ENVELOPE_VERSION: u64 = 1;
 
-pub(crate) const PREFIX: &[u8] = b"{\"v\":1,\"events\":[";
-pub(crate) const SUFFIX: &[u8] = b"]}";
+const PREFIX_TEXT: &str = "{\"v\":1,\"events\":[";
+const SUFFIX_TEXT: &str = "]}";
+pub(crate) const PREFIX: &[u8] = PREFIX_TEXT.as_bytes();
+pub(crate) const SUFFIX: &[u8] = SUFFIX_TEXT.as_bytes();
 
 /// A decoded envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,43 +49,34 @@ pub enum DecodeError {
 /// escapes control characters; the two non-characters U+FFFE and U+FFFF it leaves raw, so they
 /// are escaped here (they only ever occur inside JSON strings, where `\uFFFE` means the same).
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
+    encode_event_text(event).map(String::into_bytes)
+}
+
+/// [`encode_event`] as text, which is what a message body is made of: kept as a `String` from
+/// the start, the body never has to be checked to be UTF-8 again.
+pub(crate) fn encode_event_text(event: &Event) -> Result<String, serde_json::Error> {
     // Room for the event's own text and the fields around it, so the writer never regrows.
-    let mut json = Vec::with_capacity(event.data.get().len() + event.event_type.len() + 256);
+    let mut json = String::with_capacity(event.data.get().len() + event.event_type.len() + 256);
     write_event(&mut json, event)?;
     const FFFE: &[u8] = "\u{FFFE}".as_bytes();
     const FFFF: &[u8] = "\u{FFFF}".as_bytes();
     // Both start with 0xEF, which is rare in text: look for that byte first.
-    let has_non_character = memchr::memchr_iter(0xEF, &json)
-        .any(|i| matches!(json.get(i..i + 3), Some(w) if w == FFFE || w == FFFF));
+    let bytes = json.as_bytes();
+    let has_non_character = memchr::memchr_iter(0xEF, bytes)
+        .any(|i| matches!(bytes.get(i..i + 3), Some(w) if w == FFFE || w == FFFF));
     if !has_non_character {
         return Ok(json);
     }
-    let mut out = Vec::with_capacity(json.len() + 16);
-    let mut i = 0;
-    while i < json.len() {
-        match json.get(i..i + 3) {
-            Some(w) if w == FFFE => {
-                out.extend_from_slice(b"\\ufffe");
-                i += 3;
-            }
-            Some(w) if w == FFFF => {
-                out.extend_from_slice(b"\\uffff");
-                i += 3;
-            }
-            _ => {
-                out.push(json[i]);
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
+    Ok(json
+        .replace('\u{FFFE}', "\\ufffe")
+        .replace('\u{FFFF}', "\\uffff"))
 }
 
 /// Writes `event` exactly as `serde_json::to_writer` writes it through its derived `Serialize`
 /// (same fields, order, spelling and escapes; a test holds the two equal), with the field names
 /// as constants: serde's per-field path escaped every name again and wrote it in pieces, and an
 /// event is encoded on every request.
-fn write_event(out: &mut Vec<u8>, event: &Event) -> Result<(), serde_json::Error> {
+fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error> {
     // Every field by name, so that one added to `Event` cannot be left out here unnoticed.
     let Event {
         id,
@@ -95,62 +88,73 @@ fn write_event(out: &mut Vec<u8>, event: &Event) -> Result<(), serde_json::Error
         source,
         data,
     } = event;
-    out.extend_from_slice(b"{\"id\":\"");
+    out.push_str("{\"id\":\"");
     // Hex digits and hyphens: nothing to escape.
-    out.extend_from_slice(
-        id.hyphenated()
-            .encode_lower(&mut Uuid::encode_buffer())
-            .as_bytes(),
-    );
-    out.extend_from_slice(b"\",\"type\":");
-    serde_json::to_writer(&mut *out, event_type)?;
+    out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    out.push_str("\",\"type\":");
+    write_str(out, event_type)?;
     if let Some(t) = occurred_at {
-        out.extend_from_slice(b",\"occurred_at\":");
+        out.push_str(",\"occurred_at\":");
         write_time(out, t)?;
     }
-    out.extend_from_slice(b",\"received_at\":");
+    out.push_str(",\"received_at\":");
     write_time(out, received_at)?;
-    out.extend_from_slice(b",\"key_id\":");
-    serde_json::to_writer(&mut *out, key_id)?;
+    out.push_str(",\"key_id\":");
+    write_str(out, key_id)?;
     if let Some(EdgeInfo { colo, country }) = edge {
-        out.extend_from_slice(b",\"edge\":{");
+        out.push_str(",\"edge\":{");
         if let Some(colo) = colo {
-            out.extend_from_slice(b"\"colo\":");
-            serde_json::to_writer(&mut *out, colo)?;
+            out.push_str("\"colo\":");
+            write_str(out, colo)?;
         }
         if let Some(country) = country {
             if colo.is_some() {
-                out.push(b',');
+                out.push(',');
             }
-            out.extend_from_slice(b"\"country\":");
-            serde_json::to_writer(&mut *out, country)?;
+            out.push_str("\"country\":");
+            write_str(out, country)?;
         }
-        out.push(b'}');
+        out.push('}');
     }
     if !source.is_spillway() {
-        out.extend_from_slice(b",\"source\":");
-        serde_json::to_writer(&mut *out, source)?;
+        out.push_str(",\"source\":");
+        out.push_str(&serde_json::to_string(source)?);
     }
     // Raw JSON goes out as written, as serde_json writes a `RawValue`.
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data.get().as_bytes());
-    out.push(b'}');
+    out.push_str(",\"data\":");
+    out.push_str(data.get());
+    out.push('}');
+    Ok(())
+}
+
+/// A JSON string as serde_json writes it. One with nothing to escape (no control character,
+/// quote or backslash), which is nearly every one, is the text between quotes; serde_json
+/// itself writes the rest.
+fn write_str(out: &mut String, s: &str) -> Result<(), serde_json::Error> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s)?);
+    }
     Ok(())
 }
 
 /// A timestamp as [`timestamp::serialize_rfc3339`] writes it.
-fn write_time(out: &mut Vec<u8>, t: &DateTime<Utc>) -> Result<(), serde_json::Error> {
+fn write_time(out: &mut String, t: &DateTime<Utc>) -> Result<(), serde_json::Error> {
     let mut buf = [0u8; 32];
     match timestamp::write_rfc3339(t, &mut buf) {
         Some(len) => {
-            // ASCII digits and punctuation: nothing to escape.
-            out.push(b'"');
-            out.extend_from_slice(&buf[..len]);
-            out.push(b'"');
-            Ok(())
+            // Only ASCII digits and punctuation were written: nothing to escape.
+            let text = std::str::from_utf8(&buf[..len]).map_err(serde::ser::Error::custom)?;
+            out.push('"');
+            out.push_str(text);
+            out.push('"');
         }
-        None => timestamp::serialize_rfc3339(t, &mut serde_json::Serializer::new(out)),
+        None => out.push_str(&serde_json::to_string(t)?),
     }
+    Ok(())
 }
 
 /// Size of a message holding events of the given encoded sizes.
@@ -163,12 +167,20 @@ pub fn encode_message<'a>(encoded_events: impl IntoIterator<Item = &'a [u8]>) ->
     write_message(Vec::from(PREFIX), encoded_events)
 }
 
-/// [`encode_message`] for the packer, which knows the message's size ([`message_len`]): the
-/// body is written into one allocation of that size instead of growing as it goes.
-pub(crate) fn encode_message_sized(encoded_events: &[Vec<u8>], len: usize) -> String {
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(PREFIX);
-    write_message(out, encoded_events.iter().map(Vec::as_slice))
+/// [`encode_message`] for the packer, which knows the message's size ([`message_len`]) and has
+/// the events as text ([`encode_event_text`]): the body is written into one allocation of that
+/// size instead of growing as it goes, and is text without being checked again.
+pub(crate) fn encode_message_sized(encoded_events: &[String], len: usize) -> String {
+    let mut out = String::with_capacity(len);
+    out.push_str(PREFIX_TEXT);
+    for (i, e) in encoded_events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e);
+    }
+    out.push_str(SUFFIX_TEXT);
+    out
 }
 
 /// Appends the events and the suffix to `out`, which holds the prefix.
@@ -287,16 +299,51 @@ mod tests {
             )
     }
 
+    /// The U+FFFE and U+FFFF escape, byte by byte, as `encode_event` first did it.
+    fn escaped_for_sqs(json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < json.len() {
+            match json.get(i..i + 3) {
+                Some(b"\xEF\xBF\xBE") => {
+                    out.extend_from_slice(b"\\ufffe");
+                    i += 3;
+                }
+                Some(b"\xEF\xBF\xBF") => {
+                    out.extend_from_slice(b"\\uffff");
+                    i += 3;
+                }
+                _ => {
+                    out.push(json[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// What goes into a message: serde_json's output with the two non-characters escaped.
+        #[test]
+        fn encoded_events_are_serde_json_escaped_for_sqs(event in arb_event()) {
+            let serde = serde_json::to_vec(&event).expect("serialises");
+            let expected = escaped_for_sqs(&serde);
+            prop_assert_eq!(encode_event(&event).expect("encodes"), expected.clone());
+            prop_assert_eq!(
+                encode_event_text(&event).expect("encodes").into_bytes(),
+                expected
+            );
+        }
 
         /// The envelope's own writer and the derived `Serialize` agree byte for byte.
         #[test]
         fn write_event_is_serde_json_of_the_event(event in arb_event()) {
-            let mut ours = Vec::new();
+            let mut ours = String::new();
             write_event(&mut ours, &event).expect("writes");
-            let serde = serde_json::to_vec(&event).expect("serialises");
-            prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
+            let serde = serde_json::to_string(&event).expect("serialises");
+            prop_assert_eq!(ours, serde);
         }
     }
 

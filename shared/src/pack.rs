@@ -8,7 +8,7 @@
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::envelope::{encode_event, encode_message_sized, message_len};
+use crate::envelope::{encode_event_text, encode_message_sized, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
 use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
@@ -74,7 +74,7 @@ pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, Pack
 
     let mut encoded = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
-        let bytes = encode_event(event).map_err(|e| PackError::Encode {
+        let bytes = encode_event_text(event).map_err(|e| PackError::Encode {
             index,
             reason: e.to_string(),
         })?;
