@@ -98,19 +98,53 @@ pub fn parse<'a>(
     format: Format,
     limits: &Limits,
 ) -> Result<Vec<&'a str>, EdgeError> {
+    split(body, format, limits, true)
+}
+
+/// [`parse`] for the request path: the same events and the same errors, except that a body of
+/// one JSON object is not checked here. Validation parses that object anyway, so checking it
+/// first would parse the whole event twice; `handler::prepare_events` asks [`malformed`] only
+/// when validation could not read it, and answers with what [`parse`] would have.
+pub fn split_events<'a>(
+    body: &'a [u8],
+    format: Format,
+    limits: &Limits,
+) -> Result<Vec<&'a str>, EdgeError> {
+    split(body, format, limits, false)
+}
+
+/// `check_object`: whether a body of one JSON object is checked too.
+fn split<'a>(
+    body: &'a [u8],
+    format: Format,
+    limits: &Limits,
+    check_object: bool,
+) -> Result<Vec<&'a str>, EdgeError> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let text = std::str::from_utf8(body).map_err(|e| EdgeError::InvalidJson {
         message: format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
         index: None,
     })?;
     let items = match format {
-        Format::Json => parse_json(text, limits)?,
+        Format::Json => parse_json(text, limits, check_object)?,
         Format::Ndjson => parse_ndjson(text, limits)?,
     };
     if items.is_empty() {
         return Err(EdgeError::NoEvents);
     }
     Ok(items)
+}
+
+/// The error [`parse`] gives for a body that is this one event, when it is not well-formed
+/// JSON; `None` when it is (or when it is too large to be checked).
+pub fn malformed(event: &str, limits: &Limits) -> Option<EdgeError> {
+    if event.len() > limits.max_event_bytes {
+        return None;
+    }
+    well_formed(event).err().map(|e| {
+        let message = e.to_string();
+        json_error(e, message, None, limits)
+    })
 }
 
 /// Checks that `text` is one well-formed JSON value, keeping it as text.
@@ -152,20 +186,23 @@ fn too_many(limits: &Limits) -> EdgeError {
     }])
 }
 
-fn parse_json<'a>(text: &'a str, limits: &Limits) -> Result<Vec<&'a str>, EdgeError> {
+fn parse_json<'a>(
+    text: &'a str,
+    limits: &Limits,
+    check_object: bool,
+) -> Result<Vec<&'a str>, EdgeError> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     if trimmed.is_empty() {
         return Ok(Vec::new()); // answered as `no_events`
     }
     if !trimmed.starts_with('[') {
-        // One event (unless it is too large to bother checking).
-        if trimmed.len() > limits.max_event_bytes {
-            return Ok(vec![trimmed]);
+        // One event. An object may be left for validation to parse (`split_events`); anything
+        // else is checked here, since validation refuses a non-object without reading it.
+        if check_object || !trimmed.starts_with('{') {
+            if let Some(e) = malformed(trimmed, limits) {
+                return Err(e);
+            }
         }
-        well_formed(trimmed).map_err(|e| {
-            let message = e.to_string();
-            json_error(e, message, None, limits)
-        })?;
         return Ok(vec![trimmed]);
     }
     // An array: split into raw elements, so each event's size as sent is known.
@@ -379,6 +416,37 @@ mod tests {
         );
         // A byte-order mark is tolerated.
         assert!(parse(b"\xEF\xBB\xBF{\"type\":\"a\"}", Format::Json, &limits()).is_ok());
+    }
+
+    #[test]
+    fn split_events_leaves_only_a_single_object_unchecked() {
+        let broken = br#" {"type":"a" "#;
+        assert_eq!(
+            split_events(broken, Format::Json, &limits()),
+            Ok(vec![r#"{"type":"a""#])
+        );
+        let Err(EdgeError::InvalidJson { message, index }) = parse(broken, Format::Json, &limits())
+        else {
+            panic!("parse checks every event");
+        };
+        assert_eq!(index, None);
+        assert_eq!(
+            malformed(r#"{"type":"a""#, &limits()),
+            Some(EdgeError::InvalidJson { message, index })
+        );
+        assert_eq!(malformed(r#"{"type":"a"}"#, &limits()), None);
+        // Whatever is not one object is checked as `parse` checks it.
+        for (body, format) in [
+            (&b"\"abc"[..], Format::Json),
+            (b"tru", Format::Json),
+            (b"[{\"type\":\"a\"},{]", Format::Json),
+            (b"{\"type\":\"a\"}\n{", Format::Ndjson),
+            (b"{\"type\":\"a\"", Format::Ndjson),
+        ] {
+            let checked = parse(body, format, &limits());
+            assert!(checked.is_err(), "{body:?}");
+            assert_eq!(split_events(body, format, &limits()), checked, "{body:?}");
+        }
     }
 
     #[test]

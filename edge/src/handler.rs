@@ -11,13 +11,13 @@ use futures_util::future::{select, Either};
 use http::{HeaderMap, Request, Response};
 use serde::Serialize;
 use spillway_shared::{
-    assign_ids, encode_events, pack_encoded, uuid_v7, validate_events, BatchRequest, EdgeInfo,
-    EncodedEvent, Event, IdSource, Limits,
+    assign_ids, encode_events, pack_encoded, uuid_v7, validate_events, BatchRequest, Code,
+    EdgeInfo, EncodedEvent, Event, IdSource, Limits,
 };
 use uuid::Uuid;
 
 use crate::batch::{batcher_name, decode_verdict, encode_submission, DIRECT_FROM_BYTES};
-use crate::body::{gunzip_capped, parse, Encoding, Format};
+use crate::body::{gunzip_capped, malformed, split_events, Encoding, Format};
 use crate::collector::{collect, Collector};
 use crate::config::RetryPolicy;
 use crate::config::{Config, ConfigError};
@@ -248,7 +248,7 @@ where
         edge: edge_info(parts),
     };
     let mut random = || random_ten(deps.rt);
-    let items = parse(&decoded, format, limits)?;
+    let items = split_events(&decoded, format, limits)?;
     log.events = items.len();
     let (ids, encoded) = prepare_encoded(&items, limits, &stamp, &mut random)?;
     drop(items);
@@ -315,7 +315,7 @@ where
     R: Runtime,
 {
     let config = deps.config;
-    let bytes: usize = encoded.iter().map(|e| e.bytes.len()).sum();
+    let bytes: usize = encoded.iter().map(|e| e.text.len()).sum();
     let batcher = deps
         .batcher
         .filter(|_| config.batch.enabled() && bytes < DIRECT_FROM_BYTES);
@@ -450,11 +450,12 @@ pub fn prepare(
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
-    let items = parse(body, format, limits)?;
+    let items = split_events(body, format, limits)?;
     prepare_events(&items, limits, stamp, random)
 }
 
-/// [`prepare`] once the body is split into the raw text of each event.
+/// [`prepare`] once the body is split into the raw text of each event (by
+/// [`split_events`](crate::body::split_events) or [`parse`](crate::body::parse)).
 pub fn prepare_events(
     items: &[&str],
     limits: &Limits,
@@ -476,7 +477,18 @@ pub fn prepare_encoded(
     let received_at =
         DateTime::<Utc>::from_timestamp_millis(i64::try_from(stamp.now_ms).unwrap_or(i64::MAX))
             .unwrap_or_default();
-    let valid = validate_events(items, limits, received_at).map_err(EdgeError::Invalid)?;
+    let valid = validate_events(items, limits, received_at).map_err(|problems| {
+        // A body of one object reaches validation unchecked (`split_events`). When validation
+        // could not read it, it may be no JSON at all: then the answer is `parse`'s.
+        let unreadable = problems
+            .iter()
+            .any(|p| p.code == Code::InvalidJson && p.field.is_none());
+        match items {
+            [single] if unreadable => malformed(single, limits),
+            _ => None,
+        }
+        .unwrap_or(EdgeError::Invalid(problems))
+    })?;
     let source = match stamp.idempotency_key {
         Some(idempotency_key) => IdSource::Idempotency {
             key_id: stamp.key_id,

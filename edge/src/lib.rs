@@ -35,6 +35,8 @@ mod group_commit_tests;
 #[cfg(test)]
 mod handler_tests;
 #[cfg(test)]
+mod prepare_tests;
+#[cfg(test)]
 mod test_edge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

@@ -29,7 +29,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use spillway_edge::body::{encoding_of, format_of, gunzip_capped, parse, Encoding};
+use spillway_edge::body::{encoding_of, format_of, gunzip_capped, parse, split_events, Encoding};
 use spillway_edge::gate::idempotency_key;
 use spillway_edge::handler::prepare_events;
 use spillway_edge::{EdgeError, Prepared, Stamp};
@@ -120,16 +120,27 @@ fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, Ed
         now_ms: NOW_MS,
         edge: None,
     };
-    let mut n = 0u8;
-    let mut random = || {
-        n = n.wrapping_add(1);
-        [n; 10]
+    let counter = || {
+        let mut n = 0u8;
+        move || {
+            n = n.wrapping_add(1);
+            [n; 10]
+        }
     };
-    let items = parse(&decoded, format, limits)?;
-    let prepared = prepare_events(&items, limits, &stamp, &mut random)?;
+    // `ingest` leaves a single-object body for validation to parse; the answer must be the
+    // one given when every event is checked first.
+    let items = split_events(&decoded, format, limits);
+    let result = items
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|items| prepare_events(items, limits, &stamp, &mut counter()));
+    let checked = parse(&decoded, format, limits)
+        .and_then(|items| prepare_events(&items, limits, &stamp, &mut counter()));
+    assert_eq!(result, checked, "split_events and parse disagree");
+    let prepared = result?;
     assert_eq!(
         prepared.ids.len(),
-        items.len(),
+        items.map_or(0, |i| i.len()),
         "accepted ids vs parsed events"
     );
     Ok(prepared)

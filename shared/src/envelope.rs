@@ -4,16 +4,21 @@
 //! bill) low. The version field comes first so a consumer can refuse a format it does not know
 //! instead of misreading it.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+use uuid::Uuid;
 
-use crate::event::Event;
+use crate::event::{EdgeInfo, Event};
+use crate::timestamp;
 
 /// The envelope version this crate writes and reads.
 pub const ENVELOPE_VERSION: u64 = 1;
 
-pub(crate) const PREFIX: &[u8] = b"{\"v\":1,\"events\":[";
-pub(crate) const SUFFIX: &[u8] = b"]}";
+const PREFIX_TEXT: &str = "{\"v\":1,\"events\":[";
+const SUFFIX_TEXT: &str = "]}";
+pub(crate) const PREFIX: &[u8] = PREFIX_TEXT.as_bytes();
+pub(crate) const SUFFIX: &[u8] = SUFFIX_TEXT.as_bytes();
 
 /// A decoded envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,36 +49,112 @@ pub enum DecodeError {
 /// escapes control characters; the two non-characters U+FFFE and U+FFFF it leaves raw, so they
 /// are escaped here (they only ever occur inside JSON strings, where `\uFFFE` means the same).
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, serde_json::Error> {
+    encode_event_text(event).map(String::into_bytes)
+}
+
+/// [`encode_event`] as text, which is what a message body is made of: kept as a `String` from
+/// the start, the body never has to be checked to be UTF-8 again.
+pub(crate) fn encode_event_text(event: &Event) -> Result<String, serde_json::Error> {
     // Room for the event's own text and the fields around it, so the writer never regrows.
-    let mut json = Vec::with_capacity(event.data.get().len() + event.event_type.len() + 256);
-    serde_json::to_writer(&mut json, event)?;
+    let mut json = String::with_capacity(event.data.get().len() + event.event_type.len() + 256);
+    write_event(&mut json, event)?;
     const FFFE: &[u8] = "\u{FFFE}".as_bytes();
     const FFFF: &[u8] = "\u{FFFF}".as_bytes();
     // Both start with 0xEF, which is rare in text: look for that byte first.
-    let has_non_character = memchr::memchr_iter(0xEF, &json)
-        .any(|i| matches!(json.get(i..i + 3), Some(w) if w == FFFE || w == FFFF));
+    let bytes = json.as_bytes();
+    let has_non_character = memchr::memchr_iter(0xEF, bytes)
+        .any(|i| matches!(bytes.get(i..i + 3), Some(w) if w == FFFE || w == FFFF));
     if !has_non_character {
         return Ok(json);
     }
-    let mut out = Vec::with_capacity(json.len() + 16);
-    let mut i = 0;
-    while i < json.len() {
-        match json.get(i..i + 3) {
-            Some(w) if w == FFFE => {
-                out.extend_from_slice(b"\\ufffe");
-                i += 3;
-            }
-            Some(w) if w == FFFF => {
-                out.extend_from_slice(b"\\uffff");
-                i += 3;
-            }
-            _ => {
-                out.push(json[i]);
-                i += 1;
-            }
-        }
+    Ok(json
+        .replace('\u{FFFE}', "\\ufffe")
+        .replace('\u{FFFF}', "\\uffff"))
+}
+
+/// Writes `event` exactly as `serde_json::to_writer` writes it through its derived `Serialize`
+/// (same fields, order, spelling and escapes; a test holds the two equal), with the field names
+/// as constants: serde's per-field path escaped every name again and wrote it in pieces, and an
+/// event is encoded on every request.
+fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error> {
+    // Every field by name, so that one added to `Event` cannot be left out here unnoticed.
+    let Event {
+        id,
+        event_type,
+        occurred_at,
+        received_at,
+        key_id,
+        edge,
+        source,
+        data,
+    } = event;
+    out.push_str("{\"id\":\"");
+    // Hex digits and hyphens: nothing to escape.
+    out.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    out.push_str("\",\"type\":");
+    write_str(out, event_type)?;
+    if let Some(t) = occurred_at {
+        out.push_str(",\"occurred_at\":");
+        write_time(out, t)?;
     }
-    Ok(out)
+    out.push_str(",\"received_at\":");
+    write_time(out, received_at)?;
+    out.push_str(",\"key_id\":");
+    write_str(out, key_id)?;
+    if let Some(EdgeInfo { colo, country }) = edge {
+        out.push_str(",\"edge\":{");
+        if let Some(colo) = colo {
+            out.push_str("\"colo\":");
+            write_str(out, colo)?;
+        }
+        if let Some(country) = country {
+            if colo.is_some() {
+                out.push(',');
+            }
+            out.push_str("\"country\":");
+            write_str(out, country)?;
+        }
+        out.push('}');
+    }
+    if !source.is_spillway() {
+        out.push_str(",\"source\":");
+        out.push_str(&serde_json::to_string(source)?);
+    }
+    // Raw JSON goes out as written, as serde_json writes a `RawValue`.
+    out.push_str(",\"data\":");
+    out.push_str(data.get());
+    out.push('}');
+    Ok(())
+}
+
+/// A JSON string as serde_json writes it. One with nothing to escape (no control character,
+/// quote or backslash), which is nearly every one, is the text between quotes; serde_json
+/// itself writes the rest.
+fn write_str(out: &mut String, s: &str) -> Result<(), serde_json::Error> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(s)?);
+    }
+    Ok(())
+}
+
+/// A timestamp as [`timestamp::serialize_rfc3339`] writes it.
+fn write_time(out: &mut String, t: &DateTime<Utc>) -> Result<(), serde_json::Error> {
+    let mut buf = [0u8; 32];
+    match timestamp::write_rfc3339(t, &mut buf) {
+        Some(len) => {
+            // Only ASCII digits and punctuation were written: nothing to escape.
+            let text = std::str::from_utf8(&buf[..len]).map_err(serde::ser::Error::custom)?;
+            out.push('"');
+            out.push_str(text);
+            out.push('"');
+        }
+        None => out.push_str(&serde_json::to_string(t)?),
+    }
+    Ok(())
 }
 
 /// Size of a message holding events of the given encoded sizes.
@@ -83,7 +164,33 @@ pub(crate) fn message_len(event_lens_sum: usize, count: usize) -> usize {
 
 /// Builds a message body from already encoded events (see [`encode_event`]).
 pub fn encode_message<'a>(encoded_events: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut out = Vec::from(PREFIX);
+    write_message(Vec::from(PREFIX), encoded_events)
+}
+
+/// [`encode_message`] for the packer, which knows the message's size ([`message_len`]) and has
+/// the events as text ([`encode_event_text`]): the body is written into one allocation of that
+/// size instead of growing as it goes, and is text without being checked again.
+pub(crate) fn encode_message_sized<'a>(
+    encoded_events: impl IntoIterator<Item = &'a str>,
+    len: usize,
+) -> String {
+    let mut out = String::with_capacity(len);
+    out.push_str(PREFIX_TEXT);
+    for (i, e) in encoded_events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(e);
+    }
+    out.push_str(SUFFIX_TEXT);
+    out
+}
+
+/// Appends the events and the suffix to `out`, which holds the prefix.
+fn write_message<'a>(
+    mut out: Vec<u8>,
+    encoded_events: impl IntoIterator<Item = &'a [u8]>,
+) -> String {
     for (i, e) in encoded_events.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -120,6 +227,128 @@ pub fn decode(body: &str) -> Result<Vec<Event>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Source;
+    use crate::json::RawJson;
+    use chrono::{NaiveDate, NaiveTime};
+    use proptest::prelude::*;
+
+    /// Instants the fast timestamp path writes and those it leaves to chrono: every fraction
+    /// width, years outside 0-9999 and a leap second.
+    fn arb_time() -> impl Strategy<Value = DateTime<Utc>> {
+        let fast = (0i64..253_402_300_800, 0u32..1_000_000_000, 0usize..4).prop_map(
+            |(secs, nanos, width)| {
+                let nanos = match width {
+                    0 => 0,
+                    1 => nanos / 1_000_000 * 1_000_000,
+                    2 => nanos / 1_000 * 1_000,
+                    _ => nanos,
+                };
+                DateTime::from_timestamp(secs, nanos).expect("in range")
+            },
+        );
+        let slow = prop_oneof![
+            Just(DateTime::from_timestamp(-62_167_219_201, 0).expect("year -1")),
+            Just(DateTime::from_timestamp(253_402_300_800, 5_000).expect("year 10000")),
+            Just(
+                NaiveDate::from_ymd_opt(2016, 12, 31)
+                    .expect("date")
+                    .and_time(
+                        NaiveTime::from_hms_nano_opt(23, 59, 59, 1_250_000_000).expect("leap")
+                    )
+                    .and_utc()
+            ),
+        ];
+        prop_oneof![4 => fast, 1 => slow]
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            Just(String::new()),
+            Just("\"\\/\u{0}\u{1f}\u{7f}\u{FFFE}\u{FFFF}\u{2028}é🦀".to_owned()),
+        ]
+    }
+
+    fn arb_event() -> impl Strategy<Value = Event> {
+        let edge = prop::option::of((prop::option::of(arb_text()), prop::option::of(arb_text())))
+            .prop_map(|e| e.map(|(colo, country)| EdgeInfo { colo, country }));
+        let source = prop::sample::select(vec![Source::Spillway, Source::Segment, Source::Posthog]);
+        let data = prop::sample::select(vec![
+            "{}",
+            r#"{ "n" : 1e400, "s": "a\u0041\"" , "a":[ ]}"#,
+            "{\"k\":\"\u{FFFE}\"}",
+        ]);
+        (
+            any::<u128>(),
+            arb_text(),
+            prop::option::of(arb_time()),
+            arb_time(),
+            arb_text(),
+            edge,
+            source,
+            data,
+        )
+            .prop_map(
+                |(id, event_type, occurred_at, received_at, key_id, edge, source, data)| Event {
+                    id: Uuid::from_u128(id),
+                    event_type,
+                    occurred_at,
+                    received_at,
+                    key_id,
+                    edge,
+                    source,
+                    data: RawJson::from_json(data).expect("json"),
+                },
+            )
+    }
+
+    /// The U+FFFE and U+FFFF escape, byte by byte, as `encode_event` first did it.
+    fn escaped_for_sqs(json: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < json.len() {
+            match json.get(i..i + 3) {
+                Some(b"\xEF\xBF\xBE") => {
+                    out.extend_from_slice(b"\\ufffe");
+                    i += 3;
+                }
+                Some(b"\xEF\xBF\xBF") => {
+                    out.extend_from_slice(b"\\uffff");
+                    i += 3;
+                }
+                _ => {
+                    out.push(json[i]);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// What goes into a message: serde_json's output with the two non-characters escaped.
+        #[test]
+        fn encoded_events_are_serde_json_escaped_for_sqs(event in arb_event()) {
+            let serde = serde_json::to_vec(&event).expect("serialises");
+            let expected = escaped_for_sqs(&serde);
+            prop_assert_eq!(encode_event(&event).expect("encodes"), expected.clone());
+            prop_assert_eq!(
+                encode_event_text(&event).expect("encodes").into_bytes(),
+                expected
+            );
+        }
+
+        /// The envelope's own writer and the derived `Serialize` agree byte for byte.
+        #[test]
+        fn write_event_is_serde_json_of_the_event(event in arb_event()) {
+            let mut ours = String::new();
+            write_event(&mut ours, &event).expect("writes");
+            let serde = serde_json::to_string(&event).expect("serialises");
+            prop_assert_eq!(ours, serde);
+        }
+    }
 
     #[test]
     fn unknown_version_is_typed() {

@@ -1,6 +1,7 @@
 //! The event model of the public API, its validation rules, and the enriched event that
 //! travels through SQS.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
@@ -238,9 +239,9 @@ pub fn validate_event(
     let mut push = |code, field: &str, message: String| {
         problems.push(Problem::at(code, index, Some(field), message));
     };
-    for (field, v) in fields {
-        let v = v.get();
-        match field.as_str() {
+    for (field, value) in fields {
+        let v = value.get();
+        match field.as_ref() {
             "type" => match serde_json::from_str::<String>(v) {
                 Ok(s) => {
                     let chars = s.chars().count();
@@ -285,10 +286,7 @@ pub fn validate_event(
                         .to_owned(),
                 ),
             },
-            "timestamp" => match serde_json::from_str::<String>(v)
-                .ok()
-                .and_then(|s| timestamp::parse(&s))
-            {
+            "timestamp" => match json_str(v).and_then(|s| timestamp::parse(&s)) {
                 Some(Ok(t)) => {
                     if t > now + MAX_TIMESTAMP_AHEAD || t < now - MAX_TIMESTAMP_BEHIND {
                         push(
@@ -323,11 +321,9 @@ pub fn validate_event(
                 format!("`data` must be a JSON object, not {}", kind_of(v)),
             ),
             // The event object is level 1, `data` level 2, and so on down.
+            // `value` came from the JSON parser: kept as it is, not parsed again.
             "data" => match check_storable(v, "data", 2, limits.max_json_depth) {
-                Ok(()) => match RawJson::from_json(v) {
-                    Ok(raw) => data = Some(raw),
-                    Err(e) => push(Code::InvalidJson, "data", format!("`data`: {e}")),
-                },
+                Ok(()) => data = Some(RawJson::from_raw(value)),
                 Err(issue) => {
                     let (code, message) = describe(issue, limits);
                     push(code, "data", message);
@@ -356,6 +352,15 @@ pub fn validate_event(
             data: data.unwrap_or_default(),
         }),
         _ => Err(problems),
+    }
+}
+
+/// A JSON string's value, borrowed when it holds no escapes; `None` when `raw` is no string.
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    match serde_json::from_str::<&str>(raw) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        // Escapes (or not a string at all).
+        Err(_) => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
     }
 }
 
@@ -395,9 +400,10 @@ pub(crate) enum FieldsError {
     Json(String),
 }
 
-/// The top-level fields of an event object, each value as written. A key given twice is
-/// refused: the client would never learn which value was stored.
-pub(crate) fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsError> {
+/// The top-level fields of an event object, each value as written; a key is borrowed from
+/// `raw` unless it holds escapes. A key given twice is refused: the client would never learn
+/// which value was stored.
+pub(crate) fn fields_of(raw: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, FieldsError> {
     if !raw.trim_start().starts_with('{') {
         return Err(FieldsError::NotObject(kind_of(raw)));
     }
@@ -406,7 +412,32 @@ pub(crate) fn fields_of(raw: &str) -> Result<Vec<(String, &RawValue)>, FieldsErr
     Ok(fields)
 }
 
-struct Fields<'a>(Vec<(String, &'a RawValue)>);
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// An object key, borrowed from the text when it holds no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Fields<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -420,13 +451,21 @@ impl<'de> serde::Deserialize<'de> for Fields<'de> {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut out: Vec<(String, &'de RawValue)> = Vec::new();
-                let mut seen: HashSet<String> = HashSet::new();
-                while let Some(key) = map.next_key::<String>()? {
+                // An event has a handful of fields, compared with each other; thousands of
+                // unknown ones must not cost a quadratic scan, so past a few they are hashed.
+                const FEW: usize = 16;
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
+                let mut many: Option<HashSet<Cow<'de, str>>> = None;
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     let value = map.next_value::<&'de RawValue>()?;
-                    // An event has a handful of fields; thousands of unknown ones must not
-                    // cost a quadratic scan.
-                    if !seen.insert(key.clone()) {
+                    let repeated = if out.len() < FEW {
+                        out.iter().any(|(k, _)| *k == key)
+                    } else {
+                        !many
+                            .get_or_insert_with(|| out.iter().map(|(k, _)| k.clone()).collect())
+                            .insert(key.clone())
+                    };
+                    if repeated {
                         return Err(serde::de::Error::custom(format!(
                             "duplicate key `{}`",
                             key.chars().take(100).collect::<String>()
@@ -500,12 +539,21 @@ pub fn assign_ids(
     source: &IdSource<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Vec<Uuid>, Vec<Problem>> {
+    // Up to this many events, the ids so far are searched instead of hashed.
+    const FEW: usize = 16;
+    let few = valid.len() <= FEW;
     let mut ids = Vec::with_capacity(valid.len());
-    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(valid.len());
+    let mut seen: HashMap<Uuid, usize> = HashMap::with_capacity(if few { 0 } else { valid.len() });
     let mut problems = Vec::new();
     for (index, (event, raw)) in valid.iter().zip(raws).enumerate() {
         let id = source.id_for(event.id, index, raw, random);
-        if let Some(first) = seen.insert(id, index) {
+        // The latest earlier event with this id, either way.
+        let earlier = if few {
+            ids.iter().rposition(|&other| other == id)
+        } else {
+            seen.insert(id, index)
+        };
+        if let Some(first) = earlier {
             problems.push(Problem::at(
                 Code::DuplicateId,
                 index,

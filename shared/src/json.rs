@@ -29,6 +29,11 @@ impl RawJson {
         RawValue::from_string(text.to_owned()).map(Self)
     }
 
+    /// Keeps a value a JSON parser already read, without reading it again.
+    pub fn from_raw(raw: &RawValue) -> Self {
+        Self(raw.to_owned())
+    }
+
     /// The client's text.
     pub fn get(&self) -> &str {
         self.0.get()
@@ -93,10 +98,15 @@ pub fn check_storable<'a>(
     level: usize,
     max_level: usize,
 ) -> Result<(), JsonIssue> {
+    // Room for the usual depth and keys, so neither grows while scanning.
+    let mut segs = Vec::with_capacity(8);
+    segs.push(Seg::Name(path));
     let mut s = Scanner {
+        text,
         b: text.as_bytes(),
         i: 0,
-        path: vec![Seg::Name(path)],
+        path: segs,
+        keys: Vec::with_capacity(KEYS_COMPARED),
         max_level,
     };
     s.ws();
@@ -108,32 +118,9 @@ pub fn check_storable<'a>(
     Ok(())
 }
 
-/// The keys of one object, to find a repeated one. Most objects have a handful of keys, where
-/// comparing with each beats hashing; past that, a set.
-#[derive(Default)]
-struct KeySet<'a> {
-    few: Vec<Cow<'a, str>>,
-    many: HashSet<Cow<'a, str>>,
-}
-
-impl<'a> KeySet<'a> {
-    const FEW: usize = 16;
-
-    /// `false` when `key` was already there.
-    fn insert(&mut self, key: Cow<'a, str>) -> bool {
-        if self.few.len() < Self::FEW {
-            if self.few.contains(&key) {
-                return false;
-            }
-            self.few.push(key);
-            return true;
-        }
-        if self.many.is_empty() {
-            self.many.extend(self.few.iter().cloned());
-        }
-        self.many.insert(key)
-    }
-}
+/// Up to this many keys, an object's keys are compared with each other to find a repeated one
+/// (most objects have a handful, where that beats hashing); past that, they are hashed.
+const KEYS_COMPARED: usize = 16;
 
 /// What a string's escapes hold that `jsonb` refuses; the worse wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -147,14 +134,20 @@ enum Escapes {
 /// when a problem is reported.
 enum Seg<'a> {
     Name(&'a str),
-    Key(Cow<'a, str>),
+    /// An object key as written (quotes and escapes included), decoded only for a message.
+    Key(&'a str),
     Index(usize),
 }
 
 struct Scanner<'a> {
+    text: &'a str,
+    /// `text` as bytes.
     b: &'a [u8],
     i: usize,
     path: Vec<Seg<'a>>,
+    /// The keys read so far of each object being scanned, outermost first: one buffer for the
+    /// whole value instead of one per object (an object with many keys moves its own to a set).
+    keys: Vec<Cow<'a, str>>,
     max_level: usize,
 }
 
@@ -164,9 +157,10 @@ impl<'a> Scanner<'a> {
         for seg in &self.path {
             match seg {
                 Seg::Name(n) => out.push_str(n),
-                Seg::Key(k) => {
+                Seg::Key(raw) => {
                     out.push('.');
-                    out.extend(k.chars().take(64));
+                    // It was decoded once already, before it was pushed.
+                    out.extend(decode_key(raw).unwrap_or_default().chars().take(64));
                 }
                 Seg::Index(i) => out.push_str(&format!("[{i}]")),
             }
@@ -226,7 +220,9 @@ impl<'a> Scanner<'a> {
     fn object(&mut self, level: usize) -> Result<(), JsonIssue> {
         self.enter(level)?;
         self.i += 1;
-        let mut keys = KeySet::default();
+        // This object's keys: `self.keys[base..]`, or `many` once there are too many.
+        let base = self.keys.len();
+        let mut many: Option<HashSet<Cow<'a, str>>> = None;
         self.ws();
         if self.peek() == Some(b'}') {
             self.i += 1;
@@ -242,12 +238,28 @@ impl<'a> Scanner<'a> {
             if escapes == Escapes::LoneSurrogate {
                 return Err(JsonIssue::LoneSurrogate { path: self.path() });
             }
-            let key = decode_key(raw).ok_or(JsonIssue::Malformed { at: start })?;
-            self.path.push(Seg::Key(key.clone()));
+            let Some(key) = decode_key(raw) else {
+                return Err(JsonIssue::Malformed { at: start });
+            };
+            self.path.push(Seg::Key(raw));
             if escapes == Escapes::Nul {
                 return Err(JsonIssue::Nul { path: self.path() });
             }
-            if !keys.insert(key.clone()) {
+            let fresh = match many.as_mut() {
+                Some(set) => set.insert(key),
+                None if self.keys.len() - base < KEYS_COMPARED => {
+                    let fresh = !self.keys[base..].contains(&key);
+                    self.keys.push(key);
+                    fresh
+                }
+                None => {
+                    let mut set: HashSet<Cow<'a, str>> = self.keys.drain(base..).collect();
+                    let fresh = set.insert(key);
+                    many = Some(set);
+                    fresh
+                }
+            };
+            if !fresh {
                 return Err(JsonIssue::DuplicateKey { path: self.path() });
             }
             self.expect(b':')?;
@@ -259,6 +271,7 @@ impl<'a> Scanner<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
+                    self.keys.truncate(base);
                     return Ok(());
                 }
                 _ => return Err(self.malformed()),
@@ -342,8 +355,11 @@ impl<'a> Scanner<'a> {
         if open_high {
             escapes = escapes.max(Escapes::LoneSurrogate);
         }
-        let raw = std::str::from_utf8(&self.b[start..self.i.min(self.b.len())])
-            .map_err(|_| JsonIssue::Malformed { at: start })?;
+        // A slice of the text is UTF-8 unless it splits a character: no need to decode it again.
+        // (`let else`, not `ok_or`: the error is only built when there is one.)
+        let Some(raw) = self.text.get(start..self.i.min(self.b.len())) else {
+            return Err(JsonIssue::Malformed { at: start });
+        };
         Ok((raw, escapes))
     }
 
@@ -364,7 +380,9 @@ impl<'a> Scanner<'a> {
         ) {
             self.i += 1;
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| self.malformed())?;
+        let Some(text) = self.text.get(start..self.i) else {
+            return Err(self.malformed());
+        };
         if numeric_storable(text) {
             Ok(())
         } else {
@@ -500,6 +518,49 @@ mod tests {
             })
         );
         assert_eq!(check(r#"{"a":{"a":1},"b":{"a":1}}"#), Ok(()));
+    }
+
+    #[test]
+    fn repeated_keys_are_found_per_object_however_many_and_however_nested() {
+        // Keys of an inner object are its own, before and after it.
+        assert_eq!(check(r#"{"a":1,"n":{"a":1,"b":2},"b":2}"#), Ok(()));
+        assert_eq!(
+            check(r#"{"a":1,"n":{"b":1},"a":2}"#),
+            Err(JsonIssue::DuplicateKey {
+                path: "data.a".into()
+            })
+        );
+        assert_eq!(
+            check(r#"{"n":{"b":1,"b":2}}"#),
+            Err(JsonIssue::DuplicateKey {
+                path: "data.n.b".into()
+            })
+        );
+        // Past the keys compared one by one, in an outer and an inner object.
+        let keys = |prefix: &str| -> String {
+            (0..40)
+                .map(|i| format!(r#""{prefix}{i}":{i}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (outer, inner) = (keys("k"), keys("i"));
+        assert_eq!(check(&format!(r#"{{{outer},"n":{{{inner}}}}}"#)), Ok(()));
+        assert_eq!(
+            check(&format!(r#"{{{outer},"n":{{{inner}}},"k3":0}}"#)),
+            Err(JsonIssue::DuplicateKey {
+                path: "data.k3".into()
+            })
+        );
+        assert_eq!(
+            check(&format!(r#"{{"a":{{{inner},"i39":0}}}}"#)),
+            Err(JsonIssue::DuplicateKey {
+                path: "data.a.i39".into()
+            })
+        );
+        assert_eq!(
+            check(&format!(r#"{{"a":{{{inner}}},"b":{{{inner}}}}}"#)),
+            Ok(())
+        );
     }
 
     #[test]

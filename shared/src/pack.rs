@@ -8,7 +8,7 @@
 use thiserror::Error;
 use uuid::Uuid;
 
-use crate::envelope::{encode_event, encode_message, message_len};
+use crate::envelope::{encode_event_text, encode_message_sized, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
 use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
@@ -70,7 +70,7 @@ pub enum PackError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedEvent {
     pub id: Uuid,
-    pub bytes: Vec<u8>,
+    pub text: String,
 }
 
 /// Encodes `events` for SQS, refusing one that cannot fit in a message under `limits`.
@@ -80,7 +80,7 @@ pub fn encode_events(events: &[Event], limits: &Limits) -> Result<Vec<EncodedEve
     let event_cap = caps(limits).0.saturating_sub(message_len(0, 1));
     let mut encoded = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
-        let bytes = encode_event(event).map_err(|e| PackError::Encode {
+        let bytes = encode_event_text(event).map_err(|e| PackError::Encode {
             index,
             reason: e.to_string(),
         })?;
@@ -93,7 +93,7 @@ pub fn encode_events(events: &[Event], limits: &Limits) -> Result<Vec<EncodedEve
         }
         encoded.push(EncodedEvent {
             id: event.id,
-            bytes,
+            text: bytes,
         });
     }
     Ok(encoded)
@@ -123,14 +123,17 @@ pub fn pack_encoded(encoded: &[EncodedEvent], limits: &Limits) -> Vec<BatchReque
     while start < encoded.len() {
         // Grow the message [start, end) while it fits.
         let mut end = start + 1;
-        let mut sum = encoded[start].bytes.len();
+        let mut sum = encoded[start].text.len();
         while end < encoded.len()
-            && message_len(sum + encoded[end].bytes.len(), end + 1 - start) <= message_cap
+            && message_len(sum + encoded[end].text.len(), end + 1 - start) <= message_cap
         {
-            sum += encoded[end].bytes.len();
+            sum += encoded[end].text.len();
             end += 1;
         }
-        let body = encode_message(encoded[start..end].iter().map(|e| e.bytes.as_slice()));
+        let body = encode_message_sized(
+            encoded[start..end].iter().map(|e| e.text.as_str()),
+            message_len(sum, end - start),
+        );
         let event_ids: Vec<Uuid> = encoded[start..end].iter().map(|e| e.id).collect();
         let entry = BatchEntry {
             id: format!("m{message_no}"),

@@ -42,6 +42,15 @@ fn fraction_micros(text: &str) -> i64 {
         return 0;
     };
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if digits <= 6 {
+        // Whole microseconds: `rint(strtod)` gives exactly these (the double is within far
+        // less than half a microsecond of them, and never half-way).
+        let value = rest
+            .bytes()
+            .take(digits)
+            .fold(0i64, |v, d| v * 10 + i64::from(d - b'0'));
+        return value * 10i64.pow(6 - digits as u32);
+    }
     let fraction: f64 = format!("0.{}", &rest[..digits]).parse().unwrap_or(0.0);
     (fraction * 1_000_000.0).round_ties_even() as i64
 }
@@ -83,7 +92,9 @@ pub fn serialize_rfc3339_opt<S: serde::Serializer>(
 }
 
 /// Writes `t` into `buf`; `None` when it needs chrono's general formatting.
-fn write_rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 32]) -> Option<usize> {
+pub(crate) fn write_rfc3339(t: &DateTime<Utc>, buf: &mut [u8; 32]) -> Option<usize> {
+    // The UTC fields once, not re-derived through the (zero) offset for each accessor.
+    let t = t.naive_utc();
     let year = t.year();
     let nanos = t.nanosecond();
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
@@ -165,6 +176,27 @@ mod tests {
             micros("2026-01-01T05:30:00.5+05:30"),
             "2026-01-01 00:00:00.500000"
         );
+    }
+
+    /// Up to six digits the fraction is read as an integer; it must be what `rint(strtod)`
+    /// gives, for every such fraction.
+    #[test]
+    fn short_fractions_are_exactly_what_strtod_rounds_to() {
+        for digits in 1..=6usize {
+            for value in 0..10u32.pow(digits as u32) {
+                let fraction = format!("{value:0digits$}");
+                let text = format!("2026-01-01T00:00:00.{fraction}Z");
+                let strtod: f64 = format!("0.{fraction}").parse().expect("number");
+                assert_eq!(
+                    fraction_micros(&text),
+                    (strtod * 1_000_000.0).round_ties_even() as i64,
+                    "{text}"
+                );
+            }
+        }
+        assert_eq!(fraction_micros("2026-01-01T00:00:00Z"), 0);
+        assert_eq!(fraction_micros("2026-01-01T00:00:00.Z"), 0);
+        assert_eq!(fraction_micros("2026-01-01T00:00:00.12+01:00"), 120_000);
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn encoded(lens: &[usize]) -> Vec<spillway_shared::EncodedEvent> {
         .enumerate()
         .map(|(i, &len)| spillway_shared::EncodedEvent {
             id: Uuid::from_u128(i as u128 + 1),
-            bytes: vec![b'x'; len],
+            text: "x".repeat(len),
         })
         .collect()
 }

@@ -81,6 +81,9 @@ fn duplicate_keys_are_refused_at_any_level() {
             r#"{"type":"t","data":{"x":{"a":1,"\u0061":2}}}"#,
             Some("data".to_owned()),
         ),
+        // Top-level keys compare as decoded, escaped or not, however many there are.
+        (r#"{"type":"a","\u0074ype":"b"}"#, None),
+        (r#"{"\u0074ype":"a","type":"b"}"#, None),
     ] {
         assert_eq!(
             codes(check_text(text)),
@@ -88,6 +91,31 @@ fn duplicate_keys_are_refused_at_any_level() {
             "{text}"
         );
     }
+    let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let repeated = format!(r#"{{"type":"a",{},"k7":0}}"#, many.join(","));
+    let err = check_text(&repeated).expect_err("k7 twice");
+    assert_eq!(err.len(), 1);
+    assert_eq!(err[0].code, Code::InvalidJson);
+    assert!(
+        err[0].message.starts_with("duplicate key `k7` at"),
+        "{err:?}"
+    );
+    // Once each, they are only unknown.
+    let unknown = check_text(&format!(r#"{{"type":"a",{}}}"#, many.join(","))).expect_err("");
+    assert_eq!(unknown.len(), 40);
+    assert!(unknown.iter().all(|p| p.code == Code::UnknownField));
+}
+
+#[test]
+fn an_escaped_field_name_is_the_field() {
+    let e = check_text(r#"{"\u0074ype":"a","d\u0061ta":{"k":1}}"#).expect("valid");
+    assert_eq!(e.event_type, "a");
+    assert_eq!(e.data.get(), r#"{"k":1}"#);
+    let p = check_text(r#"{"type":"a","\u0078":1}"#).expect_err("unknown");
+    assert_eq!(
+        codes(Err(p)),
+        vec![(Code::UnknownField, Some("x".to_owned()))]
+    );
 }
 
 #[test]
@@ -309,6 +337,50 @@ fn duplicate_client_ids_in_one_request() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].code, Code::DuplicateId);
     assert_eq!(p[0].index, Some(2));
+}
+
+/// Each repeat names the latest earlier event with its id, in small requests and large ones.
+#[test]
+fn each_repeated_id_names_the_latest_earlier_event() {
+    let id = "0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10";
+    let same = format!(r#"{{"type":"a","id":"{id}"}}"#);
+    for n in [3, 16, 17, 40] {
+        // Events 0, n/2 and n-1 share the id; the others get fresh ones.
+        let items: Vec<&str> = (0..n)
+            .map(|i| {
+                if i == 0 || i == n / 2 || i == n - 1 {
+                    same.as_str()
+                } else {
+                    r#"{"type":"b"}"#
+                }
+            })
+            .collect();
+        let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+        let mut k = 0u8;
+        let mut random = || {
+            k += 1;
+            [k; 10]
+        };
+        let source = IdSource::Generated { unix_ms: 0 };
+        let p = assign_ids(&valid, &items, &source, &mut random).expect_err("dup");
+        let found: Vec<(Option<usize>, String)> =
+            p.into_iter().map(|p| (p.index, p.message)).collect();
+        let (mid, last) = (n / 2, n - 1);
+        assert_eq!(
+            found,
+            vec![
+                (
+                    Some(mid),
+                    format!("event {mid} would have the id {id} of event 0")
+                ),
+                (
+                    Some(last),
+                    format!("event {last} would have the id {id} of event {mid}")
+                ),
+            ],
+            "{n} events"
+        );
+    }
 }
 
 #[test]

@@ -72,7 +72,7 @@ impl Gathered {
     /// Adds `events` when they all still fit one request; otherwise leaves the batch as it was.
     fn join(&mut self, events: &mut Vec<EncodedEvent>) -> bool {
         let mut fill = self.fill;
-        if !events.iter().all(|e| fill.add(e.bytes.len())) {
+        if !events.iter().all(|e| fill.add(e.text.len())) {
             return false;
         }
         self.fill = fill;
@@ -147,7 +147,7 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
                 Some(waiter) => {
                     let mut fill = OneRequest::new(&self.settings.limits);
                     // A request too big for one call alone is sent at once, on its own.
-                    let alone = !events.iter().all(|e| fill.add(e.bytes.len()));
+                    let alone = !events.iter().all(|e| fill.add(e.text.len()));
                     let (seal, sealed) = oneshot::channel();
                     let pending = Rc::new(Pending {
                         inner: RefCell::new(Gathered {

@@ -58,7 +58,7 @@ fn ids(s: &Submission) -> Vec<Uuid> {
 
 /// Limits under which a message holds about two of the test events.
 fn two_per_message() -> Limits {
-    let one = events(0, 1)[0].bytes.len();
+    let one = events(0, 1)[0].text.len();
     Limits {
         max_message_bytes: 2 * one + 40,
         ..Limits::default()
@@ -343,4 +343,18 @@ fn batchers_are_named_by_location_and_shard() {
         "FRA/0",
         "0 shards means one"
     );
+}
+
+#[test]
+fn a_size_that_cuts_a_character_is_refused() {
+    let e = EncodedEvent {
+        id: Uuid::from_u128(1),
+        text: r#"{"data":"é"}"#.into(),
+    };
+    let good = encode_submission("g", 10, &[e.clone(), e]);
+    let text = String::from_utf8(good).expect("utf-8");
+    // Sizes 13 and 13 become 10 and 16: the first event would end inside "é".
+    let cut = text.replacen("\"sizes\":[13,13]", "\"sizes\":[10,16]", 1);
+    assert_ne!(cut, text, "the header has the sizes expected");
+    assert_eq!(decode_submission(cut.as_bytes()), Err(WireError::Sizes));
 }

@@ -33,7 +33,7 @@ pub enum WireError {
     Header(String),
     #[error("batch submission version {0} is not {WIRE_VERSION}")]
     Version(u32),
-    #[error("batch submission sizes do not add up to its body")]
+    #[error("batch submission sizes do not add up to its body, or cut its text")]
     Sizes,
     #[error("batch verdict: {0}")]
     Verdict(String),
@@ -45,14 +45,14 @@ pub fn encode_submission(group: &str, wait_ms: u64, events: &[EncodedEvent]) -> 
         group: group.to_owned(),
         wait_ms,
         ids: events.iter().map(|e| e.id).collect(),
-        sizes: events.iter().map(|e| e.bytes.len()).collect(),
+        sizes: events.iter().map(|e| e.text.len()).collect(),
     };
     let body_len: usize = header.sizes.iter().sum();
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
     out.reserve(body_len + 1);
     out.push(b'\n');
     for e in events {
-        out.extend_from_slice(&e.bytes);
+        out.extend_from_slice(e.text.as_bytes());
     }
     out
 }
@@ -77,17 +77,18 @@ pub fn decode_submission(bytes: &[u8]) -> Result<Submission, WireError> {
     {
         return Err(WireError::Sizes);
     }
+    let rest = std::str::from_utf8(rest).map_err(|_| WireError::Sizes)?;
     let mut at = 0;
-    let events = header
-        .ids
-        .iter()
-        .zip(&header.sizes)
-        .map(|(&id, &size)| {
-            let bytes = rest[at..at + size].to_vec();
-            at += size;
-            EncodedEvent { id, bytes }
-        })
-        .collect();
+    let mut events = Vec::with_capacity(header.ids.len());
+    for (&id, &size) in header.ids.iter().zip(&header.sizes) {
+        // A size that cuts a character in two is as wrong as one that misses the end.
+        let text = rest.get(at..at + size).ok_or(WireError::Sizes)?;
+        at += size;
+        events.push(EncodedEvent {
+            id,
+            text: text.to_owned(),
+        });
+    }
     Ok(Submission {
         group: header.group,
         wait_ms: header.wait_ms,

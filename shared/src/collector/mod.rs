@@ -19,6 +19,7 @@
 pub mod posthog;
 pub mod segment;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -154,7 +155,7 @@ pub fn into_events(
 }
 
 /// A message's top-level fields, each as written.
-pub(crate) struct Fields<'a>(Vec<(String, &'a RawValue)>);
+pub(crate) struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> Fields<'a> {
     pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {

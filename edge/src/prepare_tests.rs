@@ -1,0 +1,238 @@
+//! `prepare` on broken single-object bodies: the error is the one `parse` gives when it checks
+//! every event before validation sees it (`checked_first`), pinned here for the cases a client
+//! is likely to send and compared for every truncation and one-byte edit of an event.
+
+use spillway_shared::{Code, EdgeInfo, Limits, Problem};
+
+use crate::body::{parse, Format};
+use crate::error::EdgeError;
+use crate::handler::{prepare, prepare_events, Prepared, Stamp};
+
+fn stamp() -> Stamp<'static> {
+    Stamp {
+        key_id: "web",
+        idempotency_key: None,
+        now_ms: 1_795_852_800_000,
+        edge: Some(EdgeInfo {
+            colo: Some("FRA".into()),
+            country: None,
+        }),
+    }
+}
+
+/// Distinct random bytes for every id, the same sequence on every call.
+fn counter() -> impl FnMut() -> [u8; 10] {
+    let mut n = 0u8;
+    move || {
+        n = n.wrapping_add(1);
+        [n; 10]
+    }
+}
+
+fn fast(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
+    prepare(body, Format::Json, limits, &stamp(), &mut counter())
+}
+
+/// The request path with every event checked to be well-formed JSON before validation.
+fn checked_first(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
+    let items = parse(body, Format::Json, limits)?;
+    prepare_events(&items, limits, &stamp(), &mut counter())
+}
+
+fn invalid_json(message: &str) -> EdgeError {
+    EdgeError::InvalidJson {
+        message: message.to_owned(),
+        index: None,
+    }
+}
+
+fn problem(code: Code, message: &str, field: Option<&str>) -> EdgeError {
+    EdgeError::Invalid(vec![Problem {
+        code,
+        message: message.to_owned(),
+        index: Some(0),
+        field: field.map(str::to_owned),
+    }])
+}
+
+#[test]
+fn malformed_single_objects_are_invalid_json_without_an_index() {
+    let limits = Limits::default();
+    let cases = [
+        (
+            r#"{"type":"a""#,
+            invalid_json("EOF while parsing an object at line 1 column 11"),
+        ),
+        (
+            r#"{"type":"a",}"#,
+            invalid_json("key must be a string at line 1 column 13"),
+        ),
+        (
+            r#"{type:"a"}"#,
+            invalid_json("key must be a string at line 1 column 2"),
+        ),
+        (
+            r#"{"type":"a"} x"#,
+            invalid_json("trailing characters at line 1 column 14"),
+        ),
+        (
+            r#"{"type":"a"}{"type":"b"}"#,
+            invalid_json("trailing characters at line 1 column 13"),
+        ),
+        (
+            r#"{"type":"a","data":{"s":"\x"}}"#,
+            invalid_json("invalid escape at line 1 column 27"),
+        ),
+        (
+            "{\"type\":\"a\u{1}\"}",
+            invalid_json("control character (\\u0000-\\u001F) found while parsing a string at line 1 column 10"),
+        ),
+        // Malformed after a repeated key: the body is not JSON, whatever else is wrong.
+        (
+            r#"{"type":"a","type":"b","#,
+            invalid_json("EOF while parsing an object at line 1 column 23"),
+        ),
+        // Not objects at all, and broken.
+        (r#""abc"#, invalid_json("EOF while parsing a string at line 1 column 4")),
+        ("tru", invalid_json("EOF while parsing a value at line 1 column 3")),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fast(body.as_bytes(), &limits),
+            Err(expected.clone()),
+            "{body}"
+        );
+        assert_eq!(
+            checked_first(body.as_bytes(), &limits),
+            Err(expected),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn well_formed_single_objects_keep_their_validation_errors() {
+    let limits = Limits::default();
+    let cases = [
+        (
+            r#"{"type":"a","type":"b"}"#,
+            problem(
+                Code::InvalidJson,
+                "duplicate key `type` at line 1 column 23",
+                None,
+            ),
+        ),
+        (
+            r#"{"type":"a","\ud800":1}"#,
+            problem(
+                Code::InvalidJson,
+                "unexpected end of hex escape at line 1 column 20",
+                None,
+            ),
+        ),
+        (
+            "42",
+            problem(
+                Code::InvalidEvent,
+                "an event must be a JSON object, not a number",
+                None,
+            ),
+        ),
+        (
+            r#"{"type":"a","data":{"s":"\u0000"}}"#,
+            problem(
+                Code::InvalidField,
+                "`data.s` contains U+0000 (NUL), which PostgreSQL cannot store",
+                Some("data"),
+            ),
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(
+            fast(body.as_bytes(), &limits),
+            Err(expected.clone()),
+            "{body}"
+        );
+        assert_eq!(
+            checked_first(body.as_bytes(), &limits),
+            Err(expected),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn nesting_past_the_parser_and_the_limit_is_too_deep() {
+    let limits = Limits::default();
+    for levels in [40, 130, 300] {
+        let body = format!(
+            r#"{{"type":"t","data":{{"a":{}1{}}}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let expected = problem(
+            Code::TooDeep,
+            "event nests more than 32 levels deep; the limit is 32",
+            Some("data"),
+        );
+        assert_eq!(
+            fast(body.as_bytes(), &limits),
+            Err(expected.clone()),
+            "{levels}"
+        );
+        assert_eq!(
+            checked_first(body.as_bytes(), &limits),
+            Err(expected),
+            "{levels}"
+        );
+        // Unclosed: malformed, whatever its depth.
+        let open = &body[..body.len() - 1];
+        let err = fast(open.as_bytes(), &limits).expect_err("unclosed");
+        assert!(
+            matches!(&err, EdgeError::InvalidJson { index: None, .. }),
+            "{levels}: {err:?}"
+        );
+        assert_eq!(checked_first(open.as_bytes(), &limits), Err(err));
+    }
+}
+
+/// Every prefix of an event and every one-byte deletion or replacement of it answer exactly
+/// as when the body is checked before validation.
+#[test]
+fn every_truncation_and_edit_answers_as_when_checked_first() {
+    let limits = Limits::default();
+    let event = r#" {"type":"page_view","id":"0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10","timestamp":"2026-11-28T07:59:00.123Z","data":{"s":"a\"b\\\u00e9\ud83d\ude00","n":[1,-0.5e3,true,false,null],"o":{}}} "#;
+    let fast_ok = fast(event.as_bytes(), &limits).expect("the event is valid");
+    assert_eq!(fast_ok.ids.len(), 1);
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    for cut in 0..event.len() {
+        bodies.push(event.as_bytes()[..cut].to_vec());
+        let mut deleted = event.as_bytes().to_vec();
+        deleted.remove(cut);
+        bodies.push(deleted);
+        for byte in [b'"', b'{', b'}', b',', b':', b'\\', b'x', b'1', b' '] {
+            let mut replaced = event.as_bytes().to_vec();
+            replaced[cut] = byte;
+            bodies.push(replaced);
+        }
+    }
+    let mut malformed = 0;
+    for body in &bodies {
+        let expected = checked_first(body, &limits);
+        if matches!(expected, Err(EdgeError::InvalidJson { index: None, .. })) {
+            malformed += 1;
+        }
+        assert_eq!(
+            fast(body, &limits),
+            expected,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // Most edits break the JSON; the comparison above covered those.
+    assert!(
+        malformed > bodies.len() / 2,
+        "{malformed} of {}",
+        bodies.len()
+    );
+}
