@@ -43,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
         1 => Collector::Segment(Call::Batch),
         n => Collector::Segment(Call::Single(MessageType::ALL[usize::from(n - 2)])),
     };
-    let limits = if sel & 0x80 != 0 { small() } else { Limits::default() };
+    let limits = if sel & 0x80 != 0 {
+        small()
+    } else {
+        Limits::default()
+    };
     assert_eq!(limits.validate(), Ok(()));
     if body.len() > limits.max_body_bytes {
         return; // the edge refuses it before reading (payload_too_large)
