@@ -39,6 +39,23 @@ fn checked_first(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
     prepare_events(&items, limits, &stamp(), &mut counter())
 }
 
+/// Both paths refuse each body with exactly the error given.
+#[track_caller]
+fn both_refuse(cases: &[(&str, EdgeError)], limits: &Limits) {
+    for (body, expected) in cases {
+        assert_eq!(
+            fast(body.as_bytes(), limits),
+            Err(expected.clone()),
+            "{body}"
+        );
+        assert_eq!(
+            checked_first(body.as_bytes(), limits),
+            Err(expected.clone()),
+            "{body}"
+        );
+    }
+}
+
 fn invalid_json(message: &str) -> EdgeError {
     EdgeError::InvalidJson {
         message: message.to_owned(),
@@ -96,18 +113,7 @@ fn malformed_single_objects_are_invalid_json_without_an_index() {
         (r#""abc"#, invalid_json("EOF while parsing a string at line 1 column 4")),
         ("tru", invalid_json("EOF while parsing a value at line 1 column 3")),
     ];
-    for (body, expected) in cases {
-        assert_eq!(
-            fast(body.as_bytes(), &limits),
-            Err(expected.clone()),
-            "{body}"
-        );
-        assert_eq!(
-            checked_first(body.as_bytes(), &limits),
-            Err(expected),
-            "{body}"
-        );
-    }
+    both_refuse(&cases, &limits);
 }
 
 #[test]
@@ -147,18 +153,7 @@ fn well_formed_single_objects_keep_their_validation_errors() {
             ),
         ),
     ];
-    for (body, expected) in cases {
-        assert_eq!(
-            fast(body.as_bytes(), &limits),
-            Err(expected.clone()),
-            "{body}"
-        );
-        assert_eq!(
-            checked_first(body.as_bytes(), &limits),
-            Err(expected),
-            "{body}"
-        );
-    }
+    both_refuse(&cases, &limits);
 }
 
 #[test]
