@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::batching::{BatchRow, Mode, RATES, TIMEOUT};
 use super::findings::{batching_finding, count_or_na, experiment_section, summary_rows};
-use super::workerd::WrkRun;
+use super::workerd::{WrkRun, WRK_CONNECTIONS};
 use super::{Opts, Results, CONSUMER_BATCH_SIZE};
 
 // ---------------------------------------------------------------------------------------------
@@ -282,10 +282,11 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
         }
         let _ = writeln!(
             s,
-            "\nBound: how clients batch. A request is never split across fewer messages than it \
-             has, and never merged with another request (the edge answers each request on its \
-             own), so 1-event requests pay one billed send per event whatever the packer does; \
-             batched requests approach the floor, the rest is the envelope and the enrichment \
+            "\nBound: how clients batch, for one request packed alone (this figure computes the \
+             packer without group commit; figure 7 counts the edge with it). A request is never \
+             split across fewer messages than it has, so 1-event requests sent alone pay one \
+             billed send per event whatever the packer does; batched requests, and the edge's \
+             group commit for small ones, approach the floor, the rest is the envelope and the enrichment \
              (id, received_at, key_id, edge location) added to each event. Receives assume full \
              batches of {CONSUMER_BATCH_SIZE} messages (a queue with a backlog); idle long polls \
              (`WAIT_TIME_SECONDS` 20) add up to 3 empty receives per minute per poller worker, \
@@ -461,8 +462,11 @@ fn edge_reading(runs: &[WrkRun], r: &Results) -> String {
     if let Some(rate) = &r.sqs_rate {
         let _ = write!(
             out,
-            "Each accepted POST is one `SendMessageBatch` to {}, which took {:.0} messages/s from \
-             one client in this run; `/healthz` makes no SQS call.",
+            "The POSTs go through the worker's defaults, group commit included: with {} \
+             connections each waits up to one `BATCH_WINDOW_MS` for its batch, so the requests/s \
+             here are also bounded by connections / latency. {} took {:.0} messages/s from one \
+             client in this run; `/healthz` makes no SQS call.",
+            WRK_CONNECTIONS,
             sqs_name(r),
             rate.messages_per_s
         );

@@ -111,6 +111,9 @@ pub(super) fn parse_wrk(text: &str) -> Result<WrkFigures> {
     })
 }
 
+/// `wrk` connections of figure 3 (closed loop: each waits for its answer before the next).
+pub(super) const WRK_CONNECTIONS: usize = 8;
+
 pub(super) fn run_wrk(
     name: &str,
     events: usize,
@@ -118,10 +121,9 @@ pub(super) fn run_wrk(
     script: &Path,
     secs: u32,
 ) -> Result<WrkRun> {
-    let conns = 8;
     let args: Vec<String> = vec![
         "-t1".into(),
-        format!("-c{conns}"),
+        format!("-c{WRK_CONNECTIONS}"),
         format!("-d{secs}s"),
         "--timeout".into(),
         "10s".into(),
