@@ -455,7 +455,7 @@ pub fn prepare(
 }
 
 /// [`prepare`] once the body is split into the raw text of each event (by
-/// [`split_events`](crate::body::split_events) or [`parse`](crate::body::parse)).
+/// [`split_events`] or [`parse`](crate::body::parse)).
 pub fn prepare_events(
     items: &[&str],
     limits: &Limits,

@@ -64,7 +64,8 @@ pub enum PackError {
     Encode { index: usize, reason: String },
 }
 
-/// One event as it goes into a message body ([`encode_event`]), with its id.
+/// One event as it goes into a message body ([`encode_event`](crate::envelope::encode_event)),
+/// with its id.
 ///
 /// What the edge's batcher gathers from many requests: the packer needs nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
