@@ -21,12 +21,15 @@ pub mod head;
 pub mod log;
 pub mod ports;
 pub mod send;
+pub mod spill;
 pub mod sqs;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;
 #[cfg(target_arch = "wasm32")]
 mod batcher_object;
+#[cfg(target_arch = "wasm32")]
+mod replay_handler;
 
 #[cfg(test)]
 mod collector_tests;
@@ -37,11 +40,13 @@ mod handler_tests;
 #[cfg(test)]
 mod prepare_tests;
 #[cfg(test)]
+mod spill_tests;
+#[cfg(test)]
 mod test_edge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use config::Config;
 pub use error::EdgeError;
-pub use handler::{handle, misconfigured, prepare, Deps, Handled, Prepared, Stamp};
+pub use handler::{handle, misconfigured, prepare, Deps, Handled, Prepared, Spill, Stamp};
 pub use ports::{BatchOutcome, FailedEntry, QueueSender, RateLimit, Runtime, SendError};

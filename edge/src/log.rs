@@ -31,6 +31,16 @@ pub struct RequestLog {
     pub batch_requests: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_events: Option<u32>,
+    /// Events written to the spill queue instead of SQS (absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spilled: Option<usize>,
+    /// The breaker, when not closed: `open` (the request went straight to the spill) or `probe`
+    /// (it tried SQS for the isolate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<&'static str>,
+    /// Why the spill failed, when it did (the request was then answered `503`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spill_error: Option<String>,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colo: Option<String>,

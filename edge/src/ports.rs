@@ -77,6 +77,22 @@ pub trait BatcherLink: std::fmt::Debug {
     ) -> LocalBoxFuture<'a, Result<Vec<u8>, BatcherError>>;
 }
 
+/// The spill queue did not take a `sendBatch`: the request then answers `503` as without it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("spill queue unavailable: {0}")]
+pub struct SpillError(pub String);
+
+/// The spill queue (a Cloudflare Queue bound as `SPILL_QUEUE` in the Worker, a fake in tests),
+/// taking the messages of [`crate::spill::pack_spill`]. Object-safe, like [`BatcherLink`].
+pub trait SpillQueue: std::fmt::Debug {
+    /// Sends `messages` (text bodies, within the limits `pack_spill` keeps) in one `sendBatch`;
+    /// `Ok` once the Queue has them.
+    fn send_batch<'a>(
+        &'a self,
+        messages: &'a [String],
+    ) -> LocalBoxFuture<'a, Result<(), SpillError>>;
+}
+
 /// The rate limiter could not be asked; the edge then lets the request through.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("rate limiter unavailable: {0}")]

@@ -1,6 +1,8 @@
 //! The harness of the native request-path tests (`handler_tests.rs`, `collector_tests.rs`):
 //! `handle` over the testkit's fakes, and the answer with the assertions both use.
 
+use std::cell::RefCell;
+
 use http::Request;
 use serde_json::Value;
 use spillway_shared::{decode, Event};
@@ -8,10 +10,11 @@ use uuid::Uuid;
 
 use crate::config::tests::config_with;
 use crate::config::Config;
-use crate::handler::{handle, Deps, Handled};
+use crate::handler::{handle, Deps, Handled, Spill};
 use crate::ports::BatcherLink;
 use crate::ports::BodySource;
-use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, LocalBatcher};
+use crate::spill::{Breaker, BreakerSettings};
+use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, FakeSpill, LocalBatcher};
 
 /// An edge over in-memory fakes.
 pub(crate) struct Edge {
@@ -21,6 +24,9 @@ pub(crate) struct Edge {
     pub(crate) rt: FakeRuntime,
     /// Group commit, when a test asks for it ([`Edge::batching`]).
     pub(crate) batcher: Option<LocalBatcher>,
+    /// The spill queue, when a test asks for it ([`Edge::spilling`]), and the breaker.
+    pub(crate) spill: Option<FakeSpill>,
+    pub(crate) breaker: RefCell<Breaker>,
 }
 
 impl Edge {
@@ -35,7 +41,24 @@ impl Edge {
             limiter: None,
             rt: FakeRuntime::new(),
             batcher: None,
+            spill: None,
+            breaker: RefCell::new(Breaker::new(BreakerSettings::for_deadline(
+                std::time::Duration::from_secs(8),
+            ))),
         }
+    }
+
+    /// With a spill queue (and a breaker set for the configured deadline).
+    pub(crate) fn spilling(mut self) -> Self {
+        self.spill = Some(FakeSpill::new());
+        self.breaker = RefCell::new(Breaker::new(BreakerSettings::for_deadline(
+            self.config.retry.deadline,
+        )));
+        self
+    }
+
+    pub(crate) fn spill(&self) -> &FakeSpill {
+        self.spill.as_ref().expect("spilling")
     }
 
     /// With a batcher sending to its own `queue` (the edge's queue is the direct path).
@@ -56,6 +79,10 @@ impl Edge {
             limiter: self.limiter.as_ref(),
             rt: &self.rt,
             batcher: self.batcher.as_ref().map(|b| b as &dyn BatcherLink),
+            spill: self.spill.as_ref().map(|queue| Spill {
+                queue,
+                breaker: &self.breaker,
+            }),
         };
         Answer(handle(&deps, req).await)
     }

@@ -2,13 +2,15 @@
 //! integration tests and benches through the `testkit` feature (never part of the Worker).
 //!
 //! [`FakeQueue`], [`FakeLimiter`] and [`FakeRuntime`] stand in for the ports, [`LocalBatcher`]
-//! for the batchers; [`CannedSqs`] sits one level lower, under the real SQS client, for tests
+//! for the batchers, [`FakeSpill`] for the spill queue; [`CannedSqs`] sits one level lower, under the real SQS client, for tests
 //! of what goes on the wire.
 
 mod batcher;
+mod spill;
 mod sqs;
 
 pub use batcher::{Link, LocalBatcher};
+pub use spill::{FakeSpill, SpillMode};
 pub use sqs::{all_successful, Answer, CannedSqs};
 
 use std::cell::{Cell, RefCell};

@@ -1,0 +1,132 @@
+//! Replay: the Worker's queue consumer sends spilled events on to SQS.
+//!
+//! A batch of Queue messages is decoded, its events grouped by key id (the message group on a
+//! FIFO queue) and sent with the edge's own packer and retry policy, with the ids they were
+//! accepted with. A message is acknowledged only once SQS holds every one of its events; the
+//! rest are retried by the Queue after [`retry_delay`], and after the Queue's `max_retries`
+//! they go to its dead-letter queue. A message that cannot be read is retried the same way,
+//! so it ends in the dead-letter queue too, never dropped.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use spillway_shared::{pack_encoded, EncodedEvent, Limits};
+use uuid::Uuid;
+
+use super::pack::decode_spill;
+use crate::config::RetryPolicy;
+use crate::ports::{QueueSender, Runtime};
+use crate::send::send_all;
+
+/// What to do with one Queue message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// SQS holds all its events.
+    Ack,
+    /// Some are not in SQS yet (or it cannot be read): deliver it again later.
+    Retry,
+}
+
+/// What one replay did, for its log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Queue messages in the batch.
+    pub messages: usize,
+    /// Events in the messages that could be read.
+    pub events: usize,
+    /// Events SQS acknowledged (those of acknowledged messages).
+    pub replayed: usize,
+    /// Messages left for the Queue to deliver again.
+    pub retried: usize,
+    /// Messages that are not spill messages (retried, so they end in the dead-letter queue).
+    pub unreadable: usize,
+    /// `SendMessageBatch` calls made, and of those resends.
+    pub sqs_calls: u32,
+    pub sqs_retries: u32,
+    /// The last problem seen (SQS error codes, a decoding error), never a payload.
+    pub last_error: Option<String>,
+}
+
+/// Replays `messages` (each a message body, `None` when it is not text) to SQS, and says what
+/// to do with each, in order.
+pub async fn replay<Q: QueueSender, R: Runtime>(
+    queue: &Q,
+    rt: &R,
+    messages: &[Option<String>],
+    limits: &Limits,
+    policy: &RetryPolicy,
+) -> (Vec<Disposition>, ReplayReport) {
+    let mut report = ReplayReport {
+        messages: messages.len(),
+        ..ReplayReport::default()
+    };
+    // Per message: its key id and event ids, or `None` when it cannot be read.
+    let mut decoded: Vec<Option<(String, Vec<Uuid>)>> = Vec::with_capacity(messages.len());
+    // Per key id, in order of first appearance: every event to send.
+    let mut groups: Vec<(String, Vec<EncodedEvent>)> = Vec::new();
+    for message in messages {
+        let spilled = match message.as_deref().map(decode_spill) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                report.unreadable += 1;
+                report.last_error = Some(e.to_string());
+                decoded.push(None);
+                continue;
+            }
+            None => {
+                report.unreadable += 1;
+                report.last_error = Some("not a spill message: the body is not text".into());
+                decoded.push(None);
+                continue;
+            }
+        };
+        report.events += spilled.events.len();
+        decoded.push(Some((
+            spilled.key_id.clone(),
+            spilled.events.iter().map(|e| e.id).collect(),
+        )));
+        match groups.iter_mut().find(|(k, _)| *k == spilled.key_id) {
+            Some((_, events)) => events.extend(spilled.events),
+            None => groups.push((spilled.key_id, spilled.events)),
+        }
+    }
+
+    let mut unacknowledged: HashSet<Uuid> = HashSet::new();
+    for (key_id, events) in &groups {
+        let sent = send_all(queue, rt, pack_encoded(events, limits), key_id, policy).await;
+        report.sqs_calls += sent.calls;
+        report.sqs_retries += sent.retries;
+        if sent.last_error.is_some() {
+            report.last_error = sent.last_error;
+        }
+        unacknowledged.extend(sent.unacknowledged);
+    }
+
+    let dispositions = decoded
+        .iter()
+        .map(|m| match m {
+            Some((_, ids)) if ids.iter().all(|id| !unacknowledged.contains(id)) => {
+                report.replayed += ids.len();
+                Disposition::Ack
+            }
+            _ => {
+                report.retried += 1;
+                Disposition::Retry
+            }
+        })
+        .collect();
+    (dispositions, report)
+}
+
+/// Shortest wait before the Queue delivers a retried message again.
+const RETRY_MIN: Duration = Duration::from_secs(2);
+/// Longest wait between deliveries.
+const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// How long the Queue waits before delivering a retried message again, from how long ago it was
+/// spilled: half its age, from 2 s to 10 min, so the waits grow by half each time an outage
+/// goes on (2, 3, 4.5, ... s) and a long one costs a retry every 10 minutes. With the Queue's
+/// `max_retries = 100` that covers about 14 hours of SQS outage.
+pub fn retry_delay(age: Duration) -> Duration {
+    (age / 2).clamp(RETRY_MIN, RETRY_MAX)
+}
