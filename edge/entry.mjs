@@ -41,4 +41,19 @@ export default {
       inFlight.delete(fail);
     }
   },
+
+  // The spill queue's consumer (replay to SQS). A panic fails the batch, so the Queue delivers
+  // its messages again (acknowledged ones excepted).
+  async queue(batch, env, ctx) {
+    let fail;
+    const trapped = new Promise((_, reject) => {
+      fail = reject;
+    });
+    inFlight.add(fail);
+    try {
+      return await Promise.race([new Worker(ctx, env).queue(batch), trapped]);
+    } finally {
+      inFlight.delete(fail);
+    }
+  },
 };

@@ -2,46 +2,62 @@
 //! runtime, calls [`handle`], writes the log line and converts the answer back; nothing here
 //! decides anything.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
 use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
 use aws_smithy_async::time::SharedTimeSource;
+use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use spillway_shared::EdgeInfo;
 use worker::wasm_bindgen::JsValue;
-use worker::{event, js_sys, Context, Env};
+use worker::{event, js_sys, Context, Env, QueueContentType, RawMessageBuilder};
 
 use crate::batcher_object::{DurableBatchers, BATCHER_BINDING};
 use crate::config::{Config, ConfigError};
 use crate::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
 use crate::gate::UnreadableHeaders;
-use crate::handler::{handle, misconfigured, Deps};
-use crate::ports::{BatcherLink, BodySource, RateLimit, RateLimitError, Runtime};
+use crate::handler::{handle, misconfigured, Deps, Spill};
+use crate::ports::{
+    BatcherLink, BodySource, RateLimit, RateLimitError, Runtime, SpillError, SpillQueue,
+};
+use crate::spill::{Breaker, BreakerSettings};
 use crate::sqs::SqsSender;
 
 /// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
 const RATE_LIMIT_BINDING: &str = "RATE_LIMITER";
 
+/// Name of the optional spill queue binding (`[[queues.producers]]` in `wrangler.toml`).
+const SPILL_BINDING: &str = "SPILL_QUEUE";
+
 /// What an isolate builds once: its environment does not change while it lives.
-struct App {
-    config: Config,
-    queue: SqsSender,
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) queue: SqsSender,
+    /// What this isolate has seen of SQS lately (used only with a spill queue).
+    breaker: RefCell<Breaker>,
 }
 
 thread_local! {
     static APP: OnceCell<Rc<Result<App, ConfigError>>> = const { OnceCell::new() };
 }
 
-fn app(env: &Env) -> Rc<Result<App, ConfigError>> {
+pub(crate) fn app(env: &Env) -> Rc<Result<App, ConfigError>> {
     APP.with(|cell| cell.get_or_init(|| Rc::new(build(env))).clone())
 }
 
 fn build(env: &Env) -> Result<App, ConfigError> {
     let config = Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))?;
     let queue = sqs_sender(&config);
-    Ok(App { config, queue })
+    let breaker = RefCell::new(Breaker::new(BreakerSettings::for_deadline(
+        config.retry.deadline,
+    )));
+    Ok(App {
+        config,
+        queue,
+        breaker,
+    })
 }
 
 /// The SQS client over the Workers runtime: Fetch, its clock, its timers.
@@ -76,6 +92,31 @@ impl Runtime for WorkerRuntime {
 
     async fn sleep(&self, duration: Duration) {
         worker::Delay::from(duration).await
+    }
+}
+
+/// The spill queue: one `sendBatch` of text messages.
+#[derive(Debug)]
+struct WorkerSpill(worker::Queue);
+
+impl SpillQueue for WorkerSpill {
+    fn send_batch<'a>(
+        &'a self,
+        messages: &'a [String],
+    ) -> LocalBoxFuture<'a, Result<(), SpillError>> {
+        Box::pin(async move {
+            let batch: Vec<_> = messages
+                .iter()
+                .map(|m| {
+                    RawMessageBuilder::new(JsValue::from_str(m))
+                        .build_with_content_type(QueueContentType::Text)
+                })
+                .collect();
+            self.0
+                .send_raw_batch(batch)
+                .await
+                .map_err(|e| SpillError(e.to_string()))
+        })
     }
 }
 
@@ -222,12 +263,17 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
                 .durable_object(BATCHER_BINDING)
                 .ok()
                 .map(DurableBatchers);
+            let spill = env.queue(SPILL_BINDING).ok().map(WorkerSpill);
             let deps = Deps {
                 config: &app.config,
                 queue: &app.queue,
                 limiter: limiter.as_ref(),
                 rt: &rt,
                 batcher: batchers.as_ref().map(|b| b as &dyn BatcherLink),
+                spill: spill.as_ref().map(|queue| Spill {
+                    queue,
+                    breaker: &app.breaker,
+                }),
             };
             handle(&deps, request).await
         }

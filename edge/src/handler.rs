@@ -398,10 +398,7 @@ where
         }
         Err(problem) => {
             log.spill_error = Some(problem);
-            Err(unavailable(
-                missing.iter().map(|e| e.id).collect(),
-                true,
-            ))
+            Err(unavailable(missing.iter().map(|e| e.id).collect(), true))
         }
     }
 }

@@ -58,12 +58,14 @@ fn accepted_with_spill(a: &Answer, spilled: usize) -> Vec<Uuid> {
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_sqs_spills_and_answers_202_within_the_deadline() {
-    let edge = Edge::new()
-        .queue(FakeQueue::always(Reply::Hang))
-        .spilling();
+    let edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
     let a = edge.call(three()).await;
     let ids = accepted_with_spill(&a, 3);
-    assert!(elapsed(&edge) <= 8_000, "answered after {} ms", elapsed(&edge));
+    assert!(
+        elapsed(&edge) <= 8_000,
+        "answered after {} ms",
+        elapsed(&edge)
+    );
     // SQS had 6 s of the 8; the spill the rest.
     assert!(elapsed(&edge) >= 6_000, "{}", elapsed(&edge));
     assert_eq!(spilled_ids(&edge), ids, "the ids the client was given");
@@ -73,7 +75,9 @@ async fn a_stalled_sqs_spills_and_answers_202_within_the_deadline() {
     let evs = spilled_events(&edge);
     assert!(evs.iter().all(|e| e.key_id == "web"));
     assert_eq!(
-        evs.iter().map(|e| e.received_at.timestamp_millis() as u64).collect::<Vec<_>>(),
+        evs.iter()
+            .map(|e| e.received_at.timestamp_millis() as u64)
+            .collect::<Vec<_>>(),
         vec![FakeRuntime::START_MS; 3],
         "received when the request arrived, not when spilled"
     );
@@ -136,9 +140,7 @@ async fn a_healthy_sqs_never_uses_the_spill() {
 
 #[tokio::test(start_paused = true)]
 async fn the_breaker_sends_requests_straight_to_the_spill_then_probes() {
-    let edge = Edge::new()
-        .queue(FakeQueue::always(Reply::Hang))
-        .spilling();
+    let edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
     for _ in 0..3 {
         accepted_with_spill(&edge.call(three()).await, 3);
     }
@@ -184,15 +186,18 @@ async fn a_successful_probe_closes_the_breaker() {
     let after = edge.call(three()).await;
     assert_eq!(after.0.log.breaker, None);
     assert_eq!(after.0.log.spilled, None);
-    assert_eq!(spilled_ids(&edge).len(), 4 * 3, "only the failed and the open ones");
+    assert_eq!(
+        spilled_ids(&edge).len(),
+        4 * 3,
+        "only the failed and the open ones"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_requests_through_an_outage_all_answer_202() {
-    let edge = Edge::new()
-        .queue(FakeQueue::always(Reply::Hang))
-        .spilling();
-    let answers = join_all((0..20).map(|n| edge.call(events(&format!(r#"{{"type":"t{n}"}}"#))))).await;
+    let edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
+    let answers =
+        join_all((0..20).map(|n| edge.call(events(&format!(r#"{{"type":"t{n}"}}"#))))).await;
     let mut ids: Vec<Uuid> = answers
         .iter()
         .flat_map(|a| accepted_with_spill(a, 1))
@@ -206,20 +211,19 @@ async fn concurrent_requests_through_an_outage_all_answer_202() {
 
 #[tokio::test(start_paused = true)]
 async fn when_the_spill_fails_too_the_answer_is_503() {
-    let edge = Edge::new()
-        .queue(FakeQueue::always(Reply::Hang))
-        .spilling();
+    let edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
     edge.spill().set_mode(SpillMode::Down);
     let a = edge.call(three()).await;
     a.error(503, "queue_unavailable");
-    assert_eq!(a.json()["error"]["unacknowledged"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        a.json()["error"]["unacknowledged"].as_array().map(Vec::len),
+        Some(3)
+    );
     assert!(a.0.log.spill_error.is_some());
     assert!(elapsed(&edge) <= 8_000);
 
     // A spill that never answers is cut at the request's deadline.
-    let edge = Edge::new()
-        .queue(FakeQueue::always(Reply::Hang))
-        .spilling();
+    let edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
     edge.spill().set_mode(SpillMode::Hang);
     let a = edge.call(three()).await;
     a.error(503, "queue_unavailable");
@@ -251,7 +255,8 @@ async fn batched_requests_spill_what_the_batcher_could_not_send() {
     let edge = Edge::new()
         .batching(FakeQueue::always(Reply::Hang))
         .spilling();
-    let answers = join_all((0..5).map(|n| edge.call(events(&format!(r#"{{"type":"t{n}"}}"#))))).await;
+    let answers =
+        join_all((0..5).map(|n| edge.call(events(&format!(r#"{{"type":"t{n}"}}"#))))).await;
     for a in &answers {
         accepted_with_spill(a, 1);
         assert_eq!(a.0.log.send, Some("batched"));
@@ -262,9 +267,7 @@ async fn batched_requests_spill_what_the_batcher_could_not_send() {
 
 #[tokio::test(start_paused = true)]
 async fn collector_routes_spill_too() {
-    let edge = Edge::new()
-        .queue(FakeQueue::always(Reply::Hang))
-        .spilling();
+    let edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
     let body = r#"{"type":"track","event":"Signed Up","userId":"u-1","messageId":"m-1"}"#;
     let req = Request::builder()
         .method(Method::POST)

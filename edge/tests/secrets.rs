@@ -190,6 +190,7 @@ impl Edge {
             limiter: None::<&Unlimited>,
             rt: &self.rt,
             batcher: None,
+            spill: None,
         };
         handle(&deps, req).await
     }

@@ -19,8 +19,8 @@ mod replay;
 
 pub use breaker::{Breaker, BreakerSettings, Path};
 pub use pack::{
-    decode_spill, pack_spill, SpillPackError, Spilled, BATCH_BYTES, BATCH_MESSAGES,
-    MESSAGE_BYTES, MESSAGE_OVERHEAD_BYTES,
+    decode_spill, pack_spill, SpillPackError, Spilled, BATCH_BYTES, BATCH_MESSAGES, MESSAGE_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
 };
 pub use replay::{replay, retry_delay, Disposition, ReplayReport};
 

@@ -82,7 +82,11 @@ fn a_probe_that_never_reports_is_replaced() {
     }
     assert_eq!(b.path(1_002), Path::Probe);
     assert_eq!(b.path(6_001), Path::Spill);
-    assert_eq!(b.path(6_002), Path::Probe, "5 s without news: another probe");
+    assert_eq!(
+        b.path(6_002),
+        Path::Probe,
+        "5 s without news: another probe"
+    );
 }
 
 #[test]
@@ -143,7 +147,10 @@ fn events_with_line_breaks_and_unicode_survive() {
         text: format!(r#"{{"id":"{id}","data":{{"s":"a\nb \u2028 é 😀"}}}}"#),
     };
     let batches = pack_spill(std::slice::from_ref(&e), "k.1").expect("packs");
-    assert_eq!(decode_spill(&batches[0][0]).expect("decodes").events, vec![e]);
+    assert_eq!(
+        decode_spill(&batches[0][0]).expect("decodes").events,
+        vec![e]
+    );
 }
 
 #[test]
@@ -243,9 +250,12 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
     let web: Vec<EncodedEvent> = (0..3).map(|n| event(n, 100)).collect();
     let app: Vec<EncodedEvent> = (3..5).map(|n| event(n, 100)).collect();
     let more: Vec<EncodedEvent> = (5..6).map(|n| event(n, 100)).collect();
-    let messages = [message("web", &web), message("app", &app), message("web", &more)];
-    let (dispositions, report) =
-        replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let messages = [
+        message("web", &web),
+        message("app", &app),
+        message("web", &more),
+    ];
+    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
     assert_eq!(dispositions, vec![Disposition::Ack; 3]);
     assert_eq!((report.messages, report.events, report.replayed), (3, 6, 6));
     assert_eq!((report.retried, report.unreadable), (0, 0));
@@ -255,7 +265,10 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
     let mut got = queued(&q);
     want.sort();
     got.sort();
-    assert_eq!(got, want, "each event once, with the id it was accepted with");
+    assert_eq!(
+        got, want,
+        "each event once, with the id it was accepted with"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -266,8 +279,7 @@ async fn replay_retries_only_the_messages_sqs_did_not_take() {
     let web = vec![event(0, 100)];
     let app = vec![event(1, 100)];
     let messages = [message("web", &web), message("app", &app)];
-    let (dispositions, report) =
-        replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
     assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Ack]);
     assert_eq!((report.replayed, report.retried), (1, 1));
     assert_eq!(q.calls().len(), 2, "one call per key id");
@@ -279,13 +291,15 @@ async fn unreadable_messages_are_retried_never_dropped() {
     let q = FakeQueue::new(vec![]);
     let good = vec![event(0, 100)];
     let messages = [None, Some("garbage".to_owned()), message("web", &good)];
-    let (dispositions, report) =
-        replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
     assert_eq!(
         dispositions,
         vec![Disposition::Retry, Disposition::Retry, Disposition::Ack]
     );
-    assert_eq!((report.unreadable, report.retried, report.replayed), (2, 2, 1));
+    assert_eq!(
+        (report.unreadable, report.retried, report.replayed),
+        (2, 2, 1)
+    );
     assert_eq!(queued(&q), vec![good[0].id]);
 }
 

@@ -1,0 +1,336 @@
+//! The harness of the tests under `wrangler dev`: the built worker served by `wrangler dev`
+//! (workerd) against the local SQS (moto) with a fault proxy in between, a blocking HTTP
+//! client, and the queue read back from the host. `worker.rs` and `spill.rs` share it.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use serde_json::Value;
+use spillway_shared::{decode, Event};
+use spillway_support::{free_port, http_get, repo_root, FaultProxy, Moto, Service};
+use uuid::Uuid;
+
+pub const KEY_WEB: &str = "it-web-key-0123456789abcdef";
+pub const KEY_BURST: &str = "it-burst-key-0123456789abcdef";
+pub const ORIGIN: &str = "https://app.example.com";
+pub const DEADLINE_MS: u64 = 2_500;
+pub const BATCH_WINDOW_MS: u64 = 100;
+/// The local rate limit of key `burst` (and of every key): requests per minute.
+pub const RATE_LIMIT: usize = 40;
+
+/// An HTTP answer, whatever its status.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.json()["ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()?.parse().ok()).collect())
+            .unwrap_or_default()
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub enum Body<'a> {
+    Fixed(&'a [u8]),
+    /// Sent with `Transfer-Encoding: chunked`, so the edge cannot trust a declared length.
+    Chunked(&'a [u8]),
+}
+
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Body<'_>,
+) -> Result<Answer> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut req = agent.request(method, &format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    let sent = match body {
+        Body::Fixed(b) => req.send_bytes(b),
+        // Without a Content-Length, ureq sends a reader with `Transfer-Encoding: chunked`.
+        Body::Chunked(b) => req.send(b),
+    };
+    let response = match sent {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => bail!("{method} {path}: {e}"),
+    };
+    let status = response.status();
+    let headers = response
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| Some((n.to_ascii_lowercase(), response.header(&n)?.to_owned())))
+        .collect();
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .read_to_end(&mut body)
+        .with_context(|| format!("reading the answer to {method} {path}"))?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let _ = e.write_all(bytes);
+    e.finish().unwrap_or_default()
+}
+
+/// moto, the fault proxy in front of it, and `wrangler dev` serving the built worker.
+pub struct Stack {
+    pub moto: Moto,
+    pub proxy: FaultProxy,
+    pub edge: Service,
+    pub port: u16,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub tokio: tokio::runtime::Runtime,
+}
+
+impl Stack {
+    /// The stack with `spill` on (the project's wrangler.toml: `SPILL_QUEUE` and its replay
+    /// consumer) or off (those tables left out: SQS trouble past the deadline is `503`).
+    pub fn start(dir: &Path, spill: Spill) -> Result<Stack> {
+        let moto = Moto::start()?;
+        let proxy = FaultProxy::start(moto.port())?;
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let sqs = aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+                .endpoint_url(moto.endpoint())
+                .build(),
+        );
+        let queue_url = tokio
+            .block_on(sqs.create_queue().queue_name("spillway-edge-it").send())
+            .context("creating the queue in moto")?
+            .queue_url
+            .ok_or_else(|| anyhow!("moto returned no queue URL"))?;
+
+        let vars = [
+            ("SQS_QUEUE_URL", queue_url.clone()),
+            ("SQS_ENDPOINT", proxy.endpoint()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("INGEST_KEYS", format!("web:{KEY_WEB},burst:{KEY_BURST}")),
+            ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
+            ("SQS_DEADLINE_MS", DEADLINE_MS.to_string()),
+            ("SQS_RETRY_BASE_MS", "50".to_owned()),
+            ("SQS_RETRY_MAX_MS", "400".to_owned()),
+            ("RETRY_AFTER_SECS", "2".to_owned()),
+            ("RATE_LIMIT_PERIOD_SECS", "60".to_owned()),
+            ("MAX_BODY_BYTES", "65536".to_owned()),
+            ("MAX_DECOMPRESSED_BYTES", "1048576".to_owned()),
+            // Small messages, so one request spreads over several concurrent batch requests.
+            ("MAX_EVENT_BYTES", "7000".to_owned()),
+            ("MAX_MESSAGE_BYTES", "8192".to_owned()),
+            // Group commit on (wrangler.toml binds the batcher), with a window long enough
+            // that requests released together share batches even on a loaded machine.
+            ("BATCH_WINDOW_MS", BATCH_WINDOW_MS.to_string()),
+        ];
+        let (edge, port) = wrangler_dev(dir, &vars, 200, spill)?;
+        Ok(Stack {
+            moto,
+            proxy,
+            edge,
+            port,
+            sqs,
+            queue_url,
+            tokio,
+        })
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Answer> {
+        request(self.port, "POST", path, headers, Body::Fixed(body))
+    }
+
+    pub fn post_json(&self, body: &Value, extra: &[(&str, &str)]) -> Result<Answer> {
+        let bearer = format!("Bearer {KEY_WEB}");
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("authorization", bearer.as_str()),
+        ];
+        headers.extend_from_slice(extra);
+        self.post("/v1/events", &headers, body.to_string().as_bytes())
+    }
+
+    /// Receives (and deletes) messages until every id in `want` has been seen or `timeout`
+    /// passes; returns every event seen, in arrival order.
+    pub fn drain(&self, want: &[Uuid], timeout: Duration) -> Result<Vec<Event>> {
+        let want: HashSet<Uuid> = want.iter().copied().collect();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let out = self.tokio.block_on(
+                self.sqs
+                    .receive_message()
+                    .queue_url(&self.queue_url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send(),
+            )?;
+            for m in out.messages() {
+                let body = m.body().ok_or_else(|| anyhow!("message without body"))?;
+                seen.extend(decode(body).map_err(|e| anyhow!("not an envelope: {e}: {body}"))?);
+                if let Some(handle) = m.receipt_handle() {
+                    self.tokio.block_on(
+                        self.sqs
+                            .delete_message()
+                            .queue_url(&self.queue_url)
+                            .receipt_handle(handle)
+                            .send(),
+                    )?;
+                }
+            }
+            let got: HashSet<Uuid> = seen.iter().map(|e: &Event| e.id).collect();
+            // Looking for leftovers: one empty poll is enough. Otherwise stop once all arrived.
+            if (want.is_empty() && out.messages().is_empty())
+                || (!want.is_empty() && want.is_subset(&got))
+            {
+                break;
+            }
+        }
+        Ok(seen)
+    }
+
+    /// The edge's log line for a request.
+    pub fn log_line(&self, request_id: &str) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = std::fs::read_to_string(self.edge.log_path())?;
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.starts_with('{') && l.contains(request_id))
+            {
+                return Ok(serde_json::from_str(line)?);
+            }
+            ensure!(Instant::now() < deadline, "no log line for {request_id}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Whether the worker has its spill queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spill {
+    On,
+    Off,
+}
+
+/// `config` without its `[[queues.producers]]` and `[[queues.consumers]]` tables.
+pub fn without_queues(config: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in config.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            skipping = t.starts_with("[[queues.");
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// One scenario, run against the shared stack.
+pub type Step = fn(&Stack) -> Result<()>;
+
+/// `wrangler dev` serving the built worker with `vars`, once `/healthz` answers `ready_status`.
+pub fn wrangler_dev(
+    dir: &Path,
+    vars: &[(&str, String)],
+    ready_status: u16,
+    spill: Spill,
+) -> Result<(Service, u16)> {
+    let root = repo_root();
+    let mut config = spillway_support::stack::prebuilt_config(&root)?;
+    if spill == Spill::Off {
+        config = without_queues(&config);
+    }
+    config.push_str(&format!(
+        "\n[[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = {RATE_LIMIT}, period = 60 }}\n"
+    ));
+    std::fs::create_dir_all(dir)?;
+    let config_path = dir.join("wrangler.toml");
+    std::fs::write(&config_path, config)?;
+    let port = free_port()?;
+    let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
+    cmd.current_dir(dir)
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CI", "true")
+        .arg("dev")
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--inspector-port", &free_port()?.to_string()])
+        .arg("--persist-to")
+        .arg(dir.join("state"))
+        .arg("--show-interactive-dev-session=false");
+    for (k, v) in vars {
+        cmd.arg("--var").arg(format!("{k}:{v}"));
+    }
+    let mut edge = Service::spawn("wrangler-edge-it", cmd, &dir.join("wrangler.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if matches!(http_get(port, "/healthz"), Ok((status, _)) if status == ready_status) {
+            return Ok((edge, port));
+        }
+        if let Some(status) = edge.exited() {
+            bail!("wrangler dev exited ({status}):\n{}", edge.log_tail(40));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "wrangler dev did not answer /healthz with {ready_status} in 2 minutes:\n{}",
+            edge.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn built() -> bool {
+    let build = repo_root().join("edge/build");
+    build.join("index.js").is_file() && build.join("index_bg.wasm").is_file()
+}
+
+pub fn ids_of(events: &[Event]) -> Vec<Uuid> {
+    events.iter().map(|e| e.id).collect()
+}
