@@ -169,8 +169,10 @@ fn banner(env: &DevEnv) {
 
 fn status_line(s: &Status) -> String {
     format!(
-        "accepted {:>7} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {} | sqs {}",
+        "accepted {:>7} | spilled {:>5} replayed {:>5} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {} | sqs {}",
         s.accepted,
+        s.spilled,
+        s.replayed,
         s.visible,
         s.in_flight,
         s.dlq,

@@ -254,23 +254,6 @@ pub enum Spill {
     Off,
 }
 
-/// `config` without its `[[queues.producers]]` and `[[queues.consumers]]` tables.
-pub fn without_queues(config: &str) -> String {
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in config.lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            skipping = t.starts_with("[[queues.");
-        }
-        if !skipping {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// One scenario, run against the shared stack.
 pub type Step = fn(&Stack) -> Result<()>;
 
@@ -284,7 +267,7 @@ pub fn wrangler_dev(
     let root = repo_root();
     let mut config = spillway_support::stack::prebuilt_config(&root)?;
     if spill == Spill::Off {
-        config = without_queues(&config);
+        config = spillway_support::stack::without_queues(&config);
     }
     config.push_str(&format!(
         "\n[[ratelimits]]\nname = \"RATE_LIMITER\"\nnamespace_id = \"1001\"\nsimple = {{ limit = {RATE_LIMIT}, period = 60 }}\n"

@@ -296,6 +296,8 @@ fn sqs_faults_give_503_and_retries_lose_nothing() {
     }
     let stack = start("sqs-faults", |c| {
         c.edge_sqs_proxy = true;
+        // Without the spill queue: this is the 503 path (tests/e2e/tests/spill.rs has the other).
+        c.spill = false;
         c.edge_vars = env(&[("SQS_DEADLINE_MS", "1500"), ("RETRY_AFTER_SECS", "1")]);
     });
     let proxy = stack.proxy.as_ref().expect("proxy");

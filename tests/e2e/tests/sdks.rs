@@ -346,6 +346,8 @@ fn stalled_sqs_sdks_retry_and_every_event_is_stored_once() {
     }
     let stack = start("sdk-stall", |c| {
         c.edge_sqs_proxy = true;
+        // Without the spill queue: this is the 503 path (tests/e2e/tests/spill.rs has the other).
+        c.spill = false;
         c.edge_vars = vec![
             ("SQS_DEADLINE_MS".into(), "1500".into()),
             ("RETRY_AFTER_SECS".into(), "1".into()),

@@ -146,3 +146,32 @@ pub fn prebuilt_config(root: &Path) -> Result<String> {
     }
     Ok(out)
 }
+
+/// `config` (a wrangler.toml) without its `[[queues.producers]]` and `[[queues.consumers]]`
+/// tables: the worker then has no spill queue, and answers `503` when SQS is down.
+pub fn without_queues(config: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in config.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            skipping = t.starts_with("[[queues.");
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn without_queues_drops_only_the_queue_tables() {
+        let config = "name = \"x\"\n[[queues.producers]]\nbinding = \"SPILL_QUEUE\"\n\n[[queues.consumers]]\nqueue = \"q\"\n[vars]\nA = \"1\"\n";
+        assert_eq!(without_queues(config), "name = \"x\"\n[vars]\nA = \"1\"\n");
+    }
+}

@@ -20,8 +20,8 @@ use crate::{
 mod files;
 mod status;
 
-pub use files::{dev_vars, prebuilt_config, write_private, DevEnv};
-pub use status::{accepted_events, read_status, Status};
+pub use files::{dev_vars, prebuilt_config, without_queues, write_private, DevEnv};
+pub use status::{accepted_events, read_status, spill_counts, Status};
 
 /// Everything that can be chosen about a local stack.
 #[derive(Debug, Clone)]
@@ -42,6 +42,10 @@ pub struct StackConfig {
     /// sends and billed requests that reach it. With the fault proxy as well, the meter sits
     /// behind it (edge -> fault proxy -> meter -> SQS), so it counts only what got through.
     pub edge_sqs_meter: bool,
+    /// Serve the edge with its spill queue (`SPILL_QUEUE` and the replay consumer, as in the
+    /// project's wrangler.toml). Default true; false leaves the queue tables out, so an SQS
+    /// outage past the deadline is answered `503`.
+    pub spill: bool,
     /// Main queue name; the DLQ is `<name>-dlq`.
     pub queue_name: String,
     /// Receives before SQS moves a message to the DLQ. Default 3.
@@ -86,6 +90,7 @@ impl StackConfig {
             pg_port: 54329,
             edge_sqs_proxy: false,
             edge_sqs_meter: false,
+            spill: true,
             queue_name: "spillway-events".into(),
             max_receive_count: 3,
             visibility_timeout_secs: 30,
@@ -368,7 +373,13 @@ impl Stack {
             (None, None) => self.env.sqs_endpoint.clone(),
         };
         let config_path = self.config.dir.join("wrangler.toml");
-        fs::write(&config_path, prebuilt_config(&root)?)?;
+        let config = prebuilt_config(&root)?;
+        let config = if self.config.spill {
+            config
+        } else {
+            without_queues(&config)
+        };
+        fs::write(&config_path, config)?;
         let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
         cmd.current_dir(&root)
             .env("WRANGLER_SEND_METRICS", "false")

@@ -23,6 +23,10 @@ pub struct Status {
     pub sqs: SqsKind,
     /// Largest `stored_at - received_at` among rows stored in the last 10 s, in ms.
     pub lag_ms: Option<u64>,
+    /// Events the edge wrote to its spill queue because SQS did not take them in time.
+    pub spilled: u64,
+    /// Spilled events the replay has since put on SQS.
+    pub replayed: u64,
 }
 
 /// One look at the pipeline described by `env`, whose state (logs) is in `dir`.
@@ -60,8 +64,12 @@ pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
         }
         Err(_) => (0, None),
     };
+    let log = dir.join("logs/edge.log");
+    let (spilled, replayed) = spill_counts(&log);
     Ok(Status {
-        accepted: accepted_events(&dir.join("logs/edge.log")),
+        accepted: accepted_events(&log),
+        spilled,
+        replayed,
         visible,
         in_flight,
         dlq: dlq_visible + dlq_in_flight,
@@ -71,15 +79,39 @@ pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
     })
 }
 
-/// Sums the events of accepted requests in the edge's request log (one JSON line per request):
-/// `202` from `/v1/events`, `200` from the collector routes (`/healthz` counts no events).
-pub fn accepted_events(log: &Path) -> u64 {
+/// The edge log's JSON lines.
+fn log_lines(log: &Path) -> Vec<serde_json::Value> {
     let Ok(text) = fs::read_to_string(log) else {
-        return 0;
+        return Vec::new();
     };
     text.lines()
         .filter_map(|l| l.find('{').map(|i| &l[i..]))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
+}
+
+/// (spilled, replayed) events in the edge's log: `spilled` of accepted requests, `replayed` of
+/// the replay consumer's lines (`"kind":"replay"`).
+pub fn spill_counts(log: &Path) -> (u64, u64) {
+    let lines = log_lines(log);
+    let spilled = lines
+        .iter()
+        .filter(|v| matches!(v["status"].as_u64(), Some(200 | 202)))
+        .filter_map(|v| v["spilled"].as_u64())
+        .sum();
+    let replayed = lines
+        .iter()
+        .filter(|v| v["kind"] == "replay")
+        .filter_map(|v| v["replayed"].as_u64())
+        .sum();
+    (spilled, replayed)
+}
+
+/// Sums the events of accepted requests in the edge's request log (one JSON line per request):
+/// `202` from `/v1/events`, `200` from the collector routes (`/healthz` counts no events).
+pub fn accepted_events(log: &Path) -> u64 {
+    log_lines(log)
+        .into_iter()
         .filter(|v| matches!(v["status"].as_u64(), Some(200 | 202)))
         .filter_map(|v| v["events"].as_u64())
         .sum()
@@ -106,6 +138,18 @@ mod accepted_tests {
         )
         .expect("write");
         assert_eq!(accepted_events(&log), 18);
+        fs::write(
+            &log,
+            concat!(
+                "{\"path\":\"/v1/events\",\"status\":202,\"events\":3,\"spilled\":3}\n",
+                "{\"path\":\"/v1/events\",\"status\":503,\"events\":2,\"spilled\":2}\n",
+                "{\"kind\":\"replay\",\"messages\":1,\"replayed\":2}\n",
+                "{\"kind\":\"replay\",\"messages\":1,\"replayed\":0}\n",
+            ),
+        )
+        .expect("write");
+        assert_eq!(spill_counts(&log), (3, 2));
+        assert_eq!(accepted_events(&log), 3);
         fs::remove_dir_all(&dir).ok();
     }
 }
