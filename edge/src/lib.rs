@@ -6,8 +6,10 @@
 //! the mapping of SQS answers. The Workers runtime is reached only through the traits in
 //! [`ports`], implemented in the wasm-only `adapter` module, whose `#[event(fetch)]` just adapts.
 //!
-//! It does not store anything, keep state between requests (beyond the parsed configuration
-//! and the SQS client), nor talk to the database: that is the consumer's job.
+//! It does not keep state between requests (beyond the parsed configuration, the SQS client
+//! and the isolate's circuit breaker), nor talk to the database: that is the consumer's job.
+//! During an SQS outage it writes events to its spill queue and replays them to SQS later
+//! ([`spill`]).
 
 pub mod batch;
 pub mod body;
