@@ -110,12 +110,14 @@ fn per_million(count: u64, events: u64) -> f64 {
 
 /// How one request ended.
 #[derive(Debug, Clone)]
-struct End {
-    answer: Answer,
+pub(super) struct End {
+    pub(super) answer: Answer,
     /// From its scheduled start to its answer.
-    latency_ms: f64,
+    pub(super) latency_ms: f64,
     /// Its answer, in seconds from the start of the row.
-    done_s: f64,
+    pub(super) done_s: f64,
+    /// The ids a 2xx answer named.
+    pub(super) ids: Vec<String>,
 }
 
 /// The row's figures from how each request ended (the meter's part is added by the caller).
@@ -267,7 +269,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
 
 /// A few requests one after another, uncounted: the first requests after a start also pay for
 /// wrangler loading the worker, which is not what the figure is about.
-fn warm_up(ep: &Endpoint) -> Result<()> {
+pub(super) fn warm_up(ep: &Endpoint) -> Result<()> {
     let rt = runtime()?;
     let ts = now_rfc3339();
     rt.block_on(async {
@@ -313,7 +315,7 @@ fn scheduled(start: Instant, rate: u32, i: usize) -> Instant {
     start + Duration::from_secs_f64(i as f64 / f64::from(rate))
 }
 
-fn drive(ep: &Endpoint, rate: u32, bodies: &[Arc<Vec<u8>>]) -> Result<Vec<End>> {
+pub(super) fn drive(ep: &Endpoint, rate: u32, bodies: &[Arc<Vec<u8>>]) -> Result<Vec<End>> {
     let rt = runtime()?;
     rt.block_on(async {
         let start = Instant::now() + Duration::from_millis(50);
@@ -328,6 +330,7 @@ fn drive(ep: &Endpoint, rate: u32, bodies: &[Arc<Vec<u8>>]) -> Result<Vec<End>> 
                     answer: a.answer,
                     latency_ms: at.elapsed().as_secs_f64() * 1000.0,
                     done_s: start.elapsed().as_secs_f64(),
+                    ids: a.ids,
                 }
             }));
         }
@@ -348,6 +351,7 @@ mod tests {
             answer,
             latency_ms,
             done_s,
+            ids: Vec::new(),
         }
     }
 

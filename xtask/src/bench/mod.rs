@@ -9,7 +9,7 @@
 //! against off (SQS requests counted at the local SQS, against payload bytes).
 //! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
 //!
-//! Options: `--only edge,wasm,sqs,db,workerd,batching,burst` (a subset, for development; the Markdown is
+//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst` (a subset, for development; the Markdown is
 //! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
 //! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
 //! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
@@ -26,6 +26,7 @@ mod findings;
 mod measure;
 mod plot;
 mod report;
+mod spill;
 mod sqs;
 mod wasm;
 mod workerd;
@@ -134,6 +135,8 @@ struct Results {
     workerd: Option<Vec<WrkRun>>,
     /// Figure 7: group commit off and on, per offered rate.
     batching: Option<Vec<BatchRow>>,
+    /// Figure 8: the spill, SQS healthy and stalled.
+    spill: Option<Vec<spill::SpillRow>>,
     /// Figure 6: per scenario, the three designs.
     experiment: Vec<ScenarioResult>,
     /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
@@ -212,7 +215,10 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         r.machine.nproc, r.machine.cpu, r.machine.ram_gib, r.machine.load
     ));
     // Figures that run the pipeline (the worker under wrangler dev, the local SQS, the poller).
-    let live = opts.wants("workerd") || opts.wants("batching") || opts.wants("burst");
+    let live = opts.wants("workerd")
+        || opts.wants("batching")
+        || opts.wants("spill")
+        || opts.wants("burst");
     if opts.wants("wasm") || live {
         step("build the worker (wasm)", || wasm_build(tools))?;
     }
@@ -274,6 +280,12 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
             r.batching = Some(step(
                 "figure 7: group commit off and on, SQS requests counted by a meter",
                 || batching(&mut stack),
+            )?);
+        }
+        if opts.wants("spill") {
+            r.spill = Some(step(
+                "figure 8: the spill, SQS healthy and stalled for 40 s",
+                || spill::spill(&mut stack),
             )?);
         }
         r.sqs_server = Some(opts.sqs);

@@ -148,7 +148,7 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
          build caches exist; it installs `wrk` with apt-get when missing, as root). Options: \
          `--sqs moto|localstack` (or `SPILLWAY_SQS`; default localstack), `--burst-clients N,N` \
          (default 200,1000,3000), `--steady-secs N` (60; 0 skips the outage scenarios), \
-         `--steady-rate N` (100), `--wrk-secs N` (8), `--only edge,wasm,sqs,db,workerd,batching,burst` \
+         `--steady-rate N` (100), `--wrk-secs N` (8), `--only edge,wasm,sqs,db,workerd,batching,spill,burst` \
          (development; writes `$CARGO_TARGET_DIR/bench-partial/BENCHMARKS.partial.md` and its \
          plots there instead of this file and `benches/results/`). This run: `--sqs {} \
          --burst-clients {} --steady-secs {} --steady-rate {} --wrk-secs {}`.\n",
@@ -321,6 +321,9 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
     experiment_section(&mut s, &r.experiment, opts);
     if let Some(rows) = &r.batching {
         batching_section(&mut s, rows, r);
+    }
+    if let Some(rows) = &r.spill {
+        super::spill::spill_section(&mut s, rows, &sqs_name(r));
     }
     let _ = writeln!(
         s,
