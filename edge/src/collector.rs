@@ -18,9 +18,10 @@ use spillway_shared::collector::{self, posthog, segment, BodyProblem};
 use spillway_shared::{encode_events, IdSource, Limits, Source};
 
 use crate::body::{encoding_of, format_of, gunzip_capped, Encoding};
+use crate::deliver::deliver;
 use crate::error::EdgeError;
 use crate::gate::{authenticate, presented_key};
-use crate::handler::{deliver, edge_info, header, random_ten, rate_limit, Deps};
+use crate::handler::{edge_info, header, random_ten, rate_limit, Deps};
 use crate::head::{head, read_body};
 use crate::log::RequestLog;
 use crate::ports::{BodySource, QueueSender, RateLimit, Runtime};

@@ -16,6 +16,7 @@ pub mod body;
 pub mod collector;
 pub mod config;
 pub mod connector;
+mod deliver;
 pub mod error;
 pub mod gate;
 pub mod handler;
