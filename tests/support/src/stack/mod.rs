@@ -443,8 +443,9 @@ impl Stack {
     }
 
     /// Stops `wrangler dev` and starts it again with what `config` now says of the edge:
-    /// `edge_vars`, and `edge_sqs_meter` (a meter is started, or dropped, to match; turning it
-    /// on is refused when a fault proxy is in front, since the proxy's upstream is fixed).
+    /// `edge_vars`, `spill`, `edge_sqs_meter` (a meter is started, or dropped, to match;
+    /// turning it on is refused when a fault proxy is in front, since the proxy's upstream is
+    /// fixed) and `edge_sqs_proxy` (a fault proxy is started, or dropped, likewise).
     /// The edge keeps its port unless the port was picked free and is taken meanwhile.
     pub fn restart_edge(&mut self) -> Result<()> {
         if let Some(mut e) = self.edge.take() {
@@ -458,6 +459,18 @@ impl Stack {
                 self.meter = Some(SqsMeter::start(self.config.sqs_port)?);
             }
             (false, true) if self.proxy.is_none() => self.meter = None,
+            _ => {}
+        }
+        // A fault proxy is started in front of the meter (or SQS), or dropped, to match.
+        match (self.config.edge_sqs_proxy, self.proxy.is_some()) {
+            (true, false) => {
+                let upstream = self
+                    .meter
+                    .as_ref()
+                    .map_or(self.config.sqs_port, SqsMeter::port);
+                self.proxy = Some(FaultProxy::start(upstream)?);
+            }
+            (false, true) => self.proxy = None,
             _ => {}
         }
         let deadline = Instant::now() + Duration::from_secs(10);
