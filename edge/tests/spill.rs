@@ -162,13 +162,7 @@ fn breaker_closes_once_sqs_is_back(s: &Stack) -> Result<()> {
 
 #[test]
 fn spill_under_wrangler_dev() -> Result<()> {
-    if !built() {
-        if std::env::var_os("SPILLWAY_REQUIRE_WASM").is_some() {
-            bail!("edge/build is missing but SPILLWAY_REQUIRE_WASM is set: the wasm build must run first");
-        }
-        eprintln!(
-            "SKIPPED spill_under_wrangler_dev: the worker is not built (edge/build/index_bg.wasm)."
-        );
+    if !require_built("spill_under_wrangler_dev")? {
         return Ok(());
     }
     let dir = run_dir().join(format!("edge-spill-{}", std::process::id()));
@@ -189,16 +183,7 @@ fn spill_under_wrangler_dev() -> Result<()> {
         ),
         ("the breaker closes again", breaker_closes_once_sqs_is_back),
     ];
-    for (name, step) in steps {
-        let started = Instant::now();
-        step(&stack).with_context(|| {
-            format!(
-                "step `{name}`; wrangler log: {}",
-                stack.edge.log_path().display()
-            )
-        })?;
-        eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
-    }
+    run_steps(&stack, &steps)?;
     drop(stack);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

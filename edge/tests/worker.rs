@@ -138,14 +138,7 @@ fn misconfigured_worker(dir: &Path) -> Result<()> {
 
 #[test]
 fn worker_under_wrangler_dev() -> Result<()> {
-    if !built() {
-        if std::env::var_os("SPILLWAY_REQUIRE_WASM").is_some() {
-            bail!("edge/build is missing but SPILLWAY_REQUIRE_WASM is set: the wasm build must run first");
-        }
-        eprintln!(
-            "SKIPPED worker_under_wrangler_dev: the worker is not built (edge/build/index_bg.wasm). \
-             Build it with `worker-build --profile worker edge` or run `cargo xtask test`."
-        );
+    if !require_built("worker_under_wrangler_dev")? {
         return Ok(());
     }
     let dir = run_dir().join(format!("edge-it-{}", std::process::id()));
@@ -172,16 +165,7 @@ fn worker_under_wrangler_dev() -> Result<()> {
         ),
         ("rate limit per key", rate_limit_per_key),
     ];
-    for (name, step) in steps {
-        let started = Instant::now();
-        step(&stack).with_context(|| {
-            format!(
-                "step `{name}`; wrangler log: {}",
-                stack.edge.log_path().display()
-            )
-        })?;
-        eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
-    }
+    run_steps(&stack, &steps)?;
     let started = Instant::now();
     fifo_queue(&stack, &dir.join("fifo")).context("step `FIFO queue`")?;
     eprintln!("ok: FIFO queue ({:.1} s)", started.elapsed().as_secs_f64());

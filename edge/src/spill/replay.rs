@@ -5,7 +5,9 @@
 //! accepted with. A message is acknowledged only once SQS holds every one of its events; the
 //! rest are retried by the Queue after [`retry_delay`], and after the Queue's `max_retries`
 //! they go to its dead-letter queue. A message that cannot be read is retried the same way,
-//! so it ends in the dead-letter queue too, never dropped.
+//! so it ends in the dead-letter queue too, never dropped. When one key id's send runs out of
+//! time, the batch's other key ids wait for the next delivery rather than each waiting out the
+//! deadline against an SQS that is down.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -92,13 +94,21 @@ pub async fn replay<Q: QueueSender, R: Runtime>(
     }
 
     let mut unacknowledged: HashSet<Uuid> = HashSet::new();
+    // Once one key id's send runs out of time, SQS is taken for down: the other key ids are
+    // left for the next delivery instead of each waiting out the deadline in turn.
+    let mut down = false;
     for (key_id, events) in &groups {
+        if down {
+            unacknowledged.extend(events.iter().map(|e| e.id));
+            continue;
+        }
         let sent = send_all(queue, rt, pack_encoded(events, limits), key_id, policy).await;
         report.sqs_calls += sent.calls;
         report.sqs_retries += sent.retries;
         if sent.last_error.is_some() {
             report.last_error = sent.last_error;
         }
+        down = sent.timed_out;
         unacknowledged.extend(sent.unacknowledged);
     }
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::config::RetryPolicy;
+use crate::ports::Runtime;
 use crate::testkit::{FakeQueue, FakeRuntime, Reply};
 
 fn settings() -> BreakerSettings {
@@ -274,8 +275,10 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
 #[tokio::test(start_paused = true)]
 async fn replay_retries_only_the_messages_sqs_did_not_take() {
     let rt = FakeRuntime::new();
-    // The first key id's call never answers (cut by the deadline); the second goes through.
-    let q = FakeQueue::new(vec![Reply::Hang]);
+    // SQS refuses the first key id's events for good; the second goes through.
+    let q = FakeQueue::new(vec![Reply::Error(crate::ports::SendError::Permanent(
+        "AccessDenied".into(),
+    ))]);
     let web = vec![event(0, 100)];
     let app = vec![event(1, 100)];
     let messages = [message("web", &web), message("app", &app)];
@@ -283,6 +286,26 @@ async fn replay_retries_only_the_messages_sqs_did_not_take() {
     assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Ack]);
     assert_eq!((report.replayed, report.retried), (1, 1));
     assert_eq!(q.calls().len(), 2, "one call per key id");
+    assert!(report.last_error.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_that_times_out_leaves_the_other_key_ids_for_later() {
+    let rt = FakeRuntime::new();
+    // The first key id's call never answers: SQS is down, so the second is not tried.
+    let q = FakeQueue::new(vec![Reply::Hang]);
+    let web = vec![event(0, 100)];
+    let app = vec![event(1, 100)];
+    let messages = [message("web", &web), message("app", &app)];
+    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Retry]);
+    assert_eq!((report.replayed, report.retried), (0, 2));
+    assert_eq!(q.calls().len(), 1, "only the first key id waited for SQS");
+    assert_eq!(
+        rt.now_ms() - FakeRuntime::START_MS,
+        2_000,
+        "one deadline, not one per key id"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -317,3 +317,36 @@ pub fn built() -> bool {
 pub fn ids_of(events: &[Event]) -> Vec<Uuid> {
     events.iter().map(|e| e.id).collect()
 }
+
+/// Runs `steps` against `stack` in order, naming the failing step and the wrangler log.
+pub fn run_steps(stack: &Stack, steps: &[(&str, Step)]) -> Result<()> {
+    for (name, step) in steps {
+        let started = Instant::now();
+        step(stack).with_context(|| {
+            format!(
+                "step `{name}`; wrangler log: {}",
+                stack.edge.log_path().display()
+            )
+        })?;
+        eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Whether the worker is built: `false` (the test `name` skips, saying so) when it is not,
+/// an error when `SPILLWAY_REQUIRE_WASM` says it must be (`cargo xtask test` builds it first).
+pub fn require_built(name: &str) -> Result<bool> {
+    if built() {
+        return Ok(true);
+    }
+    if std::env::var_os("SPILLWAY_REQUIRE_WASM").is_some() {
+        bail!(
+            "edge/build is missing but SPILLWAY_REQUIRE_WASM is set: the wasm build must run first"
+        );
+    }
+    eprintln!(
+        "SKIPPED {name}: the worker is not built (edge/build/index_bg.wasm). \
+         Build it with `worker-build --profile worker edge` or run `cargo xtask test`."
+    );
+    Ok(false)
+}

@@ -453,6 +453,20 @@ pub fn reconcile(stack: &Stack, ledger: &Ledger, timeout: Duration) -> Result<()
     Ok(())
 }
 
+/// Whether the built worker is there: `false` (the test skips, saying so) when it is not;
+/// a panic when `SPILLWAY_REQUIRE_WASM` says it must be (`cargo xtask test` builds it first).
+pub fn worker_built() -> bool {
+    let built = spillway_support::stack::prebuilt_config(&spillway_support::repo_root()).is_ok();
+    if !built {
+        assert!(
+            std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none(),
+            "the worker is not built but SPILLWAY_REQUIRE_WASM is set"
+        );
+        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
+    }
+    built
+}
+
 /// Waits until `f` holds, polling every 200 ms.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + timeout;

@@ -12,13 +12,7 @@ use spillway_support::sqs_server::{localstack_cert, localstack_venv};
 use spillway_support::{SqsKind, Stack, StackConfig};
 
 fn ready() -> bool {
-    let built = spillway_support::stack::prebuilt_config(&spillway_support::repo_root()).is_ok();
-    if !built {
-        assert!(
-            std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none(),
-            "the worker is not built but SPILLWAY_REQUIRE_WASM is set"
-        );
-        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
+    if !spillway_e2e::worker_built() {
         return false;
     }
     let venv = localstack_venv();

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use spillway_e2e::{mixed, reconcile, start, wait_until, Client, Ledger, StopOnDrop};
+use spillway_e2e::{mixed, reconcile, start, wait_until, worker_built, Client, Ledger, StopOnDrop};
 use spillway_support::stack::spill_counts;
 use spillway_support::FaultMode;
 
@@ -27,13 +27,7 @@ struct Seen {
 
 #[test]
 fn sqs_stalled_for_a_minute_every_request_202_and_stored_once() {
-    let built = spillway_support::stack::prebuilt_config(&spillway_support::repo_root()).is_ok();
-    if !built {
-        assert!(
-            std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none(),
-            "the worker is not built but SPILLWAY_REQUIRE_WASM is set"
-        );
-        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
+    if !worker_built() {
         return;
     }
     let stack = start("spill-stall", |c| {
