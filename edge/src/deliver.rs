@@ -92,12 +92,16 @@ where
         }
     };
 
+    // The spill always gets at least its reserve. Only an isolate so busy that its timers fire
+    // late (SQS's budget then ends past the deadline) answers later than the deadline this way,
+    // and its events get their chance to be held instead of a `503`.
     let elapsed = rt.now_ms().saturating_sub(started);
     let left = Duration::from_millis(
         u64::try_from(deadline.as_millis())
             .unwrap_or(u64::MAX)
             .saturating_sub(elapsed),
-    );
+    )
+    .max(spill_reserve(deadline));
     match to_spill(spill.queue, rt, &missing, key_id, left).await {
         Ok(()) => {
             log.spilled = Some(missing.len());
@@ -118,9 +122,6 @@ async fn to_spill<R: Runtime>(
     key_id: &str,
     left: Duration,
 ) -> Result<(), String> {
-    if left.is_zero() {
-        return Err("no time left for the spill".into());
-    }
     let batches = pack_spill(events, key_id).map_err(|e| e.to_string())?;
     let send = async {
         for batch in &batches {

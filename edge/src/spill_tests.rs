@@ -281,3 +281,15 @@ async fn collector_routes_spill_too() {
     assert_eq!(a.0.log.spilled, Some(1));
     assert_eq!(spilled_events(&edge)[0].event_type, "Signed Up");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_isolate_too_busy_to_keep_time_still_spills() {
+    // Timers fire 3 s late: SQS's 6 s budget ends at 9 s, past the 8 s deadline. The spill
+    // still gets its reserve, so the events are held and the answer is 202, late.
+    let mut edge = Edge::new().queue(FakeQueue::always(Reply::Hang)).spilling();
+    edge.rt = FakeRuntime::new().late_timers(3_000);
+    let a = edge.call(three()).await;
+    let ids = accepted_with_spill(&a, 3);
+    assert_eq!(spilled_ids(&edge), ids);
+    assert!(elapsed(&edge) >= 9_000, "{}", elapsed(&edge));
+}

@@ -28,6 +28,8 @@ pub struct FakeRuntime {
     start: tokio::time::Instant,
     counter: Cell<u64>,
     sleeps: RefCell<Vec<u64>>,
+    /// Every timer fires this much late (an overloaded isolate).
+    late_ms: u64,
 }
 
 impl FakeRuntime {
@@ -39,7 +41,14 @@ impl FakeRuntime {
             start: tokio::time::Instant::now(),
             counter: Cell::new(0),
             sleeps: RefCell::new(Vec::new()),
+            late_ms: 0,
         }
+    }
+
+    /// A runtime whose timers fire `ms` late, as in an isolate too busy to keep time.
+    pub fn late_timers(mut self, ms: u64) -> Self {
+        self.late_ms = ms;
+        self
     }
 
     /// Completed sleeps, in milliseconds.
@@ -71,7 +80,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
+        tokio::time::sleep(duration + Duration::from_millis(self.late_ms)).await;
         self.sleeps.borrow_mut().push(duration.as_millis() as u64);
     }
 }
