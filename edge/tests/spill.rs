@@ -119,16 +119,25 @@ fn outage(s: &Stack, mode: FaultMode, first: usize) -> Result<()> {
     );
     s.proxy.set_mode(FaultMode::Pass);
     exactly_once(s, &ids)?;
-    let replayed: u64 = log_lines(s)?
-        .iter()
-        .filter(|l| l["kind"] == "replay")
-        .filter_map(|l| l["replayed"].as_u64())
-        .sum();
-    ensure!(
-        replayed >= ids.len() as u64,
-        "replay lines count {replayed}"
-    );
-    Ok(())
+    // A replay whose answer was cut while SQS came back may have put its events on SQS and
+    // still be retried (its line comes with that retry): wait for the lines, with a deadline.
+    let deadline = Instant::now() + REPLAY_WITHIN;
+    loop {
+        let replayed: u64 = log_lines(s)?
+            .iter()
+            .filter(|l| l["kind"] == "replay")
+            .filter_map(|l| l["replayed"].as_u64())
+            .sum();
+        if replayed >= ids.len() as u64 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "replay lines count {replayed} of {} events after {REPLAY_WITHIN:?}",
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn refused_sqs_spills_then_replays(s: &Stack) -> Result<()> {
