@@ -180,12 +180,11 @@ fn statement(body: &[u8]) -> Result<(String, Vec<String>), (u16, Value)> {
     Ok((sql, ids))
 }
 
-/// One request through the environment pool.
+/// One request through the environment pool. The environment is taken first, as Lambda assigns
+/// one when the invocation arrives: parsing the body is the function's work inside it. (Taken
+/// after the parse, the requests of a burst would reach the pool only as fast as this machine's
+/// two cores parse them, and environments would be free again before the later ones arrive.)
 fn ingest(body: &[u8], app: &App) -> (u16, Value) {
-    let (sql, ids) = match statement(body) {
-        Ok(v) => v,
-        Err(answer) => return answer,
-    };
     // Taken in its own statement: the lock must not be held while the connection is opened.
     let taken = app.lock().take();
     let mut env = match taken {
@@ -198,6 +197,13 @@ fn ingest(body: &[u8], app: &App) -> (u16, Value) {
                 return (502, json!({"error": format!("init: database: {e}")}));
             }
         },
+    };
+    let (sql, ids) = match statement(body) {
+        Ok(v) => v,
+        Err(answer) => {
+            app.lock().put(env);
+            return answer;
+        }
     };
     match env.simple_query(&sql) {
         Ok(_) => {

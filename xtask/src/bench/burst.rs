@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use spillway_support::Postgres;
 
-use super::client::{post, Answer, Endpoint};
+use super::client::{connect, post, post_on, Answer, Attempt, Endpoint};
 use super::events::{now_rfc3339, request_body};
 use super::measure::load_average;
 use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
@@ -104,6 +104,8 @@ pub(super) struct RunResult {
     pub(super) accepted_events: usize,
     /// Requests whose final answer was not `2xx`, by answer (status, "timed out", transport).
     pub(super) refused: BTreeMap<String, usize>,
+    /// The same requests by answer and the start of its body (`503 Your worker restarted...`).
+    pub(super) refusal_texts: BTreeMap<String, usize>,
     pub(super) timed_out: usize,
     /// Attempts after the first (retrying clients).
     pub(super) retries: usize,
@@ -218,6 +220,8 @@ struct ClientEnd {
     sent_at: f64,
     answer: Answer,
     ids: Vec<String>,
+    /// The start of a refusal's body.
+    detail: Option<String>,
     /// First send to the final answer.
     latency_ms: f64,
     attempts: usize,
@@ -225,7 +229,8 @@ struct ClientEnd {
 
 /// Runs `scenario` against one design. `pg` is the database every design writes to (stopped and
 /// started by the steady scenarios); `queue_depth` reads Spillway's queue (visible + in
-/// flight) and `dlq_depth` its DLQ.
+/// flight), `dlq_depth` its DLQ and `unreplayed` the events its edge spilled and has not yet
+/// replayed to SQS (they are in no SQS queue meanwhile).
 pub(super) fn run(
     design: &str,
     endpoint: &Endpoint,
@@ -233,6 +238,7 @@ pub(super) fn run(
     pg: &Postgres,
     queue_depth: Option<&(dyn Fn() -> Option<u64> + Sync)>,
     dlq_depth: Option<&(dyn Fn() -> Option<u64> + Sync)>,
+    unreplayed: Option<&(dyn Fn() -> Option<u64> + Sync)>,
 ) -> Result<RunResult> {
     let total = scenario.requests();
     let ts = now_rfc3339();
@@ -348,8 +354,8 @@ pub(super) fn run(
         let outage_result = outage_thread
             .join()
             .map_err(|_| anyhow!("the outage thread panicked"));
-        // Wait for the database: Spillway's queue empty and the row count still for 2 s,
-        // within the drain limit.
+        // Wait for the database: Spillway's queue empty, every spilled event replayed and the
+        // row count still for 2 s, within the drain limit.
         let mut still_since: Option<(u64, Instant)> = None;
         while start.elapsed() < clients_done + DRAIN_LIMIT {
             std::thread::sleep(Duration::from_millis(250));
@@ -362,7 +368,8 @@ pub(super) fn run(
                     .lock()
                     .ok()
                     .and_then(|q| q.last().map(|(_, d)| *d == 0))
-                    .unwrap_or(false);
+                    .unwrap_or(false)
+                    && unreplayed.is_none_or(|u| u() == Some(0));
             let Some(rows) = rows else { continue };
             match still_since {
                 Some((r, since)) if r == rows => {
@@ -433,6 +440,11 @@ pub(super) fn run(
                 r.timed_out += 1;
             }
             *r.refused.entry(e.answer.label()).or_insert(0) += 1;
+            let text = match &e.detail {
+                Some(d) => format!("{} `{d}`", e.answer.label()),
+                None => e.answer.label(),
+            };
+            *r.refusal_texts.entry(text).or_insert(0) += 1;
             r.stored_refused += all_ids[i]
                 .iter()
                 .filter(|id| stored.contains(id.as_str()))
@@ -496,7 +508,14 @@ fn drive(
         .build()
         .context("starting the load generator's runtime")?;
     rt.block_on(async {
-        let (go, ready) = tokio::sync::watch::channel(false);
+        let burst = matches!(scenario, Scenario::Burst { .. });
+        // A burst's clients each open their connection, then all send at once: every request
+        // is on the wire together, however long this machine took to open 3,000 connections.
+        let start_line = Arc::new(tokio::sync::Barrier::new(if burst {
+            bodies.len() + 1
+        } else {
+            1
+        }));
         let mut tasks = Vec::with_capacity(bodies.len());
         let (retry, retry_until) = match scenario {
             Scenario::Burst { .. } => (false, start),
@@ -513,18 +532,23 @@ fn drive(
             if let Some(iv) = interval {
                 tokio::time::sleep_until((start + iv * i as u32).into()).await;
             }
-            let (ep, body, mut ready) = (endpoint.clone(), body.clone(), ready.clone());
+            let (ep, body, start_line) = (endpoint.clone(), body.clone(), start_line.clone());
             tasks.push(tokio::spawn(async move {
-                if interval.is_none() {
-                    // Released together.
-                    let _ = ready.wait_for(|go| *go).await;
+                let mut opened = None;
+                if burst {
+                    opened = Some(connect(&ep, ATTEMPT_TIMEOUT).await);
+                    start_line.wait().await;
                 }
                 let sent = Instant::now();
                 let mut attempts = 0;
                 let mut backoff = Duration::from_millis(500);
                 loop {
                     attempts += 1;
-                    let a = post(&ep, &body, ATTEMPT_TIMEOUT).await;
+                    let a = match opened.take() {
+                        Some(Ok(stream)) => post_on(stream, &ep, &body, ATTEMPT_TIMEOUT).await,
+                        Some(Err(answer)) => Attempt::failed(answer),
+                        None => post(&ep, &body, ATTEMPT_TIMEOUT).await,
+                    };
                     let done =
                         a.answer.accepted() || !retry || Instant::now() + backoff > retry_until;
                     if done {
@@ -532,6 +556,7 @@ fn drive(
                             sent_at: sent.duration_since(start).as_secs_f64(),
                             answer: a.answer,
                             ids: a.ids,
+                            detail: a.detail,
                             latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
                             attempts,
                         };
@@ -541,10 +566,8 @@ fn drive(
                 }
             }));
         }
-        if interval.is_none() {
-            // Let every task reach the start line, then release them.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = go.send(true);
+        if burst {
+            start_line.wait().await;
         }
         let mut ends = Vec::with_capacity(tasks.len());
         for t in tasks {

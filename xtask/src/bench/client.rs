@@ -62,52 +62,109 @@ impl Answer {
     }
 }
 
-/// One attempt: its answer and the ids a `2xx` answer names.
+/// One attempt: its answer, the ids a `2xx` answer names, and the start of any other answer's
+/// body (which says who refused: the design, or something in front of it).
 #[derive(Debug, Clone)]
 pub(super) struct Attempt {
     pub(super) answer: Answer,
     pub(super) ids: Vec<String>,
+    pub(super) detail: Option<String>,
 }
 
-/// Sends `body` once and waits at most `timeout` for the whole answer.
+impl Attempt {
+    pub(super) fn failed(answer: Answer) -> Attempt {
+        Attempt {
+            answer,
+            ids: Vec::new(),
+            detail: None,
+        }
+    }
+}
+
+/// Longest refusal text kept per answer.
+const DETAIL_CHARS: usize = 90;
+
+/// The start of a refusal's body on one line, at most [`DETAIL_CHARS`] characters; `None` for
+/// an empty body.
+pub(super) fn detail_of(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return None;
+    }
+    let mut out: String = line.chars().take(DETAIL_CHARS).collect();
+    if line.chars().count() > DETAIL_CHARS {
+        out.push_str("...");
+    }
+    Some(out)
+}
+
+/// Sends `body` once on a new connection and waits at most `timeout` for the whole answer.
 pub(super) async fn post(ep: &Endpoint, body: &[u8], timeout: Duration) -> Attempt {
-    let answer = match tokio::time::timeout(timeout, exchange(ep, body)).await {
+    let started = tokio::time::Instant::now();
+    match connect(ep, timeout).await {
+        Ok(stream) => post_on(stream, ep, body, timeout.saturating_sub(started.elapsed())).await,
+        Err(answer) => Attempt::failed(answer),
+    }
+}
+
+/// Opens the connection of one request, waiting at most `timeout`. A burst opens every client's
+/// connection first, then sends on all of them at once ([`post_on`]), so that the requests reach
+/// the server together rather than as fast as this machine can set up connections.
+pub(super) async fn connect(ep: &Endpoint, timeout: Duration) -> Result<TcpStream, Answer> {
+    match tokio::time::timeout(timeout, TcpStream::connect(ep.addr)).await {
+        Err(_) => Err(Answer::TimedOut),
+        Ok(Err(e)) => Err(Answer::Transport(format!("connect: {}", e.kind()))),
+        Ok(Ok(s)) => Ok(s),
+    }
+}
+
+/// Sends `body` on an open connection and waits at most `timeout` for the whole answer.
+pub(super) async fn post_on(
+    stream: TcpStream,
+    ep: &Endpoint,
+    body: &[u8],
+    timeout: Duration,
+) -> Attempt {
+    let answer = match tokio::time::timeout(timeout, exchange(stream, ep, body)).await {
         Err(_) => Err(Answer::TimedOut),
         Ok(Err(e)) => Err(Answer::Transport(e)),
         Ok(Ok(raw)) => parse_response(&raw).map_err(|e| Answer::Transport(e.to_string())),
     };
     match answer {
-        Ok((status, body)) => {
-            let ids = if (200..300).contains(&status) {
-                serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| {
-                        v["ids"].as_array().map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                    })
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            Attempt {
-                answer: Answer::Status(status),
-                ids,
-            }
-        }
-        Err(answer) => Attempt {
-            answer,
-            ids: Vec::new(),
+        Ok((status, body)) if (200..300).contains(&status) => Attempt {
+            answer: Answer::Status(status),
+            ids: ids_of(&body),
+            detail: None,
         },
+        Ok((status, body)) => Attempt {
+            answer: Answer::Status(status),
+            ids: Vec::new(),
+            detail: detail_of(&body),
+        },
+        Err(answer) => Attempt::failed(answer),
     }
 }
 
-async fn exchange(ep: &Endpoint, body: &[u8]) -> std::result::Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect(ep.addr)
-        .await
-        .map_err(|e| format!("connect: {}", e.kind()))?;
+/// The ids a `2xx` body names (`{"ids":[...]}`), none when it names none.
+fn ids_of(body: &[u8]) -> Vec<String> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v["ids"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+async fn exchange(
+    mut s: TcpStream,
+    ep: &Endpoint,
+    body: &[u8],
+) -> std::result::Result<Vec<u8>, String> {
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         ep.path,
@@ -281,6 +338,18 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
         ));
         assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nno length"));
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_start_of_its_body_on_one_line() {
+        assert_eq!(
+            detail_of(b"Your worker restarted\n mid-request.").as_deref(),
+            Some("Your worker restarted mid-request.")
+        );
+        assert_eq!(detail_of(b" \r\n"), None);
+        let long = detail_of("é".repeat(200).as_bytes()).expect("text");
+        assert_eq!(long.chars().count(), DETAIL_CHARS + 3);
+        assert!(long.ends_with("..."));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use spillway_support::{free_port, Postgres, Service, Stack};
 
 use super::client::Endpoint;
+use super::experiment::POLL_WAIT_S;
 use crate::step::{note, output, run};
 
 /// The role the synchronous handlers connect as: not a superuser, so PostgreSQL's
@@ -46,10 +47,13 @@ impl Kind {
 
     pub(super) fn setup(self) -> String {
         match self {
-            Kind::Spillway => "the `Stack` of `cargo xtask dev` with its defaults: `wrangler dev` \
-                (release wasm), the local SQS, the poller running the consumer (debug build, \
-                `MAXIMUM_CONCURRENCY` 2, `BATCH_SIZE` 10)"
-                .into(),
+            Kind::Spillway => format!(
+                "the `Stack` of `cargo xtask dev` with its defaults: `wrangler dev` (release \
+                 wasm), the local SQS, the poller running the consumer (debug build, \
+                 `MAXIMUM_CONCURRENCY` 2, `BATCH_SIZE` 10, long polls of \
+                 `WAIT_TIME_SECONDS` {POLL_WAIT_S} s instead of 20, so that the receive a \
+                 stopped poller leaves open at the local SQS is over before the next run)"
+            ),
             Kind::Direct => format!(
                 "`benches/baseline` (debug build): Lambda-like environments, each opening one \
                  connection at creation and keeping it, concurrency limit {LAMBDA_CONCURRENCY}, \

@@ -3,9 +3,10 @@
 //! purged, table truncated, the synchronous handler and PgBouncer started afresh, so that every
 //! run starts cold).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use spillway_support::stack::spill_counts;
 use spillway_support::Stack;
 
 use super::burst::{run, RunResult, Scenario};
@@ -47,8 +48,27 @@ pub(super) fn scenarios(opts: &Opts) -> Vec<Scenario> {
     v
 }
 
+/// The bench's pollers long-poll for this long (`WAIT_TIME_SECONDS`; the poller's default is
+/// Lambda's 20 s). A stopped poller leaves its last receive open at the local SQS, which hands
+/// the next messages to it: they stay invisible for the visibility timeout (30 s) although
+/// nobody holds them. With a 1 s poll that receive is over 1 s after the stop, and
+/// [`wait_out_receives`] waits that long before the next run sends anything.
+pub(super) const POLL_WAIT_S: u64 = 1;
+
+/// Waits until a receive a poller stopped at `stopped` left open has ended at the local SQS
+/// (it cannot be observed, only outlived: its wait is [`POLL_WAIT_S`]).
+fn wait_out_receives(stopped: Option<Instant>) {
+    if let Some(at) = stopped {
+        let over = at + Duration::from_secs(POLL_WAIT_S) + Duration::from_millis(500);
+        let now = Instant::now();
+        if over > now {
+            std::thread::sleep(over - now);
+        }
+    }
+}
+
 pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioResult>> {
-    stack.stop_poller();
+    let mut poller_stopped = stack.stop_poller().map(|_| Instant::now());
     stack.pg.stop()?;
     stack
         .pg
@@ -61,11 +81,14 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
     for scenario in scenarios(opts) {
         let mut runs = Vec::new();
         for kind in Kind::ALL {
-            stack.stop_poller();
+            if stack.stop_poller().is_some() {
+                poller_stopped = Some(Instant::now());
+            }
             purge(stack)?;
             stack.pg.psql("truncate events")?;
             let r = match kind {
                 Kind::Spillway => {
+                    wait_out_receives(poller_stopped);
                     stack.start_poller()?;
                     let ep = spillway_endpoint(stack)?;
                     let (sqs, main, dlq) = (
@@ -76,6 +99,13 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
                     let depth = move || sqs.depth(&main).map(|(v, f)| v + f).ok();
                     let sqs2 = stack.sqs.clone();
                     let dlq_depth = move || sqs2.depth(&dlq).map(|(v, f)| v + f).ok();
+                    // The edge log counts every event spilled and replayed since the stack
+                    // started; none may be left in the spill queue when the run is judged.
+                    let log = stack.config.dir.join("logs/edge.log");
+                    let unreplayed = move || {
+                        let (spilled, replayed) = spill_counts(&log);
+                        Some(spilled.saturating_sub(replayed))
+                    };
                     let r = run(
                         kind.name(),
                         &ep,
@@ -83,15 +113,25 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
                         &stack.pg,
                         Some(&depth),
                         Some(&dlq_depth),
+                        Some(&unreplayed),
                     );
                     if let Some(status) = stack.stop_poller() {
+                        poller_stopped = Some(Instant::now());
                         note(&format!("poller stopped ({status})"));
                     }
                     r?
                 }
                 Kind::Direct | Kind::Pooled => {
                     let sync = Synchronous::start(kind, &stack.pg, &dir)?;
-                    let r = run(kind.name(), &sync.endpoint, scenario, &stack.pg, None, None);
+                    let r = run(
+                        kind.name(),
+                        &sync.endpoint,
+                        scenario,
+                        &stack.pg,
+                        None,
+                        None,
+                        None,
+                    );
                     sync.stop();
                     r?
                 }

@@ -91,6 +91,32 @@ pub(super) fn summary_rows(s: &mut String, results: &[ScenarioResult]) {
 }
 
 /// One sentence per design, from its numbers only.
+/// Distinct refusal texts shown per design; the rest are counted.
+const REFUSAL_TEXTS_SHOWN: usize = 3;
+
+/// The commonest refusals with the start of their bodies, most frequent first.
+pub(super) fn refusal_texts(r: &RunResult) -> String {
+    let mut texts: Vec<(&String, &usize)> = r.refusal_texts.iter().collect();
+    texts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut parts: Vec<String> = texts
+        .iter()
+        .take(REFUSAL_TEXTS_SHOWN)
+        .map(|(t, n)| format!("{n} x {t}"))
+        .collect();
+    let rest: usize = texts
+        .iter()
+        .skip(REFUSAL_TEXTS_SHOWN)
+        .map(|(_, n)| **n)
+        .sum();
+    if rest > 0 {
+        parts.push(format!(
+            "{rest} more in {} other texts",
+            texts.len() - REFUSAL_TEXTS_SHOWN
+        ));
+    }
+    parts.join("; ")
+}
+
 fn design_sentence(r: &RunResult) -> String {
     let mut out = format!(
         "{} answered 2xx to {} of {} requests",
@@ -99,7 +125,12 @@ fn design_sentence(r: &RunResult) -> String {
         thousands(r.requests as f64)
     );
     if refused_count(r) > 0 {
-        let _ = write!(out, " and refused {}", refused(r));
+        let _ = write!(
+            out,
+            " and refused {} (what the answers said: {})",
+            refused(r),
+            refusal_texts(r)
+        );
     }
     let _ = write!(
         out,
@@ -281,14 +312,18 @@ pub(super) fn experiment_section(s: &mut String, results: &[ScenarioResult], opt
          - **Synchronous, PgBouncer**: {}, role `{APP_ROLE}`.\n\n\
          Load: an async client (tokio, one connection per request, 127.0.0.1 only). Each request \
          carries {BURST_EVENTS_PER_REQUEST} events (512-2048 B) with client-chosen ids; a client \
-         waits at most 30 s for an answer (about API Gateway's 29 s limit). Bursts release every client at the same instant and \
-         never retry; the steady scenarios send at a fixed rate and stop PostgreSQL \
+         waits at most 30 s for an answer (about API Gateway's 29 s limit). In a burst every \
+         client first opens its connection, then all send at the same instant (so the requests \
+         arrive together, not as fast as 2 cores open thousands of connections), and never retry; \
+         refusals are counted with the start of their body, which says who refused. The \
+         steady scenarios send at a fixed rate and stop PostgreSQL \
          (`pg_ctl stop -m fast`) for the middle third. Retrying clients back off 0.5 s, 1 s, 2 s \
          ... 8 s with the same ids, until 30 s after the traffic ends. A psql session opened \
          before the run samples `pg_stat_activity` (client backends other than itself) and \
          `count(*)` every 100 ms; a failed sample is recorded as missing, never as 0. Events lost \
          = ids answered 2xx that are not in the table once the run is over (Spillway: queue \
-         empty and rows still for 2 s, or 120 s after the last answer). \"Table held every \
+         empty, every event its edge spilled replayed to SQS (by the edge log's counts), and rows \
+         still for 2 s; or 120 s after the last answer). \"Table held every \
          accepted event at\" = the first sample at which the table held its final row count, \
          with no accepted event missing.\n",
         opts.burst_clients

@@ -26,6 +26,27 @@ fn a_sentence_says_only_what_the_numbers_say() {
 }
 
 #[test]
+fn the_refusals_are_quoted_commonest_first_and_the_rest_counted() {
+    let mut r = run("Synchronous, direct");
+    for (text, n) in [
+        ("502 `too many clients`", 30),
+        ("500 `connection closed`", 5),
+        ("500 `terminating connection`", 4),
+        ("timed out", 2),
+        ("transport (read: ConnectionReset)", 1),
+    ] {
+        r.refusal_texts.insert(text.into(), n);
+    }
+    assert_eq!(
+        refusal_texts(&r),
+        "30 x 502 `too many clients`; 5 x 500 `connection closed`; \
+         4 x 500 `terminating connection`; 3 more in 2 other texts"
+    );
+    r.refused.insert("502".into(), 42);
+    assert!(design_sentence(&r).contains("(what the answers said: 30 x 502"));
+}
+
+#[test]
 fn an_unknown_peak_is_not_written_as_zero() {
     let mut r = run("Spillway");
     r.peak_connections = None;

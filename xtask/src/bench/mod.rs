@@ -17,6 +17,7 @@
 mod batching;
 mod burst;
 mod client;
+mod cpu;
 mod db;
 mod designs;
 mod edge;
@@ -269,6 +270,10 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         let mut stack = step("start the pipeline (Stack)", || {
             let mut cfg = StackConfig::ephemeral("bench")?;
             cfg.sqs = opts.sqs;
+            cfg.poller_env.push((
+                "WAIT_TIME_SECONDS".into(),
+                experiment::POLL_WAIT_S.to_string(),
+            ));
             Stack::start(cfg, &mut |line| note(line))
         })?;
         if opts.wants("workerd") {
