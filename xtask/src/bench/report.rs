@@ -251,6 +251,15 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
             );
         }
         let _ = writeln!(s, "\n{}\n", edge_reading(runs, r));
+        let cores = super::cpu::cores();
+        let _ = writeln!(
+            s,
+            "Where the CPU went during each run (user + system time of every process from \
+             `/proc`, grouped by what it is, divided by the requests wrk completed; cores busy \
+             from `/proc/stat` over the run):\n\n{}\nBound: {}\n",
+            super::workerd::cpu_table(runs, cores),
+            super::workerd::cpu_reading(runs, cores)
+        );
     }
     if let Some(c) = &r.sqs {
         let _ = writeln!(
@@ -497,6 +506,7 @@ mod tests {
             non_2xx: 0,
             socket_errors: 0,
             command: "wrk".into(),
+            cpu: None,
         }
     }
 
