@@ -180,6 +180,15 @@ fn statement(body: &[u8]) -> Result<(String, Vec<String>), (u16, Value)> {
     Ok((sql, ids))
 }
 
+/// What PostgreSQL said (`sorry, too many clients already`), or the client's error when it said
+/// nothing (a connection refused or cut): `postgres::Error`'s own text is only "db error".
+fn reason(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// One request through the environment pool. The environment is taken first, as Lambda assigns
 /// one when the invocation arrives: parsing the body is the function's work inside it. (Taken
 /// after the parse, the requests of a burst would reach the pool only as fast as this machine's
@@ -194,7 +203,10 @@ fn ingest(body: &[u8], app: &App) -> (u16, Value) {
             Ok(client) => client,
             Err(e) => {
                 app.lock().discard();
-                return (502, json!({"error": format!("init: database: {e}")}));
+                return (
+                    502,
+                    json!({"error": format!("init: database: {}", reason(&e))}),
+                );
             }
         },
     };
@@ -213,7 +225,7 @@ fn ingest(body: &[u8], app: &App) -> (u16, Value) {
         Err(e) => {
             drop(env);
             app.lock().discard();
-            (500, json!({"error": format!("database: {e}")}))
+            (500, json!({"error": format!("database: {}", reason(&e))}))
         }
     }
 }
