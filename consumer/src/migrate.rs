@@ -137,8 +137,12 @@ mod tests {
 
     #[test]
     fn list_matches_the_folder() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
+        // At run time: a build from another clone may be reused (shared target directory).
+        let dir = format!(
+            "{}/migrations",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        );
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
             .expect("migrations folder")
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -10,7 +10,8 @@ use spillway_shared::{decode, derive_id, pack, DecodeError, EdgeInfo, Event, Lim
 use uuid::Uuid;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // At run time: a build from another clone may be reused (shared target directory).
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/envelope")
         .join(name)
 }

@@ -7,9 +7,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-/// The repository root.
+/// The repository root: of the checkout `cargo xtask` runs in, which `cargo run` says in
+/// `CARGO_MANIFEST_DIR` at run time. The path compiled in is where the binary was built, and a
+/// target directory shared between clones (CI's `~/.cache/spillway/target`) can hand this
+/// checkout a binary built in another one, since deleted.
 pub fn root() -> PathBuf {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     here.parent().map(PathBuf::from).unwrap_or(here)
 }
 

@@ -39,12 +39,23 @@ pub use sqs::LocalSqs;
 pub use sqs_server::{LocalStack, SqsKind, SqsServer};
 pub use stack::{Stack, StackConfig, Status};
 
-/// The repository root (the workspace directory).
+/// The repository root (the workspace directory, where `rust-toolchain.toml` is).
+///
+/// Found from `CARGO_MANIFEST_DIR` at run time (cargo sets it for the test or binary it runs,
+/// and services started from there inherit it), not from the path compiled in: a target
+/// directory shared between clones (CI's `~/.cache/spillway/target`) can hand this checkout a
+/// build made in another one, since deleted.
 pub fn repo_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| here.join("../.."))
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .and_then(|dir| {
+            Path::new(&dir)
+                .ancestors()
+                .find(|d| d.join("rust-toolchain.toml").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or(compiled);
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Where services keep their data, logs and leftover records: `$SPILLWAY_RUN_DIR`, or
@@ -57,10 +68,24 @@ pub fn run_dir() -> PathBuf {
     dir
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago, and that nothing accepts connections on
+/// once the probe socket is closed: tests running in parallel start services on ports of their
+/// own, and a port the kernel hands out can already be another test's by the time it is used
+/// (seen under load: "port ... is already in use"). Such a port is skipped for another one.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("binding a probe socket on 127.0.0.1")?;
-    Ok(l.local_addr()?.port())
+    let mut taken = Vec::new();
+    for _ in 0..20 {
+        let port = {
+            let l =
+                TcpListener::bind("127.0.0.1:0").context("binding a probe socket on 127.0.0.1")?;
+            l.local_addr()?.port()
+        };
+        if !port_open(port) {
+            return Ok(port);
+        }
+        taken.push(port);
+    }
+    bail!("every free port the kernel gave was in use a moment later: {taken:?}")
 }
 
 /// Is something accepting TCP connections on 127.0.0.1:`port`?
