@@ -24,8 +24,9 @@ fn records_dir() -> PathBuf {
     state_dir().join("run")
 }
 
-/// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N`, `--sqs moto|localstack` (or
-/// `SPILLWAY_EDGE_PORT`, ..., `SPILLWAY_SQS`; a flag wins over its variable).
+/// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N`, `--inspector-port N`, `--sqs
+/// moto|localstack` (or `SPILLWAY_EDGE_PORT`, ..., `SPILLWAY_INSPECTOR_PORT`, `SPILLWAY_SQS`; a
+/// flag wins over its variable).
 fn config(args: &[String]) -> Result<StackConfig> {
     let mut cfg = StackConfig::new(&state_dir());
     let from_env = |name: &str| -> Result<Option<u16>> {
@@ -46,6 +47,9 @@ fn config(args: &[String]) -> Result<StackConfig> {
     if let Some(p) = from_env("SPILLWAY_PG_PORT")? {
         cfg.pg_port = p;
     }
+    if let Some(p) = from_env("SPILLWAY_INSPECTOR_PORT")? {
+        cfg.inspector_port = Some(p);
+    }
     if let Ok(v) = std::env::var("SPILLWAY_SQS") {
         cfg.sqs = v.parse().context("SPILLWAY_SQS")?;
     }
@@ -61,9 +65,13 @@ fn config(args: &[String]) -> Result<StackConfig> {
             "--edge-port" => cfg.edge_port = port()?,
             "--sqs-port" => cfg.sqs_port = port()?,
             "--pg-port" => cfg.pg_port = port()?,
+            "--inspector-port" => cfg.inspector_port = Some(port()?),
             "--sqs" => cfg.sqs = value.parse().context("--sqs")?,
             other => {
-                bail!("unknown option {other} (known: --sqs, --edge-port, --sqs-port, --pg-port)")
+                bail!(
+                    "unknown option {other} (known: --sqs, --edge-port, --sqs-port, --pg-port, \
+                     --inspector-port)"
+                )
             }
         }
     }

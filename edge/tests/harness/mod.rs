@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -276,18 +275,14 @@ pub fn wrangler_dev(
     let config_path = dir.join("wrangler.toml");
     std::fs::write(&config_path, config)?;
     let port = free_port()?;
-    let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
-    cmd.current_dir(dir)
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("CI", "true")
-        .arg("dev")
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--inspector-port", &free_port()?.to_string()])
-        .arg("--persist-to")
-        .arg(dir.join("state"))
-        .arg("--show-interactive-dev-session=false");
+    let mut cmd = spillway_support::wrangler::wrangler_dev(
+        &root,
+        &config_path,
+        port,
+        &dir.join("state"),
+        None,
+    );
+    cmd.current_dir(dir);
     for (k, v) in vars {
         cmd.arg("--var").arg(format!("{k}:{v}"));
     }

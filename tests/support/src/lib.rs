@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod sqs;
 pub mod sqs_server;
 pub mod stack;
+pub mod wrangler;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -30,6 +30,9 @@ pub struct StackConfig {
     pub dir: PathBuf,
     /// Port of `wrangler dev` (the ingest URL). Default 8787.
     pub edge_port: u16,
+    /// Port of wrangler's DevTools inspector; `None` (the default) runs without it
+    /// ([`crate::wrangler`] says why).
+    pub inspector_port: Option<u16>,
     /// Port of the local SQS. Default 9324.
     pub sqs_port: u16,
     /// Which local SQS server runs. Default moto.
@@ -85,6 +88,7 @@ impl StackConfig {
         StackConfig {
             dir: dir.to_owned(),
             edge_port: 8787,
+            inspector_port: None,
             sqs_port: 9324,
             sqs: SqsKind::default(),
             pg_port: 54329,
@@ -152,6 +156,9 @@ impl Stack {
         ensure_free(config.edge_port, "edge", "--edge-port")?;
         ensure_free(config.sqs_port, "local SQS", "--sqs-port")?;
         ensure_free(config.pg_port, "PostgreSQL", "--pg-port")?;
+        if let Some(p) = config.inspector_port {
+            ensure_free(p, "wrangler's inspector", "--inspector-port")?;
+        }
         for bin in ["spillway-consumer", "spillway-poller"] {
             if !config.bin_dir.join(bin).exists() {
                 bail!(
@@ -380,19 +387,14 @@ impl Stack {
             without_queues(&config)
         };
         fs::write(&config_path, config)?;
-        let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
-        cmd.current_dir(&root)
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .arg("dev")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--ip", "127.0.0.1"])
-            .args(["--port", &self.config.edge_port.to_string()])
-            .args(["--inspector-port", &free_port()?.to_string()])
-            .arg("--persist-to")
-            .arg(self.config.dir.join("wrangler-state"))
-            .arg("--show-interactive-dev-session=false");
+        let mut cmd = crate::wrangler::wrangler_dev(
+            &root,
+            &config_path,
+            self.config.edge_port,
+            &self.config.dir.join("wrangler-state"),
+            self.config.inspector_port,
+        );
+        cmd.current_dir(&root);
         // Secrets reach the worker through `.dev.vars` beside the config, which wrangler dev
         // reads: as `--var`s they would be on its command line, which every user can read
         // (`ps`). The rest stays on the command line, where it is easy to see.
