@@ -175,10 +175,11 @@ async fn exchange(
         head.push_str(&format!("Authorization: Bearer {k}\r\n"));
     }
     head.push_str("\r\n");
-    s.write_all(head.as_bytes())
-        .await
-        .map_err(|e| format!("write: {}", e.kind()))?;
-    s.write_all(body)
+    // One write, so a small request is one segment, as an HTTP client library sends it (two
+    // writes wait on Nagle's algorithm for the first one's acknowledgement).
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request)
         .await
         .map_err(|e| format!("write: {}", e.kind()))?;
     // Read until the answer is complete: a server may keep the connection open after it.

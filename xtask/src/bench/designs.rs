@@ -49,13 +49,13 @@ impl Kind {
         match self {
             Kind::Spillway => format!(
                 "the `Stack` of `cargo xtask dev` with its defaults: `wrangler dev` (release \
-                 wasm), the local SQS, the poller running the consumer (debug build, \
+                 wasm, without its DevTools inspector, as `cargo xtask dev` runs it), the local SQS, the poller running the consumer (release build, \
                  `MAXIMUM_CONCURRENCY` 2, `BATCH_SIZE` 10, long polls of \
                  `WAIT_TIME_SECONDS` {POLL_WAIT_S} s instead of 20, so that the receive a \
                  stopped poller leaves open at the local SQS is over before the next run)"
             ),
             Kind::Direct => format!(
-                "`benches/baseline` (debug build): Lambda-like environments, each opening one \
+                "`benches/baseline` (release build): Lambda-like environments, each opening one \
                  connection at creation and keeping it, concurrency limit {LAMBDA_CONCURRENCY}, \
                  role `{APP_ROLE}`"
             ),
@@ -106,7 +106,7 @@ impl Synchronous {
             }
         };
         let port = free_port()?;
-        let bins = spillway_support::stack::debug_bin_dir();
+        let bins = super::release_bin_dir();
         let mut cmd = Command::new(bins.join("spillway-baseline"));
         cmd.arg(format!("127.0.0.1:{port}"))
             .arg(&db)

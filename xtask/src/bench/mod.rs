@@ -251,13 +251,14 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     }
     if live {
         step(
-            "build the consumer, the poller and the baseline server",
+            "build the consumer, the poller and the baseline server (release, as deployed)",
             || {
                 run(&mut cargo(
                     tools,
                     &[
                         "build",
                         "--quiet",
+                        "--release",
                         "-p",
                         "spillway-consumer",
                         "--bins",
@@ -270,6 +271,7 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         let mut stack = step("start the pipeline (Stack)", || {
             let mut cfg = StackConfig::ephemeral("bench")?;
             cfg.sqs = opts.sqs;
+            cfg.bin_dir = release_bin_dir();
             cfg.poller_env.push((
                 "WAIT_TIME_SECONDS".into(),
                 experiment::POLL_WAIT_S.to_string(),
@@ -343,6 +345,13 @@ fn cargo(tools: &Tools, args: &[&str]) -> Command {
     c.current_dir(root()).args(args);
     tools.apply(&mut c);
     c
+}
+
+/// Where `cargo build --release` puts the consumer, the poller and the baseline server: the
+/// figures run what is deployed (Lambda runs the release build), not a debug build whose CPU
+/// would compete with the edge for the same two cores.
+fn release_bin_dir() -> PathBuf {
+    target_dir().join("release")
 }
 
 fn target_dir() -> PathBuf {
