@@ -1,14 +1,14 @@
 //! The pure core of an invocation: SQS records in, rows and per-record failures out.
 //!
-//! No I/O and no clock: [`Plan::from_records`] decodes each record on its own (one bad body
-//! never fails its neighbours), [`mod@crate::write`] decides what to insert, and [`Plan::response`]
+//! No I/O and no clock: [`Plan::from_records`] verifies and decodes each record on its own
+//! (one bad body never fails its neighbours; one whose seal does not verify is never stored), [`mod@crate::write`] decides what to insert, and [`Plan::response`]
 //! turns the failures into the `batchItemFailures` Lambda expects.
 
 use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use chrono::{DateTime, Utc};
-use spillway_shared::{decode, DecodeError, Event};
+use spillway_shared::{open, DecodeError, Event, Keyring};
 use thiserror::Error;
 
 use crate::store::StoreError;
@@ -22,7 +22,8 @@ pub enum RecordFailure {
     /// The record has no message id, so it cannot be acknowledged on its own.
     #[error("record has no message id")]
     MissingMessageId,
-    /// The body is not an envelope this build reads. Permanent.
+    /// The body is not an envelope this build reads, or its seal does not verify under the
+    /// consumer's keys. Permanent: it goes to the DLQ, where `spillway-dlq` says why.
     #[error("undecodable body: {0}")]
     Undecodable(#[from] DecodeError),
     /// Writing its events failed; [`StoreError::kind`] says whether a retry can help.
@@ -46,6 +47,7 @@ impl RecordFailure {
         match self {
             RecordFailure::MissingBody => "missing_body",
             RecordFailure::MissingMessageId => "missing_message_id",
+            RecordFailure::Undecodable(DecodeError::Seal(_)) => "unverified",
             RecordFailure::Undecodable(_) => "undecodable",
             RecordFailure::Store(e) if e.is_retryable() => "store_retryable",
             RecordFailure::Store(_) => "store_data",
@@ -81,8 +83,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Decodes every record on its own.
-    pub fn from_records(records: &[SqsMessage]) -> Self {
+    /// Verifies and decodes every record on its own, with `keys`.
+    pub fn from_records(records: &[SqsMessage], keys: &Keyring) -> Self {
         let mut plan = Plan {
             batch_size: records.len(),
             ..Plan::default()
@@ -90,7 +92,7 @@ impl Plan {
         for (index, record) in records.iter().enumerate() {
             let decoded = match record.body.as_deref() {
                 None => Err(RecordFailure::MissingBody),
-                Some(body) => decode(body).map_err(RecordFailure::from),
+                Some(body) => open(body, keys).map_err(RecordFailure::from),
             };
             match (decoded, record.message_id.as_ref()) {
                 (Ok(events), Some(message_id)) => plan.accepted.push(Accepted {
@@ -170,6 +172,7 @@ pub fn oldest_sent_timestamp(records: &[SqsMessage]) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::testing::{test_key, test_keyring};
     use crate::store::FailureKind;
     use spillway_shared::{pack, Limits};
     use uuid::Uuid;
@@ -188,7 +191,7 @@ mod tests {
     }
 
     fn body(events: &[Event]) -> String {
-        let batches = pack(events, &Limits::default()).expect("pack");
+        let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].entries.len(), 1);
         batches[0].entries[0].body.clone()
@@ -208,7 +211,7 @@ mod tests {
         let mut events: Vec<Event> = (1..=4).map(event).collect();
         events[1].key_id = "web".into();
         events[3].key_id = "app".into();
-        let plan = Plan::from_records(&[record("shared", Some(body(&events)))]);
+        let plan = Plan::from_records(&[record("shared", Some(body(&events)))], &test_keyring());
         assert_eq!(plan.accepted.len(), 1);
         let got: Vec<(u128, &str)> = plan.accepted[0]
             .events
@@ -227,7 +230,7 @@ mod tests {
             record("d", None),
             record("e", Some(body(&[event(3)]))),
         ];
-        let plan = Plan::from_records(&records);
+        let plan = Plan::from_records(&records, &test_keyring());
         assert_eq!(plan.batch_size, 5);
         let ok: Vec<_> = plan
             .accepted
@@ -268,7 +271,7 @@ mod tests {
             record("b", Some("x".into())),
             record("c", Some(body(&[event(2)]))),
         ];
-        let mut plan = Plan::from_records(&records);
+        let mut plan = Plan::from_records(&records, &test_keyring());
         plan.fail_accepted(vec![(0, StoreError::unavailable("down"))]);
         assert_eq!(plan.accepted.len(), 1);
         let failed: Vec<_> = plan
@@ -288,7 +291,7 @@ mod tests {
         let records: Vec<_> = (0..2_000u128)
             .map(|n| record(&format!("m{n}"), Some(body(&[event(n + 1)]))))
             .collect();
-        let mut plan = Plan::from_records(&records);
+        let mut plan = Plan::from_records(&records, &test_keyring());
         // Every odd record failed, reported in reverse, plus an index that is not accepted.
         let mut failures: Vec<_> = (0..2_000)
             .filter(|i| i % 2 == 1)
@@ -307,11 +310,50 @@ mod tests {
         assert_eq!(plan.failed[0].message_id.as_deref(), Some("m1"));
     }
 
+    /// Anyone who can send to the queue could write rows with any `key_id`: a body the edge
+    /// did not seal, or one altered after sealing, is failed for good (towards the DLQ), alone.
+    #[test]
+    fn unsealed_or_altered_bodies_are_never_accepted() {
+        let good = body(&[event(1)]);
+        let altered = good.replacen(r#""key_id":"k""#, r#""key_id":"victim""#, 1);
+        assert_ne!(altered, good);
+        let unsigned = r#"{"v":1,"events":[{"id":"00000000-0000-0000-0000-000000000009","type":"t","received_at":"2020-01-01T00:00:00Z","key_id":"victim","data":{}}]}"#;
+        let records = [
+            record("good", Some(good)),
+            record("altered", Some(altered)),
+            record("unsigned", Some(unsigned.to_owned())),
+        ];
+        let plan = Plan::from_records(&records, &test_keyring());
+        assert_eq!(plan.accepted.len(), 1);
+        assert_eq!(plan.accepted[0].message_id, "good");
+        assert_eq!(plan.failed.len(), 2);
+        for failed in &plan.failed {
+            assert!(matches!(
+                failed.reason,
+                RecordFailure::Undecodable(DecodeError::Seal(_))
+            ));
+            assert!(!failed.reason.is_retryable());
+            assert_eq!(failed.reason.label(), "unverified");
+        }
+        // While an upgrade drains, unsigned bodies may be accepted; altered ones never.
+        let draining = Keyring::new(
+            vec![crate::keys::testing::test_key()],
+            spillway_shared::Unsigned::Accept,
+        );
+        let plan = Plan::from_records(&records, &draining);
+        let accepted: Vec<&str> = plan
+            .accepted
+            .iter()
+            .map(|a| a.message_id.as_str())
+            .collect();
+        assert_eq!(accepted, ["good", "unsigned"]);
+    }
+
     #[test]
     fn good_record_without_id_is_retryable() {
         let mut r = record("x", Some(body(&[event(1)])));
         r.message_id = None;
-        let plan = Plan::from_records(&[r]);
+        let plan = Plan::from_records(&[r], &test_keyring());
         assert!(plan.accepted.is_empty());
         assert_eq!(plan.failed[0].reason, RecordFailure::MissingMessageId);
         assert!(plan.failed[0].reason.is_retryable());
@@ -321,7 +363,7 @@ mod tests {
     fn record_without_id_fails_the_whole_batch() {
         let mut r = record("x", Some("bad".into()));
         r.message_id = None;
-        let plan = Plan::from_records(&[r]);
+        let plan = Plan::from_records(&[r], &test_keyring());
         let response = plan.response();
         assert_eq!(response.batch_item_failures.len(), 1);
         assert_eq!(response.batch_item_failures[0].item_identifier, "");
@@ -341,7 +383,7 @@ mod tests {
             oldest_sent_timestamp(&records),
             DateTime::from_timestamp_millis(1_700_000_000_100)
         );
-        let plan = Plan::from_records(&records);
+        let plan = Plan::from_records(&records, &test_keyring());
         assert_eq!(
             plan.oldest_received_at(),
             DateTime::from_timestamp_millis(2_000)

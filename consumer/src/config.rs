@@ -131,8 +131,8 @@ impl DbConfig {
     }
 }
 
-/// `DATABASE_URL_SECRET_ARN`, parsed: a Secrets Manager secret whose SecretString is the
-/// database URL.
+/// A Secrets Manager secret's ARN, parsed: `DATABASE_URL_SECRET_ARN` (its SecretString is the
+/// database URL) or `ENVELOPE_KEYS_SECRET_ARN` (the envelope keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretArn {
     /// The whole ARN, as given.
@@ -142,12 +142,13 @@ pub struct SecretArn {
 }
 
 impl SecretArn {
-    /// Accepts `arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME`.
-    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+    /// Accepts `arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME`, the value of the
+    /// setting `name`.
+    pub fn parse(name: &'static str, raw: &str) -> Result<Self, ConfigError> {
         let raw = raw.trim();
         let bad = || {
             invalid(
-                "DATABASE_URL_SECRET_ARN",
+                name,
                 format!(
                     "`{raw}` is not a Secrets Manager secret ARN \
                      (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)"
@@ -207,7 +208,10 @@ impl DatabaseUrlSource {
                 "DATABASE_URL_SECRET_ARN",
             )),
             (Some(url), None) => Ok(Self::Env(url)),
-            (None, Some(arn)) => Ok(Self::Secret(SecretArn::parse(&arn)?)),
+            (None, Some(arn)) => Ok(Self::Secret(SecretArn::parse(
+                "DATABASE_URL_SECRET_ARN",
+                &arn,
+            )?)),
             (None, None) => Err(ConfigError::Missing(
                 "DATABASE_URL or DATABASE_URL_SECRET_ARN",
             )),
@@ -410,6 +414,7 @@ pub(crate) mod tests {
     #[test]
     fn the_secret_arn_must_name_a_secret() {
         let gov = SecretArn::parse(
+            "DATABASE_URL_SECRET_ARN",
             "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:db-url-AbCdEf",
         )
         .expect("GovCloud ARN");
@@ -421,7 +426,7 @@ pub(crate) mod tests {
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:",
             "arn:aws:secretsmanager:eu-west-1:123456789012",
         ] {
-            let err = SecretArn::parse(bad).expect_err(bad);
+            let err = SecretArn::parse("DATABASE_URL_SECRET_ARN", bad).expect_err(bad);
             assert!(
                 matches!(
                     err,

@@ -12,6 +12,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
+use spillway_shared::Keyring;
 use tracing::{error, info, warn, Instrument};
 
 use crate::batch::Plan;
@@ -43,6 +44,8 @@ pub struct Deps<S, C = SystemClock> {
     pub metrics_namespace: String,
     /// Value of the `Service` dimension.
     pub metrics_service: String,
+    /// The envelope keys: only bodies sealed with one of them are stored.
+    pub keys: Keyring,
 }
 
 /// What one invocation produced.
@@ -70,7 +73,7 @@ where
     S: EventStore,
     C: Clock,
 {
-    let mut plan = Plan::from_records(&event.records);
+    let mut plan = Plan::from_records(&event.records, &deps.keys);
     for f in &plan.failed {
         warn!(
             message_id = f.message_id.as_deref().unwrap_or(""),
@@ -150,6 +153,7 @@ mod tests {
     use crate::store::{FailureKind, Row, WriteCounts};
     use std::sync::Mutex;
 
+    use crate::keys::testing::{test_key, test_keyring};
     use aws_lambda_events::event::sqs::SqsMessage;
     use spillway_shared::{pack, Event, Limits};
     use uuid::Uuid;
@@ -205,6 +209,7 @@ mod tests {
             clock: FixedClock(DateTime::from_timestamp_millis(10_000).unwrap_or_default()),
             metrics_namespace: "Test".into(),
             metrics_service: "svc".into(),
+            keys: test_keyring(),
         }
     }
 
@@ -230,7 +235,7 @@ mod tests {
     }
 
     fn body(events: &[Event]) -> String {
-        pack(events, &Limits::default()).expect("pack")[0].entries[0]
+        pack(events, &Limits::default(), &test_key()).expect("pack")[0].entries[0]
             .body
             .clone()
     }

@@ -21,6 +21,7 @@
 pub mod batch;
 pub mod config;
 pub mod handler;
+pub mod keys;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;

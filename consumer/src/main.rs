@@ -12,6 +12,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
 use spillway_consumer::config::{ConsumerConfig, DatabaseUrl, DatabaseUrlSource};
 use spillway_consumer::handler::{handle, Clock, Deps, SystemClock};
+use spillway_consumer::keys::{self, KeysSource};
 use spillway_consumer::pg::PgStore;
 use spillway_consumer::store::EventStore;
 use spillway_consumer::{migrate, secret, telemetry};
@@ -52,15 +53,28 @@ async fn main() -> anyhow::Result<()> {
     };
     let config = ConsumerConfig::from_url(&|k| std::env::var(k).ok(), &url)
         .context("invalid configuration")?;
+    let lookup = |k: &str| std::env::var(k).ok();
     drop(url);
     let store = PgStore::new(&config.db).context("invalid database settings")?;
     match command {
         Command::Serve => {
+            let keys = match KeysSource::from_lookup(&lookup).context("invalid configuration")? {
+                KeysSource::Env(raw) => keys::keyring(&raw, "ENVELOPE_KEYS", &lookup),
+                KeysSource::Secret(arn) => {
+                    let client = secret::client(&arn).await;
+                    let raw = secret::fetch_text(&client, &arn, keys::SECRET_TEXT).await?;
+                    tracing::info!(secret = %arn.arn, "envelope keys read from Secrets Manager");
+                    keys::keyring(&raw, "the secret ENVELOPE_KEYS_SECRET_ARN names", &lookup)
+                }
+            }
+            .context("invalid configuration")?;
+            tracing::info!(kids = ?keys.kids().collect::<Vec<_>>(), unsigned = ?keys.unsigned(), "envelope keys");
             let deps = Deps {
                 store,
                 clock: SystemClock,
                 metrics_namespace: config.metrics_namespace,
                 metrics_service: config.metrics_service,
+                keys,
             };
             let deps = &deps;
             lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {

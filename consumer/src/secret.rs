@@ -1,14 +1,14 @@
-//! Reads the database URL from AWS Secrets Manager: the adapter behind
-//! `DATABASE_URL_SECRET_ARN`.
+//! Reads the database URL and the envelope keys from AWS Secrets Manager: the adapter behind
+//! `DATABASE_URL_SECRET_ARN` and `ENVELOPE_KEYS_SECRET_ARN`.
 //!
-//! The Lambda function calls [`fetch_database_url`] once, at cold start, before its runtime
-//! loop; invocations never touch Secrets Manager. Credentials come from the SDK's default chain
+//! The Lambda function calls [`fetch_database_url`] and [`fetch_text`] once, at cold start,
+//! before its runtime loop; invocations never touch Secrets Manager. Credentials come from the SDK's default chain
 //! (on Lambda, the execution role's keys in the environment); the client is sent to the
 //! secret's own region, taken from its ARN. `AWS_ENDPOINT_URL` (or
 //! `AWS_ENDPOINT_URL_SECRETS_MANAGER`) points it elsewhere, for tests against a local emulator.
 //!
-//! The URL holds the database password: nothing here logs it or puts it in an error, and the
-//! SDK's own `Debug` output of the answer redacts it.
+//! The URL holds the database password and the keys their secrets: nothing here logs them or
+//! puts them in an error, and the SDK's own `Debug` output of the answer redacts them.
 
 use std::time::Duration;
 
@@ -28,10 +28,31 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(8);
 pub enum SecretError {
     #[error("cannot read the secret {arn}: {reason}")]
     Fetch { arn: String, reason: String },
-    #[error("the secret {arn} has no SecretString (it must be the postgres:// URL as text)")]
-    NotText { arn: String },
-    #[error("the secret {arn} is empty (it must be the postgres:// URL)")]
-    Empty { arn: String },
+    #[error("the secret {arn} has no SecretString (it must be {what} as text)")]
+    NotText { arn: String, what: &'static str },
+    #[error("the secret {arn} is empty (it must be {what})")]
+    Empty { arn: String, what: &'static str },
+}
+
+const URL: &str = "the postgres:// URL";
+
+/// A SecretString that must hold `what`: present and not blank.
+fn text_from(
+    arn: &str,
+    secret_string: Option<&str>,
+    what: &'static str,
+) -> Result<String, SecretError> {
+    match secret_string {
+        None => Err(SecretError::NotText {
+            arn: arn.to_owned(),
+            what,
+        }),
+        Some(s) if s.trim().is_empty() => Err(SecretError::Empty {
+            arn: arn.to_owned(),
+            what,
+        }),
+        Some(s) => Ok(s.trim().to_owned()),
+    }
 }
 
 /// What a `GetSecretValue` answer means for us. Pure: the adapter below only fetches.
@@ -39,15 +60,7 @@ pub fn database_url_from(
     arn: &str,
     secret_string: Option<&str>,
 ) -> Result<DatabaseUrl, SecretError> {
-    match secret_string {
-        None => Err(SecretError::NotText {
-            arn: arn.to_owned(),
-        }),
-        Some(s) if s.trim().is_empty() => Err(SecretError::Empty {
-            arn: arn.to_owned(),
-        }),
-        Some(s) => Ok(DatabaseUrl::Secret(s.trim().to_owned())),
-    }
+    text_from(arn, secret_string, URL).map(DatabaseUrl::Secret)
 }
 
 /// A Secrets Manager client for the secret's region, with the default credential chain.
@@ -69,6 +82,18 @@ pub async fn fetch_database_url(
     client: &aws_sdk_secretsmanager::Client,
     secret: &SecretArn,
 ) -> Result<DatabaseUrl, SecretError> {
+    fetch_text(client, secret, URL)
+        .await
+        .map(DatabaseUrl::Secret)
+}
+
+/// Fetches the current version of the secret and returns its SecretString, which must hold
+/// `what` (named in errors).
+pub async fn fetch_text(
+    client: &aws_sdk_secretsmanager::Client,
+    secret: &SecretArn,
+    what: &'static str,
+) -> Result<String, SecretError> {
     let out = client
         .get_secret_value()
         .secret_id(&secret.arn)
@@ -79,7 +104,7 @@ pub async fn fetch_database_url(
             // The error holds the request and the service's message, never the secret value.
             reason: aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
         })?;
-    database_url_from(&secret.arn, out.secret_string())
+    text_from(&secret.arn, out.secret_string(), what)
 }
 
 #[cfg(test)]

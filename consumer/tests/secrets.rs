@@ -106,6 +106,7 @@ fn deps_for(url: &str) -> Deps<PgStore> {
         clock: SystemClock,
         metrics_namespace: config.metrics_namespace,
         metrics_service: config.metrics_service,
+        keys: spillway_consumer::keys::testing::test_keyring(),
     };
     secrets().assert_absent("Deps (Debug)", &format!("{deps:?}"));
     deps

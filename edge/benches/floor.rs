@@ -46,8 +46,9 @@ fn bench(c: &mut Criterion) {
                 r[8..].copy_from_slice(&z.rotate_left(17).to_le_bytes()[..2]);
                 r
             };
+            let key = spillway_edge::testkit::envelope_key();
             b.iter(|| {
-                let prepared = prepare(body, Format::Json, &limits, &stamp, &mut random)
+                let prepared = prepare(body, Format::Json, &limits, &key, &stamp, &mut random)
                     .expect("valid request");
                 assert_eq!(prepared.ids.len(), n);
                 prepared

@@ -39,6 +39,7 @@ impl DurableObject for Batcher {
                     limits: config.limits,
                     retry: config.retry,
                     fifo: config.queue.is_fifo(),
+                    envelope_key: config.envelope_key.clone(),
                 };
                 Core::new(sqs_sender(&config), WorkerRuntime, settings)
             })

@@ -2,14 +2,15 @@
 //! once, before the first request is served.
 //!
 //! Every setting is documented where it is declared, with its default. Secrets (`INGEST_KEYS`,
-//! `AWS_SECRET_ACCESS_KEY`) live in [`Secret`], whose `Debug` prints nothing of the value, and
-//! no error message ever quotes them.
+//! `AWS_SECRET_ACCESS_KEY`, `ENVELOPE_KEYS`) live in types whose `Debug` prints nothing of the
+//! value ([`Secret`], [`SigningKey`]), and no error message ever quotes them.
 
 use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
 use spillway_shared::limits::{Limits, LimitsError};
+use spillway_shared::{parse_keys, SigningKey};
 use thiserror::Error;
 
 /// A secret string. `Debug` and `Display` never show it.
@@ -183,6 +184,11 @@ pub struct Config {
     pub secret_access_key: Secret,
     /// `INGEST_KEYS`: comma-separated `key_id:key` pairs (required, at least one).
     pub ingest_keys: Vec<IngestKey>,
+    /// `ENVELOPE_KEYS` (required, secret): comma-separated `kid:secret` pairs, the same the
+    /// consumer holds; every message is sealed with the first ([`spillway_shared::seal`]).
+    /// The others are ignored here: the variable can be the consumer's own list during a
+    /// rotation.
+    pub envelope_key: SigningKey,
     /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
     pub allowed_origins: AllowedOrigins,
     /// `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`, `MAX_EVENTS_PER_REQUEST`,
@@ -348,6 +354,7 @@ impl Config {
         let access_key_id = required("AWS_ACCESS_KEY_ID", &mut problems);
         let secret = required("AWS_SECRET_ACCESS_KEY", &mut problems);
         let keys_raw = required("INGEST_KEYS", &mut problems);
+        let envelope_raw = required("ENVELOPE_KEYS", &mut problems);
 
         let queue = queue_raw.and_then(|raw| match QueueUrl::parse(&raw) {
             Ok(q) => Some(q),
@@ -403,6 +410,16 @@ impl Config {
                 }
             })
             .unwrap_or_default();
+        let envelope_key = envelope_raw.and_then(|raw| match parse_keys(&raw) {
+            Ok(keys) => keys.into_iter().next(),
+            Err(e) => {
+                problems.push(ConfigProblem::Invalid {
+                    name: "ENVELOPE_KEYS",
+                    reason: e.to_string(),
+                });
+                None
+            }
+        });
         let allowed_origins = match get("ALLOWED_ORIGINS") {
             None => AllowedOrigins::List(Vec::new()),
             Some(raw) => parse_origins(&raw).unwrap_or_else(|reason| {
@@ -450,26 +467,30 @@ impl Config {
             });
         }
 
-        match (queue, endpoint, region, access_key_id, secret) {
-            (Some(queue), Some(sqs_endpoint), Some(region), Some(access_key_id), Some(secret))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    queue,
-                    sqs_endpoint,
-                    region,
-                    access_key_id,
-                    secret_access_key: Secret::new(secret),
-                    ingest_keys,
-                    allowed_origins,
-                    limits,
-                    retry,
-                    batch,
-                    retry_after_secs,
-                    rate_limit_period_secs,
-                    panic_route,
-                })
-            }
+        match (queue, endpoint, region, access_key_id, secret, envelope_key) {
+            (
+                Some(queue),
+                Some(sqs_endpoint),
+                Some(region),
+                Some(access_key_id),
+                Some(secret),
+                Some(envelope_key),
+            ) if problems.is_empty() => Ok(Config {
+                queue,
+                sqs_endpoint,
+                region,
+                access_key_id,
+                secret_access_key: Secret::new(secret),
+                ingest_keys,
+                envelope_key,
+                allowed_origins,
+                limits,
+                retry,
+                batch,
+                retry_after_secs,
+                rate_limit_period_secs,
+                panic_route,
+            }),
             _ => Err(ConfigError(problems)),
         }
     }

@@ -19,6 +19,7 @@ pub(crate) fn env() -> HashMap<&'static str, String> {
             "aws-secret-do-not-print".to_owned(),
         ),
         ("INGEST_KEYS", format!("web:{KEY_WEB},app:{KEY_APP}")),
+        ("ENVELOPE_KEYS", crate::testkit::ENVELOPE_KEYS.to_owned()),
         ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
     ])
 }
@@ -190,4 +191,30 @@ fn every_numeric_setting_is_read_and_bounded() {
     assert_eq!(defaults.batch, crate::config::BatchPolicy::default());
     let off = config_with(&[("BATCH_WINDOW_MS", "0")]).expect("valid");
     assert!(!off.batch.enabled());
+}
+
+#[test]
+fn envelope_keys_are_required_and_the_first_one_seals() {
+    let mut e = env();
+    e.remove("ENVELOPE_KEYS");
+    let err = Config::from_env(|k| e.get(k).cloned()).expect_err("required");
+    assert!(
+        err.0.contains(&ConfigProblem::Missing("ENVELOPE_KEYS")),
+        "{err}"
+    );
+
+    let rotating = format!("new:{},old:{}", "n".repeat(32), "o".repeat(32));
+    let c = config_with(&[("ENVELOPE_KEYS", &rotating)]).expect("valid");
+    assert_eq!(c.envelope_key.kid(), "new");
+
+    let err = config_with(&[("ENVELOPE_KEYS", "k1:too-short")]).expect_err("weak");
+    let text = err.to_string();
+    assert!(
+        text.contains("ENVELOPE_KEYS") && text.contains("32 bytes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("too-short"),
+        "never quotes the secret: {text}"
+    );
 }

@@ -162,7 +162,7 @@ where
         Some(link) => via_batcher(deps, link, encoded, key_id, &policy, log).await,
         None => {
             log.send = Some("direct");
-            let batches = pack_encoded(encoded, &config.limits);
+            let batches = pack_encoded(encoded, &config.limits, &config.envelope_key);
             send_all(deps.queue, deps.rt, batches, key_id, &policy).await
         }
     };
@@ -246,6 +246,6 @@ where
         deadline: Duration::from_millis(left),
         ..*policy
     };
-    let batches = pack_encoded(encoded, &config.limits);
+    let batches = pack_encoded(encoded, &config.limits, &config.envelope_key);
     send_all(deps.queue, rt, batches, key_id, &policy).await
 }

@@ -4,13 +4,13 @@
 
 use futures_util::future::join_all;
 use http::{Method, Request};
-use spillway_shared::decode;
+use spillway_shared::open;
 use uuid::Uuid;
 
 use crate::config::tests::KEY_WEB;
 use crate::ports::{BatchOutcome, FailedEntry, Runtime};
 use crate::test_edge::Edge;
-use crate::testkit::{FakeQueue, Link, Reply};
+use crate::testkit::{envelope_keyring, FakeQueue, Link, Reply};
 
 fn one_event(n: usize) -> Request<Vec<u8>> {
     events(&format!(r#"{{"type":"page_view","data":{{"n":{n}}}}}"#))
@@ -31,7 +31,7 @@ fn queued_ids(queue: &FakeQueue) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = queue
         .bodies()
         .iter()
-        .flat_map(|b| decode(b).expect("envelope"))
+        .flat_map(|b| open(b, &envelope_keyring()).expect("sealed envelope"))
         .map(|e| e.id)
         .collect();
     ids.sort();
@@ -80,7 +80,7 @@ async fn a_request_whose_events_sqs_refused_is_503_and_the_others_202() {
     let batcher = edge.batcher.as_ref().expect("batching");
     let bodies = batcher.queue().bodies();
     assert!(bodies.len() >= 3, "several messages: {}", bodies.len());
-    let refused: Vec<Uuid> = decode(&bodies[2])
+    let refused: Vec<Uuid> = open(&bodies[2], &envelope_keyring())
         .expect("envelope")
         .iter()
         .map(|e| e.id)

@@ -11,7 +11,7 @@ use http::{HeaderMap, Request, Response};
 use serde::Serialize;
 use spillway_shared::{
     assign_ids, encode_events, pack_encoded, uuid_v7, validate_events, BatchRequest, Code,
-    EdgeInfo, EncodedEvent, Event, IdSource, Limits,
+    EdgeInfo, EncodedEvent, Event, IdSource, Limits, SigningKey,
 };
 use uuid::Uuid;
 
@@ -332,11 +332,12 @@ pub fn prepare(
     body: &[u8],
     format: Format,
     limits: &Limits,
+    key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
     let items = split_events(body, format, limits)?;
-    prepare_events(&items, limits, stamp, random)
+    prepare_events(&items, limits, key, stamp, random)
 }
 
 /// [`prepare`] once the body is split into the raw text of each event (by
@@ -344,11 +345,12 @@ pub fn prepare(
 pub fn prepare_events(
     items: &[&str],
     limits: &Limits,
+    key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
     let (ids, encoded) = prepare_encoded(items, limits, stamp, random)?;
-    let batches = pack_encoded(&encoded, limits);
+    let batches = pack_encoded(&encoded, limits, key);
     Ok(Prepared { ids, batches })
 }
 

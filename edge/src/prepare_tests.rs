@@ -30,13 +30,26 @@ fn counter() -> impl FnMut() -> [u8; 10] {
 }
 
 fn fast(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
-    prepare(body, Format::Json, limits, &stamp(), &mut counter())
+    prepare(
+        body,
+        Format::Json,
+        limits,
+        &crate::testkit::envelope_key(),
+        &stamp(),
+        &mut counter(),
+    )
 }
 
 /// The request path with every event checked to be well-formed JSON before validation.
 fn checked_first(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
     let items = parse(body, Format::Json, limits)?;
-    prepare_events(&items, limits, &stamp(), &mut counter())
+    prepare_events(
+        &items,
+        limits,
+        &crate::testkit::envelope_key(),
+        &stamp(),
+        &mut counter(),
+    )
 }
 
 /// Both paths refuse each body with exactly the error given.

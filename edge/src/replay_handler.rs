@@ -28,6 +28,7 @@ async fn replay_spill(
                 &WorkerRuntime,
                 &bodies,
                 &app.config.limits,
+                &app.config.envelope_key,
                 &app.config.retry,
             )
             .await

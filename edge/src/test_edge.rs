@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use http::Request;
 use serde_json::Value;
-use spillway_shared::{decode, Event};
+use spillway_shared::{open, Event};
 use uuid::Uuid;
 
 use crate::config::tests::config_with;
@@ -14,7 +14,9 @@ use crate::handler::{handle, Deps, Handled, Spill};
 use crate::ports::BatcherLink;
 use crate::ports::BodySource;
 use crate::spill::{Breaker, BreakerSettings};
-use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, FakeSpill, LocalBatcher};
+use crate::testkit::{
+    envelope_keyring, FakeLimiter, FakeQueue, FakeRuntime, FakeSpill, LocalBatcher,
+};
 
 /// An edge over in-memory fakes.
 pub(crate) struct Edge {
@@ -87,12 +89,13 @@ impl Edge {
         Answer(handle(&deps, req).await)
     }
 
-    /// Every event that reached the queue, decoded from the message bodies.
+    /// Every event that reached the queue, from the message bodies, each of which must be
+    /// sealed with the configured key (what the consumer verifies).
     pub(crate) fn queued(&self) -> Vec<Event> {
         self.queue
             .bodies()
             .iter()
-            .flat_map(|b| decode(b).expect("valid envelope"))
+            .flat_map(|b| open(b, &envelope_keyring()).expect("a sealed envelope"))
             .collect()
     }
 }

@@ -24,6 +24,7 @@ const KEY_WEB: &str = "sk_live_WEB_3b1f8e6a9c2d4f70";
 const KEY_APP: &str = "sk_live_APP_90d7c2e4b6a8f135";
 const AWS_ACCESS_KEY_ID: &str = "AKIASPILLWAYTEST0001";
 const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/spillwaySECRET0042";
+const ENVELOPE_SECRET: &str = "envelope-SEAL-secret-7c41d09be2a8f356";
 /// A wrong key one character away from the real one, and one that is nothing like it.
 const NEAR_MISS: &str = "sk_live_WEB_3b1f8e6a9c2d4f7X";
 const WRONG_KEY: &str = "sk_test_WRONG_5e5e5e5e5e5e";
@@ -45,6 +46,8 @@ fn secrets() -> Secrets {
         NEAR_MISS,
         WRONG_KEY,
         "5e5e5e5e5e5e",
+        ENVELOPE_SECRET,
+        "7c41d09be2a8f356",
     ])
 }
 
@@ -71,6 +74,7 @@ fn env() -> HashMap<&'static str, String> {
         ("AWS_ACCESS_KEY_ID", AWS_ACCESS_KEY_ID.to_owned()),
         ("AWS_SECRET_ACCESS_KEY", AWS_SECRET.to_owned()),
         ("INGEST_KEYS", format!("web:{KEY_WEB},app:{KEY_APP}")),
+        ("ENVELOPE_KEYS", format!("seal-1:{ENVELOPE_SECRET}")),
         ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
         // Transient SQS trouble is retried until this (virtual) deadline.
         ("SQS_DEADLINE_MS", "1000".to_owned()),
@@ -418,6 +422,21 @@ async fn bad_configuration_is_500_without_any_secret() {
                 ("AWS_REGION", AWS_SECRET.to_owned()),
                 ("MAX_BODY_BYTES", KEY_APP.to_owned()),
             ],
+        ),
+        (
+            "envelope key id and secret swapped",
+            vec![("ENVELOPE_KEYS", format!("{ENVELOPE_SECRET}:seal-1"))],
+        ),
+        (
+            "envelope secret with a space",
+            vec![(
+                "ENVELOPE_KEYS",
+                format!(
+                    "seal-1:{} {}",
+                    &ENVELOPE_SECRET[..10],
+                    &ENVELOPE_SECRET[10..]
+                ),
+            )],
         ),
         (
             "region missing, secrets present",

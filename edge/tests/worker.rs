@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use harness::*;
 use serde_json::{json, Value};
-use spillway_shared::{decode, derive_id};
+use spillway_shared::{derive_id, open};
 use spillway_support::{run_dir, FaultMode};
 use uuid::Uuid;
 
@@ -39,6 +39,7 @@ fn fifo_queue(s: &Stack, dir: &Path) -> Result<()> {
         ("AWS_ACCESS_KEY_ID", "test".to_owned()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
         ("INGEST_KEYS", format!("web:{KEY_WEB}")),
+        ("ENVELOPE_KEYS", ENVELOPE_KEYS.to_owned()),
     ];
     let (_edge, port) = wrangler_dev(dir, &vars, 200, Spill::Off)?;
     let bearer = format!("Bearer {KEY_WEB}");
@@ -80,7 +81,7 @@ fn fifo_queue(s: &Stack, dir: &Path) -> Result<()> {
         "{:?}",
         m.attributes()
     );
-    let events = decode(m.body().unwrap_or(""))?;
+    let events = open(m.body().unwrap_or(""), &keyring())?;
     ensure!(ids_of(&events) == first.ids(), "{events:?}");
     Ok(())
 }

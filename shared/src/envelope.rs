@@ -1,8 +1,11 @@
-//! The SQS message envelope: `{"v":1,"events":[...]}`.
+//! The SQS message envelope: `{"v":2,"kid":"k1","events":[...],"sig":"..."}`.
 //!
 //! One SQS message carries several events, which keeps the message count (and SQS's per-request
 //! bill) low. The version field comes first so a consumer can refuse a format it does not know
-//! instead of misreading it.
+//! instead of misreading it. Version 2 is sealed: the edge signs the body with a key the
+//! consumer holds ([`crate::seal`]), and the consumer stores only what [`open`] verifies.
+//! Version 1 (`{"v":1,"events":[...]}`, unsigned) is what edges before the seal wrote; [`open`]
+//! refuses it unless the consumer is told to accept it while an upgrade drains.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -10,17 +13,24 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::event::{EdgeInfo, Event};
+use crate::seal::{self, Keyring, SealError, SigningKey, Unsigned, MAX_KID_BYTES, SEAL_SUFFIX_LEN};
 use crate::timestamp;
 
-/// The envelope version this crate writes and reads.
-pub const ENVELOPE_VERSION: u64 = 1;
+/// The envelope version this crate writes: sealed. It also reads version 1 (see [`open`]).
+pub const ENVELOPE_VERSION: u64 = 2;
 
-const PREFIX_TEXT: &str = "{\"v\":1,\"events\":[";
-const SUFFIX_TEXT: &str = "]}";
-pub(crate) const PREFIX: &[u8] = PREFIX_TEXT.as_bytes();
-pub(crate) const SUFFIX: &[u8] = SUFFIX_TEXT.as_bytes();
+const KID_TEXT: &str = "{\"v\":2,\"kid\":\"";
+const EVENTS_TEXT: &str = "\",\"events\":[";
+const EVENTS_END_TEXT: &str = "]";
+/// Bytes around the events of a sealed body, with the longest key id: what the packer budgets,
+/// so a message never outgrows its cap whichever key signs it.
+pub const WRAPPER_MAX: usize =
+    KID_TEXT.len() + MAX_KID_BYTES + EVENTS_TEXT.len() + EVENTS_END_TEXT.len() + SEAL_SUFFIX_LEN;
 
 /// A decoded envelope.
+///
+/// The seal's fields (`kid`, `sig`) are not part of it: [`open`] checks them on the body's own
+/// bytes before the events are read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     pub v: u64,
@@ -35,12 +45,16 @@ pub enum DecodeError {
     InvalidJson(String),
     #[error("body has no numeric `v` field")]
     MissingVersion,
-    #[error("envelope version {0} is not supported (this build reads version {ENVELOPE_VERSION})")]
+    #[error("envelope version {0} is not supported (this build reads versions 1 and {ENVELOPE_VERSION})")]
     UnsupportedVersion(u64),
-    #[error("envelope does not match version {ENVELOPE_VERSION}: {0}")]
+    #[error("envelope does not match its version: {0}")]
     InvalidEnvelope(String),
     #[error("envelope holds no events")]
     Empty,
+    /// The seal does not hold: not written by an edge holding one of the consumer's keys, or
+    /// changed since.
+    #[error("{0}")]
+    Seal(#[from] SealError),
 }
 
 /// Serialises one event as it is embedded in a message body.
@@ -157,14 +171,24 @@ fn write_time(out: &mut String, t: &DateTime<Utc>) -> Result<(), serde_json::Err
     Ok(())
 }
 
-/// Size of a message holding events of the given encoded sizes.
+/// Size of a message holding events of the given encoded sizes, at most (the key id's length
+/// budgeted at its maximum).
 pub(crate) fn message_len(event_lens_sum: usize, count: usize) -> usize {
-    PREFIX.len() + event_lens_sum + count.saturating_sub(1) + SUFFIX.len()
+    WRAPPER_MAX + event_lens_sum + count.saturating_sub(1)
 }
 
-/// Builds a message body from already encoded events (see [`encode_event`]).
-pub fn encode_message<'a>(encoded_events: impl IntoIterator<Item = &'a [u8]>) -> String {
-    write_message(Vec::from(PREFIX), encoded_events)
+/// Builds a sealed message body from already encoded events (see [`encode_event`]), signed
+/// with `key`.
+pub fn encode_message<'a>(
+    encoded_events: impl IntoIterator<Item = &'a [u8]>,
+    key: &SigningKey,
+) -> String {
+    // Every piece is serde_json output, hence UTF-8.
+    let texts: Vec<std::borrow::Cow<'a, str>> = encoded_events
+        .into_iter()
+        .map(String::from_utf8_lossy)
+        .collect();
+    encode_message_sized(texts.iter().map(AsRef::as_ref), 0, key)
 }
 
 /// [`encode_message`] for the packer, which knows the message's size ([`message_len`]) and has
@@ -173,55 +197,83 @@ pub fn encode_message<'a>(encoded_events: impl IntoIterator<Item = &'a [u8]>) ->
 pub(crate) fn encode_message_sized<'a>(
     encoded_events: impl IntoIterator<Item = &'a str>,
     len: usize,
+    key: &SigningKey,
 ) -> String {
     let mut out = String::with_capacity(len);
-    out.push_str(PREFIX_TEXT);
+    out.push_str(KID_TEXT);
+    out.push_str(key.kid());
+    out.push_str(EVENTS_TEXT);
     for (i, e) in encoded_events.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(e);
     }
-    out.push_str(SUFFIX_TEXT);
-    out
+    close_message(out, key)
 }
 
-/// Appends the events and the suffix to `out`, which holds the prefix.
-fn write_message<'a>(
-    mut out: Vec<u8>,
-    encoded_events: impl IntoIterator<Item = &'a [u8]>,
-) -> String {
-    for (i, e) in encoded_events.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(e);
-    }
-    out.extend_from_slice(SUFFIX);
-    // Every piece is serde_json output or ASCII, hence UTF-8.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Ends the events, signs everything so far and appends the signature.
+fn close_message(mut out: String, key: &SigningKey) -> String {
+    out.push_str(EVENTS_END_TEXT);
+    let sig = key.sign(out.as_bytes());
+    out.push_str(seal::SIG_FIELD);
+    out.push_str(&sig);
+    out.push_str("\"}");
+    out
 }
 
 #[derive(Deserialize)]
 struct VersionProbe {
     v: Option<serde_json::Value>,
+    kid: Option<serde_json::Value>,
 }
 
-/// Decodes a message body into its events, refusing versions it does not know.
-pub fn decode(body: &str) -> Result<Vec<Event>, DecodeError> {
+/// The version of a body and its key id, as far as the body says.
+fn probe(body: &str) -> Result<(u64, Option<String>), DecodeError> {
+    // serde reads a struct from an array too; an envelope is an object.
+    if !body.trim_start().starts_with('{') {
+        return Err(DecodeError::InvalidJson("not a JSON object".into()));
+    }
     let probe: VersionProbe =
         serde_json::from_str(body).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
-    match probe.v.as_ref().and_then(serde_json::Value::as_u64) {
+    let v = match probe.v.as_ref().and_then(serde_json::Value::as_u64) {
         None => return Err(DecodeError::MissingVersion),
-        Some(ENVELOPE_VERSION) => {}
+        Some(v @ (1 | ENVELOPE_VERSION)) => v,
         Some(other) => return Err(DecodeError::UnsupportedVersion(other)),
-    }
+    };
+    let kid = match probe.kid {
+        Some(serde_json::Value::String(kid)) => Some(kid),
+        _ => None,
+    };
+    Ok((v, kid))
+}
+
+fn events_of(body: &str) -> Result<Vec<Event>, DecodeError> {
     let envelope: Envelope =
         serde_json::from_str(body).map_err(|e| DecodeError::InvalidEnvelope(e.to_string()))?;
     if envelope.events.is_empty() {
         return Err(DecodeError::Empty);
     }
     Ok(envelope.events)
+}
+
+/// Reads a message body into its events **without checking its seal**, refusing versions it
+/// does not know: for tools that show what a body holds (the dead-letter tool). What is
+/// stored goes through [`open`].
+pub fn decode(body: &str) -> Result<Vec<Event>, DecodeError> {
+    probe(body)?;
+    events_of(body)
+}
+
+/// Reads a message body into its events once its seal verifies under one of `keys`. A version
+/// 1 body (unsigned) is read only where `keys` accepts unsigned bodies.
+pub fn open(body: &str, keys: &Keyring) -> Result<Vec<Event>, DecodeError> {
+    match probe(body)? {
+        (1, _) if keys.unsigned() == Unsigned::Accept => {}
+        (1, _) => return Err(SealError::Unsigned.into()),
+        (_, kid) => seal::verify(body, kid.as_deref(), keys)?,
+    }
+    events_of(body)
 }
 
 #[cfg(test)]
@@ -350,11 +402,39 @@ mod tests {
         }
     }
 
+    use crate::seal::test_key as key;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// A sealed body opens to its events; the same body with any one byte changed never
+        /// opens (to these or any other events).
+        #[test]
+        fn sealed_bodies_open_and_altered_ones_do_not(
+            events in prop::collection::vec(arb_event(), 1..4),
+            at in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let encoded: Vec<Vec<u8>> =
+                events.iter().map(|e| encode_event(e).expect("encodes")).collect();
+            let body = encode_message(encoded.iter().map(Vec::as_slice), &key());
+            let keys = Keyring::new(vec![key()], Unsigned::Refuse);
+            let opened = open(&body, &keys).expect("opens");
+            prop_assert_eq!(opened.len(), events.len());
+            let mut bytes = body.into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            if let Ok(altered) = String::from_utf8(bytes) {
+                prop_assert!(open(&altered, &keys).is_err(), "byte {} changed and still opens", i);
+            }
+        }
+    }
+
     #[test]
     fn unknown_version_is_typed() {
         assert_eq!(
-            decode(r#"{"v":2,"events":[]}"#),
-            Err(DecodeError::UnsupportedVersion(2))
+            decode(r#"{"v":3,"events":[]}"#),
+            Err(DecodeError::UnsupportedVersion(3))
         );
     }
 

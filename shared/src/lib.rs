@@ -1,9 +1,10 @@
 //! The message schema that Spillway's edge and consumer both speak.
 //!
 //! This crate owns the wire format: the event model of the public HTTP API and its validation
-//! rules, the [`Limits`] both sides enforce, how event ids are made, and the versioned SQS
-//! envelope with the packer that fits events into `SendMessageBatch` requests, and the bodies
-//! of the collector protocols (Segment, PostHog) that existing SDKs send.
+//! rules, the [`Limits`] both sides enforce, how event ids are made, the versioned SQS envelope
+//! (sealed with an HMAC that the consumer verifies, [`seal`]) with the packer that fits events
+//! into `SendMessageBatch` requests, and the bodies of the collector protocols (Segment,
+//! PostHog) that existing SDKs send.
 //!
 //! It deliberately does no I/O, reads no clock and draws no random numbers: the current time
 //! and random bytes are arguments, so every rule here is deterministic and tested natively.
@@ -16,10 +17,11 @@ pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod pack;
+pub mod seal;
 pub mod timestamp;
 pub mod url;
 
-pub use envelope::{decode, encode_message, DecodeError, Envelope, ENVELOPE_VERSION};
+pub use envelope::{decode, encode_message, open, DecodeError, Envelope, ENVELOPE_VERSION};
 pub use event::{
     assign_ids, validate_event, validate_events, Code, EdgeInfo, Event, Problem, Source,
     ValidEvent, MAX_TYPE_CHARS,
@@ -31,4 +33,5 @@ pub use pack::{
     encode_events, pack, pack_encoded, BatchEntry, BatchRequest, EncodedEvent, OneRequest,
     PackError,
 };
+pub use seal::{parse_keys, KeyError, Keyring, SealError, SigningKey, Unsigned};
 pub use url::{origin_of, OriginError};

@@ -12,6 +12,7 @@ use crate::envelope::{encode_event_text, encode_message_sized, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
 use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
+use crate::seal::SigningKey;
 
 /// One message of a `SendMessageBatch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,17 +109,29 @@ fn caps(limits: &Limits) -> (usize, usize) {
     )
 }
 
-/// Packs `events` into batch requests within `limits` (and always within SQS's own limits).
-pub fn pack(events: &[Event], limits: &Limits) -> Result<Vec<BatchRequest>, PackError> {
-    Ok(pack_encoded(&encode_events(events, limits)?, limits))
+/// Packs `events` into batch requests within `limits` (and always within SQS's own limits),
+/// each message sealed with `key`.
+pub fn pack(
+    events: &[Event],
+    limits: &Limits,
+    key: &SigningKey,
+) -> Result<Vec<BatchRequest>, PackError> {
+    Ok(pack_encoded(&encode_events(events, limits)?, limits, key))
 }
 
 /// Packs already encoded events (see [`encode_events`], which refuses the ones too large for a
 /// message) into batch requests, by the rules of [`pack`].
-pub fn pack_encoded(encoded: &[EncodedEvent], limits: &Limits) -> Vec<BatchRequest> {
+pub fn pack_encoded(
+    encoded: &[EncodedEvent],
+    limits: &Limits,
+    key: &SigningKey,
+) -> Vec<BatchRequest> {
     let (message_cap, batch_cap) = caps(limits);
     let mut batches: Vec<BatchRequest> = Vec::new();
     let mut current = BatchRequest::default();
+    // The bytes of `current`'s messages as budgeted ([`message_len`], the longest key id), so
+    // that the packer and [`OneRequest`] agree whichever key signs.
+    let mut current_bytes = 0usize;
     let mut message_no = 0usize;
     let mut start = 0usize;
     while start < encoded.len() {
@@ -131,9 +144,11 @@ pub fn pack_encoded(encoded: &[EncodedEvent], limits: &Limits) -> Vec<BatchReque
             sum += encoded[end].text.len();
             end += 1;
         }
+        let budget = message_len(sum, end - start);
         let body = encode_message_sized(
             encoded[start..end].iter().map(|e| e.text.as_str()),
-            message_len(sum, end - start),
+            budget,
+            key,
         );
         let event_ids: Vec<Uuid> = encoded[start..end].iter().map(|e| e.id).collect();
         let entry = BatchEntry {
@@ -145,10 +160,12 @@ pub fn pack_encoded(encoded: &[EncodedEvent], limits: &Limits) -> Vec<BatchReque
         start = end;
 
         if current.entries.len() == SQS_MAX_BATCH_ENTRIES
-            || (!current.entries.is_empty() && current.body_bytes() + entry.body.len() > batch_cap)
+            || (!current.entries.is_empty() && current_bytes + budget > batch_cap)
         {
             batches.push(std::mem::take(&mut current));
+            current_bytes = 0;
         }
+        current_bytes += budget;
         current.entries.push(entry);
     }
     if !current.entries.is_empty() {

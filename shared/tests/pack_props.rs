@@ -4,8 +4,14 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use spillway_shared::limits::{SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
-use spillway_shared::{decode, pack, EdgeInfo, Event, Limits, PackError, RawJson};
+use spillway_shared::{
+    open, pack, EdgeInfo, Event, Keyring, Limits, PackError, RawJson, SigningKey, Unsigned,
+};
 use uuid::Uuid;
+
+fn key() -> SigningKey {
+    SigningKey::new("pack-props", &[b'k'; 32]).expect("key")
+}
 
 fn event(i: u128, data_len: usize, text: &str) -> Event {
     let mut data = Map::new();
@@ -68,7 +74,7 @@ proptest! {
         events in arb_events(),
         limits in arb_limits(),
     ) {
-        let batches = pack(&events, &limits).expect("all events fit");
+        let batches = pack(&events, &limits, &key()).expect("all events fit");
         let mut seen = Vec::new();
         let mut entry_ids = std::collections::HashSet::new();
         for batch in &batches {
@@ -81,7 +87,8 @@ proptest! {
                 let raw_nonchar = entry.body.contains(['\u{FFFE}', '\u{FFFF}']);
                 prop_assert!(!raw_nonchar, "U+FFFE/U+FFFF must be escaped for SQS");
                 prop_assert!(entry_ids.insert(entry.id.clone()), "entry ids unique");
-                let decoded = decode(&entry.body).expect("decodes");
+                let decoded = open(&entry.body, &Keyring::new(vec![key()], Unsigned::Refuse))
+                    .expect("the seal verifies");
                 let ids: Vec<Uuid> = decoded.iter().map(|e| e.id).collect();
                 prop_assert_eq!(&ids, &entry.event_ids);
                 seen.extend(decoded);
@@ -95,13 +102,13 @@ proptest! {
 
     #[test]
     fn packing_is_deterministic(events in arb_events(), limits in arb_limits()) {
-        prop_assert_eq!(pack(&events, &limits), pack(&events, &limits));
+        prop_assert_eq!(pack(&events, &limits, &key()), pack(&events, &limits, &key()));
     }
 }
 
 #[test]
 fn no_events_pack_to_no_requests() {
-    assert_eq!(pack(&[], &Limits::default()), Ok(vec![]));
+    assert_eq!(pack(&[], &Limits::default(), &key()), Ok(vec![]));
 }
 
 #[test]
@@ -114,11 +121,17 @@ fn an_event_that_cannot_fit_in_a_message_is_refused_with_its_index() {
         ..Limits::default()
     };
     let events = vec![event(0, 1_500, "a"), event(1, 2_000, "a")];
-    match pack(&events, &limits) {
+    match pack(&events, &limits, &key()) {
         Err(PackError::EventTooLarge { index, size, max }) => {
             assert_eq!(index, 1);
             assert!(size > max);
-            assert_eq!(max, 2_000 - r#"{"v":1,"events":[]}"#.len());
+            // The envelope around one event, with the longest key id and the signature.
+            let longest = format!(
+                r#"{{"v":2,"kid":"{}","events":[],"sig":"{}"}}"#,
+                "k".repeat(32),
+                "0".repeat(64)
+            );
+            assert_eq!(max, 2_000 - longest.len());
         }
         other => panic!("expected EventTooLarge, got {other:?}"),
     }
@@ -133,7 +146,7 @@ fn ten_entries_per_request_at_most() {
         ..Limits::default()
     };
     let events: Vec<Event> = (0..25).map(|i| event(i, 2_500, "a")).collect();
-    let batches = pack(&events, &limits).expect("fits");
+    let batches = pack(&events, &limits, &key()).expect("fits");
     let sizes: Vec<usize> = batches.iter().map(|b| b.entries.len()).collect();
     assert_eq!(sizes, vec![10, 10, 5]);
     let ids: Vec<&str> = batches
@@ -147,7 +160,7 @@ fn ten_entries_per_request_at_most() {
 #[test]
 fn small_events_share_one_message() {
     let events: Vec<Event> = (0..100).map(|i| event(i, 50, "a")).collect();
-    let batches = pack(&events, &Limits::default()).expect("fits");
+    let batches = pack(&events, &Limits::default(), &key()).expect("fits");
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].entries.len(), 1);
     assert_eq!(batches[0].entries[0].event_ids.len(), 100);
@@ -156,12 +169,12 @@ fn small_events_share_one_message() {
 #[test]
 fn fifo_dedup_id_is_stable_and_content_specific() {
     let events: Vec<Event> = (0..3).map(|i| event(i, 10, "a")).collect();
-    let a = pack(&events, &Limits::default()).expect("fits");
-    let b = pack(&events[..2], &Limits::default()).expect("fits");
+    let a = pack(&events, &Limits::default(), &key()).expect("fits");
+    let b = pack(&events[..2], &Limits::default(), &key()).expect("fits");
     let da = &a[0].entries[0].dedup_id();
     assert_eq!(
         da,
-        &pack(&events, &Limits::default()).expect("fits")[0].entries[0].dedup_id()
+        &pack(&events, &Limits::default(), &key()).expect("fits")[0].entries[0].dedup_id()
     );
     assert_ne!(da, &b[0].entries[0].dedup_id());
     assert!(da.len() <= 128, "SQS allows 128 characters");
@@ -192,15 +205,15 @@ proptest! {
             ..Limits::default()
         };
         // Only events the packer can hold at all (encode_events refuses the others).
-        let cap = (message_kib * 1024).min(SQS_MAX_MESSAGE_BYTES) - 20;
+        let cap = (message_kib * 1024).min(SQS_MAX_MESSAGE_BYTES) - 140;
         let lens: Vec<usize> = lens.into_iter().map(|l| l.min(cap)).collect();
         let mut one = spillway_shared::OneRequest::new(&limits);
         let taken = lens.iter().take_while(|&&len| one.add(len)).count();
         prop_assert!(taken >= 1, "the first event always fits");
-        let packed = spillway_shared::pack_encoded(&encoded(&lens[..taken]), &limits);
+        let packed = spillway_shared::pack_encoded(&encoded(&lens[..taken]), &limits, &key());
         prop_assert_eq!(packed.len(), 1);
         if taken < lens.len() {
-            let more = spillway_shared::pack_encoded(&encoded(&lens[..=taken]), &limits);
+            let more = spillway_shared::pack_encoded(&encoded(&lens[..=taken]), &limits, &key());
             prop_assert_eq!(more.len(), 2, "the refused event needed a second request");
             // Refusing leaves the state as it was: the same event is refused again.
             prop_assert!(!one.add(lens[taken]));

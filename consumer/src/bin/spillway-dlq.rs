@@ -59,8 +59,8 @@ async fn run(args: DlqArgs) -> anyhow::Result<bool> {
             dlq::restore(&client, &args.dlq_url, &messages).await;
             for m in &messages {
                 match args.command {
-                    Command::Peek => say!("{}\n", dlq::peek_text(m)),
-                    _ => say!("{}", MessageInfo::of(m).line()),
+                    Command::Peek => say!("{}\n", dlq::peek_text(m, args.keys.as_ref())),
+                    _ => say!("{}", MessageInfo::of(m, args.keys.as_ref()).line()),
                 }
             }
             let more = if messages.len() == args.max {
@@ -72,7 +72,7 @@ async fn run(args: DlqArgs) -> anyhow::Result<bool> {
                 "{} message{} in {}{more}",
                 messages.len(),
                 if messages.len() == 1 { "" } else { "s" },
-                args.dlq_url
+                dlq::printable(&args.dlq_url)
             );
             Ok(true)
         }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use aws_config::BehaviorVersion;
 use spillway_consumer::config::ConsumerConfig;
 use spillway_consumer::handler::{Deps, SystemClock};
+use spillway_consumer::keys::keyring_from_env;
 use spillway_consumer::pg::PgStore;
 use spillway_consumer::telemetry;
 use spillway_consumer::tools::poller::{self, PollerConfig};
@@ -19,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init();
     let consumer = ConsumerConfig::from_env().context("invalid consumer configuration")?;
     let config = PollerConfig::from_env().context("invalid poller configuration")?;
+    let keys = keyring_from_env(&|k| std::env::var(k).ok()).context("invalid envelope keys")?;
 
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(&config.endpoint)
@@ -38,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
             clock: SystemClock,
             metrics_namespace: consumer.metrics_namespace.clone(),
             metrics_service: consumer.metrics_service.clone(),
+            keys: keys.clone(),
         });
     }
 

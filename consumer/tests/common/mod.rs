@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use spillway_consumer::config::DbConfig;
 use spillway_consumer::handler::{Deps, Outcome, SystemClock};
+use spillway_consumer::keys::testing::{test_key, test_keyring};
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
 use spillway_shared::{pack, Event, Limits};
@@ -77,6 +78,7 @@ pub fn deps_with_timeout(url: &str, statement_timeout_ms: u64) -> Deps<PgStore> 
         clock: SystemClock,
         metrics_namespace: "SpillwayTest".into(),
         metrics_service: "spillway-consumer".into(),
+        keys: test_keyring(),
     }
 }
 
@@ -122,7 +124,7 @@ pub fn nul_event(n: u128) -> Event {
 
 /// One message body carrying `events` (the packer must put them in one message).
 pub fn body(events: &[Event]) -> String {
-    let batches = pack(events, &Limits::default()).expect("pack");
+    let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
     assert_eq!(batches.len(), 1);
     assert_eq!(
         batches[0].entries.len(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 use futures_util::future::select;
-use spillway_shared::{pack_encoded, EncodedEvent, Limits, OneRequest};
+use spillway_shared::{pack_encoded, EncodedEvent, Limits, OneRequest, SigningKey};
 use uuid::Uuid;
 
 use super::{Submission, Verdict};
@@ -34,6 +34,8 @@ pub struct BatcherSettings {
     pub retry: RetryPolicy,
     /// FIFO queues batch each message group on its own.
     pub fifo: bool,
+    /// Seals every message ([`spillway_shared::seal`]).
+    pub envelope_key: SigningKey,
 }
 
 /// Gathers submissions into shared `SendMessageBatch` calls.
@@ -212,7 +214,7 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
                 deadline: Duration::from_millis(remaining),
                 ..self.settings.retry
             };
-            let batches = pack_encoded(&events, &self.settings.limits);
+            let batches = pack_encoded(&events, &self.settings.limits, &self.settings.envelope_key);
             send_all(&self.queue, &self.rt, batches, group, &policy).await
         };
         let unacknowledged: HashSet<Uuid> = report.unacknowledged.iter().copied().collect();

@@ -2,7 +2,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use spillway_shared::{decode, encode_events, EncodedEvent, Event, Limits, RawJson};
+use spillway_shared::{encode_events, open, EncodedEvent, Event, Limits, RawJson};
 use uuid::Uuid;
 
 use super::*;
@@ -23,6 +23,7 @@ fn settings(limits: Limits, fifo: bool) -> BatcherSettings {
             concurrency: 6,
         },
         fifo,
+        envelope_key: crate::testkit::envelope_key(),
     }
 }
 
@@ -60,7 +61,9 @@ fn ids(s: &Submission) -> Vec<Uuid> {
 fn two_per_message() -> Limits {
     let one = events(0, 1)[0].text.len();
     Limits {
-        max_message_bytes: 2 * one + 40,
+        // Two events, their comma and the sealed envelope around them, with room to spare
+        // but not for a third.
+        max_message_bytes: 2 * one + 1 + spillway_shared::envelope::WRAPPER_MAX + 20,
         ..Limits::default()
     }
 }
@@ -85,7 +88,7 @@ async fn concurrent_requests_share_one_call_and_each_hears_its_own_answer() {
     let mut sent: Vec<Uuid> = q
         .bodies()
         .iter()
-        .flat_map(|b| decode(b).expect("envelope"))
+        .flat_map(|b| open(b, &crate::testkit::envelope_keyring()).expect("sealed envelope"))
         .map(|e| e.id)
         .collect();
     sent.sort();
@@ -111,7 +114,7 @@ async fn a_batch_keeps_every_events_own_key_id() {
         .queue()
         .bodies()
         .iter()
-        .flat_map(|b| decode(b).expect("envelope"))
+        .flat_map(|b| open(b, &crate::testkit::envelope_keyring()).expect("sealed envelope"))
         .collect();
     assert_eq!(events.len(), 8);
     for e in events {

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use spillway_shared::{pack_encoded, EncodedEvent, Limits};
+use spillway_shared::{pack_encoded, EncodedEvent, Limits, SigningKey};
 use uuid::Uuid;
 
 use super::pack::decode_spill;
@@ -56,6 +56,7 @@ pub async fn replay<Q: QueueSender, R: Runtime>(
     rt: &R,
     messages: &[Option<String>],
     limits: &Limits,
+    key: &SigningKey,
     policy: &RetryPolicy,
 ) -> (Vec<Disposition>, ReplayReport) {
     let mut report = ReplayReport {
@@ -102,7 +103,7 @@ pub async fn replay<Q: QueueSender, R: Runtime>(
             unacknowledged.extend(events.iter().map(|e| e.id));
             continue;
         }
-        let sent = send_all(queue, rt, pack_encoded(events, limits), key_id, policy).await;
+        let sent = send_all(queue, rt, pack_encoded(events, limits, key), key_id, policy).await;
         report.sqs_calls += sent.calls;
         report.sqs_retries += sent.retries;
         if sent.last_error.is_some() {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::*;
 use crate::config::RetryPolicy;
 use crate::ports::Runtime;
-use crate::testkit::{FakeQueue, FakeRuntime, Reply};
+use crate::testkit::{envelope_key, FakeQueue, FakeRuntime, Reply};
 
 fn settings() -> BreakerSettings {
     BreakerSettings {
@@ -256,7 +256,15 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
         message("app", &app),
         message("web", &more),
     ];
-    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let (dispositions, report) = replay(
+        &q,
+        &rt,
+        &messages,
+        &Limits::default(),
+        &envelope_key(),
+        &policy(),
+    )
+    .await;
     assert_eq!(dispositions, vec![Disposition::Ack; 3]);
     assert_eq!((report.messages, report.events, report.replayed), (3, 6, 6));
     assert_eq!((report.retried, report.unreadable), (0, 0));
@@ -282,7 +290,15 @@ async fn replay_retries_only_the_messages_sqs_did_not_take() {
     let web = vec![event(0, 100)];
     let app = vec![event(1, 100)];
     let messages = [message("web", &web), message("app", &app)];
-    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let (dispositions, report) = replay(
+        &q,
+        &rt,
+        &messages,
+        &Limits::default(),
+        &envelope_key(),
+        &policy(),
+    )
+    .await;
     assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Ack]);
     assert_eq!((report.replayed, report.retried), (1, 1));
     assert_eq!(q.calls().len(), 2, "one call per key id");
@@ -297,7 +313,15 @@ async fn a_replay_that_times_out_leaves_the_other_key_ids_for_later() {
     let web = vec![event(0, 100)];
     let app = vec![event(1, 100)];
     let messages = [message("web", &web), message("app", &app)];
-    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let (dispositions, report) = replay(
+        &q,
+        &rt,
+        &messages,
+        &Limits::default(),
+        &envelope_key(),
+        &policy(),
+    )
+    .await;
     assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Retry]);
     assert_eq!((report.replayed, report.retried), (0, 2));
     assert_eq!(q.calls().len(), 1, "only the first key id waited for SQS");
@@ -314,7 +338,15 @@ async fn unreadable_messages_are_retried_never_dropped() {
     let q = FakeQueue::new(vec![]);
     let good = vec![event(0, 100)];
     let messages = [None, Some("garbage".to_owned()), message("web", &good)];
-    let (dispositions, report) = replay(&q, &rt, &messages, &Limits::default(), &policy()).await;
+    let (dispositions, report) = replay(
+        &q,
+        &rt,
+        &messages,
+        &Limits::default(),
+        &envelope_key(),
+        &policy(),
+    )
+    .await;
     assert_eq!(
         dispositions,
         vec![Disposition::Retry, Disposition::Retry, Disposition::Ack]

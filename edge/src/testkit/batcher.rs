@@ -41,6 +41,7 @@ impl LocalBatcher {
             limits: config.limits,
             retry: config.retry,
             fifo: config.queue.is_fifo(),
+            envelope_key: config.envelope_key.clone(),
         };
         Self {
             batcher: Batcher::new(queue, FakeRuntime::new(), settings),

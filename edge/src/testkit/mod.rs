@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use spillway_shared::{BatchEntry, BatchRequest};
+use spillway_shared::{BatchEntry, BatchRequest, Keyring, SigningKey, Unsigned};
 use uuid::Uuid;
 
 use crate::ports::{BatchOutcome, QueueSender, RateLimit, RateLimitError, Runtime, SendError};
@@ -238,6 +238,22 @@ impl RateLimit for FakeLimiter {
         self.budget.set(b - 1);
         Ok(true)
     }
+}
+
+/// `ENVELOPE_KEYS` of the native tests: a test secret, never a deployment's.
+pub const ENVELOPE_KEYS: &str = "edge-test:edge-test-envelope-secret-0123456789abcdef";
+
+/// The key [`ENVELOPE_KEYS`] seals with.
+pub fn envelope_key() -> SigningKey {
+    spillway_shared::parse_keys(ENVELOPE_KEYS)
+        .ok()
+        .and_then(|keys| keys.into_iter().next())
+        .unwrap_or_else(|| unreachable!("ENVELOPE_KEYS is valid"))
+}
+
+/// What the consumer would verify the edge's messages with.
+pub fn envelope_keyring() -> Keyring {
+    Keyring::new(vec![envelope_key()], Unsigned::Refuse)
 }
 
 /// Batches with the given entry counts; every entry holds one distinct event id.

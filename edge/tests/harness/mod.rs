@@ -11,13 +11,23 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
-use spillway_shared::{decode, Event};
+use spillway_shared::{open, parse_keys, Event, Keyring, Unsigned};
 use spillway_support::{free_port, http_get, repo_root, FaultProxy, Moto, Service};
 use uuid::Uuid;
+
+/// What a consumer holding [`ENVELOPE_KEYS`] verifies the workers' messages with.
+pub fn keyring() -> Keyring {
+    Keyring::new(
+        parse_keys(ENVELOPE_KEYS).unwrap_or_else(|e| panic!("ENVELOPE_KEYS: {e}")),
+        Unsigned::Refuse,
+    )
+}
 
 pub const KEY_WEB: &str = "it-web-key-0123456789abcdef";
 pub const KEY_BURST: &str = "it-burst-key-0123456789abcdef";
 pub const ORIGIN: &str = "https://app.example.com";
+/// The workers' `ENVELOPE_KEYS`: a test secret.
+pub const ENVELOPE_KEYS: &str = "it-1:edge-it-envelope-secret-0123456789abcdef";
 pub const DEADLINE_MS: u64 = 2_500;
 pub const BATCH_WINDOW_MS: u64 = 100;
 /// The local rate limit of key `burst` (and of every key): requests per minute.
@@ -149,6 +159,7 @@ impl Stack {
             ("AWS_ACCESS_KEY_ID", "test".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
             ("INGEST_KEYS", format!("web:{KEY_WEB},burst:{KEY_BURST}")),
+            ("ENVELOPE_KEYS", ENVELOPE_KEYS.to_owned()),
             ("ALLOWED_ORIGINS", ORIGIN.to_owned()),
             ("SQS_DEADLINE_MS", DEADLINE_MS.to_string()),
             ("SQS_RETRY_BASE_MS", "50".to_owned()),
@@ -207,7 +218,10 @@ impl Stack {
             )?;
             for m in out.messages() {
                 let body = m.body().ok_or_else(|| anyhow!("message without body"))?;
-                seen.extend(decode(body).map_err(|e| anyhow!("not an envelope: {e}: {body}"))?);
+                seen.extend(
+                    open(body, &keyring())
+                        .map_err(|e| anyhow!("not a sealed envelope: {e}: {body}"))?,
+                );
                 if let Some(handle) = m.receipt_handle() {
                     self.tokio.block_on(
                         self.sqs

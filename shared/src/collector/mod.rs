@@ -498,6 +498,7 @@ mod envelope_tests {
 
     #[test]
     fn source_travels_only_when_not_spillway() {
+        use crate::seal::test_key;
         let t = DateTime::parse_from_rfc3339("2026-11-28T08:00:00Z")
             .expect("time")
             .with_timezone(&Utc);
@@ -511,13 +512,23 @@ mod envelope_tests {
             source: Source::Segment,
             data: RawJson::from_json(r#"{"type":"track"}"#).expect("json"),
         };
-        let body = &pack(std::slice::from_ref(&event), &Limits::default()).expect("pack")[0]
+        let body = &pack(
+            std::slice::from_ref(&event),
+            &Limits::default(),
+            &test_key(),
+        )
+        .expect("pack")[0]
             .entries[0]
             .body;
         assert!(body.contains(r#""source":"segment""#), "{body}");
         assert_eq!(decode(body).expect("decodes"), vec![event.clone()]);
         event.source = Source::Spillway;
-        let body = &pack(std::slice::from_ref(&event), &Limits::default()).expect("pack")[0]
+        let body = &pack(
+            std::slice::from_ref(&event),
+            &Limits::default(),
+            &test_key(),
+        )
+        .expect("pack")[0]
             .entries[0]
             .body;
         assert!(!body.contains("source"), "{body}");

@@ -18,6 +18,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::json;
 use spillway_consumer::config::DbConfig;
 use spillway_consumer::handler::{handle, Deps, SystemClock};
+use spillway_consumer::keys::testing::{test_key, test_keyring};
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
 use spillway_edge::body::Format;
@@ -301,6 +302,7 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
         clock: SystemClock,
         metrics_namespace: "SpillwayInvariant".into(),
         metrics_service: "spillway-consumer".into(),
+        keys: test_keyring(),
     };
     let client = rt.block_on(async {
         let mut client = deps.store.open().await.expect("connect");
@@ -334,8 +336,14 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
             counter = counter.wrapping_add(1);
             [counter; 10]
         };
-        let Ok(prepared) = prepare(body.as_bytes(), req.format, &limits, &stamp, &mut random)
-        else {
+        let Ok(prepared) = prepare(
+            body.as_bytes(),
+            req.format,
+            &limits,
+            &test_key(),
+            &stamp,
+            &mut random,
+        ) else {
             return Ok(()); // refused: nothing was promised
         };
         accepted_requests.set(accepted_requests.get() + 1);

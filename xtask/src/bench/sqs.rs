@@ -41,6 +41,9 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
         .context("the sample's receive time")?;
     // Enough events that every request size sees the whole 512..2048 size cycle many times.
     const SAMPLE: usize = 2_000;
+    // Sealed as the edge seals, with a key id of the longest length a deployment may use.
+    let key = spillway_shared::SigningKey::new(&"k".repeat(32), &[b's'; 32])
+        .map_err(|e| anyhow!("the bench's envelope key: {e}"))?;
     let mut out = Vec::new();
     for n in [1usize, 10, 100] {
         let mut client_bytes = 0usize;
@@ -71,7 +74,7 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
                     })
                 })
                 .collect::<Result<Vec<Event>>>()?;
-            let batches = spillway_shared::pack::pack(&events, &limits)
+            let batches = spillway_shared::pack::pack(&events, &limits, &key)
                 .map_err(|e| anyhow!("the packer refused {n}-event request {}: {e:?}", i / n))?;
             for b in &batches {
                 send_billed += chunks(b.body_bytes());

@@ -3,7 +3,10 @@
 
 use thiserror::Error;
 
+use spillway_shared::Keyring;
+
 use crate::config::origin_of;
+use crate::keys::keyring_from_env;
 
 pub const USAGE: &str = "\
 usage: spillway-dlq <list|peek|redrive> [options]
@@ -21,7 +24,10 @@ options:
   -h, --help        this text
 
 environment: SQS_ENDPOINT (default: the origin of the DLQ URL), AWS_REGION and the AWS
-default credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...).
+default credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...);
+ENVELOPE_KEYS (the consumer's kid:secret pairs), when set, checks each body's seal, so a
+message not sent by the edge, or altered, is named as such.
+Bodies are printed with control characters escaped (\u{1b}), never raw.
 Looking at messages never deletes them; it counts as a receive of the DLQ's copy.";
 
 /// What to do.
@@ -44,6 +50,9 @@ pub struct DlqArgs {
     pub endpoint: String,
     /// How many messages at most.
     pub max: usize,
+    /// `ENVELOPE_KEYS`, when set: each dead letter's seal is checked, so a forged or altered
+    /// message is named as such.
+    pub keys: Option<Keyring>,
 }
 
 /// What the command line asked for.
@@ -76,6 +85,8 @@ pub enum UsageError {
     SameQueue,
     #[error("{0}: FIFO queues are not supported")]
     Fifo(String),
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// Parses the arguments after the program name; flags win over the environment.
@@ -167,11 +178,16 @@ pub fn parse_args(
         Command::Peek => 10,
         Command::Redrive { .. } => usize::MAX,
     });
+    let keys = match set("ENVELOPE_KEYS") {
+        None => None,
+        Some(_) => Some(keyring_from_env(lookup).map_err(|e| UsageError::Keys(e.to_string()))?),
+    };
     Ok(Parsed::Run(DlqArgs {
         command,
         dlq_url,
         queue_url,
         endpoint,
         max,
+        keys,
     }))
 }

@@ -24,7 +24,7 @@ pub mod sqs;
 
 pub use args::{parse_args, Command, DlqArgs, Parsed, UsageError, USAGE};
 pub use plan::{plan_redrive, split_new, RedriveReport, Sent};
-pub use report::{peek_text, MessageInfo, Reason};
+pub use report::{peek_text, printable, MessageInfo, Reason};
 pub use sqs::{redrive, restore, scan, SqsError, SCAN_VISIBILITY};
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! What the tool prints about a dead letter: one line for `list`, the whole body for `peek`,
 //! and why it failed where the body tells.
+//!
+//! Bodies are anyone's text (whoever could send to the queue): everything printed goes
+//! through [`printable`], so no control character of a body reaches the terminal.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use chrono::{DateTime, SecondsFormat};
-use spillway_shared::{decode, DecodeError};
+use spillway_shared::{decode, open, DecodeError, Keyring, SealError};
 use uuid::Uuid;
 
 /// Event ids shown on a report line; `peek` shows them all.
@@ -16,18 +20,28 @@ const IDS_ON_A_LINE: usize = 3;
 pub enum Reason {
     /// The body is not a Spillway envelope this build reads: it fails on every delivery.
     Undecodable(DecodeError),
-    /// The body decodes, so it failed later: PostgreSQL refused it, or every delivery met a
-    /// database that was down until `maxReceiveCount` ran out. The consumer's log line for
-    /// its message id tells which.
-    Decodes { ids: Vec<Uuid> },
+    /// The body is an envelope, but its seal does not verify under the keys given: not sent
+    /// by the edge, altered, or sealed with a key the consumer does not hold. Never stored.
+    Unverified(SealError),
+    /// The body decodes (and its seal verifies, where `checked`), so it failed later:
+    /// PostgreSQL refused it, or every delivery met a database that was down until
+    /// `maxReceiveCount` ran out. The consumer's log line for its message id tells which.
+    Decodes { ids: Vec<Uuid>, checked: bool },
 }
 
 impl Reason {
-    pub fn of(body: &str) -> Self {
-        match decode(body) {
+    /// Why `body` failed, checking its seal where `keys` are given (`ENVELOPE_KEYS`).
+    pub fn of(body: &str, keys: Option<&Keyring>) -> Self {
+        let decoded = match keys {
+            Some(keys) => open(body, keys),
+            None => decode(body),
+        };
+        match decoded {
             Ok(events) => Reason::Decodes {
                 ids: events.iter().map(|e| e.id).collect(),
+                checked: keys.is_some(),
             },
+            Err(DecodeError::Seal(e)) => Reason::Unverified(e),
             Err(e) => Reason::Undecodable(e),
         }
     }
@@ -37,10 +51,16 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Undecodable(e) => write!(f, "undecodable: {e}"),
-            Reason::Decodes { ids } => {
+            Reason::Unverified(e) => write!(f, "unverified, never stored: {e}"),
+            Reason::Decodes { ids, checked } => {
+                let how = if *checked {
+                    "decodes fine, seal verified"
+                } else {
+                    "decodes fine, seal not checked (set ENVELOPE_KEYS to check it)"
+                };
                 write!(
                     f,
-                    "decodes fine (failed in the database or was retried out): {} event{}: ",
+                    "{how} (failed in the database or was retried out): {} event{}: ",
                     ids.len(),
                     if ids.len() == 1 { "" } else { "s" }
                 )?;
@@ -75,7 +95,7 @@ pub struct MessageInfo {
 }
 
 impl MessageInfo {
-    pub fn of(msg: &Message) -> Self {
+    pub fn of(msg: &Message, keys: Option<&Keyring>) -> Self {
         let attr = |name: MessageSystemAttributeName| {
             msg.attributes()
                 .and_then(|a| a.get(&name))
@@ -89,16 +109,16 @@ impl MessageInfo {
             sent_ms: attr(MessageSystemAttributeName::SentTimestamp),
             first_receive_ms: attr(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
             body_bytes: body.len(),
-            reason: Reason::of(body),
+            reason: Reason::of(body, keys),
         }
     }
 
-    /// One line: id, receives, sent, first receive, size, reason.
+    /// One line: id, receives, sent, first receive, size, reason; printable as it is.
     pub fn line(&self) -> String {
         let count = self
             .receive_count
             .map_or_else(|| "?".to_owned(), |n| n.to_string());
-        format!(
+        let line = format!(
             "{}  receives {}  sent {}  first received {}  {} bytes  {}",
             self.message_id,
             count,
@@ -106,7 +126,8 @@ impl MessageInfo {
             time(self.first_receive_ms),
             self.body_bytes,
             self.reason
-        )
+        );
+        printable(&line).into_owned()
     }
 }
 
@@ -118,11 +139,12 @@ fn time(ms: Option<i64>) -> String {
     )
 }
 
-/// What `peek` prints for one message: its line, every event id, and the body.
-pub fn peek_text(msg: &Message) -> String {
-    let info = MessageInfo::of(msg);
+/// What `peek` prints for one message: its line, every event id, and the body, escaped
+/// ([`printable`]).
+pub fn peek_text(msg: &Message, keys: Option<&Keyring>) -> String {
+    let info = MessageInfo::of(msg, keys);
     let mut out = info.line();
-    if let Reason::Decodes { ids } = &info.reason {
+    if let Reason::Decodes { ids, .. } = &info.reason {
         out.push_str("\n  event ids:");
         for id in ids {
             out.push_str("\n    ");
@@ -130,6 +152,35 @@ pub fn peek_text(msg: &Message) -> String {
         }
     }
     out.push_str("\n  body: ");
-    out.push_str(msg.body().unwrap_or_default());
+    out.push_str(&printable(msg.body().unwrap_or_default()));
     out
+}
+
+/// `text` with every character a terminal could act on written as an escape instead: the C0
+/// and C1 controls and DEL (`ESC` clears screens, sets titles, and worse), and the invisible
+/// characters that reorder or hide text (bidirectional controls, zero-width characters, line
+/// and paragraph separators). They become `\u{1b}`; everything else stays as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{FEFF}'
+            )
+    }
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::tests::env;
+use crate::keys::testing::{test_key, test_keyring};
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
@@ -138,14 +139,14 @@ fn envelope(ids: &[u128]) -> String {
             data: spillway_shared::RawJson::empty_object(),
         })
         .collect();
-    let batches =
-        spillway_shared::pack(&events, &spillway_shared::Limits::default()).expect("pack");
+    let batches = spillway_shared::pack(&events, &spillway_shared::Limits::default(), &test_key())
+        .expect("pack");
     batches[0].entries[0].body.clone()
 }
 
 #[test]
 fn the_report_line_names_the_reason() {
-    let poison = MessageInfo::of(&message("m-1", "this is not JSON"));
+    let poison = MessageInfo::of(&message("m-1", "this is not JSON"), Some(&test_keyring()));
     assert!(matches!(
         poison.reason,
         Reason::Undecodable(DecodeError::InvalidJson(_))
@@ -159,30 +160,34 @@ fn the_report_line_names_the_reason() {
         "{line}"
     );
 
-    let version = MessageInfo::of(&message("m-2", r#"{"v":2,"events":[]}"#));
+    let version = MessageInfo::of(&message("m-2", r#"{"v":3,"events":[]}"#), None);
     assert!(version.line().ends_with(
-        "undecodable: envelope version 2 is not supported (this build reads version 1)"
+        "undecodable: envelope version 3 is not supported (this build reads versions 1 and 2)"
     ));
 
     let body = envelope(&[1, 2, 3, 4, 5]);
-    let good = MessageInfo::of(&message("m-3", &body));
+    let good = MessageInfo::of(&message("m-3", &body), Some(&test_keyring()));
     assert_eq!(good.body_bytes, body.len());
     assert!(
         good.line().ends_with(
-            "decodes fine (failed in the database or was retried out): 5 events: \
+            "decodes fine, seal verified (failed in the database or was retried out): 5 events: \
              00000000-0000-0000-0000-000000000001, 00000000-0000-0000-0000-000000000002, \
              00000000-0000-0000-0000-000000000003 and 2 more"
         ),
         "{}",
         good.line()
     );
-    let one = MessageInfo::of(&message("m-4", &envelope(&[7])));
+    let one = MessageInfo::of(&message("m-4", &envelope(&[7])), None);
     assert!(one.line().ends_with(
-        "decodes fine (failed in the database or was retried out): 1 event: \
+        "decodes fine, seal not checked (set ENVELOPE_KEYS to check it) \
+         (failed in the database or was retried out): 1 event: \
          00000000-0000-0000-0000-000000000007"
     ));
 
-    let bare = MessageInfo::of(&Message::builder().message_id("m-5").body("{}").build());
+    let bare = MessageInfo::of(
+        &Message::builder().message_id("m-5").body("{}").build(),
+        Some(&test_keyring()),
+    );
     assert!(
         bare.line()
             .starts_with("m-5  receives ?  sent ?  first received ?  2 bytes  undecodable: "),
@@ -194,7 +199,7 @@ fn the_report_line_names_the_reason() {
 #[test]
 fn peek_shows_every_event_id_and_the_body() {
     let body = envelope(&[1, 2, 3, 4]);
-    let text = peek_text(&message("m-1", &body));
+    let text = peek_text(&message("m-1", &body), Some(&test_keyring()));
     for n in 1..=4u128 {
         assert!(
             text.contains(&format!("\n    {}", Uuid::from_u128(n))),
@@ -280,4 +285,54 @@ fn only_plain_attributes_are_sent_again() {
     assert!(kept["trace"].string_list_values.is_none());
     assert_eq!(sendable(Some(&HashMap::new())), None);
     assert_eq!(sendable(None), None);
+}
+
+/// A message on the queue that the edge did not seal, or that was changed after sealing, is
+/// named as such, with the reason.
+#[test]
+fn forged_and_altered_envelopes_are_named_unverified() {
+    let keys = test_keyring();
+    let sealed = envelope(&[1]);
+    let altered = sealed.replacen(r#""key_id":"web""#, r#""key_id":"other-tenant""#, 1);
+    assert_ne!(altered, sealed);
+    let line = MessageInfo::of(&message("m-1", &altered), Some(&keys)).line();
+    assert!(
+        line.ends_with(
+            "unverified, never stored: signature does not verify under key id \"test-1\": \
+             altered, or not sent by the edge"
+        ),
+        "{line}"
+    );
+    let forged = r#"{"v":1,"events":[{"id":"00000000-0000-0000-0000-000000000001","type":"t","received_at":"2020-01-01T00:00:00Z","key_id":"web","data":{}}]}"#;
+    let line = MessageInfo::of(&message("m-2", forged), Some(&keys)).line();
+    assert!(
+        line.contains("unverified, never stored: unsigned envelope (version 1)"),
+        "{line}"
+    );
+}
+
+/// An escape sequence in a body once cleared the screen of whoever peeked at it.
+#[test]
+fn peek_never_prints_control_characters() {
+    let body = "{\"v\":1,\u{1b}[2J\u{1b}]0;owned\u{7}\r\u{9b}31m\u{202e}txt.exe\u{2028}";
+    let text = peek_text(&message("m-1", body), Some(&test_keyring()));
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "a raw control character: {text:?}"
+    );
+    assert!(
+        !text.contains('\u{202e}') && !text.contains('\u{2028}'),
+        "{text:?}"
+    );
+    assert!(
+        text.ends_with(
+            "body: {\"v\":1,\\u{1b}[2J\\u{1b}]0;owned\\u{7}\\u{d}\\u{9b}31m\\u{202e}txt.exe\\u{2028}"
+        ),
+        "{text}"
+    );
+    // The line is escaped too: the reason can quote the body.
+    let info = MessageInfo::of(&message("m-\u{1b}c", body), None);
+    assert!(!info.line().contains('\u{1b}'), "{}", info.line());
+    // Ordinary text, non-ASCII included, is left as it is.
+    assert_eq!(printable("héllo 🦀 \"x\""), "héllo 🦀 \"x\"");
 }
