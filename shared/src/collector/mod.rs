@@ -5,14 +5,15 @@
 //! body (if any) and every message, checked against the protocol's own limits and Spillway's
 //! [`Limits`]. A body with any invalid message yields the problems of all of them and no
 //! messages, so the edge enqueues nothing. What this module never does: HTTP (routes, headers,
-//! compression are the edge's), and it never rewrites a message: the whole message, as the SDK
-//! wrote it, is the event's `data`.
+//! compression are the edge's), and it never rewrites a message beyond taking its key out: the
+//! message as the SDK wrote it, less every member where the protocol carries an ingest key
+//! ([`KeyPlaces`]), is the event's `data`.
 //!
 //! # Mapping
 //! - `type`: the event name for Segment `track` and every PostHog capture, otherwise the
 //!   Segment message type (`identify`, `page`, `screen`, `group`, `alias`).
 //! - `occurred_at`: the message's `timestamp`, under the same window as `/v1/events`.
-//! - `data`: the whole message.
+//! - `data`: the whole message, less its key ([`without_keys`]).
 //! - `source`: the protocol ([`Source`]).
 //! - id: see [`message_id`].
 
@@ -31,7 +32,7 @@ use crate::event::{
     MAX_TIMESTAMP_AHEAD, MAX_TIMESTAMP_BEHIND, MAX_TYPE_CHARS,
 };
 use crate::ids::{IdSource, ID_NAMESPACE};
-use crate::json::{check_storable, RawJson};
+use crate::json::{check_storable, edit_members, JsonIssue, MemberEdit, RawJson};
 use crate::limits::Limits;
 use crate::timestamp;
 
@@ -58,8 +59,11 @@ impl MessageId {
 /// One valid message of a collector request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message<'a> {
-    /// The whole message as sent: the event's `data`.
+    /// The whole message as sent, key included: ids derived from a message's text use this,
+    /// so they are what they were before keys were taken out of `data`.
     pub raw: &'a str,
+    /// What is stored: `raw` less its key ([`without_keys`]); `raw` itself when it holds none.
+    pub data: Cow<'a, str>,
     pub event_type: String,
     pub occurred_at: Option<DateTime<Utc>>,
     pub id: MessageId,
@@ -148,10 +152,73 @@ pub fn into_events(
             key_id: key_id.to_owned(),
             edge: edge.clone(),
             source,
-            // Every message passed `check_storable`, so it is well-formed JSON.
-            data: RawJson::from_json(m.raw).unwrap_or_default(),
+            // Every message passed `check_storable`, and taking members out keeps it JSON.
+            data: RawJson::from_json(&m.data).unwrap_or_default(),
         })
         .collect()
+}
+
+/// Where a protocol's messages carry an ingest key, by member name: in the message itself, and
+/// in an object one level down (PostHog's `properties.token`). Matched against keys as decoded
+/// (`"tok\u0065n"` is `token`), whatever the value's type: these names hold the key in the
+/// protocol, so nothing else of the client's is lost.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPlaces {
+    pub top: &'static [&'static str],
+    pub nested: &'static [(&'static str, &'static [&'static str])],
+}
+
+impl KeyPlaces {
+    /// Whether `raw` may hold one of these members. Without a `\u` escape, a key is spelled
+    /// as it decodes, so a message in which no name appears holds none of them; this spares
+    /// almost every message a second scan.
+    fn may_hold(&self, raw: &str) -> bool {
+        raw.contains("\\u")
+            || self.top.iter().any(|n| raw.contains(n))
+            || self
+                .nested
+                .iter()
+                .any(|(_, names)| names.iter().any(|n| raw.contains(n)))
+    }
+}
+
+/// A message (a JSON object [`check_storable`] accepted) less every member where `places` says
+/// an ingest key sits; every other byte as written ([`edit_members`]). A nested place is edited
+/// only when its member is an object.
+pub fn without_keys<'a>(raw: &'a str, places: &KeyPlaces) -> Result<Cow<'a, str>, JsonIssue> {
+    if !places.may_hold(raw) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    // The first problem inside a nested object, kept to be returned after the outer edit.
+    let mut inner_issue = None;
+    let out = edit_members(raw, |name, value| {
+        if places.top.contains(&name) {
+            return MemberEdit::Drop;
+        }
+        let Some((_, names)) = places.nested.iter().find(|(n, _)| *n == name) else {
+            return MemberEdit::Keep;
+        };
+        if !value.starts_with('{') {
+            return MemberEdit::Keep;
+        }
+        match edit_members(value, |n, _| {
+            if names.contains(&n) {
+                MemberEdit::Drop
+            } else {
+                MemberEdit::Keep
+            }
+        }) {
+            Ok(v) => MemberEdit::Replace(v),
+            Err(e) => {
+                inner_issue.get_or_insert(e);
+                MemberEdit::Keep
+            }
+        }
+    })?;
+    match inner_issue {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// A message's top-level fields, each as written.
@@ -210,13 +277,15 @@ pub(crate) struct Kind {
 }
 
 /// Checks one message, common to every protocol: size, shape, what PostgreSQL can store,
-/// timestamp and id; `kind` reads the protocol's own fields (and names their problems).
+/// timestamp and id, and takes its key out of what is stored (`keys`); `kind` reads the
+/// protocol's own fields (and names their problems).
 pub(crate) fn check_message<'a>(
     raw: &'a str,
     index: usize,
     max_bytes: usize,
     limits: &Limits,
     now: DateTime<Utc>,
+    keys: &KeyPlaces,
     kind: impl FnOnce(&Fields<'a>) -> Result<Kind, (String, String)>,
 ) -> Result<Message<'a>, Vec<Problem>> {
     if raw.len() > max_bytes {
@@ -243,6 +312,11 @@ pub(crate) fn check_message<'a>(
         let (code, message) = describe(issue, limits);
         return Err(vec![Problem::at(code, index, None, message)]);
     }
+    // Refused rather than stored with its key, should the text ever not read as it did above.
+    let data = without_keys(raw, keys).map_err(|issue| {
+        let (code, message) = describe(issue, limits);
+        vec![Problem::at(code, index, None, message)]
+    })?;
     let mut problems = Vec::new();
     let kind = match kind(&fields) {
         Ok(k) => Some(k),
@@ -303,6 +377,7 @@ pub(crate) fn check_message<'a>(
     match kind {
         Some(kind) if problems.is_empty() => Ok(Message {
             raw,
+            data,
             event_type: kind.event_type,
             occurred_at,
             id,
@@ -431,6 +506,7 @@ mod tests {
         let raw = r#"{"type":"track"}"#;
         let msg = |id| Message {
             raw,
+            data: Cow::Borrowed(raw),
             event_type: "x".into(),
             occurred_at: None,
             id,
