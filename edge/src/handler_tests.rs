@@ -992,7 +992,8 @@ mod any_input {
 // ---------------------------------------------------------------- the bad-input matrix
 
 /// Every row: what is sent, and the status and code that must come back. No error row may
-/// enqueue anything; the rows just under a limit must be accepted.
+/// enqueue anything; the rows just under a limit must be accepted. Every row is sent with
+/// `Authorization: Bearer` and the web key, to `/v1/events` unless it names another path.
 mod bad_input_matrix {
     use super::*;
 
@@ -1009,6 +1010,9 @@ mod bad_input_matrix {
 
     struct Row {
         name: &'static str,
+        /// Path and query (`/v1/events`; the collector routes answer `200` where it answers
+        /// `202`).
+        path: String,
         limits: &'static [(&'static str, &'static str)],
         content_type: &'static str,
         encoding: Option<&'static str>,
@@ -1021,11 +1025,14 @@ mod bad_input_matrix {
         unreadable: &'static [&'static str],
         status: u16,
         code: &'static str,
+        /// Text no queued message may hold (an ingest key that must not be stored).
+        never_queued: Option<&'static str>,
     }
 
     fn row(name: &'static str, body: impl Into<Vec<u8>>, status: u16, code: &'static str) -> Row {
         Row {
             name,
+            path: "/v1/events".to_owned(),
             limits: LIMITS,
             content_type: "application/json",
             encoding: None,
@@ -1035,6 +1042,15 @@ mod bad_input_matrix {
             unreadable: &[],
             status,
             code,
+            never_queued: None,
+        }
+    }
+
+    /// A row for another route (collector bodies are sent as `application/json`).
+    fn at(path: &str, r: Row) -> Row {
+        Row {
+            path: path.to_owned(),
+            ..r
         }
     }
 
@@ -1390,6 +1406,146 @@ mod bad_input_matrix {
                     "",
                 )
             },
+            // Issue 25: keys, Idempotency-Key and Segment's type, on every route.
+            Row {
+                headers: vec![("x-api-key", "not-a-key-0123456789".into())],
+                ..row(
+                    "Bearer and another X-Api-Key",
+                    plain.clone(),
+                    401,
+                    "conflicting_keys",
+                )
+            },
+            Row {
+                path: "/v1/events?key=not-a-key&key=other".into(),
+                ..row(
+                    "Bearer and two ?key=",
+                    plain.clone(),
+                    401,
+                    "conflicting_keys",
+                )
+            },
+            Row {
+                headers: vec![("x-api-key", KEY_WEB.into())],
+                path: format!("/v1/events?key={KEY_WEB}"),
+                ..row("the same key in every form", plain.clone(), 202, "")
+            },
+            Row {
+                headers: vec![("x-api-key", KEY_APP.into())],
+                ..at(
+                    "/v1/track",
+                    row(
+                        "Segment: Bearer and another X-Api-Key",
+                        r#"{"userId":"u","event":"e"}"#,
+                        401,
+                        "conflicting_keys",
+                    ),
+                )
+            },
+            at(
+                "/v1/track",
+                row(
+                    "Segment: Bearer and another writeKey",
+                    r#"{"userId":"u","event":"e","writeKey":"not-a-key"}"#,
+                    401,
+                    "conflicting_keys",
+                ),
+            ),
+            at(
+                "/batch/",
+                row(
+                    "PostHog: Bearer and another api_key",
+                    r#"{"api_key":"not-a-key","batch":[{"event":"e","distinct_id":"d"}]}"#,
+                    401,
+                    "conflicting_keys",
+                ),
+            ),
+            Row {
+                headers: vec![("idempotency-key", "a b".into())],
+                ..row(
+                    "Idempotency-Key with a space",
+                    plain.clone(),
+                    400,
+                    "invalid_idempotency_key",
+                )
+            },
+            at(
+                "/v1/identify",
+                row(
+                    "Segment: type track sent to /v1/identify",
+                    r#"{"userId":"u","type":"track","event":"e"}"#,
+                    400,
+                    "invalid_field",
+                ),
+            ),
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/v1/t",
+                    row(
+                        "Segment: writeKey in a single message is not stored",
+                        format!(r#"{{"userId":"u","event":"e","writeKey":"{KEY_WEB}"}}"#),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/v1/batch",
+                    row(
+                        "Segment: writeKey in a batch's message is not stored",
+                        format!(
+                            r#"{{"batch":[{{"userId":"u","type":"page","writeKey":"{KEY_WEB}"}}]}}"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/e/",
+                    row(
+                        "PostHog: api_key and token at the top level are not stored",
+                        format!(
+                            r#"[{{"event":"e","distinct_id":"d","api_key":"{KEY_WEB}","token":"{KEY_WEB}"}}]"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/batch/",
+                    row(
+                        "PostHog: properties.token in a batch event is not stored",
+                        format!(
+                            r#"{{"batch":[{{"event":"e","distinct_id":"d","properties":{{"token":"{KEY_WEB}"}}}}]}}"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/capture/",
+                    row(
+                        "PostHog: properties.token in a single capture is not stored",
+                        format!(
+                            r#"{{"event":"e","properties":{{"distinct_id":"d","token":"{KEY_WEB}"}}}}"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
         ]
     }
 
@@ -1400,6 +1556,7 @@ mod bad_input_matrix {
             let edge = Edge::with(r.limits);
             let len = r.declared_len.unwrap_or(r.body.len());
             let mut req = post(Vec::new())
+                .uri(format!("https://ingest.example.com{}", r.path))
                 .header(
                     "content-type",
                     http::HeaderValue::from_bytes(&latin1(r.content_type)).expect("header"),
@@ -1420,17 +1577,21 @@ mod bad_input_matrix {
                 req.extensions_mut().insert(UnreadableHeaders(names));
             }
             let a = edge.call(req).await;
-            let code = if a.status() == 202 {
+            let accepted = |status: u16| status == 200 || status == 202;
+            let code = if accepted(a.status()) {
                 String::new()
             } else {
                 a.code()
             };
             let queued = edge.queued().len();
-            let enqueue_ok = if r.status == 202 {
+            let mut enqueue_ok = if accepted(r.status) {
                 queued > 0
             } else {
                 queued == 0
             };
+            if let Some(secret) = r.never_queued {
+                enqueue_ok &= edge.queue.bodies().iter().all(|b| !b.contains(secret));
+            }
             if a.status() != r.status || code != r.code || !enqueue_ok {
                 failures.push(format!(
                     "{}: expected {} {}, got {} {} (queued {queued}): {}",
