@@ -20,7 +20,7 @@ use spillway_shared::{encode_events, IdSource, Limits, Source};
 use crate::body::{encoding_of, format_of, gunzip_capped, Encoding};
 use crate::deliver::deliver;
 use crate::error::EdgeError;
-use crate::gate::{authenticate, presented_key};
+use crate::gate::{authenticate, presented_keys};
 use crate::handler::{edge_info, header, random_ten, rate_limit, Deps};
 use crate::head::{head, read_body};
 use crate::log::RequestLog;
@@ -104,11 +104,15 @@ pub fn basic_user(headers: &HeaderMap) -> Option<String> {
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-/// Every key the request head presents: the forms of `/v1/events`, the Basic user, and for
-/// PostHog `?token=` / `?api_key=`.
+/// Every distinct key the request head presents: the forms of `/v1/events` (each of them), the
+/// Basic user, and for PostHog `?token=` / `?api_key=`.
 pub fn head_keys(headers: &HeaderMap, query: Option<&str>, collector: Collector) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
-    keys.extend(presented_key(headers, query).map(Cow::into_owned));
+    keys.extend(
+        presented_keys(headers, query)
+            .into_iter()
+            .map(Cow::into_owned),
+    );
     keys.extend(basic_user(headers));
     if collector == Collector::Posthog {
         if let Some(q) = query {

@@ -14,7 +14,7 @@ use crate::ports::SendError;
 use crate::test_edge::Edge;
 use crate::testkit::{FakeLimiter, FakeQueue, Reply};
 
-fn post(path: &str, body: impl Into<Vec<u8>>) -> http::request::Builder {
+pub(crate) fn post(path: &str, body: impl Into<Vec<u8>>) -> http::request::Builder {
     let body: Vec<u8> = body.into();
     Request::builder()
         .method(Method::POST)
@@ -22,7 +22,7 @@ fn post(path: &str, body: impl Into<Vec<u8>>) -> http::request::Builder {
         .header("content-length", body.len().to_string())
 }
 
-fn basic(key: &str) -> String {
+pub(crate) fn basic(key: &str) -> String {
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
@@ -30,7 +30,7 @@ fn basic(key: &str) -> String {
 }
 
 /// A request as `@segment/analytics-node` sends it: Basic auth and `writeKey` in the body.
-fn segment(path: &str, body: &str, key: &str) -> Request<Vec<u8>> {
+pub(crate) fn segment(path: &str, body: &str, key: &str) -> Request<Vec<u8>> {
     post(path, body)
         .header("content-type", "application/json")
         .header("authorization", basic(key))
@@ -46,7 +46,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().expect("in memory")
 }
 
-fn segment_batch(sent_at: &str, key: &str) -> String {
+pub(crate) fn segment_batch(sent_at: &str, key: &str) -> String {
     format!(
         r#"{{"batch":[
         {{"userId":"u-1","event":"Order Completed","properties":{{"total":12.5}},"type":"track",
@@ -158,7 +158,40 @@ async fn segment_wrong_missing_or_conflicting_keys_store_nothing() {
     let body = segment_batch("2026-11-28T08:00:00.000Z", KEY_APP);
     edge.call(segment("/v1/batch", &body, KEY_WEB))
         .await
-        .error(400, "conflicting_keys");
+        .error(401, "conflicting_keys");
+    assert!(edge.queue.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn segment_single_call_with_another_type_is_400_naming_type() {
+    let edge = Edge::new();
+    let body = r#"{"userId":"u","type":"track","event":"Signed Up"}"#;
+    for path in ["/v1/identify", "/v1/i"] {
+        let err = edge
+            .call(segment(path, body, KEY_WEB))
+            .await
+            .error(400, "invalid_field");
+        assert_eq!(err["details"][0]["field"], "type", "{path}");
+    }
+    assert!(edge.queue.calls().is_empty());
+    // The path's own type in the body is fine.
+    edge.call(segment(
+        "/v1/identify",
+        r#"{"userId":"u","type":"identify"}"#,
+        KEY_WEB,
+    ))
+    .await
+    .ok();
+    assert_eq!(edge.queued()[0].event_type, "identify");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotency_key_with_a_space_is_400_on_collector_routes() {
+    let edge = Edge::new();
+    let mut req = segment("/v1/track", r#"{"userId":"u","event":"e"}"#, KEY_WEB);
+    req.headers_mut()
+        .insert("idempotency-key", "a b".parse().expect("header"));
+    edge.call(req).await.error(400, "invalid_idempotency_key");
     assert!(edge.queue.calls().is_empty());
 }
 

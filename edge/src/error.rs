@@ -57,7 +57,7 @@ pub enum EdgeError {
     },
     #[error("misconfigured")]
     Misconfigured,
-    /// A collector request names two different keys (head and body, or two messages).
+    /// A request names two different keys (two head forms, head and body, or two messages).
     #[error("two different ingest keys")]
     ConflictingKeys,
     /// A collector body sent with `?compression=base64` is not base64.
@@ -155,7 +155,7 @@ impl EdgeError {
             EdgeError::InvalidIdempotencyKey => (
                 400,
                 "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                "Idempotency-Key must be 1 to 255 visible ASCII characters (no spaces or control characters)".into(),
             ),
             EdgeError::BodyRead(why) => (400, "invalid_body", format!("could not read the body: {why}")),
             EdgeError::Invalid(problems) => {
@@ -195,10 +195,11 @@ impl EdgeError {
                     ),
                 )
             }
+            // 401 as for a wrong key: the request is not authenticated, whichever key is valid.
             EdgeError::ConflictingKeys => (
-                400,
+                401,
                 "conflicting_keys",
-                "the request names two different ingest keys (header, query or body); send one".into(),
+                "the request names two different ingest keys (headers, query or body); send one".into(),
             ),
             EdgeError::InvalidBase64(why) => (400, "invalid_base64", format!("the body is not base64: {why}")),
             EdgeError::Misconfigured => (

@@ -133,35 +133,37 @@ pub fn preflight_headers(path: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The key the client presented: `Authorization: Bearer`, else `X-Api-Key`, else `?key=`.
-pub fn presented_key<'a>(
+/// Every distinct key the client presented in the forms of `/v1/events`: each
+/// `Authorization: Bearer`, each `X-Api-Key` and each `?key=`, in that order, empty ones
+/// skipped. More than one is refused by the caller: taking one by precedence would accept a
+/// request whose other key is wrong, or another tenant's.
+pub fn presented_keys<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
-) -> Option<std::borrow::Cow<'a, str>> {
+) -> Vec<std::borrow::Cow<'a, str>> {
     let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let v = v.trim();
-            let (scheme, rest) = v.split_once(' ')?;
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .filter(|k| !k.is_empty());
-    if let Some(k) = bearer {
-        return Some(k.into());
-    }
+        });
     let header = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    if let Some(k) = header {
-        return Some(k.into());
+        .get_all("x-api-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim);
+    let in_query = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .filter(|(name, _)| name == "key")
+        .map(|(_, v)| v);
+    let mut keys: Vec<std::borrow::Cow<'a, str>> = Vec::new();
+    for k in bearer.chain(header).map(Into::into).chain(in_query) {
+        if !k.is_empty() && !keys.contains(&k) {
+            keys.push(k);
+        }
     }
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(name, _)| name == "key")
-        .map(|(_, v)| v)
-        .filter(|k| !k.is_empty())
+    keys
 }
 
 /// Equality whose running time depends only on `expected`'s length, not on where the inputs
@@ -189,7 +191,8 @@ pub fn authenticate<'k>(
     found.ok_or(EdgeError::InvalidKey)
 }
 
-/// The `Idempotency-Key`, if sent: 1 to 255 visible ASCII characters.
+/// The `Idempotency-Key`, if sent: 1 to 255 visible ASCII characters (`!` to `~`: no space,
+/// as documented). Whitespace around the value is HTTP's, not the key's.
 pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, EdgeError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -198,7 +201,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, EdgeError> {
         .to_str()
         .map_err(|_| EdgeError::InvalidIdempotencyKey)?
         .trim();
-    if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+    if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(EdgeError::InvalidIdempotencyKey);
     }
     Ok(Some(v))
@@ -269,23 +272,36 @@ mod tests {
     }
 
     #[test]
-    fn key_sources_in_priority_order() {
+    fn every_key_source_is_read() {
+        let keys = |h: &HeaderMap, q| -> Vec<String> {
+            presented_keys(h, q)
+                .into_iter()
+                .map(|k| k.into_owned())
+                .collect()
+        };
         let h = headers(&[("authorization", "Bearer  abc "), ("x-api-key", "def")]);
-        assert_eq!(presented_key(&h, Some("key=ghi")).as_deref(), Some("abc"));
+        assert_eq!(keys(&h, Some("key=ghi")), ["abc", "def", "ghi"]);
         let h = headers(&[("authorization", "bearer abc")]);
-        assert_eq!(presented_key(&h, None).as_deref(), Some("abc"));
+        assert_eq!(keys(&h, None), ["abc"]);
+        // Basic is not a form of /v1/events (the collector routes read it themselves).
         let h = headers(&[
             ("authorization", "Basic Zm9vOmJhcg=="),
             ("x-api-key", "def"),
         ]);
-        assert_eq!(presented_key(&h, None).as_deref(), Some("def"));
+        assert_eq!(keys(&h, None), ["def"]);
         let h = HeaderMap::new();
-        assert_eq!(
-            presented_key(&h, Some("a=1&key=g%2Bh%20i")).as_deref(),
-            Some("g+h i")
-        );
-        assert_eq!(presented_key(&h, Some("key=")), None);
-        assert_eq!(presented_key(&h, None), None);
+        assert_eq!(keys(&h, Some("a=1&key=g%2Bh%20i")), ["g+h i"]);
+        assert!(keys(&h, Some("key=")).is_empty());
+        assert!(keys(&h, None).is_empty());
+        // The same key in several places is one key; repeated `?key=` are all read.
+        let h = headers(&[("authorization", "Bearer abc"), ("x-api-key", "abc")]);
+        assert_eq!(keys(&h, Some("key=abc&key=abc")), ["abc"]);
+        assert_eq!(keys(&HeaderMap::new(), Some("key=a&key=b")), ["a", "b"]);
+        // Repeated headers too.
+        let mut h = HeaderMap::new();
+        h.append("x-api-key", HeaderValue::from_static("a"));
+        h.append("x-api-key", HeaderValue::from_static("b"));
+        assert_eq!(keys(&h, None), ["a", "b"]);
     }
 
     #[test]
@@ -340,6 +356,23 @@ mod tests {
             Ok(Some("req-1"))
         );
         assert!(idempotency_key(&headers(&[("idempotency-key", " ")])).is_err());
+        // Visible ASCII only: no space or tab inside; 255 characters at most.
+        for bad in ["a b", "a\tb", "req 1 "] {
+            assert_eq!(
+                idempotency_key(&headers(&[("idempotency-key", bad)])),
+                Err(EdgeError::InvalidIdempotencyKey),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            idempotency_key(&headers(&[("idempotency-key", " req-1 ")])),
+            Ok(Some("req-1"))
+        );
+        let longest = "~".repeat(255);
+        assert_eq!(
+            idempotency_key(&headers(&[("idempotency-key", &longest)])),
+            Ok(Some(longest.as_str()))
+        );
         assert!(idempotency_key(&headers(&[("idempotency-key", &"x".repeat(256))])).is_err());
     }
 }

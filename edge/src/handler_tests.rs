@@ -224,6 +224,63 @@ async fn each_key_form_is_accepted() {
     assert_eq!(stored, vec!["web", "app", "web"]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn two_different_keys_are_401_conflicting_keys_in_any_combination() {
+    let edge = Edge::new();
+    let bearer = |k: &str| ("authorization", format!("Bearer {k}"));
+    let api_key = |k: &str| ("x-api-key", k.to_owned());
+    let wrong = "not-a-key-0123456789";
+    // (headers, query): each pair of places, valid with wrong and valid with another valid key.
+    let cases: Vec<(Vec<(&str, String)>, String)> = vec![
+        (vec![bearer(KEY_WEB), api_key(wrong)], String::new()),
+        (vec![bearer(wrong), api_key(KEY_WEB)], String::new()),
+        (vec![bearer(KEY_WEB), api_key(KEY_APP)], String::new()),
+        (vec![bearer(KEY_WEB)], format!("?key={wrong}")),
+        (vec![api_key(KEY_WEB)], format!("?key={wrong}")),
+        (vec![api_key(KEY_WEB)], format!("?key={KEY_APP}")),
+        (vec![], format!("?key={KEY_WEB}&key={wrong}")),
+        (vec![], format!("?key={KEY_WEB}&key={KEY_APP}")),
+    ];
+    for (headers, query) in cases {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("https://ingest.example.com/v1/events{query}"));
+        for (name, value) in &headers {
+            req = req.header(*name, value.as_str());
+        }
+        let a = edge.call(req.body(Unread).expect("request")).await;
+        a.error(401, "conflicting_keys");
+        let line = a.0.log.to_json();
+        assert!(!line.contains(KEY_WEB) && !line.contains(wrong), "{line}");
+    }
+    // Two headers of one name count too.
+    let mut req = post("{}").body(Unread).expect("request");
+    req.headers_mut()
+        .append("x-api-key", KEY_WEB.parse().expect("header"));
+    req.headers_mut()
+        .append("x-api-key", KEY_APP.parse().expect("header"));
+    edge.call(req).await.error(401, "conflicting_keys");
+    assert!(edge.queue.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_key_in_several_places_is_one_key() {
+    let edge = Edge::new();
+    let body = br#"{"type":"click"}"#.to_vec();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!(
+            "https://ingest.example.com/v1/events?key={KEY_WEB}&key={KEY_WEB}"
+        ))
+        .header("authorization", format!("Bearer {KEY_WEB}"))
+        .header("x-api-key", KEY_WEB)
+        .body(body)
+        .expect("request");
+    let a = edge.call(req).await;
+    assert_eq!(a.status(), 202, "{}", a.0.response.body());
+    assert_eq!(edge.queued()[0].key_id, "web");
+}
+
 // ---------------------------------------------------------------- accepted requests
 
 #[tokio::test(start_paused = true)]
@@ -491,6 +548,13 @@ async fn invalid_idempotency_key_is_400() {
     edge.call(with_idempotency(r#"{"type":"a"}"#, &long, KEY_WEB))
         .await
         .error(400, "invalid_idempotency_key");
+    // Visible ASCII, as documented: a space inside is not.
+    for bad in ["a b", "req\t1"] {
+        edge.call(with_idempotency(r#"{"type":"a"}"#, bad, KEY_WEB))
+            .await
+            .error(400, "invalid_idempotency_key");
+    }
+    assert!(edge.queue.calls().is_empty());
 }
 
 // ---------------------------------------------------------------- 400
@@ -928,7 +992,8 @@ mod any_input {
 // ---------------------------------------------------------------- the bad-input matrix
 
 /// Every row: what is sent, and the status and code that must come back. No error row may
-/// enqueue anything; the rows just under a limit must be accepted.
+/// enqueue anything; the rows just under a limit must be accepted. Every row is sent with
+/// `Authorization: Bearer` and the web key, to `/v1/events` unless it names another path.
 mod bad_input_matrix {
     use super::*;
 
@@ -945,6 +1010,9 @@ mod bad_input_matrix {
 
     struct Row {
         name: &'static str,
+        /// Path and query (`/v1/events`; the collector routes answer `200` where it answers
+        /// `202`).
+        path: String,
         limits: &'static [(&'static str, &'static str)],
         content_type: &'static str,
         encoding: Option<&'static str>,
@@ -957,11 +1025,14 @@ mod bad_input_matrix {
         unreadable: &'static [&'static str],
         status: u16,
         code: &'static str,
+        /// Text no queued message may hold (an ingest key that must not be stored).
+        never_queued: Option<&'static str>,
     }
 
     fn row(name: &'static str, body: impl Into<Vec<u8>>, status: u16, code: &'static str) -> Row {
         Row {
             name,
+            path: "/v1/events".to_owned(),
             limits: LIMITS,
             content_type: "application/json",
             encoding: None,
@@ -971,6 +1042,15 @@ mod bad_input_matrix {
             unreadable: &[],
             status,
             code,
+            never_queued: None,
+        }
+    }
+
+    /// A row for another route (collector bodies are sent as `application/json`).
+    fn at(path: &str, r: Row) -> Row {
+        Row {
+            path: path.to_owned(),
+            ..r
         }
     }
 
@@ -1326,6 +1406,146 @@ mod bad_input_matrix {
                     "",
                 )
             },
+            // Issue 25: keys, Idempotency-Key and Segment's type, on every route.
+            Row {
+                headers: vec![("x-api-key", "not-a-key-0123456789".into())],
+                ..row(
+                    "Bearer and another X-Api-Key",
+                    plain.clone(),
+                    401,
+                    "conflicting_keys",
+                )
+            },
+            Row {
+                path: "/v1/events?key=not-a-key&key=other".into(),
+                ..row(
+                    "Bearer and two ?key=",
+                    plain.clone(),
+                    401,
+                    "conflicting_keys",
+                )
+            },
+            Row {
+                headers: vec![("x-api-key", KEY_WEB.into())],
+                path: format!("/v1/events?key={KEY_WEB}"),
+                ..row("the same key in every form", plain.clone(), 202, "")
+            },
+            Row {
+                headers: vec![("x-api-key", KEY_APP.into())],
+                ..at(
+                    "/v1/track",
+                    row(
+                        "Segment: Bearer and another X-Api-Key",
+                        r#"{"userId":"u","event":"e"}"#,
+                        401,
+                        "conflicting_keys",
+                    ),
+                )
+            },
+            at(
+                "/v1/track",
+                row(
+                    "Segment: Bearer and another writeKey",
+                    r#"{"userId":"u","event":"e","writeKey":"not-a-key"}"#,
+                    401,
+                    "conflicting_keys",
+                ),
+            ),
+            at(
+                "/batch/",
+                row(
+                    "PostHog: Bearer and another api_key",
+                    r#"{"api_key":"not-a-key","batch":[{"event":"e","distinct_id":"d"}]}"#,
+                    401,
+                    "conflicting_keys",
+                ),
+            ),
+            Row {
+                headers: vec![("idempotency-key", "a b".into())],
+                ..row(
+                    "Idempotency-Key with a space",
+                    plain.clone(),
+                    400,
+                    "invalid_idempotency_key",
+                )
+            },
+            at(
+                "/v1/identify",
+                row(
+                    "Segment: type track sent to /v1/identify",
+                    r#"{"userId":"u","type":"track","event":"e"}"#,
+                    400,
+                    "invalid_field",
+                ),
+            ),
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/v1/t",
+                    row(
+                        "Segment: writeKey in a single message is not stored",
+                        format!(r#"{{"userId":"u","event":"e","writeKey":"{KEY_WEB}"}}"#),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/v1/batch",
+                    row(
+                        "Segment: writeKey in a batch's message is not stored",
+                        format!(
+                            r#"{{"batch":[{{"userId":"u","type":"page","writeKey":"{KEY_WEB}"}}]}}"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/e/",
+                    row(
+                        "PostHog: api_key and token at the top level are not stored",
+                        format!(
+                            r#"[{{"event":"e","distinct_id":"d","api_key":"{KEY_WEB}","token":"{KEY_WEB}"}}]"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/batch/",
+                    row(
+                        "PostHog: properties.token in a batch event is not stored",
+                        format!(
+                            r#"{{"batch":[{{"event":"e","distinct_id":"d","properties":{{"token":"{KEY_WEB}"}}}}]}}"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
+            Row {
+                never_queued: Some(KEY_WEB),
+                ..at(
+                    "/capture/",
+                    row(
+                        "PostHog: properties.token in a single capture is not stored",
+                        format!(
+                            r#"{{"event":"e","properties":{{"distinct_id":"d","token":"{KEY_WEB}"}}}}"#
+                        ),
+                        200,
+                        "",
+                    ),
+                )
+            },
         ]
     }
 
@@ -1336,6 +1556,7 @@ mod bad_input_matrix {
             let edge = Edge::with(r.limits);
             let len = r.declared_len.unwrap_or(r.body.len());
             let mut req = post(Vec::new())
+                .uri(format!("https://ingest.example.com{}", r.path))
                 .header(
                     "content-type",
                     http::HeaderValue::from_bytes(&latin1(r.content_type)).expect("header"),
@@ -1356,17 +1577,21 @@ mod bad_input_matrix {
                 req.extensions_mut().insert(UnreadableHeaders(names));
             }
             let a = edge.call(req).await;
-            let code = if a.status() == 202 {
+            let accepted = |status: u16| status == 200 || status == 202;
+            let code = if accepted(a.status()) {
                 String::new()
             } else {
                 a.code()
             };
             let queued = edge.queued().len();
-            let enqueue_ok = if r.status == 202 {
+            let mut enqueue_ok = if accepted(r.status) {
                 queued > 0
             } else {
                 queued == 0
             };
+            if let Some(secret) = r.never_queued {
+                enqueue_ok &= edge.queue.bodies().iter().all(|b| !b.contains(secret));
+            }
             if a.status() != r.status || code != r.code || !enqueue_ok {
                 failures.push(format!(
                     "{}: expected {} {}, got {} {} (queued {queued}): {}",

@@ -12,7 +12,7 @@ use crate::collector::{head_keys, Collector};
 use crate::config::Config;
 use crate::error::EdgeError;
 use crate::gate::{
-    authenticate, check_read_headers, idempotency_key, presented_key, UnreadableHeaders,
+    authenticate, check_read_headers, idempotency_key, presented_keys, UnreadableHeaders,
 };
 use crate::ports::{read_capped, BodyError, BodySource};
 
@@ -53,9 +53,9 @@ fn header(parts: &Parts, name: http::header::HeaderName) -> Option<&str> {
 
 /// Checks the head of a request for `/v1/events` (`collector: None`) or a collector route.
 ///
-/// In order: headers that could not be read, the key (required on `/v1/events`; on a
-/// collector route at most one distinct key), the declared length against the body cap, how
-/// to read the body, the idempotency key.
+/// In order: headers that could not be read, the key (at most one distinct key in the head,
+/// on every route; required on `/v1/events`, where a collector's may come in the body), the
+/// declared length against the body cap, how to read the body, the idempotency key.
 pub fn head<'a>(
     parts: &'a Parts,
     config: &'a Config,
@@ -65,25 +65,25 @@ pub fn head<'a>(
     let query = parts.uri.query();
     check_read_headers(headers, parts.extensions.get::<UnreadableHeaders>())?;
 
-    let key = match collector {
-        None => {
-            let presented = presented_key(headers, query);
-            let key_id = authenticate(&config.ingest_keys, presented.as_deref())?;
-            presented.map(|k| (k.into_owned(), key_id))
+    let mut keys = match collector {
+        None => presented_keys(headers, query)
+            .into_iter()
+            .map(|k| k.into_owned())
+            .collect(),
+        Some(c) => head_keys(headers, query, c),
+    };
+    // Two different keys are refused before either is checked: which one is valid is
+    // nothing the answer should tell.
+    if keys.len() > 1 {
+        return Err(EdgeError::ConflictingKeys);
+    }
+    let key = match (keys.pop(), collector) {
+        (Some(k), _) => {
+            let key_id = authenticate(&config.ingest_keys, Some(&k))?;
+            Some((k, key_id))
         }
-        Some(c) => {
-            let mut keys = head_keys(headers, query, c);
-            if keys.len() > 1 {
-                return Err(EdgeError::ConflictingKeys);
-            }
-            match keys.pop() {
-                Some(k) => {
-                    let key_id = authenticate(&config.ingest_keys, Some(&k))?;
-                    Some((k, key_id))
-                }
-                None => None,
-            }
-        }
+        (None, None) => return Err(EdgeError::MissingKey),
+        (None, Some(_)) => None,
     };
 
     let limits = &config.limits;

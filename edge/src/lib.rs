@@ -35,6 +35,8 @@ mod batcher_object;
 mod replay_handler;
 
 #[cfg(test)]
+mod collector_key_tests;
+#[cfg(test)]
 mod collector_tests;
 #[cfg(test)]
 mod group_commit_tests;

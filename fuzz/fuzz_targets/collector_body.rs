@@ -7,9 +7,12 @@
 //! bit `0x80` swaps the default limits for tiny ones so every limit is hit. The rest is the body.
 //!
 //! Properties: never panics; every refusal is a `400` on these routes (the SDKs drop what will
-//! never pass instead of retrying it); every accepted message has a type of 1 to 128 characters
-//! without NUL, is within the event limit and is JSON (by syntax, numbers of any size); what is accepted packs into messages
-//! that decode back to exactly the events, with the protocol as their `source`.
+//! never pass instead of retrying it), except two different keys in the body (`401
+//! conflicting_keys`, as for a wrong key); every accepted message has a type of 1 to 128
+//! characters without NUL, is within the event limit and is JSON (by syntax, numbers of any
+//! size); its stored `data` is JSON too, no longer than the message, and holds no member where
+//! the protocol carries a key (taking keys out again changes nothing); what is accepted packs
+//! into messages that decode back to exactly the events, with the protocol as their `source`.
 #![no_main]
 
 use chrono::DateTime;
@@ -18,7 +21,7 @@ use serde_json::value::RawValue;
 use spillway_edge::collector::{decode_body, parse, Collector};
 use spillway_edge::EdgeError;
 use spillway_shared::collector::segment::{Call, MessageType};
-use spillway_shared::collector::{assign_ids, into_events};
+use spillway_shared::collector::{assign_ids, into_events, posthog, segment, without_keys};
 use spillway_shared::{decode, pack, IdSource, Limits, PackError, MAX_TYPE_CHARS};
 
 const NOW_MS: u64 = 1_795_852_800_000;
@@ -56,7 +59,8 @@ fuzz_target!(|data: &[u8]| {
     let query = (sel & 0x40 != 0).then_some("compression=base64");
     let refused = |e: EdgeError| {
         let reply = e.reply_collector();
-        assert_eq!(reply.status, 400, "{e:?} -> {}", reply.body);
+        let status = if e == EdgeError::ConflictingKeys { 401 } else { 400 };
+        assert_eq!(reply.status, status, "{e:?} -> {}", reply.body);
         assert!(reply.body.contains(reply.code));
     };
     let decoded = match decode_body(body.to_vec(), None, None, query, collector, &limits) {
@@ -79,6 +83,13 @@ fuzz_target!(|data: &[u8]| {
         // JSON by syntax: numbers are kept as the client wrote them and PostgreSQL's numeric
         // takes far more than f64 (`1e400`), so a `Value` (f64 numbers) is the wrong oracle.
         assert!(serde_json::from_str::<&RawValue>(m.raw).is_ok(), "{}", m.raw);
+        assert!(serde_json::from_str::<&RawValue>(&m.data).is_ok(), "{}", m.data);
+        assert!(m.data.len() <= m.raw.len());
+        let places = match collector {
+            Collector::Posthog => &posthog::KEY_PLACES,
+            Collector::Segment(_) => &segment::KEY_PLACES,
+        };
+        assert_eq!(without_keys(&m.data, places).as_deref(), Ok(m.data.as_ref()));
     }
     let mut n = 0u8;
     let mut random = || {

@@ -118,6 +118,99 @@ pub fn check_storable<'a>(
     Ok(())
 }
 
+/// What [`edit_members`] does with one member of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEdit<'a> {
+    Keep,
+    Drop,
+    /// Keep the key as written, with this JSON text as its value.
+    Replace(Cow<'a, str>),
+}
+
+/// A JSON object's text with `edit` applied to each member, given its decoded key and its
+/// value's text as written. Kept keys and values keep their bytes exactly (numbers beyond
+/// `f64`, escapes, spelling): nothing is parsed into values and written back. When no member
+/// is dropped or replaced, the text itself is returned; otherwise the members are joined by
+/// `,` inside `{}` (whitespace between members, which means nothing, is not kept). The text
+/// must be an object that [`check_storable`] accepted; an edit cannot add a repeated key.
+pub fn edit_members<'a>(
+    object: &'a str,
+    mut edit: impl FnMut(&str, &'a str) -> MemberEdit<'a>,
+) -> Result<Cow<'a, str>, JsonIssue> {
+    let mut s = Scanner {
+        text: object,
+        b: object.as_bytes(),
+        i: 0,
+        path: Vec::new(),
+        keys: Vec::new(),
+        // Only the object's own members are read here; its nesting was checked before.
+        max_level: usize::MAX,
+    };
+    s.ws();
+    if s.peek() != Some(b'{') {
+        return Err(s.malformed());
+    }
+    s.i += 1;
+    // Each kept member: its key and colon as written, and its value's text.
+    let mut kept: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
+    let mut changed = false;
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+    } else {
+        loop {
+            s.ws();
+            if s.peek() != Some(b'"') {
+                return Err(s.malformed());
+            }
+            let start = s.i;
+            let (raw_key, _) = s.string()?;
+            let key = decode_key(raw_key).ok_or(JsonIssue::Malformed { at: start })?;
+            s.expect(b':')?;
+            s.ws();
+            let value_start = s.i;
+            s.value(1)?;
+            let head = &object[start..value_start];
+            let value = &object[value_start..s.i];
+            match edit(&key, value) {
+                MemberEdit::Keep => kept.push((head, Cow::Borrowed(value))),
+                MemberEdit::Drop => changed = true,
+                MemberEdit::Replace(new) => {
+                    changed |= new != value;
+                    kept.push((head, new));
+                }
+            }
+            s.ws();
+            match s.peek() {
+                Some(b',') => s.i += 1,
+                Some(b'}') => {
+                    s.i += 1;
+                    break;
+                }
+                _ => return Err(s.malformed()),
+            }
+        }
+    }
+    s.ws();
+    if s.i != s.b.len() {
+        return Err(s.malformed());
+    }
+    if !changed {
+        return Ok(Cow::Borrowed(object));
+    }
+    let mut out = String::with_capacity(object.len());
+    out.push('{');
+    for (n, (head, value)) in kept.iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(head);
+        out.push_str(value);
+    }
+    out.push('}');
+    Ok(Cow::Owned(out))
+}
+
 /// Up to this many keys, an object's keys are compared with each other to find a repeated one
 /// (most objects have a handful, where that beats hashing); past that, they are hashed.
 const KEYS_COMPARED: usize = 16;

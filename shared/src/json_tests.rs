@@ -178,3 +178,80 @@ fn malformed_text_is_reported_not_panicked() {
         );
     }
 }
+
+#[test]
+fn edited_members_keep_every_other_byte() {
+    let text =
+        r#" { "a" : 1e400, "drop":"x","b\u0022":"\ud83d\ude00\n", "n":18446744073709551616.000 } "#;
+    let out = edit_members(text, |k, _| {
+        if k == "drop" {
+            MemberEdit::Drop
+        } else {
+            MemberEdit::Keep
+        }
+    })
+    .expect("object");
+    assert_eq!(
+        out,
+        r#"{"a" : 1e400,"b\u0022":"\ud83d\ude00\n","n":18446744073709551616.000}"#
+    );
+    assert_eq!(check(&out), Ok(()));
+    // A key is matched as decoded, as PostgreSQL reads it.
+    let out = edit_members(r#"{"dr\u006fp":1,"k":2}"#, |k, _| {
+        if k == "drop" {
+            MemberEdit::Drop
+        } else {
+            MemberEdit::Keep
+        }
+    })
+    .expect("object");
+    assert_eq!(out, r#"{"k":2}"#);
+    // Dropping every member leaves an empty object; dropping none returns the text itself.
+    let all = edit_members(r#"{"a":1,"b":[2]}"#, |_, _| MemberEdit::Drop).expect("object");
+    assert_eq!(all, "{}");
+    let same = edit_members(text, |_, _| MemberEdit::Keep).expect("object");
+    assert!(matches!(same, Cow::Borrowed(t) if t == text));
+    assert!(matches!(
+        edit_members("{}", |_, _| MemberEdit::Drop),
+        Ok(Cow::Borrowed("{}"))
+    ));
+}
+
+#[test]
+fn replaced_values_keep_their_key_as_written() {
+    let text = r#"{"p\u0072ops" : {"t":1,"u":2},"z":0}"#;
+    let out = edit_members(text, |k, v| {
+        if k == "props" {
+            MemberEdit::Replace(
+                edit_members(v, |k, _| {
+                    if k == "t" {
+                        MemberEdit::Drop
+                    } else {
+                        MemberEdit::Keep
+                    }
+                })
+                .expect("object"),
+            )
+        } else {
+            MemberEdit::Keep
+        }
+    })
+    .expect("object");
+    assert_eq!(out, r#"{"p\u0072ops" : {"u":2},"z":0}"#);
+    // Replacing a value by its own text is no change.
+    let same = edit_members(text, |_, v| MemberEdit::Replace(Cow::Borrowed(v))).expect("object");
+    assert!(matches!(same, Cow::Borrowed(_)));
+}
+
+#[test]
+fn edit_members_refuses_what_is_not_one_object() {
+    for text in ["[1]", "\"s\"", "{", r#"{"a":1}x"#, r#"{"a" 1}"#, r#"{a:1}"#] {
+        assert!(
+            matches!(
+                edit_members(text, |_, _| MemberEdit::Keep),
+                Err(JsonIssue::Malformed { .. })
+            ),
+            "{text}"
+        );
+    }
+}

@@ -5,22 +5,26 @@
 //! body (if any) and every message, checked against the protocol's own limits and Spillway's
 //! [`Limits`]. A body with any invalid message yields the problems of all of them and no
 //! messages, so the edge enqueues nothing. What this module never does: HTTP (routes, headers,
-//! compression are the edge's), and it never rewrites a message: the whole message, as the SDK
-//! wrote it, is the event's `data`.
+//! compression are the edge's), and it never rewrites a message beyond taking its key out: the
+//! message as the SDK wrote it, less every member where the protocol carries an ingest key
+//! ([`KeyPlaces`]), is the event's `data`.
 //!
 //! # Mapping
 //! - `type`: the event name for Segment `track` and every PostHog capture, otherwise the
 //!   Segment message type (`identify`, `page`, `screen`, `group`, `alias`).
 //! - `occurred_at`: the message's `timestamp`, under the same window as `/v1/events`.
-//! - `data`: the whole message.
+//! - `data`: the whole message, less its key ([`without_keys`]).
 //! - `source`: the protocol ([`Source`]).
 //! - id: see [`message_id`].
 
+mod keys;
 pub mod posthog;
 pub mod segment;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+
+pub(crate) use keys::one_key;
+pub use keys::{without_keys, KeyPlaces};
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
@@ -58,8 +62,11 @@ impl MessageId {
 /// One valid message of a collector request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message<'a> {
-    /// The whole message as sent: the event's `data`.
+    /// The whole message as sent, key included: ids derived from a message's text use this,
+    /// so they are what they were before keys were taken out of `data`.
     pub raw: &'a str,
+    /// What is stored: `raw` less its key ([`without_keys`]); `raw` itself when it holds none.
+    pub data: Cow<'a, str>,
     pub event_type: String,
     pub occurred_at: Option<DateTime<Utc>>,
     pub id: MessageId,
@@ -148,8 +155,8 @@ pub fn into_events(
             key_id: key_id.to_owned(),
             edge: edge.clone(),
             source,
-            // Every message passed `check_storable`, so it is well-formed JSON.
-            data: RawJson::from_json(m.raw).unwrap_or_default(),
+            // Every message passed `check_storable`, and taking members out keeps it JSON.
+            data: RawJson::from_json(&m.data).unwrap_or_default(),
         })
         .collect()
 }
@@ -210,13 +217,15 @@ pub(crate) struct Kind {
 }
 
 /// Checks one message, common to every protocol: size, shape, what PostgreSQL can store,
-/// timestamp and id; `kind` reads the protocol's own fields (and names their problems).
+/// timestamp and id, and takes its key out of what is stored (`keys`); `kind` reads the
+/// protocol's own fields (and names their problems).
 pub(crate) fn check_message<'a>(
     raw: &'a str,
     index: usize,
     max_bytes: usize,
     limits: &Limits,
     now: DateTime<Utc>,
+    keys: &KeyPlaces,
     kind: impl FnOnce(&Fields<'a>) -> Result<Kind, (String, String)>,
 ) -> Result<Message<'a>, Vec<Problem>> {
     if raw.len() > max_bytes {
@@ -243,6 +252,11 @@ pub(crate) fn check_message<'a>(
         let (code, message) = describe(issue, limits);
         return Err(vec![Problem::at(code, index, None, message)]);
     }
+    // Refused rather than stored with its key, should the text ever not read as it did above.
+    let data = without_keys(raw, keys).map_err(|issue| {
+        let (code, message) = describe(issue, limits);
+        vec![Problem::at(code, index, None, message)]
+    })?;
     let mut problems = Vec::new();
     let kind = match kind(&fields) {
         Ok(k) => Some(k),
@@ -303,6 +317,7 @@ pub(crate) fn check_message<'a>(
     match kind {
         Some(kind) if problems.is_empty() => Ok(Message {
             raw,
+            data,
             event_type: kind.event_type,
             occurred_at,
             id,
@@ -359,18 +374,6 @@ pub(crate) fn check_all<'a>(
         Ok(messages)
     } else {
         Err(BodyProblem::Invalid(problems))
-    }
-}
-
-/// The one key among those found, refusing two different ones.
-pub(crate) fn one_key(
-    keys: impl IntoIterator<Item = String>,
-) -> Result<Option<String>, BodyProblem> {
-    let distinct: HashSet<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
-    match distinct.len() {
-        0 => Ok(None),
-        1 => Ok(distinct.into_iter().next()),
-        _ => Err(BodyProblem::ConflictingKeys),
     }
 }
 
@@ -431,6 +434,7 @@ mod tests {
         let raw = r#"{"type":"track"}"#;
         let msg = |id| Message {
             raw,
+            data: Cow::Borrowed(raw),
             event_type: "x".into(),
             occurred_at: None,
             id,
@@ -475,19 +479,6 @@ mod tests {
         );
         assert!(event_name("a\0b", "event").is_err());
         assert!(event_name("", "event").is_err());
-    }
-
-    #[test]
-    fn keys_must_agree() {
-        assert_eq!(one_key(Vec::new()), Ok(None));
-        assert_eq!(
-            one_key(["k".to_owned(), "k".to_owned(), String::new()]),
-            Ok(Some("k".to_owned()))
-        );
-        assert_eq!(
-            one_key(["k".to_owned(), "j".to_owned()]),
-            Err(BodyProblem::ConflictingKeys)
-        );
     }
 }
 

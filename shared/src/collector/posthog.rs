@@ -1,6 +1,7 @@
 //! PostHog's capture API: bodies `{"api_key"|"token": ..., "batch": [...]}`, a bare array of
 //! events, or one event; the key may also sit in each event (`api_key`, `token`,
-//! `properties.token`).
+//! `properties.token`). Every one of those places is taken out of what is stored
+//! ([`KEY_PLACES`]), with `properties.api_key` too.
 //!
 //! PostHog's own limit on one event is what its capture service can produce to Kafka:
 //! `message.max.bytes`, 1,000,000 bytes by default (`KAFKA_PRODUCER_MESSAGE_MAX_BYTES` in
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     array_elements, check_all, check_message, event_name, object_fields, one_key, Batch,
-    BodyProblem, Fields, Kind,
+    BodyProblem, Fields, KeyPlaces, Kind,
 };
 use crate::event::Source;
 use crate::limits::Limits;
@@ -21,6 +22,15 @@ pub const MAX_EVENT_BYTES: usize = 1_000_000;
 
 /// The protocol these events come by.
 pub const SOURCE: Source = Source::Posthog;
+
+/// Where an event carries the project key: `api_key` and `token` at its top level (a single
+/// capture's body is the event, key included), and `properties.token` (posthog-js and
+/// posthog-node put it there); `properties.api_key` is no PostHog field, but it names the key
+/// too, so it is not stored either.
+pub const KEY_PLACES: KeyPlaces = KeyPlaces {
+    top: &["api_key", "token"],
+    nested: &[("properties", &["token", "api_key"])],
+};
 
 /// The keys a JSON object names (`api_key`, `token`).
 fn keys_in(fields: &Fields<'_>) -> Vec<String> {
@@ -70,7 +80,7 @@ pub fn parse<'a>(
     let key = one_key(keys)?;
     let max_bytes = MAX_EVENT_BYTES.min(limits.max_event_bytes);
     let messages = check_all(&raws, limits, |raw, index| {
-        check_message(raw, index, max_bytes, limits, now, kind)
+        check_message(raw, index, max_bytes, limits, now, &KEY_PLACES, kind)
     })?;
     Ok(Batch { key, messages })
 }
@@ -163,6 +173,84 @@ mod tests {
                 now()
             ),
             Err(BodyProblem::ConflictingKeys)
+        );
+    }
+
+    /// The stored text of each message of a valid body.
+    fn stored(body: &str) -> Vec<String> {
+        parse_ok(body)
+            .messages
+            .into_iter()
+            .map(|m| m.data.into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn top_level_api_key_is_not_stored() {
+        // A single capture: the body is the event, key included.
+        let body = r#"{"api_key":"phc_k","event":"e","distinct_id":"d","properties":{"n":1e400}}"#;
+        assert_eq!(parse_ok(body).key.as_deref(), Some("phc_k"));
+        assert_eq!(
+            stored(body),
+            [r#"{"event":"e","distinct_id":"d","properties":{"n":1e400}}"#]
+        );
+        // In each event of a bare array.
+        assert_eq!(
+            stored(
+                r#"[{"event":"a","distinct_id":"d","api_key":"phc_k"},{"event":"b","distinct_id":"d"}]"#
+            ),
+            [
+                r#"{"event":"a","distinct_id":"d"}"#,
+                r#"{"event":"b","distinct_id":"d"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn top_level_token_is_not_stored() {
+        let body = r#"{"event":"e","token":"phc_k","distinct_id":"d","uuid":"u-1"}"#;
+        assert_eq!(parse_ok(body).key.as_deref(), Some("phc_k"));
+        assert_eq!(
+            stored(body),
+            [r#"{"event":"e","distinct_id":"d","uuid":"u-1"}"#]
+        );
+        // Spelled with an escape, as PostgreSQL would read it: still the key.
+        let body = r#"{"event":"e","distinct_id":"d","tok\u0065n":"phc_k"}"#;
+        assert_eq!(parse_ok(body).key.as_deref(), Some("phc_k"));
+        assert_eq!(stored(body), [r#"{"event":"e","distinct_id":"d"}"#]);
+    }
+
+    #[test]
+    fn properties_token_in_a_batch_event_is_not_stored() {
+        let body = r#"{"api_key":"phc_k","batch":[
+            {"event":"e","distinct_id":"d","properties":{"token":"phc_k","$lib":"web","n":18446744073709551616,"s":"\u00e9\n"}},
+            {"event":"f","distinct_id":"d","properties":{"api_key":"phc_k"}}]}"#;
+        assert_eq!(parse_ok(body).key.as_deref(), Some("phc_k"));
+        assert_eq!(
+            stored(body),
+            [
+                r#"{"event":"e","distinct_id":"d","properties":{"$lib":"web","n":18446744073709551616,"s":"\u00e9\n"}}"#,
+                r#"{"event":"f","distinct_id":"d","properties":{}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn properties_token_in_a_single_capture_is_not_stored() {
+        // What posthog-js sends to /e/: the key only in `properties.token`.
+        let body = r#"{"event":"$pageview","properties":{"distinct_id":"d","token":"phc_k","$current_url":"https://x.example/"},"timestamp":"2026-11-28T07:59:58Z"}"#;
+        let b = parse_ok(body);
+        assert_eq!(b.key.as_deref(), Some("phc_k"));
+        // The id source still sees the message as sent (ids derived from its text are stable).
+        assert_eq!(b.messages[0].raw, body);
+        assert_eq!(
+            b.messages[0].data,
+            r#"{"event":"$pageview","properties":{"distinct_id":"d","$current_url":"https://x.example/"},"timestamp":"2026-11-28T07:59:58Z"}"#
+        );
+        // A message without a key is stored byte for byte.
+        let plain = r#"{ "event" : "e", "distinct_id":"d" }"#;
+        assert!(
+            matches!(parse_ok(plain).messages[0].data, std::borrow::Cow::Borrowed(t) if t == plain)
         );
     }
 

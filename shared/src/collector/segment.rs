@@ -4,13 +4,15 @@
 //!
 //! Segment's own limits apply: 32 KB per message and 500 KB per request, besides Spillway's
 //! [`Limits`]. A message needs a `userId` or an `anonymousId`, as Segment requires; a `track`
-//! needs its `event` name.
+//! needs its `event` name. A single-message call's type is its path's: a `type` in the body
+//! that names another is refused, not stored as a row whose `type` and `data.type` disagree.
+//! A message's `writeKey` is taken out of what is stored ([`KEY_PLACES`]).
 
 use chrono::{DateTime, Utc};
 
 use super::{
     array_elements, check_all, check_message, event_name, object_fields, one_key, Batch,
-    BodyProblem, Kind,
+    BodyProblem, KeyPlaces, Kind,
 };
 use crate::event::Source;
 use crate::limits::Limits;
@@ -19,6 +21,14 @@ use crate::limits::Limits;
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 /// Segment's limit on one request, in bytes (after decompression).
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+
+/// Where a message carries the write key: `writeKey` at its top level (a single call's body is
+/// the message; a batch's own `writeKey` is in no message, but libraries that batch single
+/// calls leave one in each).
+pub const KEY_PLACES: KeyPlaces = KeyPlaces {
+    top: &["writeKey"],
+    nested: &[],
+};
 
 /// The protocol these messages come by.
 pub const SOURCE: Source = Source::Segment;
@@ -116,14 +126,32 @@ pub fn parse<'a>(
     let key = one_key(keys)?;
     let max_bytes = MAX_MESSAGE_BYTES.min(limits.max_event_bytes);
     let messages = check_all(&raws, limits, |raw, index| {
-        check_message(raw, index, max_bytes, limits, now, |f| kind(f, call))
+        check_message(raw, index, max_bytes, limits, now, &KEY_PLACES, |f| {
+            kind(f, call)
+        })
     })?;
     Ok(Batch { key, messages })
 }
 
 fn kind(fields: &super::Fields<'_>, call: Call) -> Result<Kind, (String, String)> {
     let message_type = match call {
-        Call::Single(t) => t,
+        Call::Single(t) => {
+            // Segment's API takes the type from the path; a body naming another type is a
+            // client bug, and storing it would give a row whose `type` contradicts its `data`.
+            match fields.string("type").map_err(|m| ("type".to_owned(), m))? {
+                Some(name) if name != t.as_str() => {
+                    return Err((
+                        "type".to_owned(),
+                        format!(
+                            "`type` is {:?}, but this path takes {} messages: send the message to its own type's path or to /v1/batch, or leave `type` out",
+                            name.chars().take(40).collect::<String>(),
+                            t.as_str(),
+                        ),
+                    ))
+                }
+                _ => t,
+            }
+        }
         Call::Batch => {
             let name = fields
                 .string("type")
@@ -239,6 +267,62 @@ mod tests {
         );
         assert_eq!(b.key, None);
         assert_eq!(b.messages[0].event_type, "Signed Up");
+    }
+
+    #[test]
+    fn write_key_in_a_single_message_is_not_stored() {
+        let body = r#"{"userId":"u","event":"Signed Up","writeKey":"k-1","properties":{"n":1e400,"writeKey":"kept: not a key place"}}"#;
+        let b = parse_ok(body, Call::Single(MessageType::Track));
+        assert_eq!(b.key.as_deref(), Some("k-1"));
+        assert_eq!(b.messages[0].raw, body);
+        assert_eq!(
+            b.messages[0].data,
+            r#"{"userId":"u","event":"Signed Up","properties":{"n":1e400,"writeKey":"kept: not a key place"}}"#
+        );
+    }
+
+    #[test]
+    fn write_key_inside_batch_messages_is_not_stored() {
+        let body = r#"{"writeKey":"k-1","batch":[
+            {"writeKey":"k-1","userId":"u","type":"page","name":"P\u00e9"},
+            {"userId":"u","type":"identify","traits":{"plan":"pro"}}]}"#;
+        let b = parse_ok(body, Call::Batch);
+        assert_eq!(b.key.as_deref(), Some("k-1"));
+        let data: Vec<&str> = b.messages.iter().map(|m| m.data.as_ref()).collect();
+        assert_eq!(
+            data,
+            [
+                r#"{"userId":"u","type":"page","name":"P\u00e9"}"#,
+                r#"{"userId":"u","type":"identify","traits":{"plan":"pro"}}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_call_refuses_a_type_of_another_path() {
+        let p = problems(
+            r#"{"userId":"u","type":"track","event":"e"}"#,
+            Call::Single(MessageType::Identify),
+        );
+        assert_eq!(
+            (p[0].index, p[0].code, p[0].field.as_deref()),
+            (Some(0), Code::InvalidField, Some("type"))
+        );
+        assert!(p[0].message.contains("identify"), "{}", p[0].message);
+        let p = problems(
+            r#"{"userId":"u","type":7}"#,
+            Call::Single(MessageType::Page),
+        );
+        assert_eq!(p[0].field.as_deref(), Some("type"));
+        // The path's own type, or none, is fine.
+        for body in [
+            r#"{"userId":"u","type":"identify"}"#,
+            r#"{"userId":"u","type":null}"#,
+            r#"{"userId":"u"}"#,
+        ] {
+            let b = parse_ok(body, Call::Single(MessageType::Identify));
+            assert_eq!(b.messages[0].event_type, "identify", "{body}");
+        }
     }
 
     #[test]
