@@ -168,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
         copy_rows(&tx, "staging", chunk).await?;
         tx.execute(
             &format!(
-                "INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM staging ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO events ({COLUMNS}) SELECT {COLUMNS} FROM staging ON CONFLICT (key_id, id) DO NOTHING"
             ),
             &[],
         )

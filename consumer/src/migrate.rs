@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_events_source.sql",
         sql: include_str!("../migrations/0002_events_source.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_events_id_per_key.sql",
+        sql: include_str!("../migrations/0003_events_id_per_key.sql"),
+    },
 ];
 
 /// Key of the advisory lock (an arbitrary constant: "spillway" in ASCII).
@@ -173,6 +178,19 @@ mod tests {
         ] {
             assert!(sql.contains(column), "missing: {column}");
         }
+    }
+
+    #[test]
+    fn ids_are_unique_within_their_key() {
+        // The contract: two keys never share a row. The insert's conflict target must be
+        // this key, or PostgreSQL refuses the insert (42P10).
+        let last = MIGRATIONS
+            .iter()
+            .rev()
+            .find(|m| m.sql.contains("PRIMARY KEY"))
+            .expect("a migration sets the primary key");
+        assert!(last.sql.contains("ADD PRIMARY KEY (key_id, id)"));
+        assert!(crate::pg::INSERT_SQL.ends_with("ON CONFLICT (key_id, id) DO NOTHING"));
     }
 
     const A: Migration = Migration {

@@ -32,12 +32,13 @@ use crate::store::{classify_sqlstate, EventStore, FailureKind, Row, StoreError, 
 
 /// The one bulk statement: every row of the invocation as parallel arrays, unnested
 /// server-side. One round trip and one plan whatever the batch size; duplicates are skipped by
-/// the primary key.
+/// the primary key, `(key_id, id)`: an id is unique within its ingest key, so two keys sending
+/// the same client id are two events (migration 0003).
 pub const INSERT_SQL: &str = "\
 INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source)
 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
                      $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[])
-ON CONFLICT (id) DO NOTHING";
+ON CONFLICT (key_id, id) DO NOTHING";
 
 /// Why the store could not be set up (at start-up, before any invocation).
 #[derive(Debug, Error)]

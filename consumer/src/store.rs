@@ -97,6 +97,11 @@ pub fn classify_sqlstate(code: &str) -> FailureKind {
         "54000" | "54001" => FailureKind::Data,
         // Timeouts (57014), serialization failures and deadlocks (class 40), lack of resources
         // (class 53), undefined table before migrations ran (42P01), and anything unknown.
+        // Also a consumer and a table of different releases: `ON CONFLICT (key_id, id)` on a
+        // table not yet migrated, or an older consumer's `ON CONFLICT (id)` on a migrated one,
+        // is 42P10 (no unique constraint matches), and a writer role not yet granted a column
+        // the conflict target reads is 42501. The rows are fine; the deploy is half done
+        // (docs/deploy.md, section 9), so they wait in the queue instead of going to the DLQ.
         _ => FailureKind::Transient,
     }
 }
@@ -127,6 +132,9 @@ mod tests {
         assert_eq!(classify_sqlstate("57014"), FailureKind::Transient);
         assert_eq!(classify_sqlstate("40P01"), FailureKind::Transient);
         assert_eq!(classify_sqlstate("42P01"), FailureKind::Transient);
+        // A consumer and a table of different releases (see classify_sqlstate).
+        assert_eq!(classify_sqlstate("42P10"), FailureKind::Transient);
+        assert_eq!(classify_sqlstate("42501"), FailureKind::Transient);
     }
 
     #[test]

@@ -6,23 +6,25 @@
 //! fails. If the database is unreachable, every record not yet written fails (retryable). The
 //! handler only runs the loop: `while let Some(rows) = policy.next_write() { policy.record(write) }`.
 //!
-//! Both kinds of write build their rows with [`rows_of`], so an id repeated within what is
-//! written together is sent once and counted as a duplicate either way.
+//! Both kinds of write build their rows with [`rows_of`], so an event repeated within what is
+//! written together (the same id from the same key) is sent once and counted as a duplicate
+//! either way.
 
 use std::collections::HashSet;
 
 use crate::batch::{Accepted, Plan};
 use crate::store::{FailureKind, Row, StoreError, WriteCounts};
 
-/// The rows of `records`, each event id once (the first occurrence wins), and how many
-/// occurrences were dropped as repeats.
+/// The rows of `records`, each `(key_id, id)` once (the first occurrence wins), and how many
+/// occurrences were dropped as repeats. The same id from two keys is two events, as in the
+/// table's primary key.
 pub fn rows_of<'a>(records: impl IntoIterator<Item = &'a Accepted>) -> (Vec<Row<'a>>, u64) {
     let mut seen = HashSet::new();
     let mut rows = Vec::new();
     let mut duplicates = 0;
     for accepted in records {
         for event in &accepted.events {
-            if seen.insert(event.id) {
+            if seen.insert((event.key_id.as_str(), event.id)) {
                 rows.push(Row {
                     event,
                     message_id: &accepted.message_id,
@@ -260,6 +262,32 @@ mod tests {
         let (counts, failures) = policy.finish();
         assert_eq!((counts.inserted, counts.duplicates), (3, 1));
         assert!(failures.is_empty());
+    }
+
+    #[test]
+    fn the_same_id_from_two_keys_is_two_rows() {
+        // Two tenants chose the same client id: neither event is a repeat of the other. The
+        // same id from the same key again (a retry) still is.
+        let mut p = plan(&[("a", &[1, 2]), ("b", &[1, 2])]);
+        for e in &mut p.accepted[1].events {
+            e.key_id = "other".into();
+        }
+        p.accepted[1].events.push(event(1));
+        let (rows, duplicates) = rows_of(&p.accepted);
+        let keyed: Vec<(&str, u128, &str)> = rows
+            .iter()
+            .map(|r| (r.event.key_id.as_str(), r.event.id.as_u128(), r.message_id))
+            .collect();
+        assert_eq!(
+            keyed,
+            [
+                ("k", 1, "a"),
+                ("k", 2, "a"),
+                ("other", 1, "b"),
+                ("other", 2, "b")
+            ]
+        );
+        assert_eq!(duplicates, 1);
     }
 
     #[test]

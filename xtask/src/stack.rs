@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use spillway_support::stack::{read_status, DevEnv, KEY_ID};
+use spillway_support::stack::{parse_ingest_keys, read_status, DevEnv, IngestKey, KEYS_VAR};
 use spillway_support::{live_services, sweep, SqsKind, Stack, StackConfig, Status};
 
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
@@ -26,7 +26,7 @@ fn records_dir() -> PathBuf {
 
 /// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N`, `--inspector-port N`, `--sqs
 /// moto|localstack` (or `SPILLWAY_EDGE_PORT`, ..., `SPILLWAY_INSPECTOR_PORT`, `SPILLWAY_SQS`; a
-/// flag wins over its variable).
+/// flag wins over its variable), and the keys of `SPILLWAY_INGEST_KEYS` when it is set.
 fn config(args: &[String]) -> Result<StackConfig> {
     let mut cfg = StackConfig::new(&state_dir());
     let from_env = |name: &str| -> Result<Option<u16>> {
@@ -52,6 +52,12 @@ fn config(args: &[String]) -> Result<StackConfig> {
     }
     if let Ok(v) = std::env::var("SPILLWAY_SQS") {
         cfg.sqs = v.parse().context("SPILLWAY_SQS")?;
+    }
+    // Checked before anything is installed, built or started; the error names no key.
+    match std::env::var(KEYS_VAR) {
+        Ok(v) => cfg.ingest_keys = parse_ingest_keys(&v)?,
+        Err(std::env::VarError::NotPresent) => {}
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{KEYS_VAR} is not valid UTF-8"),
     }
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -157,11 +163,20 @@ fn tool_env(tools: &Tools) -> Vec<(String, std::ffi::OsString)> {
         .collect()
 }
 
-fn banner(env: &DevEnv) {
+fn banner(env: &DevEnv, keys: &[IngestKey]) {
     println!();
     println!("Spillway is running.");
     println!("  ingest URL   {}", env.ingest_url);
-    println!("  ingest key   {} (key id `{KEY_ID}`)", env.ingest_key);
+    // The first key only, as `dev.env` holds it; the others are the caller's own, by key id.
+    let first = keys.first().map_or("?", |k| k.key_id.as_str());
+    println!("  ingest key   {} (key id `{first}`)", env.ingest_key);
+    if keys.len() > 1 {
+        let others: Vec<String> = keys[1..]
+            .iter()
+            .map(|k| format!("`{}`", k.key_id))
+            .collect();
+        println!("  other keys   {} (from {KEYS_VAR})", others.join(", "));
+    }
     println!("  database     {}", env.database_url);
     println!("  local SQS    {} at {}", env.sqs_server, env.sqs_endpoint);
     println!("  settings     {}", state_dir().join("dev.env").display());
@@ -200,7 +215,7 @@ pub fn dev(args: &[String]) -> Result<()> {
     let Some(stack) = start(args)? else {
         return Ok(());
     };
-    banner(&stack.env);
+    banner(&stack.env, &stack.config.ingest_keys);
     println!("Status, every second (Ctrl-C stops everything):");
     let tty = std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(60);
@@ -246,7 +261,7 @@ pub fn up(args: &[String]) -> Result<()> {
     let Some(stack) = start(args)? else {
         return Ok(());
     };
-    banner(&stack.env);
+    banner(&stack.env, &stack.config.ingest_keys);
     stack.detach();
     println!("Left running in the background; `cargo xtask down` stops it.");
     Ok(())

@@ -7,7 +7,7 @@
 //! connection, which the environment keeps for the whole run, as AWS advises; if the database
 //! refuses it (`too many clients already`) the environment never comes up and that request fails
 //! with `502`, as API Gateway answers for a function that failed to start. A warm environment
-//! writes the request's events in one `INSERT ... ON CONFLICT (id) DO NOTHING`, then answers
+//! writes the request's events in one `INSERT ... ON CONFLICT (key_id, id) DO NOTHING`, then answers
 //! `202 {"accepted":n,"ids":[...]}`; if the write fails it answers `500` and the environment is
 //! discarded (its next request creates a new one).
 //!
@@ -175,7 +175,7 @@ fn statement(body: &[u8]) -> Result<(String, Vec<String>), (u16, Value)> {
         "INSERT INTO events (id, type, received_at, data, key_id) \
          SELECT (e->>'id')::uuid, e->>'type', now(), coalesce(e->'data', '{{}}'::jsonb), 'baseline' \
          FROM jsonb_array_elements('{literal}'::jsonb) AS e \
-         ON CONFLICT (id) DO NOTHING"
+         ON CONFLICT (key_id, id) DO NOTHING"
     );
     Ok((sql, ids))
 }

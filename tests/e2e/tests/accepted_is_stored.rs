@@ -1,16 +1,22 @@
-//! The invariant behind `202`: **accepted ⇒ stored exactly as sent**.
+//! The invariant behind `202`: **accepted ⇒ stored exactly as sent, as a row of its own key**.
 //!
 //! Arbitrary JSON requests (every escape, NUL and other control characters, surrogate pairs and
 //! halves, numbers in every notation and far beyond f64, deep and wide objects, empty and
 //! duplicate keys, duplicate-looking ids, odd timestamps) go through the edge's pure request
 //! path (`spillway_edge::prepare`) and, when it accepts them, through the consumer's handler into
-//! a real PostgreSQL. Either the edge refuses the request, or every event is stored once and
-//! its row equals PostgreSQL's own reading of the client's text: `data` as `'<text>'::jsonb`,
-//! `type` as `->> 'type'`, `occurred_at` as `(->> 'timestamp')::timestamptz`, `id` as the
-//! client's `id` when it sent one.
+//! a real PostgreSQL. Each case is a few requests from several ingest keys, drawing client ids
+//! from one small pool (and edge-made ids from the same random sequence per key), so different
+//! keys often send the same id; their accepted events reach the consumer together, in one SQS
+//! batch. Either the edge refuses a request, or each of its events is one row of its key
+//! (`key_id`, `id`) and equals PostgreSQL's own reading of the client's text: `data` as
+//! `'<text>'::jsonb`, `type` as `->> 'type'`, `occurred_at` as `(->> 'timestamp')::timestamptz`,
+//! `id` as the client's `id` when it sent one. Within one key, an id sent again (a client's
+//! retry, or an id reused) is the first event sent with it: nothing is stored twice.
 //!
 //! `SPILLWAY_INVARIANT_CASES` sets the number of requests (default 300; `cargo xtask fuzz`
 //! runs many more).
+
+use std::collections::{HashMap, HashSet};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use proptest::prelude::*;
@@ -211,8 +217,13 @@ fn event() -> impl Strategy<Value = String> {
         })
 }
 
+/// The ingest keys of the property, by key id: every case draws its requests' keys from these.
+const KEYS: [&str; 3] = ["web", "app", "ios"];
+
 #[derive(Debug, Clone)]
 struct Request {
+    /// Index into [`KEYS`] of the key that sent it.
+    key: usize,
     events: Vec<String>,
     format: Format,
     idempotency_key: Option<String>,
@@ -232,9 +243,15 @@ fn request() -> impl Strategy<Value = Request> {
     (
         prop::collection::vec(event(), 1..5),
         prop::bool::ANY,
-        prop::option::of("[a-z0-9-]{1,12}"),
+        prop::option::of(prop_oneof![
+            // A few shared values, so two keys (or one key, retrying) send the same one.
+            1 => prop::sample::select(vec!["retry-1", "order-42"]).prop_map(str::to_owned),
+            3 => "[a-z0-9-]{1,12}",
+        ]),
+        0..KEYS.len(),
     )
-        .prop_map(|(events, ndjson, idempotency_key)| Request {
+        .prop_map(|(events, ndjson, idempotency_key, key)| Request {
+            key,
             // NDJSON: one event per line, so the whitespace between tokens holds no newline.
             events: if ndjson {
                 events
@@ -247,6 +264,11 @@ fn request() -> impl Strategy<Value = Request> {
             format: if ndjson { Format::Ndjson } else { Format::Json },
             idempotency_key,
         })
+}
+
+/// A few requests, each from one of the [`KEYS`].
+fn case() -> impl Strategy<Value = Vec<Request>> {
+    prop::collection::vec(request(), 1..5)
 }
 
 // ------------------------------------------------------------------ the check
@@ -269,16 +291,17 @@ fn record(n: usize, body: &str) -> SqsMessage {
     .expect("record")
 }
 
-/// What PostgreSQL stored for `id`, compared with its own reading of the client's `event`.
+/// What PostgreSQL stored for `id` of key `$3`, compared with its own reading of the client's
+/// `event`.
 const ROW_MATCHES_CLIENT_TEXT: &str = "
 SELECT count(*),
        coalesce(bool_and(e.type = c.j ->> 'type'), false),
        coalesce(bool_and(e.data = coalesce(c.j -> 'data', '{}'::jsonb)), false),
        coalesce(bool_and(e.occurred_at IS NOT DISTINCT FROM (c.j ->> 'timestamp')::timestamptz), false),
        coalesce(bool_and(NOT (c.j ? 'id') OR e.id = (c.j ->> 'id')::uuid), false),
-       coalesce(bool_and(e.key_id = 'web'), false)
+       coalesce(bool_and(e.key_id = $3), false)
   FROM events e, (SELECT $2::text::jsonb AS j) c
- WHERE e.id = $1";
+ WHERE e.id = $1 AND e.key_id = $3";
 
 #[test]
 fn every_accepted_event_is_stored_once_exactly_as_sent() {
@@ -317,76 +340,132 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
 
     let limits = Limits::default();
     let accepted_requests = std::cell::Cell::new(0u32);
+    let sent_requests = std::cell::Cell::new(0u32);
     let accepted_events = std::cell::Cell::new(0u32);
+    // Ids accepted from more than one key in the same case: the collisions this test is about.
+    let shared_ids = std::cell::Cell::new(0u32);
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     });
-    let result = runner.run(&request(), |req| {
-        let body = req.body();
-        let stamp = Stamp {
-            key_id: "web",
-            idempotency_key: req.idempotency_key.as_deref(),
-            now_ms: NOW_MS,
-            edge: None,
-        };
-        let mut counter = 0u8;
-        let mut random = || {
-            counter = counter.wrapping_add(1);
-            [counter; 10]
-        };
-        let Ok(prepared) = prepare(
-            body.as_bytes(),
-            req.format,
-            &limits,
-            &test_key(),
-            &stamp,
-            &mut random,
-        ) else {
-            return Ok(()); // refused: nothing was promised
-        };
-        accepted_requests.set(accepted_requests.get() + 1);
-        accepted_events.set(accepted_events.get() + prepared.ids.len() as u32);
+    let result = runner.run(&case(), |requests| {
+        // The edge's random bytes, one sequence per key: two keys making ids for the same
+        // millisecond make the same ones (the worst case for the table's key), one key never
+        // repeats itself (as real randomness would not).
+        let mut counters = [0u8; KEYS.len()];
+        // Every accepted event: its key, id and text, in the order the consumer receives them.
+        let mut accepted: Vec<(&str, uuid::Uuid, String)> = Vec::new();
+        let mut entries: Vec<String> = Vec::new();
+        let mut bodies = Vec::new();
+        for req in &requests {
+            sent_requests.set(sent_requests.get() + 1);
+            let key_id = KEYS[req.key];
+            let body = req.body();
+            let stamp = Stamp {
+                key_id,
+                idempotency_key: req.idempotency_key.as_deref(),
+                now_ms: NOW_MS,
+                edge: None,
+            };
+            let counter = &mut counters[req.key];
+            let mut random = || {
+                *counter = counter.wrapping_add(1);
+                [*counter; 10]
+            };
+            let Ok(prepared) = prepare(
+                body.as_bytes(),
+                req.format,
+                &limits,
+                &test_key(),
+                &stamp,
+                &mut random,
+            ) else {
+                continue; // refused: nothing was promised
+            };
+            accepted_requests.set(accepted_requests.get() + 1);
+            accepted_events.set(accepted_events.get() + prepared.ids.len() as u32);
+            // The request is parsed the way the edge split it: one event text per id.
+            let texts: Vec<String> = match req.format {
+                Format::Ndjson => body.split('\n').map(|t| t.trim().to_owned()).collect(),
+                Format::Json => req.events.iter().map(|e| e.trim().to_owned()).collect(),
+            };
+            prop_assert_eq!(texts.len(), prepared.ids.len());
+            accepted.extend(
+                prepared
+                    .ids
+                    .iter()
+                    .zip(texts)
+                    .map(|(id, text)| (key_id, *id, text)),
+            );
+            entries.extend(
+                prepared
+                    .batches
+                    .iter()
+                    .flat_map(|b| &b.entries)
+                    .map(|e| e.body.clone()),
+            );
+            bodies.push(format!("[{key_id}] {body}"));
+        }
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let bodies = bodies.join("\n");
+        // Within a key, the first event sent with an id is the one stored.
+        let mut expected: HashMap<(&str, uuid::Uuid), &str> = HashMap::new();
+        for (key_id, id, text) in &accepted {
+            expected.entry((*key_id, *id)).or_insert(text);
+        }
+        let mut keys_of: HashMap<uuid::Uuid, HashSet<&str>> = HashMap::new();
+        for (key_id, id) in expected.keys() {
+            keys_of.entry(*id).or_default().insert(key_id);
+        }
+        shared_ids.set(
+            shared_ids.get() + keys_of.values().filter(|keys| keys.len() > 1).count() as u32,
+        );
         rt.block_on(async {
             client
                 .batch_execute("TRUNCATE events")
                 .await
                 .map_err(|e| TestCaseError::fail(format!("truncate: {e}")))?;
-            let records: Vec<SqsMessage> = prepared
-                .batches
+            let records: Vec<SqsMessage> = entries
                 .iter()
-                .flat_map(|b| &b.entries)
                 .enumerate()
-                .map(|(n, entry)| record(n, &entry.body))
+                .map(|(n, body)| record(n, body))
                 .collect();
             let event: SqsEvent =
                 serde_json::from_value(json!({ "Records": records })).expect("event");
             let outcome = handle(&deps, &event, "invariant").await;
             prop_assert!(
                 outcome.response.batch_item_failures.is_empty(),
-                "the consumer failed records of an accepted request: {}\nbody: {body}",
+                "the consumer failed records of accepted requests: {}\nbodies:\n{bodies}",
                 outcome.emf
             );
-            // The request is parsed the way the edge split it: one event text per id.
-            let texts: Vec<&str> = match req.format {
-                Format::Ndjson => body.split('\n').map(str::trim).collect(),
-                Format::Json => req.events.iter().map(|e| e.trim()).collect(),
-            };
-            prop_assert_eq!(texts.len(), prepared.ids.len());
-            for (id, text) in prepared.ids.iter().zip(&texts) {
+            for (key_id, id, text) in &accepted {
+                let first = expected[&(*key_id, *id)];
                 let row = client
-                    .query_one(&check, &[id, &text.to_string()])
+                    .query_one(&check, &[id, &first.to_string(), key_id])
                     .await
-                    .map_err(|e| TestCaseError::fail(format!("{e:?}: {text}")))?;
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}: {first}")))?;
                 let found: i64 = row.get(0);
                 let same: [bool; 5] = std::array::from_fn(|i| row.get(i + 1));
-                prop_assert_eq!(found, 1, "event {} stored {} times: {}", id, found, text);
+                prop_assert_eq!(
+                    found,
+                    1,
+                    "event {} of key {} stored {} times: {}\nbodies:\n{}",
+                    id,
+                    key_id,
+                    found,
+                    text,
+                    bodies
+                );
                 prop_assert_eq!(
                     same,
                     [true; 5],
-                    "type, data, occurred_at, id, key_id as PostgreSQL reads {}",
-                    text
+                    "type, data, occurred_at, id, key_id as PostgreSQL reads {} (key {})\nbodies:\n{}",
+                    first,
+                    key_id,
+                    bodies
                 );
             }
             let total: i64 = client
@@ -396,8 +475,9 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
                 .get(0);
             prop_assert_eq!(
                 total,
-                prepared.ids.len() as i64,
-                "no row beyond the accepted"
+                expected.len() as i64,
+                "one row per accepted (key, id), none beyond\nbodies:\n{}",
+                bodies
             );
             Ok(())
         })
@@ -406,16 +486,26 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
         panic!("{e}");
     }
     // The generator must exercise both sides, or the property says little.
-    let (accepted_requests, accepted_events) = (accepted_requests.get(), accepted_events.get());
+    let (accepted_requests, sent, accepted_events, shared) = (
+        accepted_requests.get(),
+        sent_requests.get(),
+        accepted_events.get(),
+        shared_ids.get(),
+    );
     eprintln!(
-        "{accepted_requests} of {cases} requests accepted ({accepted_events} events stored and compared)"
+        "{accepted_requests} of {sent} requests accepted in {cases} cases ({accepted_events} events \
+         stored and compared; {shared} ids accepted from two keys or more)"
     );
     assert!(
-        accepted_requests * 5 >= cases,
-        "only {accepted_requests} of {cases} requests were accepted: the generator is too hostile"
+        accepted_requests * 5 >= sent,
+        "only {accepted_requests} of {sent} requests were accepted: the generator is too hostile"
     );
     assert!(
-        accepted_requests < cases,
+        accepted_requests < sent,
         "every request was accepted: the generator never tries what must be refused"
+    );
+    assert!(
+        shared * 20 >= cases,
+        "only {shared} ids were sent by two keys in {cases} cases: the keys rarely collide"
     );
 }

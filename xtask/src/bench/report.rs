@@ -311,7 +311,7 @@ pub(super) fn markdown(r: &Results, opts: &Opts) -> String {
              throwaway PostgreSQL 15 (started by the support crate: `fsync=off`, so these are CPU \
              and WAL figures, not disk figures).\n\n\
              | write | rows/s | vs COPY |\n|---|---|---|\n\
-             | consumer: `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (id) DO NOTHING` (PgStore) | {} | {} |\n\
+             | consumer: `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT (key_id, id) DO NOTHING` (PgStore) | {} | {} |\n\
              | binary `COPY events FROM STDIN` (no duplicate handling: the ceiling) | {} | 1.00x |\n\
              | `COPY` into a staging table + `INSERT ... ON CONFLICT DO NOTHING` (same semantics) | {} | {} |\n\n\
              Bound: PostgreSQL's CPU (one backend per connection) on a machine whose other core \

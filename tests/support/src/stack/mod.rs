@@ -18,9 +18,11 @@ use crate::{
 };
 
 mod files;
+mod keys;
 mod status;
 
 pub use files::{dev_vars, prebuilt_config, without_queues, write_private, DevEnv};
+pub use keys::{ingest_keys_var, parse_ingest_keys, IngestKey, KEYS_VAR, KEY_ID};
 pub use status::{accepted_events, read_status, spill_counts, Status};
 
 /// Everything that can be chosen about a local stack.
@@ -59,6 +61,10 @@ pub struct StackConfig {
     pub poller_env: Vec<(String, String)>,
     /// Extra `--var`s for the edge (limits, deadline).
     pub edge_vars: Vec<(String, String)>,
+    /// The ingest keys the edge serves, in order: the first is `INGEST_KEY` of `dev.env`.
+    /// Empty (the default) means one fresh key with key id [`KEY_ID`]; [`Stack::start`] fills
+    /// it in, so a running stack's `config.ingest_keys` lists the keys it serves.
+    pub ingest_keys: Vec<IngestKey>,
     /// Directory holding the `spillway-consumer` and `spillway-poller` binaries.
     pub bin_dir: PathBuf,
     /// Keep the database (`pg/` in `dir`) when the stack stops. True for `cargo xtask dev|up`,
@@ -72,7 +78,6 @@ pub struct StackConfig {
 
 pub const REGION: &str = "us-east-1";
 pub const ACCESS_KEY_ID: &str = "spillway-local";
-pub const KEY_ID: &str = "dev";
 
 /// `target/debug` of this workspace (honouring `CARGO_TARGET_DIR`).
 pub fn debug_bin_dir() -> PathBuf {
@@ -100,6 +105,7 @@ impl StackConfig {
             visibility_timeout_secs: 30,
             poller_env: Vec::new(),
             edge_vars: Vec::new(),
+            ingest_keys: Vec::new(),
             bin_dir: debug_bin_dir(),
             keep_database: true,
             ports_picked_free: false,
@@ -135,13 +141,6 @@ pub struct Stack {
     pub pg: Postgres,
 }
 
-fn random_key() -> Result<String> {
-    let mut bytes = [0u8; 24];
-    use std::io::Read;
-    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn ensure_free(port: u16, what: &str, flag: &str) -> Result<()> {
     if port_open(port) {
         bail!("port {port} ({what}) is already in use: stop what uses it, or pass {flag} <port>");
@@ -152,7 +151,7 @@ fn ensure_free(port: u16, what: &str, flag: &str) -> Result<()> {
 impl Stack {
     /// Starts the pipeline and waits until the edge answers `/healthz`. `progress` gets one
     /// line per step.
-    pub fn start(config: StackConfig, progress: &mut dyn FnMut(&str)) -> Result<Stack> {
+    pub fn start(mut config: StackConfig, progress: &mut dyn FnMut(&str)) -> Result<Stack> {
         ensure_free(config.edge_port, "edge", "--edge-port")?;
         ensure_free(config.sqs_port, "local SQS", "--sqs-port")?;
         ensure_free(config.pg_port, "PostgreSQL", "--pg-port")?;
@@ -167,6 +166,11 @@ impl Stack {
                 );
             }
         }
+        if config.ingest_keys.is_empty() {
+            config.ingest_keys = vec![IngestKey::fresh(KEY_ID)?];
+        }
+        // Checked again here: a test may have built the list by hand.
+        let keys = parse_ingest_keys(&ingest_keys_var(&config.ingest_keys))?;
         let logs = config.dir.join("logs");
         // Fresh logs per start: the status view counts accepted events from the edge's log.
         let _ = fs::remove_dir_all(&logs);
@@ -256,13 +260,13 @@ impl Stack {
         };
         let env = DevEnv {
             ingest_url: format!("http://127.0.0.1:{}/v1/events", config.edge_port),
-            ingest_key: random_key()?,
+            ingest_key: keys[0].key.clone(),
             database_url,
             sqs_endpoint: sqs_server.endpoint(),
             sqs_queue_url: queue_url,
             sqs_dlq_url: dlq_url,
             sqs_server: sqs_server.kind(),
-            aws_secret_access_key: random_key()?,
+            aws_secret_access_key: keys::random_key()?,
         };
         let mut stack = Stack {
             config,
@@ -404,7 +408,7 @@ impl Stack {
                 "AWS_SECRET_ACCESS_KEY",
                 self.env.aws_secret_access_key.clone(),
             ),
-            ("INGEST_KEYS", format!("{KEY_ID}:{}", self.env.ingest_key)),
+            ("INGEST_KEYS", ingest_keys_var(&self.config.ingest_keys)),
         ];
         write_private(&self.config.dir.join(".dev.vars"), &dev_vars(&secrets)?)?;
         let mut vars = vec![
