@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
+use spillway_consumer::keys::testing::TEST_KEYS;
 use spillway_support::{free_port, run_dir, Moto, Service};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -216,6 +217,9 @@ async fn run_function(env: &[(&str, String)], events: Vec<(String, String)>) -> 
         .env("DB_CONNECT_TIMEOUT_MS", "2000")
         .env("METRICS_NAMESPACE", "SpillwayRuntimeTest")
         .env("RUST_LOG", "info");
+    if !env.iter().any(|(k, _)| k.starts_with("ENVELOPE_KEYS")) {
+        cmd.env("ENVELOPE_KEYS", TEST_KEYS);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -466,9 +470,12 @@ async fn the_database_url_is_read_from_its_secret_at_cold_start() {
         .replace("postgres@", &format!("postgres:{marker}@"));
     assert!(url.contains(marker));
     let arn = create_secret(&moto, "spillway/database-url", &url).await;
+    // The envelope keys come from a secret of their own, the same way.
+    let keys_arn = create_secret(&moto, "spillway/envelope-keys", TEST_KEYS).await;
 
     let mut env = aws_env(&moto);
     env.push(("DATABASE_URL_SECRET_ARN", arn.clone()));
+    env.push(("ENVELOPE_KEYS_SECRET_ARN", keys_arn.clone()));
     env.push(("RUST_LOG", "trace".to_owned()));
     let event = std::fs::read_to_string(fixture("spillway_mixed.json")).expect("fixture");
     let run = run_function(&env, vec![("req-secret".to_owned(), event)]).await;
@@ -487,6 +494,18 @@ async fn the_database_url_is_read_from_its_secret_at_cold_start() {
         .find(|v| v["fields"]["message"] == "database URL read from Secrets Manager")
         .unwrap_or_else(|| panic!("no log line about the secret: {}", run.raw_log));
     assert_eq!(read["fields"]["secret"], arn.as_str());
+    let keys_read = run
+        .lines
+        .iter()
+        .find(|v| v["fields"]["message"] == "envelope keys read from Secrets Manager")
+        .unwrap_or_else(|| panic!("no log line about the keys' secret: {}", run.raw_log));
+    assert_eq!(keys_read["fields"]["secret"], keys_arn.as_str());
+    let secret_part = TEST_KEYS.split_once(':').map_or(TEST_KEYS, |(_, s)| s);
+    assert!(
+        !run.raw_log.contains(secret_part),
+        "an envelope secret was logged:\n{}",
+        run.raw_log
+    );
     assert!(
         !run.raw_log.contains(marker),
         "the database URL was logged:\n{}",

@@ -50,6 +50,7 @@ fn poller(pg: &Postgres, moto: &Moto, queue: &str, extra: &[(&str, &str)]) -> Se
         .env("AWS_REGION", REGION)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("ENVELOPE_KEYS", spillway_consumer::keys::testing::TEST_KEYS)
         .env("RUST_LOG", "info");
     for (k, v) in extra {
         cmd.env(k, v);
@@ -85,7 +86,8 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
     let moto = Moto::start().expect("moto");
     let q = queues(&moto, "spillway-poller-test", 2);
 
-    // 6 good messages of 20 events, one redelivered copy, and three kinds of poison.
+    // 6 good messages of 20 events, one redelivered copy, three kinds of poison, and two
+    // messages the edge did not seal as they are: one unsigned, one altered after sealing.
     for m in 0..6u128 {
         let events: Vec<_> = (m * 20 + 1..=m * 20 + 20).map(event).collect();
         q.sqs.send(&q.main, &body(&events)).expect("send");
@@ -94,8 +96,10 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
     q.sqs.send(&q.main, &body(&copy)).expect("send");
     let poison = [
         "this is not JSON".to_owned(),
-        r#"{"v":2,"events":[]}"#.to_owned(),
+        r#"{"v":3,"events":[]}"#.to_owned(),
         body(&[event(500), nul_event(501)]),
+        r#"{"v":1,"events":[{"id":"00000000-0000-0000-0000-000000000259","type":"t","received_at":"2026-11-28T08:00:00Z","key_id":"victim","data":{}}]}"#.to_owned(),
+        body(&[event(602)]).replacen(r#""data":"#, r#""source":"posthog","data":"#, 1),
     ];
     for p in &poison {
         q.sqs.send(&q.main, p).expect("send");
@@ -109,7 +113,7 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
     );
     let done = eventually(Duration::from_secs(90), || {
         stored(&pg) == 120
-            && q.sqs.depth(&q.dlq).ok().map(|d| d.0) == Some(3)
+            && q.sqs.depth(&q.dlq).ok().map(|d| d.0) == Some(5)
             && q.sqs.depth(&q.main).ok() == Some((0, 0))
     })
     .await;
@@ -127,6 +131,15 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
         count(
             &pg,
             "SELECT count(*) FROM events WHERE id = '00000000-0000-0000-0000-0000000001f4'"
+        ),
+        0
+    );
+    // Nor the events of the unsigned and the altered message.
+    assert_eq!(
+        count(
+            &pg,
+            "SELECT count(*) FROM events WHERE key_id = 'victim' OR source = 'posthog' \
+             OR id = '00000000-0000-0000-0000-00000000025a'"
         ),
         0
     );

@@ -22,7 +22,9 @@ use spillway_edge::collector::{decode_body, parse, Collector};
 use spillway_edge::EdgeError;
 use spillway_shared::collector::segment::{Call, MessageType};
 use spillway_shared::collector::{assign_ids, into_events, posthog, segment, without_keys};
-use spillway_shared::{decode, pack, IdSource, Limits, PackError, MAX_TYPE_CHARS};
+use spillway_shared::{
+    open, pack, IdSource, Keyring, Limits, PackError, SigningKey, Unsigned, MAX_TYPE_CHARS,
+};
 
 const NOW_MS: u64 = 1_795_852_800_000;
 
@@ -59,7 +61,11 @@ fuzz_target!(|data: &[u8]| {
     let query = (sel & 0x40 != 0).then_some("compression=base64");
     let refused = |e: EdgeError| {
         let reply = e.reply_collector();
-        let status = if e == EdgeError::ConflictingKeys { 401 } else { 400 };
+        let status = if e == EdgeError::ConflictingKeys {
+            401
+        } else {
+            400
+        };
         assert_eq!(reply.status, status, "{e:?} -> {}", reply.body);
         assert!(reply.body.contains(reply.code));
     };
@@ -82,14 +88,25 @@ fuzz_target!(|data: &[u8]| {
         assert!(m.raw.len() <= limits.max_event_bytes);
         // JSON by syntax: numbers are kept as the client wrote them and PostgreSQL's numeric
         // takes far more than f64 (`1e400`), so a `Value` (f64 numbers) is the wrong oracle.
-        assert!(serde_json::from_str::<&RawValue>(m.raw).is_ok(), "{}", m.raw);
-        assert!(serde_json::from_str::<&RawValue>(&m.data).is_ok(), "{}", m.data);
+        assert!(
+            serde_json::from_str::<&RawValue>(m.raw).is_ok(),
+            "{}",
+            m.raw
+        );
+        assert!(
+            serde_json::from_str::<&RawValue>(&m.data).is_ok(),
+            "{}",
+            m.data
+        );
         assert!(m.data.len() <= m.raw.len());
         let places = match collector {
             Collector::Posthog => &posthog::KEY_PLACES,
             Collector::Segment(_) => &segment::KEY_PLACES,
         };
-        assert_eq!(without_keys(&m.data, places).as_deref(), Ok(m.data.as_ref()));
+        assert_eq!(
+            without_keys(&m.data, places).as_deref(),
+            Ok(m.data.as_ref())
+        );
     }
     let mut n = 0u8;
     let mut random = || {
@@ -106,7 +123,8 @@ fuzz_target!(|data: &[u8]| {
     );
     let events = into_events(batch.messages, &ids, source, now, "web", None);
     assert!(events.iter().all(|e| e.source == source));
-    let batches = match pack(&events, &limits) {
+    let key = SigningKey::new("fuzz", &[b'k'; 32]).expect("key");
+    let batches = match pack(&events, &limits, &key) {
         Ok(b) => b,
         // An event near the limit whose name, now also its `type`, is long may outgrow a
         // message under tiny limits: refused whole, never cut.
@@ -116,7 +134,10 @@ fuzz_target!(|data: &[u8]| {
     let back: Vec<_> = batches
         .iter()
         .flat_map(|b| &b.entries)
-        .flat_map(|e| decode(&e.body).expect("our own envelope decodes"))
+        .flat_map(|e| {
+            open(&e.body, &Keyring::new(vec![key.clone()], Unsigned::Refuse))
+                .expect("our own envelope opens")
+        })
         .collect();
     assert_eq!(back, events);
 });

@@ -34,7 +34,7 @@ use spillway_edge::gate::idempotency_key;
 use spillway_edge::handler::prepare_events;
 use spillway_edge::{EdgeError, Prepared, Stamp};
 use spillway_shared::limits::{ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES, SQS_MAX_BATCH_ENTRIES};
-use spillway_shared::{decode, Limits};
+use spillway_shared::{open, Keyring, Limits, SigningKey, Unsigned};
 
 const NOW_MS: u64 = 1_795_852_800_000;
 
@@ -133,9 +133,9 @@ fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, Ed
     let result = items
         .as_ref()
         .map_err(Clone::clone)
-        .and_then(|items| prepare_events(items, limits, &stamp, &mut counter()));
+        .and_then(|items| prepare_events(items, limits, &key(), &stamp, &mut counter()));
     let checked = parse(&decoded, format, limits)
-        .and_then(|items| prepare_events(&items, limits, &stamp, &mut counter()));
+        .and_then(|items| prepare_events(&items, limits, &key(), &stamp, &mut counter()));
     assert_eq!(result, checked, "split_events and parse disagree");
     let prepared = result?;
     assert_eq!(
@@ -144,6 +144,11 @@ fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, Ed
         "accepted ids vs parsed events"
     );
     Ok(prepared)
+}
+
+/// The key the edge seals with here.
+fn key() -> SigningKey {
+    SigningKey::new("fuzz", &[b'k'; 32]).expect("key")
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -175,7 +180,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(batch.body_bytes() <= limits.max_batch_bytes);
         for entry in &batch.entries {
             assert!(entry.body.len() <= limits.max_message_bytes);
-            let events = decode(&entry.body).expect("the edge queued an undecodable body");
+            let events = open(&entry.body, &Keyring::new(vec![key()], Unsigned::Refuse))
+                .expect("the edge queued a body that does not open");
             for event in &events {
                 assert_eq!(event.key_id, "web");
                 assert_eq!(event.received_at.timestamp_millis() as u64, NOW_MS);

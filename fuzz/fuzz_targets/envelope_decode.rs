@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spillway_shared::envelope::encode_event;
-use spillway_shared::{decode, encode_message, pack, Limits};
+use spillway_shared::{decode, encode_message, open, pack, Keyring, Limits, SigningKey, Unsigned};
 
 fuzz_target!(|data: &[u8]| {
     // Message bodies are strings: SQS only carries valid Unicode (Lambda and the poller hand
@@ -23,17 +23,24 @@ fuzz_target!(|data: &[u8]| {
     // serde_json skips unknown fields without checking their escapes (a lone surrogate there
     // is accepted), so only bodies that are strict JSON are checked for their version here.
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(body) {
-        assert_eq!(v["v"], 1, "decode accepted a version other than 1: {body}");
+        assert!(
+            v["v"] == 1 || v["v"] == 2,
+            "decode accepted a version other than 1 and 2: {body}"
+        );
     }
+    // Nothing the fuzzer writes carries a valid seal under this key: opening must refuse it.
+    let key = SigningKey::new("fuzz", &[b'k'; 32]).expect("key");
+    let keys = Keyring::new(vec![key.clone()], Unsigned::Refuse);
+    assert!(open(body, &keys).is_err(), "a fuzzed body verified: {body}");
 
     // One message holding every event.
     let encoded: Vec<Vec<u8>> = events
         .iter()
         .map(|e| encode_event(e).expect("a decoded event encodes"))
         .collect();
-    let message = encode_message(encoded.iter().map(Vec::as_slice));
+    let message = encode_message(encoded.iter().map(Vec::as_slice), &key);
     let again =
-        decode(&message).unwrap_or_else(|e| panic!("re-encoded body fails: {e}\n{message}"));
+        open(&message, &keys).unwrap_or_else(|e| panic!("re-encoded body fails: {e}\n{message}"));
     // Compared as they go on the wire: the envelope escapes U+FFFE and U+FFFF (SQS refuses
     // them raw), so a `data` text holding them raw comes back escaped, which is the same JSON.
     let wire = |events: &[spillway_shared::Event]| -> Vec<Vec<u8>> {
@@ -54,11 +61,11 @@ fuzz_target!(|data: &[u8]| {
         max_message_bytes: 1024 * 1024,
         ..Limits::default()
     };
-    if let Ok(batches) = pack(&events, &limits) {
+    if let Ok(batches) = pack(&events, &limits, &key) {
         let mut unpacked = Vec::with_capacity(events.len());
         for entry in batches.iter().flat_map(|b| &b.entries) {
             assert!(entry.body.len() <= limits.max_message_bytes);
-            let part = decode(&entry.body)
+            let part = open(&entry.body, &keys)
                 .unwrap_or_else(|e| panic!("packed body fails: {e}\n{}", entry.body));
             let ids: Vec<_> = part.iter().map(|e| e.id).collect();
             assert_eq!(ids, entry.event_ids);

@@ -6,8 +6,10 @@ use thiserror::Error;
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// SQS's hard ceiling on entries in one `SendMessageBatch` request.
 pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
-/// Bytes an envelope adds around its events: `{"v":1,"events":[` + `]}`, with room to spare.
-pub const ENVELOPE_OVERHEAD_BYTES: usize = 64;
+/// Bytes an envelope adds around its events, with room to spare: the sealed envelope's
+/// `{"v":2,"kid":"<up to 32>","events":[` + `],"sig":"<64 hex>"}` (133 bytes at most,
+/// `envelope::WRAPPER_MAX`, held below this by a compile-time check).
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 160;
 /// Bytes the edge may add to an event when it enriches it (`id`, `received_at`, `key_id` of up
 /// to 64 characters, `edge`), with room to spare. The event limit applies to what the client
 /// sent; the packer allows this much on top.

@@ -434,6 +434,38 @@ fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
         .sqs
         .send(&stack.env.sqs_queue_url, r#"{"v":99,"events":[]}"#)
         .expect("unknown version sent");
+    // Anyone who can send to the queue: an envelope the edge never sealed, and one sealed with
+    // the stack's key id but another secret (an altered message verifies no better).
+    let forged_id = "0192f0c1-7a44-7cc3-9e2b-000000f0a9ed";
+    let unsigned = format!(
+        r#"{{"v":1,"events":[{{"id":"{forged_id}","type":"forged","received_at":"2020-01-01T00:00:00Z","key_id":"{}","data":{{}}}}]}}"#,
+        spillway_support::stack::KEY_ID
+    );
+    let kid = stack
+        .env
+        .envelope_keys
+        .split_once(':')
+        .map(|(kid, _)| kid.to_owned())
+        .expect("kid:secret");
+    let wrong_secret = spillway_shared::SigningKey::new(&kid, &[b'w'; 32]).expect("key");
+    let event: spillway_shared::Event =
+        serde_json::from_str(&unsigned[r#"{"v":1,"events":["#.len()..unsigned.len() - 2])
+            .expect("the forged event");
+    let resealed = spillway_shared::pack(
+        std::slice::from_ref(&event),
+        &spillway_shared::Limits::default(),
+        &wrong_secret,
+    )
+    .expect("pack")[0]
+        .entries[0]
+        .body
+        .clone();
+    for body in [&unsigned, &resealed] {
+        stack
+            .sqs
+            .send(&stack.env.sqs_queue_url, body)
+            .expect("forgery sent");
+    }
     let ledger = Ledger::default();
     traffic(
         &Client::new(&stack),
@@ -446,23 +478,62 @@ fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
     .expect("accepted");
     reconcile(&stack, &ledger, Duration::from_secs(90)).expect("good events stored");
     wait_until(
-        "both poison messages in the DLQ",
-        Duration::from_secs(60),
-        || stack.status().map(|s| s.dlq == 2).unwrap_or(false),
+        "the four poison messages in the DLQ",
+        Duration::from_secs(90),
+        || stack.status().map(|s| s.dlq == 4).unwrap_or(false),
     )
     .expect("poison in the DLQ");
+    // The DLQ tool, run as a user would with `.spillway/dev.env`, names each forgery.
+    let out = std::process::Command::new(stack.config.bin_dir.join("spillway-dlq"))
+        .arg("list")
+        .envs(
+            std::fs::read_to_string(stack.config.dir.join("dev.env"))
+                .expect("dev.env")
+                .lines()
+                .filter_map(|l| l.split_once('=')),
+        )
+        .output()
+        .expect("run spillway-dlq");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{listed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listed.contains("unverified, never stored: unsigned envelope (version 1)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!(
+            "unverified, never stored: signature does not verify under key id {kid:?}"
+        )),
+        "{listed}"
+    );
+    assert!(listed.contains("4 messages in"), "{listed}");
+    assert_eq!(
+        stack
+            .pg
+            .psql(&format!(
+                "SELECT count(*) FROM events WHERE id = '{forged_id}'"
+            ))
+            .expect("psql"),
+        "0",
+        "a forged event was stored"
+    );
     let mut bodies = stack
         .sqs
         .receive(&stack.env.sqs_dlq_url, 30)
         .expect("read DLQ");
     bodies.sort();
-    assert_eq!(
-        bodies,
-        vec![
-            "{\"v\":99,\"events\":[]}".to_owned(),
-            "{not json".to_owned()
-        ]
-    );
+    let mut expected = vec![
+        "{\"v\":99,\"events\":[]}".to_owned(),
+        "{not json".to_owned(),
+        unsigned.clone(),
+        resealed.clone(),
+    ];
+    expected.sort();
+    assert_eq!(bodies, expected);
     wait_until("the main queue to drain", Duration::from_secs(30), || {
         stack
             .status()

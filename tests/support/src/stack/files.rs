@@ -25,6 +25,9 @@ pub struct DevEnv {
     /// Random per stack, like the ingest key: the local SQS accepts any, and a fixed one would
     /// be a secret everybody knows.
     pub aws_secret_access_key: String,
+    /// `ENVELOPE_KEYS` of the edge and the consumer (`kid:secret`): random per stack. In
+    /// `dev.env` so that `spillway-dlq` can check the seals of dead letters.
+    pub envelope_keys: String,
 }
 
 impl DevEnv {
@@ -42,6 +45,7 @@ impl DevEnv {
             ("AWS_REGION", REGION),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", &self.aws_secret_access_key),
+            ("ENVELOPE_KEYS", &self.envelope_keys),
         ] {
             let _ = writeln!(s, "{k}={v}");
         }
@@ -70,6 +74,8 @@ impl DevEnv {
                 Err(_) => SqsKind::Moto,
             },
             aws_secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
+            // Absent from files written before envelopes were sealed.
+            envelope_keys: get("ENVELOPE_KEYS").unwrap_or_default(),
         })
     }
 }

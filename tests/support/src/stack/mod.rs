@@ -267,6 +267,7 @@ impl Stack {
             sqs_dlq_url: dlq_url,
             sqs_server: sqs_server.kind(),
             aws_secret_access_key: keys::random_key()?,
+            envelope_keys: format!("local-1:{}", keys::random_key()?),
         };
         let mut stack = Stack {
             config,
@@ -311,6 +312,7 @@ impl Stack {
         cmd.env("DATABASE_URL", &self.env.database_url)
             .env("SQS_QUEUE_URL", &self.env.sqs_queue_url)
             .env("SQS_ENDPOINT", &self.env.sqs_endpoint)
+            .env("ENVELOPE_KEYS", &self.env.envelope_keys)
             .env("RUST_LOG", "info");
         for (k, v) in &self.config.poller_env {
             cmd.env(k, v);
@@ -409,6 +411,7 @@ impl Stack {
                 self.env.aws_secret_access_key.clone(),
             ),
             ("INGEST_KEYS", ingest_keys_var(&self.config.ingest_keys)),
+            ("ENVELOPE_KEYS", self.env.envelope_keys.clone()),
         ];
         write_private(&self.config.dir.join(".dev.vars"), &dev_vars(&secrets)?)?;
         let mut vars = vec![
