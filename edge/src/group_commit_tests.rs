@@ -66,7 +66,8 @@ async fn concurrent_single_event_requests_share_one_sqs_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_events_sqs_refused_is_503_and_the_others_202() {
-    // Small messages (a few events each); SQS refuses the third entry for good.
+    // Small messages (a few events each, the seal around them); SQS refuses the third entry
+    // for good.
     let queue = FakeQueue::new(vec![Reply::Outcome(BatchOutcome {
         failed: vec![FailedEntry {
             id: "m2".into(),
@@ -75,7 +76,7 @@ async fn a_request_whose_events_sqs_refused_is_503_and_the_others_202() {
         }],
     })]);
     let edge =
-        Edge::with(&[("MAX_EVENT_BYTES", "64"), ("MAX_MESSAGE_BYTES", "640")]).batching(queue);
+        Edge::with(&[("MAX_EVENT_BYTES", "64"), ("MAX_MESSAGE_BYTES", "740")]).batching(queue);
     let answers = join_all((0..12).map(|n| edge.call(one_event(n)))).await;
     let batcher = edge.batcher.as_ref().expect("batching");
     let bodies = batcher.queue().bodies();
