@@ -342,13 +342,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
          received_at:timestamp with time zone:NO,stored_at:timestamp with time zone:NO,type:text:NO"
     );
     assert_eq!(
-        pg.psql(
-            "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey::int2[], a.attnum))
-               FROM pg_index i JOIN pg_attribute a
-                 ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-              WHERE i.indrelid = 'events'::regclass AND i.indisprimary"
-        )
-        .expect("psql"),
+        primary_key(&pg),
         // An id is unique within its key (pg_keys.rs).
         "key_id,id"
     );

@@ -183,3 +183,14 @@ pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> b
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The columns of the `events` table's primary key, in order, comma-separated.
+pub fn primary_key(pg: &Postgres) -> String {
+    pg.psql(
+        "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey::int2[], a.attnum))
+           FROM pg_index i JOIN pg_attribute a
+             ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+          WHERE i.indrelid = 'events'::regclass AND i.indisprimary",
+    )
+    .expect("psql")
+}

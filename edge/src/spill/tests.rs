@@ -244,6 +244,23 @@ fn queued(q: &FakeQueue) -> Vec<Uuid> {
     q.sent_event_ids()
 }
 
+/// [`replay`] with the default limits, the tests' key and [`policy`].
+async fn replay_all(
+    q: &FakeQueue,
+    rt: &FakeRuntime,
+    messages: &[Option<String>],
+) -> (Vec<Disposition>, ReplayReport) {
+    replay(
+        q,
+        rt,
+        messages,
+        &Limits::default(),
+        &envelope_key(),
+        &policy(),
+    )
+    .await
+}
+
 #[tokio::test(start_paused = true)]
 async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
     let rt = FakeRuntime::new();
@@ -256,15 +273,7 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
         message("app", &app),
         message("web", &more),
     ];
-    let (dispositions, report) = replay(
-        &q,
-        &rt,
-        &messages,
-        &Limits::default(),
-        &envelope_key(),
-        &policy(),
-    )
-    .await;
+    let (dispositions, report) = replay_all(&q, &rt, &messages).await;
     assert_eq!(dispositions, vec![Disposition::Ack; 3]);
     assert_eq!((report.messages, report.events, report.replayed), (3, 6, 6));
     assert_eq!((report.retried, report.unreadable), (0, 0));
@@ -290,15 +299,7 @@ async fn replay_retries_only_the_messages_sqs_did_not_take() {
     let web = vec![event(0, 100)];
     let app = vec![event(1, 100)];
     let messages = [message("web", &web), message("app", &app)];
-    let (dispositions, report) = replay(
-        &q,
-        &rt,
-        &messages,
-        &Limits::default(),
-        &envelope_key(),
-        &policy(),
-    )
-    .await;
+    let (dispositions, report) = replay_all(&q, &rt, &messages).await;
     assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Ack]);
     assert_eq!((report.replayed, report.retried), (1, 1));
     assert_eq!(q.calls().len(), 2, "one call per key id");
@@ -313,15 +314,7 @@ async fn a_replay_that_times_out_leaves_the_other_key_ids_for_later() {
     let web = vec![event(0, 100)];
     let app = vec![event(1, 100)];
     let messages = [message("web", &web), message("app", &app)];
-    let (dispositions, report) = replay(
-        &q,
-        &rt,
-        &messages,
-        &Limits::default(),
-        &envelope_key(),
-        &policy(),
-    )
-    .await;
+    let (dispositions, report) = replay_all(&q, &rt, &messages).await;
     assert_eq!(dispositions, vec![Disposition::Retry, Disposition::Retry]);
     assert_eq!((report.replayed, report.retried), (0, 2));
     assert_eq!(q.calls().len(), 1, "only the first key id waited for SQS");
@@ -338,15 +331,7 @@ async fn unreadable_messages_are_retried_never_dropped() {
     let q = FakeQueue::new(vec![]);
     let good = vec![event(0, 100)];
     let messages = [None, Some("garbage".to_owned()), message("web", &good)];
-    let (dispositions, report) = replay(
-        &q,
-        &rt,
-        &messages,
-        &Limits::default(),
-        &envelope_key(),
-        &policy(),
-    )
-    .await;
+    let (dispositions, report) = replay_all(&q, &rt, &messages).await;
     assert_eq!(
         dispositions,
         vec![Disposition::Retry, Disposition::Retry, Disposition::Ack]
