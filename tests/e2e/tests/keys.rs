@@ -2,7 +2,9 @@
 //! client ids on `/v1/events` (`id`), on Segment's `/v1/batch` (UUID `messageId`) and on
 //! PostHog's `/batch` (`uuid`). What must hold (shared/CONTRACT.md: an id is unique within its
 //! `key_id`, two keys never share a row): every 2xx is a row of its own key, holding what that
-//! key sent; and a key's retry of the same requests adds nothing.
+//! key sent; a key's retry of the same requests adds nothing; and no row holds any key, though
+//! the collector bodies carry theirs where those protocols do (Segment's `writeKey`, PostHog's
+//! `api_key` and `properties.token`).
 
 use std::time::Duration;
 
@@ -32,8 +34,10 @@ fn post(stack: &Stack, key: &str, path: &str, body: &Value) -> Result<(u16, Valu
 }
 
 /// The three requests one key sends, all carrying the same client ids whichever key sends
-/// them; each event says which key sent it (`from`).
-fn requests(key_id: &str, ids: &Ids) -> [(&'static str, Value); 3] {
+/// them; each event says which key sent it (`from`). The collector bodies carry the key in
+/// every place their SDKs put it, besides the `Authorization` header (the same key: allowed).
+fn requests(key: &IngestKey, ids: &Ids) -> [(&'static str, Value); 3] {
+    let (key_id, secret) = (key.key_id.as_str(), key.key.as_str());
     let events: Vec<Value> = ids
         .events
         .iter()
@@ -45,7 +49,7 @@ fn requests(key_id: &str, ids: &Ids) -> [(&'static str, Value); 3] {
         .iter()
         .map(|id| {
             json!({"type": "track", "event": "Tenant Event", "userId": "u1", "messageId": id,
-                   "properties": {"from": key_id}})
+                   "writeKey": secret, "properties": {"from": key_id}})
         })
         .collect();
     let posthog: Vec<Value> = ids
@@ -53,13 +57,13 @@ fn requests(key_id: &str, ids: &Ids) -> [(&'static str, Value); 3] {
         .iter()
         .map(|id| {
             json!({"event": "tenant_event", "distinct_id": "d1", "uuid": id,
-                   "properties": {"from": key_id}})
+                   "properties": {"from": key_id, "token": secret}})
         })
         .collect();
     [
         ("/v1/events", Value::Array(events)),
-        ("/v1/batch", json!({ "batch": segment })),
-        ("/batch", json!({ "batch": posthog })),
+        ("/v1/batch", json!({ "batch": segment, "writeKey": secret })),
+        ("/batch", json!({ "batch": posthog, "api_key": secret })),
     ]
 }
 
@@ -79,7 +83,7 @@ impl Ids {
 /// `/v1/events`).
 fn send_all(stack: &Stack, keys: &[IngestKey], ids: &Ids) {
     for k in keys {
-        for (path, body) in requests(&k.key_id, ids) {
+        for (path, body) in requests(k, ids) {
             let (status, answer) = post(stack, &k.key, path, &body).expect("request");
             match path {
                 "/v1/events" => {
@@ -160,4 +164,22 @@ fn two_keys_with_the_same_client_ids_each_get_their_own_rows() {
     assert_eq!(rows(&stack), expected, "a retry adds nothing");
     let status = stack.status().expect("status");
     assert_eq!(status.dlq, 0, "{status:?}");
+
+    // No row holds a key, in any column (the contract), though every collector body carried it.
+    for k in &keys {
+        let holding = stack
+            .pg
+            .psql(&format!(
+                "select count(*) from events e where e::text like '%{}%'",
+                k.key
+            ))
+            .expect("psql");
+        assert_eq!(holding, "0", "rows holding the key of {}", k.key_id);
+    }
+    // Positive control: the same query finds what the rows do hold.
+    let from_a = stack
+        .pg
+        .psql("select count(*) from events e where e::text like '%tenant-a%'")
+        .expect("psql");
+    assert_ne!(from_a, "0");
 }

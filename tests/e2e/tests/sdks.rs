@@ -194,6 +194,16 @@ fn assert_stored_once(stack: &Stack, run: &str, n: u64) {
         .parse()
         .expect("a count");
     assert_eq!(distinct, n, "each message of {run} is its own row");
+    // The SDKs put the key in their bodies (`writeKey`, `api_key`, `properties.token`): no
+    // row holds it, in any column.
+    let holding = stack
+        .pg
+        .psql(&format!(
+            "select count(*) from events e where e::text like '%{}%'",
+            stack.env.ingest_key
+        ))
+        .expect("psql");
+    assert_eq!(holding, "0", "rows of {run} holding the ingest key");
 }
 
 fn base(stack: &Stack, run: &str, count: usize) -> Value {
