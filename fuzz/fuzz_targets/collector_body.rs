@@ -34,8 +34,9 @@ fn small() -> Limits {
         max_decompressed_bytes: 1024,
         max_event_bytes: 200,
         max_events_per_request: 3,
-        max_message_bytes: 800,
-        max_batch_bytes: 1600,
+        // 200 + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES: one event of the limit per message.
+        max_message_bytes: 872,
+        max_batch_bytes: 1744,
         max_json_depth: 4,
     }
 }
