@@ -33,7 +33,8 @@ fn setup(name: &str) -> Setup {
     }
 }
 
-/// Runs `spillway-dlq` with the local pipeline's environment (as in `.spillway/dev.env`).
+/// Runs `spillway-dlq` with the local pipeline's environment (as in `.spillway/dev.env`,
+/// `ENVELOPE_KEYS` included); without `with_urls`, the URLs and keys are left to the flags.
 fn dlq_tool(s: &Setup, args: &[&str], with_urls: bool) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spillway-dlq"));
     cmd.args(args)
@@ -42,9 +43,12 @@ fn dlq_tool(s: &Setup, args: &[&str], with_urls: bool) -> Output {
         .env("SQS_ENDPOINT", s.moto.endpoint())
         .env("AWS_REGION", REGION)
         .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test");
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("ENVELOPE_KEYS");
     if with_urls {
-        cmd.env("SQS_DLQ_URL", &s.dlq).env("SQS_QUEUE_URL", &s.main);
+        cmd.env("SQS_DLQ_URL", &s.dlq)
+            .env("SQS_QUEUE_URL", &s.main)
+            .env("ENVELOPE_KEYS", spillway_consumer::keys::testing::TEST_KEYS);
     }
     cmd.output().expect("run spillway-dlq")
 }
@@ -91,7 +95,7 @@ fn list_names_the_reason_and_redrive_moves_everything_back() {
         .unwrap_or_else(|| panic!("no line for the good message: {out}"));
     assert!(
         good_line.ends_with(
-            "decodes fine (failed in the database or was retried out): 2 events: \
+            "decodes fine, seal verified (failed in the database or was retried out): 2 events: \
              00000000-0000-0000-0000-000000000001, 00000000-0000-0000-0000-000000000002"
         ),
         "{good_line}"
