@@ -81,9 +81,10 @@ fn check(plan: &Plan, records: &[SqsMessage]) {
     let total: usize = plan.accepted.iter().map(|a| a.events.len()).sum();
     assert_eq!(rows.len() as u64 + duplicates, total as u64);
     let mut ids = HashSet::new();
+    // Ids are unique within their key (the table's key is `(key_id, id)`).
     assert!(
-        rows.iter().all(|r| ids.insert(r.event.id)),
-        "an id in two rows"
+        rows.iter().all(|r| ids.insert((r.event.key_id.as_str(), r.event.id))),
+        "a key's id in two rows"
     );
     if let Some(oldest) = plan.oldest_received_at() {
         assert!(rows.iter().all(|r| r.event.received_at >= oldest));
