@@ -340,7 +340,7 @@ async fn the_lambda_runtime_loop_runs_the_handler_once() {
     assert!(rejected["fields"]["reason"]
         .as_str()
         .unwrap_or("")
-        .contains("version 2"));
+        .contains("version 3"));
     assert_eq!(rejected["level"], "WARN");
 }
 

@@ -182,8 +182,8 @@ async fn poison_reaches_the_dlq_good_is_stored_and_deleted() {
         duplicates >= 20 && duplicates % 20 == 0,
         "{duplicates} duplicates"
     );
-    // Each poison message failed twice (maxReceiveCount) before moto moved it.
-    assert_eq!(sum("RecordsRejected"), 6);
+    // Each of the five poison messages failed twice (maxReceiveCount) before moto moved it.
+    assert_eq!(sum("RecordsRejected"), 10);
     assert!(emf.iter().all(|v| v["BatchSize"].as_u64() <= Some(4)));
 }
 
