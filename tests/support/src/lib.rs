@@ -19,6 +19,7 @@ pub mod secrets;
 pub mod sqs;
 pub mod sqs_server;
 pub mod stack;
+pub mod testkit;
 pub mod wrangler;
 
 use std::fs;
@@ -39,6 +40,7 @@ pub use secrets::Secrets;
 pub use sqs::LocalSqs;
 pub use sqs_server::{LocalStack, SqsKind, SqsServer};
 pub use stack::{Stack, StackConfig, Status};
+pub use testkit::{gzip, worker_built};
 
 /// The repository root (the workspace directory, where `rust-toolchain.toml` is).
 ///
