@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use spillway_shared::Keyring;
 use tracing::{error, info, warn, Instrument};
 
-use crate::batch::Plan;
 use crate::metrics::{emf_line, lag_ms, InvocationMetrics};
+use crate::plan::Plan;
 use crate::store::{EventStore, StoreError};
 use crate::write::{Recorded, WriteFailure, WritePolicy};
 
@@ -76,7 +76,7 @@ where
     let mut plan = Plan::from_records(&event.records, &deps.keys);
     for f in &plan.failed {
         warn!(
-            message_id = f.message_id.as_deref().unwrap_or(""),
+            message_id = f.record_id.as_deref().unwrap_or(""),
             reason = %f.reason,
             kind = f.reason.label(),
             "record rejected"
@@ -134,7 +134,7 @@ fn log_failures(failures: &[WriteFailure<'_>], accepted: usize) {
         return;
     }
     for f in failures {
-        let message_id = f.record.message_id.as_str();
+        let message_id = f.record.record_id.as_str();
         if f.error.is_retryable() {
             warn!(message_id, error = %f.error, "record not stored, will be retried");
         } else {

@@ -224,7 +224,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
         data.push(Json(&e.data));
         colos.push(e.edge.as_ref().and_then(|x| x.colo.as_deref()));
         countries.push(e.edge.as_ref().and_then(|x| x.country.as_deref()));
-        message_ids.push(row.message_id);
+        message_ids.push(row.record_id);
         sources.push(e.source.as_str());
     }
     let tx = conn.client.transaction().await?;
@@ -372,7 +372,7 @@ mod tests {
         };
         let rows = [Row {
             event: &event,
-            message_id: "m",
+            record_id: "m",
         }];
         let err = store.write(&rows).await.expect_err("must fail");
         assert_eq!(err.kind, FailureKind::Unavailable);
