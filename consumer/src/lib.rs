@@ -30,5 +30,6 @@ pub mod secret;
 pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod tools;
 pub mod write;

@@ -360,16 +360,7 @@ mod tests {
     async fn unreachable_database_is_unavailable_and_holds_no_connection() {
         // Port 1 on loopback: nothing listens there.
         let store = PgStore::new(&db("postgres://u@127.0.0.1:1/db")).expect("store");
-        let event = spillway_shared::Event {
-            id: Uuid::from_u128(1),
-            event_type: "t".into(),
-            occurred_at: None,
-            received_at: chrono::DateTime::from_timestamp_millis(0).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: RawJson::empty_object(),
-        };
+        let event = crate::testing::event(1);
         let rows = [Row {
             event: &event,
             record_id: "m",

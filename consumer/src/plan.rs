@@ -174,32 +174,11 @@ fn decode(body: &[u8], keys: &Keyring) -> Result<Vec<Event>, RecordFailure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::testing::{test_key, test_keyring};
+    use crate::keys::testing::test_keyring;
     use crate::source::oldest_sent_at;
     use crate::store::FailureKind;
+    use crate::testing::{body, event};
     use aws_lambda_events::event::sqs::SqsMessage;
-    use spillway_shared::{pack, Limits};
-    use uuid::Uuid;
-
-    fn event(n: u128) -> Event {
-        Event {
-            id: Uuid::from_u128(n),
-            event_type: "t".into(),
-            occurred_at: None,
-            received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: Default::default(),
-        }
-    }
-
-    fn body(events: &[Event]) -> String {
-        let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
-        assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].entries.len(), 1);
-        batches[0].entries[0].body.clone()
-    }
 
     fn record(id: &str, body: Option<String>) -> SqsMessage {
         let mut m = SqsMessage::default();
@@ -213,7 +192,7 @@ mod tests {
         // The edge's group commit puts the events of many requests, of any keys, in one
         // message: each event carries its own id and key id, nothing is per message.
         let mut events: Vec<Event> = (1..=4).map(event).collect();
-        events[1].key_id = "web".into();
+        events[1].key_id = "mobile".into();
         events[3].key_id = "app".into();
         let plan = Plan::from_records(&[record("shared", Some(body(&events)))], &test_keyring());
         assert_eq!(plan.accepted.len(), 1);
@@ -222,7 +201,7 @@ mod tests {
             .iter()
             .map(|e| (e.id.as_u128(), e.key_id.as_str()))
             .collect();
-        assert_eq!(got, [(1, "k"), (2, "web"), (3, "k"), (4, "app")]);
+        assert_eq!(got, [(1, "web"), (2, "mobile"), (3, "web"), (4, "app")]);
     }
 
     #[test]
@@ -315,7 +294,7 @@ mod tests {
     #[test]
     fn unsealed_or_altered_bodies_are_never_accepted() {
         let good = body(&[event(1)]);
-        let altered = good.replacen(r#""key_id":"k""#, r#""key_id":"victim""#, 1);
+        let altered = good.replacen(r#""key_id":"web""#, r#""key_id":"victim""#, 1);
         assert_ne!(altered, good);
         let unsigned = r#"{"v":1,"events":[{"id":"00000000-0000-0000-0000-000000000009","type":"t","received_at":"2020-01-01T00:00:00Z","key_id":"victim","data":{}}]}"#;
         let records = [
@@ -367,6 +346,11 @@ mod tests {
 
     #[test]
     fn lags_use_the_oldest_record_and_event() {
+        // Event `n` received `n` seconds after the epoch.
+        let event = |n: u128| Event {
+            received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
+            ..event(n)
+        };
         let mut a = record("a", Some(body(&[event(5), event(2)])));
         a.attributes
             .insert("SentTimestamp".into(), "1700000000500".into());

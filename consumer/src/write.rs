@@ -187,22 +187,7 @@ impl<'p> WritePolicy<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::DateTime;
-    use spillway_shared::Event;
-    use uuid::Uuid;
-
-    fn event(n: u128) -> Event {
-        Event {
-            id: Uuid::from_u128(n),
-            event_type: "t".into(),
-            occurred_at: None,
-            received_at: DateTime::from_timestamp_millis(1_000).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: Default::default(),
-        }
-    }
+    use crate::testing::event;
 
     fn plan(records: &[(&str, &[u128])]) -> Plan {
         Plan {
@@ -281,8 +266,8 @@ mod tests {
         assert_eq!(
             keyed,
             [
-                ("k", 1, "a"),
-                ("k", 2, "a"),
+                ("web", 1, "a"),
+                ("web", 2, "a"),
                 ("other", 1, "b"),
                 ("other", 2, "b")
             ]
