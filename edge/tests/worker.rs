@@ -233,10 +233,15 @@ impl Shared {
             .as_ref()
             .map_err(|e| format!("the stack did not start: {e}"))?;
         let started = Instant::now();
-        step(stack)
-            .map_err(|e| format!("{e:#}\nwrangler log: {}", stack.edge.log_path().display()))?;
+        let outcome = step(stack);
         eprintln!("{name}: {:.1} s", started.elapsed().as_secs_f64());
-        Ok(())
+        outcome.map_err(|e| {
+            // A scenario that failed half-way may leave SQS faulted or messages queued: put
+            // the stack back as the next scenario expects it, so one failure stays one.
+            stack.proxy.set_mode(FaultMode::Pass);
+            let _ = stack.drain(&[], Duration::from_secs(2));
+            format!("{e:#}\nwrangler log: {}", stack.edge.log_path().display()).into()
+        })
     }
 
     fn take(&self) -> Option<Result<Stack, String>> {
