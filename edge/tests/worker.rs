@@ -233,14 +233,17 @@ impl Shared {
             .as_ref()
             .map_err(|e| format!("the stack did not start: {e}"))?;
         let started = Instant::now();
-        let outcome = step(stack);
-        eprintln!("{name}: {:.1} s", started.elapsed().as_secs_f64());
-        outcome.map_err(|e| {
+        step(stack).map_err(|e| {
             // A scenario that failed half-way may leave SQS faulted or messages queued: put
             // the stack back as the next scenario expects it, so one failure stays one.
             stack.proxy.set_mode(FaultMode::Pass);
             let _ = stack.drain(&[], Duration::from_secs(2));
-            format!("{e:#}\nwrangler log: {}", stack.edge.log_path().display()).into()
+            format!(
+                "{e:#}\n(after {:.1} s; wrangler log: {})",
+                started.elapsed().as_secs_f64(),
+                stack.edge.log_path().display()
+            )
+            .into()
         })
     }
 
