@@ -174,7 +174,7 @@ mod tests {
     use super::*;
     use crate::keys::testing::{test_key, test_keyring};
     use crate::store::FailureKind;
-    use spillway_shared::{pack, Limits};
+    use spillway_shared::{pack, BufferLimits};
     use uuid::Uuid;
 
     fn event(n: u128) -> Event {
@@ -191,7 +191,7 @@ mod tests {
     }
 
     fn body(events: &[Event]) -> String {
-        let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
+        let batches = pack(events, &BufferLimits::default(), &test_key()).expect("pack");
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].entries.len(), 1);
         batches[0].entries[0].body.clone()

@@ -155,7 +155,7 @@ mod tests {
 
     use crate::keys::testing::{test_key, test_keyring};
     use aws_lambda_events::event::sqs::SqsMessage;
-    use spillway_shared::{pack, Event, Limits};
+    use spillway_shared::{pack, BufferLimits, Event};
     use uuid::Uuid;
 
     #[derive(Default)]
@@ -235,7 +235,7 @@ mod tests {
     }
 
     fn body(events: &[Event]) -> String {
-        pack(events, &Limits::default(), &test_key()).expect("pack")[0].entries[0]
+        pack(events, &BufferLimits::default(), &test_key()).expect("pack")[0].entries[0]
             .body
             .clone()
     }

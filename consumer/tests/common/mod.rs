@@ -13,7 +13,7 @@ use spillway_consumer::handler::{Deps, Outcome, SystemClock};
 use spillway_consumer::keys::testing::{test_key, test_keyring};
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
-use spillway_shared::{pack, Event, Limits};
+use spillway_shared::{pack, BufferLimits, Event};
 use spillway_support::Postgres;
 use uuid::Uuid;
 
@@ -124,7 +124,7 @@ pub fn nul_event(n: u128) -> Event {
 
 /// One message body carrying `events` (the packer must put them in one message).
 pub fn body(events: &[Event]) -> String {
-    let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
+    let batches = pack(events, &BufferLimits::default(), &test_key()).expect("pack");
     assert_eq!(batches.len(), 1);
     assert_eq!(
         batches[0].entries.len(),

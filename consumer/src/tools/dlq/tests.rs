@@ -139,8 +139,12 @@ fn envelope(ids: &[u128]) -> String {
             data: spillway_shared::RawJson::empty_object(),
         })
         .collect();
-    let batches = spillway_shared::pack(&events, &spillway_shared::Limits::default(), &test_key())
-        .expect("pack");
+    let batches = spillway_shared::pack(
+        &events,
+        &spillway_shared::BufferLimits::default(),
+        &test_key(),
+    )
+    .expect("pack");
     batches[0].entries[0].body.clone()
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use spillway_shared::{EncodedEvent, Limits};
+use spillway_shared::{BufferLimits, EncodedEvent};
 use uuid::Uuid;
 
 use super::*;
@@ -254,7 +254,7 @@ async fn replay_all(
         q,
         rt,
         messages,
-        &Limits::default(),
+        &BufferLimits::default(),
         &envelope_key(),
         &policy(),
     )
@@ -293,7 +293,7 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
 async fn replay_retries_only_the_messages_sqs_did_not_take() {
     let rt = FakeRuntime::new();
     // SQS refuses the first key id's events for good; the second goes through.
-    let q = FakeQueue::new(vec![Reply::Error(crate::ports::SendError::Permanent(
+    let q = FakeQueue::new(vec![Reply::Error(crate::buffer::SendError::Permanent(
         "AccessDenied".into(),
     ))]);
     let web = vec![event(0, 100)];
@@ -362,4 +362,25 @@ fn retry_delays_grow_with_the_age_of_the_spill() {
         total += d;
     }
     assert!(total > secs(13 * 3_600), "100 retries cover {total:?}");
+}
+
+#[test]
+fn the_replay_line_counts_and_names_no_payload() {
+    let report = ReplayReport {
+        messages: 3,
+        events: 40,
+        replayed: 30,
+        retried: 1,
+        unreadable: 0,
+        sqs_calls: 4,
+        sqs_retries: 1,
+        last_error: Some("HTTP 503".into()),
+    };
+    let v: serde_json::Value = serde_json::from_str(&report.log_line(12)).expect("JSON");
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "replay", "messages": 3, "events": 40, "replayed": 30,
+            "retried": 1, "unreadable": 0, "sqs_calls": 4, "retries": 1,
+            "duration_ms": 12, "queue_error": "HTTP 503"})
+    );
 }
