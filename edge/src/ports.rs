@@ -18,12 +18,10 @@ use thiserror::Error;
 #[error("batcher unavailable: {0}")]
 pub struct BatcherError(pub String);
 
-/// The way to the group commits (Durable Objects in the Worker, an in-process [`Batcher`] in
-/// tests). Object-safe, so the request path takes it as `&dyn` whatever the runtime.
-///
-/// [`Batcher`]: crate::deliver::group_commit::Batcher
+/// The way to the group commits (Durable Objects in the Worker, an in-process batcher in tests).
+/// Object-safe, so the request path takes it as `&dyn` whatever the runtime.
 pub trait BatcherLink: std::fmt::Debug {
-    /// Hands `submission` (see [`crate::deliver::group_commit::encode_submission`]) to the batcher called
+    /// Hands `submission` (`deliver::group_commit::encode_submission`) to the batcher called
     /// `name` and returns the body of its answer.
     fn submit<'a>(
         &'a self,
@@ -38,7 +36,7 @@ pub trait BatcherLink: std::fmt::Debug {
 pub struct SpillError(pub String);
 
 /// The spill queue (a Cloudflare Queue bound as `SPILL_QUEUE` in the Worker, a fake in tests),
-/// taking the messages of [`crate::deliver::spill::pack_spill`]. Object-safe, like [`BatcherLink`].
+/// taking the messages of `deliver::spill::pack_spill`. Object-safe, like [`BatcherLink`].
 pub trait SpillQueue: std::fmt::Debug {
     /// Sends `messages` (text bodies, within the limits `pack_spill` keeps) in one `sendBatch`;
     /// `Ok` once the Queue has them.

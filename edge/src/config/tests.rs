@@ -129,6 +129,13 @@ fn limits_are_read_and_validated_together() {
         .expect("valid");
     assert_eq!(c.limits.max_body_bytes, 2048);
     assert_eq!(c.limits.max_events_per_request, 10);
+    // The buffer's settings land in the buffer's limits, not the request's.
+    let c = config_with(&[("MAX_MESSAGE_BYTES", "131072"), ("MAX_BATCH_BYTES", "524288")])
+        .expect("valid");
+    assert_eq!(c.buffer.bytes_per_entry, 128 * 1024);
+    assert_eq!(c.buffer.bytes_per_call, 512 * 1024);
+    assert_eq!(c.buffer.entries_per_call, 10);
+    assert_eq!(c.limits, Limits::default());
     let err = config_with(&[("MAX_DECOMPRESSED_BYTES", "10")]).expect_err("smaller than body");
     assert!(matches!(err.0[0], ConfigProblem::Limits(_)), "{err}");
     assert!(config_with(&[("SQS_CONCURRENCY", "7")]).is_err());

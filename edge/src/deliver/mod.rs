@@ -174,7 +174,7 @@ where
             report.breaker = Some(BreakerState::Open);
             encoded
         }
-        Path::Sqs | Path::Probe => {
+        Path::Buffer | Path::Probe => {
             if path == Path::Probe {
                 report.breaker = Some(BreakerState::Probe);
             }

@@ -24,12 +24,12 @@ fn settings() -> BreakerSettings {
 fn breaker_opens_after_repeated_failures_and_probes_later() {
     let mut b = Breaker::new(settings());
     for t in [0, 10] {
-        assert_eq!(b.path(t), Path::Sqs);
-        b.record(Path::Sqs, false, t);
+        assert_eq!(b.path(t), Path::Buffer);
+        b.record(Path::Buffer, false, t);
         assert!(!b.is_open(), "two failures keep it closed");
     }
-    assert_eq!(b.path(20), Path::Sqs);
-    b.record(Path::Sqs, false, 20);
+    assert_eq!(b.path(20), Path::Buffer);
+    b.record(Path::Buffer, false, 20);
     assert!(b.is_open());
     assert_eq!(b.path(500), Path::Spill);
     assert_eq!(b.path(1_019), Path::Spill);
@@ -39,19 +39,19 @@ fn breaker_opens_after_repeated_failures_and_probes_later() {
     assert_eq!(b.path(1_500), Path::Spill);
     b.record(Path::Probe, true, 1_600);
     assert!(!b.is_open());
-    assert_eq!(b.path(1_601), Path::Sqs);
+    assert_eq!(b.path(1_601), Path::Buffer);
 }
 
 #[test]
 fn a_success_between_failures_resets_the_count() {
     let mut b = Breaker::new(settings());
-    b.record(Path::Sqs, false, 0);
-    b.record(Path::Sqs, false, 1);
-    b.record(Path::Sqs, true, 2);
-    b.record(Path::Sqs, false, 3);
-    b.record(Path::Sqs, false, 4);
+    b.record(Path::Buffer, false, 0);
+    b.record(Path::Buffer, false, 1);
+    b.record(Path::Buffer, true, 2);
+    b.record(Path::Buffer, false, 3);
+    b.record(Path::Buffer, false, 4);
     assert!(!b.is_open());
-    b.record(Path::Sqs, false, 5);
+    b.record(Path::Buffer, false, 5);
     assert!(b.is_open());
 }
 
@@ -59,7 +59,7 @@ fn a_success_between_failures_resets_the_count() {
 fn failed_probes_double_the_interval_up_to_the_cap() {
     let mut b = Breaker::new(settings());
     for t in 0..3 {
-        b.record(Path::Sqs, false, t);
+        b.record(Path::Buffer, false, t);
     }
     let mut now = 2;
     let mut intervals = Vec::new();
@@ -79,7 +79,7 @@ fn failed_probes_double_the_interval_up_to_the_cap() {
 fn a_probe_that_never_reports_is_replaced() {
     let mut b = Breaker::new(settings());
     for t in 0..3 {
-        b.record(Path::Sqs, false, t);
+        b.record(Path::Buffer, false, t);
     }
     assert_eq!(b.path(1_002), Path::Probe);
     assert_eq!(b.path(6_001), Path::Spill);
@@ -94,14 +94,14 @@ fn a_probe_that_never_reports_is_replaced() {
 fn late_failures_of_earlier_requests_do_not_extend_the_outage() {
     let mut b = Breaker::new(settings());
     for t in 0..3 {
-        b.record(Path::Sqs, false, t);
+        b.record(Path::Buffer, false, t);
     }
     // Requests that went to SQS before it opened fail later: still open for 1 s from t=2.
-    b.record(Path::Sqs, false, 900);
+    b.record(Path::Buffer, false, 900);
     assert_eq!(b.path(1_002), Path::Probe);
     // A late success of such a request closes it: SQS took something.
-    b.record(Path::Sqs, true, 1_100);
-    assert_eq!(b.path(1_101), Path::Sqs);
+    b.record(Path::Buffer, true, 1_100);
+    assert_eq!(b.path(1_101), Path::Buffer);
 }
 
 #[test]
