@@ -130,8 +130,11 @@ fn limits_are_read_and_validated_together() {
     assert_eq!(c.limits.max_body_bytes, 2048);
     assert_eq!(c.limits.max_events_per_request, 10);
     // The buffer's settings land in the buffer's limits, not the request's.
-    let c = config_with(&[("MAX_MESSAGE_BYTES", "131072"), ("MAX_BATCH_BYTES", "524288")])
-        .expect("valid");
+    let c = config_with(&[
+        ("MAX_MESSAGE_BYTES", "131072"),
+        ("MAX_BATCH_BYTES", "524288"),
+    ])
+    .expect("valid");
     assert_eq!(c.buffer.bytes_per_entry, 128 * 1024);
     assert_eq!(c.buffer.bytes_per_call, 512 * 1024);
     assert_eq!(c.buffer.entries_per_call, 10);

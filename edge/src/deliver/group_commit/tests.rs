@@ -78,8 +78,8 @@ async fn concurrent_requests_share_one_call_and_each_hears_its_own_answer() {
     );
     let subs: Vec<Submission> = (0..25).map(|n| submission(n, 1, 2_000)).collect();
     let all: Vec<Uuid> = subs.iter().flat_map(ids).collect();
-    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
-    for v in &verdicts {
+    let reports = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for v in &reports {
         assert!(v.unacknowledged.is_empty(), "{v:?}");
         assert_eq!((v.shared.requests, v.shared.events, v.calls), (25, 25, 1));
     }
@@ -133,14 +133,14 @@ async fn a_full_batch_is_sent_before_the_window_ends() {
         settings(two_per_message(), false),
     );
     let started = batcher.runtime().now_ms();
-    let verdicts = join_all((0..21).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    let reports = join_all((0..21).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
     let calls = batcher.queue().calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[0].len(), 10, "the first call is full");
     assert_eq!(calls[1].len(), 1);
-    assert!(verdicts.iter().all(|v| v.unacknowledged.is_empty()));
-    assert_eq!(verdicts[0].shared.events, 20);
-    assert_eq!(verdicts[20].shared.events, 1);
+    assert!(reports.iter().all(|v| v.unacknowledged.is_empty()));
+    assert_eq!(reports[0].shared.events, 20);
+    assert_eq!(reports[20].shared.events, 1);
     // The full batch did not wait: only the last one (one event) waited a window.
     assert_eq!(batcher.runtime().now_ms() - started, WINDOW_MS);
 }
@@ -173,8 +173,8 @@ async fn a_failed_entry_fails_only_the_requests_whose_events_it_held() {
     let batcher = Batcher::new(q, FakeRuntime::new(), settings(two_per_message(), false));
     let subs: Vec<Submission> = (0..6).map(|n| submission(n, 1, 2_000)).collect();
     let want: Vec<Vec<Uuid>> = subs.iter().map(ids).collect();
-    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
-    for (n, v) in verdicts.iter().enumerate() {
+    let reports = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for (n, v) in reports.iter().enumerate() {
         if n == 2 || n == 3 {
             assert_eq!(v.unacknowledged, want[n]);
             assert!(v.rejected && !v.timed_out);
@@ -204,14 +204,14 @@ async fn retryable_failures_are_resent_for_everyone_in_the_batch() {
         }),
     ]);
     let batcher = Batcher::new(q, FakeRuntime::new(), settings(two_per_message(), false));
-    let verdicts = join_all((0..4).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    let reports = join_all((0..4).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
     assert!(
-        verdicts.iter().all(|v| v.unacknowledged.is_empty()),
-        "{verdicts:?}"
+        reports.iter().all(|v| v.unacknowledged.is_empty()),
+        "{reports:?}"
     );
     let calls = batcher.queue().calls();
     assert_eq!(calls, vec![vec!["m0", "m1"], vec!["m0", "m1"], vec!["m0"]]);
-    assert_eq!((verdicts[0].calls, verdicts[0].retries), (3, 2));
+    assert_eq!((reports[0].calls, reports[0].retries), (3, 2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -224,8 +224,8 @@ async fn nobody_waits_past_the_earliest_deadline_in_the_batch() {
     let started = batcher.runtime().now_ms();
     let subs = vec![submission(1, 1, 500), submission(2, 1, 3_000)];
     let want: Vec<Vec<Uuid>> = subs.iter().map(ids).collect();
-    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
-    for (v, want) in verdicts.iter().zip(&want) {
+    let reports = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for (v, want) in reports.iter().zip(&want) {
         assert_eq!(&v.unacknowledged, want);
         assert!(v.timed_out);
     }
@@ -254,8 +254,8 @@ async fn fifo_queues_batch_each_message_group_on_its_own() {
         FakeRuntime::new(),
         settings(BufferLimits::default(), true),
     );
-    let verdicts = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
-    assert!(verdicts
+    let reports = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    assert!(reports
         .iter()
         .all(|v| v.unacknowledged.is_empty() && v.shared.requests == 3));
     let mut groups = batcher.queue().groups();
@@ -272,7 +272,7 @@ async fn a_request_arriving_while_a_batch_is_sent_opens_the_next_one() {
     ));
     let b = batcher.clone();
     let first = tokio::task::LocalSet::new();
-    let verdicts = first
+    let reports = first
         .run_until(async move {
             let early = tokio::task::spawn_local({
                 let b = b.clone();
@@ -285,7 +285,7 @@ async fn a_request_arriving_while_a_batch_is_sent_opens_the_next_one() {
         })
         .await;
     assert_eq!(
-        (verdicts.0.shared.requests, verdicts.1.shared.requests),
+        (reports.0.shared.requests, reports.1.shared.requests),
         (1, 1)
     );
     assert_eq!(batcher.queue().calls().len(), 2);
