@@ -1,4 +1,4 @@
-//! The I/O seams of the request path besides the buffer ([`crate::buffer`]): the group commit's
+//! The I/O seams of the request path besides the buffer (`buffer`): the group commit's
 //! link, the spill queue, the rate limiter, the request body, and the runtime's clock,
 //! randomness and timers. The Worker implements them over the Workers runtime; tests implement
 //! them in memory.

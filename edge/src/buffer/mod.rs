@@ -7,7 +7,7 @@
 //! Nothing above this module knows what SQS calls its entries or how it names failures: SQS
 //! answers by entry id, and [`sqs`] maps those ids back to positions in the call, the way
 //! Kinesis reports its records. It does not decide where a request's events go when the buffer
-//! fails them (that is [`crate::deliver`]).
+//! fails them (that is `deliver`, above it).
 #![allow(async_fn_in_trait)]
 
 pub mod connector;

@@ -141,7 +141,7 @@ impl Default for RetryPolicy {
 pub const MAX_CONCURRENCY: usize = 6;
 
 /// Group commit: how the edge gathers small requests into shared calls to the buffer (see
-/// [`crate::deliver::group_commit`]). Used only when the `BATCHER` Durable Object binding exists.
+/// `deliver::group_commit`). Used only when the `BATCHER` Durable Object binding exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommitPolicy {
     /// How long a batcher holds its first pending event before it sends (`BATCH_WINDOW_MS`,

@@ -12,7 +12,7 @@
 //!
 //! Everything here is plain Rust over the ports, tested natively; the Durable Object and the
 //! stub call are thin adapters (`runtime/group_commit_object.rs`). When no batcher answers, the
-//! request sends directly, as without group commit ([`crate::deliver`]).
+//! request sends directly, as without group commit (`deliver`).
 
 mod batcher;
 mod wire;
