@@ -18,13 +18,13 @@ use spillway_shared::collector::{self, posthog, segment, BodyProblem};
 use spillway_shared::{encode_events, IdSource, Limits, Source};
 
 use crate::body::{encoding_of, format_of, gunzip_capped, Encoding};
-use crate::deliver::deliver;
+use crate::buffer::Buffer;
 use crate::error::EdgeError;
 use crate::gate::{authenticate, presented_keys};
-use crate::handler::{edge_info, header, random_ten, rate_limit, Deps};
+use crate::handler::{deliver, edge_info, header, random_ten, rate_limit, Deps};
 use crate::head::{head, read_body};
 use crate::log::RequestLog;
-use crate::ports::{BodySource, QueueSender, RateLimit, Runtime};
+use crate::ports::{BodySource, RateLimit, Runtime};
 
 /// A collector protocol and, for Segment, which call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +253,7 @@ pub async fn collect<Q, L, R, B>(
     log: &mut RequestLog,
 ) -> Result<usize, EdgeError>
 where
-    Q: QueueSender,
+    Q: Buffer,
     L: RateLimit,
     R: Runtime,
     B: BodySource,
@@ -315,7 +315,7 @@ where
         key_id,
         edge_info(parts),
     );
-    let encoded = encode_events(&events, limits).map_err(EdgeError::Pack)?;
+    let encoded = encode_events(&events, &config.buffer).map_err(EdgeError::Pack)?;
     drop(events);
     drop(decoded);
     deliver(deps, encoded, ids, key_id, log)

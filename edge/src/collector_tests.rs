@@ -9,8 +9,8 @@ use spillway_shared::collector::message_id;
 use spillway_shared::Source;
 use uuid::Uuid;
 
+use crate::buffer::SendError;
 use crate::config::tests::{KEY_APP, KEY_WEB};
-use crate::ports::SendError;
 use crate::test_edge::Edge;
 use crate::testkit::{FakeLimiter, FakeQueue, Reply};
 

@@ -10,21 +10,22 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, Request, Response};
 use serde::Serialize;
 use spillway_shared::{
-    assign_ids, encode_events, pack_encoded, uuid_v7, validate_events, BatchRequest, Code,
-    EdgeInfo, EncodedEvent, Event, IdSource, Limits, SigningKey,
+    assign_ids, encode_events, pack_encoded, uuid_v7, validate_events, BatchRequest, BufferLimits,
+    Code, EdgeInfo, EncodedEvent, Event, IdSource, Limits, SigningKey,
 };
 use uuid::Uuid;
 
 use crate::body::{gunzip_capped, malformed, split_events, Encoding, Format};
+use crate::buffer::Buffer;
 use crate::collector::{collect, Collector};
 use crate::config::{Config, ConfigError};
-use crate::deliver::deliver;
 pub use crate::deliver::Spill;
+use crate::deliver::{Delivery, Sender};
 use crate::error::EdgeError;
 use crate::gate::{cors_headers, log_path, preflight_headers, route, Route, PANIC_PATH};
 use crate::head::{head, read_body, Reading};
 use crate::log::RequestLog;
-use crate::ports::{BatcherLink, BodySource, QueueSender, RateLimit, Runtime};
+use crate::ports::{BatcherLink, BodySource, RateLimit, Runtime};
 
 /// What a request needs, built once per isolate (config, queue) or per request (limiter, runtime).
 #[derive(Debug)]
@@ -100,7 +101,7 @@ fn respond(status: u16, headers: Vec<(&'static str, String)>, body: String) -> R
 /// Handles one request.
 pub async fn handle<Q, L, R, B>(deps: &Deps<'_, Q, L, R>, req: Request<B>) -> Handled
 where
-    Q: QueueSender,
+    Q: Buffer,
     L: RateLimit,
     R: Runtime,
     B: BodySource,
@@ -225,7 +226,7 @@ async fn ingest<Q, L, R, B>(
     log: &mut RequestLog,
 ) -> Result<Vec<Uuid>, EdgeError>
 where
-    Q: QueueSender,
+    Q: Buffer,
     L: RateLimit,
     R: Runtime,
     B: BodySource,
@@ -255,10 +256,64 @@ where
     let mut random = || random_ten(deps.rt);
     let items = split_events(&decoded, format, limits)?;
     log.events = items.len();
-    let (ids, encoded) = prepare_encoded(&items, limits, &stamp, &mut random)?;
+    let (ids, encoded) = prepare_encoded(&items, limits, &config.buffer, &stamp, &mut random)?;
     drop(items);
     drop(decoded);
     deliver(deps, encoded, ids, key_id, log).await
+}
+
+/// Delivers a request's events ([`crate::deliver`]) and writes what happened in the log: the
+/// one place a delivery report becomes log fields, and a `503` when events are not held.
+pub(crate) async fn deliver<Q, L, R>(
+    deps: &Deps<'_, Q, L, R>,
+    encoded: Vec<EncodedEvent>,
+    ids: Vec<Uuid>,
+    key_id: &str,
+    log: &mut RequestLog,
+) -> Result<Vec<Uuid>, EdgeError>
+where
+    Q: Buffer,
+    R: Runtime,
+{
+    let delivery = Delivery {
+        config: deps.config,
+        buffer: deps.queue,
+        rt: deps.rt,
+        group_commit: deps.batcher,
+        spill: deps.spill,
+    };
+    let sender = Sender {
+        key_id,
+        colo: log.colo.as_deref(),
+        request_id: &log.request_id,
+    };
+    let report = crate::deliver::deliver(&delivery, encoded, &sender).await;
+    log.breaker = report.breaker.map(|b| b.as_str());
+    if let Some(route) = report.route {
+        log.send = Some(route.as_str());
+        log.sqs_calls = report.calls;
+        log.retries = report.retries;
+        log.queue_error = report.buffer_error.clone();
+    }
+    if let Some(shared) = report.shared {
+        log.batch_requests = Some(shared.requests);
+        log.batch_events = Some(shared.events);
+    }
+    if report.fallback.is_some() {
+        log.note = report.fallback.clone();
+    }
+    log.spilled = report.spilled;
+    log.spill_error = report.spill_error.clone();
+    if report.delivered() {
+        Ok(ids)
+    } else {
+        Err(EdgeError::QueueUnavailable {
+            total: ids.len(),
+            unacknowledged: report.unacknowledged,
+            timed_out: report.timed_out,
+            retry_after_secs: deps.config.retry_after_secs,
+        })
+    }
 }
 
 /// Asks the rate limiter about `key_id` (when one is configured), noting the key in the log.
@@ -332,12 +387,13 @@ pub fn prepare(
     body: &[u8],
     format: Format,
     limits: &Limits,
+    buffer: &BufferLimits,
     key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
     let items = split_events(body, format, limits)?;
-    prepare_events(&items, limits, key, stamp, random)
+    prepare_events(&items, limits, buffer, key, stamp, random)
 }
 
 /// [`prepare`] once the body is split into the raw text of each event (by
@@ -345,12 +401,13 @@ pub fn prepare(
 pub fn prepare_events(
     items: &[&str],
     limits: &Limits,
+    buffer: &BufferLimits,
     key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
-    let (ids, encoded) = prepare_encoded(items, limits, stamp, random)?;
-    let batches = pack_encoded(&encoded, limits, key);
+    let (ids, encoded) = prepare_encoded(items, limits, buffer, stamp, random)?;
+    let batches = pack_encoded(&encoded, buffer, key);
     Ok(Prepared { ids, batches })
 }
 
@@ -358,6 +415,7 @@ pub fn prepare_events(
 pub fn prepare_encoded(
     items: &[&str],
     limits: &Limits,
+    buffer: &BufferLimits,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<(Vec<Uuid>, Vec<EncodedEvent>), EdgeError> {
@@ -391,6 +449,6 @@ pub fn prepare_encoded(
         .zip(&ids)
         .map(|(v, &id)| v.enrich(id, received_at, stamp.key_id, stamp.edge.clone()))
         .collect();
-    let encoded = encode_events(&events, limits).map_err(EdgeError::Pack)?;
+    let encoded = encode_events(&events, buffer).map_err(EdgeError::Pack)?;
     Ok((ids, encoded))
 }

@@ -5,11 +5,12 @@ use http::{Method, Request};
 use serde_json::{json, Value};
 use spillway_shared::{derive_id, EdgeInfo};
 
+use crate::buffer::{CallOutcome, FailedEntry, SendError};
 use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
 use crate::config::ConfigError;
 use crate::gate::UnreadableHeaders;
 use crate::handler::misconfigured;
-use crate::ports::{BatchOutcome, BodySource, FailedEntry, SendError};
+use crate::ports::BodySource;
 use crate::test_edge::Edge;
 use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
 
@@ -807,9 +808,9 @@ async fn rate_limiter_outage_fails_open() {
 async fn transient_queue_failures_are_retried_and_still_202() {
     let queue = FakeQueue::new(vec![
         Reply::Error(SendError::Transient("HTTP 500 InternalError".into())),
-        Reply::Outcome(BatchOutcome {
+        Reply::Outcome(CallOutcome {
             failed: vec![FailedEntry {
-                id: "m0".into(),
+                position: 0,
                 retryable: true,
                 code: "ThrottlingException".into(),
             }],

@@ -3,8 +3,6 @@
 
 use serde::Serialize;
 
-use crate::spill::ReplayReport;
-
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RequestLog {
     pub request_id: String,
@@ -72,63 +70,5 @@ impl RequestLog {
                 self.request_id, self.status
             )
         })
-    }
-}
-
-/// The replay consumer's log line, one per batch of spill messages: `"kind":"replay"` and the
-/// counts of [`ReplayReport`] (never a payload).
-pub fn replay_line(report: &ReplayReport, duration_ms: u64) -> String {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        kind: &'static str,
-        messages: usize,
-        events: usize,
-        replayed: usize,
-        retried: usize,
-        unreadable: usize,
-        sqs_calls: u32,
-        retries: u32,
-        duration_ms: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        queue_error: Option<&'a str>,
-    }
-    serde_json::to_string(&Line {
-        kind: "replay",
-        messages: report.messages,
-        events: report.events,
-        replayed: report.replayed,
-        retried: report.retried,
-        unreadable: report.unreadable,
-        sqs_calls: report.sqs_calls,
-        retries: report.sqs_retries,
-        duration_ms,
-        queue_error: report.last_error.as_deref(),
-    })
-    .unwrap_or_else(|_| r#"{"kind":"replay"}"#.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_replay_line_counts_and_names_no_payload() {
-        let report = ReplayReport {
-            messages: 3,
-            events: 40,
-            replayed: 30,
-            retried: 1,
-            unreadable: 0,
-            sqs_calls: 4,
-            sqs_retries: 1,
-            last_error: Some("HTTP 503".into()),
-        };
-        let v: serde_json::Value = serde_json::from_str(&replay_line(&report, 12)).expect("JSON");
-        assert_eq!(
-            v,
-            serde_json::json!({"kind": "replay", "messages": 3, "events": 40, "replayed": 30,
-                "retried": 1, "unreadable": 0, "sqs_calls": 4, "retries": 1,
-                "duration_ms": 12, "queue_error": "HTTP 503"})
-        );
     }
 }

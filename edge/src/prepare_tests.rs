@@ -2,7 +2,7 @@
 //! every event before validation sees it (`checked_first`), pinned here for the cases a client
 //! is likely to send and compared for every truncation and one-byte edit of an event.
 
-use spillway_shared::{Code, EdgeInfo, Limits, Problem};
+use spillway_shared::{BufferLimits, Code, EdgeInfo, Limits, Problem};
 
 use crate::body::{parse, Format};
 use crate::error::EdgeError;
@@ -34,6 +34,7 @@ fn fast(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
         body,
         Format::Json,
         limits,
+        &BufferLimits::default(),
         &crate::testkit::envelope_key(),
         &stamp(),
         &mut counter(),
@@ -46,6 +47,7 @@ fn checked_first(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
     prepare_events(
         &items,
         limits,
+        &BufferLimits::default(),
         &crate::testkit::envelope_key(),
         &stamp(),
         &mut counter(),

@@ -505,7 +505,7 @@ mod envelope_tests {
         };
         let body = &pack(
             std::slice::from_ref(&event),
-            &Limits::default(),
+            &crate::limits::BufferLimits::default(),
             &test_key(),
         )
         .expect("pack")[0]
@@ -516,7 +516,7 @@ mod envelope_tests {
         event.source = Source::Spillway;
         let body = &pack(
             std::slice::from_ref(&event),
-            &Limits::default(),
+            &crate::limits::BufferLimits::default(),
             &test_key(),
         )
         .expect("pack")[0]
