@@ -44,9 +44,7 @@ fn handlers(index_js: &str) -> String {
                 "Entrypoint.prototype.{name} = function {name} (arg) {{\n  return exports.{name}.call(this, arg, this.env, this.ctx);\n}}\n"
             ));
         } else {
-            out.push_str(&format!(
-                "Entrypoint.prototype.{name} = exports.{name};\n"
-            ));
+            out.push_str(&format!("Entrypoint.prototype.{name} = exports.{name};\n"));
         }
     }
     out
