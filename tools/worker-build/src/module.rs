@@ -3,16 +3,17 @@
 //! class), the `package.json` beside it, and the rewrite esbuild's output needs.
 //!
 //! Pure string work, tested natively. It does not read files, run esbuild or touch the wasm;
-//! `main.rs` does. Each function reproduces the step of the same name in `worker-build` 0.8.7
-//! (`src/main.rs`, Apache-2.0), whose output `wrangler.toml`'s `edge/entry.mjs` was written
-//! against; the shim template `shim.js` is that release's file, unchanged.
+//! `main.rs` does. The steps and the files follow what `worker-build` 0.8.7 produces for a
+//! `--target module` Worker (`edge/entry.mjs` is written against that interface: a default
+//! export constructed as `new Worker(ctx, env)`, and the Durable Object classes by name); the
+//! entry shim (`shim.js`) is Spillway's own.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-/// worker-build 0.8.7's shim for `--target module` without panic=unwind; `$HANDLERS` is
-/// replaced by [`handlers`].
+/// The entry shim: recovery from a trapped instance, and the `Entrypoint` class whose
+/// methods `$HANDLERS` (replaced by [`handlers`]) adds.
 const SHIM_TEMPLATE: &str = include_str!("shim.js");
 
 /// The worker-build release whose output this reproduces; written into the wasm's `producers`
@@ -27,9 +28,7 @@ const SYSTEM_FNS: &[&str] = &["__wbg_reset_state", "__worker_init_state"];
 pub fn shim(index_js: &str) -> String {
     let mut out = SHIM_TEMPLATE.replace("$HANDLERS", &handlers(index_js));
     for class in exported_classes(index_js) {
-        out.push_str(&format!(
-            "export const {class} = new Proxy(exports.{class}, classProxyHooks);\n"
-        ));
+        out.push_str(&format!("export const {class} = durable(wasm.{class});\n"));
     }
     out
 }
@@ -41,10 +40,12 @@ fn handlers(index_js: &str) -> String {
     for name in exported_functions(index_js) {
         if matches!(name, "fetch" | "queue" | "scheduled" | "email" | "connect") {
             out.push_str(&format!(
-                "Entrypoint.prototype.{name} = function {name} (arg) {{\n  return exports.{name}.call(this, arg, this.env, this.ctx);\n}}\n"
+                "Entrypoint.prototype.{name} = function {name}(arg) {{\n  return guarded(() => wasm.{name}.call(this, arg, this.env, this.ctx));\n}};\n"
             ));
         } else {
-            out.push_str(&format!("Entrypoint.prototype.{name} = exports.{name};\n"));
+            out.push_str(&format!(
+                "Entrypoint.prototype.{name} = function {name}(...args) {{\n  return guarded(() => wasm.{name}(...args));\n}};\n"
+            ));
         }
     }
     out
@@ -152,9 +153,9 @@ mod tests {
         let h = handlers(BINDGEN_OUT);
         assert_eq!(
             h,
-            "Entrypoint.prototype.fetch = function fetch (arg) {\n  return exports.fetch.call(this, arg, this.env, this.ctx);\n}\n\
-             Entrypoint.prototype.queue = function queue (arg) {\n  return exports.queue.call(this, arg, this.env, this.ctx);\n}\n\
-             Entrypoint.prototype.helper = exports.helper;\n"
+            "Entrypoint.prototype.fetch = function fetch(arg) {\n  return guarded(() => wasm.fetch.call(this, arg, this.env, this.ctx));\n};\n\
+             Entrypoint.prototype.queue = function queue(arg) {\n  return guarded(() => wasm.queue.call(this, arg, this.env, this.ctx));\n};\n\
+             Entrypoint.prototype.helper = function helper(...args) {\n  return guarded(() => wasm.helper(...args));\n};\n"
         );
     }
 
@@ -175,14 +176,14 @@ mod tests {
     }
 
     #[test]
-    fn the_shim_fills_the_template_and_proxies_each_class() {
+    fn the_shim_fills_the_template_and_wraps_each_class() {
         let s = shim(BINDGEN_OUT);
         assert!(!s.contains("$HANDLERS"));
-        assert!(s.starts_with("import { WorkerEntrypoint } from \"cloudflare:workers\";"));
-        assert!(s.contains("Entrypoint.prototype.queue = function queue (arg)"));
+        assert!(s.contains("import { WorkerEntrypoint } from \"cloudflare:workers\";"));
+        assert!(s.contains("Entrypoint.prototype.queue = function queue(arg)"));
         assert!(s.ends_with(
-            "export default new Proxy(Entrypoint, classProxyHooks);\n\
-             export const Batcher = new Proxy(exports.Batcher, classProxyHooks);\n"
+            "export default Entrypoint;\n\
+             export const Batcher = durable(wasm.Batcher);\n"
         ));
     }
 

@@ -1,100 +1,82 @@
+// Spillway's Worker module entry, written by tools/worker-build around wasm-bindgen's output.
+//
+// A Rust panic aborts the wasm instance (a WebAssembly.RuntimeError, thrown by the call or
+// reported as a global "error" event). Every call through this module first replaces a broken
+// instance with a fresh one (`__wbg_reset_state`), so one panic costs one request, not the
+// isolate. Durable Object instances built on a replaced instance are rebuilt on their next call.
 import { WorkerEntrypoint } from "cloudflare:workers";
-import * as exports from "./index.js";
+import * as wasm from "./index.js";
+
+const health = wasm.__worker_init_state();
 
 Error.stackTraceLimit = 100;
-const initState = exports.__worker_init_state();
 
-function checkReinitialize() {
-  if (initState.criticalError) {
-    console.log("Reinitializing Wasm application");
-    exports.__wbg_reset_state();
-    initState.criticalError = false;
-    initState.instanceId++;
+function markIfTrap(error) {
+  if (error instanceof WebAssembly.RuntimeError) {
+    console.error("Critical", error);
+    health.criticalError = true;
   }
 }
 
-addEventListener('error', (e) => {
-  handleMaybeCritical(e.error);
-});
-
-function handleMaybeCritical(e) {
-  if (e instanceof WebAssembly.RuntimeError) {
-    console.error('Critical', e);
-    initState.criticalError = true;
+function freshInstance() {
+  if (health.criticalError) {
+    console.log("Reinitializing Wasm application");
+    wasm.__wbg_reset_state();
+    health.criticalError = false;
+    health.instanceId += 1;
   }
+}
+
+addEventListener("error", (event) => markIfTrap(event.error));
+
+// Runs `call` on a healthy instance and notes a trap it throws or rejects with.
+function guarded(call) {
+  freshInstance();
+  let result;
+  try {
+    result = call();
+  } catch (error) {
+    markIfTrap(error);
+    throw error;
+  }
+  if (result !== null && typeof result === "object" && typeof result.then === "function") {
+    return result.then(undefined, (error) => {
+      markIfTrap(error);
+      throw error;
+    });
+  }
+  return result;
+}
+
+// A Durable Object class that keeps its wasm object on the current instance.
+function durable(Inner) {
+  class Durable {
+    constructor(...args) {
+      this.args = args;
+      guarded(() => this.build());
+    }
+
+    build() {
+      this.inner = new Inner(...this.args);
+      this.instanceId = health.instanceId;
+    }
+
+    current() {
+      if (this.instanceId !== health.instanceId) this.build();
+      return this.inner;
+    }
+  }
+  for (const name of Object.getOwnPropertyNames(Inner.prototype)) {
+    const method = Object.getOwnPropertyDescriptor(Inner.prototype, name).value;
+    if (name === "constructor" || typeof method !== "function") continue;
+    Durable.prototype[name] = function (...args) {
+      return guarded(() => method.apply(this.current(), args));
+    };
+  }
+  return Durable;
 }
 
 class Entrypoint extends WorkerEntrypoint {}
 
 $HANDLERS
-
-const instanceProxyHooks = {
-  set: (target, prop, value, receiver) => Reflect.set(target.instance, prop, value, receiver),
-  has: (target, prop) => Reflect.has(target.instance, prop),
-  deleteProperty: (target, prop) => Reflect.deleteProperty(target.instance, prop),
-  apply: (target, thisArg, args) => Reflect.apply(target.instance, thisArg, args),
-  construct: (target, args, newTarget) => Reflect.construct(target.instance, args, newTarget),
-  getPrototypeOf: (target) => Reflect.getPrototypeOf(target.instance),
-  setPrototypeOf: (target, proto) => Reflect.setPrototypeOf(target.instance, proto),
-  isExtensible: (target) => Reflect.isExtensible(target.instance),
-  preventExtensions: (target) => Reflect.preventExtensions(target.instance),
-  getOwnPropertyDescriptor: (target, prop) => Reflect.getOwnPropertyDescriptor(target.instance, prop),
-  defineProperty: (target, prop, descriptor) => Reflect.defineProperty(target.instance, prop, descriptor),
-  ownKeys: (target) => Reflect.ownKeys(target.instance),
-};
-
-const classProxyHooks = {
-  construct(ctor, args, newTarget) {
-    try {
-      checkReinitialize();
-      const instance = {
-        instance: Reflect.construct(ctor, args, newTarget),
-        instanceId: initState.instanceId,
-        ctor,
-        args,
-        newTarget
-      };
-      return new Proxy(instance, {
-        ...instanceProxyHooks,
-        get(target, prop, receiver) {
-          if (target.instanceId !== initState.instanceId) {
-            target.instance = Reflect.construct(target.ctor, target.args, target.newTarget);
-            target.instanceId = initState.instanceId;
-          }
-          const original = Reflect.get(target.instance, prop, receiver);
-          if (typeof original !== 'function') return original;
-          if (original.constructor === Function) {
-            return new Proxy(original, {
-              apply(target, thisArg, argArray) {
-                checkReinitialize();
-                try {
-                  return target.apply(thisArg, argArray);
-                } catch (e) {
-                  handleMaybeCritical(e);
-                  throw e;
-                }
-              }
-            });
-          } else {
-            return new Proxy(original, {
-              async apply(target, thisArg, argArray) {
-                checkReinitialize();
-                try {
-                  return await target.apply(thisArg, argArray);
-                } catch (e) {
-                  handleMaybeCritical(e);
-                  throw e;
-                }
-              }
-            });
-          }
-        }
-      });
-    } catch (e) {
-      initState.criticalError = true;
-      throw e;
-    }
-  }
-};
-
-export default new Proxy(Entrypoint, classProxyHooks);
+export default Entrypoint;
