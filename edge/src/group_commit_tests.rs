@@ -8,8 +8,8 @@ use spillway_shared::open;
 use uuid::Uuid;
 
 use crate::config::tests::KEY_WEB;
+use crate::handler::tests::edge::Edge;
 use crate::ports::{BatchOutcome, FailedEntry, Runtime};
-use crate::test_edge::Edge;
 use crate::testkit::{envelope_keyring, FakeQueue, Link, Reply};
 
 fn one_event(n: usize) -> Request<Vec<u8>> {

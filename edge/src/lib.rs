@@ -12,17 +12,16 @@
 //! ([`spill`]).
 
 pub mod batch;
-pub mod body;
-pub mod collector;
 pub mod config;
 pub mod connector;
 mod deliver;
 pub mod error;
-pub mod gate;
 pub mod handler;
-pub mod head;
+pub mod http;
 pub mod log;
 pub mod ports;
+pub mod protocol;
+pub mod request;
 pub mod send;
 pub mod spill;
 pub mod sqs;
@@ -35,23 +34,14 @@ mod batcher_object;
 mod replay_handler;
 
 #[cfg(test)]
-mod collector_key_tests;
-#[cfg(test)]
-mod collector_tests;
-#[cfg(test)]
 mod group_commit_tests;
 #[cfg(test)]
-mod handler_tests;
-#[cfg(test)]
-mod prepare_tests;
-#[cfg(test)]
 mod spill_tests;
-#[cfg(test)]
-mod test_edge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use config::Config;
 pub use error::EdgeError;
-pub use handler::{handle, misconfigured, prepare, Deps, Handled, Prepared, Spill, Stamp};
+pub use handler::{handle, misconfigured, Deps, Handled, Spill};
 pub use ports::{BatchOutcome, FailedEntry, QueueSender, RateLimit, Runtime, SendError};
+pub use request::prepare::{prepare, Prepared, Stamp};

@@ -8,8 +8,8 @@ use spillway_shared::Event;
 use uuid::Uuid;
 
 use crate::config::tests::KEY_WEB;
+use crate::handler::tests::edge::{Answer, Edge};
 use crate::ports::{BatchOutcome, FailedEntry, Runtime, SendError};
-use crate::test_edge::{Answer, Edge};
 use crate::testkit::{FakeQueue, FakeRuntime, Reply, SpillMode};
 
 fn events(body: &str) -> Request<Vec<u8>> {
