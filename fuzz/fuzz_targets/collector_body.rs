@@ -1,6 +1,6 @@
 //! The collector routes' body path on arbitrary bodies: decoding (base64, gzip by its magic
 //! bytes, with the decompression cap), then Segment's or PostHog's protocol, ids, enrichment
-//! and packing, in the order `collector::collect` runs them.
+//! and packing, in the order the handler runs them for a collector route.
 //!
 //! The first byte picks the route and the settings: `% 8` the route (0 PostHog, 1 Segment
 //! `/v1/batch`, 2..=7 Segment's single calls), bit `0x40` adds `?compression=base64` (PostHog),
@@ -18,7 +18,8 @@
 use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use spillway_edge::collector::{decode_body, parse, Collector};
+use spillway_edge::protocol::collector::{decode_body, parse};
+use spillway_edge::protocol::Collector;
 use spillway_edge::EdgeError;
 use spillway_shared::collector::segment::{Call, MessageType};
 use spillway_shared::collector::{assign_ids, into_events, posthog, segment, without_keys};
