@@ -77,13 +77,13 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(decoded.len() <= limits.max_decompressed_bytes.max(body.len()));
     let now = DateTime::from_timestamp_millis(NOW_MS as i64).expect("time");
-    let batch = match parse(&decoded, collector, &limits, now) {
+    let parsed = match parse(&decoded, collector, &limits, now) {
         Ok(b) => b,
         Err(e) => return refused(e),
     };
-    assert!(!batch.messages.is_empty());
-    assert!(batch.messages.len() <= limits.max_events_per_request);
-    for m in &batch.messages {
+    assert!(!parsed.messages.is_empty());
+    assert!(parsed.messages.len() <= limits.max_events_per_request);
+    for m in &parsed.messages {
         let chars = m.event_type.chars().count();
         assert!((1..=MAX_TYPE_CHARS).contains(&chars), "{:?}", m.event_type);
         assert!(!m.event_type.contains('\0'));
@@ -117,13 +117,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let source = collector.source();
     let ids = assign_ids(
-        &batch.messages,
+        &parsed.messages,
         source,
         "web",
         &IdSource::Generated { unix_ms: NOW_MS },
         &mut random,
     );
-    let events = into_events(batch.messages, &ids, source, now, "web", None);
+    let events = into_events(parsed.messages, &ids, source, now, "web", None);
     assert!(events.iter().all(|e| e.source == source));
     let key = SigningKey::new("fuzz", &[b'k'; 32]).expect("key");
     let batches = match pack(&events, &limits, &key) {

@@ -119,7 +119,7 @@ pub fn parse<'a>(
     collector: Collector,
     limits: &Limits,
     now: DateTime<Utc>,
-) -> Result<collector::Batch<'a>, EdgeError> {
+) -> Result<collector::Body<'a>, EdgeError> {
     let text = body_text(body)?;
     match collector {
         Collector::Segment(call) => segment::parse(text, call, limits, now),
