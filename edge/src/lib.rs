@@ -6,9 +6,9 @@
 //! the mapping of SQS answers. The Workers runtime is reached only through the traits in
 //! [`ports`], implemented in the wasm-only `adapter` module, whose `#[event(fetch)]` just adapts.
 //!
-//! A request goes down the folders: [`handler`] routes it ([`crate::http::route`]), reads its head and
-//! body ([`request`]), decodes them in its [`protocol`] (`/v1/events`, Segment or PostHog),
-//! prepares its events ([`request::prepare`]), has `deliver` send them, and answers
+//! A request goes down the folders: [`handler`] routes it ([`crate::http::route`]), reads its
+//! head and body ([`request`]), decodes them in its [`protocol`] (`/v1/events`, Segment or
+//! PostHog), prepares its events ([`request::prepare`]), has `deliver` send them, and answers
 //! ([`crate::http::answer`]). Each module uses only modules below it (`cargo xtask layers`).
 //!
 //! It does not keep state between requests (beyond the parsed configuration, the SQS client
