@@ -118,3 +118,121 @@ pub fn edge_info(parts: &Parts) -> Option<EdgeInfo> {
         .filter(|e| e.colo.is_some() || e.country.is_some())
         .cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
+    use spillway_shared::collector::segment::Call;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().method("POST").uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).expect("request").into_parts().0
+    }
+
+    #[test]
+    fn an_events_head_has_its_key_type_and_encoding() {
+        let config = config_with(&[]).expect("config");
+        let bearer = format!("Bearer {KEY_WEB}");
+        let p = parts(
+            "https://x/v1/events",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/x-ndjson"),
+                ("content-encoding", "gzip"),
+                ("content-length", "12"),
+                ("idempotency-key", "req-1"),
+            ],
+        );
+        assert_eq!(
+            events_head(&p, &config),
+            Ok(EventsHead {
+                key_id: "web",
+                declared_len: Some(12),
+                idempotency_key: Some("req-1"),
+                format: Format::Ndjson,
+                encoding: Encoding::Gzip,
+            })
+        );
+    }
+
+    #[test]
+    fn events_head_checks_in_order() {
+        let config = config_with(&[]).expect("config");
+        let web = format!("Bearer {KEY_WEB}");
+        let too_long = (config.limits.max_body_bytes + 1).to_string();
+        // Two keys before a missing or wrong one; the key before the length; the length before
+        // the content type; the content type before the idempotency key.
+        let cases: [(&[(&str, &str)], &str, EdgeError); 5] = [
+            (
+                &[("x-api-key", "wrong")],
+                "?key=other",
+                EdgeError::ConflictingKeys,
+            ),
+            (&[("content-length", &too_long)], "", EdgeError::MissingKey),
+            (
+                &[("x-api-key", "wrong-key-0123456789")],
+                "",
+                EdgeError::InvalidKey,
+            ),
+            (
+                &[
+                    ("authorization", &web),
+                    ("content-length", &too_long),
+                    ("content-type", "a/b"),
+                ],
+                "",
+                EdgeError::BodyTooLarge {
+                    limit: config.limits.max_body_bytes,
+                },
+            ),
+            (
+                &[
+                    ("authorization", &web),
+                    ("content-type", "a/b"),
+                    ("idempotency-key", " "),
+                ],
+                "",
+                EdgeError::UnsupportedMediaType("a/b".into()),
+            ),
+        ];
+        for (headers, query, want) in cases {
+            let p = parts(&format!("https://x/v1/events{query}"), headers);
+            assert_eq!(events_head(&p, &config), Err(want), "{headers:?} {query}");
+        }
+    }
+
+    #[test]
+    fn a_collector_head_may_leave_the_key_to_the_body() {
+        let config = config_with(&[]).expect("config");
+        let segment = Collector::Segment(Call::Batch);
+        let p = parts(
+            "https://x/v1/batch?ver=1",
+            &[("content-type", "text/plain")],
+        );
+        let head = collector_head(&p, &config, segment).expect("no key is fine");
+        assert_eq!(head.key, None);
+        assert_eq!(head.content_type, Some("text/plain"));
+        assert_eq!(head.query, Some("ver=1"));
+        // A key in the head is checked at once, and two are refused.
+        let p = parts("https://x/capture?token=nope-0123456789abcdef", &[]);
+        assert_eq!(
+            collector_head(&p, &config, Collector::Posthog),
+            Err(EdgeError::InvalidKey)
+        );
+        let p = parts(&format!("https://x/capture?token={KEY_APP}"), &[]);
+        let head = collector_head(&p, &config, Collector::Posthog).expect("valid key");
+        assert_eq!(head.key, Some((KEY_APP.to_owned(), "app")));
+        let p = parts(
+            &format!("https://x/v1/batch?key={KEY_APP}"),
+            &[("x-api-key", KEY_WEB)],
+        );
+        assert_eq!(
+            collector_head(&p, &config, segment),
+            Err(EdgeError::ConflictingKeys)
+        );
+    }
+}

@@ -24,3 +24,31 @@ pub fn request_id<R: Runtime>(headers: &HeaderMap, rt: &R, now_ms: u64) -> Strin
         _ => uuid_v7(now_ms, uuid_random_bytes(rt)).to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::FakeRuntime;
+
+    #[test]
+    fn the_request_id_is_cf_ray_when_usable_else_a_uuid_v7() {
+        let rt = FakeRuntime::new();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cf-ray",
+            http::HeaderValue::from_static("8f1e2d3c4b5a6978-FRA"),
+        );
+        assert_eq!(request_id(&h, &rt, 1), "8f1e2d3c4b5a6978-FRA");
+        for ray in ["", &"r".repeat(65)] {
+            h.insert("cf-ray", http::HeaderValue::from_str(ray).expect("header"));
+            let id = request_id(&h, &rt, 1_795_852_800_000);
+            let uuid = uuid::Uuid::parse_str(&id).expect("a UUID");
+            assert_eq!(uuid.get_version_num(), 7, "{id}");
+        }
+        // Two requests without a ray get two ids.
+        assert_ne!(
+            request_id(&HeaderMap::new(), &rt, 1),
+            request_id(&HeaderMap::new(), &rt, 1)
+        );
+    }
+}
