@@ -166,7 +166,8 @@ mod tests {
         let too_long = (config.limits.max_body_bytes + 1).to_string();
         // Two keys before a missing or wrong one; the key before the length; the length before
         // the content type; the content type before the idempotency key.
-        let cases: [(&[(&str, &str)], &str, EdgeError); 5] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, EdgeError);
+        let cases: [Case; 5] = [
             (
                 &[("x-api-key", "wrong")],
                 "?key=other",
