@@ -129,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|event| Row {
             event,
-            message_id: "bench",
+            record_id: "bench",
         })
         .collect();
     store.write(&warm).await?;
@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|event| Row {
                 event,
-                message_id: "bench",
+                record_id: "bench",
             })
             .collect();
         store.write(&rows).await?;

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use spillway_shared::Keyring;
 use tracing::{error, info, warn, Instrument};
 
-use crate::batch::Plan;
 use crate::metrics::{emf_line, lag_ms, InvocationMetrics};
+use crate::plan::Plan;
 use crate::store::{EventStore, StoreError};
 use crate::write::{Recorded, WriteFailure, WritePolicy};
 
@@ -76,7 +76,7 @@ where
     let mut plan = Plan::from_records(&event.records, &deps.keys);
     for f in &plan.failed {
         warn!(
-            message_id = f.message_id.as_deref().unwrap_or(""),
+            message_id = f.record_id.as_deref().unwrap_or(""),
             reason = %f.reason,
             kind = f.reason.label(),
             "record rejected"
@@ -134,7 +134,7 @@ fn log_failures(failures: &[WriteFailure<'_>], accepted: usize) {
         return;
     }
     for f in failures {
-        let message_id = f.record.message_id.as_str();
+        let message_id = f.record.record_id.as_str();
         if f.error.is_retryable() {
             warn!(message_id, error = %f.error, "record not stored, will be retried");
         } else {
@@ -153,9 +153,10 @@ mod tests {
     use crate::store::{FailureKind, Row, WriteCounts};
     use std::sync::Mutex;
 
-    use crate::keys::testing::{test_key, test_keyring};
+    use crate::keys::testing::test_keyring;
+    use crate::testing::body;
     use aws_lambda_events::event::sqs::SqsMessage;
-    use spillway_shared::{pack, Event, Limits};
+    use spillway_shared::Event;
     use uuid::Uuid;
 
     #[derive(Default)]
@@ -213,16 +214,13 @@ mod tests {
         }
     }
 
+    /// The fixture's event `n`, of type `t` (the store refuses type `bad`), received 6 s
+    /// before the clock of [`deps`].
     fn event(n: u128, t: &str) -> Event {
         Event {
-            id: Uuid::from_u128(n),
             event_type: t.into(),
-            occurred_at: None,
             received_at: DateTime::from_timestamp_millis(4_000).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: Default::default(),
+            ..crate::testing::event(n)
         }
     }
 
@@ -232,12 +230,6 @@ mod tests {
         m.body = Some(body.into());
         m.attributes.insert("SentTimestamp".into(), "9000".into());
         m
-    }
-
-    fn body(events: &[Event]) -> String {
-        pack(events, &Limits::default(), &test_key()).expect("pack")[0].entries[0]
-            .body
-            .clone()
     }
 
     fn sqs(records: Vec<SqsMessage>) -> SqsEvent {

@@ -1,8 +1,9 @@
 //! Spillway's consumer: an AWS Lambda function that writes SQS batches of Spillway events into
 //! PostgreSQL exactly once, and a local poller that plays Lambda's SQS event source mapping.
 //!
-//! - [`batch`] and [`mod@write`] are the pure core: SQS records in, rows and per-record failures
-//!   out, and which writes a batch needs.
+//! - [`source`], [`plan`] and [`mod@write`] are the pure core: a delivered batch of buffered
+//!   records ([`source::BufferedRecord`]: SQS's today) in, rows and per-record failures out, and
+//!   which writes those rows need.
 //! - [`handler`] is the plain async handler over a [`handler::Deps`] struct; the Lambda `main`
 //!   and the poller only wire it up.
 //! - [`store`] is the [`store::EventStore`] seam; [`pg`] its PostgreSQL adapter (one lazily
@@ -18,15 +19,17 @@
 //! It deliberately does not describe the wire format (that is `spillway-shared`), does not
 //! create queues or tables implicitly, and never fails a whole batch for one record.
 
-pub mod batch;
 pub mod config;
 pub mod handler;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;
+pub mod plan;
 pub mod secret;
+pub mod source;
 pub mod store;
 pub mod telemetry;
+pub mod testing;
 pub mod tools;
 pub mod write;

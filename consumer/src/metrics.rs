@@ -4,11 +4,11 @@
 //! turned into metrics without any API call. Building the record is pure (the timestamp is an
 //! argument); printing it is the caller's job.
 
-use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::batch::{oldest_sent_timestamp, Plan};
+use crate::plan::Plan;
+use crate::source::{oldest_sent_at, BufferedRecord};
 use crate::store::WriteCounts;
 
 /// What one invocation did, as counted by the handler.
@@ -26,7 +26,8 @@ pub struct InvocationMetrics {
     pub records_rejected: u64,
     /// Time spent writing, connection set-up included.
     pub db_write_ms: u64,
-    /// Now minus the oldest record's `SentTimestamp`; `None` when no record has one.
+    /// Now minus the oldest record's [`BufferedRecord::sent_at`] (SQS: `SentTimestamp`); `None`
+    /// when no record has one.
     pub queue_lag_ms: Option<u64>,
     /// Now minus the oldest decoded event's `received_at` (the edge clock).
     pub end_to_end_lag_ms: Option<u64>,
@@ -35,9 +36,9 @@ pub struct InvocationMetrics {
 impl InvocationMetrics {
     /// The figures of one invocation, from its plan once every failure is in it, what the
     /// store wrote, and the time the writes took.
-    pub fn of(
+    pub fn of<R: BufferedRecord>(
         plan: &Plan,
-        records: &[SqsMessage],
+        records: &[R],
         written: WriteCounts,
         db_write_ms: u64,
         now: DateTime<Utc>,
@@ -53,7 +54,7 @@ impl InvocationMetrics {
                 .filter(|f| !f.reason.is_retryable())
                 .count() as u64,
             db_write_ms,
-            queue_lag_ms: oldest_sent_timestamp(records).map(|t| lag_ms(now, t)),
+            queue_lag_ms: oldest_sent_at(records).map(|t| lag_ms(now, t)),
             end_to_end_lag_ms: plan.oldest_received_at().map(|t| lag_ms(now, t)),
         }
     }

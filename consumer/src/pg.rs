@@ -224,7 +224,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
         data.push(Json(&e.data));
         colos.push(e.edge.as_ref().and_then(|x| x.colo.as_deref()));
         countries.push(e.edge.as_ref().and_then(|x| x.country.as_deref()));
-        message_ids.push(row.message_id);
+        message_ids.push(row.record_id);
         sources.push(e.source.as_str());
     }
     let tx = conn.client.transaction().await?;
@@ -360,19 +360,10 @@ mod tests {
     async fn unreachable_database_is_unavailable_and_holds_no_connection() {
         // Port 1 on loopback: nothing listens there.
         let store = PgStore::new(&db("postgres://u@127.0.0.1:1/db")).expect("store");
-        let event = spillway_shared::Event {
-            id: Uuid::from_u128(1),
-            event_type: "t".into(),
-            occurred_at: None,
-            received_at: chrono::DateTime::from_timestamp_millis(0).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: RawJson::empty_object(),
-        };
+        let event = crate::testing::event(1);
         let rows = [Row {
             event: &event,
-            message_id: "m",
+            record_id: "m",
         }];
         let err = store.write(&rows).await.expect_err("must fail");
         assert_eq!(err.kind, FailureKind::Unavailable);

@@ -10,11 +10,13 @@ use std::future::Future;
 use spillway_shared::Event;
 use thiserror::Error;
 
-/// One row to insert: an event and the SQS message that carried it.
+/// One row to insert: an event and the id of the buffered record that carried it.
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     pub event: &'a Event,
-    pub message_id: &'a str,
+    /// [`crate::source::BufferedRecord::record_id`]; stored in the column `sqs_message_id`
+    /// (the contract fixes the table; for SQS it is exactly the message id).
+    pub record_id: &'a str,
 }
 
 /// What one successful write did.

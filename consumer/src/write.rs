@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use crate::batch::{Accepted, Plan};
+use crate::plan::{Accepted, Plan};
 use crate::store::{FailureKind, Row, StoreError, WriteCounts};
 
 /// The rows of `records`, each `(key_id, id)` once (the first occurrence wins), and how many
@@ -27,7 +27,7 @@ pub fn rows_of<'a>(records: impl IntoIterator<Item = &'a Accepted>) -> (Vec<Row<
             if seen.insert((event.key_id.as_str(), event.id)) {
                 rows.push(Row {
                     event,
-                    message_id: &accepted.message_id,
+                    record_id: &accepted.record_id,
                 });
             } else {
                 duplicates += 1;
@@ -187,22 +187,7 @@ impl<'p> WritePolicy<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::DateTime;
-    use spillway_shared::Event;
-    use uuid::Uuid;
-
-    fn event(n: u128) -> Event {
-        Event {
-            id: Uuid::from_u128(n),
-            event_type: "t".into(),
-            occurred_at: None,
-            received_at: DateTime::from_timestamp_millis(1_000).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: Default::default(),
-        }
-    }
+    use crate::testing::event;
 
     fn plan(records: &[(&str, &[u128])]) -> Plan {
         Plan {
@@ -212,7 +197,7 @@ mod tests {
                 .enumerate()
                 .map(|(index, (id, events))| Accepted {
                     index,
-                    message_id: (*id).into(),
+                    record_id: (*id).into(),
                     events: events.iter().map(|n| event(*n)).collect(),
                 })
                 .collect(),
@@ -222,7 +207,7 @@ mod tests {
 
     fn ids(rows: &[Row<'_>]) -> Vec<(u128, String)> {
         rows.iter()
-            .map(|r| (r.event.id.as_u128(), r.message_id.to_owned()))
+            .map(|r| (r.event.id.as_u128(), r.record_id.to_owned()))
             .collect()
     }
 
@@ -244,7 +229,7 @@ mod tests {
     fn failed<'a>(failures: &'a [WriteFailure<'_>]) -> Vec<(&'a str, FailureKind)> {
         failures
             .iter()
-            .map(|f| (f.record.message_id.as_str(), f.error.kind))
+            .map(|f| (f.record.record_id.as_str(), f.error.kind))
             .collect()
     }
 
@@ -276,13 +261,13 @@ mod tests {
         let (rows, duplicates) = rows_of(&p.accepted);
         let keyed: Vec<(&str, u128, &str)> = rows
             .iter()
-            .map(|r| (r.event.key_id.as_str(), r.event.id.as_u128(), r.message_id))
+            .map(|r| (r.event.key_id.as_str(), r.event.id.as_u128(), r.record_id))
             .collect();
         assert_eq!(
             keyed,
             [
-                ("k", 1, "a"),
-                ("k", 2, "a"),
+                ("web", 1, "a"),
+                ("web", 2, "a"),
                 ("other", 1, "b"),
                 ("other", 2, "b")
             ]

@@ -307,7 +307,7 @@ async fn sslmode_require_never_falls_back_to_plain_text() {
         .store
         .write(&[Row {
             event: &e,
-            message_id: "m",
+            record_id: "m",
         }])
         .await
         .expect_err("no TLS, no write");
@@ -607,7 +607,7 @@ async fn sslmode_require_uses_verified_tls() {
     let e = event(1);
     let rows = [Row {
         event: &e,
-        message_id: "m",
+        record_id: "m",
     }];
 
     // Mozilla's roots alone do not trust the private CA: no write, no plain-text fallback.

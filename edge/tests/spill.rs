@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use harness::*;
 use serde_json::{json, Value};
-use spillway_support::{run_dir, FaultMode};
+use spillway_support::{run_dir, worker_built, FaultMode};
 use uuid::Uuid;
 
 /// Longest a request may take: the deadline, plus what a loaded machine adds around it.
@@ -198,7 +198,7 @@ fn breaker_closes_once_sqs_is_back(s: &Stack) -> Result<()> {
 
 #[test]
 fn spill_under_wrangler_dev() -> Result<()> {
-    if !require_built("spill_under_wrangler_dev")? {
+    if !worker_built("spill_under_wrangler_dev") {
         return Ok(());
     }
     let dir = run_dir().join(format!("edge-spill-{}", std::process::id()));

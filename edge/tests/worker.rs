@@ -3,25 +3,30 @@
 //! consumer decodes, errors come back as the contract says, and SQS trouble turns into retries
 //! and, past the deadline, into `503` naming the events.
 //!
-//! Skips (with a message) when the worker has not been built and `SPILLWAY_REQUIRE_WASM` is
-//! unset; `cargo xtask test` builds it first and sets the variable, so there it always runs.
+//! Each scenario is a test of its own (this file runs without libtest's harness, see `main`),
+//! and they share one `wrangler dev`. Each skips (with a message) when the worker has not been
+//! built and `SPILLWAY_REQUIRE_WASM` is unset; `cargo xtask test` builds it first and sets the
+//! variable, so there they always run.
 //! Build by hand with `worker-build --profile worker edge` (see wrangler.toml).
 
 mod harness;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use harness::*;
+use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{json, Value};
 use spillway_shared::{derive_id, open};
-use spillway_support::{run_dir, FaultMode};
+use spillway_support::{gzip, run_dir, worker_built, FaultMode};
 use uuid::Uuid;
 
 /// A second worker in front of a FIFO queue: entries carry the key id as message group and a
 /// deduplication id derived from the event ids, so a retried request is not enqueued twice.
-fn fifo_queue(s: &Stack, dir: &Path) -> Result<()> {
+fn fifo_queue(s: &Stack) -> Result<()> {
     let url = s
         .tokio
         .block_on(
@@ -41,7 +46,7 @@ fn fifo_queue(s: &Stack, dir: &Path) -> Result<()> {
         ("INGEST_KEYS", format!("web:{KEY_WEB}")),
         ("ENVELOPE_KEYS", ENVELOPE_KEYS.to_owned()),
     ];
-    let (_edge, port) = wrangler_dev(dir, &vars, 200, Spill::Off)?;
+    let (_edge, port) = wrangler_dev(&s.dir.join("fifo"), &vars, 200, Spill::Off)?;
     let bearer = format!("Bearer {KEY_WEB}");
     let body = br#"[{"type":"fifo_a"},{"type":"fifo_b"}]"#;
     let headers = [
@@ -137,49 +142,117 @@ fn misconfigured_worker(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn worker_under_wrangler_dev() -> Result<()> {
-    if !require_built("worker_under_wrangler_dev")? {
-        return Ok(());
-    }
+/// The scenarios that share the stack, in the order they run.
+const ON_THE_STACK: [(&str, Step); 10] = [
+    ("events_arrive_as_envelopes", events_arrive_as_envelopes),
+    (
+        "concurrent_requests_share_sqs_calls",
+        concurrent_requests_share_sqs_calls,
+    ),
+    ("body_shapes_and_key_forms", body_shapes_and_key_forms),
+    ("many_events_several_batches", many_events_several_batches),
+    ("errors_as_the_contract_says", errors_as_the_contract_says),
+    ("faults_are_retried", faults_are_retried),
+    (
+        "deadline_gives_503_and_retry_is_safe",
+        deadline_gives_503_and_retry_is_safe,
+    ),
+    (
+        "stalled_sqs_is_cut_by_the_deadline",
+        stalled_sqs_is_cut_by_the_deadline,
+    ),
+    ("rate_limit_per_key", rate_limit_per_key),
+    ("fifo_queue", fifo_queue),
+];
+
+/// Each scenario is a trial of its own (filter by name as with any test: `cargo test -p
+/// spillway-edge --test worker faults`), and all share one stack, started by the first trial
+/// that needs it and stopped once the trials are done: a `wrangler dev` start costs seconds of
+/// CPU, and a stack held in a `#[test]`'s static would never be stopped.
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // The scenarios switch the one fault proxy's mode and check that nothing else reached the
+    // one queue: they cannot overlap.
+    args.test_threads = Some(1);
     let dir = run_dir().join(format!("edge-it-{}", std::process::id()));
-    // Without the spill queue: SQS trouble past the deadline is answered 503 (spill.rs has the
-    // worker with it).
-    let stack = Stack::start(&dir, Spill::Off)?;
-    let steps: [(&str, Step); 9] = [
-        ("events arrive as envelopes", events_arrive_as_envelopes),
-        (
-            "concurrent requests share SQS calls",
-            concurrent_requests_share_sqs_calls,
-        ),
-        ("body shapes and key forms", body_shapes_and_key_forms),
-        ("many events, several batches", many_events_several_batches),
-        ("errors as the contract says", errors_as_the_contract_says),
-        ("SQS faults are retried", faults_are_retried),
-        (
-            "deadline gives 503, the retry is safe",
-            deadline_gives_503_and_retry_is_safe,
-        ),
-        (
-            "a stalled SQS is cut by the deadline",
-            stalled_sqs_is_cut_by_the_deadline,
-        ),
-        ("rate limit per key", rate_limit_per_key),
-    ];
-    run_steps(&stack, &steps)?;
-    let started = Instant::now();
-    fifo_queue(&stack, &dir.join("fifo")).context("step `FIFO queue`")?;
-    eprintln!("ok: FIFO queue ({:.1} s)", started.elapsed().as_secs_f64());
-    drop(stack);
-    let started = Instant::now();
-    misconfigured_worker(&dir.join("misconfigured")).context("step `misconfigured worker`")?;
-    eprintln!(
-        "ok: misconfigured worker ({:.1} s)",
-        started.elapsed().as_secs_f64()
-    );
-    // Passed: the logs and wrangler's state are of no further use.
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    let shared = Arc::new(Shared {
+        dir: dir.clone(),
+        stack: Mutex::new(None),
+    });
+    let mut trials: Vec<Trial> = ON_THE_STACK
+        .into_iter()
+        .map(|(name, step)| {
+            let shared = Arc::clone(&shared);
+            Trial::test(name, move || shared.run(name, step))
+        })
+        .collect();
+    let misconfigured = dir.join("misconfigured");
+    trials.push(Trial::test("misconfigured_worker", move || {
+        if !worker_built("misconfigured_worker") {
+            return Ok(());
+        }
+        misconfigured_worker(&misconfigured).map_err(|e| {
+            format!(
+                "{e:#}\nwrangler log: {}",
+                misconfigured.join("wrangler.log").display()
+            )
+            .into()
+        })
+    }));
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stops moto, the proxy and `wrangler dev` (their `Drop`) before the process exits.
+    drop(shared.take());
+    if !conclusion.has_failed() {
+        // Passed: the logs and wrangler's state are of no further use.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    conclusion.exit_code()
+}
+
+/// The stack the scenarios share: `None` until the first of them starts it; the error text if
+/// it failed to start (every scenario on it then fails saying so, without trying again).
+struct Shared {
+    dir: PathBuf,
+    stack: Mutex<Option<Result<Stack, String>>>,
+}
+
+impl Shared {
+    /// Runs the scenario `name` against the stack, starting it first if no scenario has.
+    fn run(&self, name: &str, step: Step) -> Result<(), Failed> {
+        if !worker_built(name) {
+            return Ok(());
+        }
+        // A scenario that panicked poisons the lock; the stack itself is still usable.
+        let mut slot = self.stack.lock().unwrap_or_else(PoisonError::into_inner);
+        // Without the spill queue: SQS trouble past the deadline is answered 503 (spill.rs has
+        // the worker with it).
+        let stack = slot
+            .get_or_insert_with(|| {
+                Stack::start(&self.dir, Spill::Off).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| format!("the stack did not start: {e}"))?;
+        let started = Instant::now();
+        step(stack).map_err(|e| {
+            // A scenario that failed half-way may leave SQS faulted or messages queued: put
+            // the stack back as the next scenario expects it, so one failure stays one.
+            stack.proxy.set_mode(FaultMode::Pass);
+            let _ = stack.drain(&[], Duration::from_secs(2));
+            format!(
+                "{e:#}\n(after {:.1} s; wrangler log: {})",
+                started.elapsed().as_secs_f64(),
+                stack.edge.log_path().display()
+            )
+            .into()
+        })
+    }
+
+    fn take(&self) -> Option<Result<Stack, String>> {
+        self.stack
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 fn events_arrive_as_envelopes(s: &Stack) -> Result<()> {

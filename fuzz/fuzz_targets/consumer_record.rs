@@ -16,7 +16,7 @@ use std::collections::HashSet;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use libfuzzer_sys::fuzz_target;
-use spillway_consumer::batch::Plan;
+use spillway_consumer::plan::Plan;
 use spillway_consumer::keys::testing::test_key;
 use spillway_consumer::store::StoreError;
 use spillway_consumer::write::rows_of;
@@ -58,10 +58,10 @@ fn check(plan: &Plan, records: &[SqsMessage]) {
     assert!(plan.failed.windows(2).all(|w| w[0].index < w[1].index));
     for a in &plan.accepted {
         assert!(!a.events.is_empty());
-        assert_eq!(Some(&a.message_id), records[a.index].message_id.as_ref());
+        assert_eq!(Some(&a.record_id), records[a.index].message_id.as_ref());
     }
     for f in &plan.failed {
-        assert_eq!(f.message_id.as_ref(), records[f.index].message_id.as_ref());
+        assert_eq!(f.record_id.as_ref(), records[f.index].message_id.as_ref());
     }
 
     let response = plan.response();
@@ -73,7 +73,7 @@ fn check(plan: &Plan, records: &[SqsMessage]) {
     let expected: Vec<&str> = plan
         .failed
         .iter()
-        .map(|f| f.message_id.as_deref().unwrap_or(""))
+        .map(|f| f.record_id.as_deref().unwrap_or(""))
         .collect();
     assert_eq!(answered, expected);
 

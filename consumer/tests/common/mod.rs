@@ -10,12 +10,13 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use spillway_consumer::config::DbConfig;
 use spillway_consumer::handler::{Deps, Outcome, SystemClock};
-use spillway_consumer::keys::testing::{test_key, test_keyring};
+use spillway_consumer::keys::testing::test_keyring;
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
-use spillway_shared::{pack, Event, Limits};
+#[allow(unused_imports)] // as above: not every test binary builds bodies
+pub use spillway_consumer::testing::{body, event};
+use spillway_shared::Event;
 use spillway_support::Postgres;
-use uuid::Uuid;
 
 pub fn fixture(name: &str) -> PathBuf {
     spillway_support::repo_root()
@@ -94,23 +95,6 @@ pub fn at(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).expect("time")
 }
 
-/// Event `n` (its id is `n` as a UUID), received 1 s before `now`-ish fixed time.
-pub fn event(n: u128) -> Event {
-    Event {
-        id: Uuid::from_u128(n),
-        event_type: "page_view".into(),
-        occurred_at: Some(at(1_795_852_790_000)),
-        received_at: at(1_795_852_799_000),
-        key_id: "web".into(),
-        edge: None,
-        source: Default::default(),
-        data: json!({"n": n as u64, "path": "/"})
-            .to_string()
-            .parse()
-            .expect("json"),
-    }
-}
-
 /// An event PostgreSQL refuses although it decodes: a NUL inside a jsonb string.
 pub fn nul_event(n: u128) -> Event {
     let mut e = event(n);
@@ -120,18 +104,6 @@ pub fn nul_event(n: u128) -> Event {
         .parse()
         .expect("json");
     e
-}
-
-/// One message body carrying `events` (the packer must put them in one message).
-pub fn body(events: &[Event]) -> String {
-    let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
-    assert_eq!(batches.len(), 1);
-    assert_eq!(
-        batches[0].entries.len(),
-        1,
-        "events must fit in one message"
-    );
-    batches[0].entries[0].body.clone()
 }
 
 /// A record shaped as Lambda delivers it (built from JSON, not from struct fields).

@@ -4,8 +4,8 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -112,14 +112,11 @@ pub fn request(
     })
 }
 
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let _ = e.write_all(bytes);
-    e.finish().unwrap_or_default()
-}
-
 /// moto, the fault proxy in front of it, and `wrangler dev` serving the built worker.
 pub struct Stack {
+    /// Where its logs and wrangler's state go; steps that start a worker of their own put it
+    /// in a folder under it.
+    pub dir: PathBuf,
     pub moto: Moto,
     pub proxy: FaultProxy,
     pub edge: Service,
@@ -177,6 +174,7 @@ impl Stack {
         ];
         let (edge, port) = wrangler_dev(dir, &vars, 200, spill)?;
         Ok(Stack {
+            dir: dir.to_owned(),
             moto,
             proxy,
             edge,
@@ -318,11 +316,6 @@ pub fn wrangler_dev(
     }
 }
 
-pub fn built() -> bool {
-    let build = repo_root().join("edge/build");
-    build.join("index.js").is_file() && build.join("index_bg.wasm").is_file()
-}
-
 pub fn ids_of(events: &[Event]) -> Vec<Uuid> {
     events.iter().map(|e| e.id).collect()
 }
@@ -340,22 +333,4 @@ pub fn run_steps(stack: &Stack, steps: &[(&str, Step)]) -> Result<()> {
         eprintln!("ok: {name} ({:.1} s)", started.elapsed().as_secs_f64());
     }
     Ok(())
-}
-
-/// Whether the worker is built: `false` (the test `name` skips, saying so) when it is not,
-/// an error when `SPILLWAY_REQUIRE_WASM` says it must be (`cargo xtask test` builds it first).
-pub fn require_built(name: &str) -> Result<bool> {
-    if built() {
-        return Ok(true);
-    }
-    if std::env::var_os("SPILLWAY_REQUIRE_WASM").is_some() {
-        bail!(
-            "edge/build is missing but SPILLWAY_REQUIRE_WASM is set: the wasm build must run first"
-        );
-    }
-    eprintln!(
-        "SKIPPED {name}: the worker is not built (edge/build/index_bg.wasm). \
-         Build it with `worker-build --profile worker edge` or run `cargo xtask test`."
-    );
-    Ok(false)
 }

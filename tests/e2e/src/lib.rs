@@ -5,7 +5,7 @@
 //! The pipeline itself is `spillway_support::Stack`, the same one `cargo xtask dev` runs.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -87,11 +87,11 @@ impl Request {
             }
             Shape::GzipArray(_) => {
                 let raw = Value::Array(events).to_string();
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                // Writing to a Vec cannot fail.
-                let _ = enc.write_all(raw.as_bytes());
-                (enc.finish().unwrap_or_default(), "application/json", true)
+                (
+                    spillway_support::gzip(raw.as_bytes()),
+                    "application/json",
+                    true,
+                )
             }
         };
         Request {
@@ -451,20 +451,6 @@ pub fn reconcile(stack: &Stack, ledger: &Ledger, timeout: Duration) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Whether the built worker is there: `false` (the test skips, saying so) when it is not;
-/// a panic when `SPILLWAY_REQUIRE_WASM` says it must be (`cargo xtask test` builds it first).
-pub fn worker_built() -> bool {
-    let built = spillway_support::stack::prebuilt_config(&spillway_support::repo_root()).is_ok();
-    if !built {
-        assert!(
-            std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none(),
-            "the worker is not built but SPILLWAY_REQUIRE_WASM is set"
-        );
-        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
-    }
-    built
 }
 
 /// Waits until `f` holds, polling every 200 ms.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
-use spillway_e2e::{start, wait_until, worker_built};
+use spillway_e2e::{start, wait_until};
 use spillway_support::stack::IngestKey;
 use spillway_support::Stack;
 use uuid::Uuid;
@@ -114,7 +114,8 @@ fn drained(stack: &Stack) -> bool {
 
 #[test]
 fn two_keys_with_the_same_client_ids_each_get_their_own_rows() {
-    if !worker_built() {
+    if !spillway_support::worker_built("two_keys_with_the_same_client_ids_each_get_their_own_rows")
+    {
         return;
     }
     let keys = vec![

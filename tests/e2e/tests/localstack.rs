@@ -11,8 +11,8 @@ use spillway_e2e::{mixed, reconcile, traffic, Client, Ledger};
 use spillway_support::sqs_server::{localstack_cert, localstack_venv};
 use spillway_support::{SqsKind, Stack, StackConfig};
 
-fn ready() -> bool {
-    if !spillway_e2e::worker_built() {
+fn ready(test: &str) -> bool {
+    if !spillway_support::worker_built(test) {
         return false;
     }
     let venv = localstack_venv();
@@ -31,7 +31,7 @@ fn ready() -> bool {
 
 #[test]
 fn every_accepted_event_is_stored_once_through_localstack() {
-    if !ready() {
+    if !ready("every_accepted_event_is_stored_once_through_localstack") {
         return;
     }
     let mut cfg = StackConfig::ephemeral("localstack").expect("ports");

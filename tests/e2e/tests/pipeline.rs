@@ -14,17 +14,6 @@ use spillway_support::{FaultMode, Stack};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// The built worker is needed; `cargo xtask test` builds it first and sets
-/// `SPILLWAY_REQUIRE_WASM`, so there a missing build fails instead of skipping.
-fn worker_built() -> bool {
-    let built = spillway_support::stack::prebuilt_config(&spillway_support::repo_root()).is_ok();
-    if !built && std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none() {
-        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
-        return false;
-    }
-    true
-}
-
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -140,7 +129,7 @@ fn emf_sum(stack: &Stack, metric: &str) -> u64 {
 #[test]
 fn steady_mixed_traffic_from_several_clients() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built("steady_mixed_traffic_from_several_clients") {
         return;
     }
     let stack = start("steady", |_| {});
@@ -163,7 +152,7 @@ fn steady_mixed_traffic_from_several_clients() {
 #[test]
 fn poller_killed_mid_batch_then_restarted() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built("poller_killed_mid_batch_then_restarted") {
         return;
     }
     let mut stack = start("poller-kill", |c| {
@@ -211,7 +200,7 @@ fn poller_killed_mid_batch_then_restarted() {
 #[test]
 fn postgres_down_for_ten_seconds_under_traffic() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built("postgres_down_for_ten_seconds_under_traffic") {
         return;
     }
     let stack = start("pg-down", |c| {
@@ -291,7 +280,7 @@ fn postgres_down_for_ten_seconds_under_traffic() {
 #[test]
 fn sqs_faults_give_503_and_retries_lose_nothing() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built("sqs_faults_give_503_and_retries_lose_nothing") {
         return;
     }
     let stack = start("sqs-faults", |c| {
@@ -368,7 +357,9 @@ fn sqs_faults_give_503_and_retries_lose_nothing() {
 #[test]
 fn short_visibility_timeout_redelivers_and_nothing_is_stored_twice() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built(
+        "short_visibility_timeout_redelivers_and_nothing_is_stored_twice",
+    ) {
         return;
     }
     let stack = start("redelivery", |c| {
@@ -419,7 +410,7 @@ fn short_visibility_timeout_redelivers_and_nothing_is_stored_twice() {
 #[test]
 fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built("poison_messages_end_in_the_dlq_and_do_not_stop_the_rest") {
         return;
     }
     let stack = start("poison", |c| {
@@ -546,7 +537,8 @@ fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
 #[test]
 fn a_panic_answers_500_json_and_the_next_requests_are_served() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !worker_built() {
+    if !spillway_support::worker_built("a_panic_answers_500_json_and_the_next_requests_are_served")
+    {
         return;
     }
     let stack = start("panic", |c| {

@@ -23,12 +23,12 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// The worker must be built and node with the SDKs installed. `cargo xtask test` builds the
 /// worker, runs `npm ci` and sets `SPILLWAY_REQUIRE_WASM`: there, anything missing fails.
-fn ready() -> bool {
+fn ready(test: &str) -> bool {
+    if !spillway_support::worker_built(test) {
+        return false;
+    }
     let required = std::env::var_os("SPILLWAY_REQUIRE_WASM").is_some();
     let mut missing = Vec::new();
-    if spillway_support::stack::prebuilt_config(&repo_root()).is_err() {
-        missing.push("the built worker (run `cargo xtask test`)".to_owned());
-    }
     if Command::new("node")
         .arg("--version")
         .output()
@@ -45,7 +45,7 @@ fn ready() -> bool {
         return true;
     }
     assert!(!required, "missing: {}", missing.join(", "));
-    eprintln!("skipped: missing {}", missing.join(", "));
+    eprintln!("SKIPPED {test}: missing {}", missing.join(", "));
     false
 }
 
@@ -218,7 +218,7 @@ fn base(stack: &Stack, run: &str, count: usize) -> Value {
 #[test]
 fn segment_sdk_delivers_every_message_once() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready() {
+    if !ready("segment_sdk_delivers_every_message_once") {
         return;
     }
     let stack = start("sdk-segment", |_| {});
@@ -293,7 +293,7 @@ fn segment_sdk_delivers_every_message_once() {
 #[test]
 fn posthog_sdk_delivers_every_event_once() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready() {
+    if !ready("posthog_sdk_delivers_every_event_once") {
         return;
     }
     let stack = start("sdk-posthog", |_| {});
@@ -351,7 +351,7 @@ fn posthog_sdk_delivers_every_event_once() {
 #[test]
 fn stalled_sqs_sdks_retry_and_every_event_is_stored_once() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready() {
+    if !ready("stalled_sqs_sdks_retry_and_every_event_is_stored_once") {
         return;
     }
     let stack = start("sdk-stall", |c| {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use spillway_e2e::{mixed, reconcile, start, wait_until, worker_built, Client, Ledger, StopOnDrop};
+use spillway_e2e::{mixed, reconcile, start, wait_until, Client, Ledger, StopOnDrop};
 use spillway_support::stack::spill_counts;
 use spillway_support::FaultMode;
 
@@ -27,7 +27,8 @@ struct Seen {
 
 #[test]
 fn sqs_stalled_for_a_minute_every_request_202_and_stored_once() {
-    if !worker_built() {
+    if !spillway_support::worker_built("sqs_stalled_for_a_minute_every_request_202_and_stored_once")
+    {
         return;
     }
     let stack = start("spill-stall", |c| {

@@ -5,8 +5,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use spillway_support::stack::{dev_vars, prebuilt_config, write_private};
-use spillway_support::{repo_root, run_dir, Stack, StackConfig};
+use spillway_support::stack::{dev_vars, write_private};
+use spillway_support::{run_dir, Stack, StackConfig};
 
 fn mode(path: &std::path::Path) -> u32 {
     fs::metadata(path)
@@ -31,13 +31,9 @@ fn command_lines() -> Vec<(u32, String)> {
 
 #[test]
 fn secrets_stay_off_command_lines_and_out_of_logs_and_unreadable_headers_are_refused() {
-    let build = repo_root().join("edge/build");
-    if !build.join("index_bg.wasm").is_file() || prebuilt_config(&repo_root()).is_err() {
-        assert!(
-            std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none(),
-            "the worker is not built but SPILLWAY_REQUIRE_WASM is set"
-        );
-        eprintln!("skipped: the worker is not built (run `cargo xtask test`)");
+    if !spillway_support::worker_built(
+        "secrets_stay_off_command_lines_and_out_of_logs_and_unreadable_headers_are_refused",
+    ) {
         return;
     }
     let cfg = StackConfig::ephemeral("secrets").expect("ports");

@@ -2,11 +2,11 @@
 
 use super::*;
 use crate::config::tests::env;
-use crate::keys::testing::{test_key, test_keyring};
+use crate::keys::testing::test_keyring;
+use crate::testing::{body, event};
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
-use chrono::DateTime;
 use spillway_shared::DecodeError;
 use uuid::Uuid;
 
@@ -125,23 +125,10 @@ fn message(id: &str, body: &str) -> Message {
         .build()
 }
 
+/// One sealed body carrying the fixture's events `ids`.
 fn envelope(ids: &[u128]) -> String {
-    let events: Vec<_> = ids
-        .iter()
-        .map(|n| spillway_shared::Event {
-            id: Uuid::from_u128(*n),
-            event_type: "page_view".into(),
-            occurred_at: None,
-            received_at: DateTime::from_timestamp_millis(1_795_852_799_000).unwrap_or_default(),
-            key_id: "web".into(),
-            edge: None,
-            source: Default::default(),
-            data: spillway_shared::RawJson::empty_object(),
-        })
-        .collect();
-    let batches = spillway_shared::pack(&events, &spillway_shared::Limits::default(), &test_key())
-        .expect("pack");
-    batches[0].entries[0].body.clone()
+    let events: Vec<_> = ids.iter().copied().map(event).collect();
+    body(&events)
 }
 
 #[test]

@@ -1,16 +1,19 @@
-//! The pure core of an invocation: SQS records in, rows and per-record failures out.
+//! The pure core of an invocation: one delivered batch of buffered records in (any
+//! [`BufferedRecord`]: SQS's today), their events and per-record failures out.
 //!
 //! No I/O and no clock: [`Plan::from_records`] verifies and decodes each record on its own
-//! (one bad body never fails its neighbours; one whose seal does not verify is never stored), [`mod@crate::write`] decides what to insert, and [`Plan::response`]
-//! turns the failures into the `batchItemFailures` Lambda expects.
+//! (one bad body never fails its neighbours; one whose seal does not verify is never stored),
+//! [`mod@crate::write`] decides what to insert, and [`Plan::response`] turns the failures into
+//! the `batchItemFailures` Lambda expects of an SQS batch.
 
 use std::collections::HashMap;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use chrono::{DateTime, Utc};
 use spillway_shared::{open, DecodeError, Event, Keyring};
 use thiserror::Error;
 
+use crate::source::BufferedRecord;
 use crate::store::StoreError;
 
 /// Why one record is reported as failed.
@@ -19,7 +22,7 @@ pub enum RecordFailure {
     /// The record has no body at all. Permanent.
     #[error("record has no body")]
     MissingBody,
-    /// The record has no message id, so it cannot be acknowledged on its own.
+    /// The record has no id (SQS: message id), so it cannot be acknowledged on its own.
     #[error("record has no message id")]
     MissingMessageId,
     /// The body is not an envelope this build reads, or its seal does not verify under the
@@ -58,9 +61,10 @@ impl RecordFailure {
 /// A record whose body decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Accepted {
-    /// Position of the record in the event.
+    /// Position of the record in the delivered batch.
     pub index: usize,
-    pub message_id: String,
+    /// Its [`BufferedRecord::record_id`] (SQS: the message id).
+    pub record_id: String,
     pub events: Vec<Event>,
 }
 
@@ -70,7 +74,7 @@ pub struct Failed {
     pub index: usize,
     /// `None` only if SQS sent a record without an id (never in practice); see
     /// [`Plan::response`].
-    pub message_id: Option<String>,
+    pub record_id: Option<String>,
     pub reason: RecordFailure,
 }
 
@@ -84,32 +88,32 @@ pub struct Plan {
 
 impl Plan {
     /// Verifies and decodes every record on its own, with `keys`.
-    pub fn from_records(records: &[SqsMessage], keys: &Keyring) -> Self {
+    pub fn from_records<R: BufferedRecord>(records: &[R], keys: &Keyring) -> Self {
         let mut plan = Plan {
             batch_size: records.len(),
             ..Plan::default()
         };
         for (index, record) in records.iter().enumerate() {
-            let decoded = match record.body.as_deref() {
+            let decoded = match record.body() {
                 None => Err(RecordFailure::MissingBody),
-                Some(body) => open(body, keys).map_err(RecordFailure::from),
+                Some(body) => decode(body, keys),
             };
-            match (decoded, record.message_id.as_ref()) {
-                (Ok(events), Some(message_id)) => plan.accepted.push(Accepted {
+            match (decoded, record.record_id()) {
+                (Ok(events), Some(record_id)) => plan.accepted.push(Accepted {
                     index,
-                    message_id: message_id.clone(),
+                    record_id: record_id.to_owned(),
                     events,
                 }),
                 // Without a message id the record cannot be acknowledged on its own; it is
                 // still decoded so that the reason is logged, and failed as a whole.
                 (Ok(_), None) => plan.failed.push(Failed {
                     index,
-                    message_id: None,
+                    record_id: None,
                     reason: RecordFailure::MissingMessageId,
                 }),
-                (Err(reason), message_id) => plan.failed.push(Failed {
+                (Err(reason), record_id) => plan.failed.push(Failed {
                     index,
-                    message_id: message_id.cloned(),
+                    record_id: record_id.map(str::to_owned),
                     reason,
                 }),
             }
@@ -128,7 +132,7 @@ impl Plan {
             match by_index.remove(&record.index) {
                 Some(error) => self.failed.push(Failed {
                     index: record.index,
-                    message_id: Some(record.message_id),
+                    record_id: Some(record.record_id),
                     reason: RecordFailure::Store(error),
                 }),
                 None => self.accepted.push(record),
@@ -145,7 +149,7 @@ impl Plan {
     pub fn response(&self) -> SqsBatchResponse {
         let mut response = SqsBatchResponse::default();
         for failed in &self.failed {
-            response.add_failure(failed.message_id.clone().unwrap_or_default());
+            response.add_failure(failed.record_id.clone().unwrap_or_default());
         }
         response
     }
@@ -159,43 +163,22 @@ impl Plan {
     }
 }
 
-/// The oldest `SentTimestamp` attribute (milliseconds since the epoch) among the records.
-pub fn oldest_sent_timestamp(records: &[SqsMessage]) -> Option<DateTime<Utc>> {
-    records
-        .iter()
-        .filter_map(|r| r.attributes.get("SentTimestamp"))
-        .filter_map(|s| s.parse::<i64>().ok())
-        .filter_map(DateTime::from_timestamp_millis)
-        .min()
+/// The events of one body: an envelope is JSON, and JSON is UTF-8 (RFC 8259), so a body that
+/// is not UTF-8 is not JSON. (SQS bodies are strings, so only another buffer can send one.)
+fn decode(body: &[u8], keys: &Keyring) -> Result<Vec<Event>, RecordFailure> {
+    let body = std::str::from_utf8(body)
+        .map_err(|e| DecodeError::InvalidJson(format!("body is not UTF-8: {e}")))?;
+    Ok(open(body, keys)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::testing::{test_key, test_keyring};
+    use crate::keys::testing::test_keyring;
+    use crate::source::oldest_sent_at;
     use crate::store::FailureKind;
-    use spillway_shared::{pack, Limits};
-    use uuid::Uuid;
-
-    fn event(n: u128) -> Event {
-        Event {
-            id: Uuid::from_u128(n),
-            event_type: "t".into(),
-            occurred_at: None,
-            received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
-            key_id: "k".into(),
-            edge: None,
-            source: Default::default(),
-            data: Default::default(),
-        }
-    }
-
-    fn body(events: &[Event]) -> String {
-        let batches = pack(events, &Limits::default(), &test_key()).expect("pack");
-        assert_eq!(batches.len(), 1);
-        assert_eq!(batches[0].entries.len(), 1);
-        batches[0].entries[0].body.clone()
-    }
+    use crate::testing::{body, event};
+    use aws_lambda_events::event::sqs::SqsMessage;
 
     fn record(id: &str, body: Option<String>) -> SqsMessage {
         let mut m = SqsMessage::default();
@@ -209,7 +192,7 @@ mod tests {
         // The edge's group commit puts the events of many requests, of any keys, in one
         // message: each event carries its own id and key id, nothing is per message.
         let mut events: Vec<Event> = (1..=4).map(event).collect();
-        events[1].key_id = "web".into();
+        events[1].key_id = "mobile".into();
         events[3].key_id = "app".into();
         let plan = Plan::from_records(&[record("shared", Some(body(&events)))], &test_keyring());
         assert_eq!(plan.accepted.len(), 1);
@@ -218,7 +201,7 @@ mod tests {
             .iter()
             .map(|e| (e.id.as_u128(), e.key_id.as_str()))
             .collect();
-        assert_eq!(got, [(1, "k"), (2, "web"), (3, "k"), (4, "app")]);
+        assert_eq!(got, [(1, "web"), (2, "mobile"), (3, "web"), (4, "app")]);
     }
 
     #[test]
@@ -232,16 +215,12 @@ mod tests {
         ];
         let plan = Plan::from_records(&records, &test_keyring());
         assert_eq!(plan.batch_size, 5);
-        let ok: Vec<_> = plan
-            .accepted
-            .iter()
-            .map(|a| a.message_id.as_str())
-            .collect();
+        let ok: Vec<_> = plan.accepted.iter().map(|a| a.record_id.as_str()).collect();
         assert_eq!(ok, ["a", "e"]);
         let failed: Vec<_> = plan
             .failed
             .iter()
-            .map(|f| (f.message_id.as_deref(), f.reason.label()))
+            .map(|f| (f.record_id.as_deref(), f.reason.label()))
             .collect();
         assert_eq!(
             failed,
@@ -307,7 +286,7 @@ mod tests {
             failed,
             (0..2_000).filter(|i| i % 2 == 1).collect::<Vec<_>>()
         );
-        assert_eq!(plan.failed[0].message_id.as_deref(), Some("m1"));
+        assert_eq!(plan.failed[0].record_id.as_deref(), Some("m1"));
     }
 
     /// Anyone who can send to the queue could write rows with any `key_id`: a body the edge
@@ -315,7 +294,7 @@ mod tests {
     #[test]
     fn unsealed_or_altered_bodies_are_never_accepted() {
         let good = body(&[event(1)]);
-        let altered = good.replacen(r#""key_id":"k""#, r#""key_id":"victim""#, 1);
+        let altered = good.replacen(r#""key_id":"web""#, r#""key_id":"victim""#, 1);
         assert_ne!(altered, good);
         let unsigned = r#"{"v":1,"events":[{"id":"00000000-0000-0000-0000-000000000009","type":"t","received_at":"2020-01-01T00:00:00Z","key_id":"victim","data":{}}]}"#;
         let records = [
@@ -325,7 +304,7 @@ mod tests {
         ];
         let plan = Plan::from_records(&records, &test_keyring());
         assert_eq!(plan.accepted.len(), 1);
-        assert_eq!(plan.accepted[0].message_id, "good");
+        assert_eq!(plan.accepted[0].record_id, "good");
         assert_eq!(plan.failed.len(), 2);
         for failed in &plan.failed {
             assert!(matches!(
@@ -341,11 +320,7 @@ mod tests {
             spillway_shared::Unsigned::Accept,
         );
         let plan = Plan::from_records(&records, &draining);
-        let accepted: Vec<&str> = plan
-            .accepted
-            .iter()
-            .map(|a| a.message_id.as_str())
-            .collect();
+        let accepted: Vec<&str> = plan.accepted.iter().map(|a| a.record_id.as_str()).collect();
         assert_eq!(accepted, ["good", "unsigned"]);
     }
 
@@ -371,6 +346,11 @@ mod tests {
 
     #[test]
     fn lags_use_the_oldest_record_and_event() {
+        // Event `n` received `n` seconds after the epoch.
+        let event = |n: u128| Event {
+            received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
+            ..event(n)
+        };
         let mut a = record("a", Some(body(&[event(5), event(2)])));
         a.attributes
             .insert("SentTimestamp".into(), "1700000000500".into());
@@ -380,7 +360,7 @@ mod tests {
         let c = record("c", Some(body(&[event(9)])));
         let records = vec![a, b, c];
         assert_eq!(
-            oldest_sent_timestamp(&records),
+            oldest_sent_at(&records),
             DateTime::from_timestamp_millis(1_700_000_000_100)
         );
         let plan = Plan::from_records(&records, &test_keyring());
@@ -388,6 +368,6 @@ mod tests {
             plan.oldest_received_at(),
             DateTime::from_timestamp_millis(2_000)
         );
-        assert_eq!(oldest_sent_timestamp(&[]), None);
+        assert_eq!(oldest_sent_at::<SqsMessage>(&[]), None);
     }
 }

@@ -547,5 +547,4 @@ fn parse_exponent(text: &str) -> i64 {
 }
 
 #[cfg(test)]
-#[path = "json_tests.rs"]
 mod tests;
