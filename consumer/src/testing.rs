@@ -7,7 +7,7 @@
 //! (`Event { received_at: .., ..event(1) }`), so what it depends on is in sight.
 
 use chrono::DateTime;
-use spillway_shared::{pack, Event, Limits};
+use spillway_shared::{pack, BufferLimits, Event};
 use uuid::Uuid;
 
 use crate::keys::testing::test_key;
@@ -34,7 +34,7 @@ pub fn event(n: u128) -> Event {
 /// One message body carrying `events`, sealed with the test key; panics unless the packer
 /// put them all in one message.
 pub fn body(events: &[Event]) -> String {
-    let batches = pack(events, &Limits::default(), &test_key())
+    let batches = pack(events, &BufferLimits::default(), &test_key())
         .unwrap_or_else(|e| panic!("the fixture's events pack: {e}"));
     assert_eq!(batches.len(), 1);
     assert_eq!(

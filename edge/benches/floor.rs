@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spillway_edge::protocol::events::Format;
 use spillway_edge::{prepare, Stamp};
-use spillway_shared::{EdgeInfo, Limits};
+use spillway_shared::{BufferLimits, EdgeInfo, Limits};
 use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 
 fn body(n: usize) -> Vec<u8> {
@@ -48,8 +48,16 @@ fn bench(c: &mut Criterion) {
             };
             let key = spillway_edge::testkit::envelope_key();
             b.iter(|| {
-                let prepared = prepare(body, Format::Json, &limits, &key, &stamp, &mut random)
-                    .expect("valid request");
+                let prepared = prepare(
+                    body,
+                    Format::Json,
+                    &limits,
+                    &BufferLimits::default(),
+                    &key,
+                    &stamp,
+                    &mut random,
+                )
+                .expect("valid request");
                 assert_eq!(prepared.ids.len(), n);
                 prepared
             })

@@ -3,8 +3,10 @@
 //!
 //! Everything that decides lives in plain Rust, natively tested: routing, CORS, auth, limits,
 //! parsing, validation and enrichment (through `spillway-shared`), packing, the retry policy and
-//! the mapping of SQS answers. The Workers runtime is reached only through the traits in
-//! [`ports`], implemented in the wasm-only `adapter` module, whose `#[event(fetch)]` just adapts.
+//! the mapping of SQS answers. The lower layers, from the bottom: [`config`] and [`ports`], the
+//! durable buffer ([`buffer`]: its port, the retry loop, the SQS sender), a request's way to it
+//! ([`deliver`]: direct, group commit, spill), and the wasm-only `runtime`, whose
+//! `#[event(fetch)]` and other entry points just adapt the Workers runtime to the ports.
 //!
 //! A request goes down the folders: [`handler`] routes it ([`crate::http::route`]), reads its
 //! head and body ([`request`]), decodes them in its [`protocol`] (`/v1/events`, Segment or
@@ -14,12 +16,11 @@
 //! It does not keep state between requests (beyond the parsed configuration, the SQS client
 //! and the isolate's circuit breaker), nor talk to the database: that is the consumer's job.
 //! During an SQS outage it writes events to its spill queue and replays them to SQS later
-//! ([`spill`]).
+//! ([`deliver::spill`]).
 
-pub mod batch;
+pub mod buffer;
 pub mod config;
-pub mod connector;
-mod deliver;
+pub mod deliver;
 pub mod error;
 pub mod handler;
 pub mod http;
@@ -27,26 +28,16 @@ pub mod log;
 pub mod ports;
 pub mod protocol;
 pub mod request;
-pub mod send;
-pub mod spill;
-pub mod sqs;
 
 #[cfg(target_arch = "wasm32")]
-mod adapter;
-#[cfg(target_arch = "wasm32")]
-mod batcher_object;
-#[cfg(target_arch = "wasm32")]
-mod replay_handler;
+mod runtime;
 
-#[cfg(test)]
-mod group_commit_tests;
-#[cfg(test)]
-mod spill_tests;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
+pub use buffer::{Buffer, CallOutcome, FailedEntry, SendError};
 pub use config::Config;
 pub use error::EdgeError;
 pub use handler::{handle, misconfigured, Deps, Handled, Spill};
-pub use ports::{BatchOutcome, FailedEntry, QueueSender, RateLimit, Runtime, SendError};
+pub use ports::{RateLimit, Runtime};
 pub use request::prepare::{prepare, Prepared, Stamp};

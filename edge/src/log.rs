@@ -1,9 +1,9 @@
 //! The one structured log line written per request. It names the request, the key's id and what
 //! happened; it never holds a key, a secret, a query string or any event payload.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use crate::spill::ReplayReport;
+use crate::deliver::{BreakerState, Route};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RequestLog {
@@ -26,8 +26,8 @@ pub struct RequestLog {
     pub retries: u32,
     /// How the events went: `batched`, `direct`, or `direct_fallback` (the batcher did not
     /// answer). Absent when nothing was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub send: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "route_name")]
+    pub send: Option<Route>,
     /// When batched: requests and events in the batch that carried this request's events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_requests: Option<u32>,
@@ -38,8 +38,11 @@ pub struct RequestLog {
     pub spilled: Option<usize>,
     /// The breaker, when not closed: `open` (the request went straight to the spill) or `probe`
     /// (it tried SQS for the isolate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<&'static str>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "breaker_name"
+    )]
+    pub breaker: Option<BreakerState>,
     /// Why the spill failed, when it did (the request was then answered `503`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_error: Option<String>,
@@ -75,36 +78,14 @@ impl RequestLog {
     }
 }
 
-/// The replay consumer's log line, one per batch of spill messages: `"kind":"replay"` and the
-/// counts of [`ReplayReport`] (never a payload).
-pub fn replay_line(report: &ReplayReport, duration_ms: u64) -> String {
-    #[derive(Serialize)]
-    struct Line<'a> {
-        kind: &'static str,
-        messages: usize,
-        events: usize,
-        replayed: usize,
-        retried: usize,
-        unreadable: usize,
-        sqs_calls: u32,
-        retries: u32,
-        duration_ms: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        queue_error: Option<&'a str>,
-    }
-    serde_json::to_string(&Line {
-        kind: "replay",
-        messages: report.messages,
-        events: report.events,
-        replayed: report.replayed,
-        retried: report.retried,
-        unreadable: report.unreadable,
-        sqs_calls: report.sqs_calls,
-        retries: report.sqs_retries,
-        duration_ms,
-        queue_error: report.last_error.as_deref(),
-    })
-    .unwrap_or_else(|_| r#"{"kind":"replay"}"#.to_owned())
+/// A route by its name in the log line (`Route::as_str`: `direct`, `batched`, ...).
+fn route_name<S: Serializer>(route: &Option<Route>, s: S) -> Result<S::Ok, S::Error> {
+    route.map(Route::as_str).serialize(s)
+}
+
+/// The breaker by its name in the log line (`open`, `probe`).
+fn breaker_name<S: Serializer>(breaker: &Option<BreakerState>, s: S) -> Result<S::Ok, S::Error> {
+    breaker.map(BreakerState::as_str).serialize(s)
 }
 
 #[cfg(test)]
@@ -112,23 +93,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_replay_line_counts_and_names_no_payload() {
-        let report = ReplayReport {
-            messages: 3,
-            events: 40,
-            replayed: 30,
-            retried: 1,
-            unreadable: 0,
-            sqs_calls: 4,
-            sqs_retries: 1,
-            last_error: Some("HTTP 503".into()),
-        };
-        let v: serde_json::Value = serde_json::from_str(&replay_line(&report, 12)).expect("JSON");
-        assert_eq!(
-            v,
-            serde_json::json!({"kind": "replay", "messages": 3, "events": 40, "replayed": 30,
-                "retried": 1, "unreadable": 0, "sqs_calls": 4, "retries": 1,
-                "duration_ms": 12, "queue_error": "HTTP 503"})
+    fn the_line_names_the_route_and_the_breaker() {
+        let mut log = RequestLog::new("r".into(), "POST", "/v1/events");
+        let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");
+        assert!(
+            line.get("send").is_none() && line.get("breaker").is_none(),
+            "{line}"
         );
+        for (route, name) in [
+            (Route::Direct, "direct"),
+            (Route::GroupCommit, "batched"),
+            (Route::DirectFallback, "direct_fallback"),
+        ] {
+            log.send = Some(route);
+            let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");
+            assert_eq!(line["send"], name);
+        }
+        for (breaker, name) in [(BreakerState::Open, "open"), (BreakerState::Probe, "probe")] {
+            log.breaker = Some(breaker);
+            let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");
+            assert_eq!(line["breaker"], name);
+        }
     }
 }

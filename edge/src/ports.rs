@@ -1,6 +1,7 @@
-//! The I/O seams of the request path: the queue, the rate limiter, the request body, and the
-//! runtime's clock, randomness and timers. The Worker implements them over the Workers runtime;
-//! tests implement them in memory.
+//! The I/O seams of the request path besides the buffer (`buffer`): the group commit's
+//! link, the spill queue, the rate limiter, the request body, and the runtime's clock,
+//! randomness and timers. The Worker implements them over the Workers runtime; tests implement
+//! them in memory.
 //!
 //! `async fn` in these traits deliberately carries no `Send` bound: a Worker isolate is
 //! single-threaded and its JS-backed futures are not `Send`.
@@ -9,66 +10,18 @@
 use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
-use spillway_shared::BatchEntry;
 use thiserror::Error;
 
-/// What SQS said about one `SendMessageBatch` call that it answered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BatchOutcome {
-    /// Entries SQS did not take. Every entry of the call that is not listed here was acknowledged.
-    pub failed: Vec<FailedEntry>,
-}
-
-/// One entry SQS refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FailedEntry {
-    /// The batch entry id (`BatchEntry::id`).
-    pub id: String,
-    /// `false` when sending the same entry again cannot succeed (SQS blames the sender).
-    pub retryable: bool,
-    /// SQS's error code, for the log.
-    pub code: String,
-}
-
-/// A `SendMessageBatch` call that got no usable answer at all.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SendError {
-    /// Worth another try: connection failures, timeouts, 5xx, throttling.
-    #[error("transient queue error: {0}")]
-    Transient(String),
-    /// Will fail again the same way: access denied, no such queue, malformed request.
-    #[error("permanent queue error: {0}")]
-    Permanent(String),
-}
-
-impl SendError {
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, SendError::Transient(_))
-    }
-}
-
-/// The queue: one `SendMessageBatch` call.
-pub trait QueueSender {
-    /// Sends `entries` (at most 10, within SQS's size limit) as one batch. `group` is the
-    /// message group of a FIFO queue; other queues ignore it.
-    async fn send_batch(
-        &self,
-        entries: &[BatchEntry],
-        group: &str,
-    ) -> Result<BatchOutcome, SendError>;
-}
-
-/// The batcher could not be asked, or gave no usable answer: the request then sends directly.
+/// The group commit could not be asked, or gave no usable answer: the request then sends
+/// directly.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("batcher unavailable: {0}")]
 pub struct BatcherError(pub String);
 
-/// The way to the batchers (Durable Objects in the Worker, an in-process [`Batcher`] in tests).
+/// The way to the group commits (Durable Objects in the Worker, an in-process batcher in tests).
 /// Object-safe, so the request path takes it as `&dyn` whatever the runtime.
-///
-/// [`Batcher`]: crate::batch::Batcher
 pub trait BatcherLink: std::fmt::Debug {
-    /// Hands `submission` (see [`crate::batch::encode_submission`]) to the batcher called
+    /// Hands `submission` (`deliver::group_commit::encode_submission`) to the batcher called
     /// `name` and returns the body of its answer.
     fn submit<'a>(
         &'a self,
@@ -83,7 +36,7 @@ pub trait BatcherLink: std::fmt::Debug {
 pub struct SpillError(pub String);
 
 /// The spill queue (a Cloudflare Queue bound as `SPILL_QUEUE` in the Worker, a fake in tests),
-/// taking the messages of [`crate::spill::pack_spill`]. Object-safe, like [`BatcherLink`].
+/// taking the messages of `deliver::spill::pack_spill`. Object-safe, like [`BatcherLink`].
 pub trait SpillQueue: std::fmt::Debug {
     /// Sends `messages` (text bodies, within the limits `pack_spill` keeps) in one `sendBatch`;
     /// `Ok` once the Queue has them.

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 
 use http::{Method, Request};
 use serde_json::json;
+use spillway_edge::buffer::connector::FetchParts;
+use spillway_edge::buffer::sqs::SqsSender;
 use spillway_edge::config::ConfigError;
-use spillway_edge::connector::FetchParts;
 use spillway_edge::ports::Unlimited;
-use spillway_edge::sqs::SqsSender;
 use spillway_edge::testkit::{all_successful, Answer, CannedSqs, FakeRuntime};
 use spillway_edge::{handle, misconfigured, Config, Deps, Handled};
 use spillway_support::Secrets;

@@ -24,22 +24,27 @@ use spillway_edge::EdgeError;
 use spillway_shared::collector::segment::{Call, MessageType};
 use spillway_shared::collector::{assign_ids, into_events, posthog, segment, without_keys};
 use spillway_shared::{
-    open, pack, IdSource, Keyring, Limits, PackError, SigningKey, Unsigned, MAX_TYPE_CHARS,
+    open, pack, BufferLimits, IdSource, Keyring, Limits, PackError, SigningKey, Unsigned,
+    MAX_TYPE_CHARS,
 };
 
 const NOW_MS: u64 = 1_795_852_800_000;
 
-fn small() -> Limits {
-    Limits {
+fn small() -> (Limits, BufferLimits) {
+    let request = Limits {
         max_body_bytes: 512,
         max_decompressed_bytes: 1024,
         max_event_bytes: 200,
         max_events_per_request: 3,
-        // 200 + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES: one event of the limit per message.
-        max_message_bytes: 872,
-        max_batch_bytes: 1744,
         max_json_depth: 4,
-    }
+    };
+    let buffer = BufferLimits {
+        // 200 + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES: one event of the limit per message.
+        bytes_per_entry: 872,
+        bytes_per_call: 1744,
+        ..BufferLimits::default()
+    };
+    (request, buffer)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -51,12 +56,12 @@ fuzz_target!(|data: &[u8]| {
         1 => Collector::Segment(Call::Batch),
         n => Collector::Segment(Call::Single(MessageType::ALL[usize::from(n - 2)])),
     };
-    let limits = if sel & 0x80 != 0 {
+    let (limits, buffer) = if sel & 0x80 != 0 {
         small()
     } else {
-        Limits::default()
+        (Limits::default(), BufferLimits::default())
     };
-    assert_eq!(limits.validate(), Ok(()));
+    assert_eq!(spillway_shared::limits::validate(&limits, &buffer), Ok(()));
     if body.len() > limits.max_body_bytes {
         return; // the edge refuses it before reading (payload_too_large)
     }
@@ -126,7 +131,7 @@ fuzz_target!(|data: &[u8]| {
     let events = into_events(parsed.messages, &ids, source, now, "web", None);
     assert!(events.iter().all(|e| e.source == source));
     let key = SigningKey::new("fuzz", &[b'k'; 32]).expect("key");
-    let batches = match pack(&events, &limits, &key) {
+    let batches = match pack(&events, &buffer, &key) {
         Ok(b) => b,
         // An event near the limit whose name, now also its `type`, is long may outgrow a
         // message under tiny limits: refused whole, never cut.

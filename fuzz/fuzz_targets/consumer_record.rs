@@ -83,7 +83,8 @@ fn check(plan: &Plan, records: &[SqsMessage]) {
     let mut ids = HashSet::new();
     // Ids are unique within their key (the table's key is `(key_id, id)`).
     assert!(
-        rows.iter().all(|r| ids.insert((r.event.key_id.as_str(), r.event.id))),
+        rows.iter()
+            .all(|r| ids.insert((r.event.key_id.as_str(), r.event.id))),
         "a key's id in two rows"
     );
     if let Some(oldest) = plan.oldest_received_at() {

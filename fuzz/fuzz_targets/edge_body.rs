@@ -34,8 +34,8 @@ use spillway_edge::protocol::events::{encoding_of, format_of, parse, split_event
 use spillway_edge::protocol::gzip::gunzip_capped;
 use spillway_edge::request::prepare::prepare_events;
 use spillway_edge::{EdgeError, Prepared, Stamp};
-use spillway_shared::limits::{ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES, SQS_MAX_BATCH_ENTRIES};
-use spillway_shared::{open, Keyring, Limits, SigningKey, Unsigned};
+use spillway_shared::limits::{validate, ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES};
+use spillway_shared::{open, BufferLimits, Keyring, Limits, SigningKey, Unsigned};
 
 const NOW_MS: u64 = 1_795_852_800_000;
 
@@ -46,20 +46,24 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// The smallest consistent limits: a message holds one event of `max_event_bytes` plus the
-/// enrichment allowance and the envelope (`Limits::validate`), and barely more, so that
+/// enrichment allowance and the envelope (`limits::validate`), and barely more, so that
 /// requests of a few events spread over several messages and batch requests.
-fn small_limits() -> Limits {
+fn small_limits() -> (Limits, BufferLimits) {
     let max_event_bytes = 256;
     let max_message_bytes = max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES;
-    Limits {
+    let request = Limits {
         max_body_bytes: 2048,
         max_decompressed_bytes: 4096,
         max_event_bytes,
         max_events_per_request: 8,
-        max_message_bytes,
-        max_batch_bytes: 2 * max_message_bytes,
         max_json_depth: 4,
-    }
+    };
+    let buffer = BufferLimits {
+        bytes_per_entry: max_message_bytes,
+        bytes_per_call: 2 * max_message_bytes,
+        ..BufferLimits::default()
+    };
+    (request, buffer)
 }
 
 fn split(data: &[u8]) -> (HeaderMap, &[u8]) {
@@ -97,7 +101,12 @@ fn check_refusal(error: &EdgeError) {
     }
 }
 
-fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
+fn run(
+    headers: &HeaderMap,
+    body: &[u8],
+    limits: &Limits,
+    buffer: &BufferLimits,
+) -> Result<Prepared, EdgeError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let format = format_of(header("content-type"))?;
     let encoding = encoding_of(header("content-encoding"))?;
@@ -134,9 +143,9 @@ fn run(headers: &HeaderMap, body: &[u8], limits: &Limits) -> Result<Prepared, Ed
     let result = items
         .as_ref()
         .map_err(Clone::clone)
-        .and_then(|items| prepare_events(items, limits, &key(), &stamp, &mut counter()));
+        .and_then(|items| prepare_events(items, limits, buffer, &key(), &stamp, &mut counter()));
     let checked = parse(&decoded, format, limits)
-        .and_then(|items| prepare_events(&items, limits, &key(), &stamp, &mut counter()));
+        .and_then(|items| prepare_events(&items, limits, buffer, &key(), &stamp, &mut counter()));
     assert_eq!(result, checked, "split_events and parse disagree");
     let prepared = result?;
     assert_eq!(
@@ -154,11 +163,11 @@ fn key() -> SigningKey {
 
 fuzz_target!(|data: &[u8]| {
     let (headers, raw) = split(data);
-    let limits = match headers.get("x-fuzz-limits").map(HeaderValue::as_bytes) {
+    let (limits, buffer) = match headers.get("x-fuzz-limits").map(HeaderValue::as_bytes) {
         Some(b"small") => small_limits(),
-        _ => Limits::default(),
+        _ => (Limits::default(), BufferLimits::default()),
     };
-    assert_eq!(limits.validate(), Ok(()));
+    assert_eq!(validate(&limits, &buffer), Ok(()));
     let body = match headers.get("x-fuzz-wrap").map(HeaderValue::as_bytes) {
         Some(b"gzip") => gzip(raw),
         Some(b"gzip-gzip") => gzip(&gzip(raw)),
@@ -169,7 +178,7 @@ fuzz_target!(|data: &[u8]| {
         _ => raw.to_vec(),
     };
 
-    let prepared = match run(&headers, &body, &limits) {
+    let prepared = match run(&headers, &body, &limits, &buffer) {
         Ok(p) => p,
         Err(e) => return check_refusal(&e),
     };
@@ -177,10 +186,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(prepared.ids.len() <= limits.max_events_per_request);
     let mut queued = Vec::with_capacity(prepared.ids.len());
     for batch in &prepared.batches {
-        assert!(!batch.entries.is_empty() && batch.entries.len() <= SQS_MAX_BATCH_ENTRIES);
-        assert!(batch.body_bytes() <= limits.max_batch_bytes);
+        assert!(!batch.entries.is_empty() && batch.entries.len() <= buffer.entries_per_call);
+        assert!(batch.body_bytes() <= buffer.bytes_per_call);
         for entry in &batch.entries {
-            assert!(entry.body.len() <= limits.max_message_bytes);
+            assert!(entry.body.len() <= buffer.bytes_per_entry);
             let events = open(&entry.body, &Keyring::new(vec![key()], Unsigned::Refuse))
                 .expect("the edge queued a body that does not open");
             for event in &events {

@@ -8,7 +8,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use spillway_shared::envelope::encode_event;
-use spillway_shared::{decode, encode_message, open, pack, Keyring, Limits, SigningKey, Unsigned};
+use spillway_shared::{
+    decode, encode_message, open, pack, BufferLimits, Keyring, SigningKey, Unsigned,
+};
 
 fuzz_target!(|data: &[u8]| {
     // Message bodies are strings: SQS only carries valid Unicode (Lambda and the poller hand
@@ -56,15 +58,14 @@ fuzz_target!(|data: &[u8]| {
     );
 
     // Through the packer, as the edge sends them: every message decodes, in order.
-    let limits = Limits {
-        max_event_bytes: 512 * 1024,
-        max_message_bytes: 1024 * 1024,
-        ..Limits::default()
+    let limits = BufferLimits {
+        bytes_per_entry: 1024 * 1024,
+        ..BufferLimits::default()
     };
     if let Ok(batches) = pack(&events, &limits, &key) {
         let mut unpacked = Vec::with_capacity(events.len());
         for entry in batches.iter().flat_map(|b| &b.entries) {
-            assert!(entry.body.len() <= limits.max_message_bytes);
+            assert!(entry.body.len() <= limits.bytes_per_entry);
             let part = open(&entry.body, &keys)
                 .unwrap_or_else(|e| panic!("packed body fails: {e}\n{}", entry.body));
             let ids: Vec<_> = part.iter().map(|e| e.id).collect();

@@ -1,7 +1,8 @@
 //! The message schema that Spillway's edge and consumer both speak.
 //!
 //! This crate owns the wire format: the event model of the public HTTP API and its validation
-//! rules, the [`Limits`] both sides enforce, how event ids are made, the versioned SQS envelope
+//! rules, the request's [`Limits`] and the buffer's [`BufferLimits`], how event ids are made,
+//! the versioned SQS envelope
 //! (sealed with an HMAC that the consumer verifies, [`seal`]) with the packer that fits events
 //! into `SendMessageBatch` requests, and the bodies of the collector protocols (Segment,
 //! PostHog) that existing SDKs send.
@@ -28,9 +29,9 @@ pub use event::{
 };
 pub use ids::{derive_id, uuid_v7, IdSource};
 pub use json::RawJson;
-pub use limits::{Limits, LimitsError};
+pub use limits::{BufferLimits, Limits, LimitsError};
 pub use pack::{
-    encode_events, pack, pack_encoded, BatchEntry, BatchRequest, EncodedEvent, OneRequest,
+    encode_events, pack, pack_encoded, BatchEntry, BatchRequest, CallBudget, EncodedEvent,
     PackError,
 };
 pub use seal::{parse_keys, KeyError, Keyring, SealError, SigningKey, Unsigned};

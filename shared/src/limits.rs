@@ -1,4 +1,9 @@
-//! The one place that knows Spillway's size limits.
+//! The one place that knows Spillway's size limits: the request's ([`Limits`]: what a client
+//! may send) and the buffer's ([`BufferLimits`]: what one call to the durable buffer takes),
+//! and the one rule that ties them ([`validate`]: an enriched event fits in one entry).
+//!
+//! It does not know how a buffer is called; a buffer's hard ceilings are a [`BufferLimits`]
+//! value too ([`SQS_CEILING`] for SQS), so a second buffer brings its own.
 
 use thiserror::Error;
 
@@ -6,6 +11,13 @@ use thiserror::Error;
 pub const SQS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// SQS's hard ceiling on entries in one `SendMessageBatch` request.
 pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
+/// What SQS accepts at most in one `SendMessageBatch`: the ceiling configured buffer limits are
+/// validated against.
+pub const SQS_CEILING: BufferLimits = BufferLimits {
+    entries_per_call: SQS_MAX_BATCH_ENTRIES,
+    bytes_per_entry: SQS_MAX_MESSAGE_BYTES,
+    bytes_per_call: SQS_MAX_MESSAGE_BYTES,
+};
 /// Bytes an envelope adds around its events, with room to spare: the sealed envelope's
 /// `{"v":2,"kid":"<up to 32>","events":[` + `],"sig":"<64 hex>"}` (133 bytes at most,
 /// `envelope::WRAPPER_MAX`, held below this by a compile-time check).
@@ -15,11 +27,11 @@ pub const ENVELOPE_OVERHEAD_BYTES: usize = 160;
 /// sent; the packer allows this much on top.
 pub const ENRICHMENT_BYTES: usize = 512;
 
-/// Size limits, shared by the edge (which refuses what breaks them with `413`) and the consumer
-/// (which refuses oversized messages as poison).
+/// The request's size limits, shared by the edge (which refuses what breaks them with `413`)
+/// and the collector parsers.
 ///
 /// Every field has a default chosen for a public ingest endpoint; the edge reads overrides from
-/// its environment and calls [`Limits::validate`] before serving a request.
+/// its environment and calls [`validate`] before serving a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest request body as received, before any decompression. Default 1 MiB.
@@ -31,11 +43,6 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Most events in one request. Default 1,000.
     pub max_events_per_request: usize,
-    /// Cap for one SQS message body (an envelope of several events). Default 256 KiB, under
-    /// SQS's 1 MiB so that queues created with a smaller `MaximumMessageSize` still work.
-    pub max_message_bytes: usize,
-    /// Cap for the sum of bodies in one `SendMessageBatch` request. Default 1 MiB (SQS's limit).
-    pub max_batch_bytes: usize,
     /// Deepest nesting of arrays and objects inside one event. Default 32.
     pub max_json_depth: usize,
 }
@@ -47,9 +54,35 @@ impl Default for Limits {
             max_decompressed_bytes: 4 * 1024 * 1024,
             max_event_bytes: 64 * 1024,
             max_events_per_request: 1_000,
-            max_message_bytes: 256 * 1024,
-            max_batch_bytes: SQS_MAX_MESSAGE_BYTES,
             max_json_depth: 32,
+        }
+    }
+}
+
+/// What one call to the durable buffer takes: the packer fills calls up to these, and a group
+/// commit is full when one more event would need a second call.
+///
+/// An entry is one envelope of several events (an SQS message); a call is one request to the
+/// buffer (a `SendMessageBatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferLimits {
+    /// Most entries in one call (SQS: 10).
+    pub entries_per_call: usize,
+    /// Cap for one entry's body (`MAX_MESSAGE_BYTES`). Default 256 KiB, under SQS's 1 MiB so
+    /// that queues created with a smaller `MaximumMessageSize` still work.
+    pub bytes_per_entry: usize,
+    /// Cap for the sum of the entry bodies of one call (`MAX_BATCH_BYTES`). Default 1 MiB
+    /// (SQS's limit).
+    pub bytes_per_call: usize,
+}
+
+impl Default for BufferLimits {
+    /// SQS's, as configured by default.
+    fn default() -> Self {
+        Self {
+            entries_per_call: SQS_MAX_BATCH_ENTRIES,
+            bytes_per_entry: 256 * 1024,
+            bytes_per_call: SQS_MAX_MESSAGE_BYTES,
         }
     }
 }
@@ -73,65 +106,78 @@ pub enum LimitsError {
     DecompressedSmallerThanBody { decompressed: usize, body: usize },
 }
 
-impl Limits {
-    /// Checks that the limits are consistent: every event fits in a message, every message in a
-    /// batch request, and nothing exceeds what SQS accepts.
-    pub fn validate(&self) -> Result<(), LimitsError> {
-        let named = [
-            ("max_body_bytes", self.max_body_bytes),
-            ("max_decompressed_bytes", self.max_decompressed_bytes),
-            ("max_event_bytes", self.max_event_bytes),
-            ("max_events_per_request", self.max_events_per_request),
-            ("max_message_bytes", self.max_message_bytes),
-            ("max_batch_bytes", self.max_batch_bytes),
-            ("max_json_depth", self.max_json_depth),
-        ];
-        if let Some((name, _)) = named.iter().find(|(_, v)| *v == 0) {
-            return Err(LimitsError::Zero { name });
-        }
-        for (name, value) in [
-            ("max_message_bytes", self.max_message_bytes),
-            ("max_batch_bytes", self.max_batch_bytes),
-        ] {
-            if value > SQS_MAX_MESSAGE_BYTES {
-                return Err(LimitsError::OverSqs {
-                    name,
-                    value,
-                    max: SQS_MAX_MESSAGE_BYTES,
-                });
-            }
-        }
-        if self.max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES
-            > self.max_message_bytes
-        {
-            return Err(LimitsError::EventLargerThanMessage {
-                event: self.max_event_bytes,
-                message: self.max_message_bytes,
-            });
-        }
-        if self.max_message_bytes > self.max_batch_bytes {
-            return Err(LimitsError::MessageLargerThanBatch {
-                message: self.max_message_bytes,
-                batch: self.max_batch_bytes,
-            });
-        }
-        if self.max_decompressed_bytes < self.max_body_bytes {
-            return Err(LimitsError::DecompressedSmallerThanBody {
-                decompressed: self.max_decompressed_bytes,
-                body: self.max_body_bytes,
-            });
-        }
-        Ok(())
+/// Checks that the limits are consistent: every event fits in an entry, every entry in a call,
+/// and nothing exceeds what SQS accepts ([`SQS_CEILING`]). The first problem found is returned,
+/// named by the setting it comes from.
+pub fn validate(request: &Limits, buffer: &BufferLimits) -> Result<(), LimitsError> {
+    let named = [
+        ("max_body_bytes", request.max_body_bytes),
+        ("max_decompressed_bytes", request.max_decompressed_bytes),
+        ("max_event_bytes", request.max_event_bytes),
+        ("max_events_per_request", request.max_events_per_request),
+        ("max_message_bytes", buffer.bytes_per_entry),
+        ("max_batch_bytes", buffer.bytes_per_call),
+        ("max_json_depth", request.max_json_depth),
+        ("entries_per_call", buffer.entries_per_call),
+    ];
+    if let Some((name, _)) = named.iter().find(|(_, v)| *v == 0) {
+        return Err(LimitsError::Zero { name });
     }
+    for (name, value, max) in [
+        (
+            "max_message_bytes",
+            buffer.bytes_per_entry,
+            SQS_CEILING.bytes_per_entry,
+        ),
+        (
+            "max_batch_bytes",
+            buffer.bytes_per_call,
+            SQS_CEILING.bytes_per_call,
+        ),
+        (
+            "entries_per_call",
+            buffer.entries_per_call,
+            SQS_CEILING.entries_per_call,
+        ),
+    ] {
+        if value > max {
+            return Err(LimitsError::OverSqs { name, value, max });
+        }
+    }
+    if request.max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES > buffer.bytes_per_entry
+    {
+        return Err(LimitsError::EventLargerThanMessage {
+            event: request.max_event_bytes,
+            message: buffer.bytes_per_entry,
+        });
+    }
+    if buffer.bytes_per_entry > buffer.bytes_per_call {
+        return Err(LimitsError::MessageLargerThanBatch {
+            message: buffer.bytes_per_entry,
+            batch: buffer.bytes_per_call,
+        });
+    }
+    if request.max_decompressed_bytes < request.max_body_bytes {
+        return Err(LimitsError::DecompressedSmallerThanBody {
+            decompressed: request.max_decompressed_bytes,
+            body: request.max_body_bytes,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn check(request: Limits, buffer: BufferLimits) -> Result<(), LimitsError> {
+        validate(&request, &buffer)
+    }
+
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(Limits::default().validate(), Ok(()));
+        assert_eq!(check(Limits::default(), BufferLimits::default()), Ok(()));
+        assert_eq!(check(Limits::default(), SQS_CEILING), Ok(()));
     }
 
     #[test]
@@ -141,7 +187,7 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(
-            l.validate(),
+            check(l, BufferLimits::default()),
             Err(LimitsError::Zero {
                 name: "max_events_per_request"
             })
@@ -150,11 +196,25 @@ mod tests {
 
     #[test]
     fn message_over_sqs_limit_is_refused() {
-        let l = Limits {
-            max_message_bytes: SQS_MAX_MESSAGE_BYTES + 1,
-            ..Limits::default()
+        let b = BufferLimits {
+            bytes_per_entry: SQS_MAX_MESSAGE_BYTES + 1,
+            ..BufferLimits::default()
         };
-        assert!(matches!(l.validate(), Err(LimitsError::OverSqs { .. })));
+        assert!(matches!(
+            check(Limits::default(), b),
+            Err(LimitsError::OverSqs { .. })
+        ));
+        let b = BufferLimits {
+            entries_per_call: SQS_MAX_BATCH_ENTRIES + 1,
+            ..BufferLimits::default()
+        };
+        assert!(matches!(
+            check(Limits::default(), b),
+            Err(LimitsError::OverSqs {
+                name: "entries_per_call",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -164,19 +224,19 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(
-            l.validate(),
+            check(l, BufferLimits::default()),
             Err(LimitsError::EventLargerThanMessage { .. })
         ));
     }
 
     #[test]
     fn message_must_fit_in_batch() {
-        let l = Limits {
-            max_batch_bytes: 128 * 1024,
-            ..Limits::default()
+        let b = BufferLimits {
+            bytes_per_call: 128 * 1024,
+            ..BufferLimits::default()
         };
         assert!(matches!(
-            l.validate(),
+            check(Limits::default(), b),
             Err(LimitsError::MessageLargerThanBatch { .. })
         ));
     }
@@ -188,7 +248,7 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(
-            l.validate(),
+            check(l, BufferLimits::default()),
             Err(LimitsError::DecompressedSmallerThanBody { .. })
         ));
     }

@@ -1,7 +1,8 @@
-//! Packs events into SQS `SendMessageBatch` requests.
+//! Packs events into calls to the durable buffer (SQS `SendMessageBatch` requests today), within
+//! the buffer's limits as a value ([`BufferLimits`]); it knows no buffer's own numbers.
 //!
-//! Greedy and order-preserving: events fill a message until the next would overflow it, messages
-//! fill a batch request until the entry count or the byte cap would be exceeded. The result is
+//! Greedy and order-preserving: events fill an entry (a message) until the next would overflow
+//! it, entries fill a call until the entry count or the byte cap would be exceeded. The result is
 //! deterministic, so the same request always packs the same way (which FIFO deduplication ids
 //! rely on).
 
@@ -11,7 +12,7 @@ use uuid::Uuid;
 use crate::envelope::{encode_event_text, encode_message_sized, message_len};
 use crate::event::Event;
 use crate::ids::ID_NAMESPACE;
-use crate::limits::{Limits, SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
+use crate::limits::BufferLimits;
 use crate::seal::SigningKey;
 
 /// One message of a `SendMessageBatch` request.
@@ -38,14 +39,15 @@ impl BatchEntry {
     }
 }
 
-/// One `SendMessageBatch` request: at most 10 entries, within the byte cap.
+/// One call to the buffer: at most [`BufferLimits::entries_per_call`] entries, within the byte
+/// cap.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BatchRequest {
     pub entries: Vec<BatchEntry>,
 }
 
 impl BatchRequest {
-    /// Sum of the entry bodies, which is what SQS counts against its request limit.
+    /// Sum of the entry bodies, which is what the buffer counts against its call limit.
     pub fn body_bytes(&self) -> usize {
         self.entries.iter().map(|e| e.body.len()).sum()
     }
@@ -54,7 +56,7 @@ impl BatchRequest {
 /// Why events could not be packed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PackError {
-    /// One event, once enriched and encoded, does not fit in one SQS message.
+    /// One event, once enriched and encoded, does not fit in one entry.
     #[error("event {index} is {size} bytes once enriched and encoded for SQS; a message holds at most {max} bytes")]
     EventTooLarge {
         index: usize,
@@ -75,11 +77,14 @@ pub struct EncodedEvent {
     pub text: String,
 }
 
-/// Encodes `events` for SQS, refusing one that cannot fit in a message under `limits`.
-pub fn encode_events(events: &[Event], limits: &Limits) -> Result<Vec<EncodedEvent>, PackError> {
+/// Encodes `events` for the buffer, refusing one that cannot fit in an entry under `limits`.
+pub fn encode_events(
+    events: &[Event],
+    limits: &BufferLimits,
+) -> Result<Vec<EncodedEvent>, PackError> {
     // The event limit applies to what the client sent (checked by validation, on the client's
-    // bytes); here only the hard cap remains: an encoded event must fit in one message.
-    let event_cap = caps(limits).0.saturating_sub(message_len(0, 1));
+    // bytes); here only the hard cap remains: an encoded event must fit in one entry.
+    let event_cap = limits.bytes_per_entry.saturating_sub(message_len(0, 1));
     let mut encoded = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         let bytes = encode_event_text(event).map_err(|e| PackError::Encode {
@@ -101,36 +106,27 @@ pub fn encode_events(events: &[Event], limits: &Limits) -> Result<Vec<EncodedEve
     Ok(encoded)
 }
 
-/// (message cap, batch cap): `limits`, never above SQS's own.
-fn caps(limits: &Limits) -> (usize, usize) {
-    (
-        limits.max_message_bytes.min(SQS_MAX_MESSAGE_BYTES),
-        limits.max_batch_bytes.min(SQS_MAX_MESSAGE_BYTES),
-    )
-}
-
-/// Packs `events` into batch requests within `limits` (and always within SQS's own limits),
-/// each message sealed with `key`.
+/// Packs `events` into calls within `limits`, each entry sealed with `key`.
 pub fn pack(
     events: &[Event],
-    limits: &Limits,
+    limits: &BufferLimits,
     key: &SigningKey,
 ) -> Result<Vec<BatchRequest>, PackError> {
     Ok(pack_encoded(&encode_events(events, limits)?, limits, key))
 }
 
 /// Packs already encoded events (see [`encode_events`], which refuses the ones too large for a
-/// message) into batch requests, by the rules of [`pack`].
+/// entry) into calls, by the rules of [`pack`].
 pub fn pack_encoded(
     encoded: &[EncodedEvent],
-    limits: &Limits,
+    limits: &BufferLimits,
     key: &SigningKey,
 ) -> Vec<BatchRequest> {
-    let (message_cap, batch_cap) = caps(limits);
+    let (message_cap, batch_cap) = (limits.bytes_per_entry, limits.bytes_per_call);
     let mut batches: Vec<BatchRequest> = Vec::new();
     let mut current = BatchRequest::default();
     // The bytes of `current`'s messages as budgeted ([`message_len`], the longest key id), so
-    // that the packer and [`OneRequest`] agree whichever key signs.
+    // that the packer and [`CallBudget`] agree whichever key signs.
     let mut current_bytes = 0usize;
     let mut message_no = 0usize;
     let mut start = 0usize;
@@ -159,7 +155,7 @@ pub fn pack_encoded(
         message_no += 1;
         start = end;
 
-        if current.entries.len() == SQS_MAX_BATCH_ENTRIES
+        if current.entries.len() == limits.entries_per_call
             || (!current.entries.is_empty() && current_bytes + budget > batch_cap)
         {
             batches.push(std::mem::take(&mut current));
@@ -174,11 +170,12 @@ pub fn pack_encoded(
     batches
 }
 
-/// Whether events, added one by one, still pack into a single `SendMessageBatch`: the same
-/// rules as [`pack_encoded`], kept incrementally (constant work per event), so a batcher can
-/// tell when its pending batch is full without packing it again.
+/// Whether events, added one by one, still pack into a single call: the same rules as
+/// [`pack_encoded`], kept incrementally (constant work per event), so a group commit can tell
+/// when it is full without packing it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OneRequest {
+pub struct CallBudget {
+    entries_per_call: usize,
     message_cap: usize,
     batch_cap: usize,
     /// Messages closed so far, and the bytes of their bodies.
@@ -189,12 +186,12 @@ pub struct OneRequest {
     open_count: usize,
 }
 
-impl OneRequest {
-    pub fn new(limits: &Limits) -> Self {
-        let (message_cap, batch_cap) = caps(limits);
+impl CallBudget {
+    pub fn new(limits: &BufferLimits) -> Self {
         Self {
-            message_cap,
-            batch_cap,
+            entries_per_call: limits.entries_per_call,
+            message_cap: limits.bytes_per_entry,
+            batch_cap: limits.bytes_per_call,
             closed: 0,
             closed_bytes: 0,
             open_sum: 0,
@@ -203,7 +200,7 @@ impl OneRequest {
     }
 
     /// Adds an event of `len` encoded bytes when the events so far and it still make one
-    /// request; otherwise leaves `self` unchanged and returns `false`. The first event always
+    /// call; otherwise leaves `self` unchanged and returns `false`. The first event always
     /// fits ([`encode_events`] has refused any that cannot).
     pub fn add(&mut self, len: usize) -> bool {
         let mut next = *self;
@@ -220,7 +217,7 @@ impl OneRequest {
         let messages = next.closed + 1;
         let bytes = next.closed_bytes + message_len(next.open_sum, next.open_count);
         if self.open_count > 0
-            && (messages > SQS_MAX_BATCH_ENTRIES || (messages > 1 && bytes > next.batch_cap))
+            && (messages > next.entries_per_call || (messages > 1 && bytes > next.batch_cap))
         {
             return false;
         }

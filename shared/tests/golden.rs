@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use spillway_shared::{
-    decode, derive_id, open, pack, DecodeError, EdgeInfo, Event, Keyring, Limits, RawJson,
+    decode, derive_id, open, pack, BufferLimits, DecodeError, EdgeInfo, Event, Keyring, RawJson,
     SealError, SigningKey, Unsigned,
 };
 use uuid::Uuid;
@@ -76,7 +76,7 @@ fn keyring(unsigned: Unsigned) -> Keyring {
 
 #[test]
 fn envelope_v2_golden() {
-    let batches = pack(&sample(), &Limits::default(), &golden_key()).expect("fits");
+    let batches = pack(&sample(), &BufferLimits::default(), &golden_key()).expect("fits");
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].entries.len(), 1);
     golden("v2_two_events.json", &batches[0].entries[0].body);

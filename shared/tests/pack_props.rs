@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use spillway_shared::limits::{SQS_MAX_BATCH_ENTRIES, SQS_MAX_MESSAGE_BYTES};
 use spillway_shared::{
-    open, pack, EdgeInfo, Event, Keyring, Limits, PackError, RawJson, SigningKey, Unsigned,
+    open, pack, BufferLimits, EdgeInfo, Event, Keyring, PackError, RawJson, SigningKey, Unsigned,
 };
 use uuid::Uuid;
 
@@ -57,12 +57,11 @@ fn arb_events() -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
-fn arb_limits() -> impl Strategy<Value = Limits> {
-    (8_192usize..40_000, 1usize..4).prop_map(|(message, batch_factor)| Limits {
-        max_event_bytes: 7_000,
-        max_message_bytes: message,
-        max_batch_bytes: (message * batch_factor).min(SQS_MAX_MESSAGE_BYTES),
-        ..Limits::default()
+fn arb_limits() -> impl Strategy<Value = BufferLimits> {
+    (8_192usize..40_000, 1usize..4).prop_map(|(message, batch_factor)| BufferLimits {
+        bytes_per_entry: message,
+        bytes_per_call: (message * batch_factor).min(SQS_MAX_MESSAGE_BYTES),
+        ..BufferLimits::default()
     })
 }
 
@@ -80,10 +79,10 @@ proptest! {
         for batch in &batches {
             prop_assert!(!batch.entries.is_empty());
             prop_assert!(batch.entries.len() <= SQS_MAX_BATCH_ENTRIES);
-            prop_assert!(batch.body_bytes() <= limits.max_batch_bytes);
+            prop_assert!(batch.body_bytes() <= limits.bytes_per_call);
             prop_assert!(batch.body_bytes() <= SQS_MAX_MESSAGE_BYTES);
             for entry in &batch.entries {
-                prop_assert!(entry.body.len() <= limits.max_message_bytes);
+                prop_assert!(entry.body.len() <= limits.bytes_per_entry);
                 let raw_nonchar = entry.body.contains(['\u{FFFE}', '\u{FFFF}']);
                 prop_assert!(!raw_nonchar, "U+FFFE/U+FFFF must be escaped for SQS");
                 prop_assert!(entry_ids.insert(entry.id.clone()), "entry ids unique");
@@ -108,17 +107,16 @@ proptest! {
 
 #[test]
 fn no_events_pack_to_no_requests() {
-    assert_eq!(pack(&[], &Limits::default(), &key()), Ok(vec![]));
+    assert_eq!(pack(&[], &BufferLimits::default(), &key()), Ok(vec![]));
 }
 
 #[test]
 fn an_event_that_cannot_fit_in_a_message_is_refused_with_its_index() {
     // The client's event limit is validation's (on the bytes sent); the packer refuses only
     // what no message can hold.
-    let limits = Limits {
-        max_event_bytes: 1_000,
-        max_message_bytes: 2_000,
-        ..Limits::default()
+    let limits = BufferLimits {
+        bytes_per_entry: 2_000,
+        ..BufferLimits::default()
     };
     let events = vec![event(0, 1_500, "a"), event(1, 2_000, "a")];
     match pack(&events, &limits, &key()) {
@@ -140,10 +138,9 @@ fn an_event_that_cannot_fit_in_a_message_is_refused_with_its_index() {
 #[test]
 fn ten_entries_per_request_at_most() {
     // Each event alone fills a message, so 25 events -> 25 messages -> 3 requests.
-    let limits = Limits {
-        max_event_bytes: 3_000,
-        max_message_bytes: 4_000,
-        ..Limits::default()
+    let limits = BufferLimits {
+        bytes_per_entry: 4_000,
+        ..BufferLimits::default()
     };
     let events: Vec<Event> = (0..25).map(|i| event(i, 2_500, "a")).collect();
     let batches = pack(&events, &limits, &key()).expect("fits");
@@ -160,7 +157,7 @@ fn ten_entries_per_request_at_most() {
 #[test]
 fn small_events_share_one_message() {
     let events: Vec<Event> = (0..100).map(|i| event(i, 50, "a")).collect();
-    let batches = pack(&events, &Limits::default(), &key()).expect("fits");
+    let batches = pack(&events, &BufferLimits::default(), &key()).expect("fits");
     assert_eq!(batches.len(), 1);
     assert_eq!(batches[0].entries.len(), 1);
     assert_eq!(batches[0].entries[0].event_ids.len(), 100);
@@ -169,12 +166,12 @@ fn small_events_share_one_message() {
 #[test]
 fn fifo_dedup_id_is_stable_and_content_specific() {
     let events: Vec<Event> = (0..3).map(|i| event(i, 10, "a")).collect();
-    let a = pack(&events, &Limits::default(), &key()).expect("fits");
-    let b = pack(&events[..2], &Limits::default(), &key()).expect("fits");
+    let a = pack(&events, &BufferLimits::default(), &key()).expect("fits");
+    let b = pack(&events[..2], &BufferLimits::default(), &key()).expect("fits");
     let da = &a[0].entries[0].dedup_id();
     assert_eq!(
         da,
-        &pack(&events, &Limits::default(), &key()).expect("fits")[0].entries[0].dedup_id()
+        &pack(&events, &BufferLimits::default(), &key()).expect("fits")[0].entries[0].dedup_id()
     );
     assert_ne!(da, &b[0].entries[0].dedup_id());
     assert!(da.len() <= 128, "SQS allows 128 characters");
@@ -191,23 +188,23 @@ fn encoded(lens: &[usize]) -> Vec<spillway_shared::EncodedEvent> {
 }
 
 proptest! {
-    /// `OneRequest` agrees with the packer: the events it accepts pack into exactly one
+    /// `CallBudget` agrees with the packer: the events it accepts pack into exactly one
     /// `SendMessageBatch`, and the first one it refuses would have made a second.
     #[test]
-    fn one_request_agrees_with_the_packer(
+    fn call_budget_agrees_with_the_packer(
         lens in proptest::collection::vec(1usize..40_000, 1..80),
         message_kib in 8usize..=256,
         batch_kib in 16usize..=1024,
     ) {
-        let limits = Limits {
-            max_message_bytes: message_kib * 1024,
-            max_batch_bytes: batch_kib * 1024,
-            ..Limits::default()
+        let limits = BufferLimits {
+            bytes_per_entry: message_kib * 1024,
+            bytes_per_call: batch_kib * 1024,
+            ..BufferLimits::default()
         };
         // Only events the packer can hold at all (encode_events refuses the others).
         let cap = (message_kib * 1024).min(SQS_MAX_MESSAGE_BYTES) - 140;
         let lens: Vec<usize> = lens.into_iter().map(|l| l.min(cap)).collect();
-        let mut one = spillway_shared::OneRequest::new(&limits);
+        let mut one = spillway_shared::CallBudget::new(&limits);
         let taken = lens.iter().take_while(|&&len| one.add(len)).count();
         prop_assert!(taken >= 1, "the first event always fits");
         let packed = spillway_shared::pack_encoded(&encoded(&lens[..taken]), &limits, &key());

@@ -1,18 +1,20 @@
 //! The top of the request path: [`handle`] routes a request (`http::route`), reads its head,
 //! its body (`request`) and decodes it in its protocol (`protocol`), prepares its events
-//! (`request::prepare`), has `deliver` send them, writes the request's log line and answers
-//! (`http::answer`). Rate limiting is here, the one step that asks a port before the body.
+//! (`request::prepare`), has `deliver` send them, writes the request's log line once from what
+//! it saw and what delivery reports, and answers (`http::answer`). Rate limiting is here, the
+//! one step that asks a port before the body.
 //!
 //! A plain async function over a deps struct: the Worker calls it with adapters over the Workers
 //! runtime, the tests with in-memory fakes. It decides nothing the layers below decide.
 
 use http::{Request, Response};
-use spillway_shared::EdgeInfo;
+use spillway_shared::{EdgeInfo, EncodedEvent};
 use uuid::Uuid;
 
+use crate::buffer::Buffer;
 use crate::config::{Config, ConfigError};
-use crate::deliver::deliver;
 pub use crate::deliver::Spill;
+use crate::deliver::{deliver, Delivery, DeliveryReport, Sender};
 use crate::error::EdgeError;
 use crate::http::answer::{accepted_body, collected_body, respond};
 use crate::http::auth::authenticate;
@@ -20,7 +22,7 @@ use crate::http::cors::{cors_headers, preflight_headers};
 use crate::http::headers::header;
 use crate::http::route::{log_path, route, Route, PANIC_PATH};
 use crate::log::RequestLog;
-use crate::ports::{BatcherLink, BodySource, QueueSender, RateLimit, Runtime};
+use crate::ports::{BatcherLink, BodySource, RateLimit, Runtime};
 use crate::protocol::collector::{decode_body, parse};
 use crate::protocol::events::{split_events, Encoding};
 use crate::protocol::gzip::gunzip_capped;
@@ -70,7 +72,7 @@ enum Success {
 /// Handles one request.
 pub async fn handle<Q, L, R, B>(deps: &Deps<'_, Q, L, R>, req: Request<B>) -> Handled
 where
-    Q: QueueSender,
+    Q: Buffer,
     L: RateLimit,
     R: Runtime,
     B: BodySource,
@@ -94,6 +96,7 @@ where
     let routed = route(&parts.method, parts.uri.path(), deps.config.panic_route);
     // Collector routes answer in the way their SDKs act on (`EdgeError::reply_collector`).
     let collector = matches!(routed, Ok(Route::Ingest(Protocol::Collector(_))));
+    let mut seen = Seen::default();
     let result = match routed {
         Ok(Route::Panic) => {
             panic!("deliberate panic at {PANIC_PATH} (SPILLWAY_PANIC_ROUTE=enabled)")
@@ -102,16 +105,32 @@ where
         Ok(Route::Preflight) => Ok(Success::Preflight {
             path_allows: preflight_headers(parts.uri.path()),
         }),
-        Ok(Route::Ingest(Protocol::Events)) => events(deps, &parts, body, started, &mut log)
-            .await
-            .map(Success::Accepted),
-        Ok(Route::Ingest(Protocol::Collector(c))) => {
-            messages(deps, &parts, body, c, started, &mut log)
-                .await
-                .map(|n| Success::Collected(c, n))
+        Ok(Route::Ingest(protocol)) => {
+            let ready = match protocol {
+                Protocol::Events => events(deps, &parts, body, started, &mut seen).await,
+                Protocol::Collector(c) => messages(deps, &parts, body, c, started, &mut seen).await,
+            };
+            match ready {
+                Ok(ready) => {
+                    let sender = Sender {
+                        key_id: ready.key_id,
+                        colo: log.colo.as_deref(),
+                        request_id: &log.request_id,
+                    };
+                    let report = deliver(&delivery(deps), ready.encoded, &sender).await;
+                    let held = held(deps.config, ready.ids, &report);
+                    seen.delivery = Some(report);
+                    held.map(|ids| match protocol {
+                        Protocol::Events => Success::Accepted(ids),
+                        Protocol::Collector(c) => Success::Collected(c, ids.len()),
+                    })
+                }
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     };
+    seen.write(&mut log);
 
     let mut headers = vec![
         ("x-request-id", log.request_id.clone()),
@@ -183,26 +202,26 @@ pub fn misconfigured<R: Runtime, B>(req: &Request<B>, error: &ConfigError, rt: &
     }
 }
 
-/// `/v1/events`: the accepted events' ids, in request order, or why not.
-async fn events<Q, L, R, B>(
-    deps: &Deps<'_, Q, L, R>,
-    parts: &http::request::Parts,
+/// `/v1/events` up to delivery: its events, ready to send, or why not.
+async fn events<'r, Q, L, R, B>(
+    deps: &Deps<'r, Q, L, R>,
+    parts: &'r http::request::Parts,
     body: B,
     now_ms: u64,
-    log: &mut RequestLog,
-) -> Result<Vec<Uuid>, EdgeError>
+    seen: &mut Seen,
+) -> Result<Ready<'r>, EdgeError>
 where
-    Q: QueueSender,
+    Q: Buffer,
     L: RateLimit,
     R: Runtime,
     B: BodySource,
 {
     let limits = &deps.config.limits;
     let head = events_head(parts, deps.config)?;
-    rate_limit(deps, head.key_id, log).await?;
+    rate_limit(deps, head.key_id, seen).await?;
 
     let raw = read_body(body, head.declared_len, limits.max_body_bytes).await?;
-    log.bytes = raw.len();
+    seen.bytes = raw.len();
     let decoded = match head.encoding {
         Encoding::Identity => raw,
         Encoding::Gzip => gunzip_capped(&raw, limits.max_decompressed_bytes)?,
@@ -215,25 +234,28 @@ where
         edge: edge_info(parts),
     };
     let items = split_events(&decoded, head.format, limits)?;
-    log.events = items.len();
-    let (ids, encoded) =
-        prepare_encoded(&items, limits, &stamp, &mut || uuid_random_bytes(deps.rt))?;
-    drop(items);
-    drop(decoded);
-    deliver(deps, encoded, ids, head.key_id, log).await
+    seen.events = items.len();
+    let (ids, encoded) = prepare_encoded(&items, limits, &deps.config.buffer, &stamp, &mut || {
+        uuid_random_bytes(deps.rt)
+    })?;
+    Ok(Ready {
+        ids,
+        encoded,
+        key_id: head.key_id,
+    })
 }
 
-/// A collector route: the accepted message count, or why not.
-async fn messages<Q, L, R, B>(
-    deps: &Deps<'_, Q, L, R>,
-    parts: &http::request::Parts,
+/// A collector route up to delivery: its messages as events, ready to send, or why not.
+async fn messages<'r, Q, L, R, B>(
+    deps: &Deps<'r, Q, L, R>,
+    parts: &'r http::request::Parts,
     body: B,
     collector: Collector,
     now_ms: u64,
-    log: &mut RequestLog,
-) -> Result<usize, EdgeError>
+    seen: &mut Seen,
+) -> Result<Ready<'r>, EdgeError>
 where
-    Q: QueueSender,
+    Q: Buffer,
     L: RateLimit,
     R: Runtime,
     B: BodySource,
@@ -242,10 +264,10 @@ where
     let limits = &config.limits;
     let head = collector_head(parts, config, collector)?;
     if let Some((_, key_id)) = &head.key {
-        rate_limit(deps, key_id, log).await?;
+        rate_limit(deps, key_id, seen).await?;
     }
     let raw = read_body(body, head.declared_len, limits.max_body_bytes).await?;
-    log.bytes = raw.len();
+    seen.bytes = raw.len();
     let decoded = decode_body(
         raw,
         head.content_type,
@@ -255,7 +277,7 @@ where
         limits,
     )?;
     let body = parse(&decoded, collector, limits, received_at(now_ms))?;
-    log.events = body.messages.len();
+    seen.events = body.messages.len();
 
     let key_id = match (head.key, body.key.as_deref()) {
         (Some((head_key, key_id)), Some(body_key)) => {
@@ -267,11 +289,11 @@ where
         (Some((_, key_id)), None) => key_id,
         (None, body_key) => {
             let key_id = authenticate(&config.ingest_keys, body_key)?;
-            rate_limit(deps, key_id, log).await?;
+            rate_limit(deps, key_id, seen).await?;
             key_id
         }
     };
-    log.key_id = Some(key_id.to_owned());
+    seen.key_id = Some(key_id.to_owned());
 
     let stamp = Stamp {
         key_id,
@@ -279,27 +301,32 @@ where
         now_ms,
         edge: edge_info(parts),
     };
-    let (ids, encoded) = prepare_messages(body.messages, collector, limits, &stamp, &mut || {
-        uuid_random_bytes(deps.rt)
-    })?;
-    drop(decoded);
-    deliver(deps, encoded, ids, key_id, log)
-        .await
-        .map(|ids| ids.len())
+    let (ids, encoded) = prepare_messages(
+        body.messages,
+        collector,
+        &config.buffer,
+        &stamp,
+        &mut || uuid_random_bytes(deps.rt),
+    )?;
+    Ok(Ready {
+        ids,
+        encoded,
+        key_id,
+    })
 }
 
-/// Asks the rate limiter about `key_id` (when one is configured), noting the key in the log.
+/// Asks the rate limiter about `key_id` (when one is configured), noting the key for the log.
 /// The limiter failing lets the request through: losing events is worse than briefly not
 /// limiting.
 async fn rate_limit<Q, L, R>(
     deps: &Deps<'_, Q, L, R>,
     key_id: &str,
-    log: &mut RequestLog,
+    seen: &mut Seen,
 ) -> Result<(), EdgeError>
 where
     L: RateLimit,
 {
-    log.key_id = Some(key_id.to_owned());
+    seen.key_id = Some(key_id.to_owned());
     if let Some(limiter) = deps.limiter {
         match limiter.allow(key_id).await {
             Ok(true) => {}
@@ -308,8 +335,89 @@ where
                     retry_after_secs: deps.config.rate_limit_period_secs,
                 })
             }
-            Err(e) => log.note = Some(e.to_string()),
+            Err(e) => seen.limiter_error = Some(e.to_string()),
         }
     }
     Ok(())
+}
+
+/// A request's events, prepared and ready to send, and whose they are.
+struct Ready<'r> {
+    /// Every event's id, in request order.
+    ids: Vec<Uuid>,
+    encoded: Vec<EncodedEvent>,
+    /// The `key_id` the request authenticated as.
+    key_id: &'r str,
+}
+
+/// What delivery needs of the request's deps.
+fn delivery<'d, Q, L, R>(deps: &Deps<'d, Q, L, R>) -> Delivery<'d, Q, R> {
+    Delivery {
+        config: deps.config,
+        buffer: deps.queue,
+        rt: deps.rt,
+        group_commit: deps.batcher,
+        spill: deps.spill,
+    }
+}
+
+/// The request's ids once every event is held (by the buffer or the spill), else the `503`
+/// that lists the events that are not.
+fn held(config: &Config, ids: Vec<Uuid>, report: &DeliveryReport) -> Result<Vec<Uuid>, EdgeError> {
+    if report.delivered() {
+        Ok(ids)
+    } else {
+        Err(EdgeError::QueueUnavailable {
+            total: ids.len(),
+            unacknowledged: report.unacknowledged.clone(),
+            timed_out: report.timed_out,
+            retry_after_secs: config.retry_after_secs,
+        })
+    }
+}
+
+/// What the request path saw on the way, whatever the outcome: written into the log line once,
+/// by [`Seen::write`].
+#[derive(Debug, Default)]
+struct Seen {
+    /// The `key_id` of the key the request presented, once it is known.
+    key_id: Option<String>,
+    /// Body bytes as received.
+    bytes: usize,
+    /// Events (or messages) in the body, before validation.
+    events: usize,
+    /// Why the rate limiter could not be asked (the request then went through).
+    limiter_error: Option<String>,
+    /// What delivery did, when the request got that far.
+    delivery: Option<DeliveryReport>,
+}
+
+impl Seen {
+    /// The one place what the request path saw and what delivery reports become log fields.
+    fn write(self, log: &mut RequestLog) {
+        log.key_id = self.key_id;
+        log.bytes = self.bytes;
+        log.events = self.events;
+        log.note = self.limiter_error;
+        let Some(report) = self.delivery else {
+            return;
+        };
+        log.breaker = report.breaker;
+        if let Some(route) = report.route {
+            log.send = Some(route);
+            log.sqs_calls = report.calls;
+            log.retries = report.retries;
+            log.queue_error = report.buffer_error;
+        }
+        if let Some(shared) = report.shared {
+            log.batch_requests = Some(shared.requests);
+            log.batch_events = Some(shared.events);
+        }
+        if report.fallback.is_some() {
+            // Why the group commit was not used says more than a rate limiter's hiccup.
+            log.note = report.fallback;
+        }
+        log.spilled = report.spilled;
+        log.spill_error = report.spill_error;
+    }
 }

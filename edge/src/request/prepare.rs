@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use spillway_shared::collector::{self, Message};
 use spillway_shared::{
-    assign_ids, encode_events, pack_encoded, validate_events, BatchRequest, Code, EdgeInfo,
-    EncodedEvent, Event, IdSource, Limits, SigningKey,
+    assign_ids, encode_events, pack_encoded, validate_events, BatchRequest, BufferLimits, Code,
+    EdgeInfo, EncodedEvent, Event, IdSource, Limits, SigningKey,
 };
 use uuid::Uuid;
 
@@ -67,17 +67,19 @@ pub struct Prepared {
 
 /// The pure middle of the request path: parse -> validate -> ids and enrichment -> pack.
 ///
+/// `limits` are the request's, `buffer` the buffer's (an event must fit one of its entries).
 /// `random` supplies the random bytes of UUIDv7 ids.
 pub fn prepare(
     body: &[u8],
     format: Format,
     limits: &Limits,
+    buffer: &BufferLimits,
     key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
     let items = split_events(body, format, limits)?;
-    prepare_events(&items, limits, key, stamp, random)
+    prepare_events(&items, limits, buffer, key, stamp, random)
 }
 
 /// [`prepare`] once the body is split into the raw text of each event (by
@@ -85,12 +87,13 @@ pub fn prepare(
 pub fn prepare_events(
     items: &[&str],
     limits: &Limits,
+    buffer: &BufferLimits,
     key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
-    let (ids, encoded) = prepare_encoded(items, limits, stamp, random)?;
-    let batches = pack_encoded(&encoded, limits, key);
+    let (ids, encoded) = prepare_encoded(items, limits, buffer, stamp, random)?;
+    let batches = pack_encoded(&encoded, buffer, key);
     Ok(Prepared { ids, batches })
 }
 
@@ -98,6 +101,7 @@ pub fn prepare_events(
 pub fn prepare_encoded(
     items: &[&str],
     limits: &Limits,
+    buffer: &BufferLimits,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<(Vec<Uuid>, Vec<EncodedEvent>), EdgeError> {
@@ -120,7 +124,7 @@ pub fn prepare_encoded(
         .zip(&ids)
         .map(|(v, &id)| v.enrich(id, received_at, stamp.key_id, stamp.edge.clone()))
         .collect();
-    let encoded = encode_events(&events, limits).map_err(EdgeError::Pack)?;
+    let encoded = encode_events(&events, buffer).map_err(EdgeError::Pack)?;
     Ok((ids, encoded))
 }
 
@@ -130,7 +134,7 @@ pub fn prepare_encoded(
 pub fn prepare_messages(
     messages: Vec<Message<'_>>,
     collector: Collector,
-    limits: &Limits,
+    buffer: &BufferLimits,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<(Vec<Uuid>, Vec<EncodedEvent>), EdgeError> {
@@ -144,7 +148,7 @@ pub fn prepare_messages(
         stamp.key_id,
         stamp.edge.clone(),
     );
-    let encoded = encode_events(&events, limits).map_err(EdgeError::Pack)?;
+    let encoded = encode_events(&events, buffer).map_err(EdgeError::Pack)?;
     Ok((ids, encoded))
 }
 
@@ -185,6 +189,7 @@ mod tests {
             body,
             Format::Json,
             limits,
+            &BufferLimits::default(),
             &crate::testkit::envelope_key(),
             &stamp(),
             &mut counter(),
@@ -197,6 +202,7 @@ mod tests {
         prepare_events(
             &items,
             limits,
+            &BufferLimits::default(),
             &crate::testkit::envelope_key(),
             &stamp(),
             &mut counter(),

@@ -6,10 +6,11 @@ use std::cell::{Cell, RefCell};
 use futures_util::future::LocalBoxFuture;
 
 use super::{FakeQueue, FakeRuntime};
-use crate::batch::{
-    decode_submission, encode_verdict, Batcher, BatcherSettings, Submission, Verdict,
-};
+use crate::buffer::SendReport;
 use crate::config::Config;
+use crate::deliver::group_commit::{
+    decode_submission, encode_report, Batcher, BatcherSettings, Submission,
+};
 use crate::ports::{BatcherError, BatcherLink};
 
 /// How the link to the batcher behaves.
@@ -21,7 +22,7 @@ pub enum Link {
     Down,
     /// Never answers.
     Hang,
-    /// Answers something that is not a verdict.
+    /// Answers something that is not a report.
     Garbage,
 }
 
@@ -36,15 +37,12 @@ pub struct LocalBatcher {
 impl LocalBatcher {
     /// A batcher with the edge's settings, sending to `queue`.
     pub fn new(config: &Config, queue: FakeQueue) -> Self {
-        let settings = BatcherSettings {
-            window: config.batch.window,
-            limits: config.limits,
-            retry: config.retry,
-            fifo: config.queue.is_fifo(),
-            envelope_key: config.envelope_key.clone(),
-        };
         Self {
-            batcher: Batcher::new(queue, FakeRuntime::new(), settings),
+            batcher: Batcher::new(
+                queue,
+                FakeRuntime::new(),
+                BatcherSettings::from_config(config),
+            ),
             link: Cell::new(Link::Up),
             names: RefCell::default(),
         }
@@ -63,7 +61,7 @@ impl LocalBatcher {
         self.batcher.queue()
     }
 
-    async fn answer(&self, submission: Submission) -> Verdict {
+    async fn answer(&self, submission: Submission) -> SendReport {
         self.batcher.submit(submission).await
     }
 }
@@ -83,7 +81,7 @@ impl BatcherLink for LocalBatcher {
                 Link::Up => {
                     let submission =
                         decode_submission(&submission).map_err(|e| BatcherError(e.to_string()))?;
-                    Ok(encode_verdict(&self.answer(submission).await))
+                    Ok(encode_report(&self.answer(submission).await))
                 }
             }
         })

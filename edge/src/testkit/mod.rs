@@ -1,9 +1,9 @@
 //! In-memory fakes of the I/O seams, for the native tests: this crate's unit tests, and its
 //! integration tests and benches through the `testkit` feature (never part of the Worker).
 //!
-//! [`FakeQueue`], [`FakeLimiter`] and [`FakeRuntime`] stand in for the ports, [`LocalBatcher`]
-//! for the batchers, [`FakeSpill`] for the spill queue; [`CannedSqs`] sits one level lower, under the real SQS client, for tests
-//! of what goes on the wire.
+//! [`FakeQueue`] stands in for the buffer, [`FakeLimiter`] and [`FakeRuntime`] for the ports,
+//! [`LocalBatcher`] for the group commits, [`FakeSpill`] for the spill queue; [`CannedSqs`] sits
+//! one level lower, under the real SQS client, for tests of what goes on the wire.
 
 mod batcher;
 mod spill;
@@ -20,7 +20,8 @@ use std::time::Duration;
 use spillway_shared::{BatchEntry, BatchRequest, Keyring, SigningKey, Unsigned};
 use uuid::Uuid;
 
-use crate::ports::{BatchOutcome, QueueSender, RateLimit, RateLimitError, Runtime, SendError};
+use crate::buffer::{Buffer, CallOutcome, FailedEntry, SendError};
+use crate::ports::{RateLimit, RateLimitError, Runtime};
 
 /// Virtual time on tokio's paused clock: sleeps complete when nothing else can make progress.
 #[derive(Debug)]
@@ -88,7 +89,15 @@ impl Runtime for FakeRuntime {
 /// What the fake queue answers to one call.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Outcome(BatchOutcome),
+    /// The outcome as given: failures named by position in the call.
+    Outcome(CallOutcome),
+    /// The entries with these entry ids fail, wherever they are in the call (as SQS names
+    /// them): a script that keeps failing the same entry on every resend.
+    FailIds {
+        ids: Vec<String>,
+        retryable: bool,
+        code: String,
+    },
     Error(SendError),
     /// Never answers.
     Hang,
@@ -113,7 +122,7 @@ impl FakeQueue {
     pub fn new(script: Vec<Reply>) -> Self {
         Self {
             script: RefCell::new(script.into()),
-            fallback: Reply::Outcome(BatchOutcome::default()),
+            fallback: Reply::Outcome(CallOutcome::default()),
             latency_ms: 0,
             yielding: false,
             calls: RefCell::default(),
@@ -168,12 +177,8 @@ impl FakeQueue {
     }
 }
 
-impl QueueSender for FakeQueue {
-    async fn send_batch(
-        &self,
-        entries: &[BatchEntry],
-        group: &str,
-    ) -> Result<BatchOutcome, SendError> {
+impl Buffer for FakeQueue {
+    async fn send(&self, entries: &[BatchEntry], group: &str) -> Result<CallOutcome, SendError> {
         self.calls
             .borrow_mut()
             .push(entries.iter().map(|e| e.id.clone()).collect());
@@ -201,6 +206,22 @@ impl QueueSender for FakeQueue {
         self.in_flight.set(self.in_flight.get() - 1);
         match reply {
             Reply::Outcome(o) => Ok(o),
+            Reply::FailIds {
+                ids,
+                retryable,
+                code,
+            } => Ok(CallOutcome {
+                failed: entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| ids.contains(&e.id))
+                    .map(|(position, _)| FailedEntry {
+                        position,
+                        retryable,
+                        code: code.clone(),
+                    })
+                    .collect(),
+            }),
             Reply::Error(e) => Err(e),
             Reply::Hang => std::future::pending().await,
         }

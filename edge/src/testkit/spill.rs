@@ -4,8 +4,8 @@ use std::cell::{Cell, RefCell};
 
 use futures_util::future::LocalBoxFuture;
 
+use crate::deliver::spill::{decode_spill, Spilled};
 use crate::ports::{SpillError, SpillQueue};
-use crate::spill::{decode_spill, Spilled};
 
 /// How the fake spill queue answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

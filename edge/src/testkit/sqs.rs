@@ -1,4 +1,4 @@
-//! A canned SQS endpoint under the real [`crate::sqs::SqsSender`]: the SDK serialises, signs
+//! A canned SQS endpoint under the real [`crate::buffer::sqs::SqsSender`]: the SDK serialises, signs
 //! and parses for real, and this HTTP client records each request as it would go on the wire
 //! and answers it, without a network.
 
@@ -17,9 +17,9 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use serde_json::json;
 
+use crate::buffer::connector::{request_parts, response_from_parts, FetchParts};
+use crate::buffer::sqs::SqsSender;
 use crate::config::Config;
-use crate::connector::{request_parts, response_from_parts, FetchParts};
-use crate::sqs::SqsSender;
 
 /// How the endpoint answers one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -506,7 +506,7 @@ mod envelope_tests {
         };
         let body = &pack(
             std::slice::from_ref(&event),
-            &Limits::default(),
+            &crate::limits::BufferLimits::default(),
             &test_key(),
         )
         .expect("pack")[0]
@@ -517,7 +517,7 @@ mod envelope_tests {
         event.source = Source::Spillway;
         let body = &pack(
             std::slice::from_ref(&event),
-            &Limits::default(),
+            &crate::limits::BufferLimits::default(),
             &test_key(),
         )
         .expect("pack")[0]

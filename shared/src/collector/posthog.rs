@@ -295,7 +295,6 @@ mod tests {
         ));
         let roomy = Limits {
             max_event_bytes: 1024 * 1024,
-            max_message_bytes: 1024 * 1024,
             ..Limits::default()
         };
         assert!(parse(&event(MAX_EVENT_BYTES - 100), &roomy, now()).is_ok());

@@ -29,7 +29,7 @@ use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
 use spillway_edge::protocol::events::Format;
 use spillway_edge::{prepare, Stamp};
-use spillway_shared::Limits;
+use spillway_shared::{BufferLimits, Limits};
 use spillway_support::Postgres;
 
 /// 2026-11-28T08:00:00Z, the edge clock of every request.
@@ -377,6 +377,7 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
                 body.as_bytes(),
                 req.format,
                 &limits,
+                &BufferLimits::default(),
                 &test_key(),
                 &stamp,
                 &mut random,

@@ -444,7 +444,7 @@ fn poison_messages_end_in_the_dlq_and_do_not_stop_the_rest() {
             .expect("the forged event");
     let resealed = spillway_shared::pack(
         std::slice::from_ref(&event),
-        &spillway_shared::Limits::default(),
+        &spillway_shared::BufferLimits::default(),
         &wrong_secret,
     )
     .expect("pack")[0]

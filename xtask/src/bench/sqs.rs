@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
-use spillway_shared::{EdgeInfo, Event, Limits};
+use spillway_shared::{BufferLimits, EdgeInfo, Event};
 use spillway_support::{SqsKind, Stack};
 
 use super::events::{event, size_of_event, FIXED_TIMESTAMP};
@@ -36,7 +36,7 @@ pub(super) fn chunks(bytes: usize) -> usize {
 
 /// Fails when the packer refuses the sample: a packing failure must not read as zero sends.
 pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
-    let limits = Limits::default();
+    let limits = BufferLimits::default();
     let received = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(1_795_852_800_000)
         .context("the sample's receive time")?;
     // Enough events that every request size sees the whole 512..2048 size cycle many times.

@@ -11,8 +11,8 @@ use spillway_support::gzip;
 use uuid::Uuid;
 
 use super::edge::Edge;
+use crate::buffer::SendError;
 use crate::config::tests::{KEY_APP, KEY_WEB};
-use crate::ports::SendError;
 use crate::testkit::{FakeLimiter, FakeQueue, Reply};
 
 pub(crate) fn post(path: &str, body: impl Into<Vec<u8>>) -> http::request::Builder {

@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use crate::config::tests::config_with;
 use crate::config::Config;
+use crate::deliver::spill::{Breaker, BreakerSettings};
 use crate::handler::{handle, Deps, Handled, Spill};
 use crate::ports::BatcherLink;
 use crate::ports::BodySource;
-use crate::spill::{Breaker, BreakerSettings};
 use crate::testkit::{
     envelope_keyring, FakeLimiter, FakeQueue, FakeRuntime, FakeSpill, LocalBatcher,
 };

@@ -20,11 +20,12 @@ use serde_json::{json, Value};
 use spillway_shared::{derive_id, EdgeInfo};
 use spillway_support::gzip;
 
+use crate::buffer::{CallOutcome, FailedEntry, SendError};
 use crate::config::tests::{config_with, KEY_APP, KEY_WEB};
 use crate::config::ConfigError;
 use crate::handler::misconfigured;
 use crate::http::headers::UnreadableHeaders;
-use crate::ports::{BatchOutcome, BodySource, FailedEntry, SendError};
+use crate::ports::BodySource;
 use crate::testkit::{FakeLimiter, FakeQueue, FakeRuntime, Reply};
 use edge::Edge;
 

@@ -8,9 +8,9 @@ use super::*;
 async fn transient_queue_failures_are_retried_and_still_202() {
     let queue = FakeQueue::new(vec![
         Reply::Error(SendError::Transient("HTTP 500 InternalError".into())),
-        Reply::Outcome(BatchOutcome {
+        Reply::Outcome(CallOutcome {
             failed: vec![FailedEntry {
-                id: "m0".into(),
+                position: 0,
                 retryable: true,
                 code: "ThrottlingException".into(),
             }],

@@ -2,14 +2,16 @@
 //!
 //! A submission is one JSON header line (group, wait, the events' ids and sizes) followed by
 //! the encoded events back to back: an event's text may hold raw line breaks (the client's
-//! own `data`), so the sizes delimit them, not separators. The answer is a JSON [`Verdict`].
+//! own `data`), so the sizes delimit them, not separators. The answer is a JSON
+//! [`SendReport`]: the request's own share of the group's send.
 
 use serde::{Deserialize, Serialize};
 use spillway_shared::EncodedEvent;
 use thiserror::Error;
 use uuid::Uuid;
 
-use super::{Submission, Verdict};
+use super::Submission;
+use crate::buffer::SendReport;
 
 /// The first field of every submission header: what the batcher checks before anything else,
 /// so an edge and a batcher of different versions (during a deploy) refuse each other cleanly.
@@ -35,8 +37,8 @@ pub enum WireError {
     Version(u32),
     #[error("batch submission sizes do not add up to its body, or cut its text")]
     Sizes,
-    #[error("batch verdict: {0}")]
-    Verdict(String),
+    #[error("batch answer: {0}")]
+    Report(String),
 }
 
 pub fn encode_submission(group: &str, wait_ms: u64, events: &[EncodedEvent]) -> Vec<u8> {
@@ -96,10 +98,10 @@ pub fn decode_submission(bytes: &[u8]) -> Result<Submission, WireError> {
     })
 }
 
-pub fn encode_verdict(verdict: &Verdict) -> Vec<u8> {
-    serde_json::to_vec(verdict).unwrap_or_default()
+pub fn encode_report(report: &SendReport) -> Vec<u8> {
+    serde_json::to_vec(report).unwrap_or_default()
 }
 
-pub fn decode_verdict(bytes: &[u8]) -> Result<Verdict, WireError> {
-    serde_json::from_slice(bytes).map_err(|e| WireError::Verdict(e.to_string()))
+pub fn decode_report(bytes: &[u8]) -> Result<SendReport, WireError> {
+    serde_json::from_slice(bytes).map_err(|e| WireError::Report(e.to_string()))
 }

@@ -14,22 +14,21 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 use futures_util::future::select;
-use spillway_shared::{pack_encoded, EncodedEvent, Limits, OneRequest, SigningKey};
+use spillway_shared::{pack_encoded, BufferLimits, CallBudget, EncodedEvent, SigningKey};
 use uuid::Uuid;
 
-use super::{Submission, Verdict};
-use crate::config::RetryPolicy;
-use crate::ports::{QueueSender, Runtime};
-use crate::send::{send_all, SendReport};
+use super::Submission;
+use crate::buffer::{send_all, Buffer, SendReport, Shared};
+use crate::config::{Config, RetryPolicy};
+use crate::ports::Runtime;
 
 /// What a batcher is configured with: the edge's own settings.
 #[derive(Debug, Clone)]
 pub struct BatcherSettings {
     /// How long the first event of a batch waits for company (`BATCH_WINDOW_MS`).
     pub window: Duration,
-    /// The packer's limits: a batch is full when one more event would need a second
-    /// `SendMessageBatch`.
-    pub limits: Limits,
+    /// The buffer's limits: a batch is full when one more event would need a second call.
+    pub limits: BufferLimits,
     /// Retries and concurrency of the sends (the deadline comes from each request).
     pub retry: RetryPolicy,
     /// FIFO queues batch each message group on its own.
@@ -38,7 +37,21 @@ pub struct BatcherSettings {
     pub envelope_key: SigningKey,
 }
 
-/// Gathers submissions into shared `SendMessageBatch` calls.
+impl BatcherSettings {
+    /// The edge's settings for its batchers: the one place they are read from the
+    /// configuration (the Durable Object and the tests' local batcher both use it).
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            window: config.group_commit.window,
+            limits: config.buffer,
+            retry: config.retry,
+            fifo: config.queue.is_fifo(),
+            envelope_key: config.envelope_key.clone(),
+        }
+    }
+}
+
+/// Gathers submissions into shared calls to the buffer.
 #[derive(Debug)]
 pub struct Batcher<Q, R> {
     queue: Q,
@@ -55,7 +68,7 @@ struct Pending {
 
 #[derive(Debug)]
 struct Gathered {
-    fill: OneRequest,
+    fill: CallBudget,
     /// The earliest deadline (runtime ms) of the requests in the batch.
     deadline_at: u64,
     events: Vec<EncodedEvent>,
@@ -67,7 +80,7 @@ struct Gathered {
 #[derive(Debug)]
 struct Waiter {
     ids: Vec<Uuid>,
-    answer: oneshot::Sender<Verdict>,
+    answer: oneshot::Sender<SendReport>,
 }
 
 impl Gathered {
@@ -83,7 +96,7 @@ impl Gathered {
     }
 }
 
-impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
+impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
     pub fn new(queue: Q, rt: R, settings: BatcherSettings) -> Self {
         Self {
             queue,
@@ -103,9 +116,9 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
         &self.rt
     }
 
-    /// Adds a request's events to the pending batch and answers once SQS has answered for
-    /// them (or the request's wait is over).
-    pub async fn submit(&self, submission: Submission) -> Verdict {
+    /// Adds a request's events to the pending batch and answers once the buffer has answered
+    /// for them (or the request's wait is over).
+    pub async fn submit(&self, submission: Submission) -> SendReport {
         let Submission {
             group,
             wait_ms,
@@ -147,7 +160,7 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
             match joined {
                 None => None,
                 Some(waiter) => {
-                    let mut fill = OneRequest::new(&self.settings.limits);
+                    let mut fill = CallBudget::new(&self.settings.limits);
                     // A request too big for one call alone is sent at once, on its own.
                     let alone = !events.iter().all(|e| fill.add(e.text.len()));
                     let (seal, sealed) = oneshot::channel();
@@ -185,10 +198,10 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
             }
             self.send(&pending, &key).await;
         }
-        answered.await.unwrap_or_else(|_| Verdict {
+        answered.await.unwrap_or_else(|_| SendReport {
             unacknowledged: ids,
             last_error: Some("the batch was dropped before it was sent".into()),
-            ..Verdict::default()
+            ..SendReport::default()
         })
     }
 
@@ -218,8 +231,10 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
             send_all(&self.queue, &self.rt, batches, group, &policy).await
         };
         let unacknowledged: HashSet<Uuid> = report.unacknowledged.iter().copied().collect();
-        let requests = u32::try_from(waiters.len()).unwrap_or(u32::MAX);
-        let event_count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+        let shared = Shared {
+            requests: u32::try_from(waiters.len()).unwrap_or(u32::MAX),
+            events: u32::try_from(events.len()).unwrap_or(u32::MAX),
+        };
         for waiter in waiters {
             let mine: Vec<Uuid> = waiter
                 .ids
@@ -229,13 +244,12 @@ impl<Q: QueueSender, R: Runtime> Batcher<Q, R> {
                 .collect();
             let failed = !mine.is_empty();
             // The request may have gone (its client left): nobody to tell.
-            let _ = waiter.answer.send(Verdict {
+            let _ = waiter.answer.send(SendReport {
                 unacknowledged: mine,
                 rejected: failed && report.rejected,
                 timed_out: failed && report.timed_out,
                 last_error: report.last_error.clone(),
-                requests,
-                events: event_count,
+                shared,
                 calls: report.calls,
                 retries: report.retries,
             });

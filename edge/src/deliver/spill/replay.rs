@@ -12,13 +12,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use spillway_shared::{pack_encoded, EncodedEvent, Limits, SigningKey};
+use serde::Serialize;
+use spillway_shared::{pack_encoded, BufferLimits, EncodedEvent, SigningKey};
 use uuid::Uuid;
 
 use super::pack::decode_spill;
+use crate::buffer::{send_all, Buffer};
 use crate::config::RetryPolicy;
-use crate::ports::{QueueSender, Runtime};
-use crate::send::send_all;
+use crate::ports::Runtime;
 
 /// What to do with one Queue message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,20 +43,54 @@ pub struct ReplayReport {
     pub retried: usize,
     /// Messages that are not spill messages (retried, so they end in the dead-letter queue).
     pub unreadable: usize,
-    /// `SendMessageBatch` calls made, and of those resends.
+    /// Calls made to the buffer, and of those resends.
     pub sqs_calls: u32,
     pub sqs_retries: u32,
     /// The last problem seen (SQS error codes, a decoding error), never a payload.
     pub last_error: Option<String>,
 }
 
-/// Replays `messages` (each a message body, `None` when it is not text) to SQS, and says what
-/// to do with each, in order.
-pub async fn replay<Q: QueueSender, R: Runtime>(
+impl ReplayReport {
+    /// The replay consumer's log line, one per batch of spill messages: `"kind":"replay"` and
+    /// the counts (never a payload).
+    pub fn log_line(&self, duration_ms: u64) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            kind: &'static str,
+            messages: usize,
+            events: usize,
+            replayed: usize,
+            retried: usize,
+            unreadable: usize,
+            sqs_calls: u32,
+            retries: u32,
+            duration_ms: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            queue_error: Option<&'a str>,
+        }
+        serde_json::to_string(&Line {
+            kind: "replay",
+            messages: self.messages,
+            events: self.events,
+            replayed: self.replayed,
+            retried: self.retried,
+            unreadable: self.unreadable,
+            sqs_calls: self.sqs_calls,
+            retries: self.sqs_retries,
+            duration_ms,
+            queue_error: self.last_error.as_deref(),
+        })
+        .unwrap_or_else(|_| r#"{"kind":"replay"}"#.to_owned())
+    }
+}
+
+/// Replays `messages` (each a message body, `None` when it is not text) through the same buffer
+/// port as a request's own send, and says what to do with each, in order.
+pub async fn replay<Q: Buffer, R: Runtime>(
     queue: &Q,
     rt: &R,
     messages: &[Option<String>],
-    limits: &Limits,
+    limits: &BufferLimits,
     key: &SigningKey,
     policy: &RetryPolicy,
 ) -> (Vec<Disposition>, ReplayReport) {

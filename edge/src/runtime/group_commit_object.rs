@@ -1,17 +1,19 @@
-//! The batcher as a Durable Object (`Batcher`, bound as `BATCHER`), and the edge's way to it.
-//! Both are thin: the object decodes a submission, hands it to [`crate::batch::Batcher`] and
-//! encodes the verdict; the link posts a submission to the object named by the request path.
+//! The group commit's batcher as a Durable Object (`Batcher`, bound as `BATCHER`), and the
+//! edge's way to it. Both are thin: the object decodes a submission, hands it to
+//! [`crate::deliver::group_commit::Batcher`] and encodes its report; the link posts a
+//! submission to the object named by the request path.
 
 use std::fmt;
 
 use futures_util::future::LocalBoxFuture;
 use worker::{durable_object, js_sys, DurableObject, Env, ObjectNamespace, State};
 
-use crate::adapter::{sqs_sender, WorkerRuntime};
-use crate::batch::{decode_submission, encode_verdict, Batcher as Core, BatcherSettings};
-use crate::config::Config;
+use super::{config_from, sqs_sender, WorkerRuntime};
+use crate::buffer::sqs::SqsSender;
+use crate::deliver::group_commit::{
+    decode_submission, encode_report, Batcher as Core, BatcherSettings,
+};
 use crate::ports::{BatcherError, BatcherLink};
-use crate::sqs::SqsSender;
 
 /// Name of the Durable Object binding (`[[durable_objects.bindings]]` in `wrangler.toml`).
 pub(crate) const BATCHER_BINDING: &str = "BATCHER";
@@ -32,15 +34,9 @@ impl fmt::Debug for Batcher {
 
 impl DurableObject for Batcher {
     fn new(_state: State, env: Env) -> Self {
-        let core = Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))
+        let core = config_from(&env)
             .map(|config| {
-                let settings = BatcherSettings {
-                    window: config.batch.window,
-                    limits: config.limits,
-                    retry: config.retry,
-                    fifo: config.queue.is_fifo(),
-                    envelope_key: config.envelope_key.clone(),
-                };
+                let settings = BatcherSettings::from_config(&config);
                 Core::new(sqs_sender(&config), WorkerRuntime, settings)
             })
             .map_err(|e| e.to_string());
@@ -55,7 +51,7 @@ impl DurableObject for Batcher {
         let body = req.bytes().await?;
         match decode_submission(&body) {
             Ok(submission) => {
-                worker::Response::from_bytes(encode_verdict(&core.submit(submission).await))
+                worker::Response::from_bytes(encode_report(&core.submit(submission).await))
             }
             Err(e) => worker::Response::error(e.to_string(), 400),
         }

@@ -1,14 +1,13 @@
 //! The replay consumer: `#[event(queue)]` for the spill queue. It reads the batch's message
-//! bodies, hands them to [`crate::spill::replay`], acknowledges or retries each message as that
+//! bodies, hands them to [`crate::deliver::spill::replay`], acknowledges or retries each message as that
 //! decides (a retry waits [`retry_delay`] of the message's age), and writes one log line.
 
 use std::time::Duration;
 
 use worker::{event, js_sys, Context, Env, MessageBatch, MessageExt, QueueRetryOptionsBuilder};
 
-use crate::adapter::{app, WorkerRuntime};
-use crate::log::replay_line;
-use crate::spill::{replay, retry_delay, Disposition, ReplayReport};
+use super::{app, WorkerRuntime};
+use crate::deliver::spill::{replay, retry_delay, Disposition, ReplayReport};
 
 #[event(queue)]
 async fn replay_spill(
@@ -27,7 +26,7 @@ async fn replay_spill(
                 &app.queue,
                 &WorkerRuntime,
                 &bodies,
-                &app.config.limits,
+                &app.config.buffer,
                 &app.config.envelope_key,
                 &app.config.retry,
             )
@@ -61,7 +60,7 @@ async fn replay_spill(
     }
     worker::console_log!(
         "{}",
-        replay_line(&report, (js_sys::Date::now() - started).max(0.0) as u64)
+        report.log_line((js_sys::Date::now() - started).max(0.0) as u64)
     );
     Ok(())
 }

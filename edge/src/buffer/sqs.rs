@@ -1,5 +1,6 @@
-//! The queue over `aws-sdk-sqs`: one `SendMessageBatch` per call, and the mapping of SQS's
-//! answers (per-entry failures, service errors, transport errors) onto retry decisions.
+//! The buffer over `aws-sdk-sqs`: one `SendMessageBatch` per call, and the mapping of SQS's
+//! answers (per-entry failures named by entry id, service errors, transport errors) onto
+//! positions in the call and retry decisions.
 //!
 //! The SDK's own retries and timeouts are off: the edge's retry loop resends only the failed
 //! entries, within the request's deadline. The HTTP client, clock and sleep are passed in, so the
@@ -16,8 +17,8 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_async::time::SharedTimeSource;
 use spillway_shared::BatchEntry;
 
+use super::{Buffer, CallOutcome, FailedEntry, SendError};
 use crate::config::Config;
-use crate::ports::{BatchOutcome, FailedEntry, QueueSender, SendError};
 
 /// Sends batches to the configured queue.
 #[derive(Debug, Clone)]
@@ -66,12 +67,8 @@ impl SqsSender {
     }
 }
 
-impl QueueSender for SqsSender {
-    async fn send_batch(
-        &self,
-        entries: &[BatchEntry],
-        group: &str,
-    ) -> Result<BatchOutcome, SendError> {
+impl Buffer for SqsSender {
+    async fn send(&self, entries: &[BatchEntry], group: &str) -> Result<CallOutcome, SendError> {
         let mut request = Vec::with_capacity(entries.len());
         for e in entries {
             let mut b = SendMessageBatchRequestEntry::builder()
@@ -139,22 +136,23 @@ pub fn entry_retryable(sender_fault: bool, code: &str) -> bool {
     !sender_fault || transient_code(code)
 }
 
-/// Turns SQS's answer into the entries that were not acknowledged. An entry SQS lists neither
-/// as successful nor as failed counts as failed (and retryable): only an explicit success is an
-/// acknowledgement.
+/// Turns SQS's answer (by entry id) into the positions of the entries that were not
+/// acknowledged. An entry SQS lists neither as successful nor as failed counts as failed (and
+/// retryable): only an explicit success is an acknowledgement.
 pub fn outcome<'a>(
     sent: &[BatchEntry],
     successful: impl IntoIterator<Item = &'a str>,
     failed: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
-) -> BatchOutcome {
+) -> CallOutcome {
     let successful: Vec<&str> = successful.into_iter().collect();
     let failed: Vec<(&str, bool, &str)> = failed.into_iter().collect();
     let failed = sent
         .iter()
-        .filter_map(|e| {
+        .enumerate()
+        .filter_map(|(position, e)| {
             if let Some((_, fault, code)) = failed.iter().find(|(id, _, _)| *id == e.id) {
                 Some(FailedEntry {
-                    id: e.id.clone(),
+                    position,
                     retryable: entry_retryable(*fault, code),
                     code: (*code).to_owned(),
                 })
@@ -162,14 +160,14 @@ pub fn outcome<'a>(
                 None
             } else {
                 Some(FailedEntry {
-                    id: e.id.clone(),
+                    position,
                     retryable: true,
                     code: "NotInResponse".to_owned(),
                 })
             }
         })
         .collect();
-    BatchOutcome { failed }
+    CallOutcome { failed }
 }
 
 /// Whether a service error (SQS answered, but with an error) is worth retrying.
@@ -235,9 +233,9 @@ mod tests {
     }
 
     // Recorded from moto 5.2.5 (fixtures/sqs/*.json).
-    const ALL_OK: &str = include_str!("../tests/fixtures/sqs/send_message_batch_ok.json");
-    const PARTIAL: &str = include_str!("../tests/fixtures/sqs/send_message_batch_partial.json");
-    const NO_QUEUE: &str = include_str!("../tests/fixtures/sqs/queue_does_not_exist.json");
+    const ALL_OK: &str = include_str!("../../tests/fixtures/sqs/send_message_batch_ok.json");
+    const PARTIAL: &str = include_str!("../../tests/fixtures/sqs/send_message_batch_partial.json");
+    const NO_QUEUE: &str = include_str!("../../tests/fixtures/sqs/queue_does_not_exist.json");
     // What the fault proxy (and SQS under load) answers.
     const INTERNAL: &str = r#"{"__type":"com.amazonaws.sqs#InternalError","message":"injected"}"#;
     const THROTTLED: &str =
@@ -249,10 +247,10 @@ mod tests {
     async fn request_is_a_signed_send_message_batch() {
         let canned = CannedSqs::script(vec![Ok((200, ALL_OK))]);
         let out = sender(&canned, URL)
-            .send_batch(&entries(2), "web")
+            .send(&entries(2), "web")
             .await
             .expect("answered");
-        assert_eq!(out, BatchOutcome::default());
+        assert_eq!(out, CallOutcome::default());
         let sent = canned.sent()[0].clone();
         assert_eq!(sent.method, "POST");
         assert_eq!(sent.url, "http://127.0.0.1:5000/");
@@ -286,7 +284,7 @@ mod tests {
     async fn fifo_queues_get_group_and_dedup_ids() {
         let canned = CannedSqs::script(vec![Ok((200, ALL_OK))]);
         sender(&canned, "http://127.0.0.1:5000/123456789012/events.fifo")
-            .send_batch(&entries(2), "web")
+            .send(&entries(2), "web")
             .await
             .expect("answered");
         let json = &canned.sent_json()[0];
@@ -307,18 +305,15 @@ mod tests {
     async fn partial_failures_are_reported_per_entry() {
         let canned = CannedSqs::script(vec![Ok((200, PARTIAL))]);
         let out = sender(&canned, URL)
-            .send_batch(&entries(3), "web")
+            .send(&entries(3), "web")
             .await
             .expect("answered");
         // m1: server fault, retry. m2: sender fault, do not.
         assert_eq!(out.failed.len(), 2, "{out:?}");
+        assert_eq!((out.failed[0].position, out.failed[0].retryable), (1, true));
         assert_eq!(
-            (out.failed[0].id.as_str(), out.failed[0].retryable),
-            ("m1", true)
-        );
-        assert_eq!(
-            (out.failed[1].id.as_str(), out.failed[1].retryable),
-            ("m2", false)
+            (out.failed[1].position, out.failed[1].retryable),
+            (2, false)
         );
     }
 
@@ -333,16 +328,16 @@ mod tests {
         ]);
         let s = sender(&canned, URL);
         let e = entries(1);
-        let r1 = s.send_batch(&e, "web").await.expect_err("500");
+        let r1 = s.send(&e, "web").await.expect_err("500");
         assert!(r1.is_retryable(), "{r1}");
-        let r2 = s.send_batch(&e, "web").await.expect_err("throttled");
+        let r2 = s.send(&e, "web").await.expect_err("throttled");
         assert!(r2.is_retryable(), "{r2}");
         assert!(r2.to_string().contains("ThrottlingException"), "{r2}");
-        let r3 = s.send_batch(&e, "web").await.expect_err("no queue");
+        let r3 = s.send(&e, "web").await.expect_err("no queue");
         assert!(!r3.is_retryable(), "{r3}");
-        let r4 = s.send_batch(&e, "web").await.expect_err("refused");
+        let r4 = s.send(&e, "web").await.expect_err("refused");
         assert!(r4.is_retryable(), "{r4}");
-        let r5 = s.send_batch(&e, "web").await.expect_err("bad gateway");
+        let r5 = s.send(&e, "web").await.expect_err("bad gateway");
         assert!(r5.is_retryable(), "{r5}");
         assert_eq!(canned.sent().len(), 5, "the SDK itself never retries");
     }
@@ -353,7 +348,7 @@ mod tests {
         let out = outcome(&e, ["m0"], [("m1", true, "InvalidParameterValue")]);
         assert_eq!(out.failed.len(), 2);
         assert!(!out.failed[0].retryable);
-        assert_eq!(out.failed[1].id, "m2");
+        assert_eq!(out.failed[1].position, 2, "m2 is the third entry");
         assert!(out.failed[1].retryable);
         // Failures for ids we did not send are ignored.
         let out = outcome(&e, ["m0", "m1", "m2"], [("m9", false, "x")]);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use spillway_shared::{EncodedEvent, Limits};
+use spillway_shared::{BufferLimits, EncodedEvent};
 use uuid::Uuid;
 
 use super::*;
@@ -24,12 +24,12 @@ fn settings() -> BreakerSettings {
 fn breaker_opens_after_repeated_failures_and_probes_later() {
     let mut b = Breaker::new(settings());
     for t in [0, 10] {
-        assert_eq!(b.path(t), Path::Sqs);
-        b.record(Path::Sqs, false, t);
+        assert_eq!(b.path(t), Path::Buffer);
+        b.record(Path::Buffer, false, t);
         assert!(!b.is_open(), "two failures keep it closed");
     }
-    assert_eq!(b.path(20), Path::Sqs);
-    b.record(Path::Sqs, false, 20);
+    assert_eq!(b.path(20), Path::Buffer);
+    b.record(Path::Buffer, false, 20);
     assert!(b.is_open());
     assert_eq!(b.path(500), Path::Spill);
     assert_eq!(b.path(1_019), Path::Spill);
@@ -39,19 +39,19 @@ fn breaker_opens_after_repeated_failures_and_probes_later() {
     assert_eq!(b.path(1_500), Path::Spill);
     b.record(Path::Probe, true, 1_600);
     assert!(!b.is_open());
-    assert_eq!(b.path(1_601), Path::Sqs);
+    assert_eq!(b.path(1_601), Path::Buffer);
 }
 
 #[test]
 fn a_success_between_failures_resets_the_count() {
     let mut b = Breaker::new(settings());
-    b.record(Path::Sqs, false, 0);
-    b.record(Path::Sqs, false, 1);
-    b.record(Path::Sqs, true, 2);
-    b.record(Path::Sqs, false, 3);
-    b.record(Path::Sqs, false, 4);
+    b.record(Path::Buffer, false, 0);
+    b.record(Path::Buffer, false, 1);
+    b.record(Path::Buffer, true, 2);
+    b.record(Path::Buffer, false, 3);
+    b.record(Path::Buffer, false, 4);
     assert!(!b.is_open());
-    b.record(Path::Sqs, false, 5);
+    b.record(Path::Buffer, false, 5);
     assert!(b.is_open());
 }
 
@@ -59,7 +59,7 @@ fn a_success_between_failures_resets_the_count() {
 fn failed_probes_double_the_interval_up_to_the_cap() {
     let mut b = Breaker::new(settings());
     for t in 0..3 {
-        b.record(Path::Sqs, false, t);
+        b.record(Path::Buffer, false, t);
     }
     let mut now = 2;
     let mut intervals = Vec::new();
@@ -79,7 +79,7 @@ fn failed_probes_double_the_interval_up_to_the_cap() {
 fn a_probe_that_never_reports_is_replaced() {
     let mut b = Breaker::new(settings());
     for t in 0..3 {
-        b.record(Path::Sqs, false, t);
+        b.record(Path::Buffer, false, t);
     }
     assert_eq!(b.path(1_002), Path::Probe);
     assert_eq!(b.path(6_001), Path::Spill);
@@ -94,14 +94,14 @@ fn a_probe_that_never_reports_is_replaced() {
 fn late_failures_of_earlier_requests_do_not_extend_the_outage() {
     let mut b = Breaker::new(settings());
     for t in 0..3 {
-        b.record(Path::Sqs, false, t);
+        b.record(Path::Buffer, false, t);
     }
     // Requests that went to SQS before it opened fail later: still open for 1 s from t=2.
-    b.record(Path::Sqs, false, 900);
+    b.record(Path::Buffer, false, 900);
     assert_eq!(b.path(1_002), Path::Probe);
     // A late success of such a request closes it: SQS took something.
-    b.record(Path::Sqs, true, 1_100);
-    assert_eq!(b.path(1_101), Path::Sqs);
+    b.record(Path::Buffer, true, 1_100);
+    assert_eq!(b.path(1_101), Path::Buffer);
 }
 
 #[test]
@@ -254,7 +254,7 @@ async fn replay_all(
         q,
         rt,
         messages,
-        &Limits::default(),
+        &BufferLimits::default(),
         &envelope_key(),
         &policy(),
     )
@@ -293,7 +293,7 @@ async fn replay_sends_every_event_with_its_id_and_acks_every_message() {
 async fn replay_retries_only_the_messages_sqs_did_not_take() {
     let rt = FakeRuntime::new();
     // SQS refuses the first key id's events for good; the second goes through.
-    let q = FakeQueue::new(vec![Reply::Error(crate::ports::SendError::Permanent(
+    let q = FakeQueue::new(vec![Reply::Error(crate::buffer::SendError::Permanent(
         "AccessDenied".into(),
     ))]);
     let web = vec![event(0, 100)];
@@ -362,4 +362,25 @@ fn retry_delays_grow_with_the_age_of_the_spill() {
         total += d;
     }
     assert!(total > secs(13 * 3_600), "100 retries cover {total:?}");
+}
+
+#[test]
+fn the_replay_line_counts_and_names_no_payload() {
+    let report = ReplayReport {
+        messages: 3,
+        events: 40,
+        replayed: 30,
+        retried: 1,
+        unreadable: 0,
+        sqs_calls: 4,
+        sqs_retries: 1,
+        last_error: Some("HTTP 503".into()),
+    };
+    let v: serde_json::Value = serde_json::from_str(&report.log_line(12)).expect("JSON");
+    assert_eq!(
+        v,
+        serde_json::json!({"kind": "replay", "messages": 3, "events": 40, "replayed": 30,
+            "retried": 1, "unreadable": 0, "sqs_calls": 4, "retries": 1,
+            "duration_ms": 12, "queue_error": "HTTP 503"})
+    );
 }

@@ -1,99 +1,23 @@
-//! The Workers adapter. `#[event(fetch)]` converts the request, builds the ports over the
-//! runtime, calls [`handle`], writes the log line and converts the answer back; nothing here
-//! decides anything.
+//! `#[event(fetch)]`: converts the request, builds the ports over the runtime, calls
+//! [`handle`], writes the log line and converts the answer back; nothing here decides anything.
 
-use std::cell::{OnceCell, RefCell};
-use std::rc::Rc;
-use std::time::Duration;
-
-use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
-use aws_smithy_async::time::SharedTimeSource;
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use spillway_shared::EdgeInfo;
 use worker::wasm_bindgen::JsValue;
 use worker::{event, js_sys, Context, Env, QueueContentType, RawMessageBuilder};
 
-use crate::batcher_object::{DurableBatchers, BATCHER_BINDING};
-use crate::config::{Config, ConfigError};
-use crate::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
+use super::group_commit_object::{DurableBatchers, BATCHER_BINDING};
+use super::{app, WorkerRuntime};
 use crate::handler::{handle, misconfigured, Deps, Spill};
 use crate::http::headers::UnreadableHeaders;
-use crate::ports::{
-    BatcherLink, BodySource, RateLimit, RateLimitError, Runtime, SpillError, SpillQueue,
-};
-use crate::spill::{Breaker, BreakerSettings};
-use crate::sqs::SqsSender;
+use crate::ports::{BatcherLink, BodySource, RateLimit, RateLimitError, SpillError, SpillQueue};
 
 /// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
 const RATE_LIMIT_BINDING: &str = "RATE_LIMITER";
 
 /// Name of the optional spill queue binding (`[[queues.producers]]` in `wrangler.toml`).
 const SPILL_BINDING: &str = "SPILL_QUEUE";
-
-/// What an isolate builds once: its environment does not change while it lives.
-pub(crate) struct App {
-    pub(crate) config: Config,
-    pub(crate) queue: SqsSender,
-    /// What this isolate has seen of SQS lately (used only with a spill queue).
-    breaker: RefCell<Breaker>,
-}
-
-thread_local! {
-    static APP: OnceCell<Rc<Result<App, ConfigError>>> = const { OnceCell::new() };
-}
-
-pub(crate) fn app(env: &Env) -> Rc<Result<App, ConfigError>> {
-    APP.with(|cell| cell.get_or_init(|| Rc::new(build(env))).clone())
-}
-
-fn build(env: &Env) -> Result<App, ConfigError> {
-    let config = Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))?;
-    let queue = sqs_sender(&config);
-    let breaker = RefCell::new(Breaker::new(BreakerSettings::for_deadline(
-        config.retry.deadline,
-    )));
-    Ok(App {
-        config,
-        queue,
-        breaker,
-    })
-}
-
-/// The SQS client over the Workers runtime: Fetch, its clock, its timers.
-pub(crate) fn sqs_sender(config: &Config) -> SqsSender {
-    SqsSender::new(
-        config,
-        SharedHttpClient::new(FetchHttpClient),
-        SharedTimeSource::new(DateTimeSource),
-        SharedAsyncSleep::new(DelaySleep),
-    )
-}
-
-/// Clock, randomness and timers of the Workers runtime.
-#[derive(Debug)]
-pub(crate) struct WorkerRuntime;
-
-impl Runtime for WorkerRuntime {
-    fn now_ms(&self) -> u64 {
-        js_sys::Date::now() as u64
-    }
-
-    fn random_bytes(&self) -> [u8; 16] {
-        let mut bytes = [0u8; 16];
-        if getrandom::fill(&mut bytes).is_err() {
-            // crypto.getRandomValues is always there on Workers; this only keeps ids unique.
-            for b in &mut bytes {
-                *b = (js_sys::Math::random() * 256.0) as u8;
-            }
-        }
-        bytes
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        worker::Delay::from(duration).await
-    }
-}
 
 /// The spill queue: one `sendBatch` of text messages.
 #[derive(Debug)]

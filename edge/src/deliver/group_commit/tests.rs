@@ -2,17 +2,18 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use spillway_shared::{encode_events, open, EncodedEvent, Event, Limits, RawJson};
+use spillway_shared::{encode_events, open, BufferLimits, EncodedEvent, Event, RawJson};
 use uuid::Uuid;
 
 use super::*;
+use crate::buffer::{CallOutcome, FailedEntry, SendError, SendReport, Shared};
 use crate::config::RetryPolicy;
-use crate::ports::{BatchOutcome, FailedEntry, Runtime, SendError};
+use crate::ports::Runtime;
 use crate::testkit::{FakeQueue, FakeRuntime, Reply};
 
 const WINDOW_MS: u64 = 20;
 
-fn settings(limits: Limits, fifo: bool) -> BatcherSettings {
+fn settings(limits: BufferLimits, fifo: bool) -> BatcherSettings {
     BatcherSettings {
         window: Duration::from_millis(WINDOW_MS),
         limits,
@@ -42,7 +43,7 @@ fn events(n: u128, count: u128) -> Vec<EncodedEvent> {
             data: RawJson::from_json(&format!("{{\"request\":{n},\n\"i\":{i}}}")).expect("json"),
         })
         .collect();
-    encode_events(&events, &Limits::default()).expect("encodes")
+    encode_events(&events, &BufferLimits::default()).expect("encodes")
 }
 
 fn submission(n: u128, count: u128, wait_ms: u64) -> Submission {
@@ -57,14 +58,14 @@ fn ids(s: &Submission) -> Vec<Uuid> {
     s.events.iter().map(|e| e.id).collect()
 }
 
-/// Limits under which a message holds about two of the test events.
-fn two_per_message() -> Limits {
+/// BufferLimits under which a message holds about two of the test events.
+fn two_per_message() -> BufferLimits {
     let one = events(0, 1)[0].text.len();
-    Limits {
+    BufferLimits {
         // Two events, their comma and the sealed envelope around them, with room to spare
         // but not for a third.
-        max_message_bytes: 2 * one + 1 + spillway_shared::envelope::WRAPPER_MAX + 20,
-        ..Limits::default()
+        bytes_per_entry: 2 * one + 1 + spillway_shared::envelope::WRAPPER_MAX + 20,
+        ..BufferLimits::default()
     }
 }
 
@@ -73,14 +74,14 @@ async fn concurrent_requests_share_one_call_and_each_hears_its_own_answer() {
     let batcher = Batcher::new(
         FakeQueue::new(vec![]),
         FakeRuntime::new(),
-        settings(Limits::default(), false),
+        settings(BufferLimits::default(), false),
     );
     let subs: Vec<Submission> = (0..25).map(|n| submission(n, 1, 2_000)).collect();
     let all: Vec<Uuid> = subs.iter().flat_map(ids).collect();
-    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
-    for v in &verdicts {
+    let reports = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for v in &reports {
         assert!(v.unacknowledged.is_empty(), "{v:?}");
-        assert_eq!((v.requests, v.events, v.calls), (25, 25, 1));
+        assert_eq!((v.shared.requests, v.shared.events, v.calls), (25, 25, 1));
     }
     let q = batcher.queue();
     assert_eq!(q.calls().len(), 1, "one SendMessageBatch for 25 requests");
@@ -107,7 +108,7 @@ async fn a_batch_keeps_every_events_own_key_id() {
     let batcher = Batcher::new(
         FakeQueue::new(vec![]),
         FakeRuntime::new(),
-        settings(Limits::default(), false),
+        settings(BufferLimits::default(), false),
     );
     join_all((0..4).map(|n| batcher.submit(submission(n, 2, 2_000)))).await;
     let events: Vec<Event> = batcher
@@ -132,14 +133,14 @@ async fn a_full_batch_is_sent_before_the_window_ends() {
         settings(two_per_message(), false),
     );
     let started = batcher.runtime().now_ms();
-    let verdicts = join_all((0..21).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    let reports = join_all((0..21).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
     let calls = batcher.queue().calls();
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(calls[0].len(), 10, "the first call is full");
     assert_eq!(calls[1].len(), 1);
-    assert!(verdicts.iter().all(|v| v.unacknowledged.is_empty()));
-    assert_eq!(verdicts[0].events, 20);
-    assert_eq!(verdicts[20].events, 1);
+    assert!(reports.iter().all(|v| v.unacknowledged.is_empty()));
+    assert_eq!(reports[0].shared.events, 20);
+    assert_eq!(reports[20].shared.events, 1);
     // The full batch did not wait: only the last one (one event) waited a window.
     assert_eq!(batcher.runtime().now_ms() - started, WINDOW_MS);
 }
@@ -154,7 +155,7 @@ async fn a_request_too_big_for_one_call_is_sent_at_once_on_its_own() {
     let started = batcher.runtime().now_ms();
     let v = batcher.submit(submission(1, 30, 2_000)).await;
     assert!(v.unacknowledged.is_empty());
-    assert_eq!((v.requests, v.events, v.calls), (1, 30, 2));
+    assert_eq!((v.shared.requests, v.shared.events, v.calls), (1, 30, 2));
     assert_eq!(batcher.runtime().now_ms(), started, "no window for it");
 }
 
@@ -162,9 +163,9 @@ async fn a_request_too_big_for_one_call_is_sent_at_once_on_its_own() {
 async fn a_failed_entry_fails_only_the_requests_whose_events_it_held() {
     // m1 holds the events of requests 2 and 3 (two per message, in arrival order); SQS
     // refuses it for good.
-    let q = FakeQueue::new(vec![Reply::Outcome(BatchOutcome {
+    let q = FakeQueue::new(vec![Reply::Outcome(CallOutcome {
         failed: vec![FailedEntry {
-            id: "m1".into(),
+            position: 1,
             retryable: false,
             code: "InvalidMessageContents".into(),
         }],
@@ -172,8 +173,8 @@ async fn a_failed_entry_fails_only_the_requests_whose_events_it_held() {
     let batcher = Batcher::new(q, FakeRuntime::new(), settings(two_per_message(), false));
     let subs: Vec<Submission> = (0..6).map(|n| submission(n, 1, 2_000)).collect();
     let want: Vec<Vec<Uuid>> = subs.iter().map(ids).collect();
-    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
-    for (n, v) in verdicts.iter().enumerate() {
+    let reports = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for (n, v) in reports.iter().enumerate() {
         if n == 2 || n == 3 {
             assert_eq!(v.unacknowledged, want[n]);
             assert!(v.rejected && !v.timed_out);
@@ -194,23 +195,23 @@ async fn a_failed_entry_fails_only_the_requests_whose_events_it_held() {
 async fn retryable_failures_are_resent_for_everyone_in_the_batch() {
     let q = FakeQueue::new(vec![
         Reply::Error(SendError::Transient("HTTP 500".into())),
-        Reply::Outcome(BatchOutcome {
+        Reply::Outcome(CallOutcome {
             failed: vec![FailedEntry {
-                id: "m0".into(),
+                position: 0,
                 retryable: true,
                 code: "InternalError".into(),
             }],
         }),
     ]);
     let batcher = Batcher::new(q, FakeRuntime::new(), settings(two_per_message(), false));
-    let verdicts = join_all((0..4).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    let reports = join_all((0..4).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
     assert!(
-        verdicts.iter().all(|v| v.unacknowledged.is_empty()),
-        "{verdicts:?}"
+        reports.iter().all(|v| v.unacknowledged.is_empty()),
+        "{reports:?}"
     );
     let calls = batcher.queue().calls();
     assert_eq!(calls, vec![vec!["m0", "m1"], vec!["m0", "m1"], vec!["m0"]]);
-    assert_eq!((verdicts[0].calls, verdicts[0].retries), (3, 2));
+    assert_eq!((reports[0].calls, reports[0].retries), (3, 2));
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,13 +219,13 @@ async fn nobody_waits_past_the_earliest_deadline_in_the_batch() {
     let batcher = Batcher::new(
         FakeQueue::always(Reply::Hang),
         FakeRuntime::new(),
-        settings(Limits::default(), false),
+        settings(BufferLimits::default(), false),
     );
     let started = batcher.runtime().now_ms();
     let subs = vec![submission(1, 1, 500), submission(2, 1, 3_000)];
     let want: Vec<Vec<Uuid>> = subs.iter().map(ids).collect();
-    let verdicts = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
-    for (v, want) in verdicts.iter().zip(&want) {
+    let reports = join_all(subs.into_iter().map(|s| batcher.submit(s))).await;
+    for (v, want) in reports.iter().zip(&want) {
         assert_eq!(&v.unacknowledged, want);
         assert!(v.timed_out);
     }
@@ -236,7 +237,7 @@ async fn a_deadline_shorter_than_the_window_cuts_the_wait() {
     let batcher = Batcher::new(
         FakeQueue::new(vec![]),
         FakeRuntime::new(),
-        settings(Limits::default(), false),
+        settings(BufferLimits::default(), false),
     );
     let started = batcher.runtime().now_ms();
     let v = batcher.submit(submission(1, 1, 5)).await;
@@ -251,12 +252,12 @@ async fn fifo_queues_batch_each_message_group_on_its_own() {
     let batcher = Batcher::new(
         FakeQueue::new(vec![]),
         FakeRuntime::new(),
-        settings(Limits::default(), true),
+        settings(BufferLimits::default(), true),
     );
-    let verdicts = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
-    assert!(verdicts
+    let reports = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    assert!(reports
         .iter()
-        .all(|v| v.unacknowledged.is_empty() && v.requests == 3));
+        .all(|v| v.unacknowledged.is_empty() && v.shared.requests == 3));
     let mut groups = batcher.queue().groups();
     groups.sort();
     assert_eq!(groups, vec!["key0", "key1"]);
@@ -267,11 +268,11 @@ async fn a_request_arriving_while_a_batch_is_sent_opens_the_next_one() {
     let batcher = Rc::new(Batcher::new(
         FakeQueue::new(vec![]).with_latency_ms(30),
         FakeRuntime::new(),
-        settings(Limits::default(), false),
+        settings(BufferLimits::default(), false),
     ));
     let b = batcher.clone();
     let first = tokio::task::LocalSet::new();
-    let verdicts = first
+    let reports = first
         .run_until(async move {
             let early = tokio::task::spawn_local({
                 let b = b.clone();
@@ -283,7 +284,10 @@ async fn a_request_arriving_while_a_batch_is_sent_opens_the_next_one() {
             (early.await.expect("task"), late)
         })
         .await;
-    assert_eq!((verdicts.0.requests, verdicts.1.requests), (1, 1));
+    assert_eq!(
+        (reports.0.shared.requests, reports.1.shared.requests),
+        (1, 1)
+    );
     assert_eq!(batcher.queue().calls().len(), 2);
 }
 
@@ -292,17 +296,19 @@ fn submissions_cross_the_wire_unchanged() {
     let s = submission(7, 3, 1_234);
     let bytes = encode_submission(&s.group, s.wait_ms, &s.events);
     assert_eq!(decode_submission(&bytes).expect("decodes"), s);
-    let v = Verdict {
+    let v = SendReport {
         unacknowledged: ids(&s),
         rejected: true,
         timed_out: false,
         last_error: Some("entry rejected: X".into()),
-        requests: 3,
-        events: 9,
+        shared: Shared {
+            requests: 3,
+            events: 9,
+        },
         calls: 2,
         retries: 1,
     };
-    assert_eq!(decode_verdict(&encode_verdict(&v)).expect("decodes"), v);
+    assert_eq!(decode_report(&encode_report(&v)).expect("decodes"), v);
 }
 
 #[test]
@@ -324,7 +330,7 @@ fn a_damaged_submission_is_refused() {
         decode_submission(b"{\"v\":1}\n"),
         Err(WireError::Header(_))
     ));
-    assert!(decode_verdict(b"<html>").is_err());
+    assert!(decode_report(b"<html>").is_err());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Tests of the edge configuration (`config.rs`).
+//! Tests of the edge configuration (`config/mod.rs`).
 
 use super::*;
 use std::collections::HashMap;
@@ -40,6 +40,7 @@ fn complete_environment_parses_with_defaults() {
     assert_eq!(c.ingest_keys.len(), 2);
     assert_eq!(c.ingest_keys[1].key_id, "app");
     assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.buffer, spillway_shared::BufferLimits::default());
     assert_eq!(c.retry, RetryPolicy::default());
     assert_eq!(c.retry_after_secs, 5);
 }
@@ -128,6 +129,16 @@ fn limits_are_read_and_validated_together() {
         .expect("valid");
     assert_eq!(c.limits.max_body_bytes, 2048);
     assert_eq!(c.limits.max_events_per_request, 10);
+    // The buffer's settings land in the buffer's limits, not the request's.
+    let c = config_with(&[
+        ("MAX_MESSAGE_BYTES", "131072"),
+        ("MAX_BATCH_BYTES", "524288"),
+    ])
+    .expect("valid");
+    assert_eq!(c.buffer.bytes_per_entry, 128 * 1024);
+    assert_eq!(c.buffer.bytes_per_call, 512 * 1024);
+    assert_eq!(c.buffer.entries_per_call, 10);
+    assert_eq!(c.limits, Limits::default());
     let err = config_with(&[("MAX_DECOMPRESSED_BYTES", "10")]).expect_err("smaller than body");
     assert!(matches!(err.0[0], ConfigProblem::Limits(_)), "{err}");
     assert!(config_with(&[("SQS_CONCURRENCY", "7")]).is_err());
@@ -177,9 +188,9 @@ fn every_numeric_setting_is_read_and_bounded() {
         ("BATCH_SHARDS", "4"),
     ])
     .expect("valid");
-    assert_eq!(c.batch.window, Duration::from_millis(35));
-    assert_eq!(c.batch.shards, 4);
-    assert!(c.batch.enabled());
+    assert_eq!(c.group_commit.window, Duration::from_millis(35));
+    assert_eq!(c.group_commit.shards, 4);
+    assert!(c.group_commit.enabled());
     assert_eq!(c.retry.deadline, Duration::from_millis(2_500));
     assert_eq!(c.retry.concurrency, 3);
     assert_eq!((c.retry_after_secs, c.rate_limit_period_secs), (7, 10));
@@ -187,10 +198,13 @@ fn every_numeric_setting_is_read_and_bounded() {
     assert_eq!(c.limits.max_events_per_request, 50);
     // Batching is on by default and off with a window of 0.
     let defaults = config_with(&[]).expect("valid");
-    assert!(defaults.batch.enabled());
-    assert_eq!(defaults.batch, crate::config::BatchPolicy::default());
+    assert!(defaults.group_commit.enabled());
+    assert_eq!(
+        defaults.group_commit,
+        crate::config::GroupCommitPolicy::default()
+    );
     let off = config_with(&[("BATCH_WINDOW_MS", "0")]).expect("valid");
-    assert!(!off.batch.enabled());
+    assert!(!off.group_commit.enabled());
 }
 
 #[test]

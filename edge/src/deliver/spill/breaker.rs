@@ -38,11 +38,11 @@ impl BreakerSettings {
 /// Where a request's events go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
-    /// To SQS (the breaker is closed).
-    Sqs,
-    /// To SQS, as the one request that finds out whether it is back.
+    /// To the buffer, SQS (the breaker is closed).
+    Buffer,
+    /// To the buffer, as the one request that finds out whether it is back.
     Probe,
-    /// Straight to the spill: SQS is believed down.
+    /// Straight to the spill: the buffer is believed down.
     Spill,
 }
 
@@ -76,7 +76,7 @@ impl Breaker {
     /// the probe: report its outcome with [`Breaker::record`].
     pub fn path(&mut self, now_ms: u64) -> Path {
         match self.state {
-            State::Closed { .. } => Path::Sqs,
+            State::Closed { .. } => Path::Buffer,
             State::Open {
                 until_ms,
                 interval_ms,
@@ -127,7 +127,7 @@ impl Breaker {
                     interval_ms,
                 };
             }
-            (Path::Sqs, State::Closed { failures }) => {
+            (Path::Buffer, State::Closed { failures }) => {
                 let failures = failures + 1;
                 self.state = if failures >= self.settings.failures {
                     State::Open {

@@ -11,7 +11,8 @@
 //! the consumer's `ON CONFLICT (id)` makes a double delivery harmless.
 //!
 //! Everything here is plain Rust over the ports, tested natively; the Queue binding and the
-//! `#[event(queue)]` handler are thin adapters (`adapter.rs`, `replay_handler.rs`).
+//! `#[event(queue)]` handler are thin adapters (`runtime/fetch.rs`, `runtime/replay.rs`). The
+//! replay sends through the same buffer port ([`crate::buffer::Buffer`]) as a request does.
 
 mod breaker;
 mod pack;

@@ -1,5 +1,6 @@
-//! Sends packed batches to the queue: concurrently, resending only what SQS did not take, with
-//! exponential backoff and jitter, until everything is acknowledged or the deadline passes.
+//! The retry loop: sends packed calls to the buffer concurrently, resending only the entries it
+//! did not take, with exponential backoff and jitter, until everything is acknowledged or the
+//! deadline passes. It does not pack, and does not decide what happens to what is left.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -8,27 +9,41 @@ use std::time::Duration;
 
 use futures_util::future::{select, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
 use spillway_shared::{BatchEntry, BatchRequest};
 use uuid::Uuid;
 
+use super::{Buffer, CallOutcome, SendError};
 use crate::config::RetryPolicy;
-use crate::ports::{QueueSender, Runtime};
+use crate::ports::Runtime;
 
-/// How sending went.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How sending went: what the retry loop returns, and what a group commit answers each of its
+/// requests with (over the wire, hence serde).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendReport {
-    /// Events SQS did not acknowledge, in request order. Empty means success.
+    /// Events the buffer did not acknowledge, in request order. Empty means success.
     pub unacknowledged: Vec<Uuid>,
     /// Some entries failed in a way retrying cannot fix.
     pub rejected: bool,
     /// The deadline passed with entries still unacknowledged.
     pub timed_out: bool,
-    /// `SendMessageBatch` calls made.
+    /// Calls made to the buffer.
     pub calls: u32,
     /// Of those, calls that resent entries.
     pub retries: u32,
     /// Last error seen, for the log (never contains payloads or secrets).
     pub last_error: Option<String>,
+    /// When the calls carried other requests' events too (a group commit): how many requests
+    /// and events shared them, and the calls and retries above are those of the whole group.
+    /// Zero when the calls were the request's own.
+    pub shared: Shared,
+}
+
+/// The requests and events that shared a send.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shared {
+    pub requests: u32,
+    pub events: u32,
 }
 
 /// The backoff before retry number `attempt` (0-based): `base * 2^attempt`, capped at `max`,
@@ -49,19 +64,11 @@ fn unit_random(bytes: [u8; 16]) -> f64 {
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-type SendFuture<'a> = Pin<
-    Box<
-        dyn Future<
-                Output = (
-                    BatchRequest,
-                    Result<crate::ports::BatchOutcome, crate::ports::SendError>,
-                ),
-            > + 'a,
-    >,
->;
+type SendFuture<'a> =
+    Pin<Box<dyn Future<Output = (BatchRequest, Result<CallOutcome, SendError>)> + 'a>>;
 
 /// Sends `batches`, retrying what failed, and reports which events were not acknowledged.
-pub async fn send_all<Q: QueueSender, R: Runtime>(
+pub async fn send_all<Q: Buffer, R: Runtime>(
     queue: &Q,
     rt: &R,
     batches: Vec<BatchRequest>,
@@ -95,7 +102,7 @@ pub async fn send_all<Q: QueueSender, R: Runtime>(
                     report.retries += 1;
                 }
                 in_flight.push(Box::pin(async move {
-                    let result = queue.send_batch(&batch.entries, group).await;
+                    let result = queue.send(&batch.entries, group).await;
                     (batch, result)
                 }));
             }
@@ -106,8 +113,8 @@ pub async fn send_all<Q: QueueSender, R: Runtime>(
                 Either::Left((Some((batch, result)), _)) => match result {
                     Ok(outcome) => {
                         let mut failed: Vec<BatchEntry> = Vec::new();
-                        for entry in batch.entries {
-                            match outcome.failed.iter().find(|f| f.id == entry.id) {
+                        for (position, entry) in batch.entries.into_iter().enumerate() {
+                            match outcome.failed.iter().find(|f| f.position == position) {
                                 None => acked.extend(entry.event_ids.iter().copied()),
                                 Some(f) if f.retryable => {
                                     report.last_error = Some(format!("entry failed: {}", f.code));
@@ -167,7 +174,7 @@ pub async fn send_all<Q: QueueSender, R: Runtime>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ports::{BatchOutcome, FailedEntry, SendError};
+    use crate::buffer::FailedEntry;
     use crate::testkit::{batches_of, FakeQueue, FakeRuntime, Reply};
 
     fn policy() -> RetryPolicy {
@@ -210,10 +217,10 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn partial_failure_resends_only_failed_entries() {
         let rt = FakeRuntime::new();
-        // Batch of 3 entries; SQS fails m1 (retryable) on the first call.
-        let q = FakeQueue::new(vec![Reply::Outcome(BatchOutcome {
+        // Batch of 3 entries; SQS fails m1, the second (retryable), on the first call.
+        let q = FakeQueue::new(vec![Reply::Outcome(CallOutcome {
             failed: vec![FailedEntry {
-                id: "m1".into(),
+                position: 1,
                 retryable: true,
                 code: "InternalError".into(),
             }],
@@ -252,9 +259,9 @@ pub(crate) mod tests {
     #[tokio::test(start_paused = true)]
     async fn permanent_failures_are_not_retried() {
         let rt = FakeRuntime::new();
-        let q = FakeQueue::new(vec![Reply::Outcome(BatchOutcome {
+        let q = FakeQueue::new(vec![Reply::Outcome(CallOutcome {
             failed: vec![FailedEntry {
-                id: "m0".into(),
+                position: 0,
                 retryable: false,
                 code: "InvalidMessageContents".into(),
             }],

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
-use spillway_shared::limits::{Limits, LimitsError};
+use spillway_shared::limits::{validate, BufferLimits, Limits, LimitsError};
 use spillway_shared::{parse_keys, SigningKey};
 use thiserror::Error;
 
@@ -140,10 +140,10 @@ impl Default for RetryPolicy {
 /// Workers allow 6 simultaneous open outgoing connections per request.
 pub const MAX_CONCURRENCY: usize = 6;
 
-/// Group commit: how the edge gathers small requests into shared SQS batches (see
-/// [`crate::batch`]). Used only when the `BATCHER` Durable Object binding exists.
+/// Group commit: how the edge gathers small requests into shared calls to the buffer (see
+/// `deliver::group_commit`). Used only when the `BATCHER` Durable Object binding exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchPolicy {
+pub struct GroupCommitPolicy {
     /// How long a batcher holds its first pending event before it sends (`BATCH_WINDOW_MS`,
     /// default 20 ms; `0` turns batching off and every request sends directly).
     pub window: Duration,
@@ -153,14 +153,14 @@ pub struct BatchPolicy {
     pub shards: u32,
 }
 
-impl BatchPolicy {
+impl GroupCommitPolicy {
     /// Whether requests go through a batcher at all (given the binding).
     pub fn enabled(&self) -> bool {
         !self.window.is_zero()
     }
 }
 
-impl Default for BatchPolicy {
+impl Default for GroupCommitPolicy {
     fn default() -> Self {
         Self {
             window: Duration::from_millis(20),
@@ -191,13 +191,16 @@ pub struct Config {
     pub envelope_key: SigningKey,
     /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
     pub allowed_origins: AllowedOrigins,
-    /// `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`, `MAX_EVENTS_PER_REQUEST`,
-    /// `MAX_MESSAGE_BYTES`, `MAX_BATCH_BYTES`, `MAX_JSON_DEPTH`; defaults in [`Limits`].
+    /// The request's limits: `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`,
+    /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`Limits`].
     pub limits: Limits,
+    /// The buffer's limits: `MAX_MESSAGE_BYTES`, `MAX_BATCH_BYTES` (and SQS's 10 entries per
+    /// call); defaults in [`BufferLimits`].
+    pub buffer: BufferLimits,
     /// `SQS_DEADLINE_MS`, `SQS_RETRY_BASE_MS`, `SQS_RETRY_MAX_MS`, `SQS_CONCURRENCY`.
     pub retry: RetryPolicy,
     /// `BATCH_WINDOW_MS`, `BATCH_SHARDS`.
-    pub batch: BatchPolicy,
+    pub group_commit: GroupCommitPolicy,
     /// `Retry-After` of a `503` (`RETRY_AFTER_SECS`, default 5).
     pub retry_after_secs: u32,
     /// `Retry-After` of a `429` (`RATE_LIMIT_PERIOD_SECS`, default 60): the period of the
@@ -209,13 +212,14 @@ pub struct Config {
     pub panic_route: bool,
 }
 
-/// The numeric settings, before validation across them. Defaults are those of [`Limits`] and
-/// [`RetryPolicy`], and the ones documented on [`Config`].
+/// The numeric settings, before validation across them. Defaults are those of [`Limits`],
+/// [`BufferLimits`] and [`RetryPolicy`], and the ones documented on [`Config`].
 #[derive(Debug, Clone, Copy)]
 struct Tuning {
     limits: Limits,
+    buffer: BufferLimits,
     retry: RetryPolicy,
-    batch: BatchPolicy,
+    group_commit: GroupCommitPolicy,
     retry_after_secs: u32,
     rate_limit_period_secs: u32,
 }
@@ -224,8 +228,9 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             limits: Limits::default(),
+            buffer: BufferLimits::default(),
             retry: RetryPolicy::default(),
-            batch: BatchPolicy::default(),
+            group_commit: GroupCommitPolicy::default(),
             retry_after_secs: 5,
             rate_limit_period_secs: 60,
         }
@@ -240,7 +245,7 @@ struct NumericSetting {
     set: fn(&mut Tuning, u64),
 }
 
-/// Upper bound of the byte and count limits: no real bound of its own ([`Limits::validate`]
+/// Upper bound of the byte and count limits: no real bound of its own ([`validate`]
 /// checks them against each other and SQS); values past `usize` saturate.
 const BIG: u64 = u64::MAX >> 1;
 
@@ -286,10 +291,10 @@ const NUMERIC_SETTINGS: &[NumericSetting] = &[
         t.limits.max_events_per_request = size(v)
     }),
     setting("MAX_MESSAGE_BYTES", 1, BIG, |t, v| {
-        t.limits.max_message_bytes = size(v)
+        t.buffer.bytes_per_entry = size(v)
     }),
     setting("MAX_BATCH_BYTES", 1, BIG, |t, v| {
-        t.limits.max_batch_bytes = size(v)
+        t.buffer.bytes_per_call = size(v)
     }),
     setting("MAX_JSON_DEPTH", 1, 128, |t, v| {
         t.limits.max_json_depth = size(v)
@@ -308,8 +313,12 @@ const NUMERIC_SETTINGS: &[NumericSetting] = &[
     setting("RATE_LIMIT_PERIOD_SECS", 1, 3_600, |t, v| {
         t.rate_limit_period_secs = secs(v)
     }),
-    setting("BATCH_WINDOW_MS", 0, 1_000, |t, v| t.batch.window = ms(v)),
-    setting("BATCH_SHARDS", 1, 1_024, |t, v| t.batch.shards = secs(v)),
+    setting("BATCH_WINDOW_MS", 0, 1_000, |t, v| {
+        t.group_commit.window = ms(v)
+    }),
+    setting("BATCH_SHARDS", 1, 1_024, |t, v| {
+        t.group_commit.shards = secs(v)
+    }),
 ];
 
 /// One unusable setting. Names the variable, never its value.
@@ -449,15 +458,16 @@ impl Config {
         }
         let Tuning {
             limits,
+            buffer,
             retry,
-            batch,
+            group_commit,
             retry_after_secs,
             rate_limit_period_secs,
         } = tuning;
 
         let panic_route = get("SPILLWAY_PANIC_ROUTE").as_deref() == Some("enabled");
 
-        if let Err(e) = limits.validate() {
+        if let Err(e) = validate(&limits, &buffer) {
             problems.push(ConfigProblem::Limits(e));
         }
         if retry.base > retry.max {
@@ -485,8 +495,9 @@ impl Config {
                 envelope_key,
                 allowed_origins,
                 limits,
+                buffer,
                 retry,
-                batch,
+                group_commit,
                 retry_after_secs,
                 rate_limit_period_secs,
                 panic_route,
@@ -565,5 +576,4 @@ fn parse_origins(raw: &str) -> Result<AllowedOrigins, String> {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 pub(crate) mod tests;

@@ -1,0 +1,93 @@
+//! The Workers runtime under the edge: its entry points ([`fetch`]: requests; [`replay`]: the
+//! spill queue's consumer; [`group_commit_object`]: the batchers' Durable Object), and what
+//! they share here: the isolate's configuration, SQS client and breaker ([`app`]), and the
+//! clock, randomness and timers ([`WorkerRuntime`]). Thin adapters only: every decision is in
+//! the natively tested modules they call. Built for wasm32 only.
+
+mod fetch;
+mod group_commit_object;
+mod replay;
+
+use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
+use aws_smithy_async::time::SharedTimeSource;
+use worker::{js_sys, Env};
+
+use crate::buffer::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
+use crate::buffer::sqs::SqsSender;
+use crate::config::{Config, ConfigError};
+use crate::deliver::spill::{Breaker, BreakerSettings};
+use crate::ports::Runtime;
+
+/// What an isolate builds once: its environment does not change while it lives.
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) queue: SqsSender,
+    /// What this isolate has seen of SQS lately (used only with a spill queue).
+    pub(crate) breaker: RefCell<Breaker>,
+}
+
+thread_local! {
+    static APP: OnceCell<Rc<Result<App, ConfigError>>> = const { OnceCell::new() };
+}
+
+pub(crate) fn app(env: &Env) -> Rc<Result<App, ConfigError>> {
+    APP.with(|cell| cell.get_or_init(|| Rc::new(build(env))).clone())
+}
+
+/// The configuration from the Worker's environment: the one place the runtime reads it (the
+/// isolate's [`App`] and each group commit's Durable Object).
+pub(crate) fn config_from(env: &Env) -> Result<Config, ConfigError> {
+    Config::from_env(|name| env.var(name).ok().map(|v| v.to_string()))
+}
+
+fn build(env: &Env) -> Result<App, ConfigError> {
+    let config = config_from(env)?;
+    let queue = sqs_sender(&config);
+    let breaker = RefCell::new(Breaker::new(BreakerSettings::for_deadline(
+        config.retry.deadline,
+    )));
+    Ok(App {
+        config,
+        queue,
+        breaker,
+    })
+}
+
+/// The SQS client over the Workers runtime: Fetch, its clock, its timers.
+pub(crate) fn sqs_sender(config: &Config) -> SqsSender {
+    SqsSender::new(
+        config,
+        SharedHttpClient::new(FetchHttpClient),
+        SharedTimeSource::new(DateTimeSource),
+        SharedAsyncSleep::new(DelaySleep),
+    )
+}
+
+/// Clock, randomness and timers of the Workers runtime.
+#[derive(Debug)]
+pub(crate) struct WorkerRuntime;
+
+impl Runtime for WorkerRuntime {
+    fn now_ms(&self) -> u64 {
+        js_sys::Date::now() as u64
+    }
+
+    fn random_bytes(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // crypto.getRandomValues is always there on Workers; this only keeps ids unique.
+            for b in &mut bytes {
+                *b = (js_sys::Math::random() * 256.0) as u8;
+            }
+        }
+        bytes
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        worker::Delay::from(duration).await
+    }
+}
