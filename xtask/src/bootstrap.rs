@@ -1,23 +1,27 @@
 //! Makes sure every tool the tests and the local pipeline need is present, installing only what
 //! is missing. Each check is one progress line; a second run installs nothing.
+//!
+//! The Worker's build tool is a crate of the workspace (`tools/worker-build`, built from the
+//! wasm-bindgen library Cargo.lock pins), not a `cargo install`: a first run compiles it into
+//! the target directory while npm, the Python venv and PostgreSQL install beside it, since
+//! those wait on the network and the disk while the compiler keeps both cores busy.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::thread;
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::step::{note, output, root, run, step};
 
-/// `worker-build` version the wrangler build command expects.
-const WORKER_BUILD_VERSION: &str = "0.8.7";
+/// The package of the Worker's build tool (the `[build]` command of wrangler.toml runs it).
+pub const WORKER_BUILD_PACKAGE: &str = "spillway-worker-build";
 
 /// Where every tool lives once installed.
 #[derive(Debug, Clone)]
 pub struct Tools {
-    pub cargo_bin: PathBuf,
     pub node_bin: PathBuf,
-    pub wasm_bindgen: PathBuf,
     pub wasm_opt: PathBuf,
     pub esbuild: PathBuf,
     pub wrangler: PathBuf,
@@ -28,39 +32,27 @@ pub struct Tools {
 impl Tools {
     fn locate() -> Self {
         let root = root();
-        let cargo_home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-            .unwrap_or_else(|| PathBuf::from("/root/.cargo"));
-        let cargo_bin = cargo_home.join("bin");
         let node_bin = root.join("node_modules/.bin");
         Tools {
-            wasm_bindgen: cargo_bin.join("wasm-bindgen"),
             wasm_opt: node_bin.join("wasm-opt"),
             esbuild: node_bin.join("esbuild"),
             wrangler: node_bin.join("wrangler"),
             venv_bin: root.join(".venv/bin"),
             pg_bin: spillway_support::pg_bin_dir().unwrap_or_default(),
-            cargo_bin,
             node_bin,
         }
     }
 
-    /// Sets the variables worker-build reads (so it does not try to download these tools) and
-    /// puts the project's tools first on `PATH`.
+    /// Sets the variables the Worker's build tool reads (wasm-opt and esbuild from npm) and puts
+    /// the project's tools first on `PATH`.
     pub fn apply(&self, cmd: &mut Command) {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![
-            self.cargo_bin.clone(),
-            self.node_bin.clone(),
-            self.venv_bin.clone(),
-        ];
+        let mut paths = vec![self.node_bin.clone(), self.venv_bin.clone()];
         paths.extend(std::env::split_paths(&path));
         if let Ok(joined) = std::env::join_paths(paths) {
             cmd.env("PATH", joined);
         }
-        cmd.env("WASM_BINDGEN_BIN", &self.wasm_bindgen)
-            .env("WASM_OPT_BIN", &self.wasm_opt)
+        cmd.env("WASM_OPT_BIN", &self.wasm_opt)
             .env("ESBUILD_BIN", &self.esbuild)
             .env("WRANGLER_SEND_METRICS", "false")
             .env("SPILLWAY_PG_BIN", &self.pg_bin)
@@ -69,31 +61,54 @@ impl Tools {
 }
 
 /// Checks and installs everything; returns where the tools are.
+///
+/// The rust targets come first (every build needs them). Then npm, the venv and PostgreSQL
+/// install on a second thread while this one compiles the Worker's build tool; both must
+/// succeed. Their step lines may interleave; each keeps its own name and timing.
 pub fn ensure_all() -> Result<Tools> {
     let root = root();
     step(
         "rust: wasm32 and aarch64-linux targets, clippy, rustfmt",
         || ensure_rust(&root),
     )?;
-    step(
-        &format!("worker-build {WORKER_BUILD_VERSION}"),
-        ensure_worker_build,
-    )?;
-    let bindgen = wasm_bindgen_version(&root)?;
-    step(
-        &format!("wasm-bindgen-cli {bindgen} (as in Cargo.lock)"),
-        || ensure_wasm_bindgen(&bindgen),
-    )?;
+    let installs = {
+        let root = root.clone();
+        thread::spawn(move || ensure_installs(&root))
+    };
+    let built = step("the Worker's build tool (tools/worker-build)", || {
+        build_worker_tool(&root)
+    });
+    let installed = installs
+        .join()
+        .map_err(|_| anyhow!("the install thread panicked"))?;
+    built?;
+    installed?;
+    Ok(Tools::locate())
+}
+
+/// npm packages, the Python venv, PostgreSQL: one after the other (apt and pip both may need
+/// the network; nothing here competes for the CPU with the compiler).
+fn ensure_installs(root: &Path) -> Result<()> {
     step(
         "npm packages: wrangler, binaryen (wasm-opt), esbuild",
-        || ensure_npm(&root),
+        || ensure_npm(root),
     )?;
     step(
         "python venv .venv: moto (local SQS), cfn-lint, cargo-lambda",
-        || ensure_venv(&root),
+        || ensure_venv(root),
     )?;
-    step("PostgreSQL server binaries", ensure_postgres)?;
-    Ok(Tools::locate())
+    step("PostgreSQL server binaries", ensure_postgres)
+}
+
+/// `cargo build -p spillway-worker-build`: a no-op once built. What the `[build]` command's
+/// `cargo run` then finds ready.
+fn build_worker_tool(root: &Path) -> Result<()> {
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--quiet",
+        "-p",
+        WORKER_BUILD_PACKAGE,
+    ]))
 }
 
 fn ensure_rust(root: &Path) -> Result<()> {
@@ -133,59 +148,6 @@ fn ensure_rust(root: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn cargo_bin(name: &str) -> PathBuf {
-    Tools::locate().cargo_bin.join(name)
-}
-
-fn ensure_worker_build() -> Result<()> {
-    let have = output(Command::new(cargo_bin("worker-build")).arg("--version"));
-    if have
-        .as_deref()
-        .is_some_and(|v| v.contains(WORKER_BUILD_VERSION))
-    {
-        note("present");
-        return Ok(());
-    }
-    note("installing: cargo install worker-build (takes several minutes once)");
-    run(Command::new("cargo").args(["install", "worker-build", "--version", WORKER_BUILD_VERSION]))
-}
-
-/// The `wasm-bindgen` version resolved in Cargo.lock: the CLI must match it exactly.
-fn wasm_bindgen_version(root: &Path) -> Result<String> {
-    let lock = fs::read_to_string(root.join("Cargo.lock")).context("reading Cargo.lock")?;
-    let mut lines = lock.lines();
-    while let Some(line) = lines.next() {
-        if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines
-                .next()
-                .and_then(|l| l.trim().strip_prefix("version = "))
-            {
-                return Ok(v.trim_matches('"').to_owned());
-            }
-        }
-    }
-    bail!("wasm-bindgen is not in Cargo.lock")
-}
-
-fn ensure_wasm_bindgen(version: &str) -> Result<()> {
-    let have = output(Command::new(cargo_bin("wasm-bindgen")).arg("--version"));
-    if have.as_deref() == Some(&format!("wasm-bindgen {version}")) {
-        note("present");
-        return Ok(());
-    }
-    note(&format!(
-        "installing: cargo install wasm-bindgen-cli --version {version} (takes several minutes once)"
-    ));
-    // Not --locked: the CLI's own lock file pins crates that no longer build on current rustc.
-    run(Command::new("cargo").args([
-        "install",
-        "wasm-bindgen-cli",
-        "--version",
-        version,
-        "--force",
-    ]))
 }
 
 fn ensure_npm(root: &Path) -> Result<()> {

@@ -10,15 +10,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// What the worker build (`worker-build --profile worker edge`) reads, relative to the
-/// repository: the edge and the schema crate it depends on, the workspace's manifests and lock
-/// file (dependency versions, the `worker` profile and the release profile it inherits), the
+/// What the worker build (wrangler.toml's `[build]` command, `tools/worker-build`) reads,
+/// relative to the repository: the edge and the schema crate it depends on, the build tool
+/// itself (its shim template, its wasm-bindgen), the workspace's manifests and lock file
+/// (dependency versions, the `worker` profile and the release profile it inherits), the
 /// toolchain pin, the cargo settings and the `[build]` command itself.
 pub const WORKER_INPUTS: &[&str] = &[
     "edge/src",
     "edge/Cargo.toml",
     "shared/src",
     "shared/Cargo.toml",
+    "tools/worker-build/src",
+    "tools/worker-build/Cargo.toml",
     "Cargo.toml",
     "Cargo.lock",
     "rust-toolchain.toml",

@@ -86,27 +86,101 @@ fn config(args: &[String]) -> Result<StackConfig> {
 
 /// Installs what is missing (LocalStack only when it is the chosen SQS) and builds the worker
 /// and the consumer.
+///
+/// On a first run most of this is compiling, so the independent builds overlap: the worker's
+/// wasm32 compile (the `worker` profile) starts at once, beside the installs and the build tool
+/// (the `dev` profile); the consumer (`dev` profile too, so after the tool) builds while the
+/// worker's wasm-opt pass runs. Cargo locks each profile's directory on its own, so the two
+/// profiles build at the same time, and a single-threaded tail of one (the worker's LTO,
+/// wasm-opt, a link) leaves the other core to the other.
 fn prepare(sqs: SqsKind) -> Result<Tools> {
-    let tools = ensure_all()?;
-    if sqs == SqsKind::LocalStack {
-        ensure_localstack()?;
-    }
-    match fresh::check(&root(), fresh::WORKER_INPUTS, fresh::WORKER_OUTPUTS) {
-        Freshness::UpToDate => println!(
-            "==> build the worker (wasm): skipped, edge/build is newer than every input it is built from"
-        ),
-        Freshness::Stale(why) => step(&format!("build the worker (wasm): {why}"), || {
-            wasm_build(&tools)
-        })?,
-    }
-    step("build the consumer and the poller", || {
-        let mut c = Command::new("cargo");
-        c.current_dir(root())
-            .args(["build", "--quiet", "-p", "spillway-consumer", "--bins"]);
-        tools.apply(&mut c);
-        run(&mut c)
-    })?;
+    let stale = match fresh::check(&root(), fresh::WORKER_INPUTS, fresh::WORKER_OUTPUTS) {
+        Freshness::UpToDate => None,
+        Freshness::Stale(why) => Some(why),
+    };
+    let wasm = stale.is_some().then(|| {
+        std::thread::spawn(|| {
+            step(
+                "compile the worker for wasm32 (beside the installs)",
+                || run(&mut worker_compile()),
+            )
+        })
+    });
+    let tools = match ensure_all().and_then(|t| {
+        if sqs == SqsKind::LocalStack {
+            ensure_localstack()?;
+        }
+        Ok(t)
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            // Not leaving a cargo behind that holds the target directory's lock.
+            if let Some(compiling) = wasm {
+                let _ = join(compiling);
+            }
+            return Err(e);
+        }
+    };
+    let consumer = {
+        let tools = tools.clone();
+        std::thread::spawn(move || {
+            step("build the consumer and the poller", || {
+                let mut c = Command::new("cargo");
+                c.current_dir(root()).args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "spillway-consumer",
+                    "--bins",
+                ]);
+                tools.apply(&mut c);
+                run(&mut c)
+            })
+        })
+    };
+    let worker = match (stale, wasm) {
+        (Some(why), Some(compiling)) => join(compiling).and_then(|()| {
+            step(&format!("build the worker (wasm): {why}"), || {
+                wasm_build(&tools)
+            })
+        }),
+        _ => {
+            println!(
+                "==> build the worker (wasm): skipped, edge/build is newer than every input it is built from"
+            );
+            Ok(())
+        }
+    };
+    // Both are waited for, so that a failure of one does not leave the other's cargo running.
+    let consumer = join(consumer);
+    worker?;
+    consumer?;
     Ok(tools)
+}
+
+/// The cargo step of the Worker's build tool, run ahead of it: the same command line
+/// (tools/worker-build/src/main.rs, `build`), so the tool then finds the wasm up to date. Were
+/// the two to differ, the tool would only compile again.
+fn worker_compile() -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root().join("edge"))
+        .args([
+            "build",
+            "--quiet",
+            "--lib",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--profile",
+            "worker",
+        ])
+        .env("WASM_BINDGEN_USE_JS_SYS", "1");
+    c
+}
+
+fn join(handle: std::thread::JoinHandle<Result<()>>) -> Result<()> {
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("a build thread panicked"))?
 }
 
 /// Removes what a stopped pipeline's settings and secrets were kept in: `dev.env`, and the

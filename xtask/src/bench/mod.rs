@@ -225,9 +225,18 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     }
     if opts.wants("wasm") {
         step("build the hello-world worker (wasm)", || {
-            let mut c = Command::new("worker-build");
-            c.current_dir(root())
-                .args(["--profile", "worker", "benches/hello-worker"]);
+            // The edge's build tool (wrangler.toml's [build] command) on the hello-world crate.
+            let mut c = Command::new("cargo");
+            c.current_dir(root()).args([
+                "run",
+                "--quiet",
+                "-p",
+                crate::bootstrap::WORKER_BUILD_PACKAGE,
+                "--",
+                "--profile",
+                "worker",
+                "benches/hello-worker",
+            ]);
             tools.apply(&mut c);
             run(&mut c)
         })?;

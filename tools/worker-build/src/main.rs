@@ -1,0 +1,416 @@
+//! `spillway-worker-build [--profile NAME | --release | --dev] [CRATE_DIR]`: builds a workers-rs
+//! crate into `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`,
+//! `worker/shim.mjs`), the files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]`
+//! command needs no `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two
+//! cores, most of them in crates this tool does not need: HTTP clients, archive formats, a test
+//! runner).
+//!
+//! The steps, as worker-build runs them for `--target module` with panic recovery: `cargo build
+//! --lib` for wasm32; the bindings from the `wasm-bindgen-cli-support` library (the CLI's own
+//! code, pinned to the `wasm-bindgen` of Cargo.lock) with the reset-state function and the abort
+//! handler; `wasm-opt -O`; the shim (`module.rs`) bundled by esbuild. wasm-opt and esbuild are
+//! the npm packages: `WASM_OPT_BIN` and `ESBUILD_BIN`, else `wasm-opt` and `esbuild` on `PATH`
+//! (`npx`, `cargo xtask` and wrangler put `node_modules/.bin` there). It downloads nothing.
+//!
+//! Not supported (worker-build options this project does not use): `[package.metadata.wasm-pack]`,
+//! `--panic-unwind`, `--emscripten`, `--no-panic-recovery`/`CUSTOM_SHIM`, `RUN_TO_COMPLETION`,
+//! `COREDUMP`, TypeScript output; each is refused rather than ignored.
+
+mod module;
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use wasm_bindgen_cli_support::Bindgen;
+
+/// The `wasm-bindgen` version the library is pinned to (Cargo.toml); the crate being built must
+/// use the same (its Cargo.lock), which the test `bindgen_matches_the_lock` keeps true here.
+const BINDGEN_VERSION: &str = "0.2.130";
+
+/// Which cargo profile, and the folder under `target/wasm32-unknown-unknown/` it writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Profile {
+    Dev,
+    Release,
+    Custom(String),
+}
+
+impl Profile {
+    fn cargo_args(&self) -> Vec<String> {
+        match self {
+            Profile::Dev => vec![],
+            Profile::Release => vec!["--release".into()],
+            Profile::Custom(name) => vec!["--profile".into(), name.clone()],
+        }
+    }
+
+    fn dir(&self) -> &str {
+        match self {
+            Profile::Dev => "debug",
+            Profile::Release => "release",
+            Profile::Custom(name) => name,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Args {
+    profile: Profile,
+    crate_dir: PathBuf,
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
+    let mut profile = Profile::Release;
+    let mut crate_dir = None;
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--release" => profile = Profile::Release,
+            "--dev" | "--debug" => profile = Profile::Dev,
+            "--profile" => {
+                let name = it.next().context("--profile needs a name")?;
+                profile = match name.as_str() {
+                    "dev" => Profile::Dev,
+                    "release" => Profile::Release,
+                    _ => Profile::Custom(name),
+                };
+            }
+            other if other.starts_with('-') => {
+                bail!("unknown option {other} (known: --profile NAME, --release, --dev)")
+            }
+            _ if crate_dir.is_some() => bail!("one crate directory only, got a second: {a}"),
+            _ => crate_dir = Some(PathBuf::from(a)),
+        }
+    }
+    Ok(Args {
+        profile,
+        crate_dir: crate_dir.unwrap_or_else(|| PathBuf::from(".")),
+    })
+}
+
+fn main() {
+    let result = parse_args(std::env::args().skip(1)).and_then(|a| build(&a));
+    if let Err(e) = result {
+        eprintln!("spillway-worker-build: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// What `cargo metadata` says about the crate being built.
+struct Crate {
+    package: module::Package,
+    /// The library's file stem (`spillway_edge`).
+    lib_name: String,
+    target_dir: PathBuf,
+}
+
+fn build(args: &Args) -> Result<()> {
+    for var in ["CUSTOM_SHIM", "RUN_TO_COMPLETION", "COREDUMP"] {
+        if std::env::var_os(var).is_some() {
+            bail!("{var} is set: a worker-build option this tool does not implement");
+        }
+    }
+    let started = Instant::now();
+    let dir = args
+        .crate_dir
+        .canonicalize()
+        .with_context(|| format!("crate directory {}", args.crate_dir.display()))?;
+    let krate = metadata(&dir)?;
+    let out_dir = dir.join("build");
+
+    println!("[1/4] cargo build for wasm32 ({})", args.profile.dir());
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo
+        .current_dir(&dir)
+        .args(["build", "--lib", "--target", "wasm32-unknown-unknown"])
+        .args(args.profile.cargo_args())
+        // As worker-build: wasm-bindgen's macro then uses js_sys's futures.
+        .env("WASM_BINDGEN_USE_JS_SYS", "1");
+    run(&mut cargo)?;
+    let wasm = krate
+        .target_dir
+        .join("wasm32-unknown-unknown")
+        .join(args.profile.dir())
+        .join(format!("{}.wasm", krate.lib_name));
+
+    // Everything is written to a staging folder and moved into place at the end, so a failed
+    // build leaves the previous output whole (wrangler dev may be serving it).
+    let staging = dir.join(".build-staging");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    // Build output, never committed (worker-build writes the same).
+    fs::write(staging.join(".gitignore"), "*")?;
+
+    println!("[2/4] wasm-bindgen {BINDGEN_VERSION} (library)");
+    let t = Instant::now();
+    bindgen(&wasm, &staging)?;
+    println!("      {:.1} s", t.elapsed().as_secs_f64());
+    fs::write(
+        staging.join("package.json"),
+        module::package_json(&krate.package),
+    )?;
+
+    if args.profile != Profile::Dev {
+        println!("[3/4] wasm-opt -O");
+        let t = Instant::now();
+        wasm_opt(&staging.join("index_bg.wasm"))?;
+        println!("      {:.1} s", t.elapsed().as_secs_f64());
+    } else {
+        println!("[3/4] wasm-opt: skipped for the dev profile");
+    }
+
+    println!("[4/4] the shim, bundled by esbuild");
+    let index = staging.join("index.js");
+    let bindings = fs::read_to_string(&index)?;
+    fs::write(staging.join("shim.js"), module::shim(&bindings))?;
+    esbuild(&staging)?;
+    let bundled = fs::read_to_string(&index)?;
+    fs::write(&index, module::plain_wasm_import(&bundled))?;
+    fs::remove_file(staging.join("shim.js"))?;
+    let snippets = staging.join("snippets");
+    if snippets.exists() {
+        fs::remove_dir_all(&snippets)?;
+    }
+    fs::create_dir_all(staging.join("worker"))?;
+    fs::write(staging.join("worker/shim.mjs"), module::LEGACY_SHIM)?;
+
+    let _ = fs::remove_dir_all(&out_dir);
+    fs::rename(&staging, &out_dir)
+        .with_context(|| format!("moving {} to {}", staging.display(), out_dir.display()))?;
+    println!(
+        "built {} in {:.1} s",
+        out_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn metadata(dir: &Path) -> Result<Crate> {
+    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(dir)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: Value = serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    let manifest = dir.join("Cargo.toml");
+    let package = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()))
+        .with_context(|| format!("{} is not a package of the workspace", manifest.display()))?;
+    if !package["metadata"]["wasm-pack"].is_null() {
+        bail!("[package.metadata.wasm-pack] is set: this tool only builds with its defaults");
+    }
+    let lib_name = package["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .and_then(|t| t["name"].as_str())
+        .context("the crate has no cdylib library (crate-type = [\"cdylib\", ...])")?
+        .replace('-', "_");
+    let workspace = PathBuf::from(
+        meta["workspace_root"]
+            .as_str()
+            .context("cargo metadata has no workspace_root")?,
+    );
+    let lock = fs::read_to_string(workspace.join("Cargo.lock"))
+        .context("reading the workspace's Cargo.lock")?;
+    match locked_version(&lock, "wasm-bindgen") {
+        Some(v) if v == BINDGEN_VERSION => {}
+        // The bindings' schema differs between releases: the library would refuse the wasm.
+        found => bail!(
+            "the crate uses wasm-bindgen {}, this tool is built with {BINDGEN_VERSION}: move the \
+             `wasm-bindgen-cli-support` pin in tools/worker-build/Cargo.toml with it",
+            found.unwrap_or("(none in Cargo.lock)")
+        ),
+    }
+    let text = |v: &Value| v.as_str().map(str::to_owned);
+    Ok(Crate {
+        package: module::Package {
+            name: text(&package["name"]).context("package name")?,
+            version: text(&package["version"]).context("package version")?,
+            description: text(&package["description"]),
+            license: text(&package["license"]),
+        },
+        lib_name,
+        target_dir: PathBuf::from(
+            meta["target_directory"]
+                .as_str()
+                .context("cargo metadata has no target_directory")?,
+        ),
+    })
+}
+
+/// The version Cargo.lock resolves `name` to (the first entry, if several).
+fn locked_version<'a>(lock: &'a str, name: &str) -> Option<&'a str> {
+    let wanted = format!("name = \"{name}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == wanted {
+            return lines
+                .next()?
+                .strip_prefix("version = \"")?
+                .strip_suffix('"');
+        }
+    }
+    None
+}
+
+/// What `wasm-bindgen --target module --out-name index --no-typescript
+/// --experimental-reset-state-function --force-enable-abort-handler` does, with worker-build's
+/// defaults for every profile (no `--debug`, names demangled, no DWARF), plus the `workers-rs`
+/// SDK entry of the `producers` section worker-build adds.
+fn bindgen(wasm: &Path, out_dir: &Path) -> Result<()> {
+    let mut b = Bindgen::new();
+    b.module(true)?;
+    b.input_path(wasm)
+        .out_name("index")
+        .typescript(false)
+        .debug(false)
+        .demangle(true)
+        .keep_debug(false)
+        .omit_default_module_path(false)
+        .split_linked_modules(false)
+        .reset_state_function(true)
+        .force_enable_abort_handler(true);
+    let mut output = b
+        .generate_output()
+        .with_context(|| format!("wasm-bindgen on {}", wasm.display()))?;
+    output
+        .wasm_mut()
+        .producers
+        .add_sdk("workers-rs", module::WORKERS_RS_VERSION);
+    output.emit(out_dir).context("writing the bindings")
+}
+
+/// A tool from `VAR`, else `name` on `PATH`.
+fn tool(var: &str, name: &str) -> OsString {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| name.into())
+}
+
+fn wasm_opt(wasm: &Path) -> Result<()> {
+    let tmp = wasm.with_extension("wasm-opt.wasm");
+    let mut c = Command::new(tool("WASM_OPT_BIN", "wasm-opt"));
+    c.arg(wasm).arg("-o").arg(&tmp).arg("-O");
+    // The features worker-build enables: what workerd's V8 runs.
+    for feature in [
+        "mutable-globals",
+        "sign-ext",
+        "nontrapping-float-to-int",
+        "bulk-memory",
+        "multivalue",
+        "reference-types",
+        "exception-handling",
+    ] {
+        c.arg(format!("--enable-{feature}"));
+    }
+    c.arg("--debuginfo");
+    run(&mut c)?;
+    fs::rename(&tmp, wasm)?;
+    Ok(())
+}
+
+fn esbuild(dir: &Path) -> Result<()> {
+    let mut c = Command::new(tool("ESBUILD_BIN", "esbuild"));
+    c.current_dir(dir).args([
+        "--external:./index_bg.wasm",
+        "--external:cloudflare:*",
+        "--format=esm",
+        "--bundle",
+        "./shim.js",
+        "--outfile=index.js",
+        "--allow-overwrite",
+    ]);
+    // worker-build's switch to read the bundle.
+    if std::env::var_os("NO_MINIFY").is_none() {
+        c.arg("--minify");
+    }
+    run(&mut c)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} exited with {status}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Result<Args> {
+        parse_args(a.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn the_wrangler_command_line_parses() {
+        assert_eq!(
+            args(&["--profile", "worker", "edge"]).expect("parses"),
+            Args {
+                profile: Profile::Custom("worker".into()),
+                crate_dir: "edge".into()
+            }
+        );
+        assert_eq!(
+            args(&[]).expect("parses"),
+            Args {
+                profile: Profile::Release,
+                crate_dir: ".".into()
+            }
+        );
+        assert_eq!(Profile::Custom("worker".into()).dir(), "worker");
+        assert_eq!(Profile::Dev.dir(), "debug");
+    }
+
+    #[test]
+    fn unknown_options_are_refused() {
+        assert!(args(&["--panic-unwind", "edge"]).is_err());
+        assert!(args(&["edge", "other"]).is_err());
+        assert!(args(&["--profile"]).is_err());
+    }
+
+    #[test]
+    fn bindgen_matches_the_lock() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let lock = fs::read_to_string(root.join("Cargo.lock")).expect("Cargo.lock");
+        for name in ["wasm-bindgen", "wasm-bindgen-cli-support"] {
+            assert_eq!(
+                locked_version(&lock, name),
+                Some(BINDGEN_VERSION),
+                "{name}: the library, the edge's wasm-bindgen and BINDGEN_VERSION move together"
+            );
+        }
+    }
+
+    #[test]
+    fn a_locked_version_is_read_from_the_line_after_the_name() {
+        let lock = "[[package]]\nname = \"wasm-bindgen-macro\"\nversion = \"9\"\n\n\
+                    [[package]]\nname = \"wasm-bindgen\"\nversion = \"0.2.1\"\n";
+        assert_eq!(locked_version(lock, "wasm-bindgen"), Some("0.2.1"));
+        assert_eq!(locked_version(lock, "walrus"), None);
+    }
+}
