@@ -6,8 +6,8 @@
 //! estimates criterion writes under `$CARGO_TARGET_DIR/criterion/edge_cost/`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spillway_edge::body::Format;
-use spillway_edge::handler::{prepare, Stamp};
+use spillway_edge::protocol::events::Format;
+use spillway_edge::{prepare, Stamp};
 use spillway_shared::{BufferLimits, EdgeInfo, Limits};
 use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 

@@ -8,41 +8,36 @@
 //! ([`deliver`]: direct, group commit, spill), and the wasm-only `runtime`, whose
 //! `#[event(fetch)]` and other entry points just adapt the Workers runtime to the ports.
 //!
+//! A request goes down the folders: [`handler`] routes it ([`crate::http::route`]), reads its
+//! head and body ([`request`]), decodes them in its [`protocol`] (`/v1/events`, Segment or
+//! PostHog), prepares its events ([`request::prepare`]), has `deliver` send them, and answers
+//! ([`crate::http::answer`]). Each module uses only modules below it (`cargo xtask layers`).
+//!
 //! It does not keep state between requests (beyond the parsed configuration, the SQS client
 //! and the isolate's circuit breaker), nor talk to the database: that is the consumer's job.
 //! During an SQS outage it writes events to its spill queue and replays them to SQS later
 //! ([`deliver::spill`]).
 
-pub mod body;
 pub mod buffer;
-pub mod collector;
 pub mod config;
 pub mod deliver;
 pub mod error;
-pub mod gate;
 pub mod handler;
-pub mod head;
+pub mod http;
 pub mod log;
 pub mod ports;
+pub mod protocol;
+pub mod request;
 
 #[cfg(target_arch = "wasm32")]
 mod runtime;
 
-#[cfg(test)]
-mod collector_key_tests;
-#[cfg(test)]
-mod collector_tests;
-#[cfg(test)]
-mod handler_tests;
-#[cfg(test)]
-mod prepare_tests;
-#[cfg(test)]
-mod test_edge;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
 pub use buffer::{Buffer, CallOutcome, FailedEntry, SendError};
 pub use config::Config;
 pub use error::EdgeError;
-pub use handler::{handle, misconfigured, prepare, Deps, Handled, Prepared, Spill, Stamp};
+pub use handler::{handle, misconfigured, Deps, Handled, Spill};
 pub use ports::{RateLimit, Runtime};
+pub use request::prepare::{prepare, Prepared, Stamp};

@@ -1,7 +1,9 @@
 //! The one structured log line written per request. It names the request, the key's id and what
 //! happened; it never holds a key, a secret, a query string or any event payload.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+use crate::deliver::{BreakerState, Route};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RequestLog {
@@ -24,8 +26,8 @@ pub struct RequestLog {
     pub retries: u32,
     /// How the events went: `batched`, `direct`, or `direct_fallback` (the batcher did not
     /// answer). Absent when nothing was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub send: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "route_name")]
+    pub send: Option<Route>,
     /// When batched: requests and events in the batch that carried this request's events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_requests: Option<u32>,
@@ -36,8 +38,11 @@ pub struct RequestLog {
     pub spilled: Option<usize>,
     /// The breaker, when not closed: `open` (the request went straight to the spill) or `probe`
     /// (it tried SQS for the isolate).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<&'static str>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "breaker_name"
+    )]
+    pub breaker: Option<BreakerState>,
     /// Why the spill failed, when it did (the request was then answered `503`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spill_error: Option<String>,
@@ -70,5 +75,44 @@ impl RequestLog {
                 self.request_id, self.status
             )
         })
+    }
+}
+
+/// A route by its name in the log line (`Route::as_str`: `direct`, `batched`, ...).
+fn route_name<S: Serializer>(route: &Option<Route>, s: S) -> Result<S::Ok, S::Error> {
+    route.map(Route::as_str).serialize(s)
+}
+
+/// The breaker by its name in the log line (`open`, `probe`).
+fn breaker_name<S: Serializer>(breaker: &Option<BreakerState>, s: S) -> Result<S::Ok, S::Error> {
+    breaker.map(BreakerState::as_str).serialize(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_names_the_route_and_the_breaker() {
+        let mut log = RequestLog::new("r".into(), "POST", "/v1/events");
+        let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");
+        assert!(
+            line.get("send").is_none() && line.get("breaker").is_none(),
+            "{line}"
+        );
+        for (route, name) in [
+            (Route::Direct, "direct"),
+            (Route::GroupCommit, "batched"),
+            (Route::DirectFallback, "direct_fallback"),
+        ] {
+            log.send = Some(route);
+            let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");
+            assert_eq!(line["send"], name);
+        }
+        for (breaker, name) in [(BreakerState::Open, "open"), (BreakerState::Probe, "probe")] {
+            log.breaker = Some(breaker);
+            let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");
+            assert_eq!(line["breaker"], name);
+        }
     }
 }

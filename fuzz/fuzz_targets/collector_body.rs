@@ -1,6 +1,6 @@
 //! The collector routes' body path on arbitrary bodies: decoding (base64, gzip by its magic
 //! bytes, with the decompression cap), then Segment's or PostHog's protocol, ids, enrichment
-//! and packing, in the order `collector::collect` runs them.
+//! and packing, in the order the handler runs them for a collector route.
 //!
 //! The first byte picks the route and the settings: `% 8` the route (0 PostHog, 1 Segment
 //! `/v1/batch`, 2..=7 Segment's single calls), bit `0x40` adds `?compression=base64` (PostHog),
@@ -18,7 +18,8 @@
 use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use spillway_edge::collector::{decode_body, parse, Collector};
+use spillway_edge::protocol::collector::{decode_body, parse};
+use spillway_edge::protocol::Collector;
 use spillway_edge::EdgeError;
 use spillway_shared::collector::segment::{Call, MessageType};
 use spillway_shared::collector::{assign_ids, into_events, posthog, segment, without_keys};
@@ -81,13 +82,13 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(decoded.len() <= limits.max_decompressed_bytes.max(body.len()));
     let now = DateTime::from_timestamp_millis(NOW_MS as i64).expect("time");
-    let batch = match parse(&decoded, collector, &limits, now) {
+    let parsed = match parse(&decoded, collector, &limits, now) {
         Ok(b) => b,
         Err(e) => return refused(e),
     };
-    assert!(!batch.messages.is_empty());
-    assert!(batch.messages.len() <= limits.max_events_per_request);
-    for m in &batch.messages {
+    assert!(!parsed.messages.is_empty());
+    assert!(parsed.messages.len() <= limits.max_events_per_request);
+    for m in &parsed.messages {
         let chars = m.event_type.chars().count();
         assert!((1..=MAX_TYPE_CHARS).contains(&chars), "{:?}", m.event_type);
         assert!(!m.event_type.contains('\0'));
@@ -121,13 +122,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let source = collector.source();
     let ids = assign_ids(
-        &batch.messages,
+        &parsed.messages,
         source,
         "web",
         &IdSource::Generated { unix_ms: NOW_MS },
         &mut random,
     );
-    let events = into_events(batch.messages, &ids, source, now, "web", None);
+    let events = into_events(parsed.messages, &ids, source, now, "web", None);
     assert!(events.iter().all(|e| e.source == source));
     let key = SigningKey::new("fuzz", &[b'k'; 32]).expect("key");
     let batches = match pack(&events, &buffer, &key) {

@@ -1,6 +1,6 @@
 //! The edge's body reader on arbitrary requests: content type, content encoding (gzip with its
 //! cap), the three body shapes (object, array, NDJSON), then validation, ids, enrichment and
-//! packing, in the order `handler::ingest` runs them. Everything here comes from the client.
+//! packing, in the order the handler runs them for `/v1/events`. Everything here comes from the client.
 //!
 //! The input reads like an HTTP request head and body:
 //!
@@ -29,9 +29,10 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use spillway_edge::body::{encoding_of, format_of, gunzip_capped, parse, split_events, Encoding};
-use spillway_edge::gate::idempotency_key;
-use spillway_edge::handler::prepare_events;
+use spillway_edge::http::headers::idempotency_key;
+use spillway_edge::protocol::events::{encoding_of, format_of, parse, split_events, Encoding};
+use spillway_edge::protocol::gzip::gunzip_capped;
+use spillway_edge::request::prepare::prepare_events;
 use spillway_edge::{EdgeError, Prepared, Stamp};
 use spillway_shared::limits::{validate, ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES};
 use spillway_shared::{open, BufferLimits, Keyring, Limits, SigningKey, Unsigned};

@@ -1,4 +1,4 @@
-//! Delivery through the whole request path ([`crate::test_edge::Edge`]): with a group commit,
+//! Delivery through the whole request path ([`crate::handler::tests::edge::Edge`]): with a group commit,
 //! and with a spill queue.
 
 /// The request path with group commit: small requests share a batcher's calls and still hear
@@ -12,8 +12,9 @@ mod group_commit {
 
     use crate::buffer::{CallOutcome, FailedEntry};
     use crate::config::tests::KEY_WEB;
+    use crate::deliver::Route;
+    use crate::handler::tests::edge::Edge;
     use crate::ports::Runtime;
-    use crate::test_edge::Edge;
     use crate::testkit::{envelope_keyring, FakeQueue, Link, Reply};
 
     fn one_event(n: usize) -> Request<Vec<u8>> {
@@ -50,7 +51,7 @@ mod group_commit {
             .iter()
             .flat_map(|a| {
                 assert_eq!(a.status(), 202, "{}", a.0.response.body());
-                assert_eq!(a.0.log.send, Some("batched"));
+                assert_eq!(a.0.log.send, Some(Route::GroupCommit));
                 assert_eq!(a.0.log.batch_requests, Some(30));
                 assert_eq!(a.0.log.sqs_calls, 1);
                 a.ids()
@@ -116,7 +117,7 @@ mod group_commit {
             edge.batcher.as_ref().expect("batching").set_link(link);
             let a = edge.call(one_event(1)).await;
             assert_eq!(a.status(), 202, "{link:?}: {}", a.0.response.body());
-            assert_eq!(a.0.log.send, Some("direct_fallback"));
+            assert_eq!(a.0.log.send, Some(Route::DirectFallback));
             assert!(
                 a.0.log.note.as_deref().unwrap_or("").contains("batch"),
                 "{link:?}"
@@ -147,7 +148,7 @@ mod group_commit {
         let answers = join_all((0..3).map(|n| edge.call(one_event(n)))).await;
         for a in &answers {
             a.error(503, "queue_unavailable");
-            assert_eq!(a.0.log.send, Some("batched"));
+            assert_eq!(a.0.log.send, Some(Route::GroupCommit));
         }
         let waited = edge.rt.now_ms() - started;
         assert!(
@@ -170,13 +171,13 @@ mod group_commit {
         let edge = Edge::new().batching(FakeQueue::new(vec![]));
         let a = edge.call(events(&big)).await;
         assert_eq!(a.status(), 202);
-        assert_eq!(a.0.log.send, Some("direct"));
+        assert_eq!(a.0.log.send, Some(Route::Direct));
         assert!(edge.batcher.as_ref().expect("batching").names().is_empty());
 
         let edge = Edge::with(&[("BATCH_WINDOW_MS", "0")]).batching(FakeQueue::new(vec![]));
         let a = edge.call(one_event(1)).await;
         assert_eq!(a.status(), 202);
-        assert_eq!(a.0.log.send, Some("direct"));
+        assert_eq!(a.0.log.send, Some(Route::Direct));
         assert!(edge.batcher.as_ref().expect("batching").names().is_empty());
     }
 
@@ -223,8 +224,9 @@ mod spill {
 
     use crate::buffer::SendError;
     use crate::config::tests::KEY_WEB;
+    use crate::deliver::{BreakerState, Route};
+    use crate::handler::tests::edge::{Answer, Edge};
     use crate::ports::Runtime;
-    use crate::test_edge::{Answer, Edge};
     use crate::testkit::{FakeQueue, FakeRuntime, Reply, SpillMode};
 
     fn events(body: &str) -> Request<Vec<u8>> {
@@ -360,7 +362,7 @@ mod spill {
         let before = elapsed(&edge);
         let a = edge.call(three()).await;
         accepted_with_spill(&a, 3);
-        assert_eq!(a.0.log.breaker, Some("open"));
+        assert_eq!(a.0.log.breaker, Some(BreakerState::Open));
         assert_eq!(elapsed(&edge), before, "answered at once");
         assert_eq!(edge.queue.calls().len(), calls, "SQS not tried");
 
@@ -370,9 +372,13 @@ mod spill {
             tokio::task::yield_now().await;
             edge.call(three()).await
         });
-        assert_eq!(probe.0.log.breaker, Some("probe"));
+        assert_eq!(probe.0.log.breaker, Some(BreakerState::Probe));
         accepted_with_spill(&probe, 3);
-        assert_eq!(other.0.log.breaker, Some("open"), "one probe at a time");
+        assert_eq!(
+            other.0.log.breaker,
+            Some(BreakerState::Open),
+            "one probe at a time"
+        );
         accepted_with_spill(&other, 3);
         assert!(edge.queue.calls().len() > calls);
         assert_eq!(spilled_ids(&edge).len(), 6 * 3);
@@ -388,10 +394,13 @@ mod spill {
         for _ in 0..3 {
             accepted_with_spill(&edge.call(three()).await, 3);
         }
-        assert_eq!(edge.call(three()).await.0.log.breaker, Some("open"));
+        assert_eq!(
+            edge.call(three()).await.0.log.breaker,
+            Some(BreakerState::Open)
+        );
         tokio::time::advance(std::time::Duration::from_millis(1_000)).await;
         let probe = edge.call(three()).await;
-        assert_eq!(probe.0.log.breaker, Some("probe"));
+        assert_eq!(probe.0.log.breaker, Some(BreakerState::Probe));
         assert_eq!(probe.status(), 202);
         assert_eq!(probe.0.log.spilled, None, "SQS took it");
         let after = edge.call(three()).await;
@@ -470,7 +479,7 @@ mod spill {
             join_all((0..5).map(|n| edge.call(events(&format!(r#"{{"type":"t{n}"}}"#))))).await;
         for a in &answers {
             accepted_with_spill(a, 1);
-            assert_eq!(a.0.log.send, Some("batched"));
+            assert_eq!(a.0.log.send, Some(Route::GroupCommit));
         }
         assert_eq!(spilled_ids(&edge).len(), 5);
         assert!(elapsed(&edge) <= 8_000);

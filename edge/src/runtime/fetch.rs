@@ -9,8 +9,8 @@ use worker::{event, js_sys, Context, Env, QueueContentType, RawMessageBuilder};
 
 use super::group_commit_object::{DurableBatchers, BATCHER_BINDING};
 use super::{app, WorkerRuntime};
-use crate::gate::UnreadableHeaders;
 use crate::handler::{handle, misconfigured, Deps, Spill};
+use crate::http::headers::UnreadableHeaders;
 use crate::ports::{BatcherLink, BodySource, RateLimit, RateLimitError, SpillError, SpillQueue};
 
 /// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
@@ -135,7 +135,7 @@ fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
     if let Some(headers) = builder.headers_mut() {
         for (name, value) in req.headers().entries() {
             // A header `http` cannot represent is recorded by name, not dropped: the request
-            // path refuses the ones it reads (gate::check_read_headers).
+            // path refuses the ones it reads (http::headers::check_read_headers).
             match (
                 http::HeaderName::from_bytes(name.as_bytes()),
                 http::HeaderValue::from_str(&value),

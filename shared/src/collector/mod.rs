@@ -1,7 +1,7 @@
 //! Collector protocols: the bodies that existing analytics SDKs send (Segment's tracking API,
 //! PostHog's capture API), read into messages that become ordinary [`Event`]s.
 //!
-//! Each protocol module turns a decoded request body into a [`Batch`]: the key found in the
+//! Each protocol module turns a decoded request body into a [`Body`]: the key found in the
 //! body (if any) and every message, checked against the protocol's own limits and Spillway's
 //! [`Limits`]. A body with any invalid message yields the problems of all of them and no
 //! messages, so the edge enqueues nothing. What this module never does: HTTP (routes, headers,
@@ -72,9 +72,10 @@ pub struct Message<'a> {
     pub id: MessageId,
 }
 
-/// A collector request's body, read.
+/// A collector request's body, read: its key and messages. (Not a batch: group commit, a
+/// queue's batch call and Segment's `/v1/batch` call are other things.)
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch<'a> {
+pub struct Body<'a> {
     /// The ingest key named in the body (`writeKey`, `api_key`, `token`), when there is one.
     pub key: Option<String>,
     pub messages: Vec<Message<'a>>,

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    array_elements, check_all, check_message, event_name, object_fields, one_key, Batch,
+    array_elements, check_all, check_message, event_name, object_fields, one_key, Body,
     BodyProblem, Fields, KeyPlaces, Kind,
 };
 use crate::event::Source;
@@ -45,7 +45,7 @@ pub fn parse<'a>(
     body: &'a str,
     limits: &Limits,
     now: DateTime<Utc>,
-) -> Result<Batch<'a>, BodyProblem> {
+) -> Result<Body<'a>, BodyProblem> {
     let body = body.trim_matches(|c: char| c.is_ascii_whitespace());
     if body.is_empty() {
         return Err(BodyProblem::Empty);
@@ -82,7 +82,7 @@ pub fn parse<'a>(
     let messages = check_all(&raws, limits, |raw, index| {
         check_message(raw, index, max_bytes, limits, now, &KEY_PLACES, kind)
     })?;
-    Ok(Batch { key, messages })
+    Ok(Body { key, messages })
 }
 
 fn kind(fields: &Fields<'_>) -> Result<Kind, (String, String)> {
@@ -124,7 +124,7 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn parse_ok(body: &str) -> Batch<'_> {
+    fn parse_ok(body: &str) -> Body<'_> {
         parse(body, &Limits::default(), now()).expect("valid")
     }
 

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    array_elements, check_all, check_message, event_name, object_fields, one_key, Batch,
+    array_elements, check_all, check_message, event_name, object_fields, one_key, Body,
     BodyProblem, KeyPlaces, Kind,
 };
 use crate::event::Source;
@@ -85,7 +85,7 @@ pub fn parse<'a>(
     call: Call,
     limits: &Limits,
     now: DateTime<Utc>,
-) -> Result<Batch<'a>, BodyProblem> {
+) -> Result<Body<'a>, BodyProblem> {
     if body.len() > MAX_BATCH_BYTES {
         return Err(BodyProblem::TooLarge {
             limit: MAX_BATCH_BYTES,
@@ -130,7 +130,7 @@ pub fn parse<'a>(
             kind(f, call)
         })
     })?;
-    Ok(Batch { key, messages })
+    Ok(Body { key, messages })
 }
 
 fn kind(fields: &super::Fields<'_>, call: Call) -> Result<Kind, (String, String)> {
@@ -207,7 +207,7 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    fn parse_ok(body: &str, call: Call) -> Batch<'_> {
+    fn parse_ok(body: &str, call: Call) -> Body<'_> {
         parse(body, call, &Limits::default(), now()).expect("valid")
     }
 

@@ -27,7 +27,7 @@ use spillway_consumer::handler::{handle, Deps, SystemClock};
 use spillway_consumer::keys::testing::{test_key, test_keyring};
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
-use spillway_edge::body::Format;
+use spillway_edge::protocol::events::Format;
 use spillway_edge::{prepare, Stamp};
 use spillway_shared::{BufferLimits, Limits};
 use spillway_support::Postgres;

@@ -1,9 +1,9 @@
 //! The collector routes and ingest keys, end to end natively: two different keys anywhere in
 //! a request are refused, and no key a protocol carries in a message is ever queued.
 
-use crate::collector_tests::{basic, post, segment, segment_batch};
+use super::collector::{basic, post, segment, segment_batch};
+use super::edge::Edge;
 use crate::config::tests::{KEY_APP, KEY_WEB};
-use crate::test_edge::Edge;
 
 // ---------------------------------------------------------------- Segment
 

@@ -7,11 +7,12 @@ use http::{Method, Request};
 use serde_json::Value;
 use spillway_shared::collector::message_id;
 use spillway_shared::Source;
+use spillway_support::gzip;
 use uuid::Uuid;
 
+use super::edge::Edge;
 use crate::buffer::SendError;
 use crate::config::tests::{KEY_APP, KEY_WEB};
-use crate::test_edge::Edge;
 use crate::testkit::{FakeLimiter, FakeQueue, Reply};
 
 pub(crate) fn post(path: &str, body: impl Into<Vec<u8>>) -> http::request::Builder {
@@ -36,14 +37,6 @@ pub(crate) fn segment(path: &str, body: &str, key: &str) -> Request<Vec<u8>> {
         .header("authorization", basic(key))
         .body(body.as_bytes().to_vec())
         .expect("request")
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    use flate2::write::GzEncoder;
-    use std::io::Write;
-    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(bytes).expect("in memory");
-    e.finish().expect("in memory")
 }
 
 pub(crate) fn segment_batch(sent_at: &str, key: &str) -> String {

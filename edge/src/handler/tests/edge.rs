@@ -1,5 +1,5 @@
-//! The harness of the native request-path tests (`handler_tests.rs`, `collector_tests.rs`):
-//! `handle` over the testkit's fakes, and the answer with the assertions both use.
+//! The harness of the native request-path tests (these, and those of group commit and the
+//! spill): `handle` over the testkit's fakes, and the answer with the assertions they use.
 
 use std::cell::RefCell;
 

@@ -1,13 +1,14 @@
-//! From request bytes to JSON values: content type, `Content-Encoding: gzip` with a hard cap on
-//! the inflated size, and the three body shapes (one object, an array, NDJSON).
+//! Spillway's own API (`/v1/events`): its content types and encodings, and its three body
+//! shapes (one object, an array, NDJSON) split into the raw text of each event.
+//!
+//! It does not judge the events (that is `validate_events`, in `request::prepare`) nor inflate
+//! gzip (`protocol::gzip`).
 
-use std::io::Read;
-
-use flate2::read::MultiGzDecoder;
 use serde_json::value::RawValue;
 use spillway_shared::{Code, Limits, Problem};
 
 use crate::error::EdgeError;
+use crate::protocol::body_text;
 
 /// How the body's events are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,27 +67,6 @@ fn truncate(s: &str) -> String {
     s.chars().take(100).collect()
 }
 
-/// Inflates a gzip body, refusing it as soon as the output would exceed `cap` bytes: a small
-/// bomb costs at most `cap` bytes of work and memory, never its full inflated size.
-pub fn gunzip_capped(body: &[u8], cap: usize) -> Result<Vec<u8>, EdgeError> {
-    const CHUNK: usize = 64 * 1024;
-    let mut decoder = MultiGzDecoder::new(body);
-    let mut out = Vec::with_capacity((body.len() * 4).min(cap).min(1024 * 1024));
-    let mut chunk = vec![0u8; CHUNK];
-    loop {
-        let n = decoder
-            .read(&mut chunk)
-            .map_err(|e| EdgeError::InvalidGzip(e.to_string()))?;
-        if n == 0 {
-            return Ok(out);
-        }
-        if out.len() + n > cap {
-            return Err(EdgeError::DecompressedTooLarge { limit: cap });
-        }
-        out.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Splits the body into its events, each as the client wrote it, without yet judging them (that
 /// is `validate_events`). Every event is checked to be well-formed JSON; none is parsed into
 /// values, so `data` keeps the client's exact text.
@@ -103,7 +83,7 @@ pub fn parse<'a>(
 
 /// [`parse`] for the request path: the same events and the same errors, except that a body of
 /// one JSON object is not checked here. Validation parses that object anyway, so checking it
-/// first would parse the whole event twice; `handler::prepare_events` asks [`malformed`] only
+/// first would parse the whole event twice; `request::prepare::prepare_encoded` asks [`malformed`] only
 /// when validation could not read it, and answers with what [`parse`] would have.
 pub fn split_events<'a>(
     body: &'a [u8],
@@ -120,11 +100,7 @@ fn split<'a>(
     limits: &Limits,
     check_object: bool,
 ) -> Result<Vec<&'a str>, EdgeError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let text = std::str::from_utf8(body).map_err(|e| EdgeError::InvalidJson {
-        message: format!("body is not UTF-8 (at byte {})", e.valid_up_to()),
-        index: None,
-    })?;
+    let text = body_text(body)?;
     let items = match format {
         Format::Json => parse_json(text, limits, check_object)?,
         Format::Ndjson => parse_ndjson(text, limits)?,
@@ -241,14 +217,9 @@ fn parse_ndjson<'a>(text: &'a str, limits: &Limits) -> Result<Vec<&'a str>, Edge
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::write::GzEncoder;
-    use flate2::Compression;
-    use std::io::Write;
 
-    pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut e = GzEncoder::new(Vec::new(), Compression::default());
-        e.write_all(bytes).expect("in memory");
-        e.finish().expect("in memory")
+    fn limits() -> Limits {
+        Limits::default()
     }
 
     #[test]
@@ -290,72 +261,6 @@ mod tests {
             encoding_of(Some("gzip, br")),
             Err(EdgeError::UnsupportedEncoding(_))
         ));
-    }
-
-    #[test]
-    fn gzip_round_trip_and_concatenated_members() {
-        let mut two = gzip(b"[{\"type\":\"a\"},");
-        two.extend(gzip(b"{\"type\":\"b\"}]"));
-        assert_eq!(
-            gunzip_capped(&two, 1024).expect("valid"),
-            b"[{\"type\":\"a\"},{\"type\":\"b\"}]"
-        );
-    }
-
-    #[test]
-    fn corrupt_gzip_is_refused() {
-        let mut z = gzip(b"{\"type\":\"a\"}");
-        let mid = z.len() / 2;
-        z[mid] ^= 0xff;
-        assert!(matches!(
-            gunzip_capped(&z, 1024),
-            Err(EdgeError::InvalidGzip(_))
-        ));
-        assert!(matches!(
-            gunzip_capped(b"not gzip at all", 1024),
-            Err(EdgeError::InvalidGzip(_))
-        ));
-        let truncated = &gzip(b"{\"type\":\"a\"}")[..10];
-        assert!(matches!(
-            gunzip_capped(truncated, 1024),
-            Err(EdgeError::InvalidGzip(_))
-        ));
-    }
-
-    #[test]
-    fn gzip_bomb_stops_at_the_cap() {
-        // 256 MiB of zeros compress to about 250 KiB.
-        let mut e = GzEncoder::new(Vec::new(), Compression::best());
-        let zeros = vec![0u8; 1024 * 1024];
-        for _ in 0..256 {
-            e.write_all(&zeros).expect("in memory");
-        }
-        let bomb = e.finish().expect("in memory");
-        assert!(bomb.len() < 300 * 1024, "{}", bomb.len());
-        let started = std::time::Instant::now();
-        assert_eq!(
-            gunzip_capped(&bomb, 4 * 1024 * 1024),
-            Err(EdgeError::DecompressedTooLarge {
-                limit: 4 * 1024 * 1024
-            })
-        );
-        // Inflating the whole bomb would take seconds in a debug build; the cap stops it early.
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-
-    #[test]
-    fn exactly_at_the_cap_is_fine() {
-        let body = vec![b' '; 1000];
-        assert_eq!(gunzip_capped(&gzip(&body), 1000).expect("fits").len(), 1000);
-        assert!(gunzip_capped(&gzip(&body), 999).is_err());
-    }
-
-    fn limits() -> Limits {
-        Limits::default()
     }
 
     #[test]
