@@ -16,8 +16,8 @@ use std::collections::HashSet;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use libfuzzer_sys::fuzz_target;
-use spillway_consumer::plan::Plan;
 use spillway_consumer::keys::testing::test_key;
+use spillway_consumer::plan::Plan;
 use spillway_consumer::store::StoreError;
 use spillway_consumer::write::rows_of;
 use spillway_shared::{Keyring, Unsigned};
