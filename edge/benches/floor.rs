@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spillway_edge::protocol::events::Format;
 use spillway_edge::{prepare, Stamp};
-use spillway_shared::{BufferLimits, EdgeInfo, Limits};
+use spillway_shared::{BufferLimits, EdgeInfo, RequestLimits};
 use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 
 fn body(n: usize) -> Vec<u8> {
@@ -17,7 +17,7 @@ fn body(n: usize) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let limits = Limits::default();
+    let limits = RequestLimits::default();
     let stamp = Stamp {
         key_id: "web",
         idempotency_key: None,

@@ -3,7 +3,7 @@
 
 use serde::{Serialize, Serializer};
 
-use crate::deliver::{BreakerState, Route};
+use crate::deliver::{BreakerState, DeliveryRoute};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct RequestLog {
@@ -27,7 +27,7 @@ pub struct RequestLog {
     /// How the events went: `batched`, `direct`, or `direct_fallback` (the batcher did not
     /// answer). Absent when nothing was sent.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "route_name")]
-    pub send: Option<Route>,
+    pub send: Option<DeliveryRoute>,
     /// When batched: requests and events in the batch that carried this request's events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_requests: Option<u32>,
@@ -78,9 +78,9 @@ impl RequestLog {
     }
 }
 
-/// A route by its name in the log line (`Route::as_str`: `direct`, `batched`, ...).
-fn route_name<S: Serializer>(route: &Option<Route>, s: S) -> Result<S::Ok, S::Error> {
-    route.map(Route::as_str).serialize(s)
+/// A route by its name in the log line (`DeliveryRoute::as_str`: `direct`, `batched`, ...).
+fn route_name<S: Serializer>(route: &Option<DeliveryRoute>, s: S) -> Result<S::Ok, S::Error> {
+    route.map(DeliveryRoute::as_str).serialize(s)
 }
 
 /// The breaker by its name in the log line (`open`, `probe`).
@@ -101,9 +101,9 @@ mod tests {
             "{line}"
         );
         for (route, name) in [
-            (Route::Direct, "direct"),
-            (Route::GroupCommit, "batched"),
-            (Route::DirectFallback, "direct_fallback"),
+            (DeliveryRoute::Direct, "direct"),
+            (DeliveryRoute::GroupCommit, "batched"),
+            (DeliveryRoute::DirectFallback, "direct_fallback"),
         ] {
             log.send = Some(route);
             let line: serde_json::Value = serde_json::from_str(&log.to_json()).expect("JSON");

@@ -24,14 +24,14 @@ use spillway_edge::EdgeError;
 use spillway_shared::collector::segment::{Call, MessageType};
 use spillway_shared::collector::{assign_ids, into_events, posthog, segment, without_keys};
 use spillway_shared::{
-    open, pack, BufferLimits, IdSource, Keyring, Limits, PackError, SigningKey, Unsigned,
+    open, pack, BufferLimits, IdSource, Keyring, PackError, RequestLimits, SigningKey, Unsigned,
     MAX_TYPE_CHARS,
 };
 
 const NOW_MS: u64 = 1_795_852_800_000;
 
-fn small() -> (Limits, BufferLimits) {
-    let request = Limits {
+fn small() -> (RequestLimits, BufferLimits) {
+    let request = RequestLimits {
         max_body_bytes: 512,
         max_decompressed_bytes: 1024,
         max_event_bytes: 200,
@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let (limits, buffer) = if sel & 0x80 != 0 {
         small()
     } else {
-        (Limits::default(), BufferLimits::default())
+        (RequestLimits::default(), BufferLimits::default())
     };
     assert_eq!(spillway_shared::limits::validate(&limits, &buffer), Ok(()));
     if body.len() > limits.max_body_bytes {

@@ -35,7 +35,7 @@ use spillway_edge::protocol::gzip::gunzip_capped;
 use spillway_edge::request::prepare::prepare_events;
 use spillway_edge::{EdgeError, Prepared, Stamp};
 use spillway_shared::limits::{validate, ENRICHMENT_BYTES, ENVELOPE_OVERHEAD_BYTES};
-use spillway_shared::{open, BufferLimits, Keyring, Limits, SigningKey, Unsigned};
+use spillway_shared::{open, BufferLimits, Keyring, RequestLimits, SigningKey, Unsigned};
 
 const NOW_MS: u64 = 1_795_852_800_000;
 
@@ -48,10 +48,10 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// The smallest consistent limits: a message holds one event of `max_event_bytes` plus the
 /// enrichment allowance and the envelope (`limits::validate`), and barely more, so that
 /// requests of a few events spread over several messages and batch requests.
-fn small_limits() -> (Limits, BufferLimits) {
+fn small_limits() -> (RequestLimits, BufferLimits) {
     let max_event_bytes = 256;
     let max_message_bytes = max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES;
-    let request = Limits {
+    let request = RequestLimits {
         max_body_bytes: 2048,
         max_decompressed_bytes: 4096,
         max_event_bytes,
@@ -104,7 +104,7 @@ fn check_refusal(error: &EdgeError) {
 fn run(
     headers: &HeaderMap,
     body: &[u8],
-    limits: &Limits,
+    limits: &RequestLimits,
     buffer: &BufferLimits,
 ) -> Result<Prepared, EdgeError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -165,7 +165,7 @@ fuzz_target!(|data: &[u8]| {
     let (headers, raw) = split(data);
     let (limits, buffer) = match headers.get("x-fuzz-limits").map(HeaderValue::as_bytes) {
         Some(b"small") => small_limits(),
-        _ => (Limits::default(), BufferLimits::default()),
+        _ => (RequestLimits::default(), BufferLimits::default()),
     };
     assert_eq!(validate(&limits, &buffer), Ok(()));
     let body = match headers.get("x-fuzz-wrap").map(HeaderValue::as_bytes) {
@@ -185,7 +185,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(!prepared.ids.is_empty());
     assert!(prepared.ids.len() <= limits.max_events_per_request);
     let mut queued = Vec::with_capacity(prepared.ids.len());
-    for batch in &prepared.batches {
+    for batch in &prepared.calls {
         assert!(!batch.entries.is_empty() && batch.entries.len() <= buffer.entries_per_call);
         assert!(batch.body_bytes() <= buffer.bytes_per_call);
         for entry in &batch.entries {

@@ -20,14 +20,14 @@ use chrono::DateTime;
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use spillway_shared::{validate_events, Code, Limits, MAX_TYPE_CHARS};
+use spillway_shared::{validate_events, Code, RequestLimits, MAX_TYPE_CHARS};
 
 /// Latest edge clock considered: 9999-12-31. The clock is the Worker's `Date.now()`, not client
 /// input; chrono itself cannot add a day to its own maximum date.
 const MAX_NOW_MS: i64 = 253_402_300_799_000;
 
-fn settings(line: &str) -> (Limits, i64) {
-    let mut limits = Limits::default();
+fn settings(line: &str) -> (RequestLimits, i64) {
+    let mut limits = RequestLimits::default();
     let mut now_ms = 1_795_852_800_000;
     for pair in line.split_whitespace() {
         let Some((name, value)) = pair.split_once('=') else {
@@ -152,7 +152,7 @@ fuzz_target!(|data: &[u8]| {
             let (limits, now_ms) = settings(&line);
             (limits, now_ms, tail.get(end + 1..).unwrap_or(&[]))
         }
-        None => (Limits::default(), 1_795_852_800_000, data),
+        None => (RequestLimits::default(), 1_795_852_800_000, data),
     };
     let Some(now) = DateTime::from_timestamp_millis(now_ms) else {
         return;

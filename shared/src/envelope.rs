@@ -26,7 +26,7 @@ const EVENTS_END_TEXT: &str = "]";
 /// so a message never outgrows its cap whichever key signs it.
 pub const WRAPPER_MAX: usize =
     KID_TEXT.len() + MAX_KID_BYTES + EVENTS_TEXT.len() + EVENTS_END_TEXT.len() + SEAL_SUFFIX_LEN;
-// Validated limits leave this much room around an event (`Limits::validate`).
+// Validated limits leave this much room around an event (`RequestLimits::validate`).
 const _: () = assert!(WRAPPER_MAX <= crate::limits::ENVELOPE_OVERHEAD_BYTES);
 
 /// A decoded envelope.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::ids::IdSource;
 use crate::json::{check_storable, JsonIssue, RawJson};
-use crate::limits::Limits;
+use crate::limits::RequestLimits;
 use crate::timestamp;
 
 /// Longest accepted `type`, in characters.
@@ -41,11 +41,11 @@ pub enum Code {
     DuplicateId,
     /// `timestamp` outside the accepted window around the edge clock.
     TimestampOutOfRange,
-    /// JSON nested deeper than [`Limits::max_json_depth`].
+    /// JSON nested deeper than [`RequestLimits::max_json_depth`].
     TooDeep,
-    /// One event larger than [`Limits::max_event_bytes`].
+    /// One event larger than [`RequestLimits::max_event_bytes`].
     EventTooLarge,
-    /// More events than [`Limits::max_events_per_request`].
+    /// More events than [`RequestLimits::max_events_per_request`].
     TooManyEvents,
 }
 
@@ -202,7 +202,7 @@ impl ValidEvent {
 pub fn validate_event(
     raw: &str,
     index: usize,
-    limits: &Limits,
+    limits: &RequestLimits,
     now: DateTime<Utc>,
 ) -> Result<ValidEvent, Vec<Problem>> {
     if raw.len() > limits.max_event_bytes {
@@ -364,7 +364,7 @@ fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-pub(crate) fn describe(issue: JsonIssue, limits: &Limits) -> (Code, String) {
+pub(crate) fn describe(issue: JsonIssue, limits: &RequestLimits) -> (Code, String) {
     match issue {
         JsonIssue::TooDeep { .. } => (
             Code::TooDeep,
@@ -499,7 +499,7 @@ pub(crate) fn kind_of(raw: &str) -> &'static str {
 /// order; a request with any problem must enqueue nothing.
 pub fn validate_events(
     items: &[&str],
-    limits: &Limits,
+    limits: &RequestLimits,
     now: DateTime<Utc>,
 ) -> Result<Vec<ValidEvent>, Vec<Problem>> {
     if items.len() > limits.max_events_per_request {

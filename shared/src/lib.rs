@@ -1,7 +1,7 @@
 //! The message schema that Spillway's edge and consumer both speak.
 //!
 //! This crate owns the wire format: the event model of the public HTTP API and its validation
-//! rules, the request's [`Limits`] and the buffer's [`BufferLimits`], how event ids are made,
+//! rules, the request's [`RequestLimits`] and the buffer's [`BufferLimits`], how event ids are made,
 //! the versioned SQS envelope
 //! (sealed with an HMAC that the consumer verifies, [`seal`]) with the packer that fits events
 //! into `SendMessageBatch` requests, and the bodies of the collector protocols (Segment,
@@ -29,10 +29,9 @@ pub use event::{
 };
 pub use ids::{derive_id, uuid_v7, IdSource};
 pub use json::RawJson;
-pub use limits::{BufferLimits, Limits, LimitsError};
+pub use limits::{BufferLimits, LimitsError, RequestLimits};
 pub use pack::{
-    encode_events, pack, pack_encoded, BatchEntry, BatchRequest, CallBudget, EncodedEvent,
-    PackError,
+    encode_events, pack, pack_encoded, BufferCall, BufferEntry, CallBudget, EncodedEvent, PackError,
 };
 pub use seal::{parse_keys, KeyError, Keyring, SealError, SigningKey, Unsigned};
 pub use url::{origin_of, OriginError};

@@ -1,4 +1,4 @@
-//! The one place that knows Spillway's size limits: the request's ([`Limits`]: what a client
+//! The one place that knows Spillway's size limits: the request's ([`RequestLimits`]: what a client
 //! may send) and the buffer's ([`BufferLimits`]: what one call to the durable buffer takes),
 //! and the one rule that ties them ([`validate`]: an enriched event fits in one entry).
 //!
@@ -33,7 +33,7 @@ pub const ENRICHMENT_BYTES: usize = 512;
 /// Every field has a default chosen for a public ingest endpoint; the edge reads overrides from
 /// its environment and calls [`validate`] before serving a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct RequestLimits {
     /// Largest request body as received, before any decompression. Default 1 MiB.
     pub max_body_bytes: usize,
     /// Largest body after `Content-Encoding: gzip` is inflated. Default 4 MiB.
@@ -47,7 +47,7 @@ pub struct Limits {
     pub max_json_depth: usize,
 }
 
-impl Default for Limits {
+impl Default for RequestLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
@@ -109,7 +109,7 @@ pub enum LimitsError {
 /// Checks that the limits are consistent: every event fits in an entry, every entry in a call,
 /// and nothing exceeds what SQS accepts ([`SQS_CEILING`]). The first problem found is returned,
 /// named by the setting it comes from.
-pub fn validate(request: &Limits, buffer: &BufferLimits) -> Result<(), LimitsError> {
+pub fn validate(request: &RequestLimits, buffer: &BufferLimits) -> Result<(), LimitsError> {
     let named = [
         ("max_body_bytes", request.max_body_bytes),
         ("max_decompressed_bytes", request.max_decompressed_bytes),
@@ -170,21 +170,24 @@ pub fn validate(request: &Limits, buffer: &BufferLimits) -> Result<(), LimitsErr
 mod tests {
     use super::*;
 
-    fn check(request: Limits, buffer: BufferLimits) -> Result<(), LimitsError> {
+    fn check(request: RequestLimits, buffer: BufferLimits) -> Result<(), LimitsError> {
         validate(&request, &buffer)
     }
 
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(check(Limits::default(), BufferLimits::default()), Ok(()));
-        assert_eq!(check(Limits::default(), SQS_CEILING), Ok(()));
+        assert_eq!(
+            check(RequestLimits::default(), BufferLimits::default()),
+            Ok(())
+        );
+        assert_eq!(check(RequestLimits::default(), SQS_CEILING), Ok(()));
     }
 
     #[test]
     fn zero_is_refused() {
-        let l = Limits {
+        let l = RequestLimits {
             max_events_per_request: 0,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert_eq!(
             check(l, BufferLimits::default()),
@@ -201,7 +204,7 @@ mod tests {
             ..BufferLimits::default()
         };
         assert!(matches!(
-            check(Limits::default(), b),
+            check(RequestLimits::default(), b),
             Err(LimitsError::OverSqs { .. })
         ));
         let b = BufferLimits {
@@ -209,7 +212,7 @@ mod tests {
             ..BufferLimits::default()
         };
         assert!(matches!(
-            check(Limits::default(), b),
+            check(RequestLimits::default(), b),
             Err(LimitsError::OverSqs {
                 name: "entries_per_call",
                 ..
@@ -219,9 +222,9 @@ mod tests {
 
     #[test]
     fn event_must_fit_in_message() {
-        let l = Limits {
+        let l = RequestLimits {
             max_event_bytes: 256 * 1024,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert!(matches!(
             check(l, BufferLimits::default()),
@@ -236,16 +239,16 @@ mod tests {
             ..BufferLimits::default()
         };
         assert!(matches!(
-            check(Limits::default(), b),
+            check(RequestLimits::default(), b),
             Err(LimitsError::MessageLargerThanBatch { .. })
         ));
     }
 
     #[test]
     fn decompressed_at_least_body() {
-        let l = Limits {
+        let l = RequestLimits {
             max_decompressed_bytes: 1024,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert!(matches!(
             check(l, BufferLimits::default()),

@@ -17,7 +17,7 @@ use crate::seal::SigningKey;
 
 /// One message of a `SendMessageBatch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchEntry {
+pub struct BufferEntry {
     /// The batch entry `Id`: `m<n>`, where n counts messages across the whole request, so it
     /// is unique within any batch and names the same message on every retry.
     pub id: String,
@@ -27,7 +27,7 @@ pub struct BatchEntry {
     pub event_ids: Vec<Uuid>,
 }
 
-impl BatchEntry {
+impl BufferEntry {
     /// Stable `MessageDeduplicationId` for FIFO queues: a v5 UUID of the event ids. Made only
     /// when asked (FIFO queues), not for every message.
     pub fn dedup_id(&self) -> String {
@@ -42,11 +42,11 @@ impl BatchEntry {
 /// One call to the buffer: at most [`BufferLimits::entries_per_call`] entries, within the byte
 /// cap.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct BatchRequest {
-    pub entries: Vec<BatchEntry>,
+pub struct BufferCall {
+    pub entries: Vec<BufferEntry>,
 }
 
-impl BatchRequest {
+impl BufferCall {
     /// Sum of the entry bodies, which is what the buffer counts against its call limit.
     pub fn body_bytes(&self) -> usize {
         self.entries.iter().map(|e| e.body.len()).sum()
@@ -111,7 +111,7 @@ pub fn pack(
     events: &[Event],
     limits: &BufferLimits,
     key: &SigningKey,
-) -> Result<Vec<BatchRequest>, PackError> {
+) -> Result<Vec<BufferCall>, PackError> {
     Ok(pack_encoded(&encode_events(events, limits)?, limits, key))
 }
 
@@ -121,10 +121,10 @@ pub fn pack_encoded(
     encoded: &[EncodedEvent],
     limits: &BufferLimits,
     key: &SigningKey,
-) -> Vec<BatchRequest> {
+) -> Vec<BufferCall> {
     let (message_cap, batch_cap) = (limits.bytes_per_entry, limits.bytes_per_call);
-    let mut batches: Vec<BatchRequest> = Vec::new();
-    let mut current = BatchRequest::default();
+    let mut batches: Vec<BufferCall> = Vec::new();
+    let mut current = BufferCall::default();
     // The bytes of `current`'s messages as budgeted ([`message_len`], the longest key id), so
     // that the packer and [`CallBudget`] agree whichever key signs.
     let mut current_bytes = 0usize;
@@ -147,7 +147,7 @@ pub fn pack_encoded(
             key,
         );
         let event_ids: Vec<Uuid> = encoded[start..end].iter().map(|e| e.id).collect();
-        let entry = BatchEntry {
+        let entry = BufferEntry {
             id: format!("m{message_no}"),
             body,
             event_ids,

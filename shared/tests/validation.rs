@@ -3,7 +3,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use spillway_shared::{
-    assign_ids, derive_id, validate_event, validate_events, Code, IdSource, Limits, Problem,
+    assign_ids, derive_id, validate_event, validate_events, Code, IdSource, Problem, RequestLimits,
 };
 
 fn now() -> DateTime<Utc> {
@@ -13,11 +13,11 @@ fn now() -> DateTime<Utc> {
 }
 
 fn check(v: Value) -> Result<spillway_shared::ValidEvent, Vec<Problem>> {
-    validate_event(&v.to_string(), 0, &Limits::default(), now())
+    validate_event(&v.to_string(), 0, &RequestLimits::default(), now())
 }
 
 fn check_text(text: &str) -> Result<spillway_shared::ValidEvent, Vec<Problem>> {
-    validate_event(text, 0, &Limits::default(), now())
+    validate_event(text, 0, &RequestLimits::default(), now())
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn data_must_be_an_object() {
 
 #[test]
 fn data_depth_is_limited() {
-    let limits = Limits::default();
+    let limits = RequestLimits::default();
     // Event (1) + data (2) + nested objects: build exactly the limit, then one more.
     let nest = |levels: usize| {
         let mut v = json!(1);
@@ -298,7 +298,7 @@ fn every_problem_is_reported() {
 
 #[test]
 fn event_size_is_limited() {
-    let limits = Limits::default();
+    let limits = RequestLimits::default();
     // Measured on the client's bytes, whitespace included.
     let sized = |n: usize| format!("{{\"type\":\"t\"{}}}", " ".repeat(n - 12));
     let r = validate_event(&sized(limits.max_event_bytes + 1), 4, &limits, now());
@@ -310,9 +310,9 @@ fn event_size_is_limited() {
 
 #[test]
 fn event_count_is_limited() {
-    let limits = Limits {
+    let limits = RequestLimits {
         max_events_per_request: 3,
-        ..Limits::default()
+        ..RequestLimits::default()
     };
     let items = |n| vec![r#"{"type":"t"}"#; n];
     assert_eq!(
@@ -331,7 +331,7 @@ fn duplicate_client_ids_in_one_request() {
     let a = format!(r#"{{"type":"a","id":"{id}"}}"#);
     let c = format!(r#"{{"type":"c","id":"{id}"}}"#);
     let items = [a.as_str(), r#"{"type":"b"}"#, c.as_str()];
-    let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+    let valid = validate_events(&items, &RequestLimits::default(), now()).expect("each is valid");
     let source = IdSource::Generated { unix_ms: 0 };
     let p = assign_ids(&valid, &items, &source, &mut || [7; 10]).expect_err("dup");
     assert_eq!(p.len(), 1);
@@ -355,7 +355,8 @@ fn each_repeated_id_names_the_latest_earlier_event() {
                 }
             })
             .collect();
-        let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+        let valid =
+            validate_events(&items, &RequestLimits::default(), now()).expect("each is valid");
         let mut k = 0u8;
         let mut random = || {
             k += 1;
@@ -395,7 +396,7 @@ fn a_client_id_equal_to_a_derived_id_is_a_duplicate() {
     let derived = derive_id("web", "req-1", 1, second);
     let first = format!(r#"{{"type":"a","id":"{derived}"}}"#);
     let items = [first.as_str(), second];
-    let valid = validate_events(&items, &Limits::default(), now()).expect("each is valid");
+    let valid = validate_events(&items, &RequestLimits::default(), now()).expect("each is valid");
     let p = assign_ids(&valid, &items, &source, &mut || [7; 10]).expect_err("dup");
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].code, Code::DuplicateId);
@@ -405,7 +406,7 @@ fn a_client_id_equal_to_a_derived_id_is_a_duplicate() {
 #[test]
 fn problems_carry_the_event_index_in_order() {
     let items = [r#"{"type":"ok"}"#, r#"{"nope":1}"#, r#""x""#];
-    let p = validate_events(&items, &Limits::default(), now()).expect_err("invalid");
+    let p = validate_events(&items, &RequestLimits::default(), now()).expect_err("invalid");
     let idx: Vec<_> = p.iter().map(|p| p.index).collect();
     assert_eq!(idx, vec![Some(1), Some(1), Some(2)]);
 }

@@ -16,7 +16,7 @@ pub mod sqs;
 
 pub use retry::{backoff, send_all, SendReport, Shared};
 
-use spillway_shared::BatchEntry;
+use spillway_shared::BufferEntry;
 use thiserror::Error;
 
 /// What the buffer said about one call that it answered.
@@ -63,5 +63,5 @@ pub trait Buffer {
     /// Sends `entries` (within the buffer's [`BufferLimits`](spillway_shared::BufferLimits)) as
     /// one call. `group` orders the entries (the message group of a FIFO queue); buffers
     /// without ordering ignore it.
-    async fn send(&self, entries: &[BatchEntry], group: &str) -> Result<CallOutcome, SendError>;
+    async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError>;
 }

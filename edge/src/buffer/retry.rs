@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::{select, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
-use spillway_shared::{BatchEntry, BatchRequest};
+use spillway_shared::{BufferCall, BufferEntry};
 use uuid::Uuid;
 
 use super::{Buffer, CallOutcome, SendError};
@@ -65,13 +65,13 @@ fn unit_random(bytes: [u8; 16]) -> f64 {
 }
 
 type SendFuture<'a> =
-    Pin<Box<dyn Future<Output = (BatchRequest, Result<CallOutcome, SendError>)> + 'a>>;
+    Pin<Box<dyn Future<Output = (BufferCall, Result<CallOutcome, SendError>)> + 'a>>;
 
 /// Sends `batches`, retrying what failed, and reports which events were not acknowledged.
 pub async fn send_all<Q: Buffer, R: Runtime>(
     queue: &Q,
     rt: &R,
-    batches: Vec<BatchRequest>,
+    batches: Vec<BufferCall>,
     group: &str,
     policy: &RetryPolicy,
 ) -> SendReport {
@@ -92,7 +92,7 @@ pub async fn send_all<Q: Buffer, R: Runtime>(
     let mut attempt = 0u32;
     'rounds: while !pending.is_empty() {
         let mut todo = pending.into_iter();
-        let mut retry_next: Vec<BatchRequest> = Vec::new();
+        let mut retry_next: Vec<BufferCall> = Vec::new();
         let mut in_flight: FuturesUnordered<SendFuture<'_>> = FuturesUnordered::new();
         loop {
             while in_flight.len() < concurrency {
@@ -112,7 +112,7 @@ pub async fn send_all<Q: Buffer, R: Runtime>(
             match select(in_flight.next(), deadline.as_mut()).await {
                 Either::Left((Some((batch, result)), _)) => match result {
                     Ok(outcome) => {
-                        let mut failed: Vec<BatchEntry> = Vec::new();
+                        let mut failed: Vec<BufferEntry> = Vec::new();
                         for (position, entry) in batch.entries.into_iter().enumerate() {
                             match outcome.failed.iter().find(|f| f.position == position) {
                                 None => acked.extend(entry.event_ids.iter().copied()),
@@ -127,7 +127,7 @@ pub async fn send_all<Q: Buffer, R: Runtime>(
                             }
                         }
                         if !failed.is_empty() {
-                            retry_next.push(BatchRequest { entries: failed });
+                            retry_next.push(BufferCall { entries: failed });
                         }
                     }
                     Err(e) => {

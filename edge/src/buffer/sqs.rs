@@ -15,7 +15,7 @@ use aws_sdk_sqs::config::{
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_async::time::SharedTimeSource;
-use spillway_shared::BatchEntry;
+use spillway_shared::BufferEntry;
 
 use super::{Buffer, CallOutcome, FailedEntry, SendError};
 use crate::config::Config;
@@ -68,7 +68,7 @@ impl SqsSender {
 }
 
 impl Buffer for SqsSender {
-    async fn send(&self, entries: &[BatchEntry], group: &str) -> Result<CallOutcome, SendError> {
+    async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError> {
         let mut request = Vec::with_capacity(entries.len());
         for e in entries {
             let mut b = SendMessageBatchRequestEntry::builder()
@@ -140,7 +140,7 @@ pub fn entry_retryable(sender_fault: bool, code: &str) -> bool {
 /// acknowledged. An entry SQS lists neither as successful nor as failed counts as failed (and
 /// retryable): only an explicit success is an acknowledgement.
 pub fn outcome<'a>(
-    sent: &[BatchEntry],
+    sent: &[BufferEntry],
     successful: impl IntoIterator<Item = &'a str>,
     failed: impl IntoIterator<Item = (&'a str, bool, &'a str)>,
 ) -> CallOutcome {
@@ -222,9 +222,9 @@ mod tests {
         canned.sender(&config)
     }
 
-    fn entries(n: usize) -> Vec<BatchEntry> {
+    fn entries(n: usize) -> Vec<BufferEntry> {
         (0..n)
-            .map(|i| BatchEntry {
+            .map(|i| BufferEntry {
                 id: format!("m{i}"),
                 body: format!(r#"{{"v":1,"events":[{i}]}}"#),
                 event_ids: vec![Uuid::from_u128(i as u128 + 1)],

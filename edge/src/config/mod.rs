@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
-use spillway_shared::limits::{validate, BufferLimits, Limits, LimitsError};
+use spillway_shared::limits::{validate, BufferLimits, LimitsError, RequestLimits};
 use spillway_shared::{parse_keys, SigningKey};
 use thiserror::Error;
 
@@ -192,8 +192,8 @@ pub struct Config {
     /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
     pub allowed_origins: AllowedOrigins,
     /// The request's limits: `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`,
-    /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`Limits`].
-    pub limits: Limits,
+    /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`RequestLimits`].
+    pub limits: RequestLimits,
     /// The buffer's limits: `MAX_MESSAGE_BYTES`, `MAX_BATCH_BYTES` (and SQS's 10 entries per
     /// call); defaults in [`BufferLimits`].
     pub buffer: BufferLimits,
@@ -212,11 +212,11 @@ pub struct Config {
     pub panic_route: bool,
 }
 
-/// The numeric settings, before validation across them. Defaults are those of [`Limits`],
+/// The numeric settings, before validation across them. Defaults are those of [`RequestLimits`],
 /// [`BufferLimits`] and [`RetryPolicy`], and the ones documented on [`Config`].
 #[derive(Debug, Clone, Copy)]
 struct Tuning {
-    limits: Limits,
+    limits: RequestLimits,
     buffer: BufferLimits,
     retry: RetryPolicy,
     group_commit: GroupCommitPolicy,
@@ -227,7 +227,7 @@ struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            limits: Limits::default(),
+            limits: RequestLimits::default(),
             buffer: BufferLimits::default(),
             retry: RetryPolicy::default(),
             group_commit: GroupCommitPolicy::default(),
@@ -329,7 +329,7 @@ pub enum ConfigProblem {
     #[error("{name} {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("limits: {0}")]
-    Limits(LimitsError),
+    RequestLimits(LimitsError),
 }
 
 /// Every problem found in the configuration.
@@ -468,7 +468,7 @@ impl Config {
         let panic_route = get("SPILLWAY_PANIC_ROUTE").as_deref() == Some("enabled");
 
         if let Err(e) = validate(&limits, &buffer) {
-            problems.push(ConfigProblem::Limits(e));
+            problems.push(ConfigProblem::RequestLimits(e));
         }
         if retry.base > retry.max {
             problems.push(ConfigProblem::Invalid {

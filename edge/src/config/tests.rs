@@ -39,7 +39,7 @@ fn complete_environment_parses_with_defaults() {
     assert!(!c.queue.is_fifo());
     assert_eq!(c.ingest_keys.len(), 2);
     assert_eq!(c.ingest_keys[1].key_id, "app");
-    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.limits, RequestLimits::default());
     assert_eq!(c.buffer, spillway_shared::BufferLimits::default());
     assert_eq!(c.retry, RetryPolicy::default());
     assert_eq!(c.retry_after_secs, 5);
@@ -138,9 +138,9 @@ fn limits_are_read_and_validated_together() {
     assert_eq!(c.buffer.bytes_per_entry, 128 * 1024);
     assert_eq!(c.buffer.bytes_per_call, 512 * 1024);
     assert_eq!(c.buffer.entries_per_call, 10);
-    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.limits, RequestLimits::default());
     let err = config_with(&[("MAX_DECOMPRESSED_BYTES", "10")]).expect_err("smaller than body");
-    assert!(matches!(err.0[0], ConfigProblem::Limits(_)), "{err}");
+    assert!(matches!(err.0[0], ConfigProblem::RequestLimits(_)), "{err}");
     assert!(config_with(&[("SQS_CONCURRENCY", "7")]).is_err());
     assert!(config_with(&[("SQS_RETRY_BASE_MS", "5000"), ("SQS_RETRY_MAX_MS", "100")]).is_err());
 }

@@ -59,7 +59,7 @@ pub struct Sender<'a> {
 
 /// How a request's events went to the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum DeliveryRoute {
     /// The request's own calls.
     Direct,
     /// A group commit carried them.
@@ -68,13 +68,13 @@ pub enum Route {
     DirectFallback,
 }
 
-impl Route {
+impl DeliveryRoute {
     /// The name in the log line.
     pub fn as_str(self) -> &'static str {
         match self {
-            Route::Direct => "direct",
-            Route::GroupCommit => "batched",
-            Route::DirectFallback => "direct_fallback",
+            DeliveryRoute::Direct => "direct",
+            DeliveryRoute::GroupCommit => "batched",
+            DeliveryRoute::DirectFallback => "direct_fallback",
         }
     }
 }
@@ -107,7 +107,7 @@ pub struct DeliveryReport {
     /// The deadline passed with events unacknowledged (rather than the buffer refusing them).
     pub timed_out: bool,
     /// How the events went to the buffer; `None` when they did not (the breaker was open).
-    pub route: Option<Route>,
+    pub route: Option<DeliveryRoute>,
     /// Calls to the buffer and retries that carried the events (with a group commit, those of
     /// the whole group, shared with its other requests, [`DeliveryReport::shared`]).
     pub calls: u32,
@@ -268,7 +268,7 @@ where
     let sent = match group_commit {
         Some(link) => via_group_commit(delivery, link, encoded, sender, &policy, report).await,
         None => {
-            report.route = Some(Route::Direct);
+            report.route = Some(DeliveryRoute::Direct);
             direct(delivery, encoded, sender.key_id, &policy).await
         }
     };
@@ -331,7 +331,7 @@ where
     let problem = match asked {
         Either::Left((Ok(answer), _)) => match decode_report(&answer) {
             Ok(sent) => {
-                report.route = Some(Route::GroupCommit);
+                report.route = Some(DeliveryRoute::GroupCommit);
                 report.shared = Some(sent.shared);
                 return sent;
             }
@@ -339,7 +339,7 @@ where
         },
         Either::Left((Err(e), _)) => e.to_string(),
         Either::Right(((), _)) => {
-            report.route = Some(Route::GroupCommit);
+            report.route = Some(DeliveryRoute::GroupCommit);
             return SendReport {
                 unacknowledged: encoded.iter().map(|e| e.id).collect(),
                 timed_out: true,
@@ -348,7 +348,7 @@ where
             };
         }
     };
-    report.route = Some(Route::DirectFallback);
+    report.route = Some(DeliveryRoute::DirectFallback);
     report.fallback = Some(problem);
     let left = deadline_ms.saturating_sub(rt.now_ms().saturating_sub(started));
     if left == 0 {

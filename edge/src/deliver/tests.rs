@@ -12,7 +12,7 @@ mod group_commit {
 
     use crate::buffer::{CallOutcome, FailedEntry};
     use crate::config::tests::KEY_WEB;
-    use crate::deliver::Route;
+    use crate::deliver::DeliveryRoute;
     use crate::handler::tests::edge::Edge;
     use crate::ports::Runtime;
     use crate::testkit::{envelope_keyring, FakeQueue, Link, Reply};
@@ -51,7 +51,7 @@ mod group_commit {
             .iter()
             .flat_map(|a| {
                 assert_eq!(a.status(), 202, "{}", a.0.response.body());
-                assert_eq!(a.0.log.send, Some(Route::GroupCommit));
+                assert_eq!(a.0.log.send, Some(DeliveryRoute::GroupCommit));
                 assert_eq!(a.0.log.batch_requests, Some(30));
                 assert_eq!(a.0.log.sqs_calls, 1);
                 a.ids()
@@ -117,7 +117,7 @@ mod group_commit {
             edge.batcher.as_ref().expect("batching").set_link(link);
             let a = edge.call(one_event(1)).await;
             assert_eq!(a.status(), 202, "{link:?}: {}", a.0.response.body());
-            assert_eq!(a.0.log.send, Some(Route::DirectFallback));
+            assert_eq!(a.0.log.send, Some(DeliveryRoute::DirectFallback));
             assert!(
                 a.0.log.note.as_deref().unwrap_or("").contains("batch"),
                 "{link:?}"
@@ -148,7 +148,7 @@ mod group_commit {
         let answers = join_all((0..3).map(|n| edge.call(one_event(n)))).await;
         for a in &answers {
             a.error(503, "queue_unavailable");
-            assert_eq!(a.0.log.send, Some(Route::GroupCommit));
+            assert_eq!(a.0.log.send, Some(DeliveryRoute::GroupCommit));
         }
         let waited = edge.rt.now_ms() - started;
         assert!(
@@ -171,13 +171,13 @@ mod group_commit {
         let edge = Edge::new().batching(FakeQueue::new(vec![]));
         let a = edge.call(events(&big)).await;
         assert_eq!(a.status(), 202);
-        assert_eq!(a.0.log.send, Some(Route::Direct));
+        assert_eq!(a.0.log.send, Some(DeliveryRoute::Direct));
         assert!(edge.batcher.as_ref().expect("batching").names().is_empty());
 
         let edge = Edge::with(&[("BATCH_WINDOW_MS", "0")]).batching(FakeQueue::new(vec![]));
         let a = edge.call(one_event(1)).await;
         assert_eq!(a.status(), 202);
-        assert_eq!(a.0.log.send, Some(Route::Direct));
+        assert_eq!(a.0.log.send, Some(DeliveryRoute::Direct));
         assert!(edge.batcher.as_ref().expect("batching").names().is_empty());
     }
 
@@ -224,7 +224,7 @@ mod spill {
 
     use crate::buffer::SendError;
     use crate::config::tests::KEY_WEB;
-    use crate::deliver::{BreakerState, Route};
+    use crate::deliver::{BreakerState, DeliveryRoute};
     use crate::handler::tests::edge::{Answer, Edge};
     use crate::ports::Runtime;
     use crate::testkit::{FakeQueue, FakeRuntime, Reply, SpillMode};
@@ -479,7 +479,7 @@ mod spill {
             join_all((0..5).map(|n| edge.call(events(&format!(r#"{{"type":"t{n}"}}"#))))).await;
         for a in &answers {
             accepted_with_spill(a, 1);
-            assert_eq!(a.0.log.send, Some(Route::GroupCommit));
+            assert_eq!(a.0.log.send, Some(DeliveryRoute::GroupCommit));
         }
         assert_eq!(spilled_ids(&edge).len(), 5);
         assert!(elapsed(&edge) <= 8_000);

@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use spillway_shared::collector::{self, posthog, segment, BodyProblem};
-use spillway_shared::Limits;
+use spillway_shared::RequestLimits;
 
 use crate::error::EdgeError;
 use crate::protocol::events::{encoding_of, format_of, Encoding};
@@ -49,7 +49,7 @@ pub fn decode_body(
     content_encoding: Option<&str>,
     query: Option<&str>,
     collector: Collector,
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<Vec<u8>, EdgeError> {
     let form = match content_type {
         Some(ct)
@@ -117,7 +117,7 @@ fn body_problem(p: BodyProblem) -> EdgeError {
 pub fn parse<'a>(
     body: &'a [u8],
     collector: Collector,
-    limits: &Limits,
+    limits: &RequestLimits,
     now: DateTime<Utc>,
 ) -> Result<collector::Body<'a>, EdgeError> {
     let text = body_text(body)?;
@@ -141,7 +141,7 @@ mod tests {
     fn bodies_are_decoded_by_header_query_or_magic_bytes() {
         let json = br#"{"event":"e","distinct_id":"d"}"#;
         let z = gzip(json);
-        let l = Limits::default();
+        let l = RequestLimits::default();
         let ph = Collector::Posthog;
         let decode = |raw: &[u8], ct, ce, q| decode_body(raw.to_vec(), ct, ce, q, ph, &l);
         assert_eq!(decode(json, None, None, None).expect("plain"), json);
@@ -183,10 +183,10 @@ mod tests {
             Err(EdgeError::UnsupportedMediaType(_))
         ));
         // The decompressed-size cap holds here too.
-        let tight = Limits {
+        let tight = RequestLimits {
             max_decompressed_bytes: 10,
             max_body_bytes: 10,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert_eq!(
             decode_body(z, None, None, None, ph, &tight),

@@ -5,7 +5,7 @@
 //! gzip (`protocol::gzip`).
 
 use serde_json::value::RawValue;
-use spillway_shared::{Code, Limits, Problem};
+use spillway_shared::{Code, Problem, RequestLimits};
 
 use crate::error::EdgeError;
 use crate::protocol::body_text;
@@ -76,7 +76,7 @@ fn truncate(s: &str) -> String {
 pub fn parse<'a>(
     body: &'a [u8],
     format: Format,
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<Vec<&'a str>, EdgeError> {
     split(body, format, limits, true)
 }
@@ -88,7 +88,7 @@ pub fn parse<'a>(
 pub fn split_events<'a>(
     body: &'a [u8],
     format: Format,
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> Result<Vec<&'a str>, EdgeError> {
     split(body, format, limits, false)
 }
@@ -97,7 +97,7 @@ pub fn split_events<'a>(
 fn split<'a>(
     body: &'a [u8],
     format: Format,
-    limits: &Limits,
+    limits: &RequestLimits,
     check_object: bool,
 ) -> Result<Vec<&'a str>, EdgeError> {
     let text = body_text(body)?;
@@ -113,7 +113,7 @@ fn split<'a>(
 
 /// The error [`parse`] gives for a body that is this one event, when it is not well-formed
 /// JSON; `None` when it is (or when it is too large to be checked).
-pub fn malformed(event: &str, limits: &Limits) -> Option<EdgeError> {
+pub fn malformed(event: &str, limits: &RequestLimits) -> Option<EdgeError> {
     if event.len() > limits.max_event_bytes {
         return None;
     }
@@ -134,7 +134,7 @@ fn json_error(
     e: serde_json::Error,
     message: String,
     index: Option<usize>,
-    limits: &Limits,
+    limits: &RequestLimits,
 ) -> EdgeError {
     if e.to_string().starts_with("recursion limit exceeded") {
         return EdgeError::Invalid(vec![Problem {
@@ -150,7 +150,7 @@ fn json_error(
     EdgeError::InvalidJson { message, index }
 }
 
-fn too_many(limits: &Limits) -> EdgeError {
+fn too_many(limits: &RequestLimits) -> EdgeError {
     EdgeError::Invalid(vec![Problem {
         code: Code::TooManyEvents,
         message: format!(
@@ -164,7 +164,7 @@ fn too_many(limits: &Limits) -> EdgeError {
 
 fn parse_json<'a>(
     text: &'a str,
-    limits: &Limits,
+    limits: &RequestLimits,
     check_object: bool,
 ) -> Result<Vec<&'a str>, EdgeError> {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
@@ -192,7 +192,7 @@ fn parse_json<'a>(
     Ok(elements.into_iter().map(RawValue::get).collect())
 }
 
-fn parse_ndjson<'a>(text: &'a str, limits: &Limits) -> Result<Vec<&'a str>, EdgeError> {
+fn parse_ndjson<'a>(text: &'a str, limits: &RequestLimits) -> Result<Vec<&'a str>, EdgeError> {
     let mut items = Vec::new();
     for (line_no, line) in text.split('\n').enumerate() {
         let line = line.trim();
@@ -218,8 +218,8 @@ fn parse_ndjson<'a>(text: &'a str, limits: &Limits) -> Result<Vec<&'a str>, Edge
 mod tests {
     use super::*;
 
-    fn limits() -> Limits {
-        Limits::default()
+    fn limits() -> RequestLimits {
+        RequestLimits::default()
     }
 
     #[test]
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn oversized_events_are_not_parsed() {
-        let l = Limits {
+        let l = RequestLimits {
             max_event_bytes: 20,
             ..limits()
         };
@@ -388,7 +388,7 @@ mod tests {
 
     #[test]
     fn too_many_events_stop_parsing() {
-        let l = Limits {
+        let l = RequestLimits {
             max_events_per_request: 2,
             ..limits()
         };

@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use spillway_shared::collector::{self, Message};
 use spillway_shared::{
-    assign_ids, encode_events, pack_encoded, validate_events, BatchRequest, BufferLimits, Code,
-    EdgeInfo, EncodedEvent, Event, IdSource, Limits, SigningKey,
+    assign_ids, encode_events, pack_encoded, validate_events, BufferCall, BufferLimits, Code,
+    EdgeInfo, EncodedEvent, Event, IdSource, RequestLimits, SigningKey,
 };
 use uuid::Uuid;
 
@@ -62,7 +62,7 @@ pub fn received_at(now_ms: u64) -> DateTime<Utc> {
 pub struct Prepared {
     /// Every event's id, in request order.
     pub ids: Vec<Uuid>,
-    pub batches: Vec<BatchRequest>,
+    pub calls: Vec<BufferCall>,
 }
 
 /// The pure middle of the request path: parse -> validate -> ids and enrichment -> pack.
@@ -72,7 +72,7 @@ pub struct Prepared {
 pub fn prepare(
     body: &[u8],
     format: Format,
-    limits: &Limits,
+    limits: &RequestLimits,
     buffer: &BufferLimits,
     key: &SigningKey,
     stamp: &Stamp<'_>,
@@ -86,21 +86,21 @@ pub fn prepare(
 /// [`split_events`] or [`parse`](crate::protocol::events::parse)).
 pub fn prepare_events(
     items: &[&str],
-    limits: &Limits,
+    limits: &RequestLimits,
     buffer: &BufferLimits,
     key: &SigningKey,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
 ) -> Result<Prepared, EdgeError> {
     let (ids, encoded) = prepare_encoded(items, limits, buffer, stamp, random)?;
-    let batches = pack_encoded(&encoded, buffer, key);
-    Ok(Prepared { ids, batches })
+    let calls = pack_encoded(&encoded, buffer, key);
+    Ok(Prepared { ids, calls })
 }
 
 /// [`prepare_events`] up to the encoded events, before packing: what `deliver` takes.
 pub fn prepare_encoded(
     items: &[&str],
-    limits: &Limits,
+    limits: &RequestLimits,
     buffer: &BufferLimits,
     stamp: &Stamp<'_>,
     random: &mut dyn FnMut() -> [u8; 10],
@@ -184,7 +184,7 @@ mod tests {
         }
     }
 
-    fn fast(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
+    fn fast(body: &[u8], limits: &RequestLimits) -> Result<Prepared, EdgeError> {
         prepare(
             body,
             Format::Json,
@@ -197,7 +197,7 @@ mod tests {
     }
 
     /// The request path with every event checked to be well-formed JSON before validation.
-    fn checked_first(body: &[u8], limits: &Limits) -> Result<Prepared, EdgeError> {
+    fn checked_first(body: &[u8], limits: &RequestLimits) -> Result<Prepared, EdgeError> {
         let items = parse(body, Format::Json, limits)?;
         prepare_events(
             &items,
@@ -211,7 +211,7 @@ mod tests {
 
     /// Both paths refuse each body with exactly the error given.
     #[track_caller]
-    fn both_refuse(cases: &[(&str, EdgeError)], limits: &Limits) {
+    fn both_refuse(cases: &[(&str, EdgeError)], limits: &RequestLimits) {
         for (body, expected) in cases {
             assert_eq!(
                 fast(body.as_bytes(), limits),
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn malformed_single_objects_are_invalid_json_without_an_index() {
-        let limits = Limits::default();
+        let limits = RequestLimits::default();
         let cases = [
         (
             r#"{"type":"a""#,
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn well_formed_single_objects_keep_their_validation_errors() {
-        let limits = Limits::default();
+        let limits = RequestLimits::default();
         let cases = [
             (
                 r#"{"type":"a","type":"b"}"#,
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn nesting_past_the_parser_and_the_limit_is_too_deep() {
-        let limits = Limits::default();
+        let limits = RequestLimits::default();
         for levels in [40, 130, 300] {
             let body = format!(
                 r#"{{"type":"t","data":{{"a":{}1{}}}}}"#,
@@ -365,7 +365,7 @@ mod tests {
     /// as when the body is checked before validation.
     #[test]
     fn every_truncation_and_edit_answers_as_when_checked_first() {
-        let limits = Limits::default();
+        let limits = RequestLimits::default();
         let event = r#" {"type":"page_view","id":"0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10","timestamp":"2026-11-28T07:59:00.123Z","data":{"s":"a\"b\\\u00e9\ud83d\ude00","n":[1,-0.5e3,true,false,null],"o":{}}} "#;
         let fast_ok = fast(event.as_bytes(), &limits).expect("the event is valid");
         assert_eq!(fast_ok.ids.len(), 1);

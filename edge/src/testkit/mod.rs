@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use spillway_shared::{BatchEntry, BatchRequest, Keyring, SigningKey, Unsigned};
+use spillway_shared::{BufferCall, BufferEntry, Keyring, SigningKey, Unsigned};
 use uuid::Uuid;
 
 use crate::buffer::{Buffer, CallOutcome, FailedEntry, SendError};
@@ -178,7 +178,7 @@ impl FakeQueue {
 }
 
 impl Buffer for FakeQueue {
-    async fn send(&self, entries: &[BatchEntry], group: &str) -> Result<CallOutcome, SendError> {
+    async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError> {
         self.calls
             .borrow_mut()
             .push(entries.iter().map(|e| e.id.clone()).collect());
@@ -278,15 +278,15 @@ pub fn envelope_keyring() -> Keyring {
 }
 
 /// Batches with the given entry counts; every entry holds one distinct event id.
-pub fn batches_of(sizes: &[usize]) -> Vec<BatchRequest> {
+pub fn batches_of(sizes: &[usize]) -> Vec<BufferCall> {
     let mut n = 0u128;
     sizes
         .iter()
-        .map(|&size| BatchRequest {
+        .map(|&size| BufferCall {
             entries: (0..size)
                 .map(|_| {
                     n += 1;
-                    BatchEntry {
+                    BufferEntry {
                         id: format!("m{}", n - 1),
                         body: format!("{{\"n\":{n}}}"),
                         event_ids: vec![Uuid::from_u128(n)],

@@ -3,7 +3,7 @@
 //!
 //! Each protocol module turns a decoded request body into a [`Body`]: the key found in the
 //! body (if any) and every message, checked against the protocol's own limits and Spillway's
-//! [`Limits`]. A body with any invalid message yields the problems of all of them and no
+//! [`RequestLimits`]. A body with any invalid message yields the problems of all of them and no
 //! messages, so the edge enqueues nothing. What this module never does: HTTP (routes, headers,
 //! compression are the edge's), and it never rewrites a message beyond taking its key out: the
 //! message as the SDK wrote it, less every member where the protocol carries an ingest key
@@ -36,7 +36,7 @@ use crate::event::{
 };
 use crate::ids::{IdSource, ID_NAMESPACE};
 use crate::json::{check_storable, RawJson};
-use crate::limits::Limits;
+use crate::limits::RequestLimits;
 use crate::timestamp;
 
 /// A message's own id, as the SDK sent it.
@@ -224,7 +224,7 @@ pub(crate) fn check_message<'a>(
     raw: &'a str,
     index: usize,
     max_bytes: usize,
-    limits: &Limits,
+    limits: &RequestLimits,
     now: DateTime<Utc>,
     keys: &KeyPlaces,
     kind: impl FnOnce(&Fields<'a>) -> Result<Kind, (String, String)>,
@@ -345,7 +345,7 @@ pub(crate) fn event_name(name: &str, field: &str) -> Result<String, (String, Str
 /// Checks every message with `check`, collecting the problems of all of them.
 pub(crate) fn check_all<'a>(
     raws: &[&'a str],
-    limits: &Limits,
+    limits: &RequestLimits,
     mut check: impl FnMut(&'a str, usize) -> Result<Message<'a>, Vec<Problem>>,
 ) -> Result<Vec<Message<'a>>, BodyProblem> {
     if raws.is_empty() {

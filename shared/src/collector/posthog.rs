@@ -5,7 +5,7 @@
 //!
 //! PostHog's own limit on one event is what its capture service can produce to Kafka:
 //! `message.max.bytes`, 1,000,000 bytes by default (`KAFKA_PRODUCER_MESSAGE_MAX_BYTES` in
-//! `rust/capture`); Spillway's [`Limits`] (64 KiB by default) are lower and apply on top. An
+//! `rust/capture`); Spillway's [`RequestLimits`] (64 KiB by default) are lower and apply on top. An
 //! event needs its `event` name and a `distinct_id`, as PostHog requires.
 
 use chrono::{DateTime, Utc};
@@ -15,7 +15,7 @@ use super::{
     BodyProblem, Fields, KeyPlaces, Kind,
 };
 use crate::event::Source;
-use crate::limits::Limits;
+use crate::limits::RequestLimits;
 
 /// PostHog's limit on one event, in bytes.
 pub const MAX_EVENT_BYTES: usize = 1_000_000;
@@ -43,7 +43,7 @@ fn keys_in(fields: &Fields<'_>) -> Vec<String> {
 /// Reads a PostHog body (decoded, UTF-8). `now` is the edge clock.
 pub fn parse<'a>(
     body: &'a str,
-    limits: &Limits,
+    limits: &RequestLimits,
     now: DateTime<Utc>,
 ) -> Result<Body<'a>, BodyProblem> {
     let body = body.trim_matches(|c: char| c.is_ascii_whitespace());
@@ -125,7 +125,7 @@ mod tests {
     }
 
     fn parse_ok(body: &str) -> Body<'_> {
-        parse(body, &Limits::default(), now()).expect("valid")
+        parse(body, &RequestLimits::default(), now()).expect("valid")
     }
 
     /// What `posthog-node` 5.70.0 sends to `/batch/` (its `sendBatch`), shortened.
@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(
             parse(
                 r#"[{"event":"a","distinct_id":"d","token":"t"},{"event":"b","distinct_id":"d","properties":{"token":"u"}}]"#,
-                &Limits::default(),
+                &RequestLimits::default(),
                 now()
             ),
             Err(BodyProblem::ConflictingKeys)
@@ -260,7 +260,7 @@ mod tests {
             r#"[{"event":"ok","distinct_id":"d"},{"distinct_id":"d"},{"event":"e"},
                 {"event":"e","distinct_id":"d","timestamp":"2020-01-01T00:00:00Z"},
                 {"event":"e","distinct_id":"d","uuid":{}}, 3]"#,
-            &Limits::default(),
+            &RequestLimits::default(),
             now(),
         ) {
             Err(BodyProblem::Invalid(p)) => p,
@@ -287,15 +287,15 @@ mod tests {
                 "x".repeat(n)
             )
         };
-        let ours = Limits::default().max_event_bytes;
-        assert!(parse(&event(ours - 100), &Limits::default(), now()).is_ok());
+        let ours = RequestLimits::default().max_event_bytes;
+        assert!(parse(&event(ours - 100), &RequestLimits::default(), now()).is_ok());
         assert!(matches!(
-            parse(&event(ours), &Limits::default(), now()),
+            parse(&event(ours), &RequestLimits::default(), now()),
             Err(BodyProblem::Invalid(p)) if p[0].code == Code::EventTooLarge
         ));
-        let roomy = Limits {
+        let roomy = RequestLimits {
             max_event_bytes: 1024 * 1024,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert!(parse(&event(MAX_EVENT_BYTES - 100), &roomy, now()).is_ok());
         assert!(matches!(
@@ -309,18 +309,22 @@ mod tests {
         for body in ["{", "[1,", r#"{"batch":"x"}"#, "\"str\""] {
             assert!(
                 matches!(
-                    parse(body, &Limits::default(), now()),
+                    parse(body, &RequestLimits::default(), now()),
                     Err(BodyProblem::Malformed(_))
                 ),
                 "{body}"
             );
         }
         assert_eq!(
-            parse("[]", &Limits::default(), now()),
+            parse("[]", &RequestLimits::default(), now()),
             Err(BodyProblem::Empty)
         );
         assert_eq!(
-            parse(r#"{"api_key":"k","batch":[]}"#, &Limits::default(), now()),
+            parse(
+                r#"{"api_key":"k","batch":[]}"#,
+                &RequestLimits::default(),
+                now()
+            ),
             Err(BodyProblem::Empty)
         );
     }

@@ -3,7 +3,7 @@
 //! Jitsu's SDKs).
 //!
 //! Segment's own limits apply: 32 KB per message and 500 KB per request, besides Spillway's
-//! [`Limits`]. A message needs a `userId` or an `anonymousId`, as Segment requires; a `track`
+//! [`RequestLimits`]. A message needs a `userId` or an `anonymousId`, as Segment requires; a `track`
 //! needs its `event` name. A single-message call's type is its path's: a `type` in the body
 //! that names another is refused, not stored as a row whose `type` and `data.type` disagree.
 //! A message's `writeKey` is taken out of what is stored ([`KEY_PLACES`]).
@@ -15,7 +15,7 @@ use super::{
     BodyProblem, KeyPlaces, Kind,
 };
 use crate::event::Source;
-use crate::limits::Limits;
+use crate::limits::RequestLimits;
 
 /// Segment's limit on one message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -83,7 +83,7 @@ pub enum Call {
 pub fn parse<'a>(
     body: &'a str,
     call: Call,
-    limits: &Limits,
+    limits: &RequestLimits,
     now: DateTime<Utc>,
 ) -> Result<Body<'a>, BodyProblem> {
     if body.len() > MAX_BATCH_BYTES {
@@ -208,11 +208,11 @@ mod tests {
     }
 
     fn parse_ok(body: &str, call: Call) -> Body<'_> {
-        parse(body, call, &Limits::default(), now()).expect("valid")
+        parse(body, call, &RequestLimits::default(), now()).expect("valid")
     }
 
     fn problems(body: &str, call: Call) -> Vec<crate::Problem> {
-        match parse(body, call, &Limits::default(), now()) {
+        match parse(body, call, &RequestLimits::default(), now()) {
             Err(BodyProblem::Invalid(p)) => p,
             other => panic!("{other:?}"),
         }
@@ -369,9 +369,9 @@ mod tests {
         );
         assert_eq!(parse_ok(&fits, Call::Batch).messages.len(), 1);
         // Our own limit applies when it is lower.
-        let tight = Limits {
+        let tight = RequestLimits {
             max_event_bytes: 1000,
-            ..Limits::default()
+            ..RequestLimits::default()
         };
         assert!(matches!(
             parse(&fits, Call::Batch, &tight, now()),
@@ -383,7 +383,7 @@ mod tests {
         );
         let over = format!(r#"{{"batch":[{}]}}"#, vec![message; 26].join(","));
         assert_eq!(
-            parse(&over, Call::Batch, &Limits::default(), now()),
+            parse(&over, Call::Batch, &RequestLimits::default(), now()),
             Err(BodyProblem::TooLarge {
                 limit: MAX_BATCH_BYTES
             })
@@ -395,25 +395,30 @@ mod tests {
         for body in ["[]", "{", r#"{"batch":{}}"#, r#"{"writeKey":"k"}"#, "42"] {
             assert!(
                 matches!(
-                    parse(body, Call::Batch, &Limits::default(), now()),
+                    parse(body, Call::Batch, &RequestLimits::default(), now()),
                     Err(BodyProblem::Malformed(_))
                 ),
                 "{body}"
             );
         }
         assert_eq!(
-            parse(r#"{"batch":[]}"#, Call::Batch, &Limits::default(), now()),
+            parse(
+                r#"{"batch":[]}"#,
+                Call::Batch,
+                &RequestLimits::default(),
+                now()
+            ),
             Err(BodyProblem::Empty)
         );
         assert_eq!(
-            parse(" ", Call::Batch, &Limits::default(), now()),
+            parse(" ", Call::Batch, &RequestLimits::default(), now()),
             Err(BodyProblem::Empty)
         );
         assert_eq!(
             parse(
                 r#"{"writeKey":"a","batch":[{"userId":"u","type":"page","writeKey":"b"}]}"#,
                 Call::Batch,
-                &Limits::default(),
+                &RequestLimits::default(),
                 now()
             ),
             Err(BodyProblem::ConflictingKeys)

@@ -498,7 +498,7 @@ fn decode_key(raw: &str) -> Option<Cow<'_, str>> {
 
 /// Whether PostgreSQL's `numeric` input accepts this JSON number, following its rules: the
 /// display scale is the digits written after the point minus the exponent, the weight that of
-/// the first non-zero digit. Limits as in PostgreSQL 12 to 17.
+/// the first non-zero digit. RequestLimits as in PostgreSQL 12 to 17.
 pub fn numeric_storable(text: &str) -> bool {
     let unsigned = text.strip_prefix('-').unwrap_or(text);
     let (mantissa, exponent) = match unsigned.find(['e', 'E']) {

@@ -29,7 +29,7 @@ use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
 use spillway_edge::protocol::events::Format;
 use spillway_edge::{prepare, Stamp};
-use spillway_shared::{BufferLimits, Limits};
+use spillway_shared::{BufferLimits, RequestLimits};
 use spillway_support::Postgres;
 
 /// 2026-11-28T08:00:00Z, the edge clock of every request.
@@ -338,7 +338,7 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
         .block_on(client.prepare(ROW_MATCHES_CLIENT_TEXT))
         .expect("prepare");
 
-    let limits = Limits::default();
+    let limits = RequestLimits::default();
     let accepted_requests = std::cell::Cell::new(0u32);
     let sent_requests = std::cell::Cell::new(0u32);
     let accepted_events = std::cell::Cell::new(0u32);
@@ -401,7 +401,7 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
             );
             entries.extend(
                 prepared
-                    .batches
+                    .calls
                     .iter()
                     .flat_map(|b| &b.entries)
                     .map(|e| e.body.clone()),

@@ -12,7 +12,7 @@ const LIMITS: &[(&str, &str)] = &[
     ("MAX_EVENTS_PER_REQUEST", "10"),
 ];
 
-/// Limits as the edge ships them, for rows that need them.
+/// RequestLimits as the edge ships them, for rows that need them.
 const DEFAULT_LIMITS: &[(&str, &str)] = &[];
 
 struct Row {
