@@ -11,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use spillway_support::{free_port, Postgres, Service, Stack};
 
 use super::client::Endpoint;
-use super::experiment::POLL_WAIT_S;
 use crate::step::{note, output, run};
 
 /// The role the synchronous handlers connect as: not a superuser, so PostgreSQL's
@@ -42,29 +41,6 @@ impl Kind {
             Kind::Spillway => "Spillway",
             Kind::Direct => "Synchronous, direct",
             Kind::Pooled => "Synchronous, PgBouncer",
-        }
-    }
-
-    pub(super) fn setup(self) -> String {
-        match self {
-            Kind::Spillway => format!(
-                "the `Stack` of `cargo xtask dev` with its defaults: `wrangler dev` (release \
-                 wasm, without its DevTools inspector, as `cargo xtask dev` runs it), the local SQS, the poller running the consumer (release build, \
-                 `MAXIMUM_CONCURRENCY` 2, `BATCH_SIZE` 10, long polls of \
-                 `WAIT_TIME_SECONDS` {POLL_WAIT_S} s instead of 20, so that the receive a \
-                 stopped poller leaves open at the local SQS is over before the next run)"
-            ),
-            Kind::Direct => format!(
-                "`benches/baseline` (release build): Lambda-like environments, each opening one \
-                 connection at creation and keeping it, concurrency limit {LAMBDA_CONCURRENCY}, \
-                 role `{APP_ROLE}`"
-            ),
-            Kind::Pooled => format!(
-                "the same handler through PgBouncer {} (`pool_mode = transaction`, pool of \
-                 {PGBOUNCER_POOL} server connections, `query_wait_timeout` {PGBOUNCER_QUERY_WAIT_S} s, \
-                 the rest PgBouncer's defaults, e.g. `server_login_retry` 15 s)",
-                pgbouncer_version().unwrap_or_else(|| "(version unknown)".into())
-            ),
         }
     }
 }
@@ -133,7 +109,7 @@ pub(super) fn spillway_endpoint(stack: &Stack) -> Result<Endpoint> {
     Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))
 }
 
-fn pgbouncer_version() -> Option<String> {
+pub(super) fn pgbouncer_version() -> Option<String> {
     output(Command::new("pgbouncer").arg("--version"))
         .and_then(|v| v.lines().next().map(str::to_owned))
         .map(|v| v.trim_start_matches("PgBouncer ").to_owned())

@@ -22,12 +22,6 @@ pub(super) struct ScenarioResult {
     pub(super) runs: Vec<(Kind, RunResult)>,
 }
 
-impl ScenarioResult {
-    pub(super) fn get(&self, kind: Kind) -> Option<&RunResult> {
-        self.runs.iter().find(|(k, _)| *k == kind).map(|(_, r)| r)
-    }
-}
-
 pub(super) fn scenarios(opts: &Opts) -> Vec<Scenario> {
     let mut v: Vec<Scenario> = opts
         .burst_clients

@@ -1,5 +1,8 @@
-//! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run and
-//! written back into `BENCHMARKS.md` (and figure 6's plots into `benches/results/`, only then).
+//! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run,
+//! written as data (`benches/results/results.json`: every table's numbers and the run's
+//! metadata) and filled into the tables between the markers of the hand-written
+//! `BENCHMARKS.md` (and figure 6's plots into `benches/results/`, only then). The prose that
+//! explains each figure is hand-written; nothing here writes sentences.
 //!
 //! The machine these run on is shared and noisy, so every figure is a ratio against a reference
 //! measured in the same run: the edge against plain `serde_json`, the worker against a hello
@@ -7,15 +10,17 @@
 //! consumer's write against `COPY`, Spillway against two synchronous designs (direct, and
 //! through PgBouncer) in bursts and through a PostgreSQL outage, and the edge's group commit on
 //! against off (SQS requests counted at the local SQS, against payload bytes).
-//! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
+//! Nothing here is a hard-coded result: the tables are filled from what was measured.
 //!
-//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst` (a subset, for development; the Markdown is
-//! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
+//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst` (a subset, for development;
+//! the committed files are then not rewritten: a partial results file and a filled copy of
+//! `BENCHMARKS.md` go to `$CARGO_TARGET_DIR/bench-partial/`), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
 //! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
 //! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
 
 mod batching;
 mod burst;
+mod checks;
 mod client;
 mod cpu;
 mod db;
@@ -23,15 +28,17 @@ mod designs;
 mod edge;
 mod events;
 mod experiment;
-mod findings;
+mod figures;
+mod fill;
 mod measure;
 mod plot;
-mod report;
 mod spill;
 mod sqs;
+mod table;
 mod wasm;
 mod workerd;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -50,8 +57,8 @@ use edge::{edge_cost, EdgeCost};
 use experiment::{experiment, ScenarioResult};
 use measure::Machine;
 use plot::scenario_svg;
-use report::markdown;
 use sqs::{sqs_costs, sqs_rate, SqsCost, SqsRate};
+use table::Table;
 use wasm::{wasm_sizes, WasmSize};
 use workerd::{ensure_wrk, workerd, WrkRun};
 
@@ -191,15 +198,29 @@ pub fn main(args: &[String]) -> Result<()> {
         fs::write(&path, scenario_svg(sc))?;
         note(&format!("plot: {}", path.display()));
     }
-    let md = markdown(&results, &opts);
+    // Fill before writing anything, so that a missing marker leaves no half-written output.
+    let mut tables = figures::tables(&results, &opts);
+    let by_key: BTreeMap<String, Table> =
+        tables.iter().map(|t| (t.key.clone(), t.clone())).collect();
+    tables.push(checks::checks(&by_key));
+    let by_key: BTreeMap<String, Table> =
+        tables.iter().map(|t| (t.key.clone(), t.clone())).collect();
+    let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
+    let filled = fill::fill(&doc, &by_key)?;
+    let json = table::to_results_json(&tables);
     if opts.only.is_none() {
-        fs::write(root().join("BENCHMARKS.md"), &md)?;
-        println!("\nwrote BENCHMARKS.md ({:.0} s in all)", results.seconds);
-    } else {
-        let partial = out.join("BENCHMARKS.partial.md");
-        fs::write(&partial, &md)?;
+        fs::write(out.join("results.json"), json)?;
+        fs::write(root().join("BENCHMARKS.md"), filled)?;
         println!(
-            "\n--only given: wrote {} (and its plots beside it) instead of BENCHMARKS.md",
+            "\nwrote benches/results/results.json and the tables of BENCHMARKS.md ({:.0} s in all)",
+            results.seconds
+        );
+    } else {
+        fs::write(out.join("results.json"), json)?;
+        let partial = out.join("BENCHMARKS.partial.md");
+        fs::write(&partial, filled)?;
+        println!(
+            "\n--only given: wrote {} and results.json (and its plots) beside it instead of BENCHMARKS.md",
             partial.display()
         );
     }

@@ -5,7 +5,6 @@
 //! answered `202` within the deadline, and every accepted event stored once SQS is back).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +12,9 @@ use anyhow::{anyhow, Context, Result};
 use spillway_support::stack::spill_counts;
 use spillway_support::{FaultMode, Stack};
 
-use super::batching::{drive, warm_up, End, TIMEOUT};
+use super::batching::{drive, warm_up, End};
 use super::burst::percentile;
 use super::client::{Answer, Endpoint};
-use super::report::thousands;
 use crate::step::note;
 
 /// Offered load: one-event requests per second.
@@ -250,116 +248,6 @@ fn summarise(spill: bool, stall: Option<(u64, u64)>, secs: u32, ends: &[End]) ->
     row
 }
 
-/// The figure's section of `BENCHMARKS.md`: the table, and sentences that follow from it.
-pub(super) fn spill_section(s: &mut String, rows: &[SpillRow], sqs: &str) {
-    let _ = writeln!(
-        s,
-        "## 8. Spill through an SQS outage: without and with the spill queue, SQS healthy and stalled\n\n\
-         Command: `cargo xtask bench --only spill` (part of `cargo xtask bench`; \
-         xtask/src/bench/spill.rs). The pipeline's `Stack` with the poller running and a fault \
-         proxy between the worker and {sqs}; the worker restarted without the \
-         `[[queues.*]]` tables of wrangler.toml (spill off) or with them (on), `SQS_DEADLINE_MS` \
-         {DEADLINE_MS} (the default), five uncounted requests after each restart. Load: \
-         one-event requests at {RATE} req/s from the open-loop client of figure 7 (timeout {} s), \
-         for {HEALTHY_SECS} s per healthy phase and {OUTAGE_SECS} s for the outage, during \
-         which the proxy holds every SQS request unanswered ({sqs} never sees it). Latency from \
-         each request's scheduled start to its 202. Spilled = the `spilled` counts of the \
-         worker's request log. Stored = accepted ids found in `events` (its primary key makes a \
-         second copy impossible), waited for up to {} s after the last answer.\n\n\
-         | spill queue | SQS | offered req/s x s = requests | 202 / other / timed out | p50 | p99 | slowest 202 | events spilled | accepted stored / missing / stored not accepted | all stored after |\n\
-         |---|---|---|---|---|---|---|---|---|---|",
-        TIMEOUT.as_secs(),
-        STORE_WITHIN.as_secs(),
-    );
-    let ms = |v: f64| {
-        if v.is_finite() {
-            format!("{v:.1} ms")
-        } else {
-            "n/a".into()
-        }
-    };
-    for r in rows {
-        let other = if r.other.is_empty() {
-            "0".to_owned()
-        } else {
-            r.other
-                .iter()
-                .map(|(k, v)| format!("{v} x {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {RATE} x {} s = {} | {} / {other} / {} | {} | {} | {} | {} | {} / {} / {} | {} |",
-            r.label(),
-            r.secs,
-            thousands(r.requests as f64),
-            thousands(r.accepted as f64),
-            thousands(r.timed_out as f64),
-            ms(r.p50_ms),
-            ms(r.p99_ms),
-            ms(r.max_ms),
-            thousands(r.spilled as f64),
-            thousands(r.stored as f64),
-            thousands(r.missing as f64),
-            thousands(r.stored_unaccepted as f64),
-            r.stored_after_s
-                .map(|v| format!("{v:.1} s"))
-                .unwrap_or_else(|| format!("not within {} s", STORE_WITHIN.as_secs())),
-        );
-    }
-    let _ = writeln!(s, "\n{}\n", spill_finding(rows));
-}
-
-/// What the rows show, in sentences that follow from their numbers.
-pub(super) fn spill_finding(rows: &[SpillRow]) -> String {
-    let mut out = Vec::new();
-    let off = rows.iter().find(|r| !r.spill && r.stall.is_none());
-    let on = rows.iter().find(|r| r.spill && r.stall.is_none());
-    if let (Some(off), Some(on)) = (off, on) {
-        out.push(format!(
-            "With SQS healthy the spill queue was {} ({} events spilled), and the 202s' p50 / \
-             p99 were {:.1} / {:.1} ms with it against {:.1} / {:.1} ms without ({:+.1} / {:+.1} ms).",
-            if on.spilled == 0 { "never used" } else { "used" },
-            on.spilled,
-            on.p50_ms,
-            on.p99_ms,
-            off.p50_ms,
-            off.p99_ms,
-            on.p50_ms - off.p50_ms,
-            on.p99_ms - off.p99_ms
-        ));
-    }
-    if let Some(out_row) = rows.iter().find(|r| r.stall.is_some()) {
-        let all_202 = out_row.accepted == out_row.requests;
-        let within = out_row.max_ms <= DEADLINE_MS as f64;
-        out.push(format!(
-            "With SQS stalled for {} s, {} of {} requests were answered 202 ({}), the slowest in \
-             {:.0} ms, {} the {DEADLINE_MS} ms deadline; {} events were spilled.",
-            out_row.stall.map(|(a, b)| b - a).unwrap_or(0),
-            thousands(out_row.accepted as f64),
-            thousands(out_row.requests as f64),
-            if all_202 { "all" } else { "not all" },
-            out_row.max_ms,
-            if within { "within" } else { "past" },
-            thousands(out_row.spilled as f64),
-        ));
-        out.push(match out_row.stored_after_s {
-            Some(t) if out_row.missing == 0 => format!(
-                "Every accepted event was in PostgreSQL {t:.1} s after the last answer, once each; \
-                 {} stored events had not been answered 202.",
-                out_row.stored_unaccepted
-            ),
-            _ => format!(
-                "{} accepted events were not in PostgreSQL within {} s.",
-                out_row.missing,
-                STORE_WITHIN.as_secs()
-            ),
-        });
-    }
-    out.join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,50 +274,5 @@ mod tests {
         assert_eq!(row.other.get("503"), Some(&1));
         assert_eq!(row.max_ms, 30.0);
         assert!(row.label().contains("stalled from 5 s to 45 s"));
-    }
-
-    fn row(spill: bool, stall: Option<(u64, u64)>) -> SpillRow {
-        SpillRow {
-            requests: 100,
-            accepted: 100,
-            p50_ms: 20.0,
-            p99_ms: 40.0,
-            max_ms: 50.0,
-            stored: 100,
-            stored_after_s: Some(3.0),
-            ..summarise(spill, stall, 10, &[])
-        }
-    }
-
-    #[test]
-    fn the_finding_follows_the_numbers() {
-        let mut rows = vec![row(false, None), row(true, None), row(true, Some((5, 45)))];
-        let good = spill_finding(&rows);
-        assert!(good.contains("never used (0 events spilled)"), "{good}");
-        assert!(
-            good.contains("100 of 100 requests were answered 202 (all)"),
-            "{good}"
-        );
-        assert!(good.contains("within the 8000 ms deadline"), "{good}");
-        assert!(
-            good.contains("Every accepted event was in PostgreSQL"),
-            "{good}"
-        );
-
-        rows[1].spilled = 3;
-        rows[2].accepted = 90;
-        rows[2].max_ms = 9_000.0;
-        rows[2].missing = 4;
-        let bad = spill_finding(&rows);
-        assert!(bad.contains("was used (3 events spilled)"), "{bad}");
-        assert!(
-            bad.contains("90 of 100 requests were answered 202 (not all)"),
-            "{bad}"
-        );
-        assert!(bad.contains("past the 8000 ms deadline"), "{bad}");
-        assert!(
-            bad.contains("4 accepted events were not in PostgreSQL"),
-            "{bad}"
-        );
     }
 }

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use spillway_support::Stack;
 
-use super::cpu::{self, Usage, GROUPS};
+use super::cpu::{self, Usage};
 use super::events::{now_rfc3339, request_body};
 use super::sqs::purge;
 use super::Opts;
@@ -30,111 +30,6 @@ pub(super) struct WrkRun {
     pub(super) command: String,
     /// Where the CPU went while wrk ran (`None` when not measured).
     pub(super) cpu: Option<Usage>,
-}
-
-impl WrkRun {
-    /// CPU milliseconds per completed request: one group's, or all groups' when `None`.
-    fn cpu_ms_per_request(&self, group: Option<&str>) -> Option<f64> {
-        let u = self.cpu.as_ref()?;
-        if self.requests == 0 {
-            return None;
-        }
-        let s = match group {
-            Some(g) => u.seconds_of(g),
-            None => u.seconds.iter().map(|(_, s)| s).sum(),
-        };
-        Some(s * 1000.0 / self.requests as f64)
-    }
-}
-
-/// Average cores busy from which a run counts as bound by the CPU (of [`cpu::cores`]).
-const SATURATED_SHARE: f64 = 0.9;
-
-/// Figure 3's CPU table: per request, what each group of processes used.
-pub(super) fn cpu_table(runs: &[WrkRun], cores: usize) -> String {
-    let mut s = String::from("| request | cores busy (of ");
-    let _ = write!(s, "{cores}) | CPU per request, all |");
-    for g in GROUPS {
-        let _ = write!(s, " {g} |");
-    }
-    s.push_str("\n|---|---|---|");
-    for _ in GROUPS {
-        s.push_str("---|");
-    }
-    s.push('\n');
-    for r in runs {
-        let (Some(u), Some(all)) = (&r.cpu, r.cpu_ms_per_request(None)) else {
-            let _ = writeln!(s, "| {} | not measured |", r.name);
-            continue;
-        };
-        let _ = write!(s, "| {} | {:.2} | {all:.2} ms |", r.name, u.cores_busy);
-        for g in GROUPS {
-            let _ = write!(
-                s,
-                " {:.2} ms |",
-                r.cpu_ms_per_request(Some(g)).unwrap_or(0.0)
-            );
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// What the CPU figures say bounds each POST: the cores when they were saturated (and then
-/// the ceiling they allow), otherwise not the CPU.
-pub(super) fn cpu_reading(runs: &[WrkRun], cores: usize) -> String {
-    let Some(h) = runs.first() else {
-        return String::new();
-    };
-    let mut out = String::new();
-    for p in runs.iter().skip(1) {
-        let (Some(u), Some(all), Some(h_all)) = (
-            &p.cpu,
-            p.cpu_ms_per_request(None),
-            h.cpu_ms_per_request(None),
-        ) else {
-            let _ = write!(out, "{}: CPU not measured. ", p.name);
-            continue;
-        };
-        let edge = p.cpu_ms_per_request(Some("workerd")).unwrap_or(0.0)
-            + p.cpu_ms_per_request(Some("wrangler (node)")).unwrap_or(0.0);
-        let h_edge = h.cpu_ms_per_request(Some("workerd")).unwrap_or(0.0)
-            + h.cpu_ms_per_request(Some("wrangler (node)")).unwrap_or(0.0);
-        let sqs = p.cpu_ms_per_request(Some("local SQS")).unwrap_or(0.0);
-        let _ = write!(
-            out,
-            "{} cost {all:.2} ms of CPU per request on this machine against {h_all:.2} ms for \
-             `/healthz` ({:.1}x): {edge:.2} ms in workerd and wrangler's node against \
-             {h_edge:.2} ms, {sqs:.2} ms in the local SQS. With the cores fully used, that \
-             allows {:.0} requests/s against `/healthz`'s {:.0}: {} of it. ",
-            p.name,
-            all / h_all,
-            cores as f64 * 1000.0 / all,
-            cores as f64 * 1000.0 / h_all,
-            super::report::ratio(h_all, all)
-        );
-        if u.cores_busy >= SATURATED_SHARE * cores as f64 {
-            let _ = write!(
-                out,
-                "The {cores} cores were busy {:.2} of {cores} on average, so the CPU bounds it: \
-                 {cores} cores / {all:.2} ms = {:.0} requests/s, against {:.0} measured. ",
-                u.cores_busy,
-                cores as f64 * 1000.0 / all,
-                p.rps
-            );
-        } else {
-            let _ = write!(
-                out,
-                "The cores were busy only {:.2} of {cores} on average, so the CPU did not bound \
-                 it: the {WRK_CONNECTIONS} connections each wait for their answer (p50 {:.1} \
-                 ms), and {WRK_CONNECTIONS} / p50 = {:.0} requests/s. ",
-                u.cores_busy,
-                p.p50_ms,
-                WRK_CONNECTIONS as f64 * 1000.0 / p.p50_ms
-            );
-        }
-    }
-    out.trim_end().to_owned()
 }
 
 pub(super) fn wrk_script(
@@ -397,71 +292,6 @@ Transfer/sec:    521.10KB
             .map(|l| format!("{l}\n"))
             .collect();
         assert!(parse_wrk(&no_latency).is_err());
-    }
-
-    fn run(name: &str, rps: f64, p50_ms: f64, requests: u64, workerd_s: f64, busy: f64) -> WrkRun {
-        WrkRun {
-            name: name.into(),
-            events: 1,
-            rps,
-            p50_ms,
-            p99_ms: p50_ms * 2.0,
-            requests,
-            non_2xx: 0,
-            socket_errors: 0,
-            command: "wrk".into(),
-            cpu: Some(Usage {
-                seconds: GROUPS
-                    .iter()
-                    .map(|g| (*g, if *g == "workerd" { workerd_s } else { 1.0 }))
-                    .collect(),
-                cores_busy: busy,
-            }),
-        }
-    }
-
-    #[test]
-    fn the_cpu_reading_names_the_cores_only_when_they_were_saturated() {
-        let health = run("GET /healthz", 400.0, 18.0, 4000, 4.0, 1.95);
-        // 1,000 requests, 12 s of CPU: 12 ms per request; 2 cores busy 1.9 of 2.
-        let saturated = run("POST 1 event", 125.0, 60.0, 1000, 8.0, 1.9);
-        let text = cpu_reading(&[health.clone(), saturated], 2);
-        assert!(text.contains("cost 12.00 ms of CPU per request"), "{text}");
-        assert!(
-            text.contains("against 2.00 ms for `/healthz` (6.0x)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("9.00 ms in workerd and wrangler's node"),
-            "{text}"
-        );
-        assert!(
-            text.contains("so the CPU bounds it: 2 cores / 12.00 ms = 167 requests/s"),
-            "{text}"
-        );
-        let idle = run("POST 1 event", 125.0, 64.0, 1000, 8.0, 1.0);
-        let text = cpu_reading(&[health, idle], 2);
-        assert!(text.contains("did not bound it"), "{text}");
-        assert!(text.contains("8 / p50 = 125 requests/s"), "{text}");
-    }
-
-    #[test]
-    fn the_cpu_table_has_a_column_per_group_and_says_when_nothing_was_measured() {
-        let mut unmeasured = run("POST 100 events", 70.0, 100.0, 500, 1.0, 1.0);
-        unmeasured.cpu = None;
-        let t = cpu_table(
-            &[
-                run("GET /healthz", 400.0, 18.0, 4000, 4.0, 1.95),
-                unmeasured,
-            ],
-            2,
-        );
-        assert!(
-            t.contains("| GET /healthz | 1.95 | 2.00 ms | 1.00 ms | 0.25 ms |"),
-            "{t}"
-        );
-        assert!(t.contains("| POST 100 events | not measured |"), "{t}");
-        assert_eq!(t.lines().nth(1).map(|l| l.matches("---").count()), Some(8));
     }
 
     #[test]
