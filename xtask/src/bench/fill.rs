@@ -3,8 +3,6 @@
 //! everything outside the markers (the prose, the explanations) is left byte for byte.
 //! Does not know what any table means.
 
-use std::collections::BTreeMap;
-
 use anyhow::{bail, Result};
 
 use super::table::Table;
@@ -19,8 +17,8 @@ fn start(key: &str) -> String {
 
 /// `doc` with the content of every marker replaced by its table. A table without a marker is
 /// an error naming the marker to add; a marker without a table says it was not measured.
-pub(super) fn fill(doc: &str, tables: &BTreeMap<String, Table>) -> Result<String> {
-    for key in tables.keys() {
+pub(super) fn fill(doc: &str, tables: &[Table]) -> Result<String> {
+    for key in tables.iter().map(|t| &t.key) {
         if !doc.contains(&start(key)) {
             bail!(
                 "BENCHMARKS.md has no marker `{}` ... `{END}` for table {key}: add one where its table goes",
@@ -41,7 +39,7 @@ pub(super) fn fill(doc: &str, tables: &BTreeMap<String, Table>) -> Result<String
         };
         out.push_str(&rest[..open_end]);
         out.push('\n');
-        match tables.get(key) {
+        match tables.iter().find(|t| t.key == key) {
             Some(t) => out.push_str(&t.markdown()),
             None => out.push_str(NOT_MEASURED),
         }
@@ -56,16 +54,12 @@ pub(super) fn fill(doc: &str, tables: &BTreeMap<String, Table>) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::table::Col;
     use serde_json::json;
 
-    fn tables(keys: &[&str]) -> BTreeMap<String, Table> {
-        keys.iter()
-            .map(|k| {
-                let mut t = Table::new(*k, &[("n", Some(0))]);
-                t.push(vec![json!(1234)]);
-                (k.to_string(), t)
-            })
-            .collect()
+    fn tables(keys: &[&str]) -> Vec<Table> {
+        let cols: [Col<u32>; 1] = [("n", Some(0), |n| json!(n))];
+        keys.iter().map(|k| Table::of(*k, [1234], &cols)).collect()
     }
 
     const DOC: &str = "# Title\n\nProse about *a* (bounded by X).\n\n<!-- bench:a -->\n| old |\n|---|\n| 9 |\n<!-- /bench -->\n\nMore prose.\n<!-- bench:b -->\nstale\n<!-- /bench -->\nEnd.\n";

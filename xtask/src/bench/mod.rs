@@ -38,7 +38,6 @@ mod table;
 mod wasm;
 mod workerd;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
@@ -58,7 +57,6 @@ use experiment::{experiment, ScenarioResult};
 use measure::Machine;
 use plot::scenario_svg;
 use sqs::{sqs_costs, sqs_rate, SqsCost, SqsRate};
-use table::Table;
 use wasm::{wasm_sizes, WasmSize};
 use workerd::{ensure_wrk, workerd, WrkRun};
 
@@ -198,25 +196,21 @@ pub fn main(args: &[String]) -> Result<()> {
         fs::write(&path, scenario_svg(sc))?;
         note(&format!("plot: {}", path.display()));
     }
-    // Fill before writing anything, so that a missing marker leaves no half-written output.
+    // The results file is written first and the tables are filled from what it reads back,
+    // so BENCHMARKS.md shows exactly the file's numbers.
     let mut tables = figures::tables(&results, &opts);
-    let by_key: BTreeMap<String, Table> =
-        tables.iter().map(|t| (t.key.clone(), t.clone())).collect();
-    tables.push(checks::checks(&by_key));
-    let by_key: BTreeMap<String, Table> =
-        tables.iter().map(|t| (t.key.clone(), t.clone())).collect();
+    tables.push(checks::checks(&tables));
+    fs::write(out.join("results.json"), table::to_results_json(&tables))?;
+    let tables = table::from_results_json(&fs::read_to_string(out.join("results.json"))?)?;
     let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
-    let filled = fill::fill(&doc, &by_key)?;
-    let json = table::to_results_json(&tables);
+    let filled = fill::fill(&doc, &tables)?;
     if opts.only.is_none() {
-        fs::write(out.join("results.json"), json)?;
         fs::write(root().join("BENCHMARKS.md"), filled)?;
         println!(
             "\nwrote benches/results/results.json and the tables of BENCHMARKS.md ({:.0} s in all)",
             results.seconds
         );
     } else {
-        fs::write(out.join("results.json"), json)?;
         let partial = out.join("BENCHMARKS.partial.md");
         fs::write(&partial, filled)?;
         println!(

@@ -3,19 +3,21 @@
 //! of a table is only the formatting of those values. This module neither measures nor says
 //! anything about the numbers: the explanations are hand-written in BENCHMARKS.md.
 
-use std::collections::BTreeMap;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
-use anyhow::{anyhow, Context, Result};
-use serde_json::{json, Map, Value};
-
-/// A column: its name (with its unit) and the decimals of its numbers (`None`: text).
-#[derive(Debug, Clone, PartialEq)]
+/// A column: its name (with its unit) and the decimals of its numbers (`None`: as they are).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Column {
     pub(super) name: String,
     pub(super) decimals: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A column of a table of `T`s: its name, its decimals, and how a `T` gives its value.
+pub(super) type Col<T> = (&'static str, Option<usize>, fn(&T) -> Value);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct Table {
     pub(super) key: String,
     pub(super) columns: Vec<Column>,
@@ -25,7 +27,13 @@ pub(super) struct Table {
     pub(super) transposed: bool,
 }
 
-/// A measured number; a non-finite one (nothing to measure) is `null`, never 0.
+/// The results file: a run's tables (its metadata is the table `run`).
+#[derive(Serialize, Deserialize)]
+struct Results {
+    tables: Vec<Table>,
+}
+
+/// A measured number; a non-finite one (nothing measured) is `null`, never 0.
 pub(super) fn num(v: f64) -> Value {
     if v.is_finite() {
         json!(v)
@@ -34,7 +42,7 @@ pub(super) fn num(v: f64) -> Value {
     }
 }
 
-/// `a / b`, `null` when either is unknown or `b` is 0.
+/// `a / b`; `null` when `b` is 0.
 pub(super) fn ratio(a: f64, b: f64) -> Value {
     if b != 0.0 {
         num(a / b)
@@ -43,26 +51,35 @@ pub(super) fn ratio(a: f64, b: f64) -> Value {
     }
 }
 
-impl Table {
-    /// An empty table of `columns`: (name, decimals).
-    pub(super) fn new(key: impl Into<String>, columns: &[(&str, Option<usize>)]) -> Table {
-        Table {
-            key: key.into(),
-            columns: columns
-                .iter()
-                .map(|(name, decimals)| Column {
-                    name: (*name).to_owned(),
-                    decimals: *decimals,
-                })
-                .collect(),
-            rows: Vec::new(),
-            transposed: false,
-        }
-    }
+pub(super) fn to_results_json(tables: &[Table]) -> String {
+    let tables = tables.to_vec();
+    serde_json::to_string_pretty(&Results { tables }).unwrap_or_default() + "\n"
+}
 
-    pub(super) fn push(&mut self, row: Vec<Value>) {
-        assert_eq!(row.len(), self.columns.len(), "a row of table {}", self.key);
-        self.rows.push(row);
+pub(super) fn from_results_json(text: &str) -> Result<Vec<Table>> {
+    let results: Results = serde_json::from_str(text).context("reading the results file")?;
+    Ok(results.tables)
+}
+
+impl Table {
+    /// The table of `rows`, one column per [`Col`].
+    pub(super) fn of<T>(
+        key: impl Into<String>,
+        rows: impl IntoIterator<Item = T>,
+        cols: &[Col<T>],
+    ) -> Table {
+        let column = |c: &Col<T>| Column {
+            name: c.0.to_owned(),
+            decimals: c.1,
+        };
+        let row = |r: T| cols.iter().map(|c| (c.2)(&r)).collect();
+        let (key, transposed) = (key.into(), false);
+        Table {
+            key,
+            columns: cols.iter().map(column).collect(),
+            rows: rows.into_iter().map(row).collect(),
+            transposed,
+        }
     }
 
     /// The value of `column` in row `row`, if both exist.
@@ -81,63 +98,21 @@ impl Table {
         (0..self.rows.len()).find(|&r| self.get(r, column).and_then(Value::as_str) == Some(value))
     }
 
-    fn to_json(&self) -> Value {
-        let rows: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|row| {
-                let mut m = Map::new();
-                for (c, v) in self.columns.iter().zip(row) {
-                    m.insert(c.name.clone(), v.clone());
-                }
-                Value::Object(m)
-            })
-            .collect();
-        json!({
-            "columns": self.columns.iter().map(|c| json!({"name": c.name, "decimals": c.decimals})).collect::<Vec<_>>(),
-            "transposed": self.transposed,
-            "rows": rows,
-        })
-    }
-
-    fn from_json(key: &str, v: &Value) -> Result<Table> {
-        let bad = || anyhow!("table {key} in the results file is malformed");
-        let columns: Vec<Column> = v["columns"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .map(|c| {
-                Ok(Column {
-                    name: c["name"].as_str().ok_or_else(bad)?.to_owned(),
-                    decimals: c["decimals"].as_u64().map(|d| d as usize),
-                })
-            })
-            .collect::<Result<_>>()?;
-        let rows = v["rows"]
-            .as_array()
-            .ok_or_else(bad)?
-            .iter()
-            .map(|r| {
-                columns
-                    .iter()
-                    .map(|c| r.get(&c.name).cloned().ok_or_else(bad))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
-        Ok(Table {
-            key: key.to_owned(),
-            columns,
-            rows,
-            transposed: v["transposed"].as_bool().unwrap_or(false),
-        })
-    }
-
     fn cell(&self, column: usize, v: &Value) -> String {
         match (v, self.columns[column].decimals) {
             (Value::Null, _) => "n/a".into(),
             (Value::String(s), _) => s.clone(),
             (Value::Bool(b), _) => (if *b { "yes" } else { "**no**" }).into(),
             (Value::Number(n), Some(d)) => grouped(&format!("{:.d$}", n.as_f64().unwrap_or(0.0))),
+            // Counts by answer (`{"502": 46}`): `46 x 502`.
+            (Value::Object(m), _) => {
+                let counts: Vec<String> = m.iter().map(|(k, n)| format!("{n} x {k}")).collect();
+                if counts.is_empty() {
+                    "none".into()
+                } else {
+                    counts.join("; ")
+                }
+            }
             (other, _) => other.to_string(),
         }
     }
@@ -145,24 +120,27 @@ impl Table {
     /// The table in Markdown, one line per row, with its trailing newline.
     pub(super) fn markdown(&self) -> String {
         let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
-        let rule = |n: usize| format!("|{}\n", "---|".repeat(n));
-        let mut s = String::new();
-        if self.transposed {
-            let mut head = vec![self.columns[0].name.clone()];
-            head.extend(self.rows.iter().map(|r| self.cell(0, &r[0])));
-            s += &line(head);
-            s += &rule(self.rows.len() + 1);
-            for (i, c) in self.columns.iter().enumerate().skip(1) {
-                let mut cells = vec![c.name.clone()];
-                cells.extend(self.rows.iter().map(|r| self.cell(i, &r[i])));
-                s += &line(cells);
-            }
+        // Transposed, a column's name and its values make a line; otherwise a row does.
+        let lines: Vec<Vec<String>> = if self.transposed {
+            let line = |(i, c): (usize, &Column)| {
+                let cells = self.rows.iter().map(|r| self.cell(i, &r[i]));
+                std::iter::once(c.name.clone()).chain(cells).collect()
+            };
+            self.columns.iter().enumerate().map(line).collect()
         } else {
-            s += &line(self.columns.iter().map(|c| c.name.clone()).collect());
-            s += &rule(self.columns.len());
-            for r in &self.rows {
-                s += &line(r.iter().enumerate().map(|(i, v)| self.cell(i, v)).collect());
+            let cells =
+                |r: &Vec<Value>| r.iter().enumerate().map(|(i, v)| self.cell(i, v)).collect();
+            let head = self.columns.iter().map(|c| c.name.clone()).collect();
+            std::iter::once(head)
+                .chain(self.rows.iter().map(cells))
+                .collect()
+        };
+        let mut s = String::new();
+        for (i, cells) in lines.into_iter().enumerate() {
+            if i == 1 {
+                s += &format!("|{}\n", "---|".repeat(cells.len()));
             }
+            s += &line(cells);
         }
         s
     }
@@ -170,87 +148,60 @@ impl Table {
 
 /// Thousands separators in the integer part of a formatted number: `-1234567.5` → `-1,234,567.5`.
 pub(super) fn grouped(formatted: &str) -> String {
-    let (sign, rest) = match formatted.strip_prefix('-') {
-        Some(r) => ("-", r),
-        None => ("", formatted),
-    };
+    let (sign, rest) = formatted.split_at(usize::from(formatted.starts_with('-')));
     let (int, frac) = rest.split_at(rest.find('.').unwrap_or(rest.len()));
-    let mut out = String::new();
+    let mut out = String::from(sign);
     for (i, c) in int.chars().enumerate() {
         if i > 0 && (int.len() - i) % 3 == 0 {
             out.push(',');
         }
         out.push(c);
     }
-    format!("{sign}{out}{frac}")
-}
-
-/// The results file: every table of a run, by key (the run's metadata is the table `run`).
-pub(super) fn to_results_json(tables: &[Table]) -> String {
-    let map: Map<String, Value> = tables
-        .iter()
-        .map(|t| (t.key.clone(), t.to_json()))
-        .collect();
-    let mut s = serde_json::to_string_pretty(&json!({ "tables": map })).unwrap_or_default();
-    s.push('\n');
-    s
-}
-
-/// The tables of a results file, by key.
-pub(super) fn from_results_json(text: &str) -> Result<BTreeMap<String, Table>> {
-    let v: Value = serde_json::from_str(text).context("the results file is not JSON")?;
-    v["tables"]
-        .as_object()
-        .context("the results file has no `tables`")?
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), Table::from_json(k, t)?)))
-        .collect()
+    out + frac
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> Table {
-        let mut t = Table::new(
-            "figure-9",
-            &[("design", None), ("rows/s", Some(0)), ("ratio", Some(2))],
-        );
-        t.push(vec![json!("a"), json!(72914.4), json!(0.857)]);
-        t.push(vec![json!("b"), Value::Null, json!(true)]);
-        t
+    fn sample(transposed: bool) -> Table {
+        let cols: [Col<(&str, Value, Value)>; 3] = [
+            ("design", None, |r| json!(r.0)),
+            ("rows/s", Some(0), |r| r.1.clone()),
+            ("ratio", Some(2), |r| r.2.clone()),
+        ];
+        let rows = [
+            ("a", json!(72914.4), json!(0.857)),
+            ("b", Value::Null, json!({"502": 3})),
+        ];
+        Table {
+            transposed,
+            ..Table::of("figure-9", rows, &cols)
+        }
     }
 
     #[test]
-    fn numbers_are_shown_with_their_decimals_and_thousands() {
+    fn numbers_are_shown_with_their_decimals_and_an_unknown_as_n_a() {
+        let md = "| design | rows/s | ratio |\n|---|---|---|\n| a | 72,914 | 0.86 |\n| b | n/a | 3 x 502 |\n";
+        assert_eq!(sample(false).markdown(), md);
+        let md = "| design | a | b |\n|---|---|---|\n| rows/s | 72,914 | n/a |\n| ratio | 0.86 | 3 x 502 |\n";
+        assert_eq!(sample(true).markdown(), md);
         assert_eq!(
-            sample().markdown(),
-            "| design | rows/s | ratio |\n|---|---|---|\n| a | 72,914 | 0.86 |\n| b | n/a | yes |\n"
+            (grouped("-1234567.25"), grouped("999")),
+            ("-1,234,567.25".into(), "999".into())
         );
-        assert_eq!(grouped("-1234567.25"), "-1,234,567.25");
-        assert_eq!(grouped("999"), "999");
-        assert_eq!(num(f64::NAN), Value::Null);
-        assert_eq!(ratio(1.0, 0.0), Value::Null);
-    }
-
-    #[test]
-    fn a_transposed_table_has_a_column_per_row() {
-        let mut t = sample();
-        t.transposed = true;
-        assert_eq!(
-            t.markdown(),
-            "| design | a | b |\n|---|---|---|\n| rows/s | 72,914 | n/a |\n| ratio | 0.86 | yes |\n"
-        );
+        assert_eq!((num(f64::NAN), ratio(1.0, 0.0)), (Value::Null, Value::Null));
     }
 
     #[test]
     fn the_results_file_reads_back_the_same_tables() {
-        let mut t = sample();
-        t.transposed = true;
+        let t = sample(true);
         let back = from_results_json(&to_results_json(std::slice::from_ref(&t))).expect("read");
-        assert_eq!(back.get("figure-9"), Some(&t));
-        assert_eq!(t.number(0, "rows/s"), Some(72914.4));
-        assert_eq!(t.find("design", "b"), Some(1));
-        assert!(from_results_json(r#"{"tables": {"x": {"rows": []}}}"#).is_err());
+        assert_eq!(back, [t.clone()]);
+        assert_eq!(
+            (t.number(0, "rows/s"), t.find("design", "b")),
+            (Some(72914.4), Some(1))
+        );
+        assert!(from_results_json(r#"{"tables": [{"key": "x"}]}"#).is_err());
     }
 }
