@@ -15,39 +15,37 @@ fn start(key: &str) -> String {
     format!("<!-- bench:{key} -->")
 }
 
-/// `doc` with the content of every marker replaced by its table. A table without a marker is
-/// an error naming the marker to add; a marker without a table says it was not measured.
+/// The key of a line that is a start marker (the whole line: a marker quoted in prose is not one).
+fn marker(line: &str) -> Option<&str> {
+    line.strip_prefix("<!-- bench:")?.strip_suffix(" -->")
+}
+
+/// `doc` with what lies between each marker line and the next `<!-- /bench -->` line replaced
+/// by its table. A table without a marker is an error naming the marker to add; a marker
+/// without a table says it was not measured.
 pub(super) fn fill(doc: &str, tables: &[Table]) -> Result<String> {
-    for key in tables.iter().map(|t| &t.key) {
-        if !doc.contains(&start(key)) {
-            bail!(
-                "BENCHMARKS.md has no marker `{}` ... `{END}` for table {key}: add one where its table goes",
-                start(key)
-            );
+    for t in tables {
+        if !doc.lines().any(|l| marker(l) == Some(&t.key)) {
+            let key = &t.key;
+            bail!("BENCHMARKS.md has no line `{}` (closed by `{END}`) for table {key}: add one where it goes", start(key));
         }
     }
     let mut out = String::with_capacity(doc.len());
-    let mut rest = doc;
-    while let Some(at) = rest.find("<!-- bench:") {
-        let open_end = match rest[at..].find("-->") {
-            Some(e) => at + e + 3,
-            None => bail!("an unclosed `<!-- bench:` in BENCHMARKS.md"),
+    let mut lines = doc.split_inclusive('\n');
+    while let Some(line) = lines.next() {
+        out.push_str(line);
+        let Some(key) = marker(line.trim_end_matches('\n')) else {
+            continue;
         };
-        let key = rest[at + "<!-- bench:".len()..open_end - 3].trim();
-        let Some(close) = rest[open_end..].find(END) else {
-            bail!("marker `{}` has no `{END}` after it", start(key));
-        };
-        out.push_str(&rest[..open_end]);
-        out.push('\n');
         match tables.iter().find(|t| t.key == key) {
             Some(t) => out.push_str(&t.markdown()),
             None => out.push_str(NOT_MEASURED),
         }
-        rest = &rest[open_end + close..];
-        out.push_str(END);
-        rest = &rest[END.len()..];
+        match lines.find(|l| l.trim_end_matches('\n') == END) {
+            Some(end) => out.push_str(end),
+            None => bail!("marker `{}` has no `{END}` line after it", start(key)),
+        }
     }
-    out.push_str(rest);
     Ok(out)
 }
 
@@ -91,5 +89,9 @@ mod tests {
         );
         let err = fill("<!-- bench:a -->\n| x |\n", &tables(&["a"])).unwrap_err();
         assert!(err.to_string().contains("<!-- bench:a -->"), "{err}");
+        // A marker quoted in prose is neither a marker nor a table's place.
+        let quoted = "Tables live between `<!-- bench:a -->` and `<!-- /bench -->`.\n";
+        assert_eq!(fill(quoted, &[]).expect("nothing to fill"), quoted);
+        assert!(fill(quoted, &tables(&["a"])).is_err());
     }
 }

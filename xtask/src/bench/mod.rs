@@ -35,6 +35,8 @@ mod plot;
 mod spill;
 mod sqs;
 mod table;
+#[cfg(test)]
+mod tests;
 mod wasm;
 mod workerd;
 
