@@ -241,24 +241,6 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
         let after = settle(|| meter.snapshot());
         let mut row = summarise(mode, rate, secs, &bodies, &ends);
         row.meter = after.since(&before);
-        note(&format!(
-            "{rate} req/s x {secs} s, batching {}: {} x 202, {} other, {} timed out, \
-             achieved {:.1} req/s; SQS saw {} calls, {} messages, {} events, {} billed = {:.0} per \
-             million events (floor {:.0}); p50 {:.1} ms, p99 {:.1} ms",
-            mode.label(),
-            row.accepted,
-            row.other_count(),
-            row.timed_out,
-            row.achieved_rps,
-            row.meter.calls,
-            row.meter.entries,
-            row.meter.events,
-            row.meter.billed,
-            row.billed_per_million(),
-            row.floor_per_million(),
-            row.p50_ms,
-            row.p99_ms
-        ));
         rows.push(row);
     }
     purge(stack)?;

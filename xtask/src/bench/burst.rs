@@ -470,20 +470,6 @@ pub(super) fn run(
     }
     r.samples = samples;
     r.queue = queue;
-    note(&format!(
-        "{design}: {} of {} requests accepted, refused {:?}, {} retries, {} lost, {} stored although refused, peak {} connections ({} failed samples), p50 {:.0} ms, p99 {:.0} ms, complete {}",
-        r.accepted_requests,
-        r.requests,
-        r.refused,
-        r.retries,
-        r.lost,
-        r.stored_refused,
-        r.peak_connections.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-        r.failed_samples,
-        r.p50_ms,
-        r.p99_ms,
-        r.complete_s.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "never".into())
-    ));
     Ok(r)
 }
 

@@ -51,10 +51,6 @@ pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
     for n in [1usize, 100] {
         let path = mean_ns("request_path", n)? / n as f64;
         let floor = mean_ns("serde_json_floor", n)? / n as f64;
-        note(&format!(
-            "{n:>3} event(s)/request: request path {path:.0} ns/event, serde_json floor {floor:.0} ns/event, x{:.2}",
-            path / floor
-        ));
         // The same body edge/benches/floor.rs builds (same generator, same timestamp).
         let bytes = request_body(n, 0, FIXED_TIMESTAMP, &mut || None).len();
         rows.push((n, path, floor, bytes));

@@ -179,12 +179,15 @@ fn setup(r: &Results, opts: &Opts) -> Table {
     Table::of("setup", rows, &cols)
 }
 
+/// A summary row: figure, what, unit, Spillway's number, the reference and its number.
+type SummaryRow<'a> = (u32, String, &'a str, f64, &'a str, f64);
+
 /// Each figure's headline against its reference measured in the same run.
 #[rustfmt::skip] // A table: one row per line.
 fn summary(r: &Results) -> Table {
     const FLOOR: &str = "payload bytes / 64 KiB";
     const PER_M: &str = "per million events";
-    let mut rows: Vec<(u32, String, &str, f64, &str, f64)> = Vec::new();
+    let mut rows: Vec<SummaryRow> = Vec::new();
     for &(n, path, floor, _) in r.edge.iter().flat_map(|e| &e.rows) {
         let what = format!("edge request path, {n}-event requests");
         rows.push((1, what, "ns/event", path, "serde_json parse + serialise", floor));
@@ -227,7 +230,7 @@ fn summary(r: &Results) -> Table {
         let what = format!("group commit {mode}, 1-event requests at {rate} req/s: billed SQS sends");
         rows.push((7, what, PER_M, b.billed_per_million(), FLOOR, b.floor_per_million()));
     }
-    let cols: [Col<(u32, String, &str, f64, &str, f64)>; 7] = [
+    let cols: [Col<SummaryRow>; 7] = [
         ("#", N, |x| json!(x.0)),
         ("figure", TEXT, |x| json!(x.1)),
         ("unit", TEXT, |x| json!(x.2)),

@@ -82,12 +82,12 @@ mod tests {
 
     #[test]
     fn a_missing_or_unclosed_marker_is_an_error_naming_it() {
-        let err = fill(DOC, &tables(&["a", "figure-3-cpu"])).unwrap_err();
+        let err = fill(DOC, &tables(&["a", "figure-3-cpu"])).expect_err("an error");
         assert!(
             err.to_string().contains("<!-- bench:figure-3-cpu -->"),
             "{err}"
         );
-        let err = fill("<!-- bench:a -->\n| x |\n", &tables(&["a"])).unwrap_err();
+        let err = fill("<!-- bench:a -->\n| x |\n", &tables(&["a"])).expect_err("an error");
         assert!(err.to_string().contains("<!-- bench:a -->"), "{err}");
         // A marker quoted in prose is neither a marker nor a table's place.
         let quoted = "Tables live between `<!-- bench:a -->` and `<!-- /bench -->`.\n";

@@ -206,6 +206,10 @@ pub fn main(args: &[String]) -> Result<()> {
     let tables = table::from_results_json(&fs::read_to_string(out.join("results.json"))?)?;
     let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
     let filled = fill::fill(&doc, &tables)?;
+    // The console shows what the run measured as the same tables (no sentences).
+    for t in &tables {
+        println!("\n{}:\n{}", t.key, t.markdown());
+    }
     if opts.only.is_none() {
         fs::write(root().join("BENCHMARKS.md"), filled)?;
         println!(

@@ -15,7 +15,6 @@ use spillway_support::{FaultMode, Stack};
 use super::batching::{drive, warm_up, End};
 use super::burst::percentile;
 use super::client::{Answer, Endpoint};
-use crate::step::note;
 
 /// Offered load: one-event requests per second.
 pub(super) const RATE: u32 = 25;
@@ -53,21 +52,6 @@ pub(super) struct SpillRow {
     /// From the last answer until every accepted event was in the table (`None`: not within
     /// [`STORE_WITHIN`]).
     pub(super) stored_after_s: Option<f64>,
-}
-
-impl SpillRow {
-    pub(super) fn label(&self) -> String {
-        let spill = if self.spill {
-            "on (`SPILL_QUEUE`)"
-        } else {
-            "off (no binding)"
-        };
-        let sqs = match self.stall {
-            Some((a, b)) => format!("stalled from {a} s to {b} s"),
-            None => "healthy".into(),
-        };
-        format!("{spill} | {sqs}")
-    }
 }
 
 fn body(run: &str, i: usize) -> Arc<Vec<u8>> {
@@ -174,26 +158,6 @@ fn phase(
     row.stored = accepted.iter().filter(|id| stored.contains(*id)).count();
     row.missing = accepted.len() - row.stored;
     row.stored_unaccepted = stored.iter().filter(|id| !accepted.contains(*id)).count();
-    note(&format!(
-        "spill {}: {} x 202 of {}, {} other, {} timed out; p50 {:.1} ms, p99 {:.1} ms, max {:.0} ms; \
-         {} events spilled; {} of {} accepted stored ({} missing, {} stored not accepted) {}",
-        row.label(),
-        row.accepted,
-        row.requests,
-        row.other.values().sum::<usize>(),
-        row.timed_out,
-        row.p50_ms,
-        row.p99_ms,
-        row.max_ms,
-        row.spilled,
-        row.stored,
-        accepted.len(),
-        row.missing,
-        row.stored_unaccepted,
-        row.stored_after_s
-            .map(|s| format!("{s:.1} s after the last answer"))
-            .unwrap_or_else(|| "(not all in time)".into())
-    ));
     Ok(row)
 }
 
@@ -273,6 +237,6 @@ mod tests {
         assert_eq!((row.requests, row.accepted, row.timed_out), (4, 2, 1));
         assert_eq!(row.other.get("503"), Some(&1));
         assert_eq!(row.max_ms, 30.0);
-        assert!(row.label().contains("stalled from 5 s to 45 s"));
+        assert_eq!(row.stall, Some((5, 45)));
     }
 }

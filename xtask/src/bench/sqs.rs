@@ -101,14 +101,6 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
             receive_billed: receive_billed as f64 * per_million,
             delete_billed: delete_billed as f64 * per_million,
         };
-        note(&format!(
-            "{n:>3} events/request: {:.0} billed sends per million events, floor {:.0}, x{:.1}; receive {:.0} + delete {:.0}",
-            c.send_billed,
-            c.floor,
-            c.send_billed / c.floor,
-            c.receive_billed,
-            c.delete_billed
-        ));
         out.push(c);
     }
     Ok(out)

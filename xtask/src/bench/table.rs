@@ -197,7 +197,7 @@ mod tests {
     fn the_results_file_reads_back_the_same_tables() {
         let t = sample(true);
         let back = from_results_json(&to_results_json(std::slice::from_ref(&t))).expect("read");
-        assert_eq!(back, [t.clone()]);
+        assert_eq!(back, std::slice::from_ref(&t));
         assert_eq!(
             (t.number(0, "rows/s"), t.find("design", "b")),
             (Some(72914.4), Some(1))

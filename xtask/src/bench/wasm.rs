@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::step::{note, root};
+use crate::step::root;
 
 // ---------------------------------------------------------------------------------------------
 // Figure 2: wasm size
@@ -40,13 +40,5 @@ pub(super) fn wasm_sizes() -> Result<WasmSize> {
         hello_raw: fs::metadata(&hello)?.len(),
         hello_gz: gzip9(&hello)?,
     };
-    note(&format!(
-        "edge {} B ({} B gzip -9), hello world {} B ({} B gzip -9), x{:.2}",
-        w.edge_raw,
-        w.edge_gz,
-        w.hello_raw,
-        w.hello_gz,
-        w.edge_gz as f64 / w.hello_gz as f64
-    ));
     Ok(w)
 }

@@ -165,10 +165,6 @@ pub(super) fn run_wrk(
         command,
         cpu: Some(used),
     };
-    note(&format!(
-        "{name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx, {} socket errors",
-        r.rps, r.p50_ms, r.p99_ms, r.requests, r.non_2xx, r.socket_errors
-    ));
     Ok(r)
 }
 
