@@ -177,6 +177,12 @@ pub fn main(args: &[String]) -> Result<()> {
         note(&format!("stopped {left} service(s) left behind"));
     }
     let results = result?;
+    let mut tables = figures::tables(&results, &opts);
+    tables.push(checks::checks(&tables));
+    // Every table must have its place in BENCHMARKS.md before anything is written, so that a
+    // missing marker leaves the committed files as they were.
+    let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
+    fill::fill(&doc, &tables)?;
     // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
     // partial run writes its plots beside its partial Markdown.
     let out = if opts.only.is_none() {
@@ -200,11 +206,8 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     // The results file is written first and the tables are filled from what it reads back,
     // so BENCHMARKS.md shows exactly the file's numbers.
-    let mut tables = figures::tables(&results, &opts);
-    tables.push(checks::checks(&tables));
     fs::write(out.join("results.json"), table::to_results_json(&tables))?;
     let tables = table::from_results_json(&fs::read_to_string(out.join("results.json"))?)?;
-    let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
     let filled = fill::fill(&doc, &tables)?;
     // The console shows what the run measured as the same tables (no sentences).
     for t in &tables {
