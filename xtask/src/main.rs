@@ -10,6 +10,7 @@ mod bench;
 mod bootstrap;
 mod fresh;
 mod fuzz;
+mod layers;
 mod stack;
 mod step;
 mod test;
@@ -25,6 +26,7 @@ commands:
   down    stop what `up` started
   status  show the status of a running pipeline once
   bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
+  layers  check that no module of shared, edge or consumer uses a module that uses it back
   fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
 options of dev and up: --sqs moto|localstack (moto), --edge-port N (8787), --sqs-port N (9324),
@@ -38,6 +40,7 @@ fn main() {
         Some("test") => test::main(&args[1..]),
         Some("bench") => bench::main(&args[1..]),
         Some("fuzz") => fuzz::main(&args[1..]),
+        Some("layers") => layers::main(&args[1..]),
         Some("dev") => stack::dev(&args[1..]),
         Some("up") => stack::up(&args[1..]),
         Some("down") => stack::down(),
