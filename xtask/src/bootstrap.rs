@@ -394,7 +394,7 @@ fn ensure_postgres() -> Result<()> {
     spillway_support::pg_bin_dir().map(|_| ())
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     let root_user = output(Command::new("id").arg("-u")).as_deref() == Some("0");
     if !root_user {
         bail!(

@@ -8,9 +8,6 @@ use super::cargo;
 use crate::bootstrap::Tools;
 use crate::step::{note, show};
 
-// ---------------------------------------------------------------------------------------------
-// Figure 5: database write rate
-
 #[derive(Debug, Clone)]
 pub(super) struct DbWrite {
     pub(super) rows: usize,

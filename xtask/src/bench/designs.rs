@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use spillway_support::{free_port, Postgres, Service, Stack};
 
 use super::client::Endpoint;
+use crate::bootstrap::apt_install;
 use crate::step::{note, output, run};
 
 /// The role the synchronous handlers connect as: not a superuser, so PostgreSQL's
@@ -121,16 +122,7 @@ pub(super) fn ensure_pgbouncer() -> Result<()> {
         note(&format!("present ({v})"));
         return Ok(());
     }
-    if output(Command::new("id").arg("-u")).as_deref() != Some("0") {
-        bail!(
-            "pgbouncer is missing; install it and run again:\n    sudo apt-get install -y pgbouncer"
-        );
-    }
-    note("installing: apt-get install -y pgbouncer");
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "pgbouncer"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    apt_install(&["pgbouncer"])
 }
 
 /// PgBouncer on `port` in front of PostgreSQL on `pg_port`, in transaction pooling mode, trust

@@ -10,9 +10,6 @@ use super::{cargo, target_dir};
 use crate::bootstrap::Tools;
 use crate::step::{note, run};
 
-// ---------------------------------------------------------------------------------------------
-// Figure 1: edge cost per event
-
 #[derive(Debug, Clone)]
 pub(super) struct EdgeCost {
     /// (events per request, request path ns/event, floor ns/event, request body bytes)

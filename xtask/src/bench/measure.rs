@@ -5,9 +5,6 @@ use std::process::Command;
 
 use crate::step::{output, root};
 
-// ---------------------------------------------------------------------------------------------
-// The machine
-
 #[derive(Debug, Default, Clone)]
 pub(super) struct Machine {
     pub(super) nproc: usize,

@@ -8,9 +8,6 @@ use anyhow::{bail, Context, Result};
 
 use crate::step::root;
 
-// ---------------------------------------------------------------------------------------------
-// Figure 2: wasm size
-
 #[derive(Debug, Clone)]
 pub(super) struct WasmSize {
     pub(super) edge_raw: u64,
