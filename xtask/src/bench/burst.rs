@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -248,37 +248,20 @@ pub(super) fn run(
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
     );
-    let counter = AtomicU64::new(0);
-    let mut next_id = || {
-        let n = u128::from(counter.fetch_add(1, Ordering::Relaxed));
-        Some(uuid::Uuid::from_u128((nonce << 64) | n).to_string())
-    };
-    // Bodies are made before the start, so clients only send.
-    let bodies: Vec<Arc<Vec<u8>>> = (0..total)
-        .map(|i| {
-            Arc::new(request_body(
-                BURST_EVENTS_PER_REQUEST,
-                i * BURST_EVENTS_PER_REQUEST,
-                &ts,
-                &mut next_id,
-            ))
-        })
-        .collect();
-    let all_ids: Vec<Vec<String>> = bodies
-        .iter()
-        .map(|b| {
-            serde_json::from_slice::<serde_json::Value>(b)
-                .ok()
-                .and_then(|v| {
-                    v.as_array().map(|a| {
-                        a.iter()
-                            .filter_map(|e| e["id"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                })
-                .unwrap_or_default()
-        })
-        .collect();
+    // Bodies are made before the start, so clients only send; each event's id is kept to look
+    // it up in the table at the end.
+    let mut bodies: Vec<Arc<Vec<u8>>> = Vec::with_capacity(total);
+    let mut all_ids: Vec<Vec<String>> = Vec::with_capacity(total);
+    for i in 0..total {
+        let first = i * BURST_EVENTS_PER_REQUEST;
+        let ids: Vec<String> = (first..first + BURST_EVENTS_PER_REQUEST)
+            .map(|n| uuid::Uuid::from_u128((nonce << 64) | n as u128).to_string())
+            .collect();
+        let mut next = ids.iter().cloned();
+        let body = request_body(BURST_EVENTS_PER_REQUEST, first, &ts, &mut || next.next());
+        bodies.push(Arc::new(body));
+        all_ids.push(ids);
+    }
     note(&format!("{design}: {}", scenario.title()));
     let mut monitor = Monitor::start(pg.port())?;
     let max_connections = monitor.query("show max_connections")?;

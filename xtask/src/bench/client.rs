@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -128,8 +128,7 @@ pub(super) async fn post_on(
 ) -> Attempt {
     let answer = match tokio::time::timeout(timeout, exchange(stream, ep, body)).await {
         Err(_) => Err(Answer::TimedOut),
-        Ok(Err(e)) => Err(Answer::Transport(e)),
-        Ok(Ok(raw)) => parse_response(&raw).map_err(|e| Answer::Transport(e.to_string())),
+        Ok(result) => result.map_err(Answer::Transport),
     };
     match answer {
         Ok((status, body)) if (200..300).contains(&status) => Attempt {
@@ -146,25 +145,22 @@ pub(super) async fn post_on(
     }
 }
 
+/// A `2xx` body: the ids it names.
+#[derive(Deserialize)]
+struct Accepted {
+    ids: Vec<String>,
+}
+
 /// The ids a `2xx` body names (`{"ids":[...]}`), none when it names none.
 fn ids_of(body: &[u8]) -> Vec<String> {
-    serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| {
-            v["ids"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
+    serde_json::from_slice::<Accepted>(body).map_or_else(|_| Vec::new(), |a| a.ids)
 }
 
 async fn exchange(
     mut s: TcpStream,
     ep: &Endpoint,
     body: &[u8],
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<(u16, Vec<u8>), String> {
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         ep.path,
@@ -190,41 +186,25 @@ async fn exchange(
             .read(&mut buf)
             .await
             .map_err(|e| format!("read: {}", e.kind()))?;
-        if n == 0 {
-            return Ok(raw);
-        }
         raw.extend_from_slice(&buf[..n]);
-        if is_complete(&raw) {
-            return Ok(raw);
+        if let Some(answer) = parse_response(&raw, n == 0).map_err(|e| e.to_string())? {
+            return Ok(answer);
         }
     }
 }
 
-/// Whether `raw` holds a whole response: its headers and the body they announce (by
-/// `Content-Length`, or a chunked body's last chunk). Without either, only the end of the
-/// connection ends it.
-pub(super) fn is_complete(raw: &[u8]) -> bool {
+/// The status and body of `raw` once it holds a whole HTTP/1.1 response: its headers and the
+/// body they announce (by `Content-Length`, or a chunked body up to its last chunk, undone).
+/// `None` while more is to come; once the connection is `closed`, a response announcing
+/// neither ends there, and one cut short is an error.
+pub(super) fn parse_response(raw: &[u8], closed: bool) -> Result<Option<(u16, Vec<u8>)>> {
     let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return false;
+        return if closed {
+            Err(anyhow!("no end of headers"))
+        } else {
+            Ok(None)
+        };
     };
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let body = &raw[end + 4..];
-    if head.contains("transfer-encoding: chunked") {
-        return dechunk(body).is_ok();
-    }
-    head.lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .is_some_and(|n| body.len() >= n)
-}
-
-/// Splits a complete HTTP/1.1 response (read to the end of the connection) into its status and
-/// its body, undoing `Transfer-Encoding: chunked`.
-pub(super) fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers")?;
     let head = std::str::from_utf8(&raw[..end]).context("headers are not UTF-8")?;
     let body = &raw[end + 4..];
     let mut lines = head.split("\r\n");
@@ -252,32 +232,36 @@ pub(super) fn parse_response(raw: &[u8]) -> Result<(u16, Vec<u8>)> {
     let body = if chunked {
         dechunk(body)?
     } else if let Some(n) = length {
-        if body.len() < n {
-            bail!("body ends after {} of {n} bytes", body.len());
-        }
-        body[..n].to_vec()
+        (body.len() >= n).then(|| body[..n].to_vec())
     } else {
-        body.to_vec()
+        closed.then(|| body.to_vec())
     };
-    Ok((status, body))
+    match body {
+        Some(body) => Ok(Some((status, body))),
+        None if closed => bail!(
+            "the body ends after {} bytes, cut short",
+            raw.len() - end - 4
+        ),
+        None => Ok(None),
+    }
 }
 
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
+/// A chunked body undone; `None` until its last chunk is there.
+fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .context("chunk size line not ended")?;
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
         let size_text = std::str::from_utf8(&rest[..eol]).context("chunk size")?;
         let size_text = size_text.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_text, 16).context("chunk size")?;
         rest = &rest[eol + 2..];
         if size == 0 {
-            return Ok(out);
+            return Ok(Some(out));
         }
         if rest.len() < size + 2 {
-            bail!("chunk of {size} bytes cut short");
+            return Ok(None);
         }
         out.extend_from_slice(&rest[..size]);
         rest = &rest[size + 2..];
@@ -291,7 +275,7 @@ mod tests {
     #[test]
     fn reads_a_response_with_content_length() {
         let raw = b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"ids\":[\"a\"]}";
-        let (status, body) = parse_response(raw).expect("parses");
+        let (status, body) = parse_response(raw, false).expect("parses").expect("whole");
         assert_eq!(status, 202);
         assert_eq!(body, b"{\"ids\":[\"a\"]}");
     }
@@ -299,18 +283,17 @@ mod tests {
     #[test]
     fn undoes_chunked_encoding() {
         let raw = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
-        let (status, body) = parse_response(raw).expect("parses");
+        let (status, body) = parse_response(raw, false).expect("parses").expect("whole");
         assert_eq!(status, 503);
         assert_eq!(body, b"hello world");
     }
 
     #[test]
     fn a_cut_or_foreign_answer_is_an_error() {
-        assert!(
-            parse_response(b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nshort").is_err()
-        );
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        let cut = b"HTTP/1.1 202 Accepted\r\nContent-Length: 10\r\n\r\nshort";
+        assert!(parse_response(cut, true).is_err());
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n", false).is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n", true).is_err());
     }
 
     #[test]
@@ -323,22 +306,24 @@ mod tests {
 
     #[test]
     fn a_response_is_complete_once_its_body_is_there() {
-        assert!(!is_complete(
-            b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n"
-        ));
-        assert!(!is_complete(
+        let whole = |raw: &[u8]| parse_response(raw, false).expect("parses").is_some();
+        assert!(!whole(b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n"));
+        assert!(!whole(
             b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nabc"
         ));
-        assert!(is_complete(
+        assert!(whole(
             b"HTTP/1.1 202 Accepted\r\nContent-Length: 5\r\n\r\nabcde"
         ));
-        assert!(!is_complete(
+        assert!(!whole(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
         ));
-        assert!(is_complete(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
-        ));
-        assert!(!is_complete(b"HTTP/1.1 200 OK\r\n\r\nno length"));
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert!(whole(chunked));
+        // Without a length, only the end of the connection ends the answer.
+        let unannounced = b"HTTP/1.1 200 OK\r\n\r\nno length";
+        assert!(!whole(unannounced));
+        let at_end = parse_response(unannounced, true).expect("parses");
+        assert_eq!(at_end, Some((200, b"no length".to_vec())));
     }
 
     #[test]

@@ -200,8 +200,10 @@ mod tests {
     #[test]
     fn the_summary_is_the_last_line_and_a_missing_figure_is_an_error() {
         let line = r#"{"requests":3135,"duration_us":2000000,"p50_us":4730,"p99_us":1200000,"non_2xx":17,"socket_errors":5}"#;
-        let f = summary_of(&format!("Running 2s test\n  3135 requests in 2.00s\n{line}\n"))
-            .expect("parses");
+        let f = summary_of(&format!(
+            "Running 2s test\n  3135 requests in 2.00s\n{line}\n"
+        ))
+        .expect("parses");
         assert_eq!((f.requests, f.non_2xx, f.socket_errors), (3135, 17, 5));
         assert_eq!((f.p50_us, f.p99_us), (4730.0, 1_200_000.0));
         assert!(summary_of(&line.replace(r#""p99_us":1200000,"#, "")).is_err());
