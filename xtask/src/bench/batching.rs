@@ -60,23 +60,20 @@ pub(super) struct BatchRow {
     pub(super) mode: Mode,
     pub(super) offered_rps: u32,
     pub(super) secs: u32,
-    pub(super) requests: usize,
     /// The client's event bytes of every request sent (one event each).
     pub(super) client_bytes: usize,
-    pub(super) accepted: usize,
-    /// Final answers other than 202 and the timeout, by label (status, transport error).
-    pub(super) other: BTreeMap<String, usize>,
-    pub(super) timed_out: usize,
-    /// 202s / max(offered seconds, time of the last 202).
-    pub(super) achieved_rps: f64,
-    /// Latency of the 202s, from each request's scheduled start.
-    pub(super) p50_ms: f64,
-    pub(super) p99_ms: f64,
+    pub(super) answers: Answers,
     /// What the meter counted during the row.
     pub(super) meter: MeterSnapshot,
 }
 
 impl BatchRow {
+    /// 202s / max(offered seconds, time of the last 202).
+    pub(super) fn achieved_rps(&self) -> f64 {
+        let a = &self.answers;
+        a.accepted as f64 / a.last_202_s.max(f64::from(self.secs))
+    }
+
     /// Billed SQS requests per million events that reached the SQS.
     pub(super) fn billed_per_million(&self) -> f64 {
         per_million(self.meter.billed, self.meter.events)
@@ -84,19 +81,16 @@ impl BatchRow {
 
     /// The client's event bytes per million events / 64 KiB (figure 4's floor).
     pub(super) fn floor_per_million(&self) -> f64 {
-        if self.requests == 0 {
+        let requests = self.answers.requests;
+        if requests == 0 {
             return f64::NAN;
         }
-        self.client_bytes as f64 / self.requests as f64 * 1e6 / SQS_BILLING_CHUNK as f64
+        self.client_bytes as f64 / requests as f64 * 1e6 / SQS_BILLING_CHUNK as f64
     }
 
     /// At least 99% of the requests answered 202: the edge kept up with the offered rate.
     pub(super) fn kept_up(&self) -> bool {
-        self.accepted as f64 >= 0.99 * self.requests as f64
-    }
-
-    pub(super) fn other_count(&self) -> usize {
-        self.other.values().sum()
+        self.answers.accepted as f64 >= 0.99 * self.answers.requests as f64
     }
 }
 
@@ -120,42 +114,58 @@ pub(super) struct End {
     pub(super) ids: Vec<String>,
 }
 
-/// The row's figures from how each request ended (the meter's part is added by the caller).
-fn summarise(mode: Mode, rate: u32, secs: u32, bodies: &[Arc<Vec<u8>>], ends: &[End]) -> BatchRow {
-    let mut row = BatchRow {
-        mode,
-        offered_rps: rate,
-        secs,
-        requests: bodies.len(),
-        client_bytes: bodies.iter().map(|b| b.len()).sum(),
-        accepted: 0,
-        other: BTreeMap::new(),
-        timed_out: 0,
-        achieved_rps: 0.0,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        meter: MeterSnapshot::default(),
-    };
-    let mut lat = Vec::new();
-    let mut last = 0.0f64;
-    for e in ends {
-        match &e.answer {
-            Answer::Status(202) => {
-                row.accepted += 1;
-                lat.push(e.latency_ms);
-                last = last.max(e.done_s);
+/// How the requests of an open-loop run ended: the 202s and their latencies, the timeouts, and
+/// every other answer by label (status, transport error).
+#[derive(Debug, Clone)]
+pub(super) struct Answers {
+    pub(super) requests: usize,
+    pub(super) accepted: usize,
+    pub(super) other: BTreeMap<String, usize>,
+    pub(super) timed_out: usize,
+    /// Latency of the 202s (unknown without any).
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) max_ms: f64,
+    /// The last 202, in seconds from the start.
+    pub(super) last_202_s: f64,
+}
+
+impl Answers {
+    pub(super) fn of(ends: &[End]) -> Answers {
+        let mut a = Answers {
+            requests: ends.len(),
+            accepted: 0,
+            other: BTreeMap::new(),
+            timed_out: 0,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            max_ms: f64::NAN,
+            last_202_s: 0.0,
+        };
+        let mut lat = Vec::new();
+        for e in ends {
+            match &e.answer {
+                Answer::Status(202) => {
+                    lat.push(e.latency_ms);
+                    a.last_202_s = a.last_202_s.max(e.done_s);
+                }
+                Answer::TimedOut => a.timed_out += 1,
+                other => *a.other.entry(other.label()).or_insert(0) += 1,
             }
-            Answer::TimedOut => row.timed_out += 1,
-            other => *row.other.entry(other.label()).or_insert(0) += 1,
         }
+        lat.sort_by(f64::total_cmp);
+        a.accepted = lat.len();
+        if let Some(&max) = lat.last() {
+            a.p50_ms = percentile(&lat, 50.0);
+            a.p99_ms = percentile(&lat, 99.0);
+            a.max_ms = max;
+        }
+        a
     }
-    lat.sort_by(f64::total_cmp);
-    if !lat.is_empty() {
-        row.p50_ms = percentile(&lat, 50.0);
-        row.p99_ms = percentile(&lat, 99.0);
+
+    pub(super) fn other_count(&self) -> usize {
+        self.other.values().sum()
     }
-    row.achieved_rps = row.accepted as f64 / last.max(f64::from(secs));
-    row
 }
 
 pub(super) fn batching(stack: &mut Stack) -> Result<Vec<BatchRow>> {
@@ -239,9 +249,14 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
             .collect();
         let ends = drive(&ep, rate, &bodies)?;
         let after = settle(|| meter.snapshot());
-        let mut row = summarise(mode, rate, secs, &bodies, &ends);
-        row.meter = after.since(&before);
-        rows.push(row);
+        rows.push(BatchRow {
+            mode,
+            offered_rps: rate,
+            secs,
+            client_bytes: bodies.iter().map(|b| b.len()).sum(),
+            answers: Answers::of(&ends),
+            meter: after.since(&before),
+        });
     }
     purge(stack)?;
     // Read by rate, off beside on.
@@ -337,28 +352,41 @@ mod tests {
         }
     }
 
+    fn row(bytes: usize, ends: &[End]) -> BatchRow {
+        BatchRow {
+            mode: Mode::On,
+            offered_rps: 4,
+            secs: 1,
+            client_bytes: bytes * ends.len(),
+            answers: Answers::of(ends),
+            meter: MeterSnapshot::default(),
+        }
+    }
+
     #[test]
     fn a_row_counts_answers_and_rates_from_the_202s() {
-        let bodies: Vec<Arc<Vec<u8>>> = (0..4).map(|_| Arc::new(vec![b'x'; 1_000])).collect();
         let ends = vec![
             end(Answer::Status(202), 10.0, 0.5),
             end(Answer::Status(202), 30.0, 1.5),
             end(Answer::Status(503), 5.0, 0.7),
             end(Answer::TimedOut, 10_000.0, 11.0),
         ];
-        let row = summarise(Mode::On, 4, 1, &bodies, &ends);
-        assert_eq!((row.accepted, row.timed_out, row.other_count()), (2, 1, 1));
-        assert_eq!(row.other.get("503"), Some(&1));
+        let row = row(1_000, &ends);
+        let a = &row.answers;
+        assert_eq!(
+            (a.requests, a.accepted, a.timed_out, a.other_count()),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(a.other.get("503"), Some(&1));
         // 2 accepted, the last at 1.5 s, offered for 1 s.
-        assert!((row.achieved_rps - 2.0 / 1.5).abs() < 1e-9);
-        assert_eq!(row.p99_ms, 30.0);
+        assert!((row.achieved_rps() - 2.0 / 1.5).abs() < 1e-9);
+        assert_eq!((a.p99_ms, a.max_ms), (30.0, 30.0));
         assert_eq!(row.client_bytes, 4_000);
     }
 
     #[test]
     fn billed_and_floor_are_per_million_events() {
-        let bodies: Vec<Arc<Vec<u8>>> = (0..2).map(|_| Arc::new(vec![b'x'; 1_280])).collect();
-        let mut row = summarise(Mode::Off, 2, 1, &bodies, &[]);
+        let mut row = row(1_280, &vec![end(Answer::Status(202), 1.0, 0.1); 2]);
         row.meter.entries = 2;
         row.meter.events = 2;
         row.meter.billed = 2;
@@ -376,7 +404,7 @@ mod tests {
             row.billed_per_million().is_nan(),
             "nothing reached SQS is not 0"
         );
-        assert!(row.p50_ms.is_nan());
+        assert!(Answers::of(&[]).p50_ms.is_nan());
     }
 
     #[test]

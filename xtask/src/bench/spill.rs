@@ -4,7 +4,7 @@
 //! unused and latency unchanged), and with it while SQS stalls for 40 s (every request must be
 //! answered `202` within the deadline, and every accepted event stored once SQS is back).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use spillway_support::stack::spill_counts;
 use spillway_support::{FaultMode, Stack};
 
-use super::batching::{drive, warm_up, End};
-use super::burst::percentile;
+use super::batching::{drive, warm_up, Answers};
 use super::client::{Answer, Endpoint};
 
 /// Offered load: one-event requests per second.
@@ -35,13 +34,7 @@ pub(super) struct SpillRow {
     /// Seconds into the phase SQS stalled (from, to), if it did.
     pub(super) stall: Option<(u64, u64)>,
     pub(super) secs: u32,
-    pub(super) requests: usize,
-    pub(super) accepted: usize,
-    pub(super) other: BTreeMap<String, usize>,
-    pub(super) timed_out: usize,
-    pub(super) p50_ms: f64,
-    pub(super) p99_ms: f64,
-    pub(super) max_ms: f64,
+    pub(super) answers: Answers,
     /// Events the edge logged as spilled during the phase.
     pub(super) spilled: u64,
     /// Accepted events found in the table, accepted events missing, and stored events that
@@ -136,7 +129,17 @@ fn phase(
     })?;
     proxy.set_mode(FaultMode::Pass);
     let answered = Instant::now();
-    let mut row = summarise(spill, stall, secs, &ends);
+    let mut row = SpillRow {
+        spill,
+        stall,
+        secs,
+        answers: Answers::of(&ends),
+        spilled: 0,
+        stored: 0,
+        missing: 0,
+        stored_unaccepted: 0,
+        stored_after_s: None,
+    };
     let accepted: HashSet<String> = ends
         .iter()
         .filter(|e| e.answer == Answer::Status(202))
@@ -172,71 +175,4 @@ fn stored_ids(stack: &Stack, run: &str) -> Result<HashSet<String>> {
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect())
-}
-
-fn summarise(spill: bool, stall: Option<(u64, u64)>, secs: u32, ends: &[End]) -> SpillRow {
-    let mut row = SpillRow {
-        spill,
-        stall,
-        secs,
-        requests: ends.len(),
-        accepted: 0,
-        other: BTreeMap::new(),
-        timed_out: 0,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        max_ms: f64::NAN,
-        spilled: 0,
-        stored: 0,
-        missing: 0,
-        stored_unaccepted: 0,
-        stored_after_s: None,
-    };
-    let mut lat = Vec::new();
-    for e in ends {
-        match &e.answer {
-            Answer::Status(202) => {
-                row.accepted += 1;
-                lat.push(e.latency_ms);
-            }
-            Answer::TimedOut => row.timed_out += 1,
-            other => *row.other.entry(other.label()).or_insert(0) += 1,
-        }
-    }
-    lat.sort_by(f64::total_cmp);
-    if let Some(&max) = lat.last() {
-        row.p50_ms = percentile(&lat, 50.0);
-        row.p99_ms = percentile(&lat, 99.0);
-        row.max_ms = max;
-    }
-    row
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn end(answer: Answer, latency_ms: f64) -> End {
-        End {
-            answer,
-            latency_ms,
-            done_s: 0.0,
-            ids: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_phase_counts_answers_and_the_slowest_202() {
-        let ends = [
-            end(Answer::Status(202), 10.0),
-            end(Answer::Status(202), 30.0),
-            end(Answer::Status(503), 1.0),
-            end(Answer::TimedOut, 10_000.0),
-        ];
-        let row = summarise(true, Some((5, 45)), 50, &ends);
-        assert_eq!((row.requests, row.accepted, row.timed_out), (4, 2, 1));
-        assert_eq!(row.other.get("503"), Some(&1));
-        assert_eq!(row.max_ms, 30.0);
-        assert_eq!(row.stall, Some((5, 45)));
-    }
 }
