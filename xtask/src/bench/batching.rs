@@ -12,10 +12,11 @@ use spillway_support::{MeterSnapshot, Stack};
 
 use super::burst::percentile;
 use super::client::{post, Answer, Endpoint};
-use super::events::{now_rfc3339, request_body};
+use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::{ensure_open_files, SQS_BILLING_CHUNK};
 use crate::step::note;
+use spillway_support::events::request_body;
 
 /// Offered rates (requests/s) and how long each is offered (s): bounded in count and time.
 /// The last is several times what `wrangler dev` serves on two cores (figure 3), so its

@@ -14,10 +14,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use spillway_support::Postgres;
 
 use super::client::{connect, post, post_on, Answer, Attempt, Endpoint};
-use super::events::{now_rfc3339, request_body};
 use super::measure::load_average;
+use super::measure::now_rfc3339;
 use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
 use crate::step::note;
+use spillway_support::events::request_body;
 
 /// How long a client waits for one answer (about API Gateway's 29 s integration limit).
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);

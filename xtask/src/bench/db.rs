@@ -5,7 +5,6 @@ use std::process::Stdio;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::cargo;
-use crate::bootstrap::Tools;
 use crate::step::{note, show};
 
 #[derive(Debug, Clone)]
@@ -18,7 +17,7 @@ pub(super) struct DbWrite {
     pub(super) command: String,
 }
 
-pub(super) fn db_write(tools: &Tools) -> Result<DbWrite> {
+pub(super) fn db_write() -> Result<DbWrite> {
     let (rows, batch) = (100_000usize, 1_000usize);
     let rows_s = rows.to_string();
     let batch_s = batch.to_string();
@@ -36,7 +35,7 @@ pub(super) fn db_write(tools: &Tools) -> Result<DbWrite> {
     ];
     let command = format!("cargo {}", args.join(" ").replace("--quiet ", ""));
     note(&format!("$ {command}"));
-    let mut c = cargo(tools, &args);
+    let mut c = cargo(&args);
     let out = c
         .stderr(Stdio::inherit())
         .output()

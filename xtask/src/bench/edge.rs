@@ -5,10 +5,9 @@ use std::fs;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::events::{request_body, FIXED_TIMESTAMP};
 use super::{cargo, target_dir};
-use crate::bootstrap::Tools;
 use crate::step::{note, run};
+use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 
 #[derive(Debug, Clone)]
 pub(super) struct EdgeCost {
@@ -17,7 +16,7 @@ pub(super) struct EdgeCost {
     pub(super) command: String,
 }
 
-pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
+pub(super) fn edge_cost() -> Result<EdgeCost> {
     let args = [
         "bench",
         "-p",
@@ -30,7 +29,7 @@ pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
         "--measurement-time",
         "4",
     ];
-    let mut c = cargo(tools, &args);
+    let mut c = cargo(&args);
     let command = format!("cargo {}", args.join(" "));
     note(&format!("$ {command}"));
     run(&mut c)?;

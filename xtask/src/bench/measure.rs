@@ -1,4 +1,4 @@
-//! The machine a run is measured on, and the percentile helper every timed figure uses.
+//! The machine a run is measured on: what it is, its load, and the time.
 
 use std::fs;
 use std::process::Command;
@@ -51,12 +51,7 @@ impl Machine {
             cpu,
             ram_gib: ram_kib / 1024.0 / 1024.0,
             kernel: output(Command::new("uname").args(["-sr"])).unwrap_or_default(),
-            load: fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
+            load: load_average(),
             date: output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
                 .unwrap_or_default(),
             commit: if dirty {
@@ -73,4 +68,12 @@ pub(super) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Now, as the timestamp the live runs stamp their events with (whole seconds, like the
+/// generator's fixed one).
+pub(super) fn now_rfc3339() -> String {
+    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .format("%Y-%m-%dT%H:%M:%S.000Z")
+        .to_string()
 }

@@ -26,7 +26,6 @@ mod cpu;
 mod db;
 mod designs;
 mod edge;
-mod events;
 mod experiment;
 mod figures;
 mod fill;
@@ -249,49 +248,38 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     }
     if opts.wants("wasm") {
         step("build the hello-world worker (wasm)", || {
-            let mut c = Command::new("worker-build");
-            c.current_dir(root())
-                .args(["--profile", "worker", "benches/hello-worker"]);
-            tools.apply(&mut c);
-            run(&mut c)
+            run(Command::new("worker-build").current_dir(root()).args([
+                "--profile",
+                "worker",
+                "benches/hello-worker",
+            ]))
         })?;
         r.wasm = Some(step("figure 2: gzipped wasm sizes", wasm_sizes)?);
     }
     if opts.wants("sqs") {
-        r.sqs = Some(step("figure 4: SQS requests per million events", || {
-            sqs_costs()
-        })?);
+        r.sqs = Some(step(
+            "figure 4: SQS requests per million events",
+            sqs_costs,
+        )?);
     }
     if opts.wants("edge") {
-        r.edge = Some(step("figure 1: edge cost per event (criterion)", || {
-            edge_cost(tools)
-        })?);
+        r.edge = Some(step(
+            "figure 1: edge cost per event (criterion)",
+            edge_cost,
+        )?);
     }
     if opts.wants("db") {
-        r.db = Some(step("figure 5: bulk write vs COPY", || db_write(tools))?);
+        r.db = Some(step("figure 5: bulk write vs COPY", db_write)?);
     }
     if live && opts.sqs == SqsKind::LocalStack {
         ensure_localstack()?;
     }
     if live {
-        step(
-            "build the consumer, the poller and the baseline server (release, as deployed)",
-            || {
-                run(&mut cargo(
-                    tools,
-                    &[
-                        "build",
-                        "--quiet",
-                        "--release",
-                        "-p",
-                        "spillway-consumer",
-                        "--bins",
-                        "-p",
-                        "spillway-baseline",
-                    ],
-                ))
-            },
-        )?;
+        let build = "build --quiet --release -p spillway-consumer --bins -p spillway-baseline";
+        let what = "build the consumer, the poller and the baseline server (release, as deployed)";
+        step(what, || {
+            run(&mut cargo(&build.split(' ').collect::<Vec<_>>()))
+        })?;
         let mut stack = step("start the pipeline (Stack)", || {
             let mut cfg = StackConfig::ephemeral("bench")?;
             cfg.sqs = opts.sqs;
@@ -325,7 +313,10 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         })?);
         if opts.wants("burst") {
             step("pgbouncer (Debian package)", ensure_pgbouncer)?;
-            raise_open_files(opts)?;
+            // The clients of the largest burst are sockets of this process, and the servers'
+            // ends inherit its limit: it must hold them, or the rig, not a design, would fail.
+            let largest = opts.burst_clients.iter().max().copied().unwrap_or(0);
+            ensure_open_files(largest * 2 + 1024)?;
             r.experiment = step(
                 "figure 6: the three designs under bursts and an outage",
                 || experiment(&mut stack, opts),
@@ -335,12 +326,6 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     r.load_end = measure::load_average();
     r.seconds = started.elapsed().as_secs_f64();
     Ok(r)
-}
-
-/// The clients of the largest burst are sockets of this process: the soft open-files limit must
-/// hold them (and the servers' ends, which inherit it), or the rig, not a design, would fail.
-fn raise_open_files(opts: &Opts) -> Result<()> {
-    ensure_open_files(opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024)
 }
 
 /// Fails, saying how to raise it, when the soft open-files limit is below `need`.
@@ -364,10 +349,10 @@ fn ensure_open_files(need: usize) -> Result<()> {
     Ok(())
 }
 
-fn cargo(tools: &Tools, args: &[&str]) -> Command {
+/// `cargo` in the workspace, with the tools' variables `main` put in this process's environment.
+fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root()).args(args);
-    tools.apply(&mut c);
     c
 }
 

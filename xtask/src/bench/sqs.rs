@@ -1,16 +1,16 @@
 //! Figure 4: SQS requests billed per million events (computed by the real packer), and
 //! emptying the local SQS between timed runs.
 
-use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use spillway_shared::{EdgeInfo, Event, Limits};
 use spillway_support::{SqsKind, Stack};
 
-use super::events::{event, size_of_event, FIXED_TIMESTAMP};
 use super::{CONSUMER_BATCH_SIZE, SQS_BILLING_CHUNK};
 use crate::step::note;
+use spillway_support::events::{event, size_of_event, FIXED_TIMESTAMP};
 
 // ---------------------------------------------------------------------------------------------
 // Figure 4: SQS requests per million events
@@ -128,7 +128,7 @@ pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
         .map(|i| json!({"Id": i.to_string(), "MessageBody": body}))
         .collect();
     let request = json!({"QueueUrl": url, "Entries": entries});
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let mut result = Ok(());
     for _ in 0..CALLS {
         match stack.sqs.call("SendMessageBatch", &request) {
@@ -168,10 +168,10 @@ pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
 /// still had in flight when the load stopped may land after a purge, so it purges again until
 /// the main queue and the DLQ are both seen empty, for at most 15 s.
 pub(super) fn purge(stack: &Stack) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         purge_once(stack)?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(500));
         let mut left = 0;
         for url in [&stack.env.sqs_queue_url, &stack.env.sqs_dlq_url] {
             let (visible, in_flight) = stack.sqs.depth(url)?;
@@ -180,7 +180,7 @@ pub(super) fn purge(stack: &Stack) -> Result<()> {
         if left == 0 {
             return Ok(());
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             bail!("the queues still hold {left} messages 15 s after purging");
         }
     }
@@ -205,24 +205,9 @@ fn purge_once(stack: &Stack) -> Result<()> {
 /// moto's `PurgeQueue` is allowed once a minute, so instead its state is reset and the two
 /// queues are made again with the same names, hence the same URLs the edge and poller use.
 fn reset_moto(stack: &Stack) -> Result<()> {
-    use std::io::Read as _;
-    let port = stack
-        .env
-        .sqs_endpoint
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .context("no port in the SQS endpoint")?;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "POST /moto-api/reset HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.1 200") && !answer.starts_with("HTTP/1.0 200") {
-        bail!("moto reset failed: {answer:.200}");
-    }
+    ureq::post(&format!("{}/moto-api/reset", stack.env.sqs_endpoint))
+        .send_bytes(&[])
+        .context("resetting moto")?;
     let cfg = &stack.config;
     let dlq_url = stack
         .sqs

@@ -10,11 +10,12 @@ use serde::Deserialize;
 use spillway_support::Stack;
 
 use super::cpu::{self, Usage};
-use super::events::{now_rfc3339, request_body};
+use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::Opts;
 use crate::bootstrap::apt_install;
 use crate::step::note;
+use spillway_support::events::request_body;
 
 #[derive(Debug, Clone)]
 pub(super) struct WrkRun {
