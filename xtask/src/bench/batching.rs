@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use spillway_support::{MeterSnapshot, Stack};
 
 use super::burst::percentile;
-use super::client::{post, Answer, Endpoint};
+use super::client::{post, runtime, Answer, Endpoint};
 use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::{ensure_open_files, SQS_BILLING_CHUNK};
@@ -180,18 +180,33 @@ pub(super) fn batching(stack: &mut Stack) -> Result<Vec<BatchRow>> {
         .max()
         .unwrap_or(0);
     ensure_open_files(most * 4 + 1024)?;
-    let (vars, metered) = (stack.config.edge_vars.clone(), stack.config.edge_sqs_meter);
-    let measured = measure_modes(stack, &vars);
-    // The edge goes back to what the next figures expect, whatever happened above.
-    stack.config.edge_vars = vars;
-    stack.config.edge_sqs_meter = metered;
+    let vars = stack.config.edge_vars.clone();
+    let rows = edge_restored(stack, |stack| measure_modes(stack, &vars))?;
+    purge(stack)?;
+    Ok(rows)
+}
+
+/// Runs `measure`, which may restart the edge otherwise configured, then restarts it as it
+/// was, whatever happened: the next figures expect it so.
+pub(super) fn edge_restored<T>(
+    stack: &mut Stack,
+    measure: impl FnOnce(&mut Stack) -> Result<T>,
+) -> Result<T> {
+    let saved = stack.config.clone();
+    let measured = measure(stack);
+    let c = &mut stack.config;
+    (c.edge_vars, c.edge_sqs_meter, c.edge_sqs_proxy, c.spill) = (
+        saved.edge_vars,
+        saved.edge_sqs_meter,
+        saved.edge_sqs_proxy,
+        saved.spill,
+    );
     let restored = stack
         .restart_edge()
         .context("restarting the edge as it was");
-    let rows = measured?;
+    let out = measured?;
     restored?;
-    purge(stack)?;
-    Ok(rows)
+    Ok(out)
 }
 
 /// The order of the rows: every rate but the highest in one mode, then in the other (one edge
@@ -226,7 +241,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
                 stack
                     .restart_edge()
                     .with_context(|| format!("starting the edge with batching {}", mode.label()))?;
-                let ep = Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))?;
+                let ep = Endpoint::spillway(stack)?;
                 note(&format!(
                     "batching {}: edge on {}, SQS_ENDPOINT = the meter",
                     mode.label(),
@@ -298,14 +313,6 @@ fn settle(snapshot: impl Fn() -> MeterSnapshot) -> MeterSnapshot {
         }
     }
     last
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")
 }
 
 /// Request `i` starts at `i / rate` seconds whatever became of the earlier ones (open loop).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use spillway_support::Postgres;
 
-use super::client::{connect, post, post_on, Answer, Attempt, Endpoint};
+use super::client::{connect, post, post_on, runtime, Answer, Attempt, Endpoint};
 use super::measure::load_average;
 use super::measure::now_rfc3339;
 use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
@@ -465,19 +465,14 @@ fn sleep_until(start: Instant, secs: f64) {
     }
 }
 
-/// Sends the load on a tokio runtime of 2 workers and returns how each request ended.
+/// Sends the load and returns how each request ended.
 fn drive(
     endpoint: &Endpoint,
     scenario: Scenario,
     bodies: &[Arc<Vec<u8>>],
     start: Instant,
 ) -> Result<Vec<ClientEnd>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")?;
-    rt.block_on(async {
+    runtime()?.block_on(async {
         let burst = matches!(scenario, Scenario::Burst { .. });
         // A burst's clients each open their connection, then all send at once: every request
         // is on the wire together, however long this machine took to open 3,000 connections.

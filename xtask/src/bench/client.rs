@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use spillway_support::Stack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,6 +20,11 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
+    /// The ingest endpoint of a running stack, with its key.
+    pub(super) fn spillway(stack: &Stack) -> Result<Endpoint> {
+        Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))
+    }
+
     /// From `http://127.0.0.1:PORT/PATH`; only loopback is accepted (all load stays local).
     pub(super) fn parse(url: &str, key: Option<&str>) -> Result<Endpoint> {
         let rest = url
@@ -97,6 +103,15 @@ pub(super) fn detail_of(body: &[u8]) -> Option<String> {
         out.push_str("...");
     }
     Some(out)
+}
+
+/// The load generator's runtime: 2 workers, the machine's cores.
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the load generator's runtime")
 }
 
 /// Sends `body` once on a new connection and waits at most `timeout` for the whole answer.

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use spillway_support::{free_port, Postgres, Service, Stack};
+use spillway_support::{free_port, Postgres, Service};
 
 use super::client::Endpoint;
 use crate::bootstrap::apt_install;
@@ -103,11 +103,6 @@ impl Synchronous {
             p.stop(Duration::from_secs(3));
         }
     }
-}
-
-/// The Spillway endpoint of a running stack.
-pub(super) fn spillway_endpoint(stack: &Stack) -> Result<Endpoint> {
-    Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))
 }
 
 pub(super) fn pgbouncer_version() -> Option<String> {

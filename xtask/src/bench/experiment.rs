@@ -10,7 +10,8 @@ use spillway_support::stack::spill_counts;
 use spillway_support::Stack;
 
 use super::burst::{run, RunResult, Scenario};
-use super::designs::{create_app_role, spillway_endpoint, Kind, Synchronous};
+use super::client::Endpoint;
+use super::designs::{create_app_role, Kind, Synchronous};
 use super::sqs::purge;
 use super::{Opts, BURST_MAX_CONNECTIONS};
 use crate::step::note;
@@ -90,7 +91,7 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
                 Kind::Spillway => {
                     wait_out_receives(poller_stopped);
                     stack.start_poller()?;
-                    let ep = spillway_endpoint(stack)?;
+                    let ep = Endpoint::spillway(stack)?;
                     let (sqs, main, dlq) = (
                         stack.sqs.clone(),
                         stack.env.sqs_queue_url.clone(),

@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use spillway_support::stack::spill_counts;
 use spillway_support::{FaultMode, Stack};
 
-use super::batching::{drive, warm_up, Answers};
+use super::batching::{drive, edge_restored, warm_up, Answers};
 use super::client::{Answer, Endpoint};
 
 /// Offered load: one-event requests per second.
@@ -54,27 +54,9 @@ fn body(run: &str, i: usize) -> Arc<Vec<u8>> {
 /// The three phases, on `stack` (its edge restarted with a fault proxy in front of SQS, and
 /// put back as it was afterwards).
 pub(super) fn spill(stack: &mut Stack) -> Result<Vec<SpillRow>> {
-    let saved = (
-        stack.config.edge_vars.clone(),
-        stack.config.edge_sqs_meter,
-        stack.config.edge_sqs_proxy,
-        stack.config.spill,
-    );
     // The replay and the poller must run: the figure counts what reaches the table.
     stack.start_poller().context("starting the poller")?;
-    let measured = phases(stack);
-    (
-        stack.config.edge_vars,
-        stack.config.edge_sqs_meter,
-        stack.config.edge_sqs_proxy,
-        stack.config.spill,
-    ) = saved;
-    let restored = stack
-        .restart_edge()
-        .context("restarting the edge as it was");
-    let rows = measured?;
-    restored?;
-    Ok(rows)
+    edge_restored(stack, phases)
 }
 
 fn phases(stack: &mut Stack) -> Result<Vec<SpillRow>> {
@@ -93,7 +75,7 @@ fn phases(stack: &mut Stack) -> Result<Vec<SpillRow>> {
             stack.config.edge_sqs_proxy = true;
             stack.restart_edge().context("restarting the edge")?;
         }
-        let ep = Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))?;
+        let ep = Endpoint::spillway(stack)?;
         warm_up(&ep)?;
         rows.push(phase(stack, &ep, spill, stall, secs, n)?);
     }
