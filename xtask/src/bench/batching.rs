@@ -11,7 +11,7 @@ use anyhow::{anyhow, Context, Result};
 use spillway_support::{MeterSnapshot, Stack};
 
 use super::burst::percentile;
-use super::client::{post, runtime, Answer, Endpoint};
+use super::client::{self, post, runtime, Answer, End, Endpoint, Load};
 use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::{ensure_open_files, SQS_BILLING_CHUNK};
@@ -103,18 +103,6 @@ fn per_million(count: u64, events: u64) -> f64 {
     }
 }
 
-/// How one request ended.
-#[derive(Debug, Clone)]
-pub(super) struct End {
-    pub(super) answer: Answer,
-    /// From its scheduled start to its answer.
-    pub(super) latency_ms: f64,
-    /// Its answer, in seconds from the start of the row.
-    pub(super) done_s: f64,
-    /// The ids a 2xx answer named.
-    pub(super) ids: Vec<String>,
-}
-
 /// How the requests of an open-loop run ended: the 202s and their latencies, the timeouts, and
 /// every other answer by label (status, transport error).
 #[derive(Debug, Clone)]
@@ -145,7 +133,7 @@ impl Answers {
         };
         let mut lat = Vec::new();
         for e in ends {
-            match &e.answer {
+            match &e.attempt.answer {
                 Answer::Status(202) => {
                     lat.push(e.latency_ms);
                     a.last_202_s = a.last_202_s.max(e.done_s);
@@ -315,48 +303,30 @@ fn settle(snapshot: impl Fn() -> MeterSnapshot) -> MeterSnapshot {
     last
 }
 
-/// Request `i` starts at `i / rate` seconds whatever became of the earlier ones (open loop).
-fn scheduled(start: Instant, rate: u32, i: usize) -> Instant {
-    start + Duration::from_secs_f64(i as f64 / f64::from(rate))
-}
-
+/// Figures 7 and 8's load: one request per body at `rate` a second, open loop, no retry, each
+/// request's latency counted from its scheduled start.
 pub(super) fn drive(ep: &Endpoint, rate: u32, bodies: &[Arc<Vec<u8>>]) -> Result<Vec<End>> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let start = Instant::now() + Duration::from_millis(50);
-        let mut tasks = Vec::with_capacity(bodies.len());
-        for (i, body) in bodies.iter().enumerate() {
-            let at = scheduled(start, rate, i);
-            tokio::time::sleep_until(at.into()).await;
-            let (ep, body) = (ep.clone(), body.clone());
-            tasks.push(tokio::spawn(async move {
-                let a = post(&ep, &body, TIMEOUT).await;
-                End {
-                    answer: a.answer,
-                    latency_ms: at.elapsed().as_secs_f64() * 1000.0,
-                    done_s: start.elapsed().as_secs_f64(),
-                    ids: a.ids,
-                }
-            }));
-        }
-        let mut ends = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            ends.push(t.await.map_err(|e| anyhow!("a client task failed: {e}"))?);
-        }
-        Ok(ends)
-    })
+    let load = Load {
+        rate: Some(rate),
+        timeout: TIMEOUT,
+        retry_until: None,
+        from_schedule: true,
+    };
+    client::drive(ep, bodies, load, Instant::now() + Duration::from_millis(50))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::client::Attempt;
 
     fn end(answer: Answer, latency_ms: f64, done_s: f64) -> End {
         End {
-            answer,
-            latency_ms,
+            attempt: Attempt::failed(answer),
+            sent_s: 0.0,
             done_s,
-            ids: Vec::new(),
+            latency_ms,
+            attempts: 1,
         }
     }
 
@@ -413,17 +383,6 @@ mod tests {
             "nothing reached SQS is not 0"
         );
         assert!(Answers::of(&[]).p50_ms.is_nan());
-    }
-
-    #[test]
-    fn the_schedule_is_open_loop() {
-        let t0 = Instant::now();
-        assert_eq!(scheduled(t0, 100, 0), t0);
-        assert_eq!(scheduled(t0, 100, 250) - t0, Duration::from_millis(2_500));
-        assert_eq!(
-            scheduled(t0, 1_000, 4_999) - t0,
-            Duration::from_millis(4_999)
-        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use spillway_support::Postgres;
 
-use super::client::{connect, post, post_on, runtime, Answer, Attempt, Endpoint};
+use super::client::{drive, Answer, End, Endpoint, Load};
 use super::measure::load_average;
 use super::measure::now_rfc3339;
 use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
@@ -24,9 +24,7 @@ use spillway_support::events::request_body;
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the last client is done, how long the run waits for the database to catch up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
-/// Retrying clients back off 0.5 s, 1 s, 2 s, ... up to this, and stop retrying this long after
-/// the steady traffic ends.
-const BACKOFF_CAP: Duration = Duration::from_secs(8);
+/// Retrying clients stop retrying this long after the steady traffic ends.
 const RETRY_WINDOW_AFTER: Duration = Duration::from_secs(30);
 
 /// What load is sent.
@@ -76,6 +74,25 @@ impl Scenario {
                     "no retry"
                 }
             ),
+        }
+    }
+
+    /// How its clients send, from `start`.
+    fn load(&self, start: Instant) -> Load {
+        let (rate, retry_until) = match *self {
+            Scenario::Burst { .. } => (None, None),
+            Scenario::Steady {
+                rate, secs, retry, ..
+            } => {
+                let over = start + Duration::from_secs(u64::from(secs)) + RETRY_WINDOW_AFTER;
+                (Some(rate), retry.then_some(over))
+            }
+        };
+        Load {
+            rate,
+            timeout: ATTEMPT_TIMEOUT,
+            retry_until,
+            from_schedule: false,
         }
     }
 
@@ -215,19 +232,6 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// How one client's request ended.
-#[derive(Debug)]
-struct ClientEnd {
-    sent_at: f64,
-    answer: Answer,
-    ids: Vec<String>,
-    /// The start of a refusal's body.
-    detail: Option<String>,
-    /// First send to the final answer.
-    latency_ms: f64,
-    attempts: usize,
-}
-
 /// Runs `scenario` against one design. `pg` is the database every design writes to (stopped and
 /// started by the steady scenarios); `queue_depth` reads Spillway's queue (visible + in
 /// flight), `dlq_depth` its DLQ and `unreplayed` the events its edge spilled and has not yet
@@ -274,7 +278,7 @@ pub(super) fn run(
     let start = Instant::now();
     let first_monitor = Mutex::new(Some(monitor));
     let mut monitor_slot = None;
-    let ends = std::thread::scope(|s| -> Result<Vec<ClientEnd>> {
+    let ends = std::thread::scope(|s| -> Result<Vec<End>> {
         // The database, every 100 ms: a failed sample (the server is down, or refused the
         // session's reconnection) is recorded as missing and the session is opened again.
         let sampler = s.spawn(|| {
@@ -333,7 +337,7 @@ pub(super) fn run(
             }
             Ok(())
         });
-        let ends = drive(endpoint, scenario, &bodies, start);
+        let ends = drive(endpoint, &bodies, scenario.load(start), start);
         let clients_done = start.elapsed();
         let outage_result = outage_thread
             .join()
@@ -376,7 +380,7 @@ pub(super) fn run(
     })?;
     let clients_done_s = ends
         .iter()
-        .map(|e| e.sent_at + e.latency_ms / 1000.0)
+        .map(|e| e.sent_s + e.latency_ms / 1000.0)
         .fold(0.0f64, f64::max);
     let mut monitor = match monitor_slot {
         Some(m) => m,
@@ -404,29 +408,30 @@ pub(super) fn run(
     let (mut lat, mut lat_up, mut lat_down) = (Vec::new(), Vec::new(), Vec::new());
     for (i, e) in ends.iter().enumerate() {
         r.retries += e.attempts.saturating_sub(1);
-        if e.answer.accepted() {
+        if e.attempt.answer.accepted() {
             r.accepted_requests += 1;
-            r.accepted_events += e.ids.len();
+            r.accepted_events += e.attempt.ids.len();
             r.lost += e
+                .attempt
                 .ids
                 .iter()
                 .filter(|id| !stored.contains(id.as_str()))
                 .count();
             lat.push(e.latency_ms);
-            let down = outage.is_some_and(|(a, b)| e.sent_at >= a && e.sent_at < b);
+            let down = outage.is_some_and(|(a, b)| e.sent_s >= a && e.sent_s < b);
             if down {
                 lat_down.push(e.latency_ms);
             } else {
                 lat_up.push(e.latency_ms);
             }
         } else {
-            if e.answer == Answer::TimedOut {
+            if e.attempt.answer == Answer::TimedOut {
                 r.timed_out += 1;
             }
-            *r.refused.entry(e.answer.label()).or_insert(0) += 1;
-            let text = match &e.detail {
-                Some(d) => format!("{} `{d}`", e.answer.label()),
-                None => e.answer.label(),
+            *r.refused.entry(e.attempt.answer.label()).or_insert(0) += 1;
+            let text = match &e.attempt.detail {
+                Some(d) => format!("{} `{d}`", e.attempt.answer.label()),
+                None => e.attempt.answer.label(),
             };
             *r.refusal_texts.entry(text).or_insert(0) += 1;
             r.stored_refused += all_ids[i]
@@ -463,83 +468,6 @@ fn sleep_until(start: Instant, secs: f64) {
     if at > now {
         std::thread::sleep(at - now);
     }
-}
-
-/// Sends the load and returns how each request ended.
-fn drive(
-    endpoint: &Endpoint,
-    scenario: Scenario,
-    bodies: &[Arc<Vec<u8>>],
-    start: Instant,
-) -> Result<Vec<ClientEnd>> {
-    runtime()?.block_on(async {
-        let burst = matches!(scenario, Scenario::Burst { .. });
-        // A burst's clients each open their connection, then all send at once: every request
-        // is on the wire together, however long this machine took to open 3,000 connections.
-        let start_line = Arc::new(tokio::sync::Barrier::new(if burst {
-            bodies.len() + 1
-        } else {
-            1
-        }));
-        let mut tasks = Vec::with_capacity(bodies.len());
-        let (retry, retry_until) = match scenario {
-            Scenario::Burst { .. } => (false, start),
-            Scenario::Steady { secs, retry, .. } => (
-                retry,
-                start + Duration::from_secs(u64::from(secs)) + RETRY_WINDOW_AFTER,
-            ),
-        };
-        let interval = match scenario {
-            Scenario::Burst { .. } => None,
-            Scenario::Steady { rate, .. } => Some(Duration::from_secs_f64(1.0 / f64::from(rate))),
-        };
-        for (i, body) in bodies.iter().enumerate() {
-            if let Some(iv) = interval {
-                tokio::time::sleep_until((start + iv * i as u32).into()).await;
-            }
-            let (ep, body, start_line) = (endpoint.clone(), body.clone(), start_line.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut opened = None;
-                if burst {
-                    opened = Some(connect(&ep, ATTEMPT_TIMEOUT).await);
-                    start_line.wait().await;
-                }
-                let sent = Instant::now();
-                let mut attempts = 0;
-                let mut backoff = Duration::from_millis(500);
-                loop {
-                    attempts += 1;
-                    let a = match opened.take() {
-                        Some(Ok(stream)) => post_on(stream, &ep, &body, ATTEMPT_TIMEOUT).await,
-                        Some(Err(answer)) => Attempt::failed(answer),
-                        None => post(&ep, &body, ATTEMPT_TIMEOUT).await,
-                    };
-                    let done =
-                        a.answer.accepted() || !retry || Instant::now() + backoff > retry_until;
-                    if done {
-                        return ClientEnd {
-                            sent_at: sent.duration_since(start).as_secs_f64(),
-                            answer: a.answer,
-                            ids: a.ids,
-                            detail: a.detail,
-                            latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
-                            attempts,
-                        };
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                }
-            }));
-        }
-        if burst {
-            start_line.wait().await;
-        }
-        let mut ends = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            ends.push(t.await.map_err(|e| anyhow!("a client task failed: {e}"))?);
-        }
-        Ok(ends)
-    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! pure and tested here.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -112,6 +113,105 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the load generator's runtime")
+}
+
+/// How a run's requests are sent: `rate` a second, open loop (each at its scheduled time whatever
+/// became of the earlier ones), or all at once (`None`: a burst); each client waits `timeout`
+/// for an answer and, until `retry_until` if given, retries with backoff.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Load {
+    pub(super) rate: Option<u32>,
+    pub(super) timeout: Duration,
+    pub(super) retry_until: Option<Instant>,
+    /// Latency counted from each request's scheduled start, not from its first send.
+    pub(super) from_schedule: bool,
+}
+
+/// Retrying clients back off 0.5 s, 1 s, 2 s, ... up to this.
+const BACKOFF_CAP: Duration = Duration::from_secs(8);
+
+/// How one request ended: its final attempt, when it was first sent and answered (seconds from
+/// the start), its latency and how many attempts it took.
+#[derive(Debug, Clone)]
+pub(super) struct End {
+    pub(super) attempt: Attempt,
+    pub(super) sent_s: f64,
+    pub(super) done_s: f64,
+    pub(super) latency_ms: f64,
+    pub(super) attempts: usize,
+}
+
+/// Sends one request per body as `load` says, from `start`, and returns how each ended.
+pub(super) fn drive(
+    ep: &Endpoint,
+    bodies: &[Arc<Vec<u8>>],
+    load: Load,
+    start: Instant,
+) -> Result<Vec<End>> {
+    runtime()?.block_on(async {
+        // A burst's clients each open their connection, then all send at once: every request
+        // is on the wire together, however long this machine took to open 3,000 connections.
+        let burst = load.rate.is_none();
+        let clients = if burst { bodies.len() + 1 } else { 1 };
+        let start_line = Arc::new(tokio::sync::Barrier::new(clients));
+        let mut tasks = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.iter().enumerate() {
+            let at = start + load.rate.map_or(Duration::ZERO, |r| scheduled(r, i));
+            if !burst {
+                tokio::time::sleep_until(at.into()).await;
+            }
+            let (ep, body, start_line) = (ep.clone(), body.clone(), start_line.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut opened = None;
+                if burst {
+                    opened = Some(connect(&ep, load.timeout).await);
+                    start_line.wait().await;
+                }
+                let sent = if load.from_schedule {
+                    at
+                } else {
+                    Instant::now()
+                };
+                let mut attempts = 0;
+                let mut backoff = Duration::from_millis(500);
+                loop {
+                    attempts += 1;
+                    let attempt = match opened.take() {
+                        Some(Ok(stream)) => post_on(stream, &ep, &body, load.timeout).await,
+                        Some(Err(answer)) => Attempt::failed(answer),
+                        None => post(&ep, &body, load.timeout).await,
+                    };
+                    let retry = load
+                        .retry_until
+                        .is_some_and(|until| Instant::now() + backoff <= until);
+                    if attempt.answer.accepted() || !retry {
+                        return End {
+                            attempt,
+                            sent_s: sent.saturating_duration_since(start).as_secs_f64(),
+                            done_s: start.elapsed().as_secs_f64(),
+                            latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                            attempts,
+                        };
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            }));
+        }
+        if burst {
+            start_line.wait().await;
+        }
+        let mut ends = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            ends.push(t.await.map_err(|e| anyhow!("a client task failed: {e}"))?);
+        }
+        Ok(ends)
+    })
+}
+
+/// Request `i` of an open-loop run starts this long after the start.
+fn scheduled(rate: u32, i: usize) -> Duration {
+    Duration::from_secs_f64(i as f64 / f64::from(rate))
 }
 
 /// Sends `body` once on a new connection and waits at most `timeout` for the whole answer.
@@ -351,6 +451,13 @@ mod tests {
         let long = detail_of("é".repeat(200).as_bytes()).expect("text");
         assert_eq!(long.chars().count(), DETAIL_CHARS + 3);
         assert!(long.ends_with("..."));
+    }
+
+    #[test]
+    fn the_schedule_is_open_loop() {
+        assert_eq!(scheduled(100, 0), Duration::ZERO);
+        assert_eq!(scheduled(100, 250), Duration::from_millis(2_500));
+        assert_eq!(scheduled(1_000, 4_999), Duration::from_millis(4_999));
     }
 
     #[test]

@@ -124,8 +124,8 @@ fn phase(
     };
     let accepted: HashSet<String> = ends
         .iter()
-        .filter(|e| e.answer == Answer::Status(202))
-        .flat_map(|e| e.ids.iter().cloned())
+        .filter(|e| e.attempt.answer == Answer::Status(202))
+        .flat_map(|e| e.attempt.ids.iter().cloned())
         .collect();
     // Wait for the table to hold every accepted event (the replay, the poller).
     let stored = loop {
