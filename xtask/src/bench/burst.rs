@@ -288,21 +288,14 @@ pub(super) fn run(
                 if m.is_none() {
                     m = Monitor::start(pg.port()).ok();
                 }
-                let look = m.as_mut().map(Monitor::look);
-                let sample = match look {
-                    Some(Ok((c, r))) => Sample {
-                        t,
-                        connections: Some(c),
-                        rows: Some(r),
-                    },
-                    _ => {
-                        m = None;
-                        Sample {
-                            t,
-                            connections: None,
-                            rows: None,
-                        }
-                    }
+                let look = m.as_mut().and_then(|m| m.look().ok());
+                if look.is_none() {
+                    m = None;
+                }
+                let sample = Sample {
+                    t,
+                    connections: look.map(|(c, _)| c),
+                    rows: look.map(|(_, r)| r),
                 };
                 if let Ok(mut v) = samples.lock() {
                     v.push(sample);

@@ -26,21 +26,12 @@ fn figure_6(scenario: &str, t: &Table) -> Vec<Check> {
         return Vec::new();
     };
     let what = |s: &str| format!("{scenario}: Spillway {s}");
-    let zero = Some(0.0);
-    let mut out = vec![
-        (
-            what("requests refused"),
-            t.number(sp, "refused, by final answer"),
-            AT_MOST,
-            zero,
-        ),
-        (
-            what("events lost"),
-            t.number(sp, "**events lost** (2xx, never stored)"),
-            AT_MOST,
-            zero,
-        ),
-    ];
+    let mut out: Vec<Check> = [
+        ("requests refused", "refused, by final answer"),
+        ("events lost", "**events lost** (2xx, never stored)"),
+    ]
+    .map(|(s, column)| (what(s), t.number(sp, column), AT_MOST, Some(0.0)))
+    .into();
     let peak = t.number(sp, "**peak PostgreSQL connections**");
     let budget = what("peak PostgreSQL connections (`MAXIMUM_CONCURRENCY`)");
     out.push((budget, peak, AT_MOST, Some(SPILLWAY_CONNECTIONS)));

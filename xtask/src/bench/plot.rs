@@ -17,8 +17,11 @@ struct Panel {
     limit: Option<f64>,
 }
 
+/// A series over time; `None` where a sample is missing.
+type Points = Vec<(f64, Option<f64>)>;
+
 /// Splits `points` into segments at the missing values.
-fn segments(points: Vec<(f64, Option<f64>)>) -> Vec<Vec<(f64, f64)>> {
+fn segments(points: Points) -> Vec<Vec<(f64, f64)>> {
     let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
     for (t, v) in points {
         match v {
@@ -36,7 +39,7 @@ fn segments(points: Vec<(f64, Option<f64>)>) -> Vec<Vec<(f64, f64)>> {
 
 pub(super) fn scenario_svg(sc: &ScenarioResult) -> String {
     let runs: Vec<&RunResult> = sc.runs.iter().map(|(_, r)| r).collect();
-    let panel = |title: &str, limit, points: &dyn Fn(&RunResult) -> Vec<(f64, Option<f64>)>| {
+    let panel = |title: &str, limit, points: &dyn Fn(&RunResult) -> Points| {
         let series = runs.iter().map(|r| segments(points(r))).collect();
         let title = title.to_owned();
         Panel {
