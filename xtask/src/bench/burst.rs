@@ -5,13 +5,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write as _};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use spillway_support::Postgres;
+use spillway_support::stack::spill_counts;
+use spillway_support::Stack;
 
 use super::client::{drive, Answer, End, Endpoint, Load};
 use super::measure::load_average;
@@ -232,19 +234,24 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Runs `scenario` against one design. `pg` is the database every design writes to (stopped and
-/// started by the steady scenarios); `queue_depth` reads Spillway's queue (visible + in
-/// flight), `dlq_depth` its DLQ and `unreplayed` the events its edge spilled and has not yet
-/// replayed to SQS (they are in no SQS queue meanwhile).
+/// Runs `scenario` against one design, on the stack's database (stopped and started by the
+/// steady scenarios). For Spillway (`spillway`), its queues are watched too: the main queue and
+/// the DLQ (visible + in flight), and the events its edge spilled and has not yet replayed to
+/// SQS (in no SQS queue meanwhile), none of this run's may be left when the run is judged.
 pub(super) fn run(
     design: &str,
     endpoint: &Endpoint,
     scenario: Scenario,
-    pg: &Postgres,
-    queue_depth: Option<&(dyn Fn() -> Option<u64> + Sync)>,
-    dlq_depth: Option<&(dyn Fn() -> Option<u64> + Sync)>,
-    unreplayed: Option<&(dyn Fn() -> Option<u64> + Sync)>,
+    stack: &Stack,
+    spillway: bool,
 ) -> Result<RunResult> {
+    let pg = &stack.pg;
+    let depth = |url: &str| stack.sqs.depth(url).map(|(v, f)| v + f).ok();
+    // The edge log counts every event spilled and replayed since the stack started. What
+    // earlier figures left unreplayed is not waited for: a restart of `wrangler dev` empties
+    // its local queue, so those never come.
+    let log = stack.config.dir.join("logs/edge.log");
+    let unreplayed_before = unreplayed(&log);
     let total = scenario.requests();
     let ts = now_rfc3339();
     let nonce = u128::from(
@@ -305,9 +312,11 @@ pub(super) fn run(
             m
         });
         let queue_sampler = s.spawn(|| {
-            let Some(depth) = queue_depth else { return };
+            if !spillway {
+                return;
+            }
             while !finished.load(Ordering::SeqCst) {
-                if let Some(d) = depth() {
+                if let Some(d) = depth(&stack.env.sqs_queue_url) {
                     if let Ok(mut q) = queue.lock() {
                         q.push((start.elapsed().as_secs_f64(), d));
                     }
@@ -319,10 +328,10 @@ pub(super) fn run(
             let Scenario::Steady { down, .. } = scenario else {
                 return Ok(());
             };
-            sleep_until(start, f64::from(down.0));
+            sleep_until(start + Duration::from_secs(u64::from(down.0)));
             let stopped = start.elapsed().as_secs_f64();
             pg.stop()?;
-            sleep_until(start, f64::from(down.1));
+            sleep_until(start + Duration::from_secs(u64::from(down.1)));
             let started = start.elapsed().as_secs_f64();
             pg.start_with_max_connections(BURST_MAX_CONNECTIONS)?;
             if let Ok(mut o) = outage.lock() {
@@ -344,13 +353,13 @@ pub(super) fn run(
                 .lock()
                 .ok()
                 .and_then(|v| v.iter().rev().find_map(|s| s.rows));
-            let queue_empty = queue_depth.is_none()
+            let queue_empty = !spillway
                 || queue
                     .lock()
                     .ok()
                     .and_then(|q| q.last().map(|(_, d)| *d == 0))
                     .unwrap_or(false)
-                    && unreplayed.is_none_or(|u| u() == Some(0));
+                    && unreplayed(&log) <= unreplayed_before;
             let Some(rows) = rows else { continue };
             match still_since {
                 Some((r, since)) if r == rows => {
@@ -395,7 +404,7 @@ pub(super) fn run(
         outage,
         rows_end: stored.len(),
         load: (load_before, load_average()),
-        dlq_end: dlq_depth.and_then(|d| d()),
+        dlq_end: spillway.then(|| depth(&stack.env.sqs_dlq_url)).flatten(),
         ..RunResult::default()
     };
     let (mut lat, mut lat_up, mut lat_down) = (Vec::new(), Vec::new(), Vec::new());
@@ -455,12 +464,15 @@ pub(super) fn run(
     Ok(r)
 }
 
-fn sleep_until(start: Instant, secs: f64) {
-    let at = start + Duration::from_secs_f64(secs);
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
+/// Events the edge log says were spilled and not (yet) replayed, since the stack started.
+fn unreplayed(log: &Path) -> u64 {
+    let (spilled, replayed) = spill_counts(log);
+    spilled.saturating_sub(replayed)
+}
+
+/// Sleeps until `at` (not at all once it is past).
+pub(super) fn sleep_until(at: Instant) {
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
 }
 
 #[cfg(test)]
