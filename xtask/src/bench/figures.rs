@@ -129,11 +129,7 @@ fn run(r: &Results, opts: &Opts) -> Table {
         (
             "its `SendMessageBatch` rate, 10 x 1 KiB from one client (messages/s)",
             N,
-            |x| {
-                x.0.sqs_rate
-                    .as_ref()
-                    .map_or(Value::Null, |s| num(s.messages_per_s))
-            },
+            |x| x.0.sqs_rate.map_or(Value::Null, num),
         ),
         ("options", TEXT, |x| json!(x.2)),
     ];

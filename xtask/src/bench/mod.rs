@@ -57,7 +57,7 @@ use edge::{edge_cost, EdgeCost};
 use experiment::{experiment, ScenarioResult};
 use measure::Machine;
 use plot::scenario_svg;
-use sqs::{sqs_costs, sqs_rate, SqsCost, SqsRate};
+use sqs::{sqs_costs, sqs_rate, SqsCost};
 use wasm::{wasm_sizes, WasmSize};
 use workerd::{ensure_wrk, workerd, WrkRun};
 
@@ -148,7 +148,7 @@ struct Results {
     experiment: Vec<ScenarioResult>,
     /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
     sqs_server: Option<SqsKind>,
-    sqs_rate: Option<SqsRate>,
+    sqs_rate: Option<f64>,
     /// Load average sampled at the end of the run (the start is in `machine`).
     load_end: String,
     seconds: f64,

@@ -109,16 +109,10 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
 // ---------------------------------------------------------------------------------------------
 // The local SQS's own speed, measured in the run
 
-/// `SendMessageBatch` calls of 10 messages of 1 KiB from one client, timed.
-#[derive(Debug, Clone)]
-pub(super) struct SqsRate {
-    pub(super) calls: usize,
-    pub(super) messages_per_s: f64,
-}
-
-/// Times [`SqsRate::calls`] batches into a scratch queue of their own (so that nothing the
-/// pipeline's poller could receive is left behind), then deletes it.
-pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
+/// The local SQS's messages per second in `SendMessageBatch` calls of 10 messages of 1 KiB from
+/// one client, timed into a scratch queue of their own (so that nothing the pipeline's poller
+/// could receive is left behind), then deleted.
+pub(super) fn sqs_rate(stack: &Stack) -> Result<f64> {
     const CALLS: usize = 50;
     let url = stack
         .sqs
@@ -129,35 +123,25 @@ pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
         .collect();
     let request = json!({"QueueUrl": url, "Entries": entries});
     let start = Instant::now();
-    let mut result = Ok(());
-    for _ in 0..CALLS {
-        match stack.sqs.call("SendMessageBatch", &request) {
-            Ok(answer) if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) => {
-                result = Err(anyhow!("SendMessageBatch failed entries: {answer}"));
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+    let result = (0..CALLS).try_for_each(|_| {
+        let answer = stack.sqs.call("SendMessageBatch", &request)?;
+        if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) {
+            bail!("SendMessageBatch failed entries: {answer}");
         }
-    }
+        Ok(())
+    });
     let secs = start.elapsed().as_secs_f64();
     stack
         .sqs
         .call("DeleteQueue", &json!({ "QueueUrl": url }))
         .context("deleting the scratch queue")?;
     result?;
-    let r = SqsRate {
-        calls: CALLS,
-        messages_per_s: (CALLS * 10) as f64 / secs,
-    };
+    let rate = (CALLS * 10) as f64 / secs;
     note(&format!(
-        "{} SendMessageBatch calls of 10 x 1 KiB in {secs:.2} s: {:.0} messages/s ({})",
-        r.calls, r.messages_per_s, stack.config.sqs
+        "{CALLS} SendMessageBatch calls of 10 x 1 KiB in {secs:.2} s: {rate:.0} messages/s ({})",
+        stack.config.sqs
     ));
-    Ok(r)
+    Ok(rate)
 }
 
 // ---------------------------------------------------------------------------------------------
