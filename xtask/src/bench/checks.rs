@@ -121,7 +121,6 @@ fn holds(&(_, measured, at_most, bound): &Check) -> bool {
 mod tests {
     use super::*;
     use crate::bench::burst::{RunResult, Scenario};
-    use crate::bench::designs::Kind;
     use crate::bench::experiment::ScenarioResult;
     use crate::bench::figures::scenario_table;
 
@@ -142,7 +141,7 @@ mod tests {
     fn failed(scenario: Scenario, spillway: RunResult, n502: usize) -> (usize, Vec<String>) {
         let mut direct = run("Synchronous, direct");
         direct.refused.insert("502".into(), n502);
-        let runs = vec![(Kind::Spillway, spillway), (Kind::Direct, direct)];
+        let runs = vec![spillway, direct];
         failures(&checks(&[scenario_table(&ScenarioResult {
             scenario,
             runs,

@@ -19,7 +19,7 @@ use crate::step::note;
 #[derive(Debug, Clone)]
 pub(super) struct ScenarioResult {
     pub(super) scenario: Scenario,
-    pub(super) runs: Vec<(Kind, RunResult)>,
+    pub(super) runs: Vec<RunResult>,
 }
 
 pub(super) fn scenarios(opts: &Opts) -> Vec<Scenario> {
@@ -95,7 +95,7 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
                     r?
                 }
             };
-            runs.push((kind, r));
+            runs.push(r);
             // Let the sockets of the last run close before the next starts.
             std::thread::sleep(Duration::from_millis(500));
         }

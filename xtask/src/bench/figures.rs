@@ -211,8 +211,8 @@ fn summary(r: &Results) -> Table {
     let refused = |r: &RunResult| r.refused.values().sum::<usize>() as f64;
     let peak = |r: &RunResult| r.peak_connections.map_or(f64::NAN, |p| p as f64);
     for sc in &r.experiment {
-        let (Some((_, sp)), key) = (sc.runs.first(), sc.scenario.key()) else { continue };
-        for (_, other) in &sc.runs[1..] {
+        let (Some(sp), key) = (sc.runs.first(), sc.scenario.key()) else { continue };
+        for other in &sc.runs[1..] {
             let d = other.design.as_str();
             let (lost, other_lost) = (sp.lost as f64, other.lost as f64);
             rows.push((6, format!("{key}: requests refused"), "count", refused(sp), d, refused(other)));
@@ -337,7 +337,7 @@ pub(super) fn scenario_table(sc: &ScenarioResult) -> Table {
         .filter(|c| (retry || c.0 != RETRIES) && (steady || !STEADY.contains(&c.0)))
         .collect();
     let key = format!("figure-6-{}", sc.scenario.key());
-    let mut t = Table::of(key, sc.runs.iter().map(|(_, r)| r), &cols);
+    let mut t = Table::of(key, &sc.runs, &cols);
     t.transposed = true;
     t
 }

@@ -38,7 +38,7 @@ fn segments(points: Points) -> Vec<Vec<(f64, f64)>> {
 }
 
 pub(super) fn scenario_svg(sc: &ScenarioResult) -> String {
-    let runs: Vec<&RunResult> = sc.runs.iter().map(|(_, r)| r).collect();
+    let runs = &sc.runs;
     let panel = |title: &str, limit, points: &dyn Fn(&RunResult) -> Points| {
         let series = runs.iter().map(|r| segments(points(r))).collect();
         let title = title.to_owned();
