@@ -183,14 +183,16 @@ pub fn main(args: &[String]) -> Result<()> {
     let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
     fill::fill(&doc, &tables)?;
     // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
-    // partial run writes its plots beside its partial Markdown.
-    let out = if opts.only.is_none() {
-        root().join("benches/results")
+    // partial run writes its plots, results and Markdown apart.
+    let full = opts.only.is_none();
+    let (out, md) = if full {
+        (root().join("benches/results"), root().join("BENCHMARKS.md"))
     } else {
-        target_dir().join("bench-partial")
+        let out = target_dir().join("bench-partial");
+        (out.clone(), out.join("BENCHMARKS.partial.md"))
     };
     fs::create_dir_all(&out)?;
-    if opts.only.is_none() {
+    if full {
         // Plots of an earlier layout would otherwise stay linked from nowhere.
         for old in fs::read_dir(&out)?.flatten() {
             if old.path().extension().is_some_and(|e| e == "svg") {
@@ -205,27 +207,16 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     // The results file is written first and the tables are filled from what it reads back,
     // so BENCHMARKS.md shows exactly the file's numbers.
-    fs::write(out.join("results.json"), table::to_results_json(&tables))?;
-    let tables = table::from_results_json(&fs::read_to_string(out.join("results.json"))?)?;
-    let filled = fill::fill(&doc, &tables)?;
+    let json = out.join("results.json");
+    fs::write(&json, table::to_results_json(&tables))?;
+    let tables = table::from_results_json(&fs::read_to_string(&json)?)?;
+    fs::write(&md, fill::fill(&doc, &tables)?)?;
     // The console shows what the run measured as the same tables (no sentences).
     for t in &tables {
         println!("\n{}:\n{}", t.key, t.markdown());
     }
-    if opts.only.is_none() {
-        fs::write(root().join("BENCHMARKS.md"), filled)?;
-        println!(
-            "\nwrote benches/results/results.json and the tables of BENCHMARKS.md ({:.0} s in all)",
-            results.seconds
-        );
-    } else {
-        let partial = out.join("BENCHMARKS.partial.md");
-        fs::write(&partial, filled)?;
-        println!(
-            "\n--only given: wrote {} and results.json (and its plots) beside it instead of BENCHMARKS.md",
-            partial.display()
-        );
-    }
+    let (json, md, secs) = (json.display(), md.display(), results.seconds);
+    println!("\nwrote {json} and the tables of {md} ({secs:.0} s in all)");
     Ok(())
 }
 
