@@ -31,19 +31,10 @@ impl Machine {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        let dirty = output(Command::new("git").current_dir(root()).args([
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-        ]))
-        .is_some_and(|s| !s.is_empty());
-        let commit =
-            output(
-                Command::new("git")
-                    .current_dir(root())
-                    .args(["rev-parse", "--short", "HEAD"]),
-            )
-            .unwrap_or_default();
+        // The commit checked out, marked when tracked files differ from it.
+        let dirty = "--dirty= + uncommitted changes";
+        let describe = ["describe", "--always", "--exclude=*", dirty];
+        let commit = output(Command::new("git").current_dir(root()).args(describe));
         Machine {
             nproc: output(&mut Command::new("nproc"))
                 .and_then(|v| v.parse().ok())
@@ -54,11 +45,7 @@ impl Machine {
             load: load_average(),
             date: output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
                 .unwrap_or_default(),
-            commit: if dirty {
-                format!("{commit} + uncommitted changes")
-            } else {
-                commit
-            },
+            commit: commit.unwrap_or_default(),
         }
     }
 }
