@@ -384,10 +384,7 @@ pub(super) fn run(
         .iter()
         .map(|e| e.sent_s + e.latency_ms / 1000.0)
         .fold(0.0f64, f64::max);
-    let mut monitor = match monitor_slot {
-        Some(m) => m,
-        None => Monitor::start(pg.port())?,
-    };
+    let mut monitor = monitor_slot.map_or_else(|| Monitor::start(pg.port()), Ok)?;
     let stored_text =
         monitor.query("select coalesce(string_agg(id::text, ','), '') from events")?;
     let stored: HashSet<&str> = stored_text.split(',').filter(|s| !s.is_empty()).collect();

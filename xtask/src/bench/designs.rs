@@ -69,19 +69,16 @@ impl Synchronous {
     /// Starts the handler (and PgBouncer for [`Kind::Pooled`]) with no environment yet: every
     /// scenario starts cold.
     pub(super) fn start(kind: Kind, pg: &Postgres, dir: &Path) -> Result<Synchronous> {
-        let db_direct = format!("postgres://{APP_ROLE}@127.0.0.1:{}/postgres", pg.port());
-        let (db, pooler) = match kind {
+        // The handler connects to PostgreSQL, or to PgBouncer in front of it.
+        let (db_port, pooler) = match kind {
             Kind::Spillway => bail!("Spillway is the Stack, not a synchronous design"),
-            Kind::Direct => (db_direct, None),
+            Kind::Direct => (pg.port(), None),
             Kind::Pooled => {
                 let port = free_port()?;
-                let pooler = start_pgbouncer(pg.port(), port, dir)?;
-                (
-                    format!("postgres://{APP_ROLE}@127.0.0.1:{port}/postgres"),
-                    Some(pooler),
-                )
+                (port, Some(start_pgbouncer(pg.port(), port, dir)?))
             }
         };
+        let db = format!("postgres://{APP_ROLE}@127.0.0.1:{db_port}/postgres");
         let port = free_port()?;
         let bins = super::release_bin_dir();
         let mut cmd = Command::new(bins.join("spillway-baseline"));

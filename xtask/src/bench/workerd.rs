@@ -158,11 +158,8 @@ pub(super) fn workerd(stack: &mut Stack, opts: &Opts) -> Result<Vec<WrkRun>> {
         let body = request_body(n, 0, &ts, &mut || None);
         let name = format!("post{n}");
         let script = wrk_script(&dir, &name, Some(&key), Some(&body))?;
-        let label = format!(
-            "POST {n} event{} ({} B)",
-            if n == 1 { "" } else { "s" },
-            body.len()
-        );
+        let events = if n == 1 { "event" } else { "events" };
+        let label = format!("POST {n} {events} ({} B)", body.len());
         let run = run_wrk(&label, n, &ingest, &script, opts.wrk_secs)?;
         let (visible, in_flight) = stack.sqs.depth(&stack.env.sqs_queue_url)?;
         note(&format!(
