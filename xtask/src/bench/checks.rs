@@ -78,11 +78,9 @@ fn figure_8(t: &Table) -> Vec<Check> {
         } else {
             Vec::new()
         };
-        out.extend(
-            phase
-                .into_iter()
-                .map(|(s, m, rule, b)| (s.to_owned(), m, rule, b)),
-        );
+        for (s, measured, rule, bound) in phase {
+            out.push((s.to_owned(), measured, rule, bound));
+        }
     }
     out
 }

@@ -61,15 +61,14 @@ pub(super) fn spill(stack: &mut Stack) -> Result<Vec<SpillRow>> {
 
 fn phases(stack: &mut Stack) -> Result<Vec<SpillRow>> {
     let mut rows = Vec::new();
-    for (n, (spill, stall, secs)) in [
+    let plan = [
         (false, None, HEALTHY_SECS),
         (true, None, HEALTHY_SECS),
         (true, Some(STALL), OUTAGE_SECS),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if n < 2 {
+    ];
+    for (n, (spill, stall, secs)) in plan.into_iter().enumerate() {
+        // The stall comes on the edge of the healthy phase before it, as it was.
+        if stall.is_none() {
             stack.config.spill = spill;
             stack.config.edge_sqs_meter = false;
             stack.config.edge_sqs_proxy = true;
