@@ -19,20 +19,9 @@ pub(super) struct DbWrite {
 
 pub(super) fn db_write() -> Result<DbWrite> {
     let (rows, batch) = (100_000usize, 1_000usize);
-    let rows_s = rows.to_string();
-    let batch_s = batch.to_string();
-    let args = [
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "spillway-consumer",
-        "--example",
-        "bench_write",
-        "--",
-        &rows_s,
-        &batch_s,
-    ];
+    let run = "run --quiet --release -p spillway-consumer --example bench_write --";
+    let (rows_s, batch_s) = (rows.to_string(), batch.to_string());
+    let args: Vec<&str> = run.split(' ').chain([&*rows_s, &*batch_s]).collect();
     let command = format!("cargo {}", args.join(" ").replace("--quiet ", ""));
     note(&format!("$ {command}"));
     let mut c = cargo(&args);

@@ -17,18 +17,8 @@ pub(super) struct EdgeCost {
 }
 
 pub(super) fn edge_cost() -> Result<EdgeCost> {
-    let args = [
-        "bench",
-        "-p",
-        "spillway-edge",
-        "--bench",
-        "floor",
-        "--",
-        "--warm-up-time",
-        "1",
-        "--measurement-time",
-        "4",
-    ];
+    let bench = "bench -p spillway-edge --bench floor -- --warm-up-time 1 --measurement-time 4";
+    let args: Vec<&str> = bench.split(' ').collect();
     let mut c = cargo(&args);
     let command = format!("cargo {}", args.join(" "));
     note(&format!("$ {command}"));

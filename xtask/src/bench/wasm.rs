@@ -31,11 +31,10 @@ pub(super) fn gzip9(path: &Path) -> Result<u64> {
 pub(super) fn wasm_sizes() -> Result<WasmSize> {
     let edge = root().join("edge/build/index_bg.wasm");
     let hello = root().join("benches/hello-worker/build/index_bg.wasm");
-    let w = WasmSize {
+    Ok(WasmSize {
         edge_raw: fs::metadata(&edge)?.len(),
         edge_gz: gzip9(&edge)?,
         hello_raw: fs::metadata(&hello)?.len(),
         hello_gz: gzip9(&hello)?,
-    };
-    Ok(w)
+    })
 }
