@@ -20,6 +20,18 @@ fn marker(line: &str) -> Option<&str> {
     line.strip_prefix("<!-- bench:")?.strip_suffix(" -->")
 }
 
+/// `doc` with an empty place at its end for each table it has none for: a partial run's copy
+/// shows what it measured beyond the committed layout (another burst size, say).
+pub(super) fn with_places_for(doc: &str, tables: &[Table]) -> String {
+    let mut out = doc.to_owned();
+    for t in tables {
+        if !doc.lines().any(|l| marker(l) == Some(&t.key)) {
+            out += &format!("\n{}\n{END}\n", start(&t.key));
+        }
+    }
+    out
+}
+
 /// `doc` with what lies between each marker line and the next `<!-- /bench -->` line replaced
 /// by its table. A table without a marker is an error naming the marker to add; a marker
 /// without a table says it was not measured.
@@ -87,6 +99,10 @@ mod tests {
             err.to_string().contains("<!-- bench:figure-3-cpu -->"),
             "{err}"
         );
+        let placed = with_places_for(DOC, &tables(&["a", "figure-3-cpu"]));
+        let filled = fill(&placed, &tables(&["a", "figure-3-cpu"])).expect("a place for each");
+        assert!(filled
+            .ends_with("<!-- bench:figure-3-cpu -->\n| n |\n|---|\n| 1,234 |\n<!-- /bench -->\n"));
         let err = fill("<!-- bench:a -->\n| x |\n", &tables(&["a"])).expect_err("an error");
         assert!(err.to_string().contains("<!-- bench:a -->"), "{err}");
         // A marker quoted in prose is neither a marker nor a table's place.

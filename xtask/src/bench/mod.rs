@@ -179,8 +179,12 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut tables = figures::tables(&results, &opts);
     tables.push(checks::checks(&tables));
     // Every table must have its place in BENCHMARKS.md before anything is written, so that a
-    // missing marker leaves the committed files as they were.
-    let doc = fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
+    // missing marker leaves the committed files as they were; a partial run's copy adds places.
+    let mut doc =
+        fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
+    if opts.only.is_some() {
+        doc = fill::with_places_for(&doc, &tables);
+    }
     fill::fill(&doc, &tables)?;
     // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
     // partial run writes its plots, results and Markdown apart.
