@@ -7,7 +7,7 @@
 //! and they share one `wrangler dev`. Each skips (with a message) when the worker has not been
 //! built and `SPILLWAY_REQUIRE_WASM` is unset; `cargo xtask test` builds it first and sets the
 //! variable, so there they always run.
-//! Build by hand with `worker-build --profile worker edge` (see wrangler.toml).
+//! Build by hand with `cargo run -q -p spillway-worker-build -- --profile worker edge` (wrangler.toml's `[build]` command).
 
 mod harness;
 

@@ -100,6 +100,16 @@ fn ensure_installs(root: &Path) -> Result<()> {
     step("PostgreSQL server binaries", ensure_postgres)
 }
 
+/// The Worker build of the crate in `dir` (relative to the root) with the workspace's build
+/// tool, as wrangler.toml's `[build]` command runs it for `edge`.
+pub fn worker_build(dir: &str) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root())
+        .args(["run", "--quiet", "-p", WORKER_BUILD_PACKAGE, "--"]);
+    c.args(["--profile", "worker", dir]);
+    c
+}
+
 /// `cargo build -p spillway-worker-build`: a no-op once built. What the `[build]` command's
 /// `cargo run` then finds ready.
 fn build_worker_tool(root: &Path) -> Result<()> {
@@ -356,7 +366,7 @@ fn ensure_postgres() -> Result<()> {
     spillway_support::pg_bin_dir().map(|_| ())
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     let root_user = output(Command::new("id").arg("-u")).as_deref() == Some("0");
     if !root_user {
         bail!(

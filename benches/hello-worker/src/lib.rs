@@ -1,7 +1,7 @@
 //! The smallest useful `worker` 0.8.7 Worker: every request gets `200 hello`.
 //!
 //! It exists only as the reference point of the wasm size figure in `BENCHMARKS.md`: it is built
-//! by `cargo xtask bench` with `worker-build --profile worker benches/hello-worker`, the same
+//! by `cargo xtask bench` with the workspace's build tool (`spillway-worker-build --profile worker benches/hello-worker`), the same
 //! command, tools and `worker` profile as the edge, and its gzipped `index_bg.wasm` is compared
 //! with the edge's. It does nothing else and is never deployed.
 

@@ -11,11 +11,12 @@ use anyhow::{anyhow, Context, Result};
 use spillway_support::{MeterSnapshot, Stack};
 
 use super::burst::percentile;
-use super::client::{post, Answer, Endpoint};
-use super::events::{now_rfc3339, request_body};
+use super::client::{self, post, runtime, Answer, End, Endpoint, Load};
+use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::{ensure_open_files, SQS_BILLING_CHUNK};
 use crate::step::note;
+use spillway_support::events::request_body;
 
 /// Offered rates (requests/s) and how long each is offered (s): bounded in count and time.
 /// The last is several times what `wrangler dev` serves on two cores (figure 3), so its
@@ -60,23 +61,20 @@ pub(super) struct BatchRow {
     pub(super) mode: Mode,
     pub(super) offered_rps: u32,
     pub(super) secs: u32,
-    pub(super) requests: usize,
     /// The client's event bytes of every request sent (one event each).
     pub(super) client_bytes: usize,
-    pub(super) accepted: usize,
-    /// Final answers other than 202 and the timeout, by label (status, transport error).
-    pub(super) other: BTreeMap<String, usize>,
-    pub(super) timed_out: usize,
-    /// 202s / max(offered seconds, time of the last 202).
-    pub(super) achieved_rps: f64,
-    /// Latency of the 202s, from each request's scheduled start.
-    pub(super) p50_ms: f64,
-    pub(super) p99_ms: f64,
+    pub(super) answers: Answers,
     /// What the meter counted during the row.
     pub(super) meter: MeterSnapshot,
 }
 
 impl BatchRow {
+    /// 202s / max(offered seconds, time of the last 202).
+    pub(super) fn achieved_rps(&self) -> f64 {
+        let a = &self.answers;
+        a.accepted as f64 / a.last_202_s.max(f64::from(self.secs))
+    }
+
     /// Billed SQS requests per million events that reached the SQS.
     pub(super) fn billed_per_million(&self) -> f64 {
         per_million(self.meter.billed, self.meter.events)
@@ -84,19 +82,16 @@ impl BatchRow {
 
     /// The client's event bytes per million events / 64 KiB (figure 4's floor).
     pub(super) fn floor_per_million(&self) -> f64 {
-        if self.requests == 0 {
+        let requests = self.answers.requests;
+        if requests == 0 {
             return f64::NAN;
         }
-        self.client_bytes as f64 / self.requests as f64 * 1e6 / SQS_BILLING_CHUNK as f64
+        self.client_bytes as f64 / requests as f64 * 1e6 / SQS_BILLING_CHUNK as f64
     }
 
     /// At least 99% of the requests answered 202: the edge kept up with the offered rate.
     pub(super) fn kept_up(&self) -> bool {
-        self.accepted as f64 >= 0.99 * self.requests as f64
-    }
-
-    pub(super) fn other_count(&self) -> usize {
-        self.other.values().sum()
+        self.answers.accepted as f64 >= 0.99 * self.answers.requests as f64
     }
 }
 
@@ -108,54 +103,58 @@ fn per_million(count: u64, events: u64) -> f64 {
     }
 }
 
-/// How one request ended.
+/// How the requests of an open-loop run ended: the 202s and their latencies, the timeouts, and
+/// every other answer by label (status, transport error).
 #[derive(Debug, Clone)]
-pub(super) struct End {
-    pub(super) answer: Answer,
-    /// From its scheduled start to its answer.
-    pub(super) latency_ms: f64,
-    /// Its answer, in seconds from the start of the row.
-    pub(super) done_s: f64,
-    /// The ids a 2xx answer named.
-    pub(super) ids: Vec<String>,
+pub(super) struct Answers {
+    pub(super) requests: usize,
+    pub(super) accepted: usize,
+    pub(super) other: BTreeMap<String, usize>,
+    pub(super) timed_out: usize,
+    /// Latency of the 202s (unknown without any).
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) max_ms: f64,
+    /// The last 202, in seconds from the start.
+    pub(super) last_202_s: f64,
 }
 
-/// The row's figures from how each request ended (the meter's part is added by the caller).
-fn summarise(mode: Mode, rate: u32, secs: u32, bodies: &[Arc<Vec<u8>>], ends: &[End]) -> BatchRow {
-    let mut row = BatchRow {
-        mode,
-        offered_rps: rate,
-        secs,
-        requests: bodies.len(),
-        client_bytes: bodies.iter().map(|b| b.len()).sum(),
-        accepted: 0,
-        other: BTreeMap::new(),
-        timed_out: 0,
-        achieved_rps: 0.0,
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        meter: MeterSnapshot::default(),
-    };
-    let mut lat = Vec::new();
-    let mut last = 0.0f64;
-    for e in ends {
-        match &e.answer {
-            Answer::Status(202) => {
-                row.accepted += 1;
-                lat.push(e.latency_ms);
-                last = last.max(e.done_s);
+impl Answers {
+    pub(super) fn of(ends: &[End]) -> Answers {
+        let mut a = Answers {
+            requests: ends.len(),
+            accepted: 0,
+            other: BTreeMap::new(),
+            timed_out: 0,
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            max_ms: f64::NAN,
+            last_202_s: 0.0,
+        };
+        let mut lat = Vec::new();
+        for e in ends {
+            match &e.attempt.answer {
+                Answer::Status(202) => {
+                    lat.push(e.latency_ms);
+                    a.last_202_s = a.last_202_s.max(e.done_s);
+                }
+                Answer::TimedOut => a.timed_out += 1,
+                other => *a.other.entry(other.label()).or_insert(0) += 1,
             }
-            Answer::TimedOut => row.timed_out += 1,
-            other => *row.other.entry(other.label()).or_insert(0) += 1,
         }
+        lat.sort_by(f64::total_cmp);
+        a.accepted = lat.len();
+        if let Some(&max) = lat.last() {
+            a.p50_ms = percentile(&lat, 50.0);
+            a.p99_ms = percentile(&lat, 99.0);
+            a.max_ms = max;
+        }
+        a
     }
-    lat.sort_by(f64::total_cmp);
-    if !lat.is_empty() {
-        row.p50_ms = percentile(&lat, 50.0);
-        row.p99_ms = percentile(&lat, 99.0);
+
+    pub(super) fn other_count(&self) -> usize {
+        self.other.values().sum()
     }
-    row.achieved_rps = row.accepted as f64 / last.max(f64::from(secs));
-    row
 }
 
 pub(super) fn batching(stack: &mut Stack) -> Result<Vec<BatchRow>> {
@@ -169,18 +168,33 @@ pub(super) fn batching(stack: &mut Stack) -> Result<Vec<BatchRow>> {
         .max()
         .unwrap_or(0);
     ensure_open_files(most * 4 + 1024)?;
-    let (vars, metered) = (stack.config.edge_vars.clone(), stack.config.edge_sqs_meter);
-    let measured = measure_modes(stack, &vars);
-    // The edge goes back to what the next figures expect, whatever happened above.
-    stack.config.edge_vars = vars;
-    stack.config.edge_sqs_meter = metered;
+    let vars = stack.config.edge_vars.clone();
+    let rows = edge_restored(stack, |stack| measure_modes(stack, &vars))?;
+    purge(stack)?;
+    Ok(rows)
+}
+
+/// Runs `measure`, which may restart the edge otherwise configured, then restarts it as it
+/// was, whatever happened: the next figures expect it so.
+pub(super) fn edge_restored<T>(
+    stack: &mut Stack,
+    measure: impl FnOnce(&mut Stack) -> Result<T>,
+) -> Result<T> {
+    let saved = stack.config.clone();
+    let measured = measure(stack);
+    let c = &mut stack.config;
+    (c.edge_vars, c.edge_sqs_meter, c.edge_sqs_proxy, c.spill) = (
+        saved.edge_vars,
+        saved.edge_sqs_meter,
+        saved.edge_sqs_proxy,
+        saved.spill,
+    );
     let restored = stack
         .restart_edge()
         .context("restarting the edge as it was");
-    let rows = measured?;
+    let out = measured?;
     restored?;
-    purge(stack)?;
-    Ok(rows)
+    Ok(out)
 }
 
 /// The order of the rows: every rate but the highest in one mode, then in the other (one edge
@@ -215,7 +229,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
                 stack
                     .restart_edge()
                     .with_context(|| format!("starting the edge with batching {}", mode.label()))?;
-                let ep = Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))?;
+                let ep = Endpoint::spillway(stack)?;
                 note(&format!(
                     "batching {}: edge on {}, SQS_ENDPOINT = the meter",
                     mode.label(),
@@ -239,27 +253,14 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
             .collect();
         let ends = drive(&ep, rate, &bodies)?;
         let after = settle(|| meter.snapshot());
-        let mut row = summarise(mode, rate, secs, &bodies, &ends);
-        row.meter = after.since(&before);
-        note(&format!(
-            "{rate} req/s x {secs} s, batching {}: {} x 202, {} other, {} timed out, \
-             achieved {:.1} req/s; SQS saw {} calls, {} messages, {} events, {} billed = {:.0} per \
-             million events (floor {:.0}); p50 {:.1} ms, p99 {:.1} ms",
-            mode.label(),
-            row.accepted,
-            row.other_count(),
-            row.timed_out,
-            row.achieved_rps,
-            row.meter.calls,
-            row.meter.entries,
-            row.meter.events,
-            row.meter.billed,
-            row.billed_per_million(),
-            row.floor_per_million(),
-            row.p50_ms,
-            row.p99_ms
-        ));
-        rows.push(row);
+        rows.push(BatchRow {
+            mode,
+            offered_rps: rate,
+            secs,
+            client_bytes: bodies.iter().map(|b| b.len()).sum(),
+            answers: Answers::of(&ends),
+            meter: after.since(&before),
+        });
     }
     purge(stack)?;
     // Read by rate, off beside on.
@@ -302,81 +303,68 @@ fn settle(snapshot: impl Fn() -> MeterSnapshot) -> MeterSnapshot {
     last
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")
-}
-
-/// Request `i` starts at `i / rate` seconds whatever became of the earlier ones (open loop).
-fn scheduled(start: Instant, rate: u32, i: usize) -> Instant {
-    start + Duration::from_secs_f64(i as f64 / f64::from(rate))
-}
-
+/// Figures 7 and 8's load: one request per body at `rate` a second, open loop, no retry, each
+/// request's latency counted from its scheduled start.
 pub(super) fn drive(ep: &Endpoint, rate: u32, bodies: &[Arc<Vec<u8>>]) -> Result<Vec<End>> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let start = Instant::now() + Duration::from_millis(50);
-        let mut tasks = Vec::with_capacity(bodies.len());
-        for (i, body) in bodies.iter().enumerate() {
-            let at = scheduled(start, rate, i);
-            tokio::time::sleep_until(at.into()).await;
-            let (ep, body) = (ep.clone(), body.clone());
-            tasks.push(tokio::spawn(async move {
-                let a = post(&ep, &body, TIMEOUT).await;
-                End {
-                    answer: a.answer,
-                    latency_ms: at.elapsed().as_secs_f64() * 1000.0,
-                    done_s: start.elapsed().as_secs_f64(),
-                    ids: a.ids,
-                }
-            }));
-        }
-        let mut ends = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            ends.push(t.await.map_err(|e| anyhow!("a client task failed: {e}"))?);
-        }
-        Ok(ends)
-    })
+    let load = Load {
+        rate: Some(rate),
+        timeout: TIMEOUT,
+        retry_until: None,
+        from_schedule: true,
+    };
+    client::drive(ep, bodies, load, Instant::now() + Duration::from_millis(50))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::client::Attempt;
 
     fn end(answer: Answer, latency_ms: f64, done_s: f64) -> End {
         End {
-            answer,
-            latency_ms,
+            attempt: Attempt::failed(answer),
+            sent_s: 0.0,
             done_s,
-            ids: Vec::new(),
+            latency_ms,
+            attempts: 1,
+        }
+    }
+
+    fn row(bytes: usize, ends: &[End]) -> BatchRow {
+        BatchRow {
+            mode: Mode::On,
+            offered_rps: 4,
+            secs: 1,
+            client_bytes: bytes * ends.len(),
+            answers: Answers::of(ends),
+            meter: MeterSnapshot::default(),
         }
     }
 
     #[test]
     fn a_row_counts_answers_and_rates_from_the_202s() {
-        let bodies: Vec<Arc<Vec<u8>>> = (0..4).map(|_| Arc::new(vec![b'x'; 1_000])).collect();
         let ends = vec![
             end(Answer::Status(202), 10.0, 0.5),
             end(Answer::Status(202), 30.0, 1.5),
             end(Answer::Status(503), 5.0, 0.7),
             end(Answer::TimedOut, 10_000.0, 11.0),
         ];
-        let row = summarise(Mode::On, 4, 1, &bodies, &ends);
-        assert_eq!((row.accepted, row.timed_out, row.other_count()), (2, 1, 1));
-        assert_eq!(row.other.get("503"), Some(&1));
+        let row = row(1_000, &ends);
+        let a = &row.answers;
+        assert_eq!(
+            (a.requests, a.accepted, a.timed_out, a.other_count()),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(a.other.get("503"), Some(&1));
         // 2 accepted, the last at 1.5 s, offered for 1 s.
-        assert!((row.achieved_rps - 2.0 / 1.5).abs() < 1e-9);
-        assert_eq!(row.p99_ms, 30.0);
+        assert!((row.achieved_rps() - 2.0 / 1.5).abs() < 1e-9);
+        assert_eq!((a.p99_ms, a.max_ms), (30.0, 30.0));
         assert_eq!(row.client_bytes, 4_000);
     }
 
     #[test]
     fn billed_and_floor_are_per_million_events() {
-        let bodies: Vec<Arc<Vec<u8>>> = (0..2).map(|_| Arc::new(vec![b'x'; 1_280])).collect();
-        let mut row = summarise(Mode::Off, 2, 1, &bodies, &[]);
+        let mut row = row(1_280, &vec![end(Answer::Status(202), 1.0, 0.1); 2]);
         row.meter.entries = 2;
         row.meter.events = 2;
         row.meter.billed = 2;
@@ -394,18 +382,7 @@ mod tests {
             row.billed_per_million().is_nan(),
             "nothing reached SQS is not 0"
         );
-        assert!(row.p50_ms.is_nan());
-    }
-
-    #[test]
-    fn the_schedule_is_open_loop() {
-        let t0 = Instant::now();
-        assert_eq!(scheduled(t0, 100, 0), t0);
-        assert_eq!(scheduled(t0, 100, 250) - t0, Duration::from_millis(2_500));
-        assert_eq!(
-            scheduled(t0, 1_000, 4_999) - t0,
-            Duration::from_millis(4_999)
-        );
+        assert!(Answers::of(&[]).p50_ms.is_nan());
     }
 
     #[test]

@@ -5,27 +5,28 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write as _};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use spillway_support::Postgres;
+use spillway_support::stack::spill_counts;
+use spillway_support::Stack;
 
-use super::client::{connect, post, post_on, Answer, Attempt, Endpoint};
-use super::events::{now_rfc3339, request_body};
+use super::client::{drive, Answer, End, Endpoint, Load};
 use super::measure::load_average;
+use super::measure::now_rfc3339;
 use super::{BURST_EVENTS_PER_REQUEST, BURST_MAX_CONNECTIONS};
 use crate::step::note;
+use spillway_support::events::request_body;
 
 /// How long a client waits for one answer (about API Gateway's 29 s integration limit).
 pub(super) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the last client is done, how long the run waits for the database to catch up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
-/// Retrying clients back off 0.5 s, 1 s, 2 s, ... up to this, and stop retrying this long after
-/// the steady traffic ends.
-const BACKOFF_CAP: Duration = Duration::from_secs(8);
+/// Retrying clients stop retrying this long after the steady traffic ends.
 const RETRY_WINDOW_AFTER: Duration = Duration::from_secs(30);
 
 /// What load is sent.
@@ -75,6 +76,25 @@ impl Scenario {
                     "no retry"
                 }
             ),
+        }
+    }
+
+    /// How its clients send, from `start`.
+    fn load(&self, start: Instant) -> Load {
+        let (rate, retry_until) = match *self {
+            Scenario::Burst { .. } => (None, None),
+            Scenario::Steady {
+                rate, secs, retry, ..
+            } => {
+                let over = start + Duration::from_secs(u64::from(secs)) + RETRY_WINDOW_AFTER;
+                (Some(rate), retry.then_some(over))
+            }
+        };
+        Load {
+            rate,
+            timeout: ATTEMPT_TIMEOUT,
+            retry_until,
+            from_schedule: false,
         }
     }
 
@@ -214,32 +234,24 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// How one client's request ended.
-#[derive(Debug)]
-struct ClientEnd {
-    sent_at: f64,
-    answer: Answer,
-    ids: Vec<String>,
-    /// The start of a refusal's body.
-    detail: Option<String>,
-    /// First send to the final answer.
-    latency_ms: f64,
-    attempts: usize,
-}
-
-/// Runs `scenario` against one design. `pg` is the database every design writes to (stopped and
-/// started by the steady scenarios); `queue_depth` reads Spillway's queue (visible + in
-/// flight), `dlq_depth` its DLQ and `unreplayed` the events its edge spilled and has not yet
-/// replayed to SQS (they are in no SQS queue meanwhile).
+/// Runs `scenario` against one design, on the stack's database (stopped and started by the
+/// steady scenarios). For Spillway (`spillway`), its queues are watched too: the main queue and
+/// the DLQ (visible + in flight), and the events its edge spilled and has not yet replayed to
+/// SQS (in no SQS queue meanwhile), none of this run's may be left when the run is judged.
 pub(super) fn run(
     design: &str,
     endpoint: &Endpoint,
     scenario: Scenario,
-    pg: &Postgres,
-    queue_depth: Option<&(dyn Fn() -> Option<u64> + Sync)>,
-    dlq_depth: Option<&(dyn Fn() -> Option<u64> + Sync)>,
-    unreplayed: Option<&(dyn Fn() -> Option<u64> + Sync)>,
+    stack: &Stack,
+    spillway: bool,
 ) -> Result<RunResult> {
+    let pg = &stack.pg;
+    let depth = |url: &str| stack.sqs.depth(url).map(|(v, f)| v + f).ok();
+    // The edge log counts every event spilled and replayed since the stack started. What
+    // earlier figures left unreplayed is not waited for: a restart of `wrangler dev` empties
+    // its local queue, so those never come.
+    let log = stack.config.dir.join("logs/edge.log");
+    let unreplayed_before = unreplayed(&log);
     let total = scenario.requests();
     let ts = now_rfc3339();
     let nonce = u128::from(
@@ -248,37 +260,20 @@ pub(super) fn run(
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0),
     );
-    let counter = AtomicU64::new(0);
-    let mut next_id = || {
-        let n = u128::from(counter.fetch_add(1, Ordering::Relaxed));
-        Some(uuid::Uuid::from_u128((nonce << 64) | n).to_string())
-    };
-    // Bodies are made before the start, so clients only send.
-    let bodies: Vec<Arc<Vec<u8>>> = (0..total)
-        .map(|i| {
-            Arc::new(request_body(
-                BURST_EVENTS_PER_REQUEST,
-                i * BURST_EVENTS_PER_REQUEST,
-                &ts,
-                &mut next_id,
-            ))
-        })
-        .collect();
-    let all_ids: Vec<Vec<String>> = bodies
-        .iter()
-        .map(|b| {
-            serde_json::from_slice::<serde_json::Value>(b)
-                .ok()
-                .and_then(|v| {
-                    v.as_array().map(|a| {
-                        a.iter()
-                            .filter_map(|e| e["id"].as_str().map(str::to_owned))
-                            .collect()
-                    })
-                })
-                .unwrap_or_default()
-        })
-        .collect();
+    // Bodies are made before the start, so clients only send; each event's id is kept to look
+    // it up in the table at the end.
+    let mut bodies: Vec<Arc<Vec<u8>>> = Vec::with_capacity(total);
+    let mut all_ids: Vec<Vec<String>> = Vec::with_capacity(total);
+    for i in 0..total {
+        let first = i * BURST_EVENTS_PER_REQUEST;
+        let ids: Vec<String> = (first..first + BURST_EVENTS_PER_REQUEST)
+            .map(|n| uuid::Uuid::from_u128((nonce << 64) | n as u128).to_string())
+            .collect();
+        let mut next = ids.iter().cloned();
+        let body = request_body(BURST_EVENTS_PER_REQUEST, first, &ts, &mut || next.next());
+        bodies.push(Arc::new(body));
+        all_ids.push(ids);
+    }
     note(&format!("{design}: {}", scenario.title()));
     let mut monitor = Monitor::start(pg.port())?;
     let max_connections = monitor.query("show max_connections")?;
@@ -290,7 +285,7 @@ pub(super) fn run(
     let start = Instant::now();
     let first_monitor = Mutex::new(Some(monitor));
     let mut monitor_slot = None;
-    let ends = std::thread::scope(|s| -> Result<Vec<ClientEnd>> {
+    let ends = std::thread::scope(|s| -> Result<Vec<End>> {
         // The database, every 100 ms: a failed sample (the server is down, or refused the
         // session's reconnection) is recorded as missing and the session is opened again.
         let sampler = s.spawn(|| {
@@ -300,21 +295,14 @@ pub(super) fn run(
                 if m.is_none() {
                     m = Monitor::start(pg.port()).ok();
                 }
-                let look = m.as_mut().map(Monitor::look);
-                let sample = match look {
-                    Some(Ok((c, r))) => Sample {
-                        t,
-                        connections: Some(c),
-                        rows: Some(r),
-                    },
-                    _ => {
-                        m = None;
-                        Sample {
-                            t,
-                            connections: None,
-                            rows: None,
-                        }
-                    }
+                let look = m.as_mut().and_then(|m| m.look().ok());
+                if look.is_none() {
+                    m = None;
+                }
+                let sample = Sample {
+                    t,
+                    connections: look.map(|(c, _)| c),
+                    rows: look.map(|(_, r)| r),
                 };
                 if let Ok(mut v) = samples.lock() {
                     v.push(sample);
@@ -324,9 +312,11 @@ pub(super) fn run(
             m
         });
         let queue_sampler = s.spawn(|| {
-            let Some(depth) = queue_depth else { return };
+            if !spillway {
+                return;
+            }
             while !finished.load(Ordering::SeqCst) {
-                if let Some(d) = depth() {
+                if let Some(d) = depth(&stack.env.sqs_queue_url) {
                     if let Ok(mut q) = queue.lock() {
                         q.push((start.elapsed().as_secs_f64(), d));
                     }
@@ -338,10 +328,10 @@ pub(super) fn run(
             let Scenario::Steady { down, .. } = scenario else {
                 return Ok(());
             };
-            sleep_until(start, f64::from(down.0));
+            sleep_until(start + Duration::from_secs(u64::from(down.0)));
             let stopped = start.elapsed().as_secs_f64();
             pg.stop()?;
-            sleep_until(start, f64::from(down.1));
+            sleep_until(start + Duration::from_secs(u64::from(down.1)));
             let started = start.elapsed().as_secs_f64();
             pg.start_with_max_connections(BURST_MAX_CONNECTIONS)?;
             if let Ok(mut o) = outage.lock() {
@@ -349,7 +339,7 @@ pub(super) fn run(
             }
             Ok(())
         });
-        let ends = drive(endpoint, scenario, &bodies, start);
+        let ends = drive(endpoint, &bodies, scenario.load(start), start);
         let clients_done = start.elapsed();
         let outage_result = outage_thread
             .join()
@@ -363,13 +353,13 @@ pub(super) fn run(
                 .lock()
                 .ok()
                 .and_then(|v| v.iter().rev().find_map(|s| s.rows));
-            let queue_empty = queue_depth.is_none()
+            let queue_empty = !spillway
                 || queue
                     .lock()
                     .ok()
                     .and_then(|q| q.last().map(|(_, d)| *d == 0))
                     .unwrap_or(false)
-                    && unreplayed.is_none_or(|u| u() == Some(0));
+                    && unreplayed(&log) <= unreplayed_before;
             let Some(rows) = rows else { continue };
             match still_since {
                 Some((r, since)) if r == rows => {
@@ -392,12 +382,9 @@ pub(super) fn run(
     })?;
     let clients_done_s = ends
         .iter()
-        .map(|e| e.sent_at + e.latency_ms / 1000.0)
+        .map(|e| e.sent_s + e.latency_ms / 1000.0)
         .fold(0.0f64, f64::max);
-    let mut monitor = match monitor_slot {
-        Some(m) => m,
-        None => Monitor::start(pg.port())?,
-    };
+    let mut monitor = monitor_slot.map_or_else(|| Monitor::start(pg.port()), Ok)?;
     let stored_text =
         monitor.query("select coalesce(string_agg(id::text, ','), '') from events")?;
     let stored: HashSet<&str> = stored_text.split(',').filter(|s| !s.is_empty()).collect();
@@ -414,35 +401,36 @@ pub(super) fn run(
         outage,
         rows_end: stored.len(),
         load: (load_before, load_average()),
-        dlq_end: dlq_depth.and_then(|d| d()),
+        dlq_end: spillway.then(|| depth(&stack.env.sqs_dlq_url)).flatten(),
         ..RunResult::default()
     };
     let (mut lat, mut lat_up, mut lat_down) = (Vec::new(), Vec::new(), Vec::new());
     for (i, e) in ends.iter().enumerate() {
         r.retries += e.attempts.saturating_sub(1);
-        if e.answer.accepted() {
+        if e.attempt.answer.accepted() {
             r.accepted_requests += 1;
-            r.accepted_events += e.ids.len();
+            r.accepted_events += e.attempt.ids.len();
             r.lost += e
+                .attempt
                 .ids
                 .iter()
                 .filter(|id| !stored.contains(id.as_str()))
                 .count();
             lat.push(e.latency_ms);
-            let down = outage.is_some_and(|(a, b)| e.sent_at >= a && e.sent_at < b);
+            let down = outage.is_some_and(|(a, b)| e.sent_s >= a && e.sent_s < b);
             if down {
                 lat_down.push(e.latency_ms);
             } else {
                 lat_up.push(e.latency_ms);
             }
         } else {
-            if e.answer == Answer::TimedOut {
+            if e.attempt.answer == Answer::TimedOut {
                 r.timed_out += 1;
             }
-            *r.refused.entry(e.answer.label()).or_insert(0) += 1;
-            let text = match &e.detail {
-                Some(d) => format!("{} `{d}`", e.answer.label()),
-                None => e.answer.label(),
+            *r.refused.entry(e.attempt.answer.label()).or_insert(0) += 1;
+            let text = match &e.attempt.detail {
+                Some(d) => format!("{} `{d}`", e.attempt.answer.label()),
+                None => e.attempt.answer.label(),
             };
             *r.refusal_texts.entry(text).or_insert(0) += 1;
             r.stored_refused += all_ids[i]
@@ -470,111 +458,18 @@ pub(super) fn run(
     }
     r.samples = samples;
     r.queue = queue;
-    note(&format!(
-        "{design}: {} of {} requests accepted, refused {:?}, {} retries, {} lost, {} stored although refused, peak {} connections ({} failed samples), p50 {:.0} ms, p99 {:.0} ms, complete {}",
-        r.accepted_requests,
-        r.requests,
-        r.refused,
-        r.retries,
-        r.lost,
-        r.stored_refused,
-        r.peak_connections.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
-        r.failed_samples,
-        r.p50_ms,
-        r.p99_ms,
-        r.complete_s.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "never".into())
-    ));
     Ok(r)
 }
 
-fn sleep_until(start: Instant, secs: f64) {
-    let at = start + Duration::from_secs_f64(secs);
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
+/// Events the edge log says were spilled and not (yet) replayed, since the stack started.
+fn unreplayed(log: &Path) -> u64 {
+    let (spilled, replayed) = spill_counts(log);
+    spilled.saturating_sub(replayed)
 }
 
-/// Sends the load on a tokio runtime of 2 workers and returns how each request ended.
-fn drive(
-    endpoint: &Endpoint,
-    scenario: Scenario,
-    bodies: &[Arc<Vec<u8>>],
-    start: Instant,
-) -> Result<Vec<ClientEnd>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the load generator's runtime")?;
-    rt.block_on(async {
-        let burst = matches!(scenario, Scenario::Burst { .. });
-        // A burst's clients each open their connection, then all send at once: every request
-        // is on the wire together, however long this machine took to open 3,000 connections.
-        let start_line = Arc::new(tokio::sync::Barrier::new(if burst {
-            bodies.len() + 1
-        } else {
-            1
-        }));
-        let mut tasks = Vec::with_capacity(bodies.len());
-        let (retry, retry_until) = match scenario {
-            Scenario::Burst { .. } => (false, start),
-            Scenario::Steady { secs, retry, .. } => (
-                retry,
-                start + Duration::from_secs(u64::from(secs)) + RETRY_WINDOW_AFTER,
-            ),
-        };
-        let interval = match scenario {
-            Scenario::Burst { .. } => None,
-            Scenario::Steady { rate, .. } => Some(Duration::from_secs_f64(1.0 / f64::from(rate))),
-        };
-        for (i, body) in bodies.iter().enumerate() {
-            if let Some(iv) = interval {
-                tokio::time::sleep_until((start + iv * i as u32).into()).await;
-            }
-            let (ep, body, start_line) = (endpoint.clone(), body.clone(), start_line.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut opened = None;
-                if burst {
-                    opened = Some(connect(&ep, ATTEMPT_TIMEOUT).await);
-                    start_line.wait().await;
-                }
-                let sent = Instant::now();
-                let mut attempts = 0;
-                let mut backoff = Duration::from_millis(500);
-                loop {
-                    attempts += 1;
-                    let a = match opened.take() {
-                        Some(Ok(stream)) => post_on(stream, &ep, &body, ATTEMPT_TIMEOUT).await,
-                        Some(Err(answer)) => Attempt::failed(answer),
-                        None => post(&ep, &body, ATTEMPT_TIMEOUT).await,
-                    };
-                    let done =
-                        a.answer.accepted() || !retry || Instant::now() + backoff > retry_until;
-                    if done {
-                        return ClientEnd {
-                            sent_at: sent.duration_since(start).as_secs_f64(),
-                            answer: a.answer,
-                            ids: a.ids,
-                            detail: a.detail,
-                            latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
-                            attempts,
-                        };
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
-                }
-            }));
-        }
-        if burst {
-            start_line.wait().await;
-        }
-        let mut ends = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            ends.push(t.await.map_err(|e| anyhow!("a client task failed: {e}"))?);
-        }
-        Ok(ends)
-    })
+/// Sleeps until `at` (not at all once it is past).
+pub(super) fn sleep_until(at: Instant) {
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
 }
 
 #[cfg(test)]

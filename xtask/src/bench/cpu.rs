@@ -58,26 +58,30 @@ pub(super) fn group(comm: &str, cmdline: &str) -> &'static str {
     }
 }
 
+/// Numeric field `n` of stat(5) in the text of a `/proc/<pid>/stat`, counted after the command
+/// name (which may itself hold spaces and parentheses): `(field(s, 14), field(s, 15))` are
+/// (utime, stime).
+fn field(stat: &str, n: usize) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+}
+
 /// `(pid, comm, user + system ticks, start time)` from the text of `/proc/<pid>/stat`.
 pub(super) fn parse_proc(stat: &str) -> Option<(u32, String, u64, u64)> {
-    let open = stat.find('(')?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let pid = stat[..open].trim().parse().ok()?;
-    let comm = head.get(open + 1..)?.to_owned();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // stat(5) fields 14 (utime), 15 (stime) and 22 (starttime); `f` starts at field 3.
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    let start: u64 = f.get(19)?.parse().ok()?;
-    Some((pid, comm, utime + stime, start))
+    let (head, _) = stat.rsplit_once(')')?;
+    let (pid, comm) = head.split_once(" (")?;
+    let ticks = field(stat, 14)? + field(stat, 15)?;
+    Some((
+        pid.trim().parse().ok()?,
+        comm.to_owned(),
+        ticks,
+        field(stat, 22)?,
+    ))
 }
 
 /// `cutime + cstime` (the reaped children's ticks) from the text of `/proc/self/stat`.
 pub(super) fn parse_children(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // stat(5) fields 16 (cutime) and 17 (cstime).
-    Some(f.get(13)?.parse::<u64>().ok()? + f.get(14)?.parse::<u64>().ok()?)
+    Some(field(stat, 16)? + field(stat, 17)?)
 }
 
 /// `(busy, total)` ticks from the `cpu` line of `/proc/stat` (idle and iowait are not busy).

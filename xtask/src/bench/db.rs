@@ -5,11 +5,7 @@ use std::process::Stdio;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::cargo;
-use crate::bootstrap::Tools;
 use crate::step::{note, show};
-
-// ---------------------------------------------------------------------------------------------
-// Figure 5: database write rate
 
 #[derive(Debug, Clone)]
 pub(super) struct DbWrite {
@@ -21,25 +17,14 @@ pub(super) struct DbWrite {
     pub(super) command: String,
 }
 
-pub(super) fn db_write(tools: &Tools) -> Result<DbWrite> {
+pub(super) fn db_write() -> Result<DbWrite> {
     let (rows, batch) = (100_000usize, 1_000usize);
-    let rows_s = rows.to_string();
-    let batch_s = batch.to_string();
-    let args = [
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "spillway-consumer",
-        "--example",
-        "bench_write",
-        "--",
-        &rows_s,
-        &batch_s,
-    ];
+    let run = "run --quiet --release -p spillway-consumer --example bench_write --";
+    let (rows_s, batch_s) = (rows.to_string(), batch.to_string());
+    let args: Vec<&str> = run.split(' ').chain([&*rows_s, &*batch_s]).collect();
     let command = format!("cargo {}", args.join(" ").replace("--quiet ", ""));
     note(&format!("$ {command}"));
-    let mut c = cargo(tools, &args);
+    let mut c = cargo(&args);
     let out = c
         .stderr(Stdio::inherit())
         .output()

@@ -8,10 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use spillway_support::{free_port, Postgres, Service, Stack};
+use spillway_support::{free_port, Postgres, Service};
 
 use super::client::Endpoint;
-use super::experiment::POLL_WAIT_S;
+use crate::bootstrap::apt_install;
 use crate::step::{note, output, run};
 
 /// The role the synchronous handlers connect as: not a superuser, so PostgreSQL's
@@ -44,29 +44,6 @@ impl Kind {
             Kind::Pooled => "Synchronous, PgBouncer",
         }
     }
-
-    pub(super) fn setup(self) -> String {
-        match self {
-            Kind::Spillway => format!(
-                "the `Stack` of `cargo xtask dev` with its defaults: `wrangler dev` (release \
-                 wasm, without its DevTools inspector, as `cargo xtask dev` runs it), the local SQS, the poller running the consumer (release build, \
-                 `MAXIMUM_CONCURRENCY` 2, `BATCH_SIZE` 10, long polls of \
-                 `WAIT_TIME_SECONDS` {POLL_WAIT_S} s instead of 20, so that the receive a \
-                 stopped poller leaves open at the local SQS is over before the next run)"
-            ),
-            Kind::Direct => format!(
-                "`benches/baseline` (release build): Lambda-like environments, each opening one \
-                 connection at creation and keeping it, concurrency limit {LAMBDA_CONCURRENCY}, \
-                 role `{APP_ROLE}`"
-            ),
-            Kind::Pooled => format!(
-                "the same handler through PgBouncer {} (`pool_mode = transaction`, pool of \
-                 {PGBOUNCER_POOL} server connections, `query_wait_timeout` {PGBOUNCER_QUERY_WAIT_S} s, \
-                 the rest PgBouncer's defaults, e.g. `server_login_retry` 15 s)",
-                pgbouncer_version().unwrap_or_else(|| "(version unknown)".into())
-            ),
-        }
-    }
 }
 
 /// The database role the synchronous handlers use; made once per cluster.
@@ -92,19 +69,16 @@ impl Synchronous {
     /// Starts the handler (and PgBouncer for [`Kind::Pooled`]) with no environment yet: every
     /// scenario starts cold.
     pub(super) fn start(kind: Kind, pg: &Postgres, dir: &Path) -> Result<Synchronous> {
-        let db_direct = format!("postgres://{APP_ROLE}@127.0.0.1:{}/postgres", pg.port());
-        let (db, pooler) = match kind {
+        // The handler connects to PostgreSQL, or to PgBouncer in front of it.
+        let (db_port, pooler) = match kind {
             Kind::Spillway => bail!("Spillway is the Stack, not a synchronous design"),
-            Kind::Direct => (db_direct, None),
+            Kind::Direct => (pg.port(), None),
             Kind::Pooled => {
                 let port = free_port()?;
-                let pooler = start_pgbouncer(pg.port(), port, dir)?;
-                (
-                    format!("postgres://{APP_ROLE}@127.0.0.1:{port}/postgres"),
-                    Some(pooler),
-                )
+                (port, Some(start_pgbouncer(pg.port(), port, dir)?))
             }
         };
+        let db = format!("postgres://{APP_ROLE}@127.0.0.1:{db_port}/postgres");
         let port = free_port()?;
         let bins = super::release_bin_dir();
         let mut cmd = Command::new(bins.join("spillway-baseline"));
@@ -128,12 +102,7 @@ impl Synchronous {
     }
 }
 
-/// The Spillway endpoint of a running stack.
-pub(super) fn spillway_endpoint(stack: &Stack) -> Result<Endpoint> {
-    Endpoint::parse(&stack.env.ingest_url, Some(&stack.env.ingest_key))
-}
-
-fn pgbouncer_version() -> Option<String> {
+pub(super) fn pgbouncer_version() -> Option<String> {
     output(Command::new("pgbouncer").arg("--version"))
         .and_then(|v| v.lines().next().map(str::to_owned))
         .map(|v| v.trim_start_matches("PgBouncer ").to_owned())
@@ -145,16 +114,7 @@ pub(super) fn ensure_pgbouncer() -> Result<()> {
         note(&format!("present ({v})"));
         return Ok(());
     }
-    if output(Command::new("id").arg("-u")).as_deref() != Some("0") {
-        bail!(
-            "pgbouncer is missing; install it and run again:\n    sudo apt-get install -y pgbouncer"
-        );
-    }
-    note("installing: apt-get install -y pgbouncer");
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "pgbouncer"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    apt_install(&["pgbouncer"])
 }
 
 /// PgBouncer on `port` in front of PostgreSQL on `pg_port`, in transaction pooling mode, trust

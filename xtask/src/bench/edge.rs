@@ -5,13 +5,9 @@ use std::fs;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::events::{request_body, FIXED_TIMESTAMP};
 use super::{cargo, target_dir};
-use crate::bootstrap::Tools;
 use crate::step::{note, run};
-
-// ---------------------------------------------------------------------------------------------
-// Figure 1: edge cost per event
+use spillway_support::events::{request_body, FIXED_TIMESTAMP};
 
 #[derive(Debug, Clone)]
 pub(super) struct EdgeCost {
@@ -20,20 +16,10 @@ pub(super) struct EdgeCost {
     pub(super) command: String,
 }
 
-pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
-    let args = [
-        "bench",
-        "-p",
-        "spillway-edge",
-        "--bench",
-        "floor",
-        "--",
-        "--warm-up-time",
-        "1",
-        "--measurement-time",
-        "4",
-    ];
-    let mut c = cargo(tools, &args);
+pub(super) fn edge_cost() -> Result<EdgeCost> {
+    let bench = "bench -p spillway-edge --bench floor -- --warm-up-time 1 --measurement-time 4";
+    let args: Vec<&str> = bench.split(' ').collect();
+    let mut c = cargo(&args);
     let command = format!("cargo {}", args.join(" "));
     note(&format!("$ {command}"));
     run(&mut c)?;
@@ -51,10 +37,6 @@ pub(super) fn edge_cost(tools: &Tools) -> Result<EdgeCost> {
     for n in [1usize, 100] {
         let path = mean_ns("request_path", n)? / n as f64;
         let floor = mean_ns("serde_json_floor", n)? / n as f64;
-        note(&format!(
-            "{n:>3} event(s)/request: request path {path:.0} ns/event, serde_json floor {floor:.0} ns/event, x{:.2}",
-            path / floor
-        ));
         // The same body edge/benches/floor.rs builds (same generator, same timestamp).
         let bytes = request_body(n, 0, FIXED_TIMESTAMP, &mut || None).len();
         rows.push((n, path, floor, bytes));

@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use spillway_support::stack::spill_counts;
 use spillway_support::Stack;
 
-use super::burst::{run, RunResult, Scenario};
-use super::designs::{create_app_role, spillway_endpoint, Kind, Synchronous};
+use super::burst::{run, sleep_until, RunResult, Scenario};
+use super::client::Endpoint;
+use super::designs::{create_app_role, Kind, Synchronous};
 use super::sqs::purge;
 use super::{Opts, BURST_MAX_CONNECTIONS};
 use crate::step::note;
@@ -19,13 +19,7 @@ use crate::step::note;
 #[derive(Debug, Clone)]
 pub(super) struct ScenarioResult {
     pub(super) scenario: Scenario,
-    pub(super) runs: Vec<(Kind, RunResult)>,
-}
-
-impl ScenarioResult {
-    pub(super) fn get(&self, kind: Kind) -> Option<&RunResult> {
-        self.runs.iter().find(|(k, _)| *k == kind).map(|(_, r)| r)
-    }
+    pub(super) runs: Vec<RunResult>,
 }
 
 pub(super) fn scenarios(opts: &Opts) -> Vec<Scenario> {
@@ -59,18 +53,8 @@ pub(super) const POLL_WAIT_S: u64 = 1;
 /// (it cannot be observed, only outlived: its wait is [`POLL_WAIT_S`]).
 fn wait_out_receives(stopped: Option<Instant>) {
     if let Some(at) = stopped {
-        let over = at + Duration::from_secs(POLL_WAIT_S) + Duration::from_millis(500);
-        let now = Instant::now();
-        if over > now {
-            std::thread::sleep(over - now);
-        }
+        sleep_until(at + Duration::from_secs(POLL_WAIT_S) + Duration::from_millis(500));
     }
-}
-
-/// Events the edge log says were spilled and not (yet) replayed, since the stack started.
-fn unreplayed_since_start(log: &std::path::Path) -> u64 {
-    let (spilled, replayed) = spill_counts(log);
-    spilled.saturating_sub(replayed)
 }
 
 pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioResult>> {
@@ -96,32 +80,8 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
                 Kind::Spillway => {
                     wait_out_receives(poller_stopped);
                     stack.start_poller()?;
-                    let ep = spillway_endpoint(stack)?;
-                    let (sqs, main, dlq) = (
-                        stack.sqs.clone(),
-                        stack.env.sqs_queue_url.clone(),
-                        stack.env.sqs_dlq_url.clone(),
-                    );
-                    let depth = move || sqs.depth(&main).map(|(v, f)| v + f).ok();
-                    let sqs2 = stack.sqs.clone();
-                    let dlq_depth = move || sqs2.depth(&dlq).map(|(v, f)| v + f).ok();
-                    // The edge log counts every event spilled and replayed since the stack
-                    // started; none of this run's may be left in the spill queue when the run is
-                    // judged. What earlier figures left unreplayed is not waited for: a restart
-                    // of `wrangler dev` empties its local queue, so those never come.
-                    let log = stack.config.dir.join("logs/edge.log");
-                    let left_before = unreplayed_since_start(&log);
-                    let unreplayed =
-                        move || Some(unreplayed_since_start(&log).saturating_sub(left_before));
-                    let r = run(
-                        kind.name(),
-                        &ep,
-                        scenario,
-                        &stack.pg,
-                        Some(&depth),
-                        Some(&dlq_depth),
-                        Some(&unreplayed),
-                    );
+                    let ep = Endpoint::spillway(stack)?;
+                    let r = run(kind.name(), &ep, scenario, stack, true);
                     if let Some(status) = stack.stop_poller() {
                         poller_stopped = Some(Instant::now());
                         note(&format!("poller stopped ({status})"));
@@ -130,20 +90,12 @@ pub(super) fn experiment(stack: &mut Stack, opts: &Opts) -> Result<Vec<ScenarioR
                 }
                 Kind::Direct | Kind::Pooled => {
                     let sync = Synchronous::start(kind, &stack.pg, &dir)?;
-                    let r = run(
-                        kind.name(),
-                        &sync.endpoint,
-                        scenario,
-                        &stack.pg,
-                        None,
-                        None,
-                        None,
-                    );
+                    let r = run(kind.name(), &sync.endpoint, scenario, stack, false);
                     sync.stop();
                     r?
                 }
             };
-            runs.push((kind, r));
+            runs.push(r);
             // Let the sockets of the last run close before the next starts.
             std::thread::sleep(Duration::from_millis(500));
         }

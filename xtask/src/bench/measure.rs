@@ -1,12 +1,9 @@
-//! The machine a run is measured on, and the percentile helper every timed figure uses.
+//! The machine a run is measured on: what it is, its load, and the time.
 
 use std::fs;
 use std::process::Command;
 
 use crate::step::{output, root};
-
-// ---------------------------------------------------------------------------------------------
-// The machine
 
 #[derive(Debug, Default, Clone)]
 pub(super) struct Machine {
@@ -34,19 +31,10 @@ impl Machine {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        let dirty = output(Command::new("git").current_dir(root()).args([
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-        ]))
-        .is_some_and(|s| !s.is_empty());
-        let commit =
-            output(
-                Command::new("git")
-                    .current_dir(root())
-                    .args(["rev-parse", "--short", "HEAD"]),
-            )
-            .unwrap_or_default();
+        // The commit checked out, marked when tracked files differ from it.
+        let dirty = "--dirty= + uncommitted changes";
+        let describe = ["describe", "--always", "--exclude=*", dirty];
+        let commit = output(Command::new("git").current_dir(root()).args(describe));
         Machine {
             nproc: output(&mut Command::new("nproc"))
                 .and_then(|v| v.parse().ok())
@@ -54,19 +42,10 @@ impl Machine {
             cpu,
             ram_gib: ram_kib / 1024.0 / 1024.0,
             kernel: output(Command::new("uname").args(["-sr"])).unwrap_or_default(),
-            load: fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" "),
+            load: load_average(),
             date: output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
                 .unwrap_or_default(),
-            commit: if dirty {
-                format!("{commit} + uncommitted changes")
-            } else {
-                commit
-            },
+            commit: commit.unwrap_or_default(),
         }
     }
 }
@@ -76,4 +55,12 @@ pub(super) fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Now, as the timestamp the live runs stamp their events with (whole seconds, like the
+/// generator's fixed one).
+pub(super) fn now_rfc3339() -> String {
+    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .format("%Y-%m-%dT%H:%M:%S.000Z")
+        .to_string()
 }

@@ -1,5 +1,8 @@
-//! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run and
-//! written back into `BENCHMARKS.md` (and figure 6's plots into `benches/results/`, only then).
+//! `cargo xtask bench`: every figure of `BENCHMARKS.md`, measured side by side in one run,
+//! written as data (`benches/results/results.json`: every table's numbers and the run's
+//! metadata) and filled into the tables between the markers of the hand-written
+//! `BENCHMARKS.md` (and figure 6's plots into `benches/results/`, only then). The prose that
+//! explains each figure is hand-written; nothing here writes sentences.
 //!
 //! The machine these run on is shared and noisy, so every figure is a ratio against a reference
 //! measured in the same run: the edge against plain `serde_json`, the worker against a hello
@@ -7,28 +10,32 @@
 //! consumer's write against `COPY`, Spillway against two synchronous designs (direct, and
 //! through PgBouncer) in bursts and through a PostgreSQL outage, and the edge's group commit on
 //! against off (SQS requests counted at the local SQS, against payload bytes).
-//! Nothing here is a hard-coded result: the Markdown is generated from what was measured.
+//! Nothing here is a hard-coded result: the tables are filled from what was measured.
 //!
-//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst` (a subset, for development; the Markdown is
-//! then not rewritten), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
+//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst` (a subset, for development;
+//! the committed files are then not rewritten: a partial results file and a filled copy of
+//! `BENCHMARKS.md` go to `$CARGO_TARGET_DIR/bench-partial/`), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
 //! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
 //! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
 
 mod batching;
 mod burst;
+mod checks;
 mod client;
 mod cpu;
 mod db;
 mod designs;
 mod edge;
-mod events;
 mod experiment;
-mod findings;
+mod figures;
+mod fill;
 mod measure;
 mod plot;
-mod report;
 mod spill;
 mod sqs;
+mod table;
+#[cfg(test)]
+mod tests;
 mod wasm;
 mod workerd;
 
@@ -50,8 +57,7 @@ use edge::{edge_cost, EdgeCost};
 use experiment::{experiment, ScenarioResult};
 use measure::Machine;
 use plot::scenario_svg;
-use report::markdown;
-use sqs::{sqs_costs, sqs_rate, SqsCost, SqsRate};
+use sqs::{sqs_costs, sqs_rate, SqsCost};
 use wasm::{wasm_sizes, WasmSize};
 use workerd::{ensure_wrk, workerd, WrkRun};
 
@@ -142,7 +148,7 @@ struct Results {
     experiment: Vec<ScenarioResult>,
     /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
     sqs_server: Option<SqsKind>,
-    sqs_rate: Option<SqsRate>,
+    sqs_rate: Option<f64>,
     /// Load average sampled at the end of the run (the start is in `machine`).
     load_end: String,
     seconds: f64,
@@ -170,15 +176,27 @@ pub fn main(args: &[String]) -> Result<()> {
         note(&format!("stopped {left} service(s) left behind"));
     }
     let results = result?;
+    let mut tables = figures::tables(&results, &opts);
+    tables.push(checks::checks(&tables));
+    // Every table must have its place in BENCHMARKS.md before anything is written, so that a
+    // missing marker leaves the committed files as they were; a partial run's copy adds places.
+    let mut doc =
+        fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
+    if opts.only.is_some() {
+        doc = fill::with_places_for(&doc, &tables);
+    }
+    fill::fill(&doc, &tables)?;
     // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
-    // partial run writes its plots beside its partial Markdown.
-    let out = if opts.only.is_none() {
-        root().join("benches/results")
+    // partial run writes its plots, results and Markdown apart.
+    let full = opts.only.is_none();
+    let (out, md) = if full {
+        (root().join("benches/results"), root().join("BENCHMARKS.md"))
     } else {
-        target_dir().join("bench-partial")
+        let out = target_dir().join("bench-partial");
+        (out.clone(), out.join("BENCHMARKS.partial.md"))
     };
     fs::create_dir_all(&out)?;
-    if opts.only.is_none() {
+    if full {
         // Plots of an earlier layout would otherwise stay linked from nowhere.
         for old in fs::read_dir(&out)?.flatten() {
             if old.path().extension().is_some_and(|e| e == "svg") {
@@ -191,18 +209,18 @@ pub fn main(args: &[String]) -> Result<()> {
         fs::write(&path, scenario_svg(sc))?;
         note(&format!("plot: {}", path.display()));
     }
-    let md = markdown(&results, &opts);
-    if opts.only.is_none() {
-        fs::write(root().join("BENCHMARKS.md"), &md)?;
-        println!("\nwrote BENCHMARKS.md ({:.0} s in all)", results.seconds);
-    } else {
-        let partial = out.join("BENCHMARKS.partial.md");
-        fs::write(&partial, &md)?;
-        println!(
-            "\n--only given: wrote {} (and its plots beside it) instead of BENCHMARKS.md",
-            partial.display()
-        );
+    // The results file is written first and the tables are filled from what it reads back,
+    // so BENCHMARKS.md shows exactly the file's numbers.
+    let json = out.join("results.json");
+    fs::write(&json, table::to_results_json(&tables))?;
+    let tables = table::from_results_json(&fs::read_to_string(&json)?)?;
+    fs::write(&md, fill::fill(&doc, &tables)?)?;
+    // The console shows what the run measured as the same tables (no sentences).
+    for t in &tables {
+        println!("\n{}:\n{}", t.key, t.markdown());
     }
+    let (json, md, secs) = (json.display(), md.display(), results.seconds);
+    println!("\nwrote {json} and the tables of {md} ({secs:.0} s in all)");
     Ok(())
 }
 
@@ -225,58 +243,34 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     }
     if opts.wants("wasm") {
         step("build the hello-world worker (wasm)", || {
-            // The edge's build tool (wrangler.toml's [build] command) on the hello-world crate.
-            let mut c = Command::new("cargo");
-            c.current_dir(root()).args([
-                "run",
-                "--quiet",
-                "-p",
-                crate::bootstrap::WORKER_BUILD_PACKAGE,
-                "--",
-                "--profile",
-                "worker",
-                "benches/hello-worker",
-            ]);
-            tools.apply(&mut c);
-            run(&mut c)
+            run(&mut crate::bootstrap::worker_build("benches/hello-worker"))
         })?;
         r.wasm = Some(step("figure 2: gzipped wasm sizes", wasm_sizes)?);
     }
     if opts.wants("sqs") {
-        r.sqs = Some(step("figure 4: SQS requests per million events", || {
-            sqs_costs()
-        })?);
+        r.sqs = Some(step(
+            "figure 4: SQS requests per million events",
+            sqs_costs,
+        )?);
     }
     if opts.wants("edge") {
-        r.edge = Some(step("figure 1: edge cost per event (criterion)", || {
-            edge_cost(tools)
-        })?);
+        r.edge = Some(step(
+            "figure 1: edge cost per event (criterion)",
+            edge_cost,
+        )?);
     }
     if opts.wants("db") {
-        r.db = Some(step("figure 5: bulk write vs COPY", || db_write(tools))?);
+        r.db = Some(step("figure 5: bulk write vs COPY", db_write)?);
     }
     if live && opts.sqs == SqsKind::LocalStack {
         ensure_localstack()?;
     }
     if live {
-        step(
-            "build the consumer, the poller and the baseline server (release, as deployed)",
-            || {
-                run(&mut cargo(
-                    tools,
-                    &[
-                        "build",
-                        "--quiet",
-                        "--release",
-                        "-p",
-                        "spillway-consumer",
-                        "--bins",
-                        "-p",
-                        "spillway-baseline",
-                    ],
-                ))
-            },
-        )?;
+        let build = "build --quiet --release -p spillway-consumer --bins -p spillway-baseline";
+        let what = "build the consumer, the poller and the baseline server (release, as deployed)";
+        step(what, || {
+            run(&mut cargo(&build.split(' ').collect::<Vec<_>>()))
+        })?;
         let mut stack = step("start the pipeline (Stack)", || {
             let mut cfg = StackConfig::ephemeral("bench")?;
             cfg.sqs = opts.sqs;
@@ -310,7 +304,10 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         })?);
         if opts.wants("burst") {
             step("pgbouncer (Debian package)", ensure_pgbouncer)?;
-            raise_open_files(opts)?;
+            // The clients of the largest burst are sockets of this process, and the servers'
+            // ends inherit its limit: it must hold them, or the rig, not a design, would fail.
+            let largest = opts.burst_clients.iter().max().copied().unwrap_or(0);
+            ensure_open_files(largest * 2 + 1024)?;
             r.experiment = step(
                 "figure 6: the three designs under bursts and an outage",
                 || experiment(&mut stack, opts),
@@ -320,12 +317,6 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     r.load_end = measure::load_average();
     r.seconds = started.elapsed().as_secs_f64();
     Ok(r)
-}
-
-/// The clients of the largest burst are sockets of this process: the soft open-files limit must
-/// hold them (and the servers' ends, which inherit it), or the rig, not a design, would fail.
-fn raise_open_files(opts: &Opts) -> Result<()> {
-    ensure_open_files(opts.burst_clients.iter().max().copied().unwrap_or(0) * 2 + 1024)
 }
 
 /// Fails, saying how to raise it, when the soft open-files limit is below `need`.
@@ -349,10 +340,10 @@ fn ensure_open_files(need: usize) -> Result<()> {
     Ok(())
 }
 
-fn cargo(tools: &Tools, args: &[&str]) -> Command {
+/// `cargo` in the workspace, with the tools' variables `main` put in this process's environment.
+fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root()).args(args);
-    tools.apply(&mut c);
     c
 }
 

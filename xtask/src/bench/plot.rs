@@ -17,8 +17,11 @@ struct Panel {
     limit: Option<f64>,
 }
 
+/// A series over time; `None` where a sample is missing.
+type Points = Vec<(f64, Option<f64>)>;
+
 /// Splits `points` into segments at the missing values.
-fn segments(points: impl Iterator<Item = (f64, Option<f64>)>) -> Vec<Vec<(f64, f64)>> {
+fn segments(points: Points) -> Vec<Vec<(f64, f64)>> {
     let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
     for (t, v) in points {
         match v {
@@ -35,45 +38,39 @@ fn segments(points: impl Iterator<Item = (f64, Option<f64>)>) -> Vec<Vec<(f64, f
 }
 
 pub(super) fn scenario_svg(sc: &ScenarioResult) -> String {
-    let runs: Vec<&RunResult> = sc.runs.iter().map(|(_, r)| r).collect();
+    let runs = &sc.runs;
+    let panel = |title: &str, limit, points: &dyn Fn(&RunResult) -> Points| {
+        let series = runs.iter().map(|r| segments(points(r))).collect();
+        let title = title.to_owned();
+        Panel {
+            title,
+            series,
+            limit,
+        }
+    };
     let panels = [
-        Panel {
-            title: "PostgreSQL client connections (pg_stat_activity; gaps: no sample)".into(),
-            series: runs
-                .iter()
-                .map(|r| {
-                    segments(
-                        r.samples
-                            .iter()
-                            .map(|s| (s.t, s.connections.map(|c| c as f64))),
-                    )
-                })
-                .collect(),
-            limit: Some(f64::from(BURST_MAX_CONNECTIONS)),
-        },
-        Panel {
-            title: "rows in PostgreSQL, % of events sent".into(),
-            series: runs
-                .iter()
-                .map(|r| {
-                    let sent = r.events_sent.max(1) as f64;
-                    segments(
-                        r.samples
-                            .iter()
-                            .map(|s| (s.t, s.rows.map(|n| 100.0 * n as f64 / sent))),
-                    )
-                })
-                .collect(),
-            limit: Some(100.0),
-        },
-        Panel {
-            title: "Spillway's SQS queue, messages (visible + in flight)".into(),
-            series: runs
-                .iter()
-                .map(|r| segments(r.queue.iter().map(|(t, d)| (*t, Some(*d as f64)))))
-                .collect(),
-            limit: None,
-        },
+        panel(
+            "PostgreSQL client connections (pg_stat_activity; gaps: no sample)",
+            Some(f64::from(BURST_MAX_CONNECTIONS)),
+            &|r| {
+                let samples = r.samples.iter();
+                samples
+                    .map(|s| (s.t, s.connections.map(|c| c as f64)))
+                    .collect()
+            },
+        ),
+        panel("rows in PostgreSQL, % of events sent", Some(100.0), &|r| {
+            let sent = r.events_sent.max(1) as f64;
+            let samples = r.samples.iter();
+            samples
+                .map(|s| (s.t, s.rows.map(|n| 100.0 * n as f64 / sent)))
+                .collect()
+        }),
+        panel(
+            "Spillway's SQS queue, messages (visible + in flight)",
+            None,
+            &|r| r.queue.iter().map(|&(t, d)| (t, Some(d as f64))).collect(),
+        ),
     ];
     let (w, ph, left, top) = (860.0, 170.0, 70.0, 40.0);
     let pw = w - left - 30.0;
@@ -201,16 +198,13 @@ mod tests {
 
     #[test]
     fn a_missing_sample_breaks_the_line() {
-        let s = segments(
-            [
-                (0.0, Some(1.0)),
-                (1.0, None),
-                (2.0, Some(3.0)),
-                (3.0, Some(4.0)),
-            ]
-            .into_iter(),
-        );
+        let s = segments(vec![
+            (0.0, Some(1.0)),
+            (1.0, None),
+            (2.0, Some(3.0)),
+            (3.0, Some(4.0)),
+        ]);
         assert_eq!(s, vec![vec![(0.0, 1.0)], vec![(2.0, 3.0), (3.0, 4.0)]]);
-        assert!(segments([(0.0, None)].into_iter()).is_empty());
+        assert!(segments(vec![(0.0, None)]).is_empty());
     }
 }

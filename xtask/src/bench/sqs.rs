@@ -1,16 +1,16 @@
 //! Figure 4: SQS requests billed per million events (computed by the real packer), and
 //! emptying the local SQS between timed runs.
 
-use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use spillway_shared::{BufferLimits, EdgeInfo, Event};
 use spillway_support::{SqsKind, Stack};
 
-use super::events::{event, size_of_event, FIXED_TIMESTAMP};
 use super::{CONSUMER_BATCH_SIZE, SQS_BILLING_CHUNK};
 use crate::step::note;
+use spillway_support::events::{event, size_of_event, FIXED_TIMESTAMP};
 
 // ---------------------------------------------------------------------------------------------
 // Figure 4: SQS requests per million events
@@ -101,14 +101,6 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
             receive_billed: receive_billed as f64 * per_million,
             delete_billed: delete_billed as f64 * per_million,
         };
-        note(&format!(
-            "{n:>3} events/request: {:.0} billed sends per million events, floor {:.0}, x{:.1}; receive {:.0} + delete {:.0}",
-            c.send_billed,
-            c.floor,
-            c.send_billed / c.floor,
-            c.receive_billed,
-            c.delete_billed
-        ));
         out.push(c);
     }
     Ok(out)
@@ -117,16 +109,10 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
 // ---------------------------------------------------------------------------------------------
 // The local SQS's own speed, measured in the run
 
-/// `SendMessageBatch` calls of 10 messages of 1 KiB from one client, timed.
-#[derive(Debug, Clone)]
-pub(super) struct SqsRate {
-    pub(super) calls: usize,
-    pub(super) messages_per_s: f64,
-}
-
-/// Times [`SqsRate::calls`] batches into a scratch queue of their own (so that nothing the
-/// pipeline's poller could receive is left behind), then deletes it.
-pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
+/// The local SQS's messages per second in `SendMessageBatch` calls of 10 messages of 1 KiB from
+/// one client, timed into a scratch queue of their own (so that nothing the pipeline's poller
+/// could receive is left behind), then deleted.
+pub(super) fn sqs_rate(stack: &Stack) -> Result<f64> {
     const CALLS: usize = 50;
     let url = stack
         .sqs
@@ -136,36 +122,26 @@ pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
         .map(|i| json!({"Id": i.to_string(), "MessageBody": body}))
         .collect();
     let request = json!({"QueueUrl": url, "Entries": entries});
-    let start = std::time::Instant::now();
-    let mut result = Ok(());
-    for _ in 0..CALLS {
-        match stack.sqs.call("SendMessageBatch", &request) {
-            Ok(answer) if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) => {
-                result = Err(anyhow!("SendMessageBatch failed entries: {answer}"));
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
+    let start = Instant::now();
+    let result = (0..CALLS).try_for_each(|_| {
+        let answer = stack.sqs.call("SendMessageBatch", &request)?;
+        if answer["Failed"].as_array().is_some_and(|f| !f.is_empty()) {
+            bail!("SendMessageBatch failed entries: {answer}");
         }
-    }
+        Ok(())
+    });
     let secs = start.elapsed().as_secs_f64();
     stack
         .sqs
         .call("DeleteQueue", &json!({ "QueueUrl": url }))
         .context("deleting the scratch queue")?;
     result?;
-    let r = SqsRate {
-        calls: CALLS,
-        messages_per_s: (CALLS * 10) as f64 / secs,
-    };
+    let rate = (CALLS * 10) as f64 / secs;
     note(&format!(
-        "{} SendMessageBatch calls of 10 x 1 KiB in {secs:.2} s: {:.0} messages/s ({})",
-        r.calls, r.messages_per_s, stack.config.sqs
+        "{CALLS} SendMessageBatch calls of 10 x 1 KiB in {secs:.2} s: {rate:.0} messages/s ({})",
+        stack.config.sqs
     ));
-    Ok(r)
+    Ok(rate)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,10 +152,10 @@ pub(super) fn sqs_rate(stack: &Stack) -> Result<SqsRate> {
 /// still had in flight when the load stopped may land after a purge, so it purges again until
 /// the main queue and the DLQ are both seen empty, for at most 15 s.
 pub(super) fn purge(stack: &Stack) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         purge_once(stack)?;
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(500));
         let mut left = 0;
         for url in [&stack.env.sqs_queue_url, &stack.env.sqs_dlq_url] {
             let (visible, in_flight) = stack.sqs.depth(url)?;
@@ -188,7 +164,7 @@ pub(super) fn purge(stack: &Stack) -> Result<()> {
         if left == 0 {
             return Ok(());
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             bail!("the queues still hold {left} messages 15 s after purging");
         }
     }
@@ -213,24 +189,9 @@ fn purge_once(stack: &Stack) -> Result<()> {
 /// moto's `PurgeQueue` is allowed once a minute, so instead its state is reset and the two
 /// queues are made again with the same names, hence the same URLs the edge and poller use.
 fn reset_moto(stack: &Stack) -> Result<()> {
-    use std::io::Read as _;
-    let port = stack
-        .env
-        .sqs_endpoint
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .context("no port in the SQS endpoint")?;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "POST /moto-api/reset HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.1 200") && !answer.starts_with("HTTP/1.0 200") {
-        bail!("moto reset failed: {answer:.200}");
-    }
+    ureq::post(&format!("{}/moto-api/reset", stack.env.sqs_endpoint))
+        .send_bytes(&[])
+        .context("resetting moto")?;
     let cfg = &stack.config;
     let dlq_url = stack
         .sqs

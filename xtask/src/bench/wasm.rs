@@ -6,10 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::step::{note, root};
-
-// ---------------------------------------------------------------------------------------------
-// Figure 2: wasm size
+use crate::step::root;
 
 #[derive(Debug, Clone)]
 pub(super) struct WasmSize {
@@ -34,19 +31,10 @@ pub(super) fn gzip9(path: &Path) -> Result<u64> {
 pub(super) fn wasm_sizes() -> Result<WasmSize> {
     let edge = root().join("edge/build/index_bg.wasm");
     let hello = root().join("benches/hello-worker/build/index_bg.wasm");
-    let w = WasmSize {
+    Ok(WasmSize {
         edge_raw: fs::metadata(&edge)?.len(),
         edge_gz: gzip9(&edge)?,
         hello_raw: fs::metadata(&hello)?.len(),
         hello_gz: gzip9(&hello)?,
-    };
-    note(&format!(
-        "edge {} B ({} B gzip -9), hello world {} B ({} B gzip -9), x{:.2}",
-        w.edge_raw,
-        w.edge_gz,
-        w.hello_raw,
-        w.hello_gz,
-        w.edge_gz as f64 / w.hello_gz as f64
-    ));
-    Ok(w)
+    })
 }

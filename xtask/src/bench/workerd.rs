@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use spillway_support::Stack;
 
-use super::cpu::{self, Usage, GROUPS};
-use super::events::{now_rfc3339, request_body};
+use super::cpu::{self, Usage};
+use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::Opts;
-use crate::step::{note, output, run};
-
-// ---------------------------------------------------------------------------------------------
-// Figure 3: the edge under workerd, with wrk
+use crate::bootstrap::apt_install;
+use crate::step::note;
+use spillway_support::events::request_body;
 
 #[derive(Debug, Clone)]
 pub(super) struct WrkRun {
@@ -30,111 +30,6 @@ pub(super) struct WrkRun {
     pub(super) command: String,
     /// Where the CPU went while wrk ran (`None` when not measured).
     pub(super) cpu: Option<Usage>,
-}
-
-impl WrkRun {
-    /// CPU milliseconds per completed request: one group's, or all groups' when `None`.
-    fn cpu_ms_per_request(&self, group: Option<&str>) -> Option<f64> {
-        let u = self.cpu.as_ref()?;
-        if self.requests == 0 {
-            return None;
-        }
-        let s = match group {
-            Some(g) => u.seconds_of(g),
-            None => u.seconds.iter().map(|(_, s)| s).sum(),
-        };
-        Some(s * 1000.0 / self.requests as f64)
-    }
-}
-
-/// Average cores busy from which a run counts as bound by the CPU (of [`cpu::cores`]).
-const SATURATED_SHARE: f64 = 0.9;
-
-/// Figure 3's CPU table: per request, what each group of processes used.
-pub(super) fn cpu_table(runs: &[WrkRun], cores: usize) -> String {
-    let mut s = String::from("| request | cores busy (of ");
-    let _ = write!(s, "{cores}) | CPU per request, all |");
-    for g in GROUPS {
-        let _ = write!(s, " {g} |");
-    }
-    s.push_str("\n|---|---|---|");
-    for _ in GROUPS {
-        s.push_str("---|");
-    }
-    s.push('\n');
-    for r in runs {
-        let (Some(u), Some(all)) = (&r.cpu, r.cpu_ms_per_request(None)) else {
-            let _ = writeln!(s, "| {} | not measured |", r.name);
-            continue;
-        };
-        let _ = write!(s, "| {} | {:.2} | {all:.2} ms |", r.name, u.cores_busy);
-        for g in GROUPS {
-            let _ = write!(
-                s,
-                " {:.2} ms |",
-                r.cpu_ms_per_request(Some(g)).unwrap_or(0.0)
-            );
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// What the CPU figures say bounds each POST: the cores when they were saturated (and then
-/// the ceiling they allow), otherwise not the CPU.
-pub(super) fn cpu_reading(runs: &[WrkRun], cores: usize) -> String {
-    let Some(h) = runs.first() else {
-        return String::new();
-    };
-    let mut out = String::new();
-    for p in runs.iter().skip(1) {
-        let (Some(u), Some(all), Some(h_all)) = (
-            &p.cpu,
-            p.cpu_ms_per_request(None),
-            h.cpu_ms_per_request(None),
-        ) else {
-            let _ = write!(out, "{}: CPU not measured. ", p.name);
-            continue;
-        };
-        let edge = p.cpu_ms_per_request(Some("workerd")).unwrap_or(0.0)
-            + p.cpu_ms_per_request(Some("wrangler (node)")).unwrap_or(0.0);
-        let h_edge = h.cpu_ms_per_request(Some("workerd")).unwrap_or(0.0)
-            + h.cpu_ms_per_request(Some("wrangler (node)")).unwrap_or(0.0);
-        let sqs = p.cpu_ms_per_request(Some("local SQS")).unwrap_or(0.0);
-        let _ = write!(
-            out,
-            "{} cost {all:.2} ms of CPU per request on this machine against {h_all:.2} ms for \
-             `/healthz` ({:.1}x): {edge:.2} ms in workerd and wrangler's node against \
-             {h_edge:.2} ms, {sqs:.2} ms in the local SQS. With the cores fully used, that \
-             allows {:.0} requests/s against `/healthz`'s {:.0}: {} of it. ",
-            p.name,
-            all / h_all,
-            cores as f64 * 1000.0 / all,
-            cores as f64 * 1000.0 / h_all,
-            super::report::ratio(h_all, all)
-        );
-        if u.cores_busy >= SATURATED_SHARE * cores as f64 {
-            let _ = write!(
-                out,
-                "The {cores} cores were busy {:.2} of {cores} on average, so the CPU bounds it: \
-                 {cores} cores / {all:.2} ms = {:.0} requests/s, against {:.0} measured. ",
-                u.cores_busy,
-                cores as f64 * 1000.0 / all,
-                p.rps
-            );
-        } else {
-            let _ = write!(
-                out,
-                "The cores were busy only {:.2} of {cores} on average, so the CPU did not bound \
-                 it: the {WRK_CONNECTIONS} connections each wait for their answer (p50 {:.1} \
-                 ms), and {WRK_CONNECTIONS} / p50 = {:.0} requests/s. ",
-                u.cores_busy,
-                p.p50_ms,
-                WRK_CONNECTIONS as f64 * 1000.0 / p.p50_ms
-            );
-        }
-    }
-    out.trim_end().to_owned()
 }
 
 pub(super) fn wrk_script(
@@ -157,66 +52,39 @@ pub(super) fn wrk_script(
     if let Some(key) = key {
         let _ = writeln!(lua, "wrk.headers[\"Authorization\"] = \"Bearer {key}\"");
     }
+    lua.push_str(DONE);
     let path = dir.join(format!("{name}.lua"));
     fs::write(&path, lua)?;
     Ok(path)
 }
 
-pub(super) fn parse_ms(v: &str) -> Option<f64> {
-    let (num, unit) = v
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| v.split_at(i))?;
-    let n: f64 = num.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        "m" => n * 60_000.0,
-        _ => return None,
-    })
+/// What the script's `done` prints as its last line: wrk's own summary and latency histogram
+/// (the figures wrk's report shows, unrounded: times in microseconds).
+#[derive(Debug, Deserialize)]
+struct WrkSummary {
+    requests: u64,
+    duration_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+    non_2xx: u64,
+    socket_errors: u64,
 }
 
-/// What `wrk --latency` prints, read back.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct WrkFigures {
-    pub(super) rps: f64,
-    pub(super) p50_ms: f64,
-    pub(super) p99_ms: f64,
-    pub(super) requests: u64,
-    pub(super) non_2xx: u64,
-    pub(super) socket_errors: u64,
-}
+/// Appended to every script: wrk calls `done` after its run. `errors.status` is what wrk reports
+/// as `Non-2xx or 3xx responses`, the other errors its `Socket errors`.
+const DONE: &str = r#"done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"non_2xx":%d,"socket_errors":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+"#;
 
-/// Reads `wrk --latency` output. The throughput, the request count and the 50% and 99% lines
-/// must be there; the error lines are printed only when there were errors, so their absence is 0.
-pub(super) fn parse_wrk(text: &str) -> Result<WrkFigures> {
-    let (mut rps, mut p50, mut p99, mut requests) = (None, None, None, None);
-    let (mut non_2xx, mut socket_errors) = (0, 0);
-    for l in text.lines() {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        match w.as_slice() {
-            ["Requests/sec:", v] => rps = Some(v.parse::<f64>().context("Requests/sec")?),
-            ["50%", v] => p50 = Some(parse_ms(v).with_context(|| format!("50% {v}"))?),
-            ["99%", v] => p99 = Some(parse_ms(v).with_context(|| format!("99% {v}"))?),
-            [n, "requests", "in", ..] => requests = Some(n.parse::<u64>().context("requests")?),
-            ["Non-2xx", "or", "3xx", "responses:", n] => non_2xx = n.parse().context("Non-2xx")?,
-            ["Socket", "errors:", rest @ ..] => {
-                socket_errors = rest
-                    .iter()
-                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
-                    .sum()
-            }
-            _ => {}
-        }
-    }
-    Ok(WrkFigures {
-        rps: rps.context("no Requests/sec line")?,
-        p50_ms: p50.context("no 50% line (was --latency given?)")?,
-        p99_ms: p99.context("no 99% line (was --latency given?)")?,
-        requests: requests.context("no `N requests in` line")?,
-        non_2xx,
-        socket_errors,
-    })
+/// The summary `done` printed: the last line of wrk's output, every figure present.
+fn summary_of(stdout: &str) -> Result<WrkSummary> {
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("wrk's summary line {last:.200}"))
 }
 
 /// `wrk` connections of figure 3 (closed loop: each waits for its answer before the next).
@@ -257,24 +125,19 @@ pub(super) fn run_wrk(
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
-    let f = parse_wrk(&text).with_context(|| format!("reading wrk's output:\n{text}"))?;
-    let r = WrkRun {
+    let f = summary_of(&text)?;
+    Ok(WrkRun {
         name: name.into(),
         events,
-        rps: f.rps,
-        p50_ms: f.p50_ms,
-        p99_ms: f.p99_ms,
+        rps: f.requests as f64 / (f.duration_us / 1e6),
+        p50_ms: f.p50_us / 1000.0,
+        p99_ms: f.p99_us / 1000.0,
         requests: f.requests,
         non_2xx: f.non_2xx,
         socket_errors: f.socket_errors,
         command,
         cpu: Some(used),
-    };
-    note(&format!(
-        "{name}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} non-2xx, {} socket errors",
-        r.rps, r.p50_ms, r.p99_ms, r.requests, r.non_2xx, r.socket_errors
-    ));
-    Ok(r)
+    })
 }
 
 pub(super) fn workerd(stack: &mut Stack, opts: &Opts) -> Result<Vec<WrkRun>> {
@@ -295,18 +158,14 @@ pub(super) fn workerd(stack: &mut Stack, opts: &Opts) -> Result<Vec<WrkRun>> {
         let body = request_body(n, 0, &ts, &mut || None);
         let name = format!("post{n}");
         let script = wrk_script(&dir, &name, Some(&key), Some(&body))?;
-        let label = format!(
-            "POST {n} event{} ({} B)",
-            if n == 1 { "" } else { "s" },
-            body.len()
-        );
-        let mut run = run_wrk(&label, n, &ingest, &script, opts.wrk_secs)?;
+        let events = if n == 1 { "event" } else { "events" };
+        let label = format!("POST {n} {events} ({} B)", body.len());
+        let run = run_wrk(&label, n, &ingest, &script, opts.wrk_secs)?;
         let (visible, in_flight) = stack.sqs.depth(&stack.env.sqs_queue_url)?;
         note(&format!(
             "queue holds {} message(s) after the run (one per accepted request, including those still in flight when wrk stopped counting)",
             visible + in_flight
         ));
-        run.name = label;
         runs.push(run);
     }
     purge(stack)?;
@@ -318,14 +177,7 @@ pub(super) fn ensure_wrk() -> Result<()> {
         note(&format!("present ({v})"));
         return Ok(());
     }
-    if output(Command::new("id").arg("-u")).as_deref() != Some("0") {
-        bail!("wrk is missing; install it and run again:\n    sudo apt-get install -y wrk");
-    }
-    note("installing: apt-get install -y wrk");
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "wrk"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    apt_install(&["wrk"])
 }
 
 /// `wrk --version` exits 1; read its first line anyway.
@@ -343,133 +195,16 @@ pub(super) fn wrk_version() -> Option<String> {
 mod tests {
     use super::*;
 
-    /// wrk 4.1.0's output, as printed for a run with errors.
-    const WITH_ERRORS: &str = "Running 2s test @ http://127.0.0.1:8787/v1/events
-  1 threads and 8 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     5.12ms    2.01ms  31.40ms   88.10%
-    Req/Sec     1.57k   120.33     1.80k    70.00%
-  Latency Distribution
-     50%    4.73ms
-     75%    5.60ms
-     90%    7.01ms
-     99%    1.20s
-  3135 requests in 2.00s, 1.02MB read
-  Socket errors: connect 0, read 2, write 0, timeout 3
-  Non-2xx or 3xx responses: 17
-Requests/sec:   1566.93
-Transfer/sec:    521.10KB
-";
-
     #[test]
-    fn reads_every_figure_and_the_units_of_latency() {
-        let f = parse_wrk(WITH_ERRORS).expect("parses");
-        assert_eq!(f.rps, 1566.93);
-        assert_eq!(f.p50_ms, 4.73);
-        assert_eq!(f.p99_ms, 1200.0);
-        assert_eq!(f.requests, 3135);
-        assert_eq!(f.non_2xx, 17);
-        assert_eq!(f.socket_errors, 5);
-    }
-
-    #[test]
-    fn absent_error_lines_are_zero() {
-        let clean: String = WITH_ERRORS
-            .lines()
-            .filter(|l| !l.contains("errors") && !l.contains("Non-2xx"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let f = parse_wrk(&clean).expect("parses");
-        assert_eq!((f.non_2xx, f.socket_errors), (0, 0));
-    }
-
-    #[test]
-    fn a_missing_figure_is_an_error_not_a_zero() {
-        let no_rps: String = WITH_ERRORS
-            .lines()
-            .filter(|l| !l.starts_with("Requests/sec"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(parse_wrk(&no_rps).is_err());
-        let no_latency: String = WITH_ERRORS
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("99%"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert!(parse_wrk(&no_latency).is_err());
-    }
-
-    fn run(name: &str, rps: f64, p50_ms: f64, requests: u64, workerd_s: f64, busy: f64) -> WrkRun {
-        WrkRun {
-            name: name.into(),
-            events: 1,
-            rps,
-            p50_ms,
-            p99_ms: p50_ms * 2.0,
-            requests,
-            non_2xx: 0,
-            socket_errors: 0,
-            command: "wrk".into(),
-            cpu: Some(Usage {
-                seconds: GROUPS
-                    .iter()
-                    .map(|g| (*g, if *g == "workerd" { workerd_s } else { 1.0 }))
-                    .collect(),
-                cores_busy: busy,
-            }),
-        }
-    }
-
-    #[test]
-    fn the_cpu_reading_names_the_cores_only_when_they_were_saturated() {
-        let health = run("GET /healthz", 400.0, 18.0, 4000, 4.0, 1.95);
-        // 1,000 requests, 12 s of CPU: 12 ms per request; 2 cores busy 1.9 of 2.
-        let saturated = run("POST 1 event", 125.0, 60.0, 1000, 8.0, 1.9);
-        let text = cpu_reading(&[health.clone(), saturated], 2);
-        assert!(text.contains("cost 12.00 ms of CPU per request"), "{text}");
-        assert!(
-            text.contains("against 2.00 ms for `/healthz` (6.0x)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("9.00 ms in workerd and wrangler's node"),
-            "{text}"
-        );
-        assert!(
-            text.contains("so the CPU bounds it: 2 cores / 12.00 ms = 167 requests/s"),
-            "{text}"
-        );
-        let idle = run("POST 1 event", 125.0, 64.0, 1000, 8.0, 1.0);
-        let text = cpu_reading(&[health, idle], 2);
-        assert!(text.contains("did not bound it"), "{text}");
-        assert!(text.contains("8 / p50 = 125 requests/s"), "{text}");
-    }
-
-    #[test]
-    fn the_cpu_table_has_a_column_per_group_and_says_when_nothing_was_measured() {
-        let mut unmeasured = run("POST 100 events", 70.0, 100.0, 500, 1.0, 1.0);
-        unmeasured.cpu = None;
-        let t = cpu_table(
-            &[
-                run("GET /healthz", 400.0, 18.0, 4000, 4.0, 1.95),
-                unmeasured,
-            ],
-            2,
-        );
-        assert!(
-            t.contains("| GET /healthz | 1.95 | 2.00 ms | 1.00 ms | 0.25 ms |"),
-            "{t}"
-        );
-        assert!(t.contains("| POST 100 events | not measured |"), "{t}");
-        assert_eq!(t.lines().nth(1).map(|l| l.matches("---").count()), Some(8));
-    }
-
-    #[test]
-    fn latency_units() {
-        assert_eq!(parse_ms("750.00us"), Some(0.75));
-        assert_eq!(parse_ms("2.00s"), Some(2000.0));
-        assert_eq!(parse_ms("1.50m"), Some(90_000.0));
-        assert_eq!(parse_ms("12"), None);
-        assert_eq!(parse_ms("3h"), None);
+    fn the_summary_is_the_last_line_and_a_missing_figure_is_an_error() {
+        let line = r#"{"requests":3135,"duration_us":2000000,"p50_us":4730,"p99_us":1200000,"non_2xx":17,"socket_errors":5}"#;
+        let f = summary_of(&format!(
+            "Running 2s test\n  3135 requests in 2.00s\n{line}\n"
+        ))
+        .expect("parses");
+        assert_eq!((f.requests, f.non_2xx, f.socket_errors), (3135, 17, 5));
+        assert_eq!((f.p50_us, f.p99_us), (4730.0, 1_200_000.0));
+        assert!(summary_of(&line.replace(r#""p99_us":1200000,"#, "")).is_err());
+        assert!(summary_of("Requests/sec: 1566.93\n").is_err());
     }
 }
