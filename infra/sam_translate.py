@@ -8,6 +8,8 @@ inline policies). Linting the expanded template as well closes that gap:
     python infra/sam_translate.py infra/template.yaml target/template.expanded.json
     cfn-lint target/template.expanded.json
 
+and the same for infra/template-kinesis.yaml (the Kinesis variant).
+
 Needs the packages in infra/requirements-sam.txt (in their own venv). Works offline: local
 CodeUri paths, which `sam deploy` would upload to S3, are replaced by a placeholder S3 location,
 and the region is a placeholder unless AWS_REGION / AWS_DEFAULT_REGION is set. It does not
