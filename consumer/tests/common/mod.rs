@@ -9,6 +9,7 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use spillway_consumer::config::DbConfig;
+use spillway_consumer::dead_letter::NoDeadLetters;
 use spillway_consumer::handler::{Deps, Outcome, SystemClock};
 use spillway_consumer::keys::testing::test_keyring;
 use spillway_consumer::migrate;
@@ -80,6 +81,7 @@ pub fn deps_with_timeout(url: &str, statement_timeout_ms: u64) -> Deps<PgStore> 
         metrics_namespace: "SpillwayTest".into(),
         metrics_service: "spillway-consumer".into(),
         keys: test_keyring(),
+        dead_letters: NoDeadLetters,
     }
 }
 
