@@ -2,6 +2,8 @@
 //! Kinesis records in the shape Lambda delivers, and handler deps over the real store.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod lambda;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
