@@ -133,7 +133,7 @@ mod tests {
             Ordering::Less
         );
         // Sorting with it matches sorting by numeric value.
-        let mut seqs = vec!["100", "99", "1000", "2", "1", &b[..], &a[..]];
+        let mut seqs = vec!["100", "99", "1000", "2", "1", b, a];
         seqs.sort_by(|x, y| cmp_sequence(x, y));
         assert_eq!(seqs, ["1", "2", "99", "100", "1000", a, b]);
     }
