@@ -259,6 +259,11 @@ pub struct ConsumerConfig {
     pub metrics_namespace: String,
     /// `METRICS_SERVICE`, default `spillway-consumer`: the value of the `Service` dimension.
     pub metrics_service: String,
+    /// `DEAD_LETTER_QUEUE_URL`, optional: the SQS queue (standard, not FIFO) where the Kinesis
+    /// handler puts records it can never store. Required in practice for a Kinesis source:
+    /// without it such a record is reported failed on every delivery and holds its shard until
+    /// the mapping's retry budget ends (see `crate::dead_letter`). SQS sources do not use it.
+    pub dead_letter_queue_url: Option<String>,
 }
 
 impl ConsumerConfig {
@@ -284,10 +289,32 @@ impl ConsumerConfig {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "spillway-consumer".to_owned());
         validate_metric_name("METRICS_SERVICE", &metrics_service)?;
+        let dead_letter_queue_url = match lookup("DEAD_LETTER_QUEUE_URL")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+        {
+            None => None,
+            Some(url) if origin_of(&url).is_none() => {
+                return Err(invalid(
+                    "DEAD_LETTER_QUEUE_URL",
+                    format!("`{url}` is not an http(s) queue URL"),
+                ))
+            }
+            // A FIFO queue needs a message group id per message, which would also serialise
+            // every dead letter behind one group: a standard queue is what the template makes.
+            Some(url) if url.ends_with(".fifo") => {
+                return Err(invalid(
+                    "DEAD_LETTER_QUEUE_URL",
+                    format!("`{url}` is a FIFO queue; use a standard queue"),
+                ))
+            }
+            Some(url) => Some(url),
+        };
         Ok(Self {
             db: DbConfig::from_url(lookup, url)?,
             metrics_namespace,
             metrics_service,
+            dead_letter_queue_url,
         })
     }
 }
@@ -462,6 +489,33 @@ pub(crate) mod tests {
         }
         let source = DatabaseUrlSource::Env("postgres://u:hunter2-pw@h/db".to_owned());
         assert!(!format!("{source:?}").contains("hunter2-pw"));
+    }
+
+    #[test]
+    fn the_dead_letter_queue_is_optional_and_checked() {
+        let c = ConsumerConfig::from_lookup(&env(&[DB])).expect("valid");
+        assert_eq!(c.dead_letter_queue_url, None);
+        let url = "https://sqs.us-east-1.amazonaws.com/123456789012/spillway-kinesis-dlq";
+        let c = ConsumerConfig::from_lookup(&env(&[DB, ("DEAD_LETTER_QUEUE_URL", url)]))
+            .expect("valid");
+        assert_eq!(c.dead_letter_queue_url.as_deref(), Some(url));
+        for bad in [
+            "spillway-dlq",
+            "https://sqs.us-east-1.amazonaws.com/1/q.fifo",
+        ] {
+            let err = ConsumerConfig::from_lookup(&env(&[DB, ("DEAD_LETTER_QUEUE_URL", bad)]))
+                .expect_err(bad);
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "DEAD_LETTER_QUEUE_URL",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

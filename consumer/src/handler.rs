@@ -1,7 +1,8 @@
 //! The handler: a plain async function over a [`Deps`] struct built once per execution
-//! environment. Lambda's `main` and the local poller both call [`handle`]; tests call it
-//! directly. It only runs the I/O: what to decode, write and report is decided by the pure
-//! [`Plan`] and [`WritePolicy`].
+//! environment. Lambda's `main` and the local poller both call [`handle`] (an SQS event) or
+//! [`handle_kinesis`] (a Kinesis event, in [`kinesis`]); tests call them directly. It only runs
+//! the I/O: what to decode, write and report is decided by the pure [`Plan`] and
+//! [`WritePolicy`], and for Kinesis by [`crate::kinesis`].
 //!
 //! Order of work: decode every record on its own ([`Plan`]); write the events of every decoded
 //! record in one transaction with one bulk statement; if the database refuses the rows
@@ -15,10 +16,15 @@ use chrono::{DateTime, Utc};
 use spillway_shared::Keyring;
 use tracing::{error, info, warn, Instrument};
 
+use crate::dead_letter::NoDeadLetters;
 use crate::metrics::{emf_line, lag_ms, InvocationMetrics};
 use crate::plan::Plan;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, StoreError, WriteCounts};
 use crate::write::{Recorded, WriteFailure, WritePolicy};
+
+mod kinesis;
+
+pub use kinesis::{handle_kinesis, KinesisOutcome};
 
 /// The source of "now": the system clock in production, a fixed one in tests.
 pub trait Clock: Send + Sync {
@@ -37,7 +43,7 @@ impl Clock for SystemClock {
 
 /// Everything the handler needs, built once and reused by every invocation.
 #[derive(Debug)]
-pub struct Deps<S, C = SystemClock> {
+pub struct Deps<S, C = SystemClock, D = NoDeadLetters> {
     pub store: S,
     pub clock: C,
     /// CloudWatch namespace of the EMF record.
@@ -46,6 +52,10 @@ pub struct Deps<S, C = SystemClock> {
     pub metrics_service: String,
     /// The envelope keys: only bodies sealed with one of them are stored.
     pub keys: Keyring,
+    /// Where [`handle_kinesis`] puts records it can never store
+    /// ([`crate::dead_letter::SqsDeadLetters`] on `DEAD_LETTER_QUEUE_URL`). SQS batches never
+    /// use it: SQS moves such messages to its own DLQ after `maxReceiveCount`.
+    pub dead_letters: D,
 }
 
 /// What one invocation produced.
@@ -59,7 +69,7 @@ pub struct Outcome {
 }
 
 /// Handles one SQS event. Never fails: failures are per record.
-pub async fn handle<S, C>(deps: &Deps<S, C>, event: &SqsEvent, request_id: &str) -> Outcome
+pub async fn handle<S, C, D>(deps: &Deps<S, C, D>, event: &SqsEvent, request_id: &str) -> Outcome
 where
     S: EventStore,
     C: Clock,
@@ -68,12 +78,38 @@ where
     handle_inner(deps, event, request_id).instrument(span).await
 }
 
-async fn handle_inner<S, C>(deps: &Deps<S, C>, event: &SqsEvent, request_id: &str) -> Outcome
+async fn handle_inner<S, C, D>(deps: &Deps<S, C, D>, event: &SqsEvent, request_id: &str) -> Outcome
 where
     S: EventStore,
     C: Clock,
 {
     let mut plan = Plan::from_records(&event.records, &deps.keys);
+    let (written, db_write_ms) = write_plan(deps, &mut plan).await;
+
+    let now = deps.clock.now();
+    let metrics = InvocationMetrics::of(&plan, &event.records, written, db_write_ms, now);
+    log_handled(&metrics);
+    Outcome {
+        response: plan.response(),
+        emf: emf_line(
+            &deps.metrics_namespace,
+            &deps.metrics_service,
+            request_id,
+            &metrics,
+            now,
+        ),
+        metrics,
+    }
+}
+
+/// Logs the records the plan rejected, runs the write policy, and marks in `plan` the records
+/// whose write failed. The same for every buffer. Returns what was written and how long the
+/// writes took.
+async fn write_plan<S, C, D>(deps: &Deps<S, C, D>, plan: &mut Plan) -> (WriteCounts, u64)
+where
+    S: EventStore,
+    C: Clock,
+{
     for f in &plan.failed {
         warn!(
             message_id = f.record_id.as_deref().unwrap_or(""),
@@ -84,7 +120,7 @@ where
     }
 
     let write_started = deps.clock.now();
-    let mut policy = WritePolicy::new(&plan);
+    let mut policy = WritePolicy::new(plan);
     while let Some(rows) = policy.next_write() {
         let result = deps.store.write(&rows).await;
         if let Recorded::Isolating(e) = policy.record(result) {
@@ -99,28 +135,19 @@ where
         .map(|f| (f.record.index, f.error))
         .collect();
     plan.fail_accepted(failures);
+    (written, db_write_ms)
+}
 
-    let now = deps.clock.now();
-    let metrics = InvocationMetrics::of(&plan, &event.records, written, db_write_ms, now);
+fn log_handled(metrics: &InvocationMetrics) {
     info!(
         batch_size = metrics.batch_size,
         events_stored = metrics.events_stored,
         duplicates_skipped = metrics.duplicates_skipped,
         records_failed = metrics.records_failed,
+        records_dead_lettered = metrics.records_dead_lettered,
         db_write_ms = metrics.db_write_ms,
         "batch handled"
     );
-    Outcome {
-        response: plan.response(),
-        emf: emf_line(
-            &deps.metrics_namespace,
-            &deps.metrics_service,
-            request_id,
-            &metrics,
-            now,
-        ),
-        metrics,
-    }
 }
 
 /// One line when the whole batch failed for one reason (the database is down; batches reach
@@ -148,61 +175,12 @@ mod tests {
     //! The handler over an in-memory store; the same behaviour against PostgreSQL is covered
     //! in `tests/`.
     use super::*;
-    use std::collections::HashSet;
-
-    use crate::store::{FailureKind, Row, WriteCounts};
-    use std::sync::Mutex;
 
     use crate::keys::testing::test_keyring;
-    use crate::testing::body;
+    use crate::testing::{body, FixedClock, MemStore};
     use aws_lambda_events::event::sqs::SqsMessage;
     use spillway_shared::Event;
     use uuid::Uuid;
-
-    #[derive(Default)]
-    struct MemStore {
-        ids: Mutex<HashSet<Uuid>>,
-        /// Event types the "database" refuses, as PostgreSQL refuses a NUL.
-        poison_type: Option<&'static str>,
-        down: bool,
-        writes: Mutex<usize>,
-    }
-
-    impl EventStore for MemStore {
-        async fn write(&self, rows: &[Row<'_>]) -> Result<WriteCounts, StoreError> {
-            *self.writes.lock().expect("lock") += 1;
-            if self.down {
-                return Err(StoreError::unavailable("connection refused"));
-            }
-            if rows
-                .iter()
-                .any(|r| Some(r.event.event_type.as_str()) == self.poison_type)
-            {
-                return Err(StoreError {
-                    kind: FailureKind::Data,
-                    code: Some("22P05".into()),
-                    message: "refused".into(),
-                });
-            }
-            let mut ids = self.ids.lock().expect("lock");
-            let mut c = WriteCounts::default();
-            for r in rows {
-                if ids.insert(r.event.id) {
-                    c.inserted += 1;
-                } else {
-                    c.duplicates += 1;
-                }
-            }
-            Ok(c)
-        }
-    }
-
-    struct FixedClock(DateTime<Utc>);
-    impl Clock for FixedClock {
-        fn now(&self) -> DateTime<Utc> {
-            self.0
-        }
-    }
 
     fn deps(store: MemStore) -> Deps<MemStore, FixedClock> {
         Deps {
@@ -211,6 +189,7 @@ mod tests {
             metrics_namespace: "Test".into(),
             metrics_service: "svc".into(),
             keys: test_keyring(),
+            dead_letters: NoDeadLetters,
         }
     }
 

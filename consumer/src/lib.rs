@@ -1,11 +1,17 @@
-//! Spillway's consumer: an AWS Lambda function that writes SQS batches of Spillway events into
-//! PostgreSQL exactly once, and a local poller that plays Lambda's SQS event source mapping.
+//! Spillway's consumer: an AWS Lambda function that writes SQS or Kinesis batches of Spillway
+//! events into PostgreSQL exactly once, and a local poller that plays Lambda's event source
+//! mapping.
 //!
 //! - [`source`], [`plan`] and [`mod@write`] are the pure core: a delivered batch of buffered
 //!   records ([`source::BufferedRecord`]: SQS's today) in, rows and per-record failures out, and
 //!   which writes those rows need.
-//! - [`handler`] is the plain async handler over a [`handler::Deps`] struct; the Lambda `main`
-//!   and the poller only wire it up.
+//! - [`handler`] is the plain async handler over a [`handler::Deps`] struct, one function per
+//!   buffer ([`handler::handle`] for SQS, [`handler::handle_kinesis`] for Kinesis); the Lambda
+//!   `main` (which tells them apart by the records' `eventSource`) and the poller only wire it
+//!   up.
+//! - [`kinesis`] is what is Kinesis's own, pure: sequence order, shards, what Lambda delivers
+//!   again; [`dead_letter`] is where the Kinesis handler puts a record it can never store (an
+//!   SQS queue: Kinesis has none).
 //! - [`store`] is the [`store::EventStore`] seam; [`pg`] its PostgreSQL adapter (one lazily
 //!   opened connection per execution environment; database connections =
 //!   `MaximumConcurrency`).
@@ -20,8 +26,10 @@
 //! create queues or tables implicitly, and never fails a whole batch for one record.
 
 pub mod config;
+pub mod dead_letter;
 pub mod handler;
 pub mod keys;
+pub mod kinesis;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;

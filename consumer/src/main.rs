@@ -3,17 +3,20 @@
 //!
 //! Only wiring lives here: logging, configuration (the database URL from `DATABASE_URL`, or
 //! fetched once from the secret `DATABASE_URL_SECRET_ARN` names), dependencies, the runtime
-//! loop.
-
-use std::convert::Infallible;
+//! loop. One binary serves both buffers: each invocation is an SQS or a Kinesis event, told
+//! apart by its records' `eventSource` ([`EventSource::of`]).
 
 use anyhow::Context as _;
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
 use spillway_consumer::config::{ConsumerConfig, DatabaseUrl, DatabaseUrlSource};
-use spillway_consumer::handler::{handle, Clock, Deps, SystemClock};
+use spillway_consumer::dead_letter::{DeadLetterSink, SqsDeadLetters};
+use spillway_consumer::handler::{handle, handle_kinesis, Clock, Deps, SystemClock};
 use spillway_consumer::keys::{self, KeysSource};
 use spillway_consumer::pg::PgStore;
+use spillway_consumer::source::{EventSource, UnknownEvent};
 use spillway_consumer::store::EventStore;
 use spillway_consumer::{migrate, secret, telemetry};
 
@@ -69,15 +72,24 @@ async fn main() -> anyhow::Result<()> {
             }
             .context("invalid configuration")?;
             tracing::info!(kids = ?keys.kids().collect::<Vec<_>>(), unsigned = ?keys.unsigned(), "envelope keys");
+            // `SQS_ENDPOINT` only for a local queue; on AWS the queue URL's origin is the
+            // regional endpoint.
+            let sqs_endpoint = lookup("SQS_ENDPOINT").filter(|v| !v.trim().is_empty());
+            let dead_letters = match &config.dead_letter_queue_url {
+                Some(url) => Some(SqsDeadLetters::connect(url, sqs_endpoint.as_deref()).await),
+                None => None,
+            };
+            tracing::info!(dead_letter_queue = ?config.dead_letter_queue_url, "dead letters of Kinesis records");
             let deps = Deps {
                 store,
                 clock: SystemClock,
                 metrics_namespace: config.metrics_namespace,
                 metrics_service: config.metrics_service,
                 keys,
+                dead_letters,
             };
             let deps = &deps;
-            lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+            lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
                 invoke(deps, event)
             }))
             .await
@@ -97,17 +109,35 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// One invocation: handles the event, prints the EMF record (Lambda turns that stdout line
-/// into metrics), answers the batch response. Never an error: failures are per record.
-async fn invoke<S, C>(
-    deps: &Deps<S, C>,
-    event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, Infallible>
+/// One invocation: handles the event by its source, prints the EMF record (Lambda turns that
+/// stdout line into metrics), answers the batch response. An error only for an event that is
+/// neither SQS's nor Kinesis's (or does not parse as one), as `lambda_runtime` answered
+/// before for an event that was not SQS's; otherwise failures are per record.
+async fn invoke<S, C, D>(
+    deps: &Deps<S, C, D>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error>
 where
     S: EventStore,
     C: Clock,
+    D: DeadLetterSink,
 {
-    let outcome = handle(deps, &event.payload, &event.context.request_id).await;
-    println!("{}", outcome.emf);
-    Ok(outcome.response)
+    let request_id = &event.context.request_id;
+    let (emf, response) = match EventSource::of(&event.payload) {
+        // An event without records goes where it always went: the SQS handler answers it
+        // with no failures (or the event does not parse, as before).
+        Ok(EventSource::Sqs) | Err(UnknownEvent::NoRecords) => {
+            let sqs: SqsEvent = serde_json::from_value(event.payload)?;
+            let outcome = handle(deps, &sqs, request_id).await;
+            (outcome.emf, serde_json::to_value(outcome.response)?)
+        }
+        Ok(EventSource::Kinesis) => {
+            let kinesis: KinesisEvent = serde_json::from_value(event.payload)?;
+            let outcome = handle_kinesis(deps, &kinesis, request_id).await;
+            (outcome.emf, serde_json::to_value(outcome.response)?)
+        }
+        Err(unknown) => return Err(unknown.into()),
+    };
+    println!("{emf}");
+    Ok(response)
 }

@@ -14,7 +14,7 @@ use crate::store::WriteCounts;
 /// What one invocation did, as counted by the handler.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InvocationMetrics {
-    /// Records in the SQS event.
+    /// Records in the delivered event (SQS or Kinesis).
     pub batch_size: u64,
     /// Events newly written to the table.
     pub events_stored: u64,
@@ -22,8 +22,15 @@ pub struct InvocationMetrics {
     pub duplicates_skipped: u64,
     /// Records reported in `batchItemFailures`.
     pub records_failed: u64,
-    /// Of those, the ones that cannot succeed on retry (undecodable, refused data).
+    /// Records that cannot succeed on retry (undecodable, refused data). SQS: all of them are
+    /// among `records_failed` (SQS moves them to its DLQ after `maxReceiveCount`). Kinesis:
+    /// those dead-lettered now are not reported; those after the batch's lowest reported
+    /// record are (they come back anyway, and are dead-lettered then).
     pub records_rejected: u64,
+    /// Kinesis only: records the handler sent to the dead-letter queue in this invocation
+    /// (`None` for SQS, whose dead letters SQS moves itself). Alarm on it: each one is a
+    /// record that is not in the table.
+    pub records_dead_lettered: Option<u64>,
     /// Time spent writing, connection set-up included.
     pub db_write_ms: u64,
     /// Now minus the oldest record's [`BufferedRecord::sent_at`] (SQS: `SentTimestamp`); `None`
@@ -54,6 +61,7 @@ impl InvocationMetrics {
                 .filter(|f| !f.reason.is_retryable())
                 .count() as u64,
             db_write_ms,
+            records_dead_lettered: None,
             queue_lag_ms: oldest_sent_at(records).map(|t| lag_ms(now, t)),
             end_to_end_lag_ms: plan.oldest_received_at().map(|t| lag_ms(now, t)),
         }
@@ -95,13 +103,18 @@ pub fn emf_line(
         "DbWriteMs": metrics.db_write_ms,
     });
     // A lag that cannot be computed is left out rather than reported as 0, which would
-    // flatter the statistics.
-    for (name, value) in [
-        ("QueueLagMs", metrics.queue_lag_ms),
-        ("EndToEndLagMs", metrics.end_to_end_lag_ms),
+    // flatter the statistics; so is the dead-letter count of an SQS batch (SQS counts its own).
+    for (name, value, unit) in [
+        (
+            "RecordsDeadLettered",
+            metrics.records_dead_lettered,
+            "Count",
+        ),
+        ("QueueLagMs", metrics.queue_lag_ms, "Milliseconds"),
+        ("EndToEndLagMs", metrics.end_to_end_lag_ms, "Milliseconds"),
     ] {
         if let (Some(v), Value::Object(map)) = (value, &mut record) {
-            definitions.push(json!({"Name": name, "Unit": "Milliseconds"}));
+            definitions.push(json!({"Name": name, "Unit": unit}));
             map.insert(name.to_owned(), json!(v));
         }
     }
@@ -138,6 +151,7 @@ mod tests {
             records_failed: 1,
             records_rejected: 1,
             db_write_ms: 12,
+            records_dead_lettered: None,
             queue_lag_ms: Some(250),
             end_to_end_lag_ms: Some(900),
         };
@@ -185,6 +199,21 @@ mod tests {
     }
 
     #[test]
+    fn a_kinesis_batch_counts_its_dead_letters() {
+        let m = InvocationMetrics {
+            records_dead_lettered: Some(2),
+            ..InvocationMetrics::default()
+        };
+        let v: Value = serde_json::from_str(&emf_line("NS", "svc", "r", &m, at(0))).expect("json");
+        assert_eq!(v["RecordsDeadLettered"], 2);
+        let defs = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics");
+        assert!(defs.contains(&json!({"Name": "RecordsDeadLettered", "Unit": "Count"})));
+        assert_eq!(defs.len(), 7);
+    }
+
+    #[test]
     fn unknown_lags_are_left_out() {
         let line = emf_line(
             "Custom/NS",
@@ -197,6 +226,7 @@ mod tests {
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Custom/NS");
         assert!(v.get("QueueLagMs").is_none());
         assert!(v.get("EndToEndLagMs").is_none());
+        assert!(v.get("RecordsDeadLettered").is_none());
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
                 .as_array()

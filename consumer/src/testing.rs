@@ -1,16 +1,22 @@
 //! The consumer's test fixtures, written once for its unit tests, its integration tests
-//! (`consumer/tests`) and the fuzz targets: an event, and a message body carrying events as the
-//! edge seals them. Never used by a deployment (the key that seals them is public: see
-//! [`crate::keys::testing`]).
+//! (`consumer/tests`) and the fuzz targets: an event, a message body carrying events as the
+//! edge seals them, an in-memory store and dead-letter queue, and a fixed clock. Never used by
+//! a deployment (the key that seals them is public: see [`crate::keys::testing`]).
 //!
 //! A test that needs another value of a field says so where it builds its event
 //! (`Event { received_at: .., ..event(1) }`), so what it depends on is in sight.
 
-use chrono::DateTime;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
 use spillway_shared::{pack, BufferLimits, Event};
 use uuid::Uuid;
 
+use crate::dead_letter::{DeadLetter, DeadLetterError, DeadLetterSink};
+use crate::handler::Clock;
 use crate::keys::testing::test_key;
+use crate::store::{EventStore, FailureKind, Row, StoreError, WriteCounts};
 
 /// Event `n`: id `n` as a UUID, a `page_view` of key `web`, occurred 9 s before it was
 /// received at 2026-11-28T07:59:59Z, data naming `n`.
@@ -43,4 +49,86 @@ pub fn body(events: &[Event]) -> String {
         "events must fit in one message"
     );
     batches[0].entries[0].body.clone()
+}
+
+/// An in-memory [`EventStore`]: ids it holds, a "database" that refuses one event type (as
+/// PostgreSQL refuses a NUL), or one that is down; it counts its writes.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    pub ids: Mutex<HashSet<Uuid>>,
+    /// Event types the "database" refuses, with a data error.
+    pub poison_type: Option<&'static str>,
+    pub down: bool,
+    pub writes: Mutex<usize>,
+}
+
+impl EventStore for MemStore {
+    async fn write(&self, rows: &[Row<'_>]) -> Result<WriteCounts, StoreError> {
+        *self.writes.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        if self.down {
+            return Err(StoreError::unavailable("connection refused"));
+        }
+        if rows
+            .iter()
+            .any(|r| Some(r.event.event_type.as_str()) == self.poison_type)
+        {
+            return Err(StoreError {
+                kind: FailureKind::Data,
+                code: Some("22P05".into()),
+                message: "refused".into(),
+            });
+        }
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = WriteCounts::default();
+        for r in rows {
+            if ids.insert(r.event.id) {
+                c.inserted += 1;
+            } else {
+                c.duplicates += 1;
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// An in-memory dead-letter queue; sends of the sequence numbers in `refuse` fail.
+#[derive(Debug, Default)]
+pub struct MemDeadLetters {
+    pub sent: Mutex<Vec<DeadLetter>>,
+    pub refuse: HashSet<String>,
+}
+
+impl MemDeadLetters {
+    /// The sequence numbers sent so far, in order.
+    pub fn sequences(&self) -> Vec<String> {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|l| l.sequence_number.clone())
+            .collect()
+    }
+}
+
+impl DeadLetterSink for MemDeadLetters {
+    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
+        if self.refuse.contains(&letter.sequence_number) {
+            return Err(DeadLetterError("refused by the fake".into()));
+        }
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(letter.clone());
+        Ok(())
+    }
+}
+
+/// A clock that always says the same time.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub DateTime<Utc>);
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
 }

@@ -107,6 +107,7 @@ fn deps_for(url: &str) -> Deps<PgStore> {
         metrics_namespace: config.metrics_namespace,
         metrics_service: config.metrics_service,
         keys: spillway_consumer::keys::testing::test_keyring(),
+        dead_letters: spillway_consumer::dead_letter::NoDeadLetters,
     };
     secrets().assert_absent("Deps (Debug)", &format!("{deps:?}"));
     deps

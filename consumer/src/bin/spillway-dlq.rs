@@ -1,5 +1,6 @@
 //! `spillway-dlq`: list and peek at the dead-letter queue, with the reason each message failed
-//! where its body tells, and redrive messages to the main queue (with a dry run). Works against
+//! where its body tells (and a Kinesis record's origin), and redrive messages to the main queue
+//! or, for a Kinesis record, into its stream (with a dry run). Works against
 //! the local SQS and against AWS. Only wiring lives here; see `spillway_consumer::tools::dlq`.
 //!
 //! Prints plain text on stdout (one line per message, then a summary); exits 2 on a bad
@@ -77,8 +78,19 @@ async fn run(args: DlqArgs) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Redrive { dry_run } => {
-            let queue = args.queue_url.as_deref().unwrap_or_default();
-            let report = dlq::redrive(&client, &args.dlq_url, queue, args.max, dry_run).await?;
+            let queue = args.queue_url.as_deref();
+            let mut streams = dlq::Streams::new(args.kinesis_endpoint.clone());
+            let report = dlq::redrive(
+                &client,
+                &args.dlq_url,
+                queue,
+                &mut streams,
+                args.max,
+                dry_run,
+            )
+            .await?;
+            // Where SQS dead letters go; Kinesis ones go to the stream each names.
+            let queue = queue.unwrap_or("their streams");
             if dry_run {
                 for id in &report.would_move {
                     say!("would move {id}");

@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
             metrics_namespace: consumer.metrics_namespace.clone(),
             metrics_service: consumer.metrics_service.clone(),
             keys: keys.clone(),
+            dead_letters: spillway_consumer::dead_letter::NoDeadLetters,
         });
     }
 

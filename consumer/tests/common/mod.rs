@@ -1,18 +1,23 @@
-//! Helpers shared by the consumer's integration tests: a migrated PostgreSQL, events, SQS
-//! records in the shape Lambda delivers, and handler deps over the real store.
+//! Helpers shared by the consumer's integration tests: a migrated PostgreSQL, events, SQS and
+//! Kinesis records in the shape Lambda delivers, and handler deps over the real store.
 #![allow(dead_code)] // each test binary uses a different part
+
+pub mod lambda;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use spillway_consumer::config::DbConfig;
-use spillway_consumer::handler::{Deps, Outcome, SystemClock};
+use spillway_consumer::dead_letter::NoDeadLetters;
+use spillway_consumer::handler::{Deps, KinesisOutcome, Outcome, SystemClock};
 use spillway_consumer::keys::testing::test_keyring;
 use spillway_consumer::migrate;
 use spillway_consumer::pg::PgStore;
+use spillway_consumer::testing::MemDeadLetters;
 #[allow(unused_imports)] // as above: not every test binary builds bodies
 pub use spillway_consumer::testing::{body, event};
 use spillway_shared::Event;
@@ -80,6 +85,7 @@ pub fn deps_with_timeout(url: &str, statement_timeout_ms: u64) -> Deps<PgStore> 
         metrics_namespace: "SpillwayTest".into(),
         metrics_service: "spillway-consumer".into(),
         keys: test_keyring(),
+        dead_letters: NoDeadLetters,
     }
 }
 
@@ -165,4 +171,68 @@ pub fn primary_key(pg: &Postgres) -> String {
           WHERE i.indrelid = 'events'::regclass AND i.indisprimary",
     )
     .expect("psql")
+}
+
+pub fn kinesis_fixture(name: &str) -> PathBuf {
+    spillway_support::repo_root()
+        .join("tests/fixtures/kinesis")
+        .join(name)
+}
+
+pub const KINESIS_STREAM: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/spillway-events";
+
+/// A 56-digit sequence number (as Kinesis writes them) ending in `n`.
+pub fn kinesis_seq(n: u32) -> String {
+    format!("4965831234567890123456789012345678901234567890123{n:07}")
+}
+
+/// A Kinesis record shaped as Lambda delivers it (built from JSON, not from struct fields),
+/// on shard 1, arrived now.
+pub fn kinesis_record(n: u32, data: &[u8]) -> KinesisEventRecord {
+    use base64::Engine as _;
+    let seq = kinesis_seq(n);
+    let now = Utc::now().timestamp_millis() as f64 / 1000.0;
+    serde_json::from_value(json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": format!("pk-{n}"),
+            "sequenceNumber": seq,
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "approximateArrivalTimestamp": now
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": format!("shardId-000000000001:{seq}"),
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::000000000000:role/spillway-consumer",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": KINESIS_STREAM
+    }))
+    .expect("record")
+}
+
+pub fn kinesis_event(records: Vec<KinesisEventRecord>) -> KinesisEvent {
+    serde_json::from_value(json!({ "Records": records })).expect("event")
+}
+
+/// Handler deps over the real store, with an in-memory dead-letter queue.
+pub fn kinesis_deps(url: &str) -> Deps<PgStore, SystemClock, MemDeadLetters> {
+    let d = deps(url);
+    Deps {
+        store: d.store,
+        clock: d.clock,
+        metrics_namespace: d.metrics_namespace,
+        metrics_service: d.metrics_service,
+        keys: d.keys,
+        dead_letters: MemDeadLetters::default(),
+    }
+}
+
+/// The reported sequence numbers, in the order of the response.
+pub fn failed_seqs(o: &KinesisOutcome) -> Vec<String> {
+    o.response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap_or_default())
+        .collect()
 }

@@ -326,6 +326,7 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
         metrics_namespace: "SpillwayInvariant".into(),
         metrics_service: "spillway-consumer".into(),
         keys: test_keyring(),
+        dead_letters: spillway_consumer::dead_letter::NoDeadLetters,
     };
     let client = rt.block_on(async {
         let mut client = deps.store.open().await.expect("connect");

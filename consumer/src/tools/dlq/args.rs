@@ -12,18 +12,23 @@ pub const USAGE: &str = "\
 usage: spillway-dlq <list|peek|redrive> [options]
 
   list       one line per dead letter: message id, receives, sent and first-receive times,
-             body size, and why it failed where the body tells
+             body size, why it failed where the body tells, and for a Kinesis record
+             (spillway.source=kinesis) its stream, shard, sequence number and reason
   peek       the same, plus every event id and the body
-  redrive    move dead letters back to the main queue (send, then delete from the DLQ)
+  redrive    move dead letters back: an SQS one to the main queue (SendMessageBatch), a
+             Kinesis one into its stream (PutRecords, its partition key); each is deleted
+             from the DLQ only once the queue or stream acknowledged it
 
 options:
-  --dlq-url URL     the dead-letter queue (default: $SQS_DLQ_URL)
-  --queue-url URL   the main queue, for redrive (default: $SQS_QUEUE_URL)
+  --dlq-url URL     the dead-letter queue (default: $SQS_DLQ_URL, else $DEAD_LETTER_QUEUE_URL)
+  --queue-url URL   the main queue, for redriving SQS dead letters (default: $SQS_QUEUE_URL;
+                    not required with BUFFER=kinesis)
   --max N           at most N messages (default: list 100, peek 10, redrive all)
   --dry-run         redrive: only print what would be moved
   -h, --help        this text
 
-environment: SQS_ENDPOINT (default: the origin of the DLQ URL), AWS_REGION and the AWS
+environment: SQS_ENDPOINT (default: the origin of the DLQ URL), KINESIS_ENDPOINT (default:
+the regional endpoint of each stream's ARN), BUFFER, AWS_REGION and the AWS
 default credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ...);
 ENVELOPE_KEYS (the consumer's kid:secret pairs), when set, checks each body's seal, so a
 message not sent by the edge, or altered, is named as such.
@@ -43,8 +48,12 @@ pub enum Command {
 pub struct DlqArgs {
     pub command: Command,
     pub dlq_url: String,
-    /// Required for `redrive` only.
+    /// Required for `redrive` only, unless `BUFFER=kinesis` (a Kinesis consumer's DLQ holds
+    /// Kinesis dead letters, which go back into their stream instead).
     pub queue_url: Option<String>,
+    /// `KINESIS_ENDPOINT` (an origin), for a local stream; `None`: each stream's regional
+    /// endpoint.
+    pub kinesis_endpoint: Option<String>,
     /// `SQS_ENDPOINT`, default: the origin of the DLQ URL (as the contract says for
     /// `SQS_QUEUE_URL`).
     pub endpoint: String,
@@ -153,11 +162,13 @@ pub fn parse_args(
     };
     let dlq_url = dlq_flag
         .or_else(|| set("SQS_DLQ_URL"))
+        .or_else(|| set("DEAD_LETTER_QUEUE_URL"))
         .ok_or(UsageError::Missing("--dlq-url", "SQS_DLQ_URL"))?;
+    let kinesis = set("BUFFER").is_some_and(|b| b.trim() == "kinesis");
     let dlq_url = url("the DLQ URL", dlq_url)?;
     let queue_url = match queue_flag.or_else(|| set("SQS_QUEUE_URL")) {
         Some(q) => Some(url("the queue URL", q)?),
-        None if matches!(command, Command::Redrive { .. }) => {
+        None if matches!(command, Command::Redrive { .. }) && !kinesis => {
             return Err(UsageError::Missing("--queue-url", "SQS_QUEUE_URL"))
         }
         None => None,
@@ -173,6 +184,13 @@ pub fn parse_args(
         // `url` above checked that it has one.
         None => origin_of(&dlq_url).unwrap_or_default(),
     };
+    let kinesis_endpoint = match set("KINESIS_ENDPOINT") {
+        Some(e) => Some(origin_of(&e).ok_or(UsageError::NotAUrl {
+            name: "KINESIS_ENDPOINT",
+            value: e,
+        })?),
+        None => None,
+    };
     let max = max.unwrap_or(match command {
         Command::List => 100,
         Command::Peek => 10,
@@ -186,6 +204,7 @@ pub fn parse_args(
         command,
         dlq_url,
         queue_url,
+        kinesis_endpoint,
         endpoint,
         max,
         keys,

@@ -13,18 +13,25 @@
 //! the DLQ has no redrive policy of its own, so that moves nothing.
 //!
 //! A redrive sends each message to the main queue first and deletes it from the DLQ only once
-//! SQS confirmed the send. A failure in between leaves the message in both queues, which is
+//! SQS confirmed the send; a Kinesis record's dead letter (`spillway.source=kinesis`, sent by
+//! the Kinesis handler) goes back into its stream instead ([`kinesis`]), deleted only once
+//! `PutRecords` answered with a sequence number for it. A failure in between leaves the message in both queues, which is
 //! harmless: events are stored once by id. It does not handle FIFO queues (the template's
 //! queues are standard ones).
 
 pub mod args;
+pub mod kinesis;
 pub mod plan;
 pub mod report;
 pub mod sqs;
 
 pub use args::{parse_args, Command, DlqArgs, Parsed, UsageError, USAGE};
-pub use plan::{plan_redrive, split_new, RedriveReport, Sent};
-pub use report::{peek_text, printable, MessageInfo, Reason};
+pub use kinesis::Streams;
+pub use plan::{
+    plan_redrive, put_calls, read_put_records, split_new, stream_region, PutResult, RedriveReport,
+    Sent,
+};
+pub use report::{kinesis_dead_letter, peek_text, printable, MessageInfo, Reason};
 pub use sqs::{redrive, restore, scan, SqsError, SCAN_VISIBILITY};
 
 #[cfg(test)]

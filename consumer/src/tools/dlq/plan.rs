@@ -111,3 +111,81 @@ pub(super) fn sendable(
         .collect();
     (!kept.is_empty()).then_some(kept)
 }
+
+/// What `PutRecords` takes per call: at most 500 records and, kept within what every emulator
+/// and older region enforces, 5 MiB of data plus partition keys.
+pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
+pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+
+/// The region of a Kinesis stream ARN (`arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`).
+pub fn stream_region(arn: &str) -> Option<&str> {
+    let fields: Vec<&str> = arn.splitn(6, ':').collect();
+    match fields.as_slice() {
+        ["arn", _, "kinesis", region, _, rest]
+            if !region.is_empty() && rest.starts_with("stream/") =>
+        {
+            Some(region)
+        }
+        _ => None,
+    }
+}
+
+/// Splits records of `(stream, size)` into `PutRecords` calls: one stream per call, at most
+/// [`PUT_RECORDS_MAX_RECORDS`] and [`PUT_RECORDS_MAX_BYTES`] each (a record larger than that
+/// goes alone; Kinesis then answers for it). Returns the records' positions per call, in
+/// order.
+pub fn put_calls(records: &[(&str, usize)]) -> Vec<Vec<usize>> {
+    let mut calls: Vec<(String, usize, Vec<usize>)> = Vec::new();
+    for (i, (stream, size)) in records.iter().enumerate() {
+        let open = calls.iter_mut().rev().find(|(s, bytes, ids)| {
+            s == stream
+                && ids.len() < PUT_RECORDS_MAX_RECORDS
+                && bytes + size <= PUT_RECORDS_MAX_BYTES
+        });
+        match open {
+            Some((_, bytes, ids)) => {
+                *bytes += size;
+                ids.push(i);
+            }
+            None => calls.push(((*stream).to_owned(), *size, vec![i])),
+        }
+    }
+    calls.into_iter().map(|(_, _, ids)| ids).collect()
+}
+
+/// One result entry of a `PutRecords` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutResult {
+    pub shard_id: Option<String>,
+    pub sequence_number: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// Reads a `PutRecords` answer for `sent` records: entry `i` answers record `i`. A record is in
+/// the stream only when its entry has a sequence number and no error code (`FailedRecordCount`
+/// is not trusted); an entry missing from the answer counts as not put. `Ok` holds
+/// `shard/sequence`.
+pub fn read_put_records(sent: usize, results: &[PutResult]) -> Vec<Result<String, String>> {
+    (0..sent)
+        .map(|i| match results.get(i) {
+            None => Err("Kinesis did not answer for it".to_owned()),
+            Some(PutResult {
+                error_code: Some(code),
+                error_message,
+                ..
+            }) => Err(format!(
+                "{code}: {}",
+                error_message.as_deref().unwrap_or_default()
+            )),
+            Some(PutResult {
+                sequence_number: Some(seq),
+                shard_id,
+                ..
+            }) => Ok(format!("{}/{seq}", shard_id.as_deref().unwrap_or("?"))),
+            Some(_) => {
+                Err("Kinesis answered with neither a sequence number nor an error".to_owned())
+            }
+        })
+        .collect()
+}

@@ -1,5 +1,7 @@
 //! What the tool prints about a dead letter: one line for `list`, the whole body for `peek`,
-//! and why it failed where the body tells.
+//! and why it failed where the body tells; for a Kinesis record the handler dead-lettered
+//! (`spillway.source=kinesis`), also its stream, shard, sequence number, partition key and the
+//! handler's reason, from its message attributes ([`crate::dead_letter`]).
 //!
 //! Bodies are anyone's text (whoever could send to the queue): everything printed goes
 //! through [`printable`], so no control character of a body reaches the terminal.
@@ -8,6 +10,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+
+use crate::dead_letter::{AttrValue, DeadLetter, NotADeadLetter};
 use chrono::{DateTime, SecondsFormat};
 use spillway_shared::{decode, open, DecodeError, Keyring, SealError};
 use uuid::Uuid;
@@ -90,8 +94,29 @@ pub struct MessageInfo {
     pub sent_ms: Option<i64>,
     /// `ApproximateFirstReceiveTimestamp` (ms since the epoch).
     pub first_receive_ms: Option<i64>,
+    /// The body's size; for a Kinesis dead letter, its data's.
     pub body_bytes: usize,
     pub reason: Reason,
+    /// A Kinesis record's dead letter (its origin, and its data decoded when the body is
+    /// base64), or why its attributes do not read as one; `None` for an SQS dead letter.
+    pub kinesis: Option<Result<DeadLetter, NotADeadLetter>>,
+}
+
+/// A message's attribute `name` as [`crate::dead_letter`] reads it.
+fn attribute(msg: &Message, name: &str) -> Option<AttrValue> {
+    let value = msg.message_attributes()?.get(name)?;
+    if value.data_type().starts_with("Binary") {
+        value
+            .binary_value()
+            .map(|b| AttrValue::Binary(b.as_ref().to_vec()))
+    } else {
+        value.string_value().map(|s| AttrValue::Text(s.to_owned()))
+    }
+}
+
+/// The Kinesis dead letter `msg` carries, if it is one (see [`MessageInfo::kinesis`]).
+pub fn kinesis_dead_letter(msg: &Message) -> Option<Result<DeadLetter, NotADeadLetter>> {
+    DeadLetter::from_message(msg.body().unwrap_or_default(), &|n| attribute(msg, n)).transpose()
 }
 
 impl MessageInfo {
@@ -101,15 +126,28 @@ impl MessageInfo {
                 .and_then(|a| a.get(&name))
                 .and_then(|v| v.parse().ok())
         };
-        let body = msg.body().unwrap_or_default();
+        let kinesis = kinesis_dead_letter(msg);
+        // A Kinesis record's data may have been sent base64: judge the data itself.
+        let (data, bytes) = match &kinesis {
+            Some(Ok(letter)) => (
+                String::from_utf8_lossy(&letter.data).into_owned(),
+                letter.data.len(),
+            ),
+            _ => {
+                let body = msg.body().unwrap_or_default();
+                (body.to_owned(), body.len())
+            }
+        };
+        let body = data.as_str();
         Self {
             message_id: msg.message_id().unwrap_or_default().to_owned(),
             receive_count: attr(MessageSystemAttributeName::ApproximateReceiveCount)
                 .and_then(|v: i64| u64::try_from(v).ok()),
             sent_ms: attr(MessageSystemAttributeName::SentTimestamp),
             first_receive_ms: attr(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
-            body_bytes: body.len(),
+            body_bytes: bytes,
             reason: Reason::of(body, keys),
+            kinesis,
         }
     }
 
@@ -127,7 +165,27 @@ impl MessageInfo {
             self.body_bytes,
             self.reason
         );
+        let line = match &self.kinesis {
+            None => line,
+            Some(Ok(k)) => format!(
+                "{line}  kinesis stream {} shard {} sequence {} partition key {}: {}",
+                k.stream_arn,
+                or_unknown(&k.shard_id),
+                or_unknown(&k.sequence_number),
+                k.partition_key,
+                or_unknown(&k.reason)
+            ),
+            Some(Err(e)) => format!("{line}  kinesis dead letter that cannot be redriven: {e}"),
+        };
         printable(&line).into_owned()
+    }
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "?"
+    } else {
+        s
     }
 }
 

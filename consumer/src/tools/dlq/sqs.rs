@@ -10,7 +10,9 @@ use aws_sdk_sqs::types::{
 };
 use thiserror::Error;
 
+use super::kinesis::Streams;
 use super::plan::{entry_id, plan_redrive, sendable, split_new, RedriveReport, Sent};
+use super::report::kinesis_dead_letter;
 
 /// How long a scan keeps what it received hidden, so that the next receive of the same pass
 /// returns other messages. [`restore`] ends it early; should the tool die, SQS ends it.
@@ -140,12 +142,14 @@ pub async fn restore(client: &aws_sdk_sqs::Client, queue: &str, messages: &[Mess
     restored
 }
 
-/// Moves up to `max` messages from `dlq` to `queue`, 10 at a time; with `dry_run`, only
-/// receives them, reports them and makes them visible again.
+/// Moves up to `max` messages from `dlq`, 10 at a time: an SQS dead letter to `queue`, a
+/// Kinesis one into its stream through `streams`; with `dry_run`, only receives them, reports
+/// them and makes them visible again.
 pub async fn redrive(
     client: &aws_sdk_sqs::Client,
     dlq: &str,
-    queue: &str,
+    queue: Option<&str>,
+    streams: &mut Streams,
     max: usize,
     dry_run: bool,
 ) -> Result<RedriveReport, SqsError> {
@@ -184,6 +188,61 @@ pub async fn redrive(
             continue;
         }
         idle = 0;
+        // Kinesis records' dead letters go back into their streams, SQS ones to the queue.
+        let mut to_queue = Vec::new();
+        let mut to_streams = Vec::new();
+        for m in batch {
+            match kinesis_dead_letter(&m) {
+                None => to_queue.push(m),
+                Some(Ok(letter)) => to_streams.push((m, letter)),
+                Some(Err(e)) => {
+                    let id = m.message_id().unwrap_or_default().to_owned();
+                    report
+                        .not_moved
+                        .push((id, format!("a Kinesis dead letter: {e}")));
+                    kept.push(m);
+                }
+            }
+        }
+        let mut deletes = Vec::new();
+        if !to_streams.is_empty() {
+            let letters: Vec<_> = to_streams.iter().map(|(_, l)| l).collect();
+            let answers = streams.put(&letters).await;
+            for ((m, _), answer) in to_streams.into_iter().zip(answers) {
+                let message_id = m.message_id().unwrap_or_default().to_owned();
+                match (answer, m.receipt_handle()) {
+                    (Ok(new_id), Some(receipt)) => {
+                        deletes.push((message_id, new_id, receipt.to_owned()))
+                    }
+                    (Ok(new_id), None) => report.not_deleted.push((
+                        message_id,
+                        format!("put as {new_id}, but it has no receipt handle to delete it with"),
+                    )),
+                    (Err(why), _) => {
+                        report.not_moved.push((message_id, why));
+                        kept.push(m);
+                    }
+                }
+            }
+        }
+        let batch = to_queue;
+        if batch.is_empty() {
+            delete_sent(client, dlq, deletes, &mut report).await;
+            continue;
+        }
+        let Some(queue) = queue else {
+            for m in batch {
+                let id = m.message_id().unwrap_or_default().to_owned();
+                report.not_moved.push((
+                    id,
+                    "an SQS dead letter, and no --queue-url (SQS_QUEUE_URL) to send it to"
+                        .to_owned(),
+                ));
+                kept.push(m);
+            }
+            delete_sent(client, dlq, deletes, &mut report).await;
+            continue;
+        };
         let entries: Vec<_> = batch
             .iter()
             .enumerate()
@@ -226,7 +285,6 @@ pub async fn redrive(
                 return Err(sqs_error("SendMessageBatch", queue, e));
             }
         };
-        let mut deletes = Vec::new();
         for (m, sent) in batch.into_iter().zip(plan) {
             match sent {
                 Sent::Yes {

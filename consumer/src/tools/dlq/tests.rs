@@ -323,3 +323,157 @@ fn peek_never_prints_control_characters() {
     // Ordinary text, non-ASCII included, is left as it is.
     assert_eq!(printable("héllo 🦀 \"x\""), "héllo 🦀 \"x\"");
 }
+
+/// A Kinesis dead letter as the handler sends it, received from the DLQ.
+fn kinesis_message(id: &str, letter: &crate::dead_letter::DeadLetter) -> Message {
+    use crate::dead_letter::AttrValue;
+    let m = letter.to_message();
+    let mut attrs = HashMap::new();
+    for (name, value) in m.attributes {
+        let v = match value {
+            AttrValue::Text(s) => MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(s),
+            AttrValue::Binary(b) => MessageAttributeValue::builder()
+                .data_type("Binary")
+                .binary_value(aws_sdk_sqs::primitives::Blob::new(b)),
+        }
+        .build()
+        .expect("attribute");
+        attrs.insert(name.to_owned(), v);
+    }
+    Message::builder()
+        .message_id(id)
+        .receipt_handle(format!("rh-{id}"))
+        .body(m.body)
+        .set_message_attributes(Some(attrs))
+        .build()
+}
+
+fn letter(data: &[u8]) -> crate::dead_letter::DeadLetter {
+    crate::dead_letter::DeadLetter {
+        data: data.to_vec(),
+        stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/spillway".into(),
+        shard_id: "shardId-000000000003".into(),
+        sequence_number: "49658312345678901234567890123456789012345678901234567906".into(),
+        partition_key: "pk-1".into(),
+        reason: "store_data: write failed: refused".into(),
+    }
+}
+
+#[test]
+fn a_kinesis_dead_letter_is_listed_with_its_origin() {
+    let good = body(&[event(1), event(2)]);
+    let info = MessageInfo::of(
+        &kinesis_message("k-1", &letter(good.as_bytes())),
+        Some(&test_keyring()),
+    );
+    let line = info.line();
+    assert!(
+        line.contains(
+            "kinesis stream arn:aws:kinesis:us-east-1:000000000000:stream/spillway \
+             shard shardId-000000000003 \
+             sequence 49658312345678901234567890123456789012345678901234567906 \
+             partition key pk-1: store_data: write failed: refused"
+        ),
+        "{line}"
+    );
+    assert!(line.contains("decodes fine, seal verified"), "{line}");
+    // Data sent base64 is judged as the data, not as its base64 text.
+    let info = MessageInfo::of(&kinesis_message("k-2", &letter(b"\xff\xfe")), None);
+    assert_eq!(info.body_bytes, 2);
+    assert!(
+        matches!(info.reason, Reason::Undecodable(_)),
+        "{:?}",
+        info.reason
+    );
+    // An SQS dead letter says nothing of Kinesis.
+    let plain = MessageInfo::of(&message("m-1", &good), None);
+    assert!(plain.kinesis.is_none());
+    assert!(!plain.line().contains("kinesis"));
+}
+
+#[test]
+fn with_the_kinesis_buffer_redrive_needs_no_main_queue() {
+    let r = run(
+        "redrive",
+        &[
+            ("DEAD_LETTER_QUEUE_URL", DLQ),
+            ("BUFFER", "kinesis"),
+            ("KINESIS_ENDPOINT", "http://127.0.0.1:4567/"),
+        ],
+    )
+    .expect("valid");
+    assert_eq!(r.dlq_url, DLQ);
+    assert_eq!(r.queue_url, None);
+    assert_eq!(r.kinesis_endpoint.as_deref(), Some("http://127.0.0.1:4567"));
+    assert_eq!(
+        run("redrive", &[("SQS_DLQ_URL", DLQ), ("BUFFER", "sqs")]).err(),
+        Some(UsageError::Missing("--queue-url", "SQS_QUEUE_URL"))
+    );
+    assert!(matches!(
+        run(
+            "list",
+            &[("SQS_DLQ_URL", DLQ), ("KINESIS_ENDPOINT", "nope")]
+        ),
+        Err(UsageError::NotAUrl {
+            name: "KINESIS_ENDPOINT",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn put_records_calls_keep_to_one_stream_and_the_limits() {
+    let mb = 1024 * 1024;
+    let calls = put_calls(&[("a", mb), ("b", 10), ("a", mb), ("a", 3 * mb), ("a", 1)]);
+    // Stream a: 1 + 1 + 3 MiB = 5 MiB fits exactly; the next byte opens a new call.
+    assert_eq!(calls, [vec![0, 2, 3], vec![1], vec![4]]);
+    let many: Vec<(&str, usize)> = (0..501).map(|_| ("s", 1)).collect();
+    let calls = put_calls(&many);
+    assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [500, 1]);
+    // A record larger than a call goes alone.
+    assert_eq!(put_calls(&[("s", 6 * mb), ("s", 1)]), [vec![0], vec![1]]);
+}
+
+#[test]
+fn every_put_records_entry_is_read() {
+    let ok = |shard: &str, seq: &str| PutResult {
+        shard_id: Some(shard.into()),
+        sequence_number: Some(seq.into()),
+        ..PutResult::default()
+    };
+    let refused = PutResult {
+        error_code: Some("ProvisionedThroughputExceededException".into()),
+        error_message: Some("Rate exceeded for shard".into()),
+        ..PutResult::default()
+    };
+    // The call succeeded as a whole; entry 1 failed, entry 3 is missing from the answer.
+    let answers = read_put_records(4, &[ok("shardId-1", "11"), refused, ok("shardId-0", "12")]);
+    assert_eq!(
+        answers,
+        [
+            Ok("shardId-1/11".to_owned()),
+            Err("ProvisionedThroughputExceededException: Rate exceeded for shard".to_owned()),
+            Ok("shardId-0/12".to_owned()),
+            Err("Kinesis did not answer for it".to_owned()),
+        ]
+    );
+    assert!(read_put_records(1, &[PutResult::default()])[0].is_err());
+}
+
+#[test]
+fn a_stream_arn_names_its_region() {
+    assert_eq!(
+        stream_region("arn:aws:kinesis:eu-west-1:123456789012:stream/spillway"),
+        Some("eu-west-1")
+    );
+    for bad in [
+        "arn:aws:sqs:eu-west-1:123456789012:stream/x",
+        "arn:aws:kinesis::123456789012:stream/x",
+        "arn:aws:kinesis:eu-west-1:123456789012:table/x",
+        "spillway",
+    ] {
+        assert_eq!(stream_region(bad), None, "{bad}");
+    }
+}
