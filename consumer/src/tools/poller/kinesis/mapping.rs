@@ -40,6 +40,17 @@ pub trait Function: Send + Sync + 'static {
     ) -> impl Future<Output = Result<KinesisEventResponse, FunctionError>> + Send;
 }
 
+/// A shared function is still the function (lets a caller keep a handle to it).
+impl<T: Function> Function for Arc<T> {
+    fn invoke(
+        &self,
+        event: KinesisEvent,
+        request_id: String,
+    ) -> impl Future<Output = Result<KinesisEventResponse, FunctionError>> + Send {
+        T::invoke(self, event, request_id)
+    }
+}
+
 /// Where on-failure records go (an SQS queue in the binary).
 pub trait Destination: Send + Sync + 'static {
     fn send(&self, body: String) -> impl Future<Output = Result<(), String>> + Send;
