@@ -353,7 +353,7 @@ async fn every_record_is_delivered_and_a_reported_failure_is_delivered_again_fro
 
     // Fail a record in the middle of its shard 3 times.
     let mut on_shard: Vec<&Put> = puts.iter().filter(|p| p.shard == puts[0].shard).collect();
-    on_shard.sort_by(|a, b| seq(&a.seq).cmp(&seq(&b.seq)));
+    on_shard.sort_by_key(|p| seq(&p.seq));
     let target = on_shard[on_shard.len() / 2].clone();
     let fake = Arc::new(Fake {
         fail_seq: Some(target.seq.clone()),
@@ -534,7 +534,7 @@ async fn a_killed_mapping_resumes_after_its_checkpoint_file() {
     let first = put_concurrently(&client, "k1", 1_000, 8).await;
     let fake = Arc::new(Fake {
         // Slow enough to be killed mid-stream.
-        delay: Duration::from_millis(30),
+        delay: Duration::from_millis(50),
         ..Fake::default()
     });
     let cp = checkpoint_path("kill");

@@ -138,18 +138,18 @@ impl Checkpoints {
     ) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let entry = state.shards.entry(shard_id.to_owned()).or_default();
-        let cp = checkpoint.map(ToString::to_string);
+        // Never move a checkpoint back to "nothing" (a shard that has not finished anything
+        // since the restart keeps the one it resumed from).
+        let cp = checkpoint
+            .map(ToString::to_string)
+            .or_else(|| entry.checkpoint.clone());
         let changed = entry.checkpoint != cp
             || millis_behind_latest.is_some_and(|m| m != entry.millis_behind_latest)
             || entry.updated_at_ms == 0;
         if !changed {
             return Ok(());
         }
-        // Never move a checkpoint back to "nothing" (a shard that has not finished anything
-        // since the restart keeps the one it resumed from).
-        if cp.is_some() {
-            entry.checkpoint = cp;
-        }
+        entry.checkpoint = cp;
         if let Some(m) = millis_behind_latest {
             entry.millis_behind_latest = m;
         }
@@ -198,7 +198,15 @@ mod tests {
         again
             .update("shardId-000000000001", None, Some(10), 44)
             .expect("write");
-        assert_eq!(again.of("shardId-000000000001"), Some(seq));
+        assert_eq!(again.of("shardId-000000000001"), Some(seq.clone()));
+        // Nothing new: the file is not rewritten (its time stays).
+        again
+            .update("shardId-000000000001", None, Some(10), 45)
+            .expect("write");
+        assert_eq!(
+            load(&path, arn).expect("load").shards["shardId-000000000001"].updated_at_ms,
+            44
+        );
         assert!(matches!(
             load(&path, "arn:aws:kinesis:us-east-1:000000000000:stream/other"),
             Err(CheckpointError::OtherStream { .. })

@@ -79,7 +79,7 @@ mod tests {
         assert!(s(&a) < s(&b));
         assert_eq!(s("0049"), s("49"));
         assert!(s("9") < s("10"));
-        let mut v = vec![s("10"), s("9"), s(&max), s("100"), s("0")];
+        let mut v = [s("10"), s("9"), s(&max), s("100"), s("0")];
         v.sort();
         let got: Vec<&str> = v.iter().map(SeqNum::as_str).collect();
         assert_eq!(got, ["0", "9", "10", "100", max.as_str()]);
