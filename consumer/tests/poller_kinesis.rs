@@ -2,7 +2,7 @@
 //! the emulator the stack runs) with a fake function in place of the consumer's handler:
 //! every record put concurrently to a 4-shard stream is delivered, a reported failure is
 //! delivered again from its sequence number, a poison record is given up on to the
-//! on-failure destination after its retry budget, and a mapping killed mid-stream resumes
+//! on-failure destination (a local SQS queue, moto) after its retry budget, and a mapping killed mid-stream resumes
 //! from its checkpoint file.
 //!
 //! The emulator is started here, on free ports, from `KINESIS_LOCAL_MAIN` or the repository's
@@ -21,9 +21,9 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use serde_json::Value;
 use spillway_consumer::tools::poller::kinesis::{
-    run, Destination, Function, FunctionError, KinesisPollerConfig, MappingStats, SeqNum,
+    run, Function, FunctionError, KinesisPollerConfig, MappingStats, SeqNum, SqsDestination,
 };
-use spillway_support::{free_port, repo_root, run_dir, wait_for_port, Service};
+use spillway_support::{free_port, repo_root, run_dir, wait_for_port, LocalSqs, Moto, Service};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -264,17 +264,6 @@ impl Function for Fake {
     }
 }
 
-#[derive(Default, Clone)]
-struct Captured(Arc<Mutex<Vec<Value>>>);
-
-impl Destination for Captured {
-    async fn send(&self, body: String) -> Result<(), String> {
-        let v = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-        self.0.lock().expect("lock").push(v);
-        Ok(())
-    }
-}
-
 fn config(arn: &str, port: u16, extra: &[(&str, &str)]) -> KinesisPollerConfig {
     let mut env: HashMap<String, String> = [
         ("KINESIS_STREAM_ARN", arn.to_owned()),
@@ -371,7 +360,13 @@ async fn every_record_is_delivered_and_a_reported_failure_is_delivered_again_fro
         ],
     );
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(client.clone(), cfg, fake.clone(), None::<Captured>, rx));
+    let task = tokio::spawn(run(
+        client.clone(),
+        cfg,
+        fake.clone(),
+        None::<SqsDestination>,
+        rx,
+    ));
 
     let all: HashSet<String> = puts.iter().map(|p| p.data.clone()).collect();
     wait_until("every record delivered", Duration::from_secs(120), || {
@@ -461,13 +456,29 @@ async fn every_record_is_delivered_and_a_reported_failure_is_delivered_again_fro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_record_goes_to_the_on_failure_destination_after_its_retries() {
     let (kl, client) = KinesisLocal::start(2).await;
+    // The destination is a real (local) SQS queue, through the binary's adapter.
+    let moto = Moto::start().expect("moto");
+    let sqs = LocalSqs::new(moto.port(), "us-east-1");
+    let queue = sqs.create_queue("on-failure", &[]).expect("queue");
+    let dest = SqsDestination {
+        client: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::Config::builder()
+                .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+                .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+                .endpoint_url(moto.endpoint())
+                .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                    "test", "test", None, None, "test",
+                ))
+                .build(),
+        ),
+        queue_url: queue.clone(),
+    };
     let puts = put_concurrently(&client, "p", 200, 4).await;
     let poison = puts[77].clone();
     let fake = Arc::new(Fake {
         poison: Some(poison.seq.clone()),
         ..Fake::default()
     });
-    let dest = Captured::default();
     let cfg = config(
         &kl.arn(),
         kl.port,
@@ -478,27 +489,35 @@ async fn a_poison_record_goes_to_the_on_failure_destination_after_its_retries() 
         ],
     );
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(run(
-        client.clone(),
-        cfg,
-        fake.clone(),
-        Some(dest.clone()),
-        rx,
-    ));
+    let task = tokio::spawn(run(client.clone(), cfg, fake.clone(), Some(dest), rx));
     let others: HashSet<String> = puts
         .iter()
         .filter(|p| p.seq != poison.seq)
         .map(|p| p.data.clone())
         .collect();
+    let mut sent: Vec<Value> = Vec::new();
     wait_until(
         "every other record delivered and the poison given up on",
         Duration::from_secs(120),
-        || succeeded(&fake).is_superset(&others) && !dest.0.lock().expect("lock").is_empty(),
+        || {
+            sent.extend(
+                sqs.receive(&queue, 30)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|b| serde_json::from_str::<Value>(b).expect("JSON")),
+            );
+            succeeded(&fake).is_superset(&others) && !sent.is_empty()
+        },
     )
     .await;
     let stats = stop(tx, task).await;
     assert_eq!(stats.records_discarded, 1);
-    let sent = dest.0.lock().expect("lock").clone();
+    sent.extend(
+        sqs.receive(&queue, 30)
+            .expect("receive")
+            .iter()
+            .map(|b| serde_json::from_str::<Value>(b).expect("JSON")),
+    );
     assert_eq!(sent.len(), 1, "{sent:?}");
     let info = &sent[0]["KinesisBatchInfo"];
     assert_eq!(info["shardId"], poison.shard.as_str());
@@ -548,7 +567,7 @@ async fn a_killed_mapping_resumes_after_its_checkpoint_file() {
         client.clone(),
         config(&kl.arn(), kl.port, &settings),
         fake.clone(),
-        None::<Captured>,
+        None::<SqsDestination>,
         rx,
     ));
     wait_until("some records delivered", Duration::from_secs(120), || {
@@ -573,7 +592,7 @@ async fn a_killed_mapping_resumes_after_its_checkpoint_file() {
         client.clone(),
         config(&kl.arn(), kl.port, &settings),
         again.clone(),
-        None::<Captured>,
+        None::<SqsDestination>,
         rx,
     ));
     let behind_checkpoint = |p: &Put| {
