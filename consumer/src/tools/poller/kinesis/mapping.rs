@@ -8,11 +8,8 @@
 //! the parent's end, not before; that is when the children matter.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::sync::Arc;
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
-use aws_lambda_events::event::streams::KinesisEventResponse;
 use aws_sdk_kinesis::error::DisplayErrorContext;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -22,59 +19,9 @@ use tracing::{info, warn};
 use super::checkpoint::{load, CheckpointError, CheckpointFile, Checkpoints};
 use super::config::{parse_stream_arn, KinesisPollerConfig};
 use super::event::StreamInfo;
-use super::reader::{run_shard, ShardEnd, ShardStats, Start};
+use super::reader::{run_shard, Mapping, ShardEnd, ShardStats, Start};
+use super::seams::{Destination, Function};
 use super::shard::{Limits, MAX_PAYLOAD_BYTES};
-
-/// The function failed as a whole (on Lambda: an error, a timeout, a crash); the batch is
-/// retried or bisected.
-#[derive(Debug, Clone, Error)]
-#[error("{0}")]
-pub struct FunctionError(pub String);
-
-/// What the mapping invokes: the consumer's handler in the binary, a fake in tests.
-pub trait Function: Send + Sync + 'static {
-    fn invoke(
-        &self,
-        event: KinesisEvent,
-        request_id: String,
-    ) -> impl Future<Output = Result<KinesisEventResponse, FunctionError>> + Send;
-}
-
-/// A shared function is still the function (lets a caller keep a handle to it).
-impl<T: Function> Function for Arc<T> {
-    fn invoke(
-        &self,
-        event: KinesisEvent,
-        request_id: String,
-    ) -> impl Future<Output = Result<KinesisEventResponse, FunctionError>> + Send {
-        T::invoke(self, event, request_id)
-    }
-}
-
-/// Where on-failure records go (an SQS queue in the binary).
-pub trait Destination: Send + Sync + 'static {
-    fn send(&self, body: String) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-/// `ON_FAILURE_DESTINATION` as an SQS queue.
-#[derive(Debug, Clone)]
-pub struct SqsDestination {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: String,
-}
-
-impl Destination for SqsDestination {
-    async fn send(&self, body: String) -> Result<(), String> {
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-    }
-}
 
 #[derive(Debug, Error)]
 pub enum KinesisPollerError {
@@ -82,20 +29,6 @@ pub enum KinesisPollerError {
     Checkpoint(#[from] CheckpointError),
     #[error("cannot list the shards of {stream}: {reason}")]
     ListShards { stream: String, reason: String },
-}
-
-/// What the shard readers share.
-pub(crate) struct Mapping<F, D> {
-    pub(crate) config: KinesisPollerConfig,
-    pub(crate) stream_name: String,
-    pub(crate) stream: StreamInfo,
-    /// `requestContext.functionArn` of on-failure records.
-    pub(crate) function_arn: String,
-    pub(crate) limits: Limits,
-    pub(crate) client: aws_sdk_kinesis::Client,
-    pub(crate) function: F,
-    pub(crate) destination: Option<D>,
-    pub(crate) checkpoints: Checkpoints,
 }
 
 /// What the mapping did, for the final log line and for tests.

@@ -15,18 +15,19 @@
 //! and retry pauses as Lambda's (it waits 100 ms doubling to 5 s between retries of a batch).
 //!
 //! [`seq`], [`event`], [`shard`] and [`checkpoint`]'s file shape are pure and unit-tested;
-//! [`reader`] and [`mapping`] move bytes between Kinesis, the function and the destination.
+//! [`reader`] (one shard) and [`mapping`] (the shards' lifecycle) move bytes between Kinesis,
+//! the function and the destination through [`seams`].
 
 pub mod checkpoint;
 pub mod config;
 pub mod event;
 pub mod mapping;
 pub mod reader;
+pub mod seams;
 pub mod seq;
 pub mod shard;
 
 pub use config::{KinesisPollerConfig, StartingPosition};
-pub use mapping::{
-    run, Destination, Function, FunctionError, KinesisPollerError, MappingStats, SqsDestination,
-};
+pub use mapping::{run, KinesisPollerError, MappingStats};
+pub use seams::{Destination, Function, FunctionError, SqsDestination};
 pub use seq::SeqNum;

@@ -25,17 +25,32 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::config::StartingPosition;
-use super::event::{failure_record, kinesis_event, Discarded, Rec};
-use super::mapping::{Destination, Function, Mapping};
+use super::checkpoint::Checkpoints;
+use super::config::{KinesisPollerConfig, StartingPosition};
+use super::event::{failure_record, kinesis_event, Discarded, Rec, StreamInfo};
+use super::seams::{Destination, Function};
 use super::seq::SeqNum;
-use super::shard::{Answer, Batch, ShardState};
+use super::shard::{Answer, Batch, Limits, ShardState};
 
 const BUSY_POLL: Duration = Duration::from_millis(200);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Records held per shard before reading pauses: enough for 10 lanes of full batches.
 pub const UNFINISHED_CAP: usize = 20_000;
+
+/// What the shard readers share.
+pub(crate) struct Mapping<F, D> {
+    pub(crate) config: KinesisPollerConfig,
+    pub(crate) stream_name: String,
+    pub(crate) stream: StreamInfo,
+    /// `requestContext.functionArn` of on-failure records.
+    pub(crate) function_arn: String,
+    pub(crate) limits: Limits,
+    pub(crate) client: aws_sdk_kinesis::Client,
+    pub(crate) function: F,
+    pub(crate) destination: Option<D>,
+    pub(crate) checkpoints: Checkpoints,
+}
 
 /// Where a shard's reading begins.
 #[derive(Debug, Clone, PartialEq, Eq)]
