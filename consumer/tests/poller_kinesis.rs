@@ -5,8 +5,14 @@
 //! on-failure destination (a local SQS queue, moto) after its retry budget, and a mapping killed mid-stream resumes
 //! from its checkpoint file.
 //!
+//! Last, the `spillway-poller` binary itself with `BUFFER=kinesis`, the consumer's handler and a
+//! real PostgreSQL: every event stored once across a SIGKILL and a restart from the checkpoint
+//! file, and SIGTERM honoured.
+//!
 //! The emulator is started here, on free ports, from `KINESIS_LOCAL_MAIN` or the repository's
 //! `node_modules/kinesis-local/main.js` (`npm ci`).
+
+mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +25,7 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use common::{body, count, event, migrated_pg, stored};
 use serde_json::Value;
 use spillway_consumer::tools::poller::kinesis::{
     run, Function, FunctionError, KinesisPollerConfig, MappingStats, SeqNum, SqsDestination,
@@ -631,4 +638,128 @@ async fn a_killed_mapping_resumes_after_its_checkpoint_file() {
     // Redelivered: at most what was finished or in flight past the checkpoint.
     let redelivered = before.intersection(&delivered).count();
     assert!(redelivered < before.len(), "restarted from the beginning");
+}
+
+/// Puts one record per element of `bodies`, 10 per call, with keys spread over the shards.
+async fn put_bodies(client: &aws_sdk_kinesis::Client, bodies: &[String]) {
+    for (c, chunk) in bodies.chunks(10).enumerate() {
+        let mut pending: Vec<(String, String)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("ingest-{}", (c * 10 + i) % 16), b.clone()))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pending.is_empty() {
+            assert!(Instant::now() < deadline, "puts refused for 60 s");
+            let entries = pending
+                .iter()
+                .map(|(k, d)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(k)
+                        .data(Blob::new(d.as_bytes()))
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            if let Ok(out) = client
+                .put_records()
+                .stream_name(STREAM)
+                .set_records(Some(entries))
+                .send()
+                .await
+            {
+                pending = out
+                    .records
+                    .iter()
+                    .zip(pending)
+                    .filter(|(e, _)| e.sequence_number().is_none())
+                    .map(|(_, p)| p)
+                    .collect();
+            }
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_stores_every_event_once_across_a_sigkill_and_stops_on_sigterm() {
+    let pg = migrated_pg().await;
+    let (kl, client) = KinesisLocal::start(4).await;
+    // 400 records of 3 events.
+    let bodies = |from: u128, to: u128| -> Vec<String> {
+        (from..to)
+            .map(|r| body(&[event(r * 3 + 1), event(r * 3 + 2), event(r * 3 + 3)]))
+            .collect()
+    };
+    put_bodies(&client, &bodies(0, 400)).await;
+    let cp = checkpoint_path("binary");
+    let spawn = |n: u32| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spillway-poller"));
+        cmd.env("BUFFER", "kinesis")
+            .env("KINESIS_STREAM_ARN", kl.arn())
+            .env("KINESIS_ENDPOINT", format!("http://127.0.0.1:{}", kl.port))
+            .env("BATCH_SIZE", "10")
+            .env("PARALLELIZATION_FACTOR", "2")
+            .env("CHECKPOINT_FILE", &cp)
+            .env("DATABASE_URL", pg.url())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("ENVELOPE_KEYS", spillway_consumer::keys::testing::TEST_KEYS)
+            .env("RUST_LOG", "info");
+        let log = cp.with_file_name(format!("poller-{n}.log"));
+        Service::spawn("poller", cmd, &log).expect("spawn the poller")
+    };
+    let mut first = spawn(1);
+    let started = common::eventually(Duration::from_secs(120), || stored(&pg) > 0).await;
+    assert!(started, "nothing stored\n{}", first.log_tail(40));
+    first.kill();
+    let at_kill = file_checkpoints(&cp);
+    eprintln!(
+        "killed with {} events stored; checkpoints {at_kill:?}",
+        stored(&pg)
+    );
+
+    put_bodies(&client, &bodies(400, 500)).await;
+    let mut second = spawn(2);
+    let done = common::eventually(Duration::from_secs(120), || stored(&pg) == 1_500).await;
+    assert!(
+        done,
+        "stored {} of 1500\n{}",
+        stored(&pg),
+        second.log_tail(40)
+    );
+    assert_eq!(count(&pg, "SELECT count(DISTINCT id) FROM events"), 1_500);
+    // The checkpoints reach the end of every shard, and the file has the contract's shape.
+    let settled = common::eventually(Duration::from_secs(30), || {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&cp).unwrap_or_default())
+            .unwrap_or(Value::Null);
+        v["stream_arn"] == kl.arn()
+            && v["shards"].as_object().is_some_and(|m| {
+                m.len() == 4
+                    && m.values().all(|c| {
+                        c["checkpoint"].is_string()
+                            && c["millis_behind_latest"] == 0
+                            && c["updated_at_ms"].as_u64().is_some_and(|t| t > 0)
+                    })
+            })
+    })
+    .await;
+    assert!(
+        settled,
+        "{}",
+        std::fs::read_to_string(&cp).unwrap_or_default()
+    );
+    second.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = second.exited() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}\n{}", second.log_tail(20));
 }
