@@ -4,6 +4,30 @@ use std::time::Duration;
 
 use crate::config::{invalid, number, origin_of, ConfigError};
 
+/// Which event source mapping the poller plays (`BUFFER`, as the edge's setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    /// `sqs` or unset: the SQS mapping, [`PollerConfig`].
+    Sqs,
+    /// `kinesis`: the Kinesis mapping, [`super::kinesis::KinesisPollerConfig`].
+    Kinesis,
+}
+
+/// Reads `BUFFER`.
+pub fn buffer(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Buffer, ConfigError> {
+    match lookup("BUFFER")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("") | Some("sqs") => Ok(Buffer::Sqs),
+        Some("kinesis") => Ok(Buffer::Kinesis),
+        Some(other) => Err(invalid(
+            "BUFFER",
+            format!("`{other}` is neither sqs nor kinesis"),
+        )),
+    }
+}
+
 /// Settings of the local poller, named like the Lambda event source mapping's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollerConfig {
@@ -100,6 +124,14 @@ mod tests {
         "SQS_QUEUE_URL",
         "http://127.0.0.1:5000/123456789012/spillway-events",
     );
+
+    #[test]
+    fn buffer_selects_the_mapping() {
+        assert_eq!(buffer(&env(&[])), Ok(Buffer::Sqs));
+        assert_eq!(buffer(&env(&[("BUFFER", "sqs")])), Ok(Buffer::Sqs));
+        assert_eq!(buffer(&env(&[("BUFFER", "Kinesis")])), Ok(Buffer::Kinesis));
+        assert!(buffer(&env(&[("BUFFER", "kafka")])).is_err());
+    }
 
     #[test]
     fn poller_defaults_follow_lambda() {

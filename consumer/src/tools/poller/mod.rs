@@ -12,13 +12,17 @@
 //! receive that is still waiting is abandoned; if SQS had already handed it messages they stay
 //! invisible for one visibility timeout and then come back, none is lost.
 //!
+//! With `BUFFER=kinesis` the binary runs [`kinesis`] instead: the Kinesis event source
+//! mapping, with its own settings and checkpoint file. [`buffer`] tells which.
+//!
 //! [`record`] is pure and unit-tested (what Lambda would deliver, what to delete); [`worker`]
 //! moves bytes between SQS and the handler; [`config`] holds its settings.
 
 pub mod config;
+pub mod kinesis;
 pub mod record;
 pub mod worker;
 
-pub use config::PollerConfig;
+pub use config::{buffer, Buffer, PollerConfig};
 pub use record::{lambda_record, merge_received, sqs_event, to_delete, QueueInfo};
 pub use worker::{queue_info, run, run_worker, PollerError, WorkerStats};
