@@ -1,12 +1,13 @@
-//! `spillway-worker-build [--profile NAME | --release | --dev] [CRATE_DIR]`: builds a workers-rs
-//! crate into `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`,
-//! `worker/shim.mjs`), the files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]`
+//! `spillway-worker-build [--profile NAME | --release | --dev] [--no-default-features]
+//! [--features LIST] [CRATE_DIR]`: builds a workers-rs crate into `CRATE_DIR/build/`
+//! (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]`
 //! command needs no `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two
 //! cores, most of them in crates this tool does not need: HTTP clients, archive formats, a test
 //! runner).
 //!
 //! The steps, as worker-build runs them for `--target module` with panic recovery: `cargo build
-//! --lib` for wasm32; the bindings from the `wasm-bindgen-cli-support` library (the CLI's own
+//! --lib` for wasm32 (with the cargo features asked for: one deployable Worker per buffer, each
+//! carrying only its own SDK); the bindings from the `wasm-bindgen-cli-support` library (the CLI's own
 //! code, pinned to the `wasm-bindgen` of Cargo.lock) with the reset-state function and the abort
 //! handler; `wasm-opt -O`; the shim (`module.rs`) bundled by esbuild. wasm-opt and esbuild are
 //! the npm packages: `WASM_OPT_BIN` and `ESBUILD_BIN`, else `wasm-opt` and `esbuild` on `PATH`
@@ -61,11 +62,35 @@ impl Profile {
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     profile: Profile,
+    /// Cargo's `--features`: every list given, in order (cargo takes them space- or
+    /// comma-separated; the tool passes each on unchanged).
+    features: Vec<String>,
+    /// Cargo's `--no-default-features`.
+    no_default_features: bool,
     crate_dir: PathBuf,
+}
+
+impl Args {
+    /// The feature selection as cargo's own options; none when neither was given, so the
+    /// default build's command line stays what it was (`cargo xtask` runs the same compile
+    /// ahead of the tool and must match it to find the wasm up to date).
+    fn feature_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.no_default_features {
+            out.push("--no-default-features".into());
+        }
+        for list in &self.features {
+            out.push("--features".into());
+            out.push(list.clone());
+        }
+        out
+    }
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut profile = Profile::Release;
+    let mut features = Vec::new();
+    let mut no_default_features = false;
     let mut crate_dir = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -80,17 +105,37 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
                     _ => Profile::Custom(name),
                 };
             }
-            other if other.starts_with('-') => {
-                bail!("unknown option {other} (known: --profile NAME, --release, --dev)")
+            "--features" | "-F" => {
+                let list = it.next().with_context(|| format!("{a} needs a feature list"))?;
+                features.push(feature_list(&list)?);
             }
+            "--no-default-features" => no_default_features = true,
+            other if other.starts_with("--features=") => {
+                features.push(feature_list(&other["--features=".len()..])?);
+            }
+            other if other.starts_with('-') => bail!(
+                "unknown option {other} (known: --profile NAME, --release, --dev, \
+                 --features LIST, --no-default-features)"
+            ),
             _ if crate_dir.is_some() => bail!("one crate directory only, got a second: {a}"),
             _ => crate_dir = Some(PathBuf::from(a)),
         }
     }
     Ok(Args {
         profile,
+        features,
+        no_default_features,
         crate_dir: crate_dir.unwrap_or_else(|| PathBuf::from(".")),
     })
+}
+
+/// A `--features` value: refused when empty or when it would read as an option (`--features
+/// --release` is a forgotten list, not a feature named `--release`).
+fn feature_list(list: &str) -> Result<String> {
+    if list.trim().is_empty() || list.starts_with('-') {
+        bail!("--features needs a feature list, got {list:?}");
+    }
+    Ok(list.to_owned())
 }
 
 fn main() {
@@ -123,12 +168,22 @@ fn build(args: &Args) -> Result<()> {
     let krate = metadata(&dir)?;
     let out_dir = dir.join("build");
 
-    println!("[1/4] cargo build for wasm32 ({})", args.profile.dir());
+    let features = args.feature_args();
+    if features.is_empty() {
+        println!("[1/4] cargo build for wasm32 ({})", args.profile.dir());
+    } else {
+        println!(
+            "[1/4] cargo build for wasm32 ({}, {})",
+            args.profile.dir(),
+            features.join(" ")
+        );
+    }
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(&dir)
         .args(["build", "--lib", "--target", "wasm32-unknown-unknown"])
         .args(args.profile.cargo_args())
+        .args(&features)
         // As worker-build: wasm-bindgen's macro then uses js_sys's futures.
         .env("WASM_BINDGEN_USE_JS_SYS", "1");
     run(&mut cargo)?;
@@ -372,6 +427,8 @@ mod tests {
             args(&["--profile", "worker", "edge"]).expect("parses"),
             Args {
                 profile: Profile::Custom("worker".into()),
+                features: vec![],
+                no_default_features: false,
                 crate_dir: "edge".into()
             }
         );
@@ -379,11 +436,67 @@ mod tests {
             args(&[]).expect("parses"),
             Args {
                 profile: Profile::Release,
+                features: vec![],
+                no_default_features: false,
                 crate_dir: ".".into()
             }
         );
         assert_eq!(Profile::Custom("worker".into()).dir(), "worker");
         assert_eq!(Profile::Dev.dir(), "debug");
+    }
+
+    #[test]
+    fn the_kinesis_command_line_parses_and_reaches_cargo() {
+        let a = args(&[
+            "--profile",
+            "worker",
+            "--no-default-features",
+            "--features",
+            "kinesis",
+            "edge",
+        ])
+        .expect("parses");
+        assert_eq!(
+            a,
+            Args {
+                profile: Profile::Custom("worker".into()),
+                features: vec!["kinesis".into()],
+                no_default_features: true,
+                crate_dir: "edge".into()
+            }
+        );
+        assert_eq!(
+            a.feature_args(),
+            ["--no-default-features", "--features", "kinesis"]
+        );
+    }
+
+    #[test]
+    fn feature_lists_keep_their_order_in_every_spelling() {
+        let a = args(&["-F", "a,b", "edge", "--features=c", "--features", "d e"]).expect("parses");
+        assert_eq!(a.features, ["a,b", "c", "d e"]);
+        assert!(!a.no_default_features);
+        assert_eq!(a.crate_dir, PathBuf::from("edge"));
+        assert_eq!(
+            a.feature_args(),
+            ["--features", "a,b", "--features", "c", "--features", "d e"]
+        );
+    }
+
+    #[test]
+    fn without_feature_options_cargo_gets_none() {
+        // The default build's cargo command line must stay what `cargo xtask` runs ahead of it.
+        let a = args(&["--profile", "worker", "edge"]).expect("parses");
+        assert!(a.feature_args().is_empty());
+    }
+
+    #[test]
+    fn a_missing_feature_list_is_refused() {
+        assert!(args(&["--features"]).is_err());
+        assert!(args(&["--features", "--release", "edge"]).is_err());
+        assert!(args(&["--features="]).is_err());
+        assert!(args(&["-F", ""]).is_err());
+        assert!(args(&["--all-features"]).is_err());
     }
 
     #[test]
