@@ -1,23 +1,29 @@
 //! `spillway-worker-build [--profile NAME | --release | --dev] [--no-default-features]
-//! [--features LIST] [CRATE_DIR]`: builds a workers-rs crate into `CRATE_DIR/build/`
-//! (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]`
-//! command needs no `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two
-//! cores, most of them in crates this tool does not need: HTTP clients, archive formats, a test
-//! runner).
+//! [--features LIST] [--keep-names] [CRATE_DIR]`: builds a workers-rs crate into
+//! `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the
+//! files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]` command needs no
+//! `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two cores, most of them
+//! in crates this tool does not need: HTTP clients, archive formats, a test runner).
 //!
 //! The steps, as worker-build runs them for `--target module` with panic recovery: `cargo build
-//! --lib` for wasm32 (with the cargo features asked for: one deployable Worker per buffer, each
-//! carrying only its own SDK); the bindings from the `wasm-bindgen-cli-support` library (the CLI's own
-//! code, pinned to the `wasm-bindgen` of Cargo.lock) with the reset-state function and the abort
-//! handler; `wasm-opt -O`; the shim (`module.rs`) bundled by esbuild. wasm-opt and esbuild are
-//! the npm packages: `WASM_OPT_BIN` and `ESBUILD_BIN`, else `wasm-opt` and `esbuild` on `PATH`
-//! (`npx`, `cargo xtask` and wrangler put `node_modules/.bin` there). It downloads nothing.
+//! --lib` for wasm32, with the cargo features asked for (`--features`, `--no-default-features`:
+//! one deployable Worker per buffer, each carrying only its own SDK); the bindings from the
+//! `wasm-bindgen-cli-support` library (the CLI's own code, pinned to the `wasm-bindgen` of
+//! Cargo.lock) with the reset-state function and the abort handler; `wasm-opt -O`; the shim
+//! (`module.rs`) bundled by esbuild. wasm-opt and esbuild are the npm packages: `WASM_OPT_BIN`
+//! and `ESBUILD_BIN`, else `wasm-opt` and `esbuild` on `PATH` (`npx`, `cargo xtask` and wrangler
+//! put `node_modules/.bin` there). It downloads nothing.
+//!
+//! One difference from worker-build, for size: an optimised build leaves the functions' names
+//! out of the wasm and writes them to `build/index_bg.symbols` instead ([`Names`]; about 100 KB
+//! of gzip, a sixth of the Worker); `--keep-names` keeps them in.
 //!
 //! Not supported (worker-build options this project does not use): `[package.metadata.wasm-pack]`,
 //! `--panic-unwind`, `--emscripten`, `--no-panic-recovery`/`CUSTOM_SHIM`, `RUN_TO_COMPLETION`,
 //! `COREDUMP`, TypeScript output; each is refused rather than ignored.
 
 mod module;
+mod opt;
 
 use std::ffi::OsString;
 use std::fs;
@@ -29,9 +35,15 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use wasm_bindgen_cli_support::Bindgen;
 
+use opt::{wasm_opt, Names};
+
 /// The `wasm-bindgen` version the library is pinned to (Cargo.toml); the crate being built must
 /// use the same (its Cargo.lock), which the test `bindgen_matches_the_lock` keeps true here.
 const BINDGEN_VERSION: &str = "0.2.130";
+
+/// The symbol map of an optimised build, next to the wasm in `build/` ([`Names::Map`]). Not
+/// uploaded: wrangler bundles what `entry.mjs` imports, and nothing imports it.
+const SYMBOLS: &str = "index_bg.symbols";
 
 /// Which cargo profile, and the folder under `target/wasm32-unknown-unknown/` it writes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +79,8 @@ struct Args {
     features: Vec<String>,
     /// Cargo's `--no-default-features`.
     no_default_features: bool,
+    /// `--keep-names`: the optimised wasm keeps its name section ([`Names`]).
+    keep_names: bool,
     crate_dir: PathBuf,
 }
 
@@ -91,6 +105,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut profile = Profile::Release;
     let mut features = Vec::new();
     let mut no_default_features = false;
+    let mut keep_names = false;
     let mut crate_dir = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -106,16 +121,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
                 };
             }
             "--features" | "-F" => {
-                let list = it.next().with_context(|| format!("{a} needs a feature list"))?;
+                let list = it
+                    .next()
+                    .with_context(|| format!("{a} needs a feature list"))?;
                 features.push(feature_list(&list)?);
             }
             "--no-default-features" => no_default_features = true,
+            "--keep-names" => keep_names = true,
             other if other.starts_with("--features=") => {
                 features.push(feature_list(&other["--features=".len()..])?);
             }
             other if other.starts_with('-') => bail!(
                 "unknown option {other} (known: --profile NAME, --release, --dev, \
-                 --features LIST, --no-default-features)"
+                 --features LIST, --no-default-features, --keep-names)"
             ),
             _ if crate_dir.is_some() => bail!("one crate directory only, got a second: {a}"),
             _ => crate_dir = Some(PathBuf::from(a)),
@@ -125,6 +143,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         profile,
         features,
         no_default_features,
+        keep_names,
         crate_dir: crate_dir.unwrap_or_else(|| PathBuf::from(".")),
     })
 }
@@ -211,9 +230,15 @@ fn build(args: &Args) -> Result<()> {
     )?;
 
     if args.profile != Profile::Dev {
-        println!("[3/4] wasm-opt -O");
+        let names = if args.keep_names {
+            println!("[3/4] wasm-opt -O, names kept");
+            Names::Keep
+        } else {
+            println!("[3/4] wasm-opt -O, names to index_bg.symbols");
+            Names::Map(staging.join(SYMBOLS))
+        };
         let t = Instant::now();
-        wasm_opt(&staging.join("index_bg.wasm"))?;
+        wasm_opt(&staging.join("index_bg.wasm"), &names)?;
         println!("      {:.1} s", t.elapsed().as_secs_f64());
     } else {
         println!("[3/4] wasm-opt: skipped for the dev profile");
@@ -362,28 +387,6 @@ fn tool(var: &str, name: &str) -> OsString {
         .unwrap_or_else(|| name.into())
 }
 
-fn wasm_opt(wasm: &Path) -> Result<()> {
-    let tmp = wasm.with_extension("wasm-opt.wasm");
-    let mut c = Command::new(tool("WASM_OPT_BIN", "wasm-opt"));
-    c.arg(wasm).arg("-o").arg(&tmp).arg("-O");
-    // The features worker-build enables: what workerd's V8 runs.
-    for feature in [
-        "mutable-globals",
-        "sign-ext",
-        "nontrapping-float-to-int",
-        "bulk-memory",
-        "multivalue",
-        "reference-types",
-        "exception-handling",
-    ] {
-        c.arg(format!("--enable-{feature}"));
-    }
-    c.arg("--debuginfo");
-    run(&mut c)?;
-    fs::rename(&tmp, wasm)?;
-    Ok(())
-}
-
 fn esbuild(dir: &Path) -> Result<()> {
     let mut c = Command::new(tool("ESBUILD_BIN", "esbuild"));
     c.current_dir(dir).args([
@@ -429,6 +432,7 @@ mod tests {
                 profile: Profile::Custom("worker".into()),
                 features: vec![],
                 no_default_features: false,
+                keep_names: false,
                 crate_dir: "edge".into()
             }
         );
@@ -438,6 +442,7 @@ mod tests {
                 profile: Profile::Release,
                 features: vec![],
                 no_default_features: false,
+                keep_names: false,
                 crate_dir: ".".into()
             }
         );
@@ -462,6 +467,7 @@ mod tests {
                 profile: Profile::Custom("worker".into()),
                 features: vec!["kinesis".into()],
                 no_default_features: true,
+                keep_names: false,
                 crate_dir: "edge".into()
             }
         );
@@ -497,6 +503,16 @@ mod tests {
         assert!(args(&["--features="]).is_err());
         assert!(args(&["-F", ""]).is_err());
         assert!(args(&["--all-features"]).is_err());
+    }
+
+    #[test]
+    fn keep_names_is_an_option() {
+        assert!(
+            !args(&["--profile", "worker", "edge"])
+                .expect("parses")
+                .keep_names
+        );
+        assert!(args(&["--keep-names", "edge"]).expect("parses").keep_names);
     }
 
     #[test]
