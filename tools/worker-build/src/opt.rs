@@ -28,7 +28,8 @@ pub enum Names {
     /// Left out of the wasm and written to this file instead, one `index:name` line per
     /// function (binaryen's symbol map). The section is a quarter of the wasm (372 KB raw,
     /// about 100 KB of the gzip size) and nothing at run time reads it: V8 uses it only to name
-    /// frames in a stack trace, which then read `wasm-function[N]`: the map's line `N:name` names it.
+    /// frames in a stack trace, which then read `wasm-function[N]`: the map's line `N:name`
+    /// names it.
     Map(PathBuf),
     /// Kept in the wasm, as worker-build does (`--keep-names`: readable traces in `wrangler
     /// dev` or `wrangler tail`, at that size).
