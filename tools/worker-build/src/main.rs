@@ -1,5 +1,5 @@
 //! `spillway-worker-build [--profile NAME | --release | --dev] [--no-default-features]
-//! [--features LIST] [--keep-names] [CRATE_DIR]`: builds a workers-rs crate into
+//! [--features LIST] [--keep-names] [--max-gzip BYTES] [CRATE_DIR]`: builds a workers-rs crate into
 //! `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the
 //! files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]` command needs no
 //! `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two cores, most of them
@@ -16,7 +16,9 @@
 //!
 //! One difference from worker-build, for size: an optimised build leaves the functions' names
 //! out of the wasm and writes them to `build/index_bg.symbols` instead ([`Names`]; about 100 KB
-//! of gzip, a sixth of the Worker); `--keep-names` keeps them in.
+//! of gzip, a sixth of the Worker); `--keep-names` keeps them in. It prints the wasm's compressed
+//! size, and with `--max-gzip BYTES` fails over that budget, leaving the previous build in place
+//! (`size.rs`).
 //!
 //! Not supported (worker-build options this project does not use): `[package.metadata.wasm-pack]`,
 //! `--panic-unwind`, `--emscripten`, `--no-panic-recovery`/`CUSTOM_SHIM`, `RUN_TO_COMPLETION`,
@@ -24,6 +26,7 @@
 
 mod module;
 mod opt;
+mod size;
 
 use std::ffi::OsString;
 use std::fs;
@@ -81,6 +84,9 @@ struct Args {
     no_default_features: bool,
     /// `--keep-names`: the optimised wasm keeps its name section ([`Names`]).
     keep_names: bool,
+    /// `--max-gzip BYTES`: the build fails, leaving the previous one in place, when the wasm's
+    /// compressed size is over it ([`size`]).
+    max_gzip: Option<u64>,
     crate_dir: PathBuf,
 }
 
@@ -106,6 +112,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut features = Vec::new();
     let mut no_default_features = false;
     let mut keep_names = false;
+    let mut max_gzip = None;
     let mut crate_dir = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -128,12 +135,19 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
             }
             "--no-default-features" => no_default_features = true,
             "--keep-names" => keep_names = true,
+            "--max-gzip" => {
+                let n = it.next().context("--max-gzip needs a size in bytes")?;
+                let n = n
+                    .parse::<u64>()
+                    .with_context(|| format!("--max-gzip {n}: a size in bytes"))?;
+                max_gzip = Some(n);
+            }
             other if other.starts_with("--features=") => {
                 features.push(feature_list(&other["--features=".len()..])?);
             }
             other if other.starts_with('-') => bail!(
                 "unknown option {other} (known: --profile NAME, --release, --dev, \
-                 --features LIST, --no-default-features, --keep-names)"
+                 --features LIST, --no-default-features, --keep-names, --max-gzip BYTES)"
             ),
             _ if crate_dir.is_some() => bail!("one crate directory only, got a second: {a}"),
             _ => crate_dir = Some(PathBuf::from(a)),
@@ -144,6 +158,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
         features,
         no_default_features,
         keep_names,
+        max_gzip,
         crate_dir: crate_dir.unwrap_or_else(|| PathBuf::from(".")),
     })
 }
@@ -258,6 +273,15 @@ fn build(args: &Args) -> Result<()> {
     }
     fs::create_dir_all(staging.join("worker"))?;
     fs::write(staging.join("worker/shim.mjs"), module::LEGACY_SHIM)?;
+
+    let wasm_out = fs::read(staging.join("index_bg.wasm"))?;
+    let gz = size::gzip_size(&wasm_out);
+    println!(
+        "index_bg.wasm: {} B, {gz} B compressed ({})",
+        wasm_out.len(),
+        size::SIZE_NOTE
+    );
+    size::check_budget(gz, args.max_gzip)?;
 
     let _ = fs::remove_dir_all(&out_dir);
     fs::rename(&staging, &out_dir)
@@ -433,6 +457,7 @@ mod tests {
                 features: vec![],
                 no_default_features: false,
                 keep_names: false,
+                max_gzip: None,
                 crate_dir: "edge".into()
             }
         );
@@ -443,6 +468,7 @@ mod tests {
                 features: vec![],
                 no_default_features: false,
                 keep_names: false,
+                max_gzip: None,
                 crate_dir: ".".into()
             }
         );
@@ -468,6 +494,7 @@ mod tests {
                 features: vec!["kinesis".into()],
                 no_default_features: true,
                 keep_names: false,
+                max_gzip: None,
                 crate_dir: "edge".into()
             }
         );
@@ -513,6 +540,15 @@ mod tests {
                 .keep_names
         );
         assert!(args(&["--keep-names", "edge"]).expect("parses").keep_names);
+    }
+
+    #[test]
+    fn max_gzip_takes_a_byte_count() {
+        let a = args(&["--profile", "worker", "--max-gzip", "614400", "edge"]).expect("parses");
+        assert_eq!(a.max_gzip, Some(614_400));
+        assert_eq!(args(&["edge"]).expect("parses").max_gzip, None);
+        assert!(args(&["--max-gzip", "600KiB", "edge"]).is_err());
+        assert!(args(&["--max-gzip"]).is_err());
     }
 
     #[test]
