@@ -1,6 +1,6 @@
 //! `spillway-worker-build [--profile NAME | --release | --dev] [--no-default-features]
-//! [--features LIST] [--keep-names] [--max-gzip BYTES] [CRATE_DIR]`: builds a workers-rs crate into
-//! `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the
+//! [--features LIST] [--keep-names] [--max-gzip BYTES] [CRATE_DIR]`: builds a workers-rs crate
+//! into `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the
 //! files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]` command needs no
 //! `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two cores, most of them
 //! in crates this tool does not need: HTTP clients, archive formats, a test runner).
