@@ -1,22 +1,32 @@
-//! `spillway-worker-build [--profile NAME | --release | --dev] [CRATE_DIR]`: builds a workers-rs
-//! crate into `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`,
-//! `worker/shim.mjs`), the files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]`
-//! command needs no `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two
-//! cores, most of them in crates this tool does not need: HTTP clients, archive formats, a test
-//! runner).
+//! `spillway-worker-build [--profile NAME | --release | --dev] [--no-default-features]
+//! [--features LIST] [--keep-names] [--max-gzip BYTES] [CRATE_DIR]`: builds a workers-rs crate
+//! into `CRATE_DIR/build/` (`index.js`, `index_bg.wasm`, `package.json`, `worker/shim.mjs`), the
+//! files `worker-build` 0.8.7 writes, so that `wrangler.toml`'s `[build]` command needs no
+//! `cargo install worker-build wasm-bindgen-cli` (about seven minutes on two cores, most of them
+//! in crates this tool does not need: HTTP clients, archive formats, a test runner).
 //!
 //! The steps, as worker-build runs them for `--target module` with panic recovery: `cargo build
-//! --lib` for wasm32; the bindings from the `wasm-bindgen-cli-support` library (the CLI's own
-//! code, pinned to the `wasm-bindgen` of Cargo.lock) with the reset-state function and the abort
-//! handler; `wasm-opt -O`; the shim (`module.rs`) bundled by esbuild. wasm-opt and esbuild are
-//! the npm packages: `WASM_OPT_BIN` and `ESBUILD_BIN`, else `wasm-opt` and `esbuild` on `PATH`
-//! (`npx`, `cargo xtask` and wrangler put `node_modules/.bin` there). It downloads nothing.
+//! --lib` for wasm32, with the cargo features asked for (`--features`, `--no-default-features`:
+//! one deployable Worker per buffer, each carrying only its own SDK); the bindings from the
+//! `wasm-bindgen-cli-support` library (the CLI's own code, pinned to the `wasm-bindgen` of
+//! Cargo.lock) with the reset-state function and the abort handler; `wasm-opt -O`; the shim
+//! (`module.rs`) bundled by esbuild. wasm-opt and esbuild are the npm packages: `WASM_OPT_BIN`
+//! and `ESBUILD_BIN`, else `wasm-opt` and `esbuild` on `PATH` (`npx`, `cargo xtask` and wrangler
+//! put `node_modules/.bin` there). It downloads nothing.
+//!
+//! One difference from worker-build, for size: an optimised build leaves the functions' names
+//! out of the wasm and writes them to `build/index_bg.symbols` instead ([`Names`]; about 100 KB
+//! of gzip, a sixth of the Worker); `--keep-names` keeps them in. It prints the wasm's compressed
+//! size, and with `--max-gzip BYTES` fails over that budget, leaving the previous build in place
+//! (`size.rs`).
 //!
 //! Not supported (worker-build options this project does not use): `[package.metadata.wasm-pack]`,
 //! `--panic-unwind`, `--emscripten`, `--no-panic-recovery`/`CUSTOM_SHIM`, `RUN_TO_COMPLETION`,
 //! `COREDUMP`, TypeScript output; each is refused rather than ignored.
 
 mod module;
+mod opt;
+mod size;
 
 use std::ffi::OsString;
 use std::fs;
@@ -28,9 +38,15 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use wasm_bindgen_cli_support::Bindgen;
 
+use opt::{wasm_opt, Names};
+
 /// The `wasm-bindgen` version the library is pinned to (Cargo.toml); the crate being built must
 /// use the same (its Cargo.lock), which the test `bindgen_matches_the_lock` keeps true here.
 const BINDGEN_VERSION: &str = "0.2.130";
+
+/// The symbol map of an optimised build, next to the wasm in `build/` ([`Names::Map`]). Not
+/// uploaded: wrangler bundles what `entry.mjs` imports, and nothing imports it.
+const SYMBOLS: &str = "index_bg.symbols";
 
 /// Which cargo profile, and the folder under `target/wasm32-unknown-unknown/` it writes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,11 +77,42 @@ impl Profile {
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     profile: Profile,
+    /// Cargo's `--features`: every list given, in order (cargo takes them space- or
+    /// comma-separated; the tool passes each on unchanged).
+    features: Vec<String>,
+    /// Cargo's `--no-default-features`.
+    no_default_features: bool,
+    /// `--keep-names`: the optimised wasm keeps its name section ([`Names`]).
+    keep_names: bool,
+    /// `--max-gzip BYTES`: the build fails, leaving the previous one in place, when the wasm's
+    /// compressed size is over it ([`size`]).
+    max_gzip: Option<u64>,
     crate_dir: PathBuf,
+}
+
+impl Args {
+    /// The feature selection as cargo's own options; none when neither was given, so the
+    /// default build's command line stays what it was (`cargo xtask` runs the same compile
+    /// ahead of the tool and must match it to find the wasm up to date).
+    fn feature_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.no_default_features {
+            out.push("--no-default-features".into());
+        }
+        for list in &self.features {
+            out.push("--features".into());
+            out.push(list.clone());
+        }
+        out
+    }
 }
 
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
     let mut profile = Profile::Release;
+    let mut features = Vec::new();
+    let mut no_default_features = false;
+    let mut keep_names = false;
+    let mut max_gzip = None;
     let mut crate_dir = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -80,17 +127,49 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args> {
                     _ => Profile::Custom(name),
                 };
             }
-            other if other.starts_with('-') => {
-                bail!("unknown option {other} (known: --profile NAME, --release, --dev)")
+            "--features" | "-F" => {
+                let list = it
+                    .next()
+                    .with_context(|| format!("{a} needs a feature list"))?;
+                features.push(feature_list(&list)?);
             }
+            "--no-default-features" => no_default_features = true,
+            "--keep-names" => keep_names = true,
+            "--max-gzip" => {
+                let n = it.next().context("--max-gzip needs a size in bytes")?;
+                let n = n
+                    .parse::<u64>()
+                    .with_context(|| format!("--max-gzip {n}: a size in bytes"))?;
+                max_gzip = Some(n);
+            }
+            other if other.starts_with("--features=") => {
+                features.push(feature_list(&other["--features=".len()..])?);
+            }
+            other if other.starts_with('-') => bail!(
+                "unknown option {other} (known: --profile NAME, --release, --dev, \
+                 --features LIST, --no-default-features, --keep-names, --max-gzip BYTES)"
+            ),
             _ if crate_dir.is_some() => bail!("one crate directory only, got a second: {a}"),
             _ => crate_dir = Some(PathBuf::from(a)),
         }
     }
     Ok(Args {
         profile,
+        features,
+        no_default_features,
+        keep_names,
+        max_gzip,
         crate_dir: crate_dir.unwrap_or_else(|| PathBuf::from(".")),
     })
+}
+
+/// A `--features` value: refused when empty or when it would read as an option (`--features
+/// --release` is a forgotten list, not a feature named `--release`).
+fn feature_list(list: &str) -> Result<String> {
+    if list.trim().is_empty() || list.starts_with('-') {
+        bail!("--features needs a feature list, got {list:?}");
+    }
+    Ok(list.to_owned())
 }
 
 fn main() {
@@ -123,12 +202,22 @@ fn build(args: &Args) -> Result<()> {
     let krate = metadata(&dir)?;
     let out_dir = dir.join("build");
 
-    println!("[1/4] cargo build for wasm32 ({})", args.profile.dir());
+    let features = args.feature_args();
+    if features.is_empty() {
+        println!("[1/4] cargo build for wasm32 ({})", args.profile.dir());
+    } else {
+        println!(
+            "[1/4] cargo build for wasm32 ({}, {})",
+            args.profile.dir(),
+            features.join(" ")
+        );
+    }
     let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cargo
         .current_dir(&dir)
         .args(["build", "--lib", "--target", "wasm32-unknown-unknown"])
         .args(args.profile.cargo_args())
+        .args(&features)
         // As worker-build: wasm-bindgen's macro then uses js_sys's futures.
         .env("WASM_BINDGEN_USE_JS_SYS", "1");
     run(&mut cargo)?;
@@ -156,9 +245,15 @@ fn build(args: &Args) -> Result<()> {
     )?;
 
     if args.profile != Profile::Dev {
-        println!("[3/4] wasm-opt -O");
+        let names = if args.keep_names {
+            println!("[3/4] wasm-opt -O, names kept");
+            Names::Keep
+        } else {
+            println!("[3/4] wasm-opt -O, names to index_bg.symbols");
+            Names::Map(staging.join(SYMBOLS))
+        };
         let t = Instant::now();
-        wasm_opt(&staging.join("index_bg.wasm"))?;
+        wasm_opt(&staging.join("index_bg.wasm"), &names)?;
         println!("      {:.1} s", t.elapsed().as_secs_f64());
     } else {
         println!("[3/4] wasm-opt: skipped for the dev profile");
@@ -178,6 +273,15 @@ fn build(args: &Args) -> Result<()> {
     }
     fs::create_dir_all(staging.join("worker"))?;
     fs::write(staging.join("worker/shim.mjs"), module::LEGACY_SHIM)?;
+
+    let wasm_out = fs::read(staging.join("index_bg.wasm"))?;
+    let gz = size::gzip_size(&wasm_out);
+    println!(
+        "index_bg.wasm: {} B, {gz} B compressed ({})",
+        wasm_out.len(),
+        size::SIZE_NOTE
+    );
+    size::check_budget(gz, args.max_gzip)?;
 
     let _ = fs::remove_dir_all(&out_dir);
     fs::rename(&staging, &out_dir)
@@ -307,28 +411,6 @@ fn tool(var: &str, name: &str) -> OsString {
         .unwrap_or_else(|| name.into())
 }
 
-fn wasm_opt(wasm: &Path) -> Result<()> {
-    let tmp = wasm.with_extension("wasm-opt.wasm");
-    let mut c = Command::new(tool("WASM_OPT_BIN", "wasm-opt"));
-    c.arg(wasm).arg("-o").arg(&tmp).arg("-O");
-    // The features worker-build enables: what workerd's V8 runs.
-    for feature in [
-        "mutable-globals",
-        "sign-ext",
-        "nontrapping-float-to-int",
-        "bulk-memory",
-        "multivalue",
-        "reference-types",
-        "exception-handling",
-    ] {
-        c.arg(format!("--enable-{feature}"));
-    }
-    c.arg("--debuginfo");
-    run(&mut c)?;
-    fs::rename(&tmp, wasm)?;
-    Ok(())
-}
-
 fn esbuild(dir: &Path) -> Result<()> {
     let mut c = Command::new(tool("ESBUILD_BIN", "esbuild"));
     c.current_dir(dir).args([
@@ -372,6 +454,10 @@ mod tests {
             args(&["--profile", "worker", "edge"]).expect("parses"),
             Args {
                 profile: Profile::Custom("worker".into()),
+                features: vec![],
+                no_default_features: false,
+                keep_names: false,
+                max_gzip: None,
                 crate_dir: "edge".into()
             }
         );
@@ -379,11 +465,90 @@ mod tests {
             args(&[]).expect("parses"),
             Args {
                 profile: Profile::Release,
+                features: vec![],
+                no_default_features: false,
+                keep_names: false,
+                max_gzip: None,
                 crate_dir: ".".into()
             }
         );
         assert_eq!(Profile::Custom("worker".into()).dir(), "worker");
         assert_eq!(Profile::Dev.dir(), "debug");
+    }
+
+    #[test]
+    fn the_kinesis_command_line_parses_and_reaches_cargo() {
+        let a = args(&[
+            "--profile",
+            "worker",
+            "--no-default-features",
+            "--features",
+            "kinesis",
+            "edge",
+        ])
+        .expect("parses");
+        assert_eq!(
+            a,
+            Args {
+                profile: Profile::Custom("worker".into()),
+                features: vec!["kinesis".into()],
+                no_default_features: true,
+                keep_names: false,
+                max_gzip: None,
+                crate_dir: "edge".into()
+            }
+        );
+        assert_eq!(
+            a.feature_args(),
+            ["--no-default-features", "--features", "kinesis"]
+        );
+    }
+
+    #[test]
+    fn feature_lists_keep_their_order_in_every_spelling() {
+        let a = args(&["-F", "a,b", "edge", "--features=c", "--features", "d e"]).expect("parses");
+        assert_eq!(a.features, ["a,b", "c", "d e"]);
+        assert!(!a.no_default_features);
+        assert_eq!(a.crate_dir, PathBuf::from("edge"));
+        assert_eq!(
+            a.feature_args(),
+            ["--features", "a,b", "--features", "c", "--features", "d e"]
+        );
+    }
+
+    #[test]
+    fn without_feature_options_cargo_gets_none() {
+        // The default build's cargo command line must stay what `cargo xtask` runs ahead of it.
+        let a = args(&["--profile", "worker", "edge"]).expect("parses");
+        assert!(a.feature_args().is_empty());
+    }
+
+    #[test]
+    fn a_missing_feature_list_is_refused() {
+        assert!(args(&["--features"]).is_err());
+        assert!(args(&["--features", "--release", "edge"]).is_err());
+        assert!(args(&["--features="]).is_err());
+        assert!(args(&["-F", ""]).is_err());
+        assert!(args(&["--all-features"]).is_err());
+    }
+
+    #[test]
+    fn keep_names_is_an_option() {
+        assert!(
+            !args(&["--profile", "worker", "edge"])
+                .expect("parses")
+                .keep_names
+        );
+        assert!(args(&["--keep-names", "edge"]).expect("parses").keep_names);
+    }
+
+    #[test]
+    fn max_gzip_takes_a_byte_count() {
+        let a = args(&["--profile", "worker", "--max-gzip", "614400", "edge"]).expect("parses");
+        assert_eq!(a.max_gzip, Some(614_400));
+        assert_eq!(args(&["edge"]).expect("parses").max_gzip, None);
+        assert!(args(&["--max-gzip", "600KiB", "edge"]).is_err());
+        assert!(args(&["--max-gzip"]).is_err());
     }
 
     #[test]
