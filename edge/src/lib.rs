@@ -18,6 +18,11 @@
 //! During an SQS outage it writes events to its spill queue and replays them to SQS later
 //! ([`deliver::spill`]).
 
+#[cfg(not(any(feature = "sqs", feature = "kinesis")))]
+compile_error!(
+    "spillway-edge needs a buffer: build it with feature `sqs` (the default) or `kinesis`"
+);
+
 pub mod buffer;
 pub mod config;
 pub mod deliver;

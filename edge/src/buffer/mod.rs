@@ -1,23 +1,33 @@
 //! The durable buffer, as the request path sees it: the port ([`Buffer`]: one call's entries
 //! in, an outcome per position out), the limits of one call (a value,
 //! [`spillway_shared::BufferLimits`], which the packer and the group commit's "full" take), the
-//! retry loop over many calls ([`send_all`]), and the SQS implementation ([`sqs`], over the
-//! fetch [`connector`]).
+//! retry loop over many calls ([`send_all`]), and the implementations, each behind its cargo
+//! feature: SQS (`sqs`, feature `sqs`) and Kinesis Data Streams (`kinesis`, feature `kinesis`),
+//! both over the fetch [`connector`], and [`Configured`], the one the configuration names.
 //!
-//! Nothing above this module knows what SQS calls its entries or how it names failures: SQS
-//! answers by entry id, and [`sqs`] maps those ids back to positions in the call, the way
-//! Kinesis reports its records. It does not decide where a request's events go when the buffer
-//! fails them (that is `deliver`, above it).
+//! Nothing above this module knows what a buffer calls its entries or how it names failures:
+//! SQS answers by entry id, and `sqs` maps those ids back to positions in the call; Kinesis
+//! answers by position. It does not decide where a request's events go when the buffer fails
+//! them (that is `deliver`, above it).
 #![allow(async_fn_in_trait)]
 
+pub mod classify;
 pub mod connector;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 mod retry;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
 pub use retry::{backoff, send_all, SendReport, Shared};
 
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
+use aws_smithy_async::time::SharedTimeSource;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use spillway_shared::BufferEntry;
 use thiserror::Error;
+
+use crate::config::{Config, Target};
 
 /// What the buffer said about one call that it answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,10 +51,11 @@ pub struct FailedEntry {
 /// A call that got no usable answer at all.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SendError {
-    /// Worth another try: connection failures, timeouts, 5xx, throttling.
+    /// Worth another try: connection failures, timeouts, 5xx, throttling (Kinesis: also
+    /// throughput exceeded, and an answer that does not name every record).
     #[error("transient queue error: {0}")]
     Transient(String),
-    /// Will fail again the same way: access denied, no such queue, malformed request.
+    /// Will fail again the same way: access denied, no such queue or stream, malformed request.
     #[error("permanent queue error: {0}")]
     Permanent(String),
 }
@@ -61,7 +72,51 @@ impl SendError {
 /// JS-backed futures are not `Send`.
 pub trait Buffer {
     /// Sends `entries` (within the buffer's [`BufferLimits`](spillway_shared::BufferLimits)) as
-    /// one call. `group` orders the entries (the message group of a FIFO queue); buffers
-    /// without ordering ignore it.
+    /// one call. `group` is the ingest key id of the entries' events (on every path: direct,
+    /// group commit, spill replay), which orders them where the buffer can: the message group
+    /// of a FIFO queue, the partition key with `KINESIS_PARTITION_KEY=key_id`. Buffers without
+    /// ordering ignore it.
     async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError>;
+}
+
+/// The buffer the configuration names ([`Config::target`]), among those this build carries.
+#[derive(Debug, Clone)]
+pub enum Configured {
+    #[cfg(feature = "sqs")]
+    Sqs(sqs::SqsSender),
+    #[cfg(feature = "kinesis")]
+    Kinesis(kinesis::KinesisSender),
+}
+
+impl Configured {
+    /// The configured buffer's client over `http`, `time` and `sleep`; `random` draws Kinesis's
+    /// `request` partition keys (unused by SQS).
+    #[cfg_attr(not(feature = "kinesis"), allow(unused_variables))]
+    pub fn new(
+        config: &Config,
+        http: SharedHttpClient,
+        time: SharedTimeSource,
+        sleep: SharedAsyncSleep,
+        random: fn() -> [u8; 16],
+    ) -> Self {
+        match &config.target {
+            #[cfg(feature = "sqs")]
+            Target::Sqs(t) => Configured::Sqs(sqs::SqsSender::new(config, t, http, time, sleep)),
+            #[cfg(feature = "kinesis")]
+            Target::Kinesis(t) => Configured::Kinesis(kinesis::KinesisSender::new(
+                config, t, http, time, sleep, random,
+            )),
+        }
+    }
+}
+
+impl Buffer for Configured {
+    async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError> {
+        match self {
+            #[cfg(feature = "sqs")]
+            Configured::Sqs(s) => s.send(entries, group).await,
+            #[cfg(feature = "kinesis")]
+            Configured::Kinesis(k) => k.send(entries, group).await,
+        }
+    }
 }

@@ -23,7 +23,7 @@ fn settings(limits: BufferLimits, fifo: bool) -> BatcherSettings {
             max: Duration::from_millis(400),
             concurrency: 6,
         },
-        fifo,
+        by_group: fifo,
         envelope_key: crate::testkit::envelope_key(),
     }
 }
