@@ -12,6 +12,7 @@
 #![allow(async_fn_in_trait)]
 
 pub mod classify;
+mod configured;
 pub mod connector;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
@@ -19,15 +20,11 @@ mod retry;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
+pub use configured::Configured;
 pub use retry::{backoff, send_all, SendReport, Shared};
 
-use aws_smithy_async::rt::sleep::SharedAsyncSleep;
-use aws_smithy_async::time::SharedTimeSource;
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use spillway_shared::BufferEntry;
 use thiserror::Error;
-
-use crate::config::{Config, Target};
 
 /// What the buffer said about one call that it answered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,46 +74,4 @@ pub trait Buffer {
     /// of a FIFO queue, the partition key with `KINESIS_PARTITION_KEY=key_id`. Buffers without
     /// ordering ignore it.
     async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError>;
-}
-
-/// The buffer the configuration names ([`Config::target`]), among those this build carries.
-#[derive(Debug, Clone)]
-pub enum Configured {
-    #[cfg(feature = "sqs")]
-    Sqs(sqs::SqsSender),
-    #[cfg(feature = "kinesis")]
-    Kinesis(kinesis::KinesisSender),
-}
-
-impl Configured {
-    /// The configured buffer's client over `http`, `time` and `sleep`; `random` draws Kinesis's
-    /// `request` partition keys (unused by SQS).
-    #[cfg_attr(not(feature = "kinesis"), allow(unused_variables))]
-    pub fn new(
-        config: &Config,
-        http: SharedHttpClient,
-        time: SharedTimeSource,
-        sleep: SharedAsyncSleep,
-        random: fn() -> [u8; 16],
-    ) -> Self {
-        match &config.target {
-            #[cfg(feature = "sqs")]
-            Target::Sqs(t) => Configured::Sqs(sqs::SqsSender::new(config, t, http, time, sleep)),
-            #[cfg(feature = "kinesis")]
-            Target::Kinesis(t) => Configured::Kinesis(kinesis::KinesisSender::new(
-                config, t, http, time, sleep, random,
-            )),
-        }
-    }
-}
-
-impl Buffer for Configured {
-    async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError> {
-        match self {
-            #[cfg(feature = "sqs")]
-            Configured::Sqs(s) => s.send(entries, group).await,
-            #[cfg(feature = "kinesis")]
-            Configured::Kinesis(k) => k.send(entries, group).await,
-        }
-    }
 }

@@ -14,7 +14,7 @@
 
 use spillway_shared::limits::BufferLimits;
 
-use super::ConfigProblem;
+use super::problem::ConfigProblem;
 
 /// `BUFFER`: the buffer this deployment sends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

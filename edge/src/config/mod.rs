@@ -6,14 +6,14 @@
 //! value ([`Secret`], [`SigningKey`]), and no error message ever quotes them.
 
 mod buffer;
+mod problem;
 
 use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
-use spillway_shared::limits::{validate_within, BufferLimits, LimitsError, RequestLimits};
+use spillway_shared::limits::{validate_within, BufferLimits, RequestLimits};
 use spillway_shared::{parse_keys, SigningKey};
-use thiserror::Error;
 
 #[cfg(feature = "kinesis")]
 pub use buffer::KinesisTarget;
@@ -21,6 +21,7 @@ use buffer::{origin_of, read_target, valid_region};
 pub use buffer::{BufferKind, PartitionKey, StreamArn, Target};
 #[cfg(feature = "sqs")]
 pub use buffer::{QueueUrl, SqsTarget};
+pub use problem::{ConfigError, ConfigProblem};
 
 /// A secret string. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -283,28 +284,6 @@ const NUMERIC_SETTINGS: &[NumericSetting] = &[
         t.group_commit.shards = secs(v)
     }),
 ];
-
-/// One unusable setting. Names the variable, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigProblem {
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    #[error("{name} {reason}")]
-    Invalid { name: &'static str, reason: String },
-    #[error("limits: {0}")]
-    RequestLimits(LimitsError),
-    /// `BUFFER` names a buffer whose client this Worker was not built with.
-    #[error("BUFFER is {buffer}, but this Worker was built without it: deploy the build made with {build}")]
-    NotBuiltWith {
-        buffer: &'static str,
-        build: &'static str,
-    },
-}
-
-/// Every problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError(pub Vec<ConfigProblem>);
 
 /// Shortest accepted ingest key: anything shorter can be guessed.
 pub const MIN_KEY_CHARS: usize = 16;
