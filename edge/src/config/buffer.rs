@@ -43,7 +43,7 @@ impl BufferKind {
     /// The build that carries it, for the start-up error of a build that does not.
     pub fn build_hint(self) -> &'static str {
         match self {
-            BufferKind::Sqs => "the default build (feature `sqs`; wrangler's default environment)",
+            BufferKind::Sqs => "the default features (`sqs`; wrangler's default environment)",
             BufferKind::Kinesis => {
                 "`--no-default-features --features kinesis` (wrangler.toml's [env.kinesis]: \
                  `wrangler deploy --env kinesis`)"

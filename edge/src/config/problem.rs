@@ -14,7 +14,9 @@ pub enum ConfigProblem {
     #[error("limits: {0}")]
     RequestLimits(LimitsError),
     /// `BUFFER` names a buffer whose client this Worker was not built with.
-    #[error("BUFFER is {buffer}, but this Worker was built without it: deploy the build made with {build}")]
+    #[error(
+        "BUFFER is {buffer}, but this Worker was built without it: deploy the build with {build}"
+    )]
     NotBuiltWith {
         buffer: &'static str,
         build: &'static str,
