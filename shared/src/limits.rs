@@ -18,6 +18,26 @@ pub const SQS_CEILING: BufferLimits = BufferLimits {
     bytes_per_entry: SQS_MAX_MESSAGE_BYTES,
     bytes_per_call: SQS_MAX_MESSAGE_BYTES,
 };
+/// Kinesis Data Streams' `PutRecords` ceilings (AWS documentation, checked 2026-12): at most
+/// 500 records per call; a record's data plus its partition key at most 1 MiB (the default
+/// maximum record size; a stream can be raised above it, the edge does not assume so); the
+/// whole call, data plus keys, at most 5 MiB (what every emulator and older region enforces).
+pub const KINESIS_MAX_RECORDS: usize = 500;
+/// Data plus partition key of one record.
+pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Data plus partition keys of one `PutRecords` call.
+pub const KINESIS_MAX_CALL_BYTES: usize = 5 * 1024 * 1024;
+/// The longest partition key Kinesis takes (256 characters; the edge's keys are ASCII, so
+/// bytes), reserved in every record of [`KINESIS_CEILING`] so data plus key always fit.
+pub const KINESIS_MAX_PARTITION_KEY_BYTES: usize = 256;
+/// What one `PutRecords` takes, as the packer counts (record data only): the service's ceilings
+/// less a full-length partition key per record. Counting the key at its longest costs at most
+/// 128,000 bytes of a 5 MiB call and keeps the packer unaware of keys.
+pub const KINESIS_CEILING: BufferLimits = BufferLimits {
+    entries_per_call: KINESIS_MAX_RECORDS,
+    bytes_per_entry: KINESIS_MAX_RECORD_BYTES - KINESIS_MAX_PARTITION_KEY_BYTES,
+    bytes_per_call: KINESIS_MAX_CALL_BYTES - KINESIS_MAX_RECORDS * KINESIS_MAX_PARTITION_KEY_BYTES,
+};
 /// Bytes an envelope adds around its events, with room to spare: the sealed envelope's
 /// `{"v":2,"kid":"<up to 32>","events":[` + `],"sig":"<64 hex>"}` (133 bytes at most,
 /// `envelope::WRAPPER_MAX`, held below this by a compile-time check).
@@ -98,6 +118,13 @@ pub enum LimitsError {
         value: usize,
         max: usize,
     },
+    /// Over the ceiling given to [`validate_within`] (a buffer other than SQS).
+    #[error("{name} = {value} exceeds the buffer's limit of {max}")]
+    OverCeiling {
+        name: &'static str,
+        value: usize,
+        max: usize,
+    },
     #[error("max_event_bytes ({event}) plus enrichment and envelope overhead must fit in max_message_bytes ({message})")]
     EventLargerThanMessage { event: usize, message: usize },
     #[error("max_message_bytes ({message}) must not exceed max_batch_bytes ({batch})")]
@@ -110,6 +137,19 @@ pub enum LimitsError {
 /// and nothing exceeds what SQS accepts ([`SQS_CEILING`]). The first problem found is returned,
 /// named by the setting it comes from.
 pub fn validate(request: &RequestLimits, buffer: &BufferLimits) -> Result<(), LimitsError> {
+    validate_within(request, buffer, &SQS_CEILING).map_err(|e| match e {
+        LimitsError::OverCeiling { name, value, max } => LimitsError::OverSqs { name, value, max },
+        other => other,
+    })
+}
+
+/// [`validate`] against another buffer's ceiling (such as [`KINESIS_CEILING`]); exceeding it
+/// is [`LimitsError::OverCeiling`].
+pub fn validate_within(
+    request: &RequestLimits,
+    buffer: &BufferLimits,
+    ceiling: &BufferLimits,
+) -> Result<(), LimitsError> {
     let named = [
         ("max_body_bytes", request.max_body_bytes),
         ("max_decompressed_bytes", request.max_decompressed_bytes),
@@ -127,21 +167,21 @@ pub fn validate(request: &RequestLimits, buffer: &BufferLimits) -> Result<(), Li
         (
             "max_message_bytes",
             buffer.bytes_per_entry,
-            SQS_CEILING.bytes_per_entry,
+            ceiling.bytes_per_entry,
         ),
         (
             "max_batch_bytes",
             buffer.bytes_per_call,
-            SQS_CEILING.bytes_per_call,
+            ceiling.bytes_per_call,
         ),
         (
             "entries_per_call",
             buffer.entries_per_call,
-            SQS_CEILING.entries_per_call,
+            ceiling.entries_per_call,
         ),
     ] {
         if value > max {
-            return Err(LimitsError::OverSqs { name, value, max });
+            return Err(LimitsError::OverCeiling { name, value, max });
         }
     }
     if request.max_event_bytes + ENRICHMENT_BYTES + ENVELOPE_OVERHEAD_BYTES > buffer.bytes_per_entry
@@ -181,6 +221,52 @@ mod tests {
             Ok(())
         );
         assert_eq!(check(RequestLimits::default(), SQS_CEILING), Ok(()));
+    }
+
+    #[test]
+    fn the_kinesis_ceiling_counts_a_full_partition_key_per_record() {
+        assert_eq!(KINESIS_CEILING.entries_per_call, 500);
+        assert_eq!(
+            KINESIS_CEILING.bytes_per_entry + KINESIS_MAX_PARTITION_KEY_BYTES,
+            1024 * 1024
+        );
+        assert_eq!(
+            KINESIS_CEILING.bytes_per_call + 500 * KINESIS_MAX_PARTITION_KEY_BYTES,
+            5 * 1024 * 1024
+        );
+        let r = RequestLimits::default();
+        assert_eq!(
+            validate_within(&r, &KINESIS_CEILING, &KINESIS_CEILING),
+            Ok(())
+        );
+        // Within Kinesis's ceiling, over SQS's.
+        assert!(matches!(
+            validate(&r, &KINESIS_CEILING),
+            Err(LimitsError::OverSqs { .. })
+        ));
+        let over = BufferLimits {
+            entries_per_call: 501,
+            ..KINESIS_CEILING
+        };
+        assert_eq!(
+            validate_within(&r, &over, &KINESIS_CEILING),
+            Err(LimitsError::OverCeiling {
+                name: "entries_per_call",
+                value: 501,
+                max: 500
+            })
+        );
+        let over = BufferLimits {
+            bytes_per_call: KINESIS_CEILING.bytes_per_call + 1,
+            ..KINESIS_CEILING
+        };
+        assert!(matches!(
+            validate_within(&r, &over, &KINESIS_CEILING),
+            Err(LimitsError::OverCeiling {
+                name: "max_batch_bytes",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -1,19 +1,26 @@
 //! The durable buffer, as the request path sees it: the port ([`Buffer`]: one call's entries
 //! in, an outcome per position out), the limits of one call (a value,
 //! [`spillway_shared::BufferLimits`], which the packer and the group commit's "full" take), the
-//! retry loop over many calls ([`send_all`]), and the SQS implementation ([`sqs`], over the
-//! fetch [`connector`]).
+//! retry loop over many calls ([`send_all`]), and the implementations, each behind its cargo
+//! feature: SQS (`sqs`, feature `sqs`) and Kinesis Data Streams (`kinesis`, feature `kinesis`),
+//! both over the fetch [`connector`], and [`Configured`], the one the configuration names.
 //!
-//! Nothing above this module knows what SQS calls its entries or how it names failures: SQS
-//! answers by entry id, and [`sqs`] maps those ids back to positions in the call, the way
-//! Kinesis reports its records. It does not decide where a request's events go when the buffer
-//! fails them (that is `deliver`, above it).
+//! Nothing above this module knows what a buffer calls its entries or how it names failures:
+//! SQS answers by entry id, and `sqs` maps those ids back to positions in the call; Kinesis
+//! answers by position. It does not decide where a request's events go when the buffer fails
+//! them (that is `deliver`, above it).
 #![allow(async_fn_in_trait)]
 
+pub mod classify;
+mod configured;
 pub mod connector;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 mod retry;
+#[cfg(feature = "sqs")]
 pub mod sqs;
 
+pub use configured::Configured;
 pub use retry::{backoff, send_all, SendReport, Shared};
 
 use spillway_shared::BufferEntry;
@@ -41,10 +48,11 @@ pub struct FailedEntry {
 /// A call that got no usable answer at all.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SendError {
-    /// Worth another try: connection failures, timeouts, 5xx, throttling.
+    /// Worth another try: connection failures, timeouts, 5xx, throttling (Kinesis: also
+    /// throughput exceeded, and an answer that does not name every record).
     #[error("transient queue error: {0}")]
     Transient(String),
-    /// Will fail again the same way: access denied, no such queue, malformed request.
+    /// Will fail again the same way: access denied, no such queue or stream, malformed request.
     #[error("permanent queue error: {0}")]
     Permanent(String),
 }
@@ -61,7 +69,9 @@ impl SendError {
 /// JS-backed futures are not `Send`.
 pub trait Buffer {
     /// Sends `entries` (within the buffer's [`BufferLimits`](spillway_shared::BufferLimits)) as
-    /// one call. `group` orders the entries (the message group of a FIFO queue); buffers
-    /// without ordering ignore it.
+    /// one call. `group` is the ingest key id of the entries' events (on every path: direct,
+    /// group commit, spill replay), which orders them where the buffer can: the message group
+    /// of a FIFO queue, the partition key with `KINESIS_PARTITION_KEY=key_id`. Buffers without
+    /// ordering ignore it.
     async fn send(&self, entries: &[BufferEntry], group: &str) -> Result<CallOutcome, SendError>;
 }

@@ -17,8 +17,9 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use aws_smithy_async::time::SharedTimeSource;
 use spillway_shared::BufferEntry;
 
+use super::classify::{self, transient_code};
 use super::{Buffer, CallOutcome, FailedEntry, SendError};
-use crate::config::Config;
+use crate::config::{Config, SqsTarget};
 
 /// Sends batches to the configured queue.
 #[derive(Debug, Clone)]
@@ -29,9 +30,11 @@ pub struct SqsSender {
 }
 
 impl SqsSender {
-    /// A client for `config`'s queue, endpoint, region and static credentials.
+    /// A client for `target`'s queue and endpoint, with `config`'s region and static
+    /// credentials.
     pub fn new(
         config: &Config,
+        target: &SqsTarget,
         http: SharedHttpClient,
         time: SharedTimeSource,
         sleep: SharedAsyncSleep,
@@ -47,7 +50,7 @@ impl SqsSender {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .credentials_provider(credentials)
-            .endpoint_url(config.sqs_endpoint.clone())
+            .endpoint_url(target.endpoint.clone())
             .http_client(http)
             .time_source(time)
             .sleep_impl(sleep)
@@ -61,8 +64,8 @@ impl SqsSender {
             .build();
         Self {
             client: aws_sdk_sqs::Client::from_conf(sdk),
-            queue_url: config.queue.as_str().to_owned(),
-            fifo: config.queue.is_fifo(),
+            queue_url: target.queue.as_str().to_owned(),
+            fifo: target.queue.is_fifo(),
         }
     }
 }
@@ -102,32 +105,6 @@ impl Buffer for SqsSender {
             Err(e) => Err(classify(&e)),
         }
     }
-}
-
-/// SQS error codes that mean "try again later", as they appear after the last `.`
-/// (`KMS.ThrottlingException`, `AWS.SimpleQueueService.RequestThrottled`).
-const TRANSIENT_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "LimitExceededException",
-    "SlowDown",
-    "KmsThrottled",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-];
-
-fn transient_code(code: &str) -> bool {
-    let short = code.rsplit(['.', '#']).next().unwrap_or(code);
-    TRANSIENT_CODES.contains(&short)
 }
 
 /// Whether an entry SQS refused may succeed if sent again: SQS says whether the sender is at
@@ -172,41 +149,14 @@ pub fn outcome<'a>(
 
 /// Whether a service error (SQS answered, but with an error) is worth retrying.
 pub fn classify_service(status: u16, code: Option<&str>) -> SendError {
-    let what = format!("HTTP {status} {}", code.unwrap_or("(no error code)"));
-    if status >= 500 || status == 429 || code.is_some_and(transient_code) {
-        SendError::Transient(what)
-    } else {
-        SendError::Permanent(what)
-    }
+    classify::classify_service(status, code, transient_code)
 }
 
-/// Maps an SDK failure. Messages carry codes and statuses only, never request contents.
+/// Maps an SDK failure of `SendMessageBatch`.
 pub fn classify<E: ProvideErrorMetadata>(
     error: &SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
 ) -> SendError {
-    match error {
-        SdkError::ServiceError(e) => classify_service(e.raw().status().as_u16(), error.code()),
-        SdkError::ResponseError(e) => {
-            let status = e.raw().status().as_u16();
-            if (400..500).contains(&status) && status != 429 {
-                SendError::Permanent(format!("HTTP {status}, unreadable answer"))
-            } else {
-                SendError::Transient(format!("HTTP {status}, unreadable answer"))
-            }
-        }
-        SdkError::DispatchFailure(d) if d.is_user() => {
-            SendError::Permanent("the request could not be sent".into())
-        }
-        SdkError::DispatchFailure(d) if d.is_timeout() => {
-            SendError::Transient("connection timed out".into())
-        }
-        SdkError::DispatchFailure(_) => SendError::Transient("connection failed".into()),
-        SdkError::TimeoutError(_) => SendError::Transient("timed out".into()),
-        SdkError::ConstructionFailure(_) => {
-            SendError::Permanent("the request could not be built".into())
-        }
-        _ => SendError::Transient("unknown SDK error".into()),
-    }
+    classify::classify(error, transient_code)
 }
 
 #[cfg(test)]

@@ -5,13 +5,23 @@
 //! `AWS_SECRET_ACCESS_KEY`, `ENVELOPE_KEYS`) live in types whose `Debug` prints nothing of the
 //! value ([`Secret`], [`SigningKey`]), and no error message ever quotes them.
 
+mod buffer;
+mod problem;
+
 use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
-use spillway_shared::limits::{validate, BufferLimits, LimitsError, RequestLimits};
+use spillway_shared::limits::{validate_within, BufferLimits, RequestLimits};
 use spillway_shared::{parse_keys, SigningKey};
-use thiserror::Error;
+
+#[cfg(feature = "kinesis")]
+pub use buffer::KinesisTarget;
+use buffer::{origin_of, read_target, valid_region};
+pub use buffer::{BufferKind, PartitionKey, StreamArn, Target};
+#[cfg(feature = "sqs")]
+pub use buffer::{QueueUrl, SqsTarget};
+pub use problem::{ConfigError, ConfigProblem};
 
 /// A secret string. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,55 +73,8 @@ impl AllowedOrigins {
     }
 }
 
-/// The queue, from `SQS_QUEUE_URL`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueUrl {
-    url: String,
-    origin: String,
-    fifo: bool,
-}
-
-impl QueueUrl {
-    /// Parses an `http(s)://host[:port]/account/name` URL.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let origin = origin_of(url)?;
-        let path = &url[origin.len()..];
-        let name = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-        if name.is_empty() {
-            return Err(
-                "must name a queue, e.g. https://sqs.eu-west-1.amazonaws.com/123456789012/events"
-                    .into(),
-            );
-        }
-        Ok(Self {
-            url: url.to_owned(),
-            fifo: name.ends_with(".fifo"),
-            origin,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.url
-    }
-
-    /// `scheme://host[:port]` of the queue URL: the default SQS endpoint.
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
-    /// FIFO queues (name ending in `.fifo`) need a message group and deduplication id.
-    pub fn is_fifo(&self) -> bool {
-        self.fifo
-    }
-}
-
-/// `scheme://authority` of an absolute http(s) URL, refusing anything else: the rule the
-/// consumer's tools apply too ([`spillway_shared::origin_of`]).
-fn origin_of(url: &str) -> Result<String, String> {
-    spillway_shared::origin_of(url).map_err(|e| e.to_string())
-}
-
-/// How the edge retries `SendMessageBatch` and when it gives up.
+/// How the edge retries its calls to the buffer (`SendMessageBatch`, `PutRecords`) and when it
+/// gives up. The settings keep their `SQS_` names whichever buffer is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Overall budget for getting every event of a request acknowledged (`SQS_DEADLINE_MS`,
@@ -121,7 +84,7 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Longest single backoff (`SQS_RETRY_MAX_MS`, default 1,000 ms).
     pub max: Duration,
-    /// `SendMessageBatch` requests in flight at once (`SQS_CONCURRENCY`, default and maximum 6:
+    /// Calls to the buffer in flight at once (`SQS_CONCURRENCY`, default and maximum 6:
     /// a Worker may hold at most 6 simultaneous outgoing connections).
     pub concurrency: usize,
 }
@@ -172,11 +135,11 @@ impl Default for GroupCommitPolicy {
 /// Everything the edge needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `SQS_QUEUE_URL` (required).
-    pub queue: QueueUrl,
-    /// `SQS_ENDPOINT`, or the origin of `SQS_QUEUE_URL` when unset.
-    pub sqs_endpoint: String,
-    /// `AWS_REGION` (required).
+    /// `BUFFER` and that buffer's settings (`SQS_QUEUE_URL`, `SQS_ENDPOINT`;
+    /// `KINESIS_STREAM_ARN`, `KINESIS_ENDPOINT`, `KINESIS_PARTITION_KEY`): see [`Target`].
+    pub target: Target,
+    /// `AWS_REGION` (required with SQS; with Kinesis the stream ARN's region, which
+    /// `AWS_REGION` must equal when set).
     pub region: String,
     /// `AWS_ACCESS_KEY_ID` (required).
     pub access_key_id: String,
@@ -194,8 +157,9 @@ pub struct Config {
     /// The request's limits: `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`,
     /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`RequestLimits`].
     pub limits: RequestLimits,
-    /// The buffer's limits: `MAX_MESSAGE_BYTES`, `MAX_BATCH_BYTES` (and SQS's 10 entries per
-    /// call); defaults in [`BufferLimits`].
+    /// The buffer's limits: `MAX_MESSAGE_BYTES`, `MAX_BATCH_BYTES` (a record and a `PutRecords`
+    /// call with Kinesis) and the buffer's entries per call (SQS 10, Kinesis 500); defaults in
+    /// [`Target::default_limits`], validated against [`Target::ceiling`].
     pub buffer: BufferLimits,
     /// `SQS_DEADLINE_MS`, `SQS_RETRY_BASE_MS`, `SQS_RETRY_MAX_MS`, `SQS_CONCURRENCY`.
     pub retry: RetryPolicy,
@@ -321,22 +285,6 @@ const NUMERIC_SETTINGS: &[NumericSetting] = &[
     }),
 ];
 
-/// One unusable setting. Names the variable, never its value.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigProblem {
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    #[error("{name} {reason}")]
-    Invalid { name: &'static str, reason: String },
-    #[error("limits: {0}")]
-    RequestLimits(LimitsError),
-}
-
-/// Every problem found in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid configuration: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct ConfigError(pub Vec<ConfigProblem>);
-
 /// Shortest accepted ingest key: anything shorter can be guessed.
 pub const MIN_KEY_CHARS: usize = 16;
 
@@ -358,55 +306,22 @@ impl Config {
             v
         };
 
-        let queue_raw = required("SQS_QUEUE_URL", &mut problems);
-        let region = required("AWS_REGION", &mut problems);
         let access_key_id = required("AWS_ACCESS_KEY_ID", &mut problems);
         let secret = required("AWS_SECRET_ACCESS_KEY", &mut problems);
         let keys_raw = required("INGEST_KEYS", &mut problems);
         let envelope_raw = required("ENVELOPE_KEYS", &mut problems);
 
-        let queue = queue_raw.and_then(|raw| match QueueUrl::parse(&raw) {
-            Ok(q) => Some(q),
-            Err(reason) => {
-                problems.push(ConfigProblem::Invalid {
-                    name: "SQS_QUEUE_URL",
-                    reason,
-                });
-                None
-            }
-        });
-        let endpoint = match get("SQS_ENDPOINT") {
-            Some(raw) => match origin_of(&raw) {
-                Ok(origin) if raw.trim_end_matches('/') == origin => Some(origin),
-                Ok(_) => {
-                    problems.push(ConfigProblem::Invalid {
-                        name: "SQS_ENDPOINT",
-                        reason: "must be an origin such as http://127.0.0.1:9324, without a path"
-                            .into(),
-                    });
-                    None
-                }
-                Err(reason) => {
-                    problems.push(ConfigProblem::Invalid {
-                        name: "SQS_ENDPOINT",
-                        reason,
-                    });
-                    None
-                }
-            },
-            None => queue.as_ref().map(|q| q.origin().to_owned()),
-        };
-        if let Some(r) = &region {
-            if !r
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
+        let region = get("AWS_REGION").filter(|r| {
+            let ok = valid_region(r);
+            if !ok {
                 problems.push(ConfigProblem::Invalid {
                     name: "AWS_REGION",
                     reason: "must look like eu-west-1".into(),
                 });
             }
-        }
+            ok
+        });
+        let target = read_target(&get, region, &mut problems);
         let ingest_keys = keys_raw
             .map(|raw| match parse_ingest_keys(&raw) {
                 Ok(keys) => keys,
@@ -441,6 +356,9 @@ impl Config {
         };
 
         let mut tuning = Tuning::default();
+        if let Some((target, _)) = &target {
+            tuning.buffer = target.default_limits();
+        }
         for setting in NUMERIC_SETTINGS {
             let Some(raw) = get(setting.name) else {
                 continue;
@@ -467,8 +385,10 @@ impl Config {
 
         let panic_route = get("SPILLWAY_PANIC_ROUTE").as_deref() == Some("enabled");
 
-        if let Err(e) = validate(&limits, &buffer) {
-            problems.push(ConfigProblem::RequestLimits(e));
+        if let Some((target, _)) = &target {
+            if let Err(e) = validate_within(&limits, &buffer, &target.ceiling()) {
+                problems.push(ConfigProblem::RequestLimits(e));
+            }
         }
         if retry.base > retry.max {
             problems.push(ConfigProblem::Invalid {
@@ -477,31 +397,27 @@ impl Config {
             });
         }
 
-        match (queue, endpoint, region, access_key_id, secret, envelope_key) {
-            (
-                Some(queue),
-                Some(sqs_endpoint),
-                Some(region),
-                Some(access_key_id),
-                Some(secret),
-                Some(envelope_key),
-            ) if problems.is_empty() => Ok(Config {
-                queue,
-                sqs_endpoint,
-                region,
-                access_key_id,
-                secret_access_key: Secret::new(secret),
-                ingest_keys,
-                envelope_key,
-                allowed_origins,
-                limits,
-                buffer,
-                retry,
-                group_commit,
-                retry_after_secs,
-                rate_limit_period_secs,
-                panic_route,
-            }),
+        match (target, access_key_id, secret, envelope_key) {
+            (Some((target, region)), Some(access_key_id), Some(secret), Some(envelope_key))
+                if problems.is_empty() =>
+            {
+                Ok(Config {
+                    target,
+                    region,
+                    access_key_id,
+                    secret_access_key: Secret::new(secret),
+                    ingest_keys,
+                    envelope_key,
+                    allowed_origins,
+                    limits,
+                    buffer,
+                    retry,
+                    group_commit,
+                    retry_after_secs,
+                    rate_limit_period_secs,
+                    panic_route,
+                })
+            }
             _ => Err(ConfigError(problems)),
         }
     }

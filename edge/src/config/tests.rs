@@ -35,8 +35,11 @@ pub(crate) fn config_with(overrides: &[(&'static str, &str)]) -> Result<Config, 
 #[test]
 fn complete_environment_parses_with_defaults() {
     let c = config_with(&[]).expect("valid");
-    assert_eq!(c.sqs_endpoint, "https://sqs.eu-west-1.amazonaws.com");
-    assert!(!c.queue.is_fifo());
+    let Target::Sqs(sqs) = &c.target else {
+        panic!("SQS is the default buffer")
+    };
+    assert_eq!(sqs.endpoint, "https://sqs.eu-west-1.amazonaws.com");
+    assert!(!sqs.queue.is_fifo());
     assert_eq!(c.ingest_keys.len(), 2);
     assert_eq!(c.ingest_keys[1].key_id, "app");
     assert_eq!(c.limits, RequestLimits::default());
@@ -55,9 +58,13 @@ fn endpoint_override_and_fifo() {
         ("SQS_ENDPOINT", "http://127.0.0.1:6000/"),
     ])
     .expect("valid");
-    assert!(c.queue.is_fifo());
-    assert_eq!(c.queue.origin(), "http://127.0.0.1:5000");
-    assert_eq!(c.sqs_endpoint, "http://127.0.0.1:6000");
+    let Target::Sqs(sqs) = &c.target else {
+        panic!("SQS")
+    };
+    assert!(sqs.queue.is_fifo());
+    assert!(c.target.orders_by_group());
+    assert_eq!(sqs.queue.origin(), "http://127.0.0.1:5000");
+    assert_eq!(sqs.endpoint, "http://127.0.0.1:6000");
     let bad = config_with(&[("SQS_ENDPOINT", "http://127.0.0.1:6000/queue")]);
     assert!(bad.is_err());
 }
@@ -231,4 +238,140 @@ fn envelope_keys_are_required_and_the_first_one_seals() {
         !text.contains("too-short"),
         "never quotes the secret: {text}"
     );
+}
+
+// ---------------------------------------------------------------- BUFFER=kinesis
+
+fn kinesis_with(overrides: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+    let mut all = crate::testkit::KINESIS_ENV.to_vec();
+    all.extend_from_slice(overrides);
+    config_with(&all)
+}
+
+#[test]
+fn kinesis_needs_a_stream_not_a_queue() {
+    let mut e = env();
+    e.remove("SQS_QUEUE_URL");
+    e.insert("BUFFER", "kinesis".to_owned());
+    e.insert("KINESIS_STREAM_ARN", crate::testkit::STREAM_ARN.to_owned());
+    let c = Config::from_env(|k| e.get(k).cloned()).expect("no SQS_QUEUE_URL needed");
+    let Target::Kinesis(k) = &c.target else {
+        panic!("kinesis")
+    };
+    assert_eq!(k.stream.name(), "spillway-events");
+    assert_eq!(k.endpoint, "https://kinesis.eu-west-1.amazonaws.com");
+    assert_eq!(k.partition_key, PartitionKey::Request);
+    assert_eq!(c.region, "eu-west-1");
+    assert!(!c.target.orders_by_group());
+    assert_eq!(c.buffer, c.target.default_limits());
+    assert_eq!(c.buffer.entries_per_call, 500);
+    assert_eq!(c.buffer.bytes_per_entry, 256 * 1024);
+
+    e.remove("KINESIS_STREAM_ARN");
+    let err = Config::from_env(|k| e.get(k).cloned()).expect_err("no stream");
+    assert_eq!(err.0, vec![ConfigProblem::Missing("KINESIS_STREAM_ARN")]);
+}
+
+#[test]
+fn kinesis_settings_are_read_and_validated() {
+    let c = kinesis_with(&[("KINESIS_PARTITION_KEY", "key_id")]).expect("valid");
+    let Target::Kinesis(k) = &c.target else {
+        panic!("kinesis")
+    };
+    assert_eq!(k.endpoint, "http://127.0.0.1:4567");
+    assert_eq!(k.partition_key, PartitionKey::KeyId);
+    assert!(c.target.orders_by_group());
+    // AWS_REGION may be left out (the ARN's region is used) but not contradict the ARN.
+    let mut e = env();
+    e.remove("AWS_REGION");
+    for (k, v) in crate::testkit::KINESIS_ENV {
+        e.insert(k, (*v).to_owned());
+    }
+    assert_eq!(
+        Config::from_env(|k| e.get(k).cloned())
+            .expect("valid")
+            .region,
+        "eu-west-1"
+    );
+    let err = kinesis_with(&[("AWS_REGION", "us-east-1")]).expect_err("other region");
+    assert!(err.to_string().contains("AWS_REGION"), "{err}");
+    for (name, bad) in [
+        ("KINESIS_PARTITION_KEY", "shard"),
+        ("KINESIS_ENDPOINT", "http://127.0.0.1:4567/path"),
+        ("KINESIS_ENDPOINT", "kinesis.local"),
+        ("BUFFER", "kafka"),
+    ] {
+        let err = kinesis_with(&[(name, bad)]).expect_err(bad);
+        assert!(err.to_string().contains(name), "{err}");
+        assert!(
+            !err.to_string().contains(bad),
+            "never quotes the value: {err}"
+        );
+    }
+    // 5 MiB of data leaves no room for the partition keys.
+    let err = kinesis_with(&[("MAX_BATCH_BYTES", "5242880")]).expect_err("keys do not fit");
+    assert!(
+        err.0.contains(&ConfigProblem::RequestLimits(
+            spillway_shared::LimitsError::OverCeiling {
+                name: "max_batch_bytes",
+                value: 5_242_880,
+                max: 5_114_880
+            }
+        )),
+        "{err}"
+    );
+    // The call cap is the ceiling less a full-length key per record.
+    let c = kinesis_with(&[
+        ("MAX_BATCH_BYTES", "5114880"),
+        ("MAX_MESSAGE_BYTES", "1048320"),
+    ])
+    .expect("at the ceiling");
+    assert_eq!(c.buffer, spillway_shared::limits::KINESIS_CEILING);
+    let err = kinesis_with(&[("MAX_MESSAGE_BYTES", "1048321")]).expect_err("over");
+    assert!(matches!(err.0[0], ConfigProblem::RequestLimits(_)), "{err}");
+}
+
+#[test]
+fn stream_arn_shapes() {
+    let ok =
+        StreamArn::parse("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/a.b_c-1").expect("ok");
+    assert_eq!(
+        ok.default_endpoint().as_deref(),
+        Some("https://kinesis.cn-north-1.amazonaws.com.cn")
+    );
+    assert_eq!(ok.region(), "cn-north-1");
+    for bad in [
+        "arn:aws:sqs:eu-west-1:123456789012:stream/events",
+        "arn:aws:kinesis:eu-west-1:12345678901:stream/events",
+        "arn:aws:kinesis:EU:123456789012:stream/events",
+        "arn:aws:kinesis:eu-west-1:123456789012:events",
+        "arn:aws:kinesis:eu-west-1:123456789012:stream/",
+        "arn:aws:kinesis:eu-west-1:123456789012:stream/a/b",
+        "arn:gcp:kinesis:eu-west-1:123456789012:stream/events",
+        "https://kinesis.eu-west-1.amazonaws.com/events",
+    ] {
+        assert!(StreamArn::parse(bad).is_err(), "{bad}");
+    }
+    // A partition whose domain the edge does not know needs KINESIS_ENDPOINT.
+    let iso =
+        StreamArn::parse("arn:aws-iso:kinesis:us-iso-east-1:123456789012:stream/e").expect("ok");
+    assert_eq!(iso.default_endpoint(), None);
+}
+
+#[test]
+fn a_buffer_the_build_lacks_is_a_start_up_error_naming_the_build() {
+    // Native tests build both buffers, so the check is exercised on its parts: what each
+    // build carries and the error's wording.
+    assert!(BufferKind::Sqs.built() && BufferKind::Kinesis.built());
+    let problem = ConfigProblem::NotBuiltWith {
+        buffer: BufferKind::Kinesis.name(),
+        build: BufferKind::Kinesis.build_hint(),
+    };
+    let text = problem.to_string();
+    assert!(text.contains("BUFFER is kinesis"), "{text}");
+    assert!(
+        text.contains("--no-default-features --features kinesis"),
+        "{text}"
+    );
+    assert!(text.contains("--env kinesis"), "{text}");
 }

@@ -8,8 +8,8 @@ use std::fmt;
 use futures_util::future::LocalBoxFuture;
 use worker::{durable_object, js_sys, DurableObject, Env, ObjectNamespace, State};
 
-use super::{config_from, sqs_sender, WorkerRuntime};
-use crate::buffer::sqs::SqsSender;
+use super::{buffer_client, config_from, WorkerRuntime};
+use crate::buffer::Configured;
 use crate::deliver::group_commit::{
     decode_submission, encode_report, Batcher as Core, BatcherSettings,
 };
@@ -23,7 +23,7 @@ pub(crate) const BATCHER_BINDING: &str = "BATCHER";
 /// directly.
 #[durable_object(fetch)]
 pub struct Batcher {
-    core: Result<Core<SqsSender, WorkerRuntime>, String>,
+    core: Result<Core<Configured, WorkerRuntime>, String>,
 }
 
 impl fmt::Debug for Batcher {
@@ -37,7 +37,7 @@ impl DurableObject for Batcher {
         let core = config_from(&env)
             .map(|config| {
                 let settings = BatcherSettings::from_config(&config);
-                Core::new(sqs_sender(&config), WorkerRuntime, settings)
+                Core::new(buffer_client(&config), WorkerRuntime, settings)
             })
             .map_err(|e| e.to_string());
         Self { core }

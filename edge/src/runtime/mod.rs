@@ -1,6 +1,7 @@
 //! The Workers runtime under the edge: its entry points ([`fetch`]: requests; [`replay`]: the
 //! spill queue's consumer; [`group_commit_object`]: the batchers' Durable Object), and what
-//! they share here: the isolate's configuration, SQS client and breaker ([`app`]), and the
+//! they share here: the isolate's configuration, buffer client (the one `BUFFER` names, so
+//! direct sends, group commits and the spill replay all use it) and breaker ([`app`]), and the
 //! clock, randomness and timers ([`WorkerRuntime`]). Thin adapters only: every decision is in
 //! the natively tested modules they call. Built for wasm32 only.
 
@@ -12,12 +13,13 @@ use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
-use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 use aws_smithy_async::time::SharedTimeSource;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use worker::{js_sys, Env};
 
 use crate::buffer::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
-use crate::buffer::sqs::SqsSender;
+use crate::buffer::Configured;
 use crate::config::{Config, ConfigError};
 use crate::deliver::spill::{Breaker, BreakerSettings};
 use crate::ports::Runtime;
@@ -25,8 +27,8 @@ use crate::ports::Runtime;
 /// What an isolate builds once: its environment does not change while it lives.
 pub(crate) struct App {
     pub(crate) config: Config,
-    pub(crate) queue: SqsSender,
-    /// What this isolate has seen of SQS lately (used only with a spill queue).
+    pub(crate) queue: Configured,
+    /// What this isolate has seen of the buffer lately (used only with a spill queue).
     pub(crate) breaker: RefCell<Breaker>,
 }
 
@@ -46,7 +48,7 @@ pub(crate) fn config_from(env: &Env) -> Result<Config, ConfigError> {
 
 fn build(env: &Env) -> Result<App, ConfigError> {
     let config = config_from(env)?;
-    let queue = sqs_sender(&config);
+    let queue = buffer_client(&config);
     let breaker = RefCell::new(Breaker::new(BreakerSettings::for_deadline(
         config.retry.deadline,
     )));
@@ -57,13 +59,15 @@ fn build(env: &Env) -> Result<App, ConfigError> {
     })
 }
 
-/// The SQS client over the Workers runtime: Fetch, its clock, its timers.
-pub(crate) fn sqs_sender(config: &Config) -> SqsSender {
-    SqsSender::new(
+/// The configured buffer's client over the Workers runtime: Fetch, its clock, its timers and
+/// its randomness.
+pub(crate) fn buffer_client(config: &Config) -> Configured {
+    Configured::new(
         config,
         SharedHttpClient::new(FetchHttpClient),
         SharedTimeSource::new(DateTimeSource),
         SharedAsyncSleep::new(DelaySleep),
+        || WorkerRuntime.random_bytes(),
     )
 }
 

@@ -6,12 +6,18 @@
 //! one level lower, under the real SQS client, for tests of what goes on the wire.
 
 mod batcher;
+#[cfg(feature = "kinesis")]
+mod kinesis;
 mod spill;
 mod sqs;
 
 pub use batcher::{Link, LocalBatcher};
+#[cfg(feature = "kinesis")]
+pub use kinesis::{all_recorded, recorded_data, KINESIS_ENV, STREAM_ARN};
 pub use spill::{FakeSpill, SpillMode};
-pub use sqs::{all_successful, Answer, CannedSqs};
+#[cfg(feature = "sqs")]
+pub use sqs::all_successful;
+pub use sqs::{Answer, CannedSqs};
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -1,25 +1,33 @@
-//! A canned SQS endpoint under the real [`crate::buffer::sqs::SqsSender`]: the SDK serialises, signs
-//! and parses for real, and this HTTP client records each request as it would go on the wire
-//! and answers it, without a network.
+//! A canned AWS JSON endpoint under the real senders (`SqsSender`, and `KinesisSender` through
+//! `testkit::kinesis`): the SDK serialises, signs and parses for real, and this HTTP client
+//! records each request as it would go on the wire and answers it, without a network.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::config::{SharedAsyncSleep, SharedHttpClient};
 use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
-use aws_smithy_async::time::{SharedTimeSource, StaticTimeSource};
+#[cfg(feature = "sqs")]
+use aws_smithy_async::{
+    rt::sleep::SharedAsyncSleep,
+    time::{SharedTimeSource, StaticTimeSource},
+};
+#[cfg(feature = "sqs")]
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+#[cfg(feature = "sqs")]
 use serde_json::json;
 
 use crate::buffer::connector::{request_parts, response_from_parts, FetchParts};
+#[cfg(feature = "sqs")]
 use crate::buffer::sqs::SqsSender;
-use crate::config::Config;
+#[cfg(feature = "sqs")]
+use crate::config::{Config, Target};
 
 /// How the endpoint answers one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +86,7 @@ impl CannedSqs {
     }
 
     /// Acknowledges every entry of every `SendMessageBatch`, as SQS does when all goes well.
+    #[cfg(feature = "sqs")]
     pub fn accepting() -> Self {
         Self::new(|parts| Answer::Http(200, all_successful(parts)))
     }
@@ -101,10 +110,17 @@ impl CannedSqs {
     }
 
     /// The real sender over this endpoint, with a fixed signing clock and no SDK sleeps (the
-    /// edge's own retry loop sleeps through its `Runtime`).
+    /// edge's own retry loop sleeps through its `Runtime`). `config` must name SQS.
+    #[cfg(feature = "sqs")]
     pub fn sender(&self, config: &Config) -> SqsSender {
+        #[allow(irrefutable_let_patterns)]
+        let Target::Sqs(target) = &config.target
+        else {
+            panic!("CannedSqs::sender needs a configuration with BUFFER=sqs");
+        };
         SqsSender::new(
             config,
+            target,
             SharedHttpClient::new(self.clone()),
             SharedTimeSource::new(StaticTimeSource::from_secs(1_795_852_800)),
             SharedAsyncSleep::new(NoSleep),
@@ -113,6 +129,7 @@ impl CannedSqs {
 }
 
 /// A `SendMessageBatch` answer acknowledging every entry of the request `parts` carries.
+#[cfg(feature = "sqs")]
 pub fn all_successful(parts: &FetchParts) -> String {
     let request: serde_json::Value = serde_json::from_slice(&parts.body).unwrap_or_default();
     let successful: Vec<_> = request["Entries"]
@@ -136,16 +153,19 @@ impl HttpConnector for CannedSqs {
             Ok(p) => p,
             Err(e) => return HttpConnectorFuture::ready(Err(e)),
         };
+        // The content type of the protocol the request spoke (SQS awsJson1_0, Kinesis 1_1).
+        let content_type = parts
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+            .map_or("application/x-amz-json-1.0".to_owned(), |(_, v)| v.clone());
         let answer = (self.answer)(&parts);
         self.sent.lock().expect("lock").push(parts);
         self.answered.lock().expect("lock").push(answer.clone());
         HttpConnectorFuture::ready(match answer {
             Answer::Http(status, body) => response_from_parts(
                 status,
-                vec![(
-                    "content-type".to_owned(),
-                    "application/x-amz-json-1.0".to_owned(),
-                )],
+                vec![("content-type".to_owned(), content_type)],
                 body.into_bytes(),
             ),
             Answer::ConnectionFails(message) => Err(ConnectorError::io(message.into())),
@@ -164,7 +184,7 @@ impl HttpClient for CannedSqs {
 }
 
 #[derive(Debug)]
-struct NoSleep;
+pub(crate) struct NoSleep;
 
 impl AsyncSleep for NoSleep {
     fn sleep(&self, _: Duration) -> Sleep {

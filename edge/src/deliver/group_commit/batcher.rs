@@ -31,8 +31,9 @@ pub struct BatcherSettings {
     pub limits: BufferLimits,
     /// Retries and concurrency of the sends (the deadline comes from each request).
     pub retry: RetryPolicy,
-    /// FIFO queues batch each message group on its own.
-    pub fifo: bool,
+    /// Whether the buffer orders by group (a FIFO queue; Kinesis keyed by `key_id`): then each
+    /// group (ingest key id) is batched on its own, so a call carries one group.
+    pub by_group: bool,
     /// Seals every message ([`spillway_shared::seal`]).
     pub envelope_key: SigningKey,
 }
@@ -45,7 +46,7 @@ impl BatcherSettings {
             window: config.group_commit.window,
             limits: config.buffer,
             retry: config.retry,
-            fifo: config.queue.is_fifo(),
+            by_group: config.target.orders_by_group(),
             envelope_key: config.envelope_key.clone(),
         }
     }
@@ -126,7 +127,7 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
         } = submission;
         let now = self.rt.now_ms();
         let deadline_at = now.saturating_add(wait_ms);
-        let key = if self.settings.fifo {
+        let key = if self.settings.by_group {
             group
         } else {
             String::new()

@@ -23,7 +23,7 @@ fn settings(limits: BufferLimits, fifo: bool) -> BatcherSettings {
             max: Duration::from_millis(400),
             concurrency: 6,
         },
-        fifo,
+        by_group: fifo,
         envelope_key: crate::testkit::envelope_key(),
     }
 }
@@ -366,4 +366,70 @@ fn a_size_that_cuts_a_character_is_refused() {
     let cut = text.replacen("\"sizes\":[13,13]", "\"sizes\":[10,16]", 1);
     assert_ne!(cut, text, "the header has the sizes expected");
     assert_eq!(decode_submission(cut.as_bytes()), Err(WireError::Sizes));
+}
+
+// ---------------------------------------------------------------- with the Kinesis buffer
+
+/// A group commit over the real Kinesis sender (canned endpoint, every record stored).
+fn kinesis_batcher(
+    partition_key: &str,
+) -> (
+    Batcher<crate::buffer::kinesis::KinesisSender, FakeRuntime>,
+    crate::testkit::CannedSqs,
+) {
+    use crate::testkit::{all_recorded, Answer, CannedSqs, KINESIS_ENV};
+    fn random() -> [u8; 16] {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(1);
+        u128::from(N.fetch_add(1, Ordering::Relaxed)).to_le_bytes()
+    }
+    let mut overrides = KINESIS_ENV.to_vec();
+    overrides.push(("KINESIS_PARTITION_KEY", partition_key));
+    let config = crate::config::tests::config_with(&overrides).expect("valid");
+    let canned = CannedSqs::new(|parts| Answer::Http(200, all_recorded(parts, &[])));
+    let batcher = Batcher::new(
+        canned.kinesis_sender(&config, random),
+        FakeRuntime::new(),
+        BatcherSettings::from_config(&config),
+    );
+    (batcher, canned)
+}
+
+fn partition_keys_per_call(canned: &crate::testkit::CannedSqs) -> Vec<Vec<String>> {
+    canned
+        .sent()
+        .iter()
+        .map(|p| {
+            crate::testkit::recorded_data(p)
+                .into_iter()
+                .map(|r| r.1)
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn kinesis_by_key_id_batches_each_key_on_its_own_under_its_key() {
+    let (batcher, canned) = kinesis_batcher("key_id");
+    let reports = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    assert!(reports
+        .iter()
+        .all(|v| v.unacknowledged.is_empty() && v.shared.requests == 3));
+    let mut keys: Vec<Vec<String>> = partition_keys_per_call(&canned);
+    keys.sort();
+    assert_eq!(keys, vec![vec!["key0".to_owned()], vec!["key1".to_owned()]]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn kinesis_by_request_shares_one_call_under_random_keys() {
+    let (batcher, canned) = kinesis_batcher("request");
+    let reports = join_all((0..6).map(|n| batcher.submit(submission(n, 1, 2_000)))).await;
+    assert!(reports
+        .iter()
+        .all(|v| v.unacknowledged.is_empty() && v.shared.requests == 6));
+    let keys = partition_keys_per_call(&canned);
+    assert_eq!(keys.len(), 1, "one PutRecords for the six requests");
+    assert!(keys[0]
+        .iter()
+        .all(|k| k.len() == 32 && !k.starts_with("key")));
 }

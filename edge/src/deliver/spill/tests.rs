@@ -384,3 +384,63 @@ fn the_replay_line_counts_and_names_no_payload() {
             "duration_ms": 12, "queue_error": "HTTP 503"})
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn replay_to_kinesis_resends_refused_records_and_acks_once_all_are_stored() {
+    use crate::testkit::{all_recorded, recorded_data, Answer, CannedSqs, KINESIS_ENV};
+    fn random() -> [u8; 16] {
+        [9; 16]
+    }
+    let config = crate::config::tests::config_with(KINESIS_ENV).expect("valid");
+    let first = std::sync::atomic::AtomicBool::new(true);
+    // The first PutRecords has its first record refused; everything after is stored.
+    let canned = CannedSqs::new(move |parts| {
+        let refused: &[usize] = if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            &[0]
+        } else {
+            &[]
+        };
+        Answer::Http(200, all_recorded(parts, refused))
+    });
+    let sender = canned.kinesis_sender(&config, random);
+    let rt = FakeRuntime::new();
+    let web: Vec<EncodedEvent> = (0..3).map(|n| event(n, 100)).collect();
+    let app: Vec<EncodedEvent> = (3..5).map(|n| event(n, 100)).collect();
+    let messages = [message("web", &web), message("app", &app)];
+    let (dispositions, report) = replay(
+        &sender,
+        &rt,
+        &messages,
+        &config.buffer,
+        &envelope_key(),
+        &policy(),
+    )
+    .await;
+    assert_eq!(dispositions, vec![Disposition::Ack; 2]);
+    assert_eq!((report.events, report.replayed), (5, 5));
+    // Two key ids, two calls, and the refused record once more.
+    let wire = canned.sent();
+    assert_eq!(wire.len(), 3, "{:?}", canned.answered());
+    let mut stored: Vec<Uuid> = Vec::new();
+    for (i, parts) in wire.iter().enumerate() {
+        for (n, (data, _)) in recorded_data(parts).iter().enumerate() {
+            if i == 0 && n == 0 {
+                continue; // refused
+            }
+            // The envelope as the consumer reads it (these test events are not full events).
+            let envelope: serde_json::Value = serde_json::from_slice(data).expect("JSON");
+            assert_eq!(envelope["kid"], envelope_key().kid(), "sealed");
+            stored.extend(
+                envelope["events"]
+                    .as_array()
+                    .expect("events")
+                    .iter()
+                    .map(|e| Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid")),
+            );
+        }
+    }
+    let mut want: Vec<Uuid> = web.iter().chain(&app).map(|e| e.id).collect();
+    stored.sort();
+    want.sort();
+    assert_eq!(stored, want, "each event stored once");
+}

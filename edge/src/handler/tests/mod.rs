@@ -10,6 +10,7 @@ mod bad_input_matrix;
 mod collector;
 mod collector_keys;
 pub(crate) mod edge;
+mod kinesis;
 mod log_line;
 mod queue;
 mod refused;
