@@ -10,6 +10,8 @@
 //! LocalStack, when chosen) are there.
 
 pub mod events;
+pub mod kinesis;
+pub mod kinesis_server;
 pub mod meter;
 mod pg;
 mod procs;
@@ -33,6 +35,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use pg::pg_command;
 
+pub use kinesis::LocalKinesis;
+pub use kinesis_server::{KinesisOptions, KinesisServer};
 pub use meter::{MeterSnapshot, SqsMeter};
 pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{FaultMode, FaultProxy};
@@ -244,15 +248,28 @@ impl Service {
     /// Spawns `cmd` in a new process group with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Service> {
         use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Self::spawn_as_is(name, cmd, log)
+    }
+
+    /// Spawns `cmd`, a `setsid PROGRAM ...` command line, as it is: setsid(1) called by a
+    /// process that leads no group makes it a session leader in place (no fork), so the pid
+    /// we hold is the program's and its group id, as [`Service`] needs. (Put in a group of its
+    /// own first, as [`Service::spawn`] does, setsid would fork and the pid would be a wrapper's.)
+    pub fn spawn_own_session(name: &str, cmd: Command, log: &Path) -> Result<Service> {
+        if cmd.get_program() != "setsid" {
+            bail!("spawn_own_session runs `setsid ...` command lines, not {cmd:?}");
+        }
+        Self::spawn_as_is(name, cmd, log)
+    }
+
+    fn spawn_as_is(name: &str, mut cmd: Command, log: &Path) -> Result<Service> {
         if let Some(parent) = log.parent() {
             fs::create_dir_all(parent)?;
         }
         let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;
