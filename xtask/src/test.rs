@@ -4,6 +4,7 @@ use std::fs;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use spillway_support::BufferKind;
 
 use crate::bootstrap::{ensure_all, ensure_localstack_if_possible, Tools};
 use crate::step::{note, root, run, run_counting, show, step, TestCounts};
@@ -166,7 +167,18 @@ fn checks(tools: &Tools, run_dir: &std::path::Path, localstack: bool) -> Result<
 
 /// Runs the `[build] command` from wrangler.toml, exactly as `wrangler dev|deploy` would.
 pub fn wasm_build(tools: &Tools) -> Result<()> {
-    let command = build_command()?;
+    wasm_build_for(tools, BufferKind::Sqs)
+}
+
+/// Builds the deployable Worker for `buffer` into edge/build: wrangler.toml's `[build]` command
+/// for SQS, its `[env.kinesis.build]` command (the `kinesis` feature alone) for Kinesis.
+pub fn wasm_build_for(tools: &Tools, buffer: BufferKind) -> Result<()> {
+    let toml = fs::read_to_string(root().join("wrangler.toml")).context("reading wrangler.toml")?;
+    let table = match buffer.wrangler_env() {
+        None => "[build]".to_owned(),
+        Some(env) => format!("[env.{env}.build]"),
+    };
+    let command = build_command(&toml, &table)?;
     note(&format!("$ {command}"));
     let mut c = Command::new("sh");
     c.current_dir(root()).args(["-c", &command]);
@@ -174,14 +186,14 @@ pub fn wasm_build(tools: &Tools) -> Result<()> {
     run(&mut c).with_context(|| format!("wasm build failed: {}", show(&c)))
 }
 
-/// The `command = "..."` line of the `[build]` table in wrangler.toml.
-fn build_command() -> Result<String> {
-    let toml = fs::read_to_string(root().join("wrangler.toml")).context("reading wrangler.toml")?;
+/// The `command = "..."` line of the `table` table (`[build]`, `[env.kinesis.build]`) in
+/// `toml` (wrangler.toml).
+fn build_command(toml: &str, table: &str) -> Result<String> {
     let mut in_build = false;
     for line in toml.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            in_build = line == "[build]";
+            in_build = line == table;
             continue;
         }
         if in_build {
@@ -191,5 +203,39 @@ fn build_command() -> Result<String> {
             }
         }
     }
-    bail!("wrangler.toml has no [build] command")
+    bail!("wrangler.toml has no {table} command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_buffer_has_its_build_command() {
+        let toml = "name = \"w\"\n[build]\ncommand = \"cargo run -p b -- edge\"\n[vars]\nA = \"1\"\n\
+                    [env.kinesis]\nname = \"w\"\n[env.kinesis.build]\n\
+                    command = \"cargo run -p b -- --no-default-features --features kinesis edge\"\n";
+        assert_eq!(
+            build_command(toml, "[build]").expect("sqs"),
+            "cargo run -p b -- edge"
+        );
+        assert_eq!(
+            build_command(toml, "[env.kinesis.build]").expect("kinesis"),
+            "cargo run -p b -- --no-default-features --features kinesis edge"
+        );
+        let err = build_command("[build]\ncommand = \"x\"\n", "[env.kinesis.build]")
+            .expect_err("no kinesis build");
+        assert_eq!(
+            err.to_string(),
+            "wrangler.toml has no [env.kinesis.build] command"
+        );
+    }
+
+    #[test]
+    fn the_project_wrangler_toml_has_the_sqs_build_command() {
+        let toml = fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+        assert!(build_command(&toml, "[build]")
+            .expect("[build]")
+            .contains("spillway-worker-build"));
+    }
 }

@@ -1,13 +1,14 @@
 //! Real services for Spillway's tests and for `cargo xtask dev`: a throwaway PostgreSQL cluster,
-//! the local SQS (moto, or LocalStack), any long-running child process, a fault-injecting TCP proxy,
-//! and a metering HTTP proxy that counts the SQS sends (and billed requests) passing through.
+//! the local SQS (moto, or LocalStack), the local Kinesis (kinesis-local), any long-running
+//! child process, a fault-injecting TCP proxy, and a metering HTTP proxy that counts the SQS
+//! sends (and billed requests) passing through.
 //!
 //! Every service runs on 127.0.0.1 on a private port and is stopped when its handle is dropped.
 //! Because a test process can die before `Drop` runs, each service also leaves a small record in
 //! [`run_dir`]; `cargo xtask test` calls [`sweep`] at the end so nothing it started outlives it.
 //!
-//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto (and
-//! LocalStack, when chosen) are there.
+//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL, moto and
+//! kinesis-local (and LocalStack, when chosen) are there.
 
 pub mod events;
 pub mod kinesis;
@@ -43,8 +44,8 @@ pub use proxy::{FaultMode, FaultProxy};
 pub use secrets::Secrets;
 pub use sqs::LocalSqs;
 pub use sqs_server::{LocalStack, SqsKind, SqsServer};
-pub use stack::{Stack, StackConfig, Status};
-pub use testkit::{gzip, worker_built};
+pub use stack::{BufferKind, Stack, StackConfig, Status};
+pub use testkit::{gzip, worker_built, worker_built_for};
 
 /// The repository root (the workspace directory, where `rust-toolchain.toml` is).
 ///
