@@ -229,6 +229,24 @@ impl LocalKinesis {
         Ok(records)
     }
 
+    /// Does `shard` hold a record after sequence number `after` (after its start, when
+    /// `None`)? One `GetRecords` of one record.
+    pub fn has_records_after(&self, name: &str, shard: &str, after: Option<&str>) -> Result<bool> {
+        let request = match after {
+            Some(seq) => json!({"StreamName": name, "ShardId": shard,
+                "ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "StartingSequenceNumber": seq}),
+            None => {
+                json!({"StreamName": name, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"})
+            }
+        };
+        let out = self.call("GetShardIterator", &request)?;
+        let it = out["ShardIterator"]
+            .as_str()
+            .with_context(|| format!("GetShardIterator without an iterator: {out}"))?;
+        let page = self.call("GetRecords", &json!({"ShardIterator": it, "Limit": 1}))?;
+        Ok(page["Records"].as_array().is_some_and(|r| !r.is_empty()))
+    }
+
     /// Every record of the stream, shard by shard.
     pub fn read_all(&self, name: &str) -> Result<Vec<Record>> {
         let mut all = Vec::new();

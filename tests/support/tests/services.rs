@@ -289,6 +289,29 @@ fn kinesis_local_persists_its_stream_across_a_restart() {
     assert_eq!(put.len(), 20);
     let before = server.client().read_all("kept").expect("read");
     assert_eq!(before.len(), 20);
+    // What `Stack::drained` asks of each shard: anything after this sequence number?
+    let client = server.client();
+    for shard in client.shard_ids("kept").expect("shards") {
+        let records = client.read_shard("kept", &shard).expect("shard");
+        let last = records.last().map(|r| r.sequence_number.as_str());
+        assert_eq!(
+            client
+                .has_records_after("kept", &shard, None)
+                .expect("from the start"),
+            last.is_some()
+        );
+        if let (Some(first), Some(last)) = (records.first(), last) {
+            assert_eq!(
+                client
+                    .has_records_after("kept", &shard, Some(&first.sequence_number))
+                    .expect("after the first"),
+                records.len() > 1
+            );
+            assert!(!client
+                .has_records_after("kept", &shard, Some(last))
+                .expect("after the last"));
+        }
+    }
     // Stopped right after the put, within the 5 s persist interval: what is kept is what the
     // shutdown wrote.
     server.stop();

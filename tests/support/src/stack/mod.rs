@@ -682,6 +682,29 @@ impl Stack {
             .map_or(self.config.sqs_port, KinesisServer::port)
     }
 
+    /// Has the consumer got through everything the buffer holds? With SQS: the main queue is
+    /// empty (nothing visible, nothing in flight). With Kinesis: the poller's checkpoint file
+    /// names every shard of the stream, and no shard holds a record after its checkpoint. False
+    /// when it cannot tell (a call failed, no checkpoint yet with records in the stream).
+    pub fn drained(&self) -> bool {
+        let Some(k) = &self.kinesis else {
+            return self.sqs.depth(&self.env.sqs_queue_url).ok() == Some((0, 0));
+        };
+        let client = k.client();
+        let Ok(shards) = client.shard_ids(k.stream()) else {
+            return false;
+        };
+        let checkpoints = fs::read_to_string(checkpoint_file(&self.config.dir))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        shards.iter().all(|shard| {
+            let at = checkpoints
+                .as_ref()
+                .and_then(|c| c["shards"][shard.as_str()]["checkpoint"].as_str());
+            matches!(client.has_records_after(k.stream(), shard, at), Ok(false))
+        })
+    }
+
     /// One look at every part of the pipeline.
     pub fn status(&self) -> Result<Status> {
         read_status(&self.env, &self.config.dir)
