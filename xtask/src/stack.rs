@@ -101,11 +101,16 @@ fn config(args: &[String]) -> Result<StackConfig> {
 /// profiles build at the same time, and a single-threaded tail of one (the worker's LTO,
 /// wasm-opt, a link) leaves the other core to the other.
 fn prepare(sqs: SqsKind, buffer: BufferKind) -> Result<Tools> {
-    let stale = match fresh::check(&root(), fresh::WORKER_INPUTS, fresh::WORKER_OUTPUTS) {
-        // Both builds go to edge/build: an up-to-date build of the other buffer is rebuilt.
+    let outputs = match buffer {
+        BufferKind::Sqs => fresh::WORKER_OUTPUTS,
+        BufferKind::Kinesis => fresh::KINESIS_WORKER_OUTPUTS,
+    };
+    let stale = match fresh::check(&root(), fresh::WORKER_INPUTS, outputs) {
+        // A build of the other buffer made by hand (`wrangler dev --env kinesis` writes
+        // edge/build) is up to date but not the one to serve.
         Freshness::UpToDate => check_worker_build(&root(), buffer)
             .err()
-            .map(|_| format!("edge/build is not the {buffer} build")),
+            .map(|_| format!("{} is not the {buffer} build", outputs[1])),
         Freshness::Stale(why) => Some(why),
     };
     let wasm = stale.is_some().then(|| {
@@ -157,7 +162,8 @@ fn prepare(sqs: SqsKind, buffer: BufferKind) -> Result<Tools> {
         }),
         _ => {
             println!(
-                "==> build the worker (wasm): skipped, edge/build is newer than every input it is built from"
+                "==> build the worker (wasm, {buffer} buffer): skipped, {} is newer than every input it is built from",
+                outputs[1]
             );
             Ok(())
         }

@@ -2,8 +2,8 @@
 //! `dev.env`), and which one a built Worker carries.
 //!
 //! A deployable Worker carries exactly one buffer's SDK (cargo features `sqs`, the default, and
-//! `kinesis`), and both builds are written to `edge/build`: so before serving it, the stack
-//! checks that the build there is the one its buffer needs. The check reads the wasm for the
+//! `kinesis`), and the build tool writes either to `edge/build`: so before serving a build, the
+//! stack checks that it is the one its buffer needs. The check reads the wasm for the
 //! one string each SDK cannot do without, the `X-Amz-Target` prefix of its JSON protocol
 //! (`AmazonSQS.` for SQS, `Kinesis_20131202.` for Kinesis): no stamp file to go stale, and a
 //! build made by hand (`wrangler dev --env kinesis`) is recognised as well.

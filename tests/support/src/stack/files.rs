@@ -168,6 +168,16 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
 /// The stack serves the worker that `cargo xtask` already built; letting `wrangler dev` run the
 /// build command again would cost a wasm-opt pass per start (and per end-to-end test).
 pub fn prebuilt_config(root: &Path) -> Result<String> {
+    prebuilt(root, None)
+}
+
+/// [`prebuilt_config`] with every `main` set to `entry` (the entry module of a build kept
+/// elsewhere than `edge/build`, see [`super::worker_dir`]).
+pub fn prebuilt_config_serving(root: &Path, entry: &Path) -> Result<String> {
+    prebuilt(root, Some(entry))
+}
+
+fn prebuilt(root: &Path, entry: Option<&Path>) -> Result<String> {
     let text = fs::read_to_string(root.join("wrangler.toml")).context("reading wrangler.toml")?;
     let mut out = String::new();
     let mut in_build = false;
@@ -182,7 +192,10 @@ pub fn prebuilt_config(root: &Path) -> Result<String> {
         }
         if let Some(rest) = trimmed.strip_prefix("main") {
             if let Some(value) = rest.trim_start().strip_prefix('=') {
-                let path = root.join(value.trim().trim_matches('"'));
+                let path = entry.map_or_else(
+                    || root.join(value.trim().trim_matches('"')),
+                    Path::to_path_buf,
+                );
                 if !path.exists() {
                     bail!(
                         "{} is missing: build the worker first (`cargo xtask dev` or `cargo xtask test` does)",
@@ -366,6 +379,15 @@ mod queue_tests {
             )),
             "{out}"
         );
+        let elsewhere = root.join("target/worker-kinesis/entry.mjs");
+        fs::create_dir_all(elsewhere.parent().expect("parent")).expect("dir");
+        fs::write(&elsewhere, "").expect("entry");
+        let out = prebuilt_config_serving(&root, &elsewhere).expect("config");
+        assert!(
+            out.contains(&format!("main = \"{}\"", elsewhere.display())),
+            "{out}"
+        );
+        assert!(!out.contains("edge/entry.mjs"), "{out}");
         fs::remove_dir_all(&root).ok();
     }
 }

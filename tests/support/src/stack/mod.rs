@@ -29,7 +29,10 @@ mod keys;
 mod status;
 
 pub use buffer::{buffers_in_wasm, BufferKind, UnknownBuffer};
-pub use files::{dev_vars, prebuilt_config, without_queues, write_private, DevEnv, KinesisEnv};
+pub use files::{
+    dev_vars, prebuilt_config, prebuilt_config_serving, without_queues, write_private, DevEnv,
+    KinesisEnv,
+};
 pub use keys::{ingest_keys_var, parse_ingest_keys, IngestKey, KEYS_VAR, KEY_ID};
 pub use status::{
     accepted_events, checkpoint_file, max_millis_behind, read_status, spill_counts, stream_name,
@@ -180,16 +183,35 @@ pub const KINESIS_MAPPING_DEFAULTS: &[(&str, &str)] = &[
     ("STARTING_POSITION", "TRIM_HORIZON"),
 ];
 
-/// `edge/build/index_bg.wasm`, the built Worker the stack serves.
-pub fn built_wasm(root: &Path) -> PathBuf {
-    root.join("edge/build/index_bg.wasm")
+/// Where the Worker built for `buffer` is kept: the directory holding its entry module and, in
+/// `build/`, the build tool's output. For SQS that is `edge/` itself (`edge/entry.mjs`,
+/// `edge/build/`, as wrangler.toml's `main` names them). The build tool always writes
+/// `edge/build/`, so `cargo xtask` moves the Kinesis build (`[env.kinesis.build]`) to
+/// `target/worker-kinesis/build/` after building it, and puts `edge/build/` back as it was:
+/// both builds then exist side by side, and tests of either buffer can run in one `cargo test`.
+pub fn worker_dir(root: &Path, buffer: BufferKind) -> PathBuf {
+    match buffer {
+        BufferKind::Sqs => root.join("edge"),
+        BufferKind::Kinesis => root.join("target/worker-kinesis"),
+    }
 }
 
-/// Checks that the Worker built in `root` carries `buffer`'s SDK: both builds are written to
-/// `edge/build`, and serving the other one would fail only at the first request.
+/// The built Worker's wasm for `buffer` (`<worker_dir>/build/index_bg.wasm`).
+pub fn built_wasm(root: &Path, buffer: BufferKind) -> PathBuf {
+    worker_dir(root, buffer).join("build/index_bg.wasm")
+}
+
+/// Checks that the Worker built for `buffer` is there and carries `buffer`'s SDK: serving a
+/// build of the other buffer would fail only at the first request.
 pub fn check_worker_build(root: &Path, buffer: BufferKind) -> Result<()> {
-    let path = built_wasm(root);
-    let wasm = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let path = built_wasm(root, buffer);
+    let wasm = fs::read(&path).with_context(|| {
+        format!(
+            "the {buffer} build of the Worker is missing ({}): `cargo xtask up --buffer {buffer}` \
+             or `cargo xtask test` builds it",
+            path.display()
+        )
+    })?;
     let carried = buffers_in_wasm(&wasm);
     if !carried.contains(&buffer) {
         let carried: Vec<&str> = carried.iter().map(|b| b.as_str()).collect();
@@ -566,7 +588,18 @@ impl Stack {
             },
         };
         let config_path = self.config.dir.join("wrangler.toml");
-        let config = prebuilt_config(&root)?;
+        let config = match self.config.buffer {
+            BufferKind::Sqs => prebuilt_config(&root)?,
+            buffer => {
+                // The Kinesis build is kept outside edge/ (see `worker_dir`): the entry module
+                // is copied beside it, so that its `./build/index.js` is that build.
+                let dir = worker_dir(&root, buffer);
+                let entry = dir.join("entry.mjs");
+                fs::copy(root.join("edge/entry.mjs"), &entry)
+                    .with_context(|| format!("copying edge/entry.mjs to {}", entry.display()))?;
+                files::prebuilt_config_serving(&root, &entry)?
+            }
+        };
         let config = if self.config.spill {
             config
         } else {

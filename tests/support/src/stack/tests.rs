@@ -117,18 +117,35 @@ fn the_edge_sends_to_the_endpoint_it_is_given() {
 #[test]
 fn a_worker_build_for_the_other_buffer_is_refused_by_name() {
     let root = crate::run_dir().join(crate::unique("build-check"));
-    fs::create_dir_all(root.join("edge/build")).expect("dir");
+    for buffer in [BufferKind::Sqs, BufferKind::Kinesis] {
+        fs::create_dir_all(built_wasm(&root, buffer).parent().expect("parent")).expect("dir");
+    }
+    assert_eq!(
+        built_wasm(&root, BufferKind::Sqs),
+        root.join("edge/build/index_bg.wasm")
+    );
+    assert_eq!(
+        built_wasm(&root, BufferKind::Kinesis),
+        root.join("target/worker-kinesis/build/index_bg.wasm")
+    );
     let err = check_worker_build(&root, BufferKind::Sqs).expect_err("no build");
     assert!(format!("{err:#}").contains("index_bg.wasm"), "{err:#}");
-    fs::write(built_wasm(&root), b"\0asm AmazonSQS.SendMessageBatch").expect("wasm");
-    check_worker_build(&root, BufferKind::Sqs).expect("the SQS build serves SQS");
-    let err = check_worker_build(&root, BufferKind::Kinesis).expect_err("not the kinesis build");
+    // A Kinesis build where the SQS one belongs (`wrangler dev --env kinesis` run by hand).
+    let kinesis_wasm = b"\0asm Kinesis_20131202.PutRecords";
+    fs::write(built_wasm(&root, BufferKind::Sqs), kinesis_wasm).expect("wasm");
+    let err = check_worker_build(&root, BufferKind::Sqs).expect_err("not the sqs build");
     let msg = format!("{err:#}");
-    assert!(msg.contains("is not the kinesis build"), "{msg}");
-    assert!(msg.contains("it carries: sqs"), "{msg}");
-    assert!(msg.contains("--buffer kinesis"), "{msg}");
-    fs::write(built_wasm(&root), b"\0asm Kinesis_20131202.PutRecords").expect("wasm");
+    assert!(msg.contains("is not the sqs build"), "{msg}");
+    assert!(msg.contains("it carries: kinesis"), "{msg}");
+    assert!(msg.contains("--buffer sqs"), "{msg}");
+    let sqs_wasm = b"\0asm AmazonSQS.SendMessageBatch";
+    fs::write(built_wasm(&root, BufferKind::Sqs), sqs_wasm).expect("wasm");
+    check_worker_build(&root, BufferKind::Sqs).expect("the SQS build serves SQS");
+    assert!(
+        check_worker_build(&root, BufferKind::Kinesis).is_err(),
+        "none yet"
+    );
+    fs::write(built_wasm(&root, BufferKind::Kinesis), kinesis_wasm).expect("wasm");
     check_worker_build(&root, BufferKind::Kinesis).expect("the Kinesis build serves Kinesis");
-    assert!(check_worker_build(&root, BufferKind::Sqs).is_err());
     fs::remove_dir_all(&root).ok();
 }
