@@ -177,7 +177,7 @@ fn postgres_starts_inside_a_private_directory() {
 }
 
 /// The reason the local Kinesis is kinesis-local and not moto (moto 5.2.5 lost 2 of 1,200
-/// acknowledged records this way): 16 threads put 80 `PutRecords` calls of 10 records each at
+/// acknowledged records this way): 16 threads put 10 `PutRecords` calls of 10 records each at
 /// once on a 4-shard stream. Every record must be acknowledged (a throttled entry is put again,
 /// as the edge does), and reading the stream back must give every record once, each under a
 /// sequence number of its own.
@@ -187,7 +187,7 @@ fn kinesis_local_keeps_every_acknowledged_record() {
     use std::collections::{BTreeMap, BTreeSet};
 
     const THREADS: usize = 16;
-    const CALLS: usize = 80;
+    const CALLS: usize = 10;
     const PER_CALL: usize = 10;
     let server = KinesisServer::start(&KinesisOptions {
         stream: "concurrent".into(),
