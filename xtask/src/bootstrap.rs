@@ -90,7 +90,7 @@ pub fn ensure_all() -> Result<Tools> {
 /// the network; nothing here competes for the CPU with the compiler).
 fn ensure_installs(root: &Path) -> Result<()> {
     step(
-        "npm packages: wrangler, binaryen (wasm-opt), esbuild",
+        "npm packages: wrangler, binaryen (wasm-opt), esbuild, kinesis-local",
         || ensure_npm(root),
     )?;
     step(
@@ -175,7 +175,10 @@ fn ensure_npm(root: &Path) -> Result<()> {
     let lock = fs::read(root.join("package-lock.json")).context("reading package-lock.json")?;
     let stamp = root.join("node_modules/.spillway-stamp");
     let tools = Tools::locate();
-    let complete = [&tools.wrangler, &tools.wasm_opt, &tools.esbuild]
+    // kinesis-local (the local Kinesis of `--buffer kinesis`) is plain JS run by node: no
+    // postinstall, 8.8 MB, so it comes with every `npm ci` rather than on first use.
+    let kinesis = spillway_support::kinesis_server::kinesis_local_main();
+    let complete = [&tools.wrangler, &tools.wasm_opt, &tools.esbuild, &kinesis]
         .iter()
         .all(|p| p.exists());
     if complete && fs::read(&stamp).ok().as_deref() == Some(&lock[..]) {

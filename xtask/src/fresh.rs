@@ -36,6 +36,14 @@ pub const WORKER_OUTPUTS: &[&str] = &[
     "edge/build/worker/shim.mjs",
 ];
 
+/// The same files of the Kinesis build, where `cargo xtask` keeps it
+/// (`spillway_support::stack::worker_dir`).
+pub const KINESIS_WORKER_OUTPUTS: &[&str] = &[
+    "target/worker-kinesis/build/index.js",
+    "target/worker-kinesis/build/index_bg.wasm",
+    "target/worker-kinesis/build/worker/shim.mjs",
+];
+
 /// The verdict, with the reason shown in the step line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Freshness {
@@ -107,6 +115,22 @@ fn newest_under(path: &Path) -> Result<Option<(SystemTime, PathBuf)>, PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kinesis_outputs_are_the_same_files_where_the_stack_serves_them_from() {
+        use spillway_support::stack::worker_dir;
+        use spillway_support::BufferKind;
+        let root = Path::new("/r");
+        for (sqs, kinesis) in WORKER_OUTPUTS.iter().zip(KINESIS_WORKER_OUTPUTS) {
+            let file = sqs.strip_prefix("edge/").expect("under edge/");
+            assert_eq!(
+                root.join(kinesis),
+                worker_dir(root, BufferKind::Kinesis).join(file)
+            );
+            assert_eq!(root.join(sqs), worker_dir(root, BufferKind::Sqs).join(file));
+        }
+        assert_eq!(WORKER_OUTPUTS.len(), KINESIS_WORKER_OUTPUTS.len());
+    }
     use std::fs::File;
     use std::time::Duration;
 

@@ -29,10 +29,11 @@ commands:
   layers  check that no module of shared, edge or consumer uses a module that uses it back
   fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
-options of dev and up: --sqs moto|localstack (moto), --edge-port N (8787), --sqs-port N (9324),
-  --pg-port N (54329); or SPILLWAY_SQS, SPILLWAY_EDGE_PORT, ... (a flag wins)
-options of bench: --sqs moto|localstack (localstack; or SPILLWAY_SQS), --only FIGURES,
-  --burst-clients N,N, --burst-requests N, --wrk-secs N";
+options of dev and up: --buffer sqs|kinesis (sqs), --sqs moto|localstack (moto), --edge-port N
+  (8787), --sqs-port N (9324), --pg-port N (54329); or SPILLWAY_BUFFER, SPILLWAY_SQS,
+  SPILLWAY_EDGE_PORT, ... (a flag wins)
+options of bench: --sqs moto|localstack (localstack; or SPILLWAY_SQS), --buffer sqs (kinesis:
+  not yet), --only FIGURES, --burst-clients N,N, --burst-requests N, --wrk-secs N";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use spillway_support::stack::{parse_ingest_keys, read_status, DevEnv, IngestKey, KEYS_VAR};
-use spillway_support::{live_services, sweep, SqsKind, Stack, StackConfig, Status};
+use spillway_support::stack::{
+    check_worker_build, parse_ingest_keys, read_status, DevEnv, IngestKey, KEYS_VAR,
+};
+use spillway_support::{live_services, sweep, BufferKind, SqsKind, Stack, StackConfig, Status};
 
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::fresh::{self, Freshness};
 use crate::step::{root, run, step};
-use crate::test::wasm_build;
+use crate::test::wasm_build_for;
 
 fn state_dir() -> PathBuf {
     root().join(".spillway")
@@ -25,8 +27,9 @@ fn records_dir() -> PathBuf {
 }
 
 /// Parses `--edge-port N`, `--sqs-port N`, `--pg-port N`, `--inspector-port N`, `--sqs
-/// moto|localstack` (or `SPILLWAY_EDGE_PORT`, ..., `SPILLWAY_INSPECTOR_PORT`, `SPILLWAY_SQS`; a
-/// flag wins over its variable), and the keys of `SPILLWAY_INGEST_KEYS` when it is set.
+/// moto|localstack`, `--buffer sqs|kinesis` (or `SPILLWAY_EDGE_PORT`, ...,
+/// `SPILLWAY_INSPECTOR_PORT`, `SPILLWAY_SQS`, `SPILLWAY_BUFFER`; a flag wins over its
+/// variable), and the keys of `SPILLWAY_INGEST_KEYS` when it is set.
 fn config(args: &[String]) -> Result<StackConfig> {
     let mut cfg = StackConfig::new(&state_dir());
     let from_env = |name: &str| -> Result<Option<u16>> {
@@ -53,6 +56,9 @@ fn config(args: &[String]) -> Result<StackConfig> {
     if let Ok(v) = std::env::var("SPILLWAY_SQS") {
         cfg.sqs = v.parse().context("SPILLWAY_SQS")?;
     }
+    if let Ok(v) = std::env::var("SPILLWAY_BUFFER") {
+        cfg.buffer = v.parse().context("SPILLWAY_BUFFER")?;
+    }
     // Checked before anything is installed, built or started; the error names no key.
     match std::env::var(KEYS_VAR) {
         Ok(v) => cfg.ingest_keys = parse_ingest_keys(&v)?,
@@ -73,10 +79,11 @@ fn config(args: &[String]) -> Result<StackConfig> {
             "--pg-port" => cfg.pg_port = port()?,
             "--inspector-port" => cfg.inspector_port = Some(port()?),
             "--sqs" => cfg.sqs = value.parse().context("--sqs")?,
+            "--buffer" => cfg.buffer = value.parse().context("--buffer")?,
             other => {
                 bail!(
-                    "unknown option {other} (known: --sqs, --edge-port, --sqs-port, --pg-port, \
-                     --inspector-port)"
+                    "unknown option {other} (known: --buffer, --sqs, --edge-port, --sqs-port, \
+                     --pg-port, --inspector-port)"
                 )
             }
         }
@@ -85,7 +92,7 @@ fn config(args: &[String]) -> Result<StackConfig> {
 }
 
 /// Installs what is missing (LocalStack only when it is the chosen SQS) and builds the worker
-/// and the consumer.
+/// (the build for `buffer`) and the consumer.
 ///
 /// On a first run most of this is compiling, so the independent builds overlap: the worker's
 /// wasm32 compile (the `worker` profile) starts at once, beside the installs and the build tool
@@ -93,16 +100,24 @@ fn config(args: &[String]) -> Result<StackConfig> {
 /// worker's wasm-opt pass runs. Cargo locks each profile's directory on its own, so the two
 /// profiles build at the same time, and a single-threaded tail of one (the worker's LTO,
 /// wasm-opt, a link) leaves the other core to the other.
-fn prepare(sqs: SqsKind) -> Result<Tools> {
-    let stale = match fresh::check(&root(), fresh::WORKER_INPUTS, fresh::WORKER_OUTPUTS) {
-        Freshness::UpToDate => None,
+fn prepare(sqs: SqsKind, buffer: BufferKind) -> Result<Tools> {
+    let outputs = match buffer {
+        BufferKind::Sqs => fresh::WORKER_OUTPUTS,
+        BufferKind::Kinesis => fresh::KINESIS_WORKER_OUTPUTS,
+    };
+    let stale = match fresh::check(&root(), fresh::WORKER_INPUTS, outputs) {
+        // A build of the other buffer made by hand (`wrangler dev --env kinesis` writes
+        // edge/build) is up to date but not the one to serve.
+        Freshness::UpToDate => check_worker_build(&root(), buffer)
+            .err()
+            .map(|_| format!("{} is not the {buffer} build", outputs[1])),
         Freshness::Stale(why) => Some(why),
     };
     let wasm = stale.is_some().then(|| {
-        std::thread::spawn(|| {
+        std::thread::spawn(move || {
             step(
                 "compile the worker for wasm32 (beside the installs)",
-                || run(&mut worker_compile()),
+                || run(&mut worker_compile(buffer)),
             )
         })
     });
@@ -140,13 +155,15 @@ fn prepare(sqs: SqsKind) -> Result<Tools> {
     };
     let worker = match (stale, wasm) {
         (Some(why), Some(compiling)) => join(compiling).and_then(|()| {
-            step(&format!("build the worker (wasm): {why}"), || {
-                wasm_build(&tools)
-            })
+            step(
+                &format!("build the worker (wasm, {buffer} buffer): {why}"),
+                || wasm_build_for(&tools, buffer),
+            )
         }),
         _ => {
             println!(
-                "==> build the worker (wasm): skipped, edge/build is newer than every input it is built from"
+                "==> build the worker (wasm, {buffer} buffer): skipped, {} is newer than every input it is built from",
+                outputs[1]
             );
             Ok(())
         }
@@ -159,9 +176,10 @@ fn prepare(sqs: SqsKind) -> Result<Tools> {
 }
 
 /// The cargo step of the Worker's build tool, run ahead of it: the same command line
-/// (tools/worker-build/src/main.rs, `build`), so the tool then finds the wasm up to date. Were
-/// the two to differ, the tool would only compile again.
-fn worker_compile() -> Command {
+/// (tools/worker-build/src/main.rs, `build`, with the features of `buffer`'s build command in
+/// wrangler.toml), so the tool then finds the wasm up to date. Were the two to differ, the
+/// tool would only compile again.
+fn worker_compile(buffer: BufferKind) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root().join("edge"))
         .args([
@@ -174,6 +192,9 @@ fn worker_compile() -> Command {
             "worker",
         ])
         .env("WASM_BINDGEN_USE_JS_SYS", "1");
+    if buffer == BufferKind::Kinesis {
+        c.args(["--no-default-features", "--features", "kinesis"]);
+    }
     c
 }
 
@@ -214,7 +235,7 @@ fn start(args: &[String]) -> Result<Option<Stack>> {
     sweep(&records_dir(), Duration::from_secs(5));
     // Records of what this command starts go to .spillway/run, where `down` finds them.
     std::env::set_var("SPILLWAY_RUN_DIR", records_dir());
-    let tools = prepare(cfg.sqs)?;
+    let tools = prepare(cfg.sqs, cfg.buffer)?;
     // wrangler dev runs the [build] command again: it needs the same tool variables.
     for (k, v) in tool_env(&tools) {
         std::env::set_var(k, v);
@@ -252,7 +273,17 @@ fn banner(env: &DevEnv, keys: &[IngestKey]) {
         println!("  other keys   {} (from {KEYS_VAR})", others.join(", "));
     }
     println!("  database     {}", env.database_url);
-    println!("  local SQS    {} at {}", env.sqs_server, env.sqs_endpoint);
+    match &env.kinesis {
+        None => println!("  local SQS    {} at {}", env.sqs_server, env.sqs_endpoint),
+        Some(k) => {
+            println!("  stream       {}", k.stream_arn);
+            println!("  local Kinesis at {} (kinesis-local)", k.endpoint);
+            println!(
+                "  local SQS    {} at {} (dead letters, failed batches)",
+                env.sqs_server, env.sqs_endpoint
+            );
+        }
+    }
     println!("  settings     {}", state_dir().join("dev.env").display());
     println!("  logs         {}", state_dir().join("logs").display());
     println!();
@@ -264,21 +295,36 @@ fn banner(env: &DevEnv, keys: &[IngestKey]) {
     println!();
 }
 
+/// One status line: the queue's figures with SQS; with Kinesis, the stream (name, shards), how
+/// far the consumer is behind it (the poller's largest `millis_behind_latest`, and the events
+/// accepted but not stored yet) and the batches given up on.
 fn status_line(s: &Status) -> String {
-    format!(
-        "accepted {:>7} | spilled {:>5} replayed {:>5} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {} | sqs {}",
-        s.accepted,
-        s.spilled,
-        s.replayed,
-        s.visible,
-        s.in_flight,
-        s.dlq,
-        s.rows,
-        s.lag_ms
-            .map(|ms| format!("{ms} ms"))
-            .unwrap_or_else(|| "-".into()),
-        s.sqs
-    )
+    let lag = s
+        .lag_ms
+        .map(|ms| format!("{ms} ms"))
+        .unwrap_or_else(|| "-".into());
+    match &s.stream {
+        None => format!(
+            "accepted {:>7} | spilled {:>5} replayed {:>5} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {} | sqs {}",
+            s.accepted, s.spilled, s.replayed, s.visible, s.in_flight, s.dlq, s.rows, lag, s.sqs
+        ),
+        Some(k) => format!(
+            "accepted {:>7} | spilled {:>5} replayed {:>5} | stream {} ({} shards) behind {} / {:>5} events | failed batches {:>3} | dlq {:>4} | stored {:>7} | lag {}",
+            s.accepted,
+            s.spilled,
+            s.replayed,
+            k.name,
+            k.shards,
+            k.millis_behind
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "-".into()),
+            s.unstored(),
+            k.failed_batches,
+            s.dlq,
+            s.rows,
+            lag
+        ),
+    }
 }
 
 pub fn dev(args: &[String]) -> Result<()> {
@@ -316,9 +362,13 @@ pub fn dev(args: &[String]) -> Result<()> {
         }
     }
     let mut out = std::io::stdout();
+    let buffer = match stack.config.buffer {
+        BufferKind::Sqs => "local SQS",
+        BufferKind::Kinesis => "local Kinesis (writing its state), local SQS",
+    };
     let _ = writeln!(
         out,
-        "\nstopping: edge, poller (finishing its batch), local SQS, PostgreSQL ..."
+        "\nstopping: edge, poller (finishing its batch), {buffer}, PostgreSQL ..."
     );
     let t = Instant::now();
     drop(stack);
@@ -364,4 +414,92 @@ pub fn status_once() -> Result<()> {
         .context("no pipeline is running (start one with `cargo xtask up` or `cargo xtask dev`)")?;
     println!("{}", status_line(&read_status(&env, &state_dir())?));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use spillway_support::stack::StreamStatus;
+
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn buffer_is_sqs_unless_asked_and_unknown_ones_are_refused() {
+        // SPILLWAY_BUFFER is not set in the test environment of `cargo xtask test`.
+        if std::env::var_os("SPILLWAY_BUFFER").is_some() {
+            return;
+        }
+        assert_eq!(config(&[]).expect("defaults").buffer, BufferKind::Sqs);
+        let cfg = config(&args(&["--buffer", "kinesis", "--sqs", "localstack"])).expect("kinesis");
+        assert_eq!(
+            (cfg.buffer, cfg.sqs),
+            (BufferKind::Kinesis, SqsKind::LocalStack)
+        );
+        assert_eq!(
+            config(&args(&["--buffer", "sqs"])).expect("sqs").buffer,
+            BufferKind::Sqs
+        );
+        let err = config(&args(&["--buffer", "kafka"])).expect_err("unknown");
+        assert_eq!(
+            format!("{err:#}"),
+            "--buffer: unknown buffer `kafka` (known: sqs, kinesis)"
+        );
+        let err = config(&args(&["--buffer"])).expect_err("no value");
+        assert_eq!(format!("{err:#}"), "--buffer needs a value");
+        let err = config(&args(&["--stream", "x"])).expect_err("unknown flag");
+        assert!(format!("{err:#}").contains("known: --buffer,"), "{err:#}");
+    }
+
+    #[test]
+    fn the_status_line_shows_the_queue_or_the_stream() {
+        let sqs = Status {
+            accepted: 12,
+            visible: 3,
+            in_flight: 1,
+            rows: 8,
+            lag_ms: Some(40),
+            ..Status::default()
+        };
+        let line = status_line(&sqs);
+        assert!(
+            line.contains("queue     3 visible    1 in flight"),
+            "{line}"
+        );
+        assert!(line.ends_with("lag 40 ms | sqs moto"), "{line}");
+        assert!(!line.contains("stream"), "{line}");
+
+        let kinesis = Status {
+            accepted: 1200,
+            rows: 1000,
+            dlq: 1,
+            stream: Some(StreamStatus {
+                name: "spillway-events".into(),
+                shards: 4,
+                millis_behind: Some(2300),
+                failed_batches: 0,
+            }),
+            ..Status::default()
+        };
+        let line = status_line(&kinesis);
+        assert!(
+            line.contains("stream spillway-events (4 shards) behind 2300 ms /   200 events"),
+            "{line}"
+        );
+        assert!(
+            line.contains("failed batches   0 | dlq    1 | stored    1000"),
+            "{line}"
+        );
+        assert!(!line.contains("queue"), "{line}");
+        let before_first_checkpoint = Status {
+            stream: Some(StreamStatus {
+                millis_behind: None,
+                ..kinesis.stream.clone().expect("stream")
+            }),
+            ..kinesis
+        };
+        assert!(status_line(&before_first_checkpoint).contains("behind - /"));
+    }
 }

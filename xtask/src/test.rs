@@ -1,9 +1,12 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use spillway_support::stack::worker_dir;
+use spillway_support::BufferKind;
 
 use crate::bootstrap::{ensure_all, ensure_localstack_if_possible, Tools};
 use crate::step::{note, root, run, run_counting, show, step, TestCounts};
@@ -95,6 +98,14 @@ fn checks(tools: &Tools, run_dir: &std::path::Path, localstack: bool) -> Result<
         ),
         || crate::fuzz::smoke(FUZZ_SMOKE_SECONDS),
     )?;
+    // The Kinesis Worker first: its build passes through edge/build, which the SQS build then
+    // takes. Kept in target/worker-kinesis for the end-to-end tests of the Kinesis buffer.
+    if builds(BufferKind::Kinesis)? {
+        step(
+            "wasm build for the Kinesis buffer (the [env.kinesis.build] command of wrangler.toml)",
+            || wasm_build_for(tools, BufferKind::Kinesis),
+        )?;
+    }
     step("wasm build (the [build] command of wrangler.toml)", || {
         wasm_build(tools)
     })?;
@@ -170,22 +181,73 @@ fn checks(tools: &Tools, run_dir: &std::path::Path, localstack: bool) -> Result<
 
 /// Runs the `[build] command` from wrangler.toml, exactly as `wrangler dev|deploy` would.
 pub fn wasm_build(tools: &Tools) -> Result<()> {
-    let command = build_command()?;
+    wasm_build_for(tools, BufferKind::Sqs)
+}
+
+/// Builds the deployable Worker for `buffer`: wrangler.toml's `[build]` command for SQS (into
+/// edge/build), its `[env.kinesis.build]` command (the `kinesis` feature alone) for Kinesis.
+///
+/// The build tool writes edge/build either way; the Kinesis build is then moved to where the
+/// stack serves it from (`worker_dir`, target/worker-kinesis/build) and the SQS build that was
+/// in edge/build is put back, so that both builds exist side by side (the end-to-end tests of
+/// both buffers run in one `cargo test`).
+pub fn wasm_build_for(tools: &Tools, buffer: BufferKind) -> Result<()> {
+    let toml = fs::read_to_string(root().join("wrangler.toml")).context("reading wrangler.toml")?;
+    let command = build_command(&toml, &build_table(buffer))?;
     note(&format!("$ {command}"));
     let mut c = Command::new("sh");
     c.current_dir(root()).args(["-c", &command]);
     tools.apply(&mut c);
-    run(&mut c).with_context(|| format!("wasm build failed: {}", show(&c)))
+    let mut build = || run(&mut c).with_context(|| format!("wasm build failed: {}", show(&c)));
+    match buffer {
+        BufferKind::Sqs => build(),
+        other => build_aside(&root(), &worker_dir(&root(), other).join("build"), build),
+    }
 }
 
-/// The `command = "..."` line of the `[build]` table in wrangler.toml.
-fn build_command() -> Result<String> {
+/// Runs `build`, which writes `root`/edge/build, and moves what it wrote to `dest`; whatever
+/// edge/build held before is put back, whether the build succeeded or not.
+fn build_aside(root: &Path, dest: &Path, build: impl FnOnce() -> Result<()>) -> Result<()> {
+    let built = root.join("edge/build");
+    let kept = root.join("edge/build.kept");
+    let _ = fs::remove_dir_all(&kept);
+    if built.exists() {
+        fs::rename(&built, &kept).context("setting edge/build aside")?;
+    }
+    let result = build().and_then(|()| {
+        let _ = fs::remove_dir_all(dest);
+        fs::create_dir_all(dest.parent().context("no parent")?)?;
+        fs::rename(&built, dest).with_context(|| format!("moving edge/build to {}", dest.display()))
+    });
+    let _ = fs::remove_dir_all(&built);
+    if kept.exists() {
+        fs::rename(&kept, &built).context("putting edge/build back")?;
+    }
+    result
+}
+
+/// The wrangler.toml table holding `buffer`'s build command.
+fn build_table(buffer: BufferKind) -> String {
+    match buffer.wrangler_env() {
+        None => "[build]".to_owned(),
+        Some(env) => format!("[env.{env}.build]"),
+    }
+}
+
+/// Does wrangler.toml configure a build for `buffer`?
+pub fn builds(buffer: BufferKind) -> Result<bool> {
     let toml = fs::read_to_string(root().join("wrangler.toml")).context("reading wrangler.toml")?;
+    Ok(build_command(&toml, &build_table(buffer)).is_ok())
+}
+
+/// The `command = "..."` line of the `table` table (`[build]`, `[env.kinesis.build]`) in
+/// `toml` (wrangler.toml).
+fn build_command(toml: &str, table: &str) -> Result<String> {
     let mut in_build = false;
     for line in toml.lines() {
         let line = line.trim();
         if line.starts_with('[') {
-            in_build = line == "[build]";
+            in_build = line == table;
             continue;
         }
         if in_build {
@@ -195,5 +257,90 @@ fn build_command() -> Result<String> {
             }
         }
     }
-    bail!("wrangler.toml has no [build] command")
+    bail!("wrangler.toml has no {table} command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_buffer_has_its_build_command() {
+        let toml = "name = \"w\"\n[build]\ncommand = \"cargo run -p b -- edge\"\n[vars]\nA = \"1\"\n\
+                    [env.kinesis]\nname = \"w\"\n[env.kinesis.build]\n\
+                    command = \"cargo run -p b -- --no-default-features --features kinesis edge\"\n";
+        assert_eq!(
+            build_command(toml, "[build]").expect("sqs"),
+            "cargo run -p b -- edge"
+        );
+        assert_eq!(
+            build_command(toml, "[env.kinesis.build]").expect("kinesis"),
+            "cargo run -p b -- --no-default-features --features kinesis edge"
+        );
+        let err = build_command("[build]\ncommand = \"x\"\n", "[env.kinesis.build]")
+            .expect_err("no kinesis build");
+        assert_eq!(
+            err.to_string(),
+            "wrangler.toml has no [env.kinesis.build] command"
+        );
+    }
+
+    #[test]
+    fn a_build_made_aside_leaves_edge_build_as_it_was() {
+        let root = root()
+            .join("target")
+            .join(format!("build-aside-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let edge_build = root.join("edge/build");
+        let dest = root.join("target/worker-kinesis/build");
+        fs::create_dir_all(&edge_build).expect("dir");
+        fs::write(edge_build.join("index_bg.wasm"), "sqs").expect("sqs build");
+        let write = |what: &'static str| {
+            let edge_build = edge_build.clone();
+            move || -> Result<()> {
+                fs::create_dir_all(&edge_build)?;
+                fs::write(edge_build.join("index_bg.wasm"), what)?;
+                Ok(())
+            }
+        };
+        build_aside(&root, &dest, write("kinesis 1")).expect("built");
+        let read = |p: &Path| fs::read_to_string(p.join("index_bg.wasm")).expect("wasm");
+        assert_eq!(
+            (read(&edge_build), read(&dest)),
+            ("sqs".into(), "kinesis 1".into())
+        );
+        // Again, over the previous Kinesis build.
+        build_aside(&root, &dest, write("kinesis 2")).expect("built again");
+        assert_eq!(
+            (read(&edge_build), read(&dest)),
+            ("sqs".into(), "kinesis 2".into())
+        );
+        // A failed build, having written half of edge/build: the SQS build is back, the last
+        // Kinesis build untouched.
+        let failing = || -> Result<()> {
+            fs::create_dir_all(root.join("edge/build"))?;
+            fs::write(root.join("edge/build/index_bg.wasm"), "half")?;
+            bail!("compile error")
+        };
+        let err = build_aside(&root, &dest, failing).expect_err("fails");
+        assert_eq!(err.to_string(), "compile error");
+        assert_eq!(
+            (read(&edge_build), read(&dest)),
+            ("sqs".into(), "kinesis 2".into())
+        );
+        // No SQS build to keep: none afterwards either.
+        fs::remove_dir_all(&edge_build).expect("rm");
+        build_aside(&root, &dest, write("kinesis 3")).expect("built");
+        assert!(!edge_build.exists());
+        assert_eq!(read(&dest), "kinesis 3");
+        fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn the_project_wrangler_toml_has_the_sqs_build_command() {
+        let toml = fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+        assert!(build_command(&toml, "[build]")
+            .expect("[build]")
+            .contains("spillway-worker-build"));
+    }
 }

@@ -390,8 +390,8 @@ pub fn stored_rows(stack: &Stack) -> Result<Vec<(String, String, Value)>> {
     Ok(rows)
 }
 
-/// Waits until the table holds at least as many rows as were accepted and the main queue is
-/// empty (nothing more can arrive), or `timeout`; then compares the table with what the edge
+/// Waits until the table holds at least as many rows as were accepted and the buffer is
+/// drained (nothing more can arrive: [`Stack::drained`]), or `timeout`; then compares the table with what the edge
 /// accepted: every accepted id is stored, no other id is, the table has exactly one row per
 /// accepted event, and each row holds the type and data that were sent for its id (and the
 /// client's own id where it sent one).
@@ -412,7 +412,7 @@ pub fn reconcile(stack: &Stack, ledger: &Ledger, timeout: Duration) -> Result<()
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let drained = stack.sqs.depth(&stack.env.sqs_queue_url).ok() == Some((0, 0));
+        let drained = stack.drained();
         if (n >= expected.len() && drained) || Instant::now() > deadline {
             break;
         }

@@ -1,15 +1,18 @@
 //! Real services for Spillway's tests and for `cargo xtask dev`: a throwaway PostgreSQL cluster,
-//! the local SQS (moto, or LocalStack), any long-running child process, a fault-injecting TCP proxy,
-//! and a metering HTTP proxy that counts the SQS sends (and billed requests) passing through.
+//! the local SQS (moto, or LocalStack), the local Kinesis (kinesis-local), any long-running
+//! child process, a fault-injecting TCP proxy, and a metering HTTP proxy that counts the SQS
+//! sends (and billed requests) passing through.
 //!
 //! Every service runs on 127.0.0.1 on a private port and is stopped when its handle is dropped.
 //! Because a test process can die before `Drop` runs, each service also leaves a small record in
 //! [`run_dir`]; `cargo xtask test` calls [`sweep`] at the end so nothing it started outlives it.
 //!
-//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL and moto (and
-//! LocalStack, when chosen) are there.
+//! This crate does not install anything: `cargo xtask` makes sure PostgreSQL, moto and
+//! kinesis-local (and LocalStack, when chosen) are there.
 
 pub mod events;
+pub mod kinesis;
+pub mod kinesis_server;
 pub mod meter;
 mod pg;
 mod procs;
@@ -33,14 +36,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use pg::pg_command;
 
+pub use kinesis::LocalKinesis;
+pub use kinesis_server::{KinesisOptions, KinesisServer};
 pub use meter::{MeterSnapshot, SqsMeter};
 pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{FaultMode, FaultProxy};
 pub use secrets::Secrets;
 pub use sqs::LocalSqs;
 pub use sqs_server::{LocalStack, SqsKind, SqsServer};
-pub use stack::{Stack, StackConfig, Status};
-pub use testkit::{gzip, worker_built};
+pub use stack::{BufferKind, Stack, StackConfig, Status};
+pub use testkit::{gzip, worker_built, worker_built_for};
 
 /// The repository root (the workspace directory, where `rust-toolchain.toml` is).
 ///
@@ -244,15 +249,28 @@ impl Service {
     /// Spawns `cmd` in a new process group with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Service> {
         use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Self::spawn_as_is(name, cmd, log)
+    }
+
+    /// Spawns `cmd`, a `setsid PROGRAM ...` command line, as it is: setsid(1) called by a
+    /// process that leads no group makes it a session leader in place (no fork), so the pid
+    /// we hold is the program's and its group id, as [`Service`] needs. (Put in a group of its
+    /// own first, as [`Service::spawn`] does, setsid would fork and the pid would be a wrapper's.)
+    pub fn spawn_own_session(name: &str, cmd: Command, log: &Path) -> Result<Service> {
+        if cmd.get_program() != "setsid" {
+            bail!("spawn_own_session runs `setsid ...` command lines, not {cmd:?}");
+        }
+        Self::spawn_as_is(name, cmd, log)
+    }
+
+    fn spawn_as_is(name: &str, mut cmd: Command, log: &Path) -> Result<Service> {
         if let Some(parent) = log.parent() {
             fs::create_dir_all(parent)?;
         }
         let out = fs::OpenOptions::new().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {name}: {cmd:?}"))?;

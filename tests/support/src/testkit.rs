@@ -1,4 +1,5 @@
-//! Small helpers every test crate needs once: a gzip body, and whether the built worker is there.
+//! Small helpers every test crate needs once: a gzip body, and whether the built worker (for a
+//! given buffer) is there.
 
 use std::io::Write;
 
@@ -29,6 +30,27 @@ pub fn worker_built(test: &str) -> bool {
         );
     }
     built
+}
+
+/// Whether the built worker for `buffer` is there and carries that buffer's SDK
+/// ([`crate::stack::check_worker_build`]; the Kinesis build is kept apart, see
+/// [`crate::stack::worker_dir`]). Skips, or panics under `SPILLWAY_REQUIRE_WASM`, as
+/// [`worker_built`] does, saying what is there instead.
+pub fn worker_built_for(test: &str, buffer: crate::stack::BufferKind) -> bool {
+    if buffer == crate::stack::BufferKind::Sqs && !worker_built(test) {
+        return false;
+    }
+    match crate::stack::check_worker_build(&crate::repo_root(), buffer) {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var_os("SPILLWAY_REQUIRE_WASM").is_none(),
+                "{test}: {e:#} (SPILLWAY_REQUIRE_WASM is set)"
+            );
+            eprintln!("SKIPPED {test}: {e:#}");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The local stack (`cargo xtask dev|up`, the end-to-end tests) keeps its secrets off command
-//! lines, which every user of the machine can read, and in files only its owner can read.
+//! lines, which every user of the machine can read, and in files only its owner can read; and
+//! its status reads the right figures for the Kinesis buffer.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -170,4 +171,75 @@ fn dev_vars_quote_values_and_refuse_what_cannot_be_quoted() {
     );
     assert!(dev_vars(&[("K", "it's".to_owned())]).is_err());
     assert!(dev_vars(&[("K", "a\nB=c".to_owned())]).is_err());
+}
+
+/// `cargo xtask status` with the Kinesis buffer, on the real services (the edge and the poller
+/// are not needed to read a status): the stream's name and shards from the local Kinesis, how
+/// far behind the consumer is from the poller's checkpoint file, the failed batches and dead
+/// letters from the local SQS.
+#[test]
+fn the_kinesis_status_shows_the_stream_and_how_far_the_consumer_is_behind() {
+    use spillway_support::stack::{checkpoint_file, read_status, DevEnv, KinesisEnv};
+    use spillway_support::{
+        BufferKind, KinesisOptions, KinesisServer, LocalSqs, Moto, Postgres, SqsKind,
+    };
+
+    let dir = run_dir().join(format!("kinesis-status-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("logs")).expect("dir");
+    let pg = Postgres::start().expect("PostgreSQL");
+    pg.psql("create table events (id uuid)").expect("table");
+    let moto = Moto::start().expect("moto");
+    let sqs = LocalSqs::new(moto.port(), "us-east-1");
+    let dlq = sqs.create_queue("s-dlq", &[]).expect("dlq");
+    let failures = sqs.create_queue("s-failures", &[]).expect("failures");
+    sqs.send(&failures, "{\"batch\": 1}")
+        .expect("a failed batch");
+    let kinesis = KinesisServer::start(&KinesisOptions {
+        stream: "status-stream".into(),
+        shards: 3,
+        persist_dir: None,
+    })
+    .expect("kinesis-local");
+    let env = DevEnv {
+        ingest_url: "http://127.0.0.1:1/v1/events".into(),
+        ingest_key: "k".into(),
+        database_url: pg.url(),
+        sqs_endpoint: moto.endpoint(),
+        sqs_queue_url: String::new(),
+        sqs_dlq_url: dlq,
+        sqs_server: SqsKind::Moto,
+        aws_secret_access_key: "s".into(),
+        envelope_keys: String::new(),
+        buffer: BufferKind::Kinesis,
+        kinesis: Some(KinesisEnv {
+            endpoint: kinesis.endpoint(),
+            stream_arn: kinesis.stream_arn(),
+            on_failure_url: failures,
+        }),
+    };
+    let status = read_status(&env, &dir).expect("status before any checkpoint");
+    let stream = status.stream.clone().expect("the stream's part");
+    assert_eq!(
+        (stream.name.as_str(), stream.shards, stream.millis_behind),
+        ("status-stream", 3, None)
+    );
+    assert_eq!(stream.failed_batches, 1);
+    assert_eq!((status.visible, status.in_flight, status.dlq), (0, 0, 0));
+
+    let file = checkpoint_file(&dir);
+    fs::create_dir_all(file.parent().expect("parent")).expect("dir");
+    fs::write(
+        &file,
+        format!(
+            r#"{{"stream_arn": "{}", "shards": {{
+                "shardId-000000000000": {{"checkpoint": null, "millis_behind_latest": 800, "updated_at_ms": 1}},
+                "shardId-000000000001": {{"checkpoint": "1", "millis_behind_latest": 2500, "updated_at_ms": 1}}}}}}"#,
+            kinesis.stream_arn()
+        ),
+    )
+    .expect("checkpoint file");
+    let status = read_status(&env, &dir).expect("status");
+    assert_eq!(status.stream.expect("stream").millis_behind, Some(2500));
+    let _ = fs::remove_dir_all(&dir);
 }

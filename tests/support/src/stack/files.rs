@@ -8,8 +8,22 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{ACCESS_KEY_ID, REGION};
+use super::{BufferKind, ACCESS_KEY_ID, REGION};
 use crate::SqsKind;
+
+/// The Kinesis part of `dev.env`, present when the buffer is Kinesis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisEnv {
+    /// `KINESIS_ENDPOINT`: the local Kinesis API's origin.
+    pub endpoint: String,
+    /// `KINESIS_STREAM_ARN`.
+    pub stream_arn: String,
+    /// `ON_FAILURE_DESTINATION`: the local SQS queue the poller sends a failed batch's
+    /// metadata (its sequence-number range) to, as the event source mapping's on-failure
+    /// destination does. The records themselves go to `SQS_DLQ_URL` (the consumer's
+    /// `DEAD_LETTER_QUEUE_URL`).
+    pub on_failure_url: String,
+}
 
 /// What `.spillway/dev.env` holds.
 #[derive(Debug, Clone)]
@@ -18,7 +32,12 @@ pub struct DevEnv {
     pub ingest_key: String,
     pub database_url: String,
     pub sqs_endpoint: String,
+    /// The main queue; empty with the Kinesis buffer, which has none (the local SQS then holds
+    /// only the dead-letter queue and the on-failure destination).
     pub sqs_queue_url: String,
+    /// The dead-letter queue: with SQS, where the queue's redrive policy moves a message after
+    /// `maxReceiveCount` receives; with Kinesis, where the consumer sends a record it can never
+    /// store (`DEAD_LETTER_QUEUE_URL`). `spillway-dlq` lists it either way.
     pub sqs_dlq_url: String,
     /// Which server answers at `sqs_endpoint` (`SQS_SERVER=moto|localstack`).
     pub sqs_server: SqsKind,
@@ -28,6 +47,10 @@ pub struct DevEnv {
     /// `ENVELOPE_KEYS` of the edge and the consumer (`kid:secret`): random per stack. In
     /// `dev.env` so that `spillway-dlq` can check the seals of dead letters.
     pub envelope_keys: String,
+    /// `BUFFER=sqs|kinesis` (the contract's name).
+    pub buffer: BufferKind,
+    /// With `BUFFER=kinesis`, the stream's settings.
+    pub kinesis: Option<KinesisEnv>,
 }
 
 impl DevEnv {
@@ -46,8 +69,18 @@ impl DevEnv {
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", &self.aws_secret_access_key),
             ("ENVELOPE_KEYS", &self.envelope_keys),
+            ("BUFFER", self.buffer.as_str()),
         ] {
             let _ = writeln!(s, "{k}={v}");
+        }
+        if let Some(k) = &self.kinesis {
+            for (name, v) in [
+                ("KINESIS_ENDPOINT", &k.endpoint),
+                ("KINESIS_STREAM_ARN", &k.stream_arn),
+                ("ON_FAILURE_DESTINATION", &k.on_failure_url),
+            ] {
+                let _ = writeln!(s, "{name}={v}");
+            }
         }
         s
     }
@@ -60,6 +93,19 @@ impl DevEnv {
                 .find_map(|l| l.strip_prefix(&format!("{k}=")))
                 .map(str::to_owned)
                 .with_context(|| format!("{} has no {k}", path.display()))
+        };
+        // Absent from files written before the buffer could be chosen: those ran SQS.
+        let buffer = match get("BUFFER") {
+            Ok(name) => name.parse()?,
+            Err(_) => BufferKind::Sqs,
+        };
+        let kinesis = match buffer {
+            BufferKind::Sqs => None,
+            BufferKind::Kinesis => Some(KinesisEnv {
+                endpoint: get("KINESIS_ENDPOINT")?,
+                stream_arn: get("KINESIS_STREAM_ARN")?,
+                on_failure_url: get("ON_FAILURE_DESTINATION")?,
+            }),
         };
         Ok(DevEnv {
             ingest_url: get("INGEST_URL")?,
@@ -76,6 +122,8 @@ impl DevEnv {
             aws_secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
             // Absent from files written before envelopes were sealed.
             envelope_keys: get("ENVELOPE_KEYS").unwrap_or_default(),
+            buffer,
+            kinesis,
         })
     }
 }
@@ -114,11 +162,22 @@ pub fn write_private(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// The project's wrangler.toml without its `[build]` table and with `main` made absolute.
+/// The project's wrangler.toml without its `[build]` tables (the top level's and each
+/// environment's, `[env.NAME.build]`) and with `main` made absolute.
 ///
 /// The stack serves the worker that `cargo xtask` already built; letting `wrangler dev` run the
 /// build command again would cost a wasm-opt pass per start (and per end-to-end test).
 pub fn prebuilt_config(root: &Path) -> Result<String> {
+    prebuilt(root, None)
+}
+
+/// [`prebuilt_config`] with every `main` set to `entry` (the entry module of a build kept
+/// elsewhere than `edge/build`, see [`super::worker_dir`]).
+pub fn prebuilt_config_serving(root: &Path, entry: &Path) -> Result<String> {
+    prebuilt(root, Some(entry))
+}
+
+fn prebuilt(root: &Path, entry: Option<&Path>) -> Result<String> {
     let text = fs::read_to_string(root.join("wrangler.toml")).context("reading wrangler.toml")?;
     let mut out = String::new();
     let mut in_build = false;
@@ -126,14 +185,17 @@ pub fn prebuilt_config(root: &Path) -> Result<String> {
     for line in text.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
-            in_build = trimmed == "[build]";
+            in_build = is_build_table(trimmed);
         }
         if in_build {
             continue;
         }
         if let Some(rest) = trimmed.strip_prefix("main") {
             if let Some(value) = rest.trim_start().strip_prefix('=') {
-                let path = root.join(value.trim().trim_matches('"'));
+                let path = entry.map_or_else(
+                    || root.join(value.trim().trim_matches('"')),
+                    Path::to_path_buf,
+                );
                 if !path.exists() {
                     bail!(
                         "{} is missing: build the worker first (`cargo xtask dev` or `cargo xtask test` does)",
@@ -153,15 +215,29 @@ pub fn prebuilt_config(root: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// Is this table header `[build]` or `[env.NAME.build]`?
+fn is_build_table(header: &str) -> bool {
+    header == "[build]"
+        || header
+            .strip_prefix("[env.")
+            .and_then(|h| h.strip_suffix(".build]"))
+            .is_some_and(|name| !name.is_empty() && !name.contains(['.', '[', ']']))
+}
+
 /// `config` (a wrangler.toml) without its `[[queues.producers]]` and `[[queues.consumers]]`
-/// tables: the worker then has no spill queue, and answers `503` when SQS is down.
+/// tables, the top level's and each environment's (`[[env.NAME.queues.*]]`): the worker then
+/// has no spill queue, and answers `503` when its buffer is down.
 pub fn without_queues(config: &str) -> String {
     let mut out = String::new();
     let mut skipping = false;
     for line in config.lines() {
         let t = line.trim();
         if t.starts_with('[') {
-            skipping = t.starts_with("[[queues.");
+            skipping = t.starts_with("[[queues.")
+                || t.strip_prefix("[[env.").is_some_and(|rest| {
+                    rest.split_once('.')
+                        .is_some_and(|(_, table)| table.starts_with("queues."))
+                });
         }
         if !skipping {
             out.push_str(line);
@@ -179,5 +255,139 @@ mod queue_tests {
     fn without_queues_drops_only_the_queue_tables() {
         let config = "name = \"x\"\n[[queues.producers]]\nbinding = \"SPILL_QUEUE\"\n\n[[queues.consumers]]\nqueue = \"q\"\n[vars]\nA = \"1\"\n";
         assert_eq!(without_queues(config), "name = \"x\"\n[vars]\nA = \"1\"\n");
+        let config = "[env.kinesis]\nname = \"k\"\n[[env.kinesis.queues.producers]]\nbinding = \"SPILL_QUEUE\"\n[[env.kinesis.queues.consumers]]\nqueue = \"q\"\n[env.kinesis.vars]\nBUFFER = \"kinesis\"\n[[env.kinesis.durable_objects.bindings]]\nname = \"BATCHER\"\n";
+        assert_eq!(
+            without_queues(config),
+            "[env.kinesis]\nname = \"k\"\n[env.kinesis.vars]\nBUFFER = \"kinesis\"\n[[env.kinesis.durable_objects.bindings]]\nname = \"BATCHER\"\n"
+        );
+    }
+
+    fn env(buffer: BufferKind) -> DevEnv {
+        DevEnv {
+            ingest_url: "http://127.0.0.1:8787/v1/events".into(),
+            ingest_key: "k".into(),
+            database_url: "postgres://u@127.0.0.1:54329/spillway".into(),
+            sqs_endpoint: "http://127.0.0.1:9324".into(),
+            sqs_queue_url: match buffer {
+                BufferKind::Sqs => "http://127.0.0.1:9324/123456789012/spillway-events".into(),
+                BufferKind::Kinesis => String::new(),
+            },
+            sqs_dlq_url: "http://127.0.0.1:9324/123456789012/spillway-events-dlq".into(),
+            sqs_server: SqsKind::Moto,
+            aws_secret_access_key: "s".into(),
+            envelope_keys: "local-1:e".into(),
+            buffer,
+            kinesis: (buffer == BufferKind::Kinesis).then(|| KinesisEnv {
+                endpoint: "http://127.0.0.1:40123".into(),
+                stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/spillway-events".into(),
+                on_failure_url: "http://127.0.0.1:9324/123456789012/spillway-events-failures"
+                    .into(),
+            }),
+        }
+    }
+
+    fn round_trip(e: &DevEnv) -> (String, DevEnv) {
+        let path = crate::run_dir().join(crate::unique("dev-env"));
+        let text = e.to_shell();
+        fs::write(&path, &text).expect("write");
+        let back = DevEnv::read(&path).expect("read");
+        fs::remove_file(&path).ok();
+        (text, back)
+    }
+
+    #[test]
+    fn dev_env_round_trips_with_either_buffer() {
+        let (text, back) = round_trip(&env(BufferKind::Sqs));
+        assert!(text.contains("\nBUFFER=sqs\n"), "{text}");
+        assert!(!text.contains("KINESIS"), "{text}");
+        assert_eq!((back.buffer, back.kinesis), (BufferKind::Sqs, None));
+
+        let e = env(BufferKind::Kinesis);
+        let (text, back) = round_trip(&e);
+        for line in [
+            "BUFFER=kinesis",
+            "KINESIS_ENDPOINT=http://127.0.0.1:40123",
+            "KINESIS_STREAM_ARN=arn:aws:kinesis:us-east-1:000000000000:stream/spillway-events",
+            "SQS_QUEUE_URL=",
+            "SQS_DLQ_URL=http://127.0.0.1:9324/123456789012/spillway-events-dlq",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in {text}");
+        }
+        assert_eq!(back.buffer, BufferKind::Kinesis);
+        assert_eq!(back.kinesis, e.kinesis);
+        assert_eq!(back.sqs_queue_url, "");
+        assert_eq!(back.sqs_dlq_url, e.sqs_dlq_url);
+    }
+
+    #[test]
+    fn an_old_dev_env_is_sqs_and_a_kinesis_one_needs_its_stream() {
+        let path = crate::run_dir().join(crate::unique("dev-env"));
+        let old: String = env(BufferKind::Sqs)
+            .to_shell()
+            .lines()
+            .filter(|l| !l.starts_with("BUFFER="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&path, old).expect("write");
+        assert_eq!(DevEnv::read(&path).expect("read").buffer, BufferKind::Sqs);
+        let partial: String = env(BufferKind::Kinesis)
+            .to_shell()
+            .lines()
+            .filter(|l| !l.starts_with("KINESIS_STREAM_ARN="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        fs::write(&path, partial).expect("write");
+        let err = DevEnv::read(&path).expect_err("no stream");
+        assert!(
+            err.to_string().contains("has no KINESIS_STREAM_ARN"),
+            "{err}"
+        );
+        fs::remove_file(&path).ok();
+    }
+
+    #[test]
+    fn build_tables_are_the_top_levels_and_each_environments() {
+        assert!(is_build_table("[build]"));
+        assert!(is_build_table("[env.kinesis.build]"));
+        assert!(!is_build_table("[env.kinesis.vars]"));
+        assert!(!is_build_table("[env..build]"));
+        assert!(!is_build_table("[env.a.b.build]"));
+        assert!(!is_build_table("[[env.kinesis.queues.producers]]"));
+    }
+
+    #[test]
+    fn prebuilt_config_drops_every_build_table() {
+        let root = crate::run_dir().join(crate::unique("prebuilt"));
+        fs::create_dir_all(root.join("edge")).expect("dir");
+        fs::write(root.join("edge/entry.mjs"), "").expect("entry");
+        fs::write(
+            root.join("wrangler.toml"),
+            "name = \"w\"\nmain = \"edge/entry.mjs\"\n[build]\ncommand = \"a\"\n[vars]\nX = \"1\"\n\
+             [env.kinesis]\nname = \"w\"\n[env.kinesis.build]\ncommand = \"b\"\n[env.kinesis.vars]\nBUFFER = \"kinesis\"\n",
+        )
+        .expect("toml");
+        let out = prebuilt_config(&root).expect("config");
+        assert!(!out.contains("command"), "{out}");
+        assert!(
+            out.contains("[env.kinesis.vars]\nBUFFER = \"kinesis\""),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "main = \"{}\"",
+                root.join("edge/entry.mjs").display()
+            )),
+            "{out}"
+        );
+        let elsewhere = root.join("target/worker-kinesis/entry.mjs");
+        fs::create_dir_all(elsewhere.parent().expect("parent")).expect("dir");
+        fs::write(&elsewhere, "").expect("entry");
+        let out = prebuilt_config_serving(&root, &elsewhere).expect("config");
+        assert!(
+            out.contains(&format!("main = \"{}\"", elsewhere.display())),
+            "{out}"
+        );
+        assert!(!out.contains("edge/entry.mjs"), "{out}");
+        fs::remove_dir_all(&root).ok();
     }
 }

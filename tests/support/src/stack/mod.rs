@@ -1,5 +1,10 @@
-//! The whole local pipeline: PostgreSQL (migrated), the local SQS (moto or LocalStack) with a
-//! main queue and a DLQ, the poller running the consumer, and `wrangler dev` serving the edge.
+//! The whole local pipeline: PostgreSQL (migrated), the buffer, the poller running the
+//! consumer, and `wrangler dev` serving the edge.
+//!
+//! The buffer is an SQS queue with its DLQ on the local SQS (moto or LocalStack), or, with
+//! [`BufferKind::Kinesis`], a stream on the local Kinesis (kinesis-local) with the poller
+//! playing the event source mapping; the local SQS then still holds the dead-letter queue (the
+//! records the consumer can never store) and the mapping's on-failure destination.
 //!
 //! `cargo xtask dev|up|down` and the end-to-end tests both use this, so what a developer runs
 //! by hand is what the tests check.
@@ -11,19 +16,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::kinesis_server::{KinesisOptions, KinesisServer};
 use crate::sqs::LocalSqs;
 use crate::{
     free_port, http_get, port_open, repo_root, FaultProxy, Postgres, Service, SqsKind, SqsMeter,
     SqsServer,
 };
 
+mod buffer;
 mod files;
 mod keys;
 mod status;
 
-pub use files::{dev_vars, prebuilt_config, without_queues, write_private, DevEnv};
+pub use buffer::{buffers_in_wasm, BufferKind, UnknownBuffer};
+pub use files::{
+    dev_vars, prebuilt_config, prebuilt_config_serving, without_queues, write_private, DevEnv,
+    KinesisEnv,
+};
 pub use keys::{ingest_keys_var, parse_ingest_keys, IngestKey, KEYS_VAR, KEY_ID};
-pub use status::{accepted_events, read_status, spill_counts, Status};
+pub use status::{
+    accepted_events, checkpoint_file, max_millis_behind, read_status, spill_counts, stream_name,
+    Status, StreamStatus,
+};
 
 /// Everything that can be chosen about a local stack.
 #[derive(Debug, Clone)]
@@ -39,19 +53,29 @@ pub struct StackConfig {
     pub sqs_port: u16,
     /// Which local SQS server runs. Default moto.
     pub sqs: SqsKind,
+    /// The buffer between edge and consumer. Default SQS.
+    pub buffer: BufferKind,
+    /// With the Kinesis buffer: the stream's name. Default `spillway-events`.
+    pub stream_name: String,
+    /// With the Kinesis buffer: the stream's shard count when it is created (a stream
+    /// reloaded from `dir/kinesis` keeps its own). Default 4.
+    pub shards: u32,
     /// Port of PostgreSQL. Default 54329.
     pub pg_port: u16,
-    /// Put a fault proxy between the edge and the local SQS (end-to-end fault tests).
+    /// Put a fault proxy between the edge and its buffer, the local SQS or the local Kinesis
+    /// (end-to-end fault tests).
     pub edge_sqs_proxy: bool,
     /// Put a metering proxy ([`SqsMeter`]) between the edge and the local SQS, counting the
     /// sends and billed requests that reach it. With the fault proxy as well, the meter sits
     /// behind it (edge -> fault proxy -> meter -> SQS), so it counts only what got through.
+    /// SQS only: refused with the Kinesis buffer.
     pub edge_sqs_meter: bool,
     /// Serve the edge with its spill queue (`SPILL_QUEUE` and the replay consumer, as in the
     /// project's wrangler.toml). Default true; false leaves the queue tables out, so an SQS
     /// outage past the deadline is answered `503`.
     pub spill: bool,
-    /// Main queue name; the DLQ is `<name>-dlq`.
+    /// Main queue name; the DLQ is `<name>-dlq` (with Kinesis too, where there is no main
+    /// queue), and with Kinesis the on-failure destination is `<name>-failures`.
     pub queue_name: String,
     /// Receives before SQS moves a message to the DLQ. Default 3.
     pub max_receive_count: u32,
@@ -67,8 +91,10 @@ pub struct StackConfig {
     pub ingest_keys: Vec<IngestKey>,
     /// Directory holding the `spillway-consumer` and `spillway-poller` binaries.
     pub bin_dir: PathBuf,
-    /// Keep the database (`pg/` in `dir`) when the stack stops. True for `cargo xtask dev|up`,
-    /// false for [`StackConfig::ephemeral`] stacks.
+    /// Keep the database (`pg/` in `dir`) and, with Kinesis, the stream's records and the
+    /// poller's checkpoints (`kinesis/` in `dir`) when the stack stops. True for `cargo xtask
+    /// dev|up`, false for [`StackConfig::ephemeral`] stacks (their local Kinesis then keeps its
+    /// state in memory only, sparing a rewrite of it every 5 s).
     pub keep_database: bool,
     /// The ports were picked free a moment ago ([`StackConfig::ephemeral`]), so when another
     /// process takes one before the service binds it, the stack may pick another. False for
@@ -96,6 +122,9 @@ impl StackConfig {
             inspector_port: None,
             sqs_port: 9324,
             sqs: SqsKind::default(),
+            buffer: BufferKind::default(),
+            stream_name: "spillway-events".into(),
+            shards: 4,
             pg_port: 54329,
             edge_sqs_proxy: false,
             edge_sqs_meter: false,
@@ -137,8 +166,119 @@ pub struct Stack {
     poller: Option<Service>,
     pub proxy: Option<FaultProxy>,
     pub meter: Option<SqsMeter>,
+    /// The local Kinesis, with the Kinesis buffer.
+    pub kinesis: Option<KinesisServer>,
     sqs_server: SqsServer,
     pub pg: Postgres,
+}
+
+/// The event source mapping's settings the poller gets with the Kinesis buffer, as the deployed
+/// template sets them (infra/): a later value in [`StackConfig::poller_env`] wins.
+pub const KINESIS_MAPPING_DEFAULTS: &[(&str, &str)] = &[
+    ("BATCH_SIZE", "100"),
+    ("PARALLELIZATION_FACTOR", "1"),
+    ("BISECT_BATCH_ON_FUNCTION_ERROR", "true"),
+    ("MAXIMUM_RETRY_ATTEMPTS", "3"),
+    ("MAXIMUM_RECORD_AGE_IN_SECONDS", "3600"),
+    ("STARTING_POSITION", "TRIM_HORIZON"),
+];
+
+/// Where the Worker built for `buffer` is kept: the directory holding its entry module and, in
+/// `build/`, the build tool's output. For SQS that is `edge/` itself (`edge/entry.mjs`,
+/// `edge/build/`, as wrangler.toml's `main` names them). The build tool always writes
+/// `edge/build/`, so `cargo xtask` moves the Kinesis build (`[env.kinesis.build]`) to
+/// `target/worker-kinesis/build/` after building it, and puts `edge/build/` back as it was:
+/// both builds then exist side by side, and tests of either buffer can run in one `cargo test`.
+pub fn worker_dir(root: &Path, buffer: BufferKind) -> PathBuf {
+    match buffer {
+        BufferKind::Sqs => root.join("edge"),
+        BufferKind::Kinesis => root.join("target/worker-kinesis"),
+    }
+}
+
+/// The built Worker's wasm for `buffer` (`<worker_dir>/build/index_bg.wasm`).
+pub fn built_wasm(root: &Path, buffer: BufferKind) -> PathBuf {
+    worker_dir(root, buffer).join("build/index_bg.wasm")
+}
+
+/// Checks that the Worker built for `buffer` is there and carries `buffer`'s SDK: serving a
+/// build of the other buffer would fail only at the first request.
+pub fn check_worker_build(root: &Path, buffer: BufferKind) -> Result<()> {
+    let path = built_wasm(root, buffer);
+    let wasm = fs::read(&path).with_context(|| {
+        format!(
+            "the {buffer} build of the Worker is missing ({}): `cargo xtask up --buffer {buffer}` \
+             or `cargo xtask test` builds it",
+            path.display()
+        )
+    })?;
+    let carried = buffers_in_wasm(&wasm);
+    if !carried.contains(&buffer) {
+        let carried: Vec<&str> = carried.iter().map(|b| b.as_str()).collect();
+        bail!(
+            "{} is not the {buffer} build of the Worker (it carries: {}): build it with `cargo \
+             xtask up --buffer {buffer}` (or `cargo xtask dev --buffer {buffer}`)",
+            path.display(),
+            if carried.is_empty() {
+                "no buffer SDK".to_owned()
+            } else {
+                carried.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The poller's environment for the buffer of `env`: the queue (SQS), or the stream, the event
+/// source mapping's settings ([`KINESIS_MAPPING_DEFAULTS`]), the dead-letter queue and the
+/// on-failure destination, and the checkpoint file in `dir` (Kinesis).
+pub fn poller_buffer_env(env: &DevEnv, dir: &Path) -> Result<Vec<(String, String)>> {
+    let mut out = vec![
+        ("BUFFER".to_owned(), env.buffer.as_str().to_owned()),
+        ("SQS_ENDPOINT".to_owned(), env.sqs_endpoint.clone()),
+    ];
+    match (env.buffer, &env.kinesis) {
+        (BufferKind::Sqs, _) => out.push(("SQS_QUEUE_URL".to_owned(), env.sqs_queue_url.clone())),
+        (BufferKind::Kinesis, None) => bail!("BUFFER=kinesis without the stream's settings"),
+        (BufferKind::Kinesis, Some(k)) => {
+            out.extend(
+                KINESIS_MAPPING_DEFAULTS
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            );
+            out.extend([
+                ("KINESIS_STREAM_ARN".to_owned(), k.stream_arn.clone()),
+                ("KINESIS_ENDPOINT".to_owned(), k.endpoint.clone()),
+                (
+                    "ON_FAILURE_DESTINATION".to_owned(),
+                    k.on_failure_url.clone(),
+                ),
+                ("DEAD_LETTER_QUEUE_URL".to_owned(), env.sqs_dlq_url.clone()),
+                (
+                    "CHECKPOINT_FILE".to_owned(),
+                    checkpoint_file(dir).display().to_string(),
+                ),
+            ]);
+        }
+    }
+    Ok(out)
+}
+
+/// The edge's `--var`s for the buffer of `env`, sending to `endpoint` (the buffer's, or a
+/// proxy's in front of it).
+pub fn edge_buffer_vars(env: &DevEnv, endpoint: String) -> Result<Vec<(String, String)>> {
+    Ok(match (env.buffer, &env.kinesis) {
+        (BufferKind::Sqs, _) => vec![
+            ("SQS_QUEUE_URL".to_owned(), env.sqs_queue_url.clone()),
+            ("SQS_ENDPOINT".to_owned(), endpoint),
+        ],
+        (BufferKind::Kinesis, None) => bail!("BUFFER=kinesis without the stream's settings"),
+        (BufferKind::Kinesis, Some(k)) => vec![
+            ("BUFFER".to_owned(), "kinesis".to_owned()),
+            ("KINESIS_STREAM_ARN".to_owned(), k.stream_arn.clone()),
+            ("KINESIS_ENDPOINT".to_owned(), endpoint),
+        ],
+    })
 }
 
 fn ensure_free(port: u16, what: &str, flag: &str) -> Result<()> {
@@ -165,6 +305,10 @@ impl Stack {
                     config.bin_dir.join(bin).display()
                 );
             }
+        }
+        check_worker_build(&repo_root(), config.buffer)?;
+        if config.buffer == BufferKind::Kinesis && config.edge_sqs_meter {
+            bail!("the SQS meter counts SQS calls: it cannot sit in front of the local Kinesis");
         }
         if config.ingest_keys.is_empty() {
             config.ingest_keys = vec![IngestKey::fresh(KEY_ID)?];
@@ -218,8 +362,120 @@ impl Stack {
         };
         let sqs = LocalSqs::new(config.sqs_port, REGION);
         let dlq_url = sqs.create_queue(&format!("{}-dlq", config.queue_name), &[])?;
+        let (queue_url, kinesis) = match config.buffer {
+            BufferKind::Sqs => {
+                let queue_url = Self::create_main_queue(&config, &sqs, &dlq_url)?;
+                progress(&format!(
+                    "local SQS ({}) on 127.0.0.1:{}: queue {} and DLQ (maxReceiveCount {}) ({:.1} s)",
+                    config.sqs,
+                    config.sqs_port,
+                    config.queue_name,
+                    config.max_receive_count,
+                    t.elapsed().as_secs_f64()
+                ));
+                (queue_url, None)
+            }
+            BufferKind::Kinesis => {
+                let failures_url =
+                    sqs.create_queue(&format!("{}-failures", config.queue_name), &[])?;
+                progress(&format!(
+                    "local SQS ({}) on 127.0.0.1:{}: dead-letter queue and on-failure destination ({:.1} s)",
+                    config.sqs,
+                    config.sqs_port,
+                    t.elapsed().as_secs_f64()
+                ));
+                let t = Instant::now();
+                let persist_dir = config.dir.join("kinesis");
+                fs::create_dir_all(&persist_dir)?;
+                let server = KinesisServer::start(&KinesisOptions {
+                    stream: config.stream_name.clone(),
+                    shards: config.shards,
+                    persist_dir: config.keep_database.then_some(persist_dir),
+                })?;
+                let _ = fs::remove_file(logs.join("kinesis.log"));
+                let _ = std::os::unix::fs::symlink(server.log_path(), logs.join("kinesis.log"));
+                progress(&format!(
+                    "local Kinesis (kinesis-local) on 127.0.0.1:{}: stream {} with {} shards ({:.1} s)",
+                    server.port(),
+                    server.stream(),
+                    server.shards(),
+                    t.elapsed().as_secs_f64()
+                ));
+                let env = KinesisEnv {
+                    endpoint: server.endpoint(),
+                    stream_arn: server.stream_arn(),
+                    on_failure_url: failures_url,
+                };
+                (String::new(), Some((server, env)))
+            }
+        };
+        let buffer_port = kinesis
+            .as_ref()
+            .map_or(config.sqs_port, |(server, _)| server.port());
+        let (kinesis, kinesis_env) = kinesis.unzip();
+
+        let meter = if config.edge_sqs_meter {
+            Some(SqsMeter::start(config.sqs_port)?)
+        } else {
+            None
+        };
+        let proxy = if config.edge_sqs_proxy {
+            Some(FaultProxy::start(
+                meter.as_ref().map_or(buffer_port, SqsMeter::port),
+            )?)
+        } else {
+            None
+        };
+        let env = DevEnv {
+            ingest_url: format!("http://127.0.0.1:{}/v1/events", config.edge_port),
+            ingest_key: keys[0].key.clone(),
+            database_url,
+            sqs_endpoint: sqs_server.endpoint(),
+            sqs_queue_url: queue_url,
+            sqs_dlq_url: dlq_url,
+            sqs_server: sqs_server.kind(),
+            aws_secret_access_key: keys::random_key()?,
+            envelope_keys: format!("local-1:{}", keys::random_key()?),
+            buffer: config.buffer,
+            kinesis: kinesis_env,
+        };
+        let mut stack = Stack {
+            config,
+            env,
+            sqs,
+            edge: None,
+            poller: None,
+            proxy,
+            meter,
+            kinesis,
+            sqs_server,
+            pg,
+        };
+
+        let t = Instant::now();
+        stack.start_poller()?;
+        progress(&format!(
+            "poller running the consumer ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ));
+
+        let t = Instant::now();
+        stack.start_edge()?;
+        progress(&format!(
+            "wrangler dev serving the edge ({} buffer) on 127.0.0.1:{} ({:.1} s)",
+            stack.config.buffer,
+            stack.config.edge_port,
+            t.elapsed().as_secs_f64()
+        ));
+        write_private(&stack.config.dir.join("dev.env"), &stack.env.to_shell())?;
+        Ok(stack)
+    }
+
+    /// The SQS buffer: the main queue, moving a message to the DLQ after `max_receive_count`
+    /// receives.
+    fn create_main_queue(config: &StackConfig, sqs: &LocalSqs, dlq_url: &str) -> Result<String> {
         let dlq_arn = sqs
-            .attributes(&dlq_url)?
+            .attributes(dlq_url)?
             .remove("QueueArn")
             .context("DLQ has no QueueArn")?;
         let redrive = serde_json::json!({
@@ -237,66 +493,7 @@ impl Stack {
                 ),
             ],
         )?;
-        progress(&format!(
-            "local SQS ({}) on 127.0.0.1:{}: queue {} and DLQ (maxReceiveCount {}) ({:.1} s)",
-            config.sqs,
-            config.sqs_port,
-            config.queue_name,
-            config.max_receive_count,
-            t.elapsed().as_secs_f64()
-        ));
-
-        let meter = if config.edge_sqs_meter {
-            Some(SqsMeter::start(config.sqs_port)?)
-        } else {
-            None
-        };
-        let proxy = if config.edge_sqs_proxy {
-            Some(FaultProxy::start(
-                meter.as_ref().map_or(config.sqs_port, SqsMeter::port),
-            )?)
-        } else {
-            None
-        };
-        let env = DevEnv {
-            ingest_url: format!("http://127.0.0.1:{}/v1/events", config.edge_port),
-            ingest_key: keys[0].key.clone(),
-            database_url,
-            sqs_endpoint: sqs_server.endpoint(),
-            sqs_queue_url: queue_url,
-            sqs_dlq_url: dlq_url,
-            sqs_server: sqs_server.kind(),
-            aws_secret_access_key: keys::random_key()?,
-            envelope_keys: format!("local-1:{}", keys::random_key()?),
-        };
-        let mut stack = Stack {
-            config,
-            env,
-            sqs,
-            edge: None,
-            poller: None,
-            proxy,
-            meter,
-            sqs_server,
-            pg,
-        };
-
-        let t = Instant::now();
-        stack.start_poller()?;
-        progress(&format!(
-            "poller running the consumer ({:.1} s)",
-            t.elapsed().as_secs_f64()
-        ));
-
-        let t = Instant::now();
-        stack.start_edge()?;
-        progress(&format!(
-            "wrangler dev serving the edge on 127.0.0.1:{} ({:.1} s)",
-            stack.config.edge_port,
-            t.elapsed().as_secs_f64()
-        ));
-        write_private(&stack.config.dir.join("dev.env"), &stack.env.to_shell())?;
-        Ok(stack)
+        Ok(queue_url)
     }
 
     fn aws_env(&self, cmd: &mut Command) {
@@ -310,10 +507,11 @@ impl Stack {
         let mut cmd = Command::new(self.config.bin_dir.join("spillway-poller"));
         self.aws_env(&mut cmd);
         cmd.env("DATABASE_URL", &self.env.database_url)
-            .env("SQS_QUEUE_URL", &self.env.sqs_queue_url)
-            .env("SQS_ENDPOINT", &self.env.sqs_endpoint)
             .env("ENVELOPE_KEYS", &self.env.envelope_keys)
             .env("RUST_LOG", "info");
+        for (k, v) in poller_buffer_env(&self.env, &self.config.dir)? {
+            cmd.env(k, v);
+        }
         for (k, v) in &self.config.poller_env {
             cmd.env(k, v);
         }
@@ -380,13 +578,28 @@ impl Stack {
 
     fn spawn_edge(&mut self) -> Result<()> {
         let root = repo_root();
-        let sqs_endpoint = match (&self.proxy, &self.meter) {
+        // What the edge sends to: the fault proxy, else the meter, else the buffer itself.
+        let endpoint = match (&self.proxy, &self.meter) {
             (Some(p), _) => p.endpoint(),
             (None, Some(m)) => m.endpoint(),
-            (None, None) => self.env.sqs_endpoint.clone(),
+            (None, None) => match &self.env.kinesis {
+                Some(k) => k.endpoint.clone(),
+                None => self.env.sqs_endpoint.clone(),
+            },
         };
         let config_path = self.config.dir.join("wrangler.toml");
-        let config = prebuilt_config(&root)?;
+        let config = match self.config.buffer {
+            BufferKind::Sqs => prebuilt_config(&root)?,
+            buffer => {
+                // The Kinesis build is kept outside edge/ (see `worker_dir`): the entry module
+                // is copied beside it, so that its `./build/index.js` is that build.
+                let dir = worker_dir(&root, buffer);
+                let entry = dir.join("entry.mjs");
+                fs::copy(root.join("edge/entry.mjs"), &entry)
+                    .with_context(|| format!("copying edge/entry.mjs to {}", entry.display()))?;
+                files::prebuilt_config_serving(&root, &entry)?
+            }
+        };
         let config = if self.config.spill {
             config
         } else {
@@ -400,6 +613,10 @@ impl Stack {
             &self.config.dir.join("wrangler-state"),
             self.config.inspector_port,
         );
+        if let Some(env) = self.config.buffer.wrangler_env() {
+            // The environment's own vars and bindings (`[env.kinesis]` in wrangler.toml).
+            cmd.args(["--env", env]);
+        }
         cmd.current_dir(&root);
         // Secrets reach the worker through `.dev.vars` beside the config, which wrangler dev
         // reads: as `--var`s they would be on its command line, which every user can read
@@ -414,12 +631,11 @@ impl Stack {
             ("ENVELOPE_KEYS", self.env.envelope_keys.clone()),
         ];
         write_private(&self.config.dir.join(".dev.vars"), &dev_vars(&secrets)?)?;
-        let mut vars = vec![
-            ("SQS_QUEUE_URL".to_owned(), self.env.sqs_queue_url.clone()),
-            ("SQS_ENDPOINT".to_owned(), sqs_endpoint),
+        let mut vars = edge_buffer_vars(&self.env, endpoint)?;
+        vars.extend([
             ("AWS_REGION".to_owned(), REGION.to_owned()),
             ("ALLOWED_ORIGINS".to_owned(), "*".to_owned()),
-        ];
+        ]);
         vars.extend(self.config.edge_vars.iter().cloned());
         for (k, v) in &vars {
             cmd.arg("--var").arg(format!("{k}:{v}"));
@@ -465,6 +681,9 @@ impl Stack {
                 if self.proxy.is_some() {
                     bail!("a meter behind the fault proxy must be chosen before Stack::start");
                 }
+                if self.kinesis.is_some() {
+                    bail!("the SQS meter counts SQS calls: it cannot sit in front of the local Kinesis");
+                }
                 self.meter = Some(SqsMeter::start(self.config.sqs_port)?);
             }
             (false, true) if self.proxy.is_none() => self.meter = None,
@@ -476,7 +695,7 @@ impl Stack {
                 let upstream = self
                     .meter
                     .as_ref()
-                    .map_or(self.config.sqs_port, SqsMeter::port);
+                    .map_or(self.buffer_port(), SqsMeter::port);
                 self.proxy = Some(FaultProxy::start(upstream)?);
             }
             (false, true) => self.proxy = None,
@@ -487,6 +706,36 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.start_edge()
+    }
+
+    /// The port of the buffer the edge sends to: the local Kinesis, or the local SQS.
+    pub fn buffer_port(&self) -> u16 {
+        self.kinesis
+            .as_ref()
+            .map_or(self.config.sqs_port, KinesisServer::port)
+    }
+
+    /// Has the consumer got through everything the buffer holds? With SQS: the main queue is
+    /// empty (nothing visible, nothing in flight). With Kinesis: the poller's checkpoint file
+    /// names every shard of the stream, and no shard holds a record after its checkpoint. False
+    /// when it cannot tell (a call failed, no checkpoint yet with records in the stream).
+    pub fn drained(&self) -> bool {
+        let Some(k) = &self.kinesis else {
+            return self.sqs.depth(&self.env.sqs_queue_url).ok() == Some((0, 0));
+        };
+        let client = k.client();
+        let Ok(shards) = client.shard_ids(k.stream()) else {
+            return false;
+        };
+        let checkpoints = fs::read_to_string(checkpoint_file(&self.config.dir))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        shards.iter().all(|shard| {
+            let at = checkpoints
+                .as_ref()
+                .and_then(|c| c["shards"][shard.as_str()]["checkpoint"].as_str());
+            matches!(client.has_records_after(k.stream(), shard, at), Ok(false))
+        })
     }
 
     /// One look at every part of the pipeline.
@@ -507,8 +756,12 @@ impl Stack {
             pg,
             proxy,
             meter,
+            kinesis,
             ..
         } = self;
+        if let Some(k) = kinesis {
+            k.detach();
+        }
         sqs_server.detach();
         pg.detach();
         // A fault proxy or meter lives in this process; a detached stack never has one.
@@ -516,3 +769,6 @@ impl Stack {
         drop(meter);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,14 +1,37 @@
 //! One look at a running stack, for the status line of `cargo xtask dev` and `status`: what the
-//! edge accepted (from its request log), what the queues hold, what the table holds.
+//! edge accepted (from its request log), what the queue holds (SQS) or how far the poller is
+//! behind the stream (Kinesis), what the dead-letter queue and the table hold.
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{DevEnv, REGION};
+use super::{BufferKind, DevEnv, REGION};
+use crate::kinesis::LocalKinesis;
 use crate::sqs::LocalSqs;
 use crate::SqsKind;
+
+/// Where the poller keeps its Kinesis checkpoints (`CHECKPOINT_FILE`), under the stack's
+/// directory: beside the stream's persisted data (`kinesis/`), so that the two are kept, or
+/// removed, together.
+pub fn checkpoint_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("kinesis/checkpoint.json")
+}
+
+/// The stream's part of a status, with the Kinesis buffer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamStatus {
+    pub name: String,
+    /// Open shards, as the local Kinesis reports them.
+    pub shards: u32,
+    /// The largest `millis_behind_latest` of any shard in the poller's checkpoint file: how far
+    /// the consumer is behind the newest record. `None` before the poller's first checkpoint.
+    pub millis_behind: Option<u64>,
+    /// Batches given up on (retries or record age exhausted): messages on the on-failure
+    /// destination.
+    pub failed_batches: u64,
+}
 
 /// One look at the pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,19 +50,78 @@ pub struct Status {
     pub spilled: u64,
     /// Spilled events the replay has since put on SQS.
     pub replayed: u64,
+    /// With the Kinesis buffer, the stream (`visible` and `in_flight` are then 0: there is no
+    /// queue).
+    pub stream: Option<StreamStatus>,
+}
+
+impl Status {
+    /// Events accepted and not (yet) stored: with Kinesis, the records in the stream the
+    /// consumer has not got through, counted in events. A duplicate stored once, or a dead
+    /// letter, makes it differ from what is in flight, so it is a hint, not an invariant.
+    pub fn unstored(&self) -> u64 {
+        self.accepted.saturating_sub(self.rows)
+    }
+}
+
+/// The largest `millis_behind_latest` among the shards of a poller checkpoint file
+/// (`{"stream_arn": ..., "shards": {"shardId-...": {"millis_behind_latest": N, ...}}}`);
+/// `None` when the text is not such a file or names no shard.
+pub fn max_millis_behind(checkpoint_json: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(checkpoint_json).ok()?;
+    v["shards"]
+        .as_object()?
+        .values()
+        .filter_map(|s| s["millis_behind_latest"].as_u64())
+        .max()
+}
+
+/// The stream name of a Kinesis stream ARN (`...:stream/NAME`).
+pub fn stream_name(arn: &str) -> Option<&str> {
+    arn.rsplit_once(":stream/")
+        .map(|(_, name)| name)
+        .filter(|n| !n.is_empty())
+}
+
+fn port_of(url: &str) -> Result<u16> {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in {url}"))
 }
 
 /// One look at the pipeline described by `env`, whose state (logs) is in `dir`.
 pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
-    let port = |url: &str| -> Result<u16> {
-        url.rsplit(':')
-            .next()
-            .and_then(|p| p.split('/').next())
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("no port in {url}"))
+    let sqs = LocalSqs::new(port_of(&env.sqs_endpoint)?, REGION);
+    let (visible, in_flight, stream) = match (env.buffer, &env.kinesis) {
+        (BufferKind::Sqs, _) => {
+            let (v, f) = sqs.depth(&env.sqs_queue_url)?;
+            (v, f, None)
+        }
+        (BufferKind::Kinesis, None) => {
+            anyhow::bail!("BUFFER=kinesis without the stream's settings")
+        }
+        (BufferKind::Kinesis, Some(k)) => {
+            let name = stream_name(&k.stream_arn)
+                .with_context(|| format!("no stream name in {}", k.stream_arn))?;
+            let (_, shards) = LocalKinesis::new(port_of(&k.endpoint)?, REGION).summary(name)?;
+            let (failed_visible, failed_in_flight) = sqs.depth(&k.on_failure_url)?;
+            let millis_behind = fs::read_to_string(checkpoint_file(dir))
+                .ok()
+                .and_then(|t| max_millis_behind(&t));
+            (
+                0,
+                0,
+                Some(StreamStatus {
+                    name: name.to_owned(),
+                    shards,
+                    millis_behind,
+                    failed_batches: failed_visible + failed_in_flight,
+                }),
+            )
+        }
     };
-    let sqs = LocalSqs::new(port(&env.sqs_endpoint)?, REGION);
-    let (visible, in_flight) = sqs.depth(&env.sqs_queue_url)?;
     let (dlq_visible, dlq_in_flight) = sqs.depth(&env.sqs_dlq_url)?;
     let db_port = env
         .database_url
@@ -76,6 +158,7 @@ pub fn read_status(env: &DevEnv, dir: &Path) -> Result<Status> {
         rows,
         sqs: env.sqs_server,
         lag_ms,
+        stream,
     })
 }
 
@@ -151,5 +234,55 @@ mod accepted_tests {
         assert_eq!(spill_counts(&log), (3, 2));
         assert_eq!(accepted_events(&log), 3);
         fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn behind_is_the_largest_of_any_shard() {
+        let file = r#"{"stream_arn": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+            "shards": {
+                "shardId-000000000000": {"checkpoint": "4968", "millis_behind_latest": 120, "updated_at_ms": 1},
+                "shardId-000000000001": {"checkpoint": null, "millis_behind_latest": 3400, "updated_at_ms": 2},
+                "shardId-000000000002": {"checkpoint": "4969", "millis_behind_latest": 0, "updated_at_ms": 3}
+            }}"#;
+        assert_eq!(max_millis_behind(file), Some(3400));
+        assert_eq!(
+            max_millis_behind(r#"{"stream_arn": "a", "shards": {}}"#),
+            None
+        );
+        assert_eq!(
+            max_millis_behind("{\"stream_arn\": \"a\", \"sh"),
+            None,
+            "torn"
+        );
+        assert_eq!(max_millis_behind("[]"), None);
+    }
+
+    #[test]
+    fn stream_names_come_from_the_arn() {
+        assert_eq!(
+            stream_name("arn:aws:kinesis:us-east-1:000000000000:stream/spillway-events"),
+            Some("spillway-events")
+        );
+        assert_eq!(
+            stream_name("arn:aws:kinesis:us-east-1:000000000000:stream/"),
+            None
+        );
+        assert_eq!(stream_name("spillway-events"), None);
+    }
+
+    #[test]
+    fn unstored_never_goes_below_zero() {
+        let s = Status {
+            accepted: 10,
+            rows: 7,
+            ..Status::default()
+        };
+        assert_eq!(s.unstored(), 3);
+        let s = Status {
+            accepted: 2,
+            rows: 7,
+            ..Status::default()
+        };
+        assert_eq!(s.unstored(), 0);
     }
 }
