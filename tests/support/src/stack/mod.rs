@@ -173,13 +173,17 @@ pub struct Stack {
 }
 
 /// The event source mapping's settings the poller gets with the Kinesis buffer, as the deployed
-/// template sets them (infra/): a later value in [`StackConfig::poller_env`] wins.
+/// template (infra/template-kinesis.yaml) sets them: retries unbounded and the record's age
+/// (6 h) the budget, because a failing attempt can take milliseconds and a count of retries
+/// would give up on healthy records within seconds of a database outage. One difference:
+/// no batching window locally (the template's is 1 s), so a local event is stored without it.
+/// A later value in [`StackConfig::poller_env`] wins.
 pub const KINESIS_MAPPING_DEFAULTS: &[(&str, &str)] = &[
     ("BATCH_SIZE", "100"),
     ("PARALLELIZATION_FACTOR", "1"),
     ("BISECT_BATCH_ON_FUNCTION_ERROR", "true"),
-    ("MAXIMUM_RETRY_ATTEMPTS", "3"),
-    ("MAXIMUM_RECORD_AGE_IN_SECONDS", "3600"),
+    ("MAXIMUM_RETRY_ATTEMPTS", "-1"),
+    ("MAXIMUM_RECORD_AGE_IN_SECONDS", "21600"),
     ("STARTING_POSITION", "TRIM_HORIZON"),
 ];
 
