@@ -35,7 +35,7 @@ pub fn short_code(code: &str) -> &str {
     code.rsplit(['.', '#']).next().unwrap_or(code)
 }
 
-/// Whether `code` is one of the [`TRANSIENT_CODES`].
+/// Whether `code` is one of the codes in `TRANSIENT_CODES`, above.
 pub fn transient_code(code: &str) -> bool {
     TRANSIENT_CODES.contains(&short_code(code))
 }
