@@ -1,7 +1,7 @@
 //! The handler: a plain async function over a [`Deps`] struct built once per execution
 //! environment. Lambda's `main` and the local poller both call [`handle`] (an SQS event) or
-//! [`handle_kinesis`] (a Kinesis event, in [`kinesis`]); tests call them directly. It only runs
-//! the I/O: what to decode, write and report is decided by the pure [`Plan`] and
+//! [`handle_kinesis`] (a Kinesis event, in `handler/kinesis.rs`); tests call them directly. It
+//! only runs the I/O: what to decode, write and report is decided by the pure [`Plan`] and
 //! [`WritePolicy`], and for Kinesis by [`crate::kinesis`].
 //!
 //! Order of work: decode every record on its own ([`Plan`]); write the events of every decoded
