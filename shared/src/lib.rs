@@ -2,7 +2,8 @@
 //!
 //! This crate owns the wire format: the event model of the public HTTP API and its validation
 //! rules, the request's [`RequestLimits`] and the buffer's [`BufferLimits`], how event ids are made,
-//! the versioned SQS envelope
+//! the Kinesis stream ARN ([`StreamArn`]),
+//! the versioned envelope an SQS message or Kinesis record carries
 //! (sealed with an HMAC that the consumer verifies, [`seal`]) with the packer that fits events
 //! into `SendMessageBatch` requests, and the bodies of the collector protocols (Segment,
 //! PostHog) that existing SDKs send.
@@ -11,6 +12,7 @@
 //! and random bytes are arguments, so every rule here is deterministic and tested natively.
 //! It builds for `wasm32-unknown-unknown` (the edge) and for the host (the consumer).
 
+pub mod arn;
 pub mod collector;
 pub mod envelope;
 pub mod event;
@@ -22,6 +24,7 @@ pub mod seal;
 pub mod timestamp;
 pub mod url;
 
+pub use arn::{valid_region, StreamArn, StreamArnError};
 pub use envelope::{decode, encode_message, open, DecodeError, Envelope, ENVELOPE_VERSION};
 pub use event::{
     assign_ids, validate_event, validate_events, Code, EdgeInfo, Event, Problem, Source,

@@ -28,8 +28,7 @@ pub mod sqs;
 pub use args::{parse_args, Command, DlqArgs, Parsed, UsageError, USAGE};
 pub use kinesis::Streams;
 pub use plan::{
-    plan_redrive, put_calls, read_put_records, split_new, stream_region, PutResult, RedriveReport,
-    Sent,
+    plan_redrive, put_calls, read_put_records, split_new, PutResult, RedriveReport, Sent,
 };
 pub use report::{kinesis_dead_letter, peek_text, printable, MessageInfo, Reason};
 pub use sqs::{redrive, restore, scan, SqsError, SCAN_VISIBILITY};

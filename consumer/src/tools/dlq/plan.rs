@@ -117,19 +117,6 @@ pub(super) fn sendable(
 pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 
-/// The region of a Kinesis stream ARN (`arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`).
-pub fn stream_region(arn: &str) -> Option<&str> {
-    let fields: Vec<&str> = arn.splitn(6, ':').collect();
-    match fields.as_slice() {
-        ["arn", _, "kinesis", region, _, rest]
-            if !region.is_empty() && rest.starts_with("stream/") =>
-        {
-            Some(region)
-        }
-        _ => None,
-    }
-}
-
 /// Splits records of `(stream, size)` into `PutRecords` calls: one stream per call, at most
 /// [`PUT_RECORDS_MAX_RECORDS`] and [`PUT_RECORDS_MAX_BYTES`] each (a record larger than that
 /// goes alone; Kinesis then answers for it). Returns the records' positions per call, in
