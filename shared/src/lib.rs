@@ -1,12 +1,12 @@
 //! The message schema that Spillway's edge and consumer both speak.
 //!
 //! This crate owns the wire format: the event model of the public HTTP API and its validation
-//! rules, the request's [`RequestLimits`] and the buffer's [`BufferLimits`], how event ids are made,
-//! the Kinesis stream ARN ([`StreamArn`]),
-//! the versioned envelope an SQS message or Kinesis record carries
-//! (sealed with an HMAC that the consumer verifies, [`seal`]) with the packer that fits events
-//! into `SendMessageBatch` requests, and the bodies of the collector protocols (Segment,
-//! PostHog) that existing SDKs send.
+//! rules, the request's [`RequestLimits`] and the buffer's [`BufferLimits`], how event ids are
+//! made, the versioned envelope an SQS message or a Kinesis record carries (sealed with an HMAC
+//! that the consumer verifies, [`seal`]) with the packer that fits events into
+//! `SendMessageBatch` or `PutRecords` calls, the reading of a Kinesis stream ARN
+//! ([`StreamArn`]), and the bodies of the collector protocols (Segment, PostHog) that existing
+//! SDKs send.
 //!
 //! It deliberately does no I/O, reads no clock and draws no random numbers: the current time
 //! and random bytes are arguments, so every rule here is deterministic and tested natively.

@@ -1,6 +1,6 @@
 //! What is Kinesis's own in handling a delivered batch, pure: the order of sequence numbers
-//! ([`SeqNum`], which the local poller uses too), where a record came from (its shard, in `eventID`), and which failed records must be
-//! reported so that Lambda delivers them again.
+//! ([`SeqNum`], which the local poller uses too), where a record came from (its shard, in
+//! `eventID`), and which failed records must be reported so that Lambda delivers them again.
 //!
 //! Lambda's Kinesis event source reads `batchItemFailures` as a checkpoint, not as a list: the
 //! lowest reported sequence number becomes the shard's checkpoint and every record from it on
