@@ -5,7 +5,7 @@
 //! made, the versioned envelope an SQS message or a Kinesis record carries (sealed with an HMAC
 //! that the consumer verifies, [`seal`]) with the packer that fits events into
 //! `SendMessageBatch` or `PutRecords` calls, the reading of a Kinesis stream ARN
-//! ([`StreamArn`]), and the bodies of the collector protocols (Segment, PostHog) that existing
+//! ([`StreamArn`]) and of a `PutRecords` answer ([`read_put_result`]), and the bodies of the collector protocols (Segment, PostHog) that existing
 //! SDKs send.
 //!
 //! It deliberately does no I/O, reads no clock and draws no random numbers: the current time
@@ -20,6 +20,7 @@ pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod pack;
+pub mod put_records;
 pub mod seal;
 pub mod timestamp;
 pub mod url;
@@ -36,5 +37,6 @@ pub use limits::{BufferLimits, LimitsError, RequestLimits};
 pub use pack::{
     encode_events, pack, pack_encoded, BufferCall, BufferEntry, CallBudget, EncodedEvent, PackError,
 };
+pub use put_records::{read_put_result, PutRecordResult};
 pub use seal::{parse_keys, KeyError, Keyring, SealError, SigningKey, Unsigned};
 pub use url::{origin_of, OriginError};

@@ -460,4 +460,6 @@ fn every_put_records_entry_is_read() {
         ]
     );
     assert!(read_put_records(1, &[PutResult::default()])[0].is_err());
+    // An empty sequence number acknowledges nothing: the dead letter stays.
+    assert!(read_put_records(1, &[ok("shardId-0", "")])[0].is_err());
 }
