@@ -27,6 +27,7 @@ pub mod reader;
 pub mod seams;
 pub mod shard;
 
+pub use crate::kinesis::SeqNum;
 pub use config::{KinesisPollerConfig, StartingPosition};
 pub use mapping::{run, KinesisPollerError, MappingStats};
 pub use seams::{Destination, Function, FunctionError, SqsDestination};
