@@ -30,7 +30,8 @@ pub struct KinesisPollerConfig {
     pub region: String,
     /// The ARN's account (for the `invokeIdentityArn` the events carry).
     pub account: String,
-    /// `KINESIS_ENDPOINT`, an origin; default the ARN region's public endpoint.
+    /// `KINESIS_ENDPOINT`, an origin; default the ARN region's public endpoint (required for a
+    /// partition whose domain is not known, as on the edge: [`StreamArn::default_endpoint`]).
     pub endpoint: String,
     /// `BATCH_SIZE`, default 100, 1..=10,000 (Lambda's Kinesis range).
     pub batch_size: usize,
