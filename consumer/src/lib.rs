@@ -3,8 +3,8 @@
 //! mapping.
 //!
 //! - [`source`], [`plan`] and [`mod@write`] are the pure core: a delivered batch of buffered
-//!   records ([`source::BufferedRecord`]: SQS's today) in, rows and per-record failures out, and
-//!   which writes those rows need.
+//!   records ([`source::BufferedRecord`]: an SQS message or a Kinesis record) in, rows and
+//!   per-record failures out, and which writes those rows need.
 //! - [`handler`] is the plain async handler over a [`handler::Deps`] struct, one function per
 //!   buffer ([`handler::handle`] for SQS, [`handler::handle_kinesis`] for Kinesis); the Lambda
 //!   `main` (which tells them apart by the records' `eventSource`) and the poller only wire it
@@ -20,7 +20,8 @@
 //! - [`secret`] reads the database URL from Secrets Manager at cold start
 //!   (`DATABASE_URL_SECRET_ARN`, what the deployed function is given).
 //! - [`tools`] holds what runs beside the Lambda, not in it: the local poller that drives the
-//!   handler from a real (or emulated) SQS queue, and the dead-letter queue tool.
+//!   handler from a real (or emulated) SQS queue or Kinesis stream, and the dead-letter queue
+//!   tool.
 //!
 //! It deliberately does not describe the wire format (that is `spillway-shared`), does not
 //! create queues or tables implicitly, and never fails a whole batch for one record.

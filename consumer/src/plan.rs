@@ -1,10 +1,12 @@
 //! The pure core of an invocation: one delivered batch of buffered records in (any
-//! [`BufferedRecord`]: SQS's today), their events and per-record failures out.
+//! [`BufferedRecord`]: an SQS message or a Kinesis record), their events and per-record
+//! failures out.
 //!
 //! No I/O and no clock: [`Plan::from_records`] verifies and decodes each record on its own
 //! (one bad body never fails its neighbours; one whose seal does not verify is never stored),
 //! [`mod@crate::write`] decides what to insert, and [`Plan::response`] turns the failures into
-//! the `batchItemFailures` Lambda expects of an SQS batch.
+//! the `batchItemFailures` Lambda expects of an SQS batch (the Kinesis handler reports by
+//! sequence number instead, [`crate::kinesis`]).
 
 use std::collections::HashMap;
 

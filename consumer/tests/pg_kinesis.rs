@@ -11,7 +11,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use common::*;
 use spillway_consumer::dead_letter::{attr, AttrValue, DeadLetter};
 use spillway_consumer::handler::handle_kinesis;
-use spillway_consumer::kinesis::cmp_sequence;
+use spillway_consumer::kinesis::SeqNum;
 
 fn fixture_event(name: &str) -> KinesisEvent {
     let raw = std::fs::read_to_string(kinesis_fixture(name)).expect("fixture");
@@ -177,13 +177,11 @@ async fn database_down_reports_every_decoded_record_then_redelivery_stores_each_
     loop {
         let o = handle_kinesis(&d, &kinesis_event(pending.clone()), "again").await;
         deliveries += 1;
-        let Some(lowest) = failed_seqs(&o)
-            .into_iter()
-            .min_by(|a, b| cmp_sequence(a, b))
-        else {
+        let seq = |s: &str| SeqNum::parse(s).expect("a sequence number");
+        let Some(lowest) = failed_seqs(&o).iter().map(|s| seq(s)).min() else {
             break;
         };
-        pending.retain(|r| cmp_sequence(&r.kinesis.sequence_number, &lowest).is_ge());
+        pending.retain(|r| seq(&r.kinesis.sequence_number) >= lowest);
         assert!(deliveries < 10, "still failing: {:?}", failed_seqs(&o));
     }
     assert_eq!(stored(&pg), 4, "every event once");

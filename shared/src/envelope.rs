@@ -1,8 +1,9 @@
-//! The SQS message envelope: `{"v":2,"kid":"k1","events":[...],"sig":"..."}`.
+//! The buffer's message envelope: `{"v":2,"kid":"k1","events":[...],"sig":"..."}`, the body of
+//! an SQS message or the data of a Kinesis record, byte for byte the same.
 //!
-//! One SQS message carries several events, which keeps the message count (and SQS's per-request
-//! bill) low. The version field comes first so a consumer can refuse a format it does not know
-//! instead of misreading it. Version 2 is sealed: the edge signs the body with a key the
+//! One message carries several events, which keeps the message count (and SQS's per-request or
+//! Kinesis's per-record bill) low. The version field comes first so a consumer can refuse a
+//! format it does not know instead of misreading it. Version 2 is sealed: the edge signs the body with a key the
 //! consumer holds ([`crate::seal`]), and the consumer stores only what [`open`] verifies.
 //! Version 1 (`{"v":1,"events":[...]}`, unsigned) is what edges before the seal wrote; [`open`]
 //! refuses it unless the consumer is told to accept it while an upgrade drains.

@@ -1,5 +1,5 @@
-//! Packs events into calls to the durable buffer (SQS `SendMessageBatch` requests today), within
-//! the buffer's limits as a value ([`BufferLimits`]); it knows no buffer's own numbers.
+//! Packs events into calls to the durable buffer (SQS `SendMessageBatch`, Kinesis `PutRecords`),
+//! within the buffer's limits as a value ([`BufferLimits`]); it knows no buffer's own numbers.
 //!
 //! Greedy and order-preserving: events fill an entry (a message) until the next would overflow
 //! it, entries fill a call until the entry count or the byte cap would be exceeded. The result is

@@ -13,6 +13,8 @@
 //! Kinesis record and `PutRecords` call the same way.
 
 use spillway_shared::limits::BufferLimits;
+/// `KINESIS_STREAM_ARN`, read by the rule the consumer's tools share ([`spillway_shared::arn`]).
+pub use spillway_shared::StreamArn;
 
 use super::problem::ConfigProblem;
 
@@ -190,83 +192,6 @@ pub enum PartitionKey {
     KeyId,
 }
 
-/// A Kinesis stream ARN: `arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamArn {
-    arn: String,
-    partition: String,
-    region: String,
-    name: String,
-}
-
-impl StreamArn {
-    /// Parses and checks an ARN: partition `aws` or `aws-*`, a region such as `eu-west-1`, a
-    /// 12-digit account, and a stream name of 1 to 128 characters of `A-Z a-z 0-9 _ . -`.
-    pub fn parse(arn: &str) -> Result<Self, String> {
-        const SHAPE: &str = "must look like arn:aws:kinesis:eu-west-1:123456789012:stream/NAME";
-        let parts: Vec<&str> = arn.splitn(6, ':').collect();
-        let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
-            return Err(SHAPE.into());
-        };
-        let partition_ok = *partition == "aws"
-            || partition
-                .strip_prefix("aws-")
-                .is_some_and(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()));
-        let region_ok = !region.is_empty() && valid_region(region);
-        let account_ok = account.len() == 12 && account.chars().all(|c| c.is_ascii_digit());
-        let name = resource.strip_prefix("stream/").unwrap_or("");
-        let name_ok = (1..=128).contains(&name.len())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if *prefix != "arn"
-            || !partition_ok
-            || *service != "kinesis"
-            || !region_ok
-            || !account_ok
-            || !name_ok
-        {
-            return Err(SHAPE.into());
-        }
-        Ok(Self {
-            arn: arn.to_owned(),
-            partition: (*partition).to_owned(),
-            region: (*region).to_owned(),
-            name: name.to_owned(),
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.arn
-    }
-
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The stream's regional endpoint, for the partitions whose domain is known; other
-    /// partitions need `KINESIS_ENDPOINT`.
-    pub fn default_endpoint(&self) -> Option<String> {
-        let domain = match self.partition.as_str() {
-            "aws" | "aws-us-gov" => "amazonaws.com",
-            "aws-cn" => "amazonaws.com.cn",
-            _ => return None,
-        };
-        Some(format!("https://kinesis.{}.{domain}", self.region))
-    }
-}
-
-/// `eu-west-1`: lowercase letters, digits and dashes.
-pub(super) fn valid_region(region: &str) -> bool {
-    region
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
 /// `scheme://authority` of an absolute http(s) URL, refusing anything else: the rule the
 /// consumer's tools apply too ([`spillway_shared::origin_of`]).
 pub(super) fn origin_of(url: &str) -> Result<String, String> {
@@ -375,10 +300,10 @@ fn read_kinesis(
         }
         Some(raw) => match StreamArn::parse(&raw) {
             Ok(arn) => Some(arn),
-            Err(reason) => {
+            Err(e) => {
                 problems.push(ConfigProblem::Invalid {
                     name: "KINESIS_STREAM_ARN",
-                    reason,
+                    reason: e.to_string(),
                 });
                 None
             }

@@ -17,11 +17,12 @@ use spillway_shared::{parse_keys, SigningKey};
 
 #[cfg(feature = "kinesis")]
 pub use buffer::KinesisTarget;
-use buffer::{origin_of, read_target, valid_region};
+use buffer::{origin_of, read_target};
 pub use buffer::{BufferKind, PartitionKey, StreamArn, Target};
 #[cfg(feature = "sqs")]
 pub use buffer::{QueueUrl, SqsTarget};
 pub use problem::{ConfigError, ConfigProblem};
+use spillway_shared::valid_region;
 
 /// A secret string. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]

@@ -332,33 +332,6 @@ fn kinesis_settings_are_read_and_validated() {
 }
 
 #[test]
-fn stream_arn_shapes() {
-    let ok =
-        StreamArn::parse("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/a.b_c-1").expect("ok");
-    assert_eq!(
-        ok.default_endpoint().as_deref(),
-        Some("https://kinesis.cn-north-1.amazonaws.com.cn")
-    );
-    assert_eq!(ok.region(), "cn-north-1");
-    for bad in [
-        "arn:aws:sqs:eu-west-1:123456789012:stream/events",
-        "arn:aws:kinesis:eu-west-1:12345678901:stream/events",
-        "arn:aws:kinesis:EU:123456789012:stream/events",
-        "arn:aws:kinesis:eu-west-1:123456789012:events",
-        "arn:aws:kinesis:eu-west-1:123456789012:stream/",
-        "arn:aws:kinesis:eu-west-1:123456789012:stream/a/b",
-        "arn:gcp:kinesis:eu-west-1:123456789012:stream/events",
-        "https://kinesis.eu-west-1.amazonaws.com/events",
-    ] {
-        assert!(StreamArn::parse(bad).is_err(), "{bad}");
-    }
-    // A partition whose domain the edge does not know needs KINESIS_ENDPOINT.
-    let iso =
-        StreamArn::parse("arn:aws-iso:kinesis:us-iso-east-1:123456789012:stream/e").expect("ok");
-    assert_eq!(iso.default_endpoint(), None);
-}
-
-#[test]
 fn a_buffer_the_build_lacks_is_a_start_up_error_naming_the_build() {
     // Native tests build both buffers, so the check is exercised on its parts: what each
     // build carries and the error's wording.

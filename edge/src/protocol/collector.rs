@@ -4,8 +4,8 @@
 //! `collector`.
 //!
 //! It does not find the key (`http::auth`), assign ids or enrich (`request::prepare`), nor
-//! send. The guarantees are those of `/v1/events`: the answer comes once SQS holds every
-//! message, and a body with any invalid message enqueues nothing.
+//! send. The guarantees are those of `/v1/events`: the answer comes once the buffer holds
+//! every message, and a body with any invalid message enqueues nothing.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use spillway_shared::StreamArn;
 
-use super::plan::{put_calls, read_put_records, stream_region, PutResult};
+use super::plan::{put_calls, read_put_records, PutResult};
 use crate::dead_letter::DeadLetter;
 
 /// Kinesis clients, one per region, made on first use.
@@ -57,13 +58,16 @@ impl Streams {
             .collect();
         for call in put_calls(&sized) {
             let stream = letters[call[0]].stream_arn.as_str();
-            let Some(region) = stream_region(stream) else {
-                for &i in &call {
-                    answers[i] = Err(format!("`{stream}` is not a Kinesis stream ARN"));
+            let arn = match StreamArn::parse(stream) {
+                Ok(arn) => arn,
+                Err(e) => {
+                    for &i in &call {
+                        answers[i] = Err(format!("stream ARN `{stream}` {e}"));
+                    }
+                    continue;
                 }
-                continue;
             };
-            let client = self.client(region).await;
+            let client = self.client(arn.region()).await;
             let entries: Vec<PutRecordsRequestEntry> = call
                 .iter()
                 .filter_map(|&i| {

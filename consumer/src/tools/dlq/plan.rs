@@ -4,6 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
+use spillway_shared::limits::{KINESIS_MAX_CALL_BYTES, KINESIS_MAX_RECORDS};
+use spillway_shared::{read_put_result, PutRecordResult};
 
 /// How one message of a redrive batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,35 +114,16 @@ pub(super) fn sendable(
     (!kept.is_empty()).then_some(kept)
 }
 
-/// What `PutRecords` takes per call: at most 500 records and, kept within what every emulator
-/// and older region enforces, 5 MiB of data plus partition keys.
-pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
-
-/// The region of a Kinesis stream ARN (`arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`).
-pub fn stream_region(arn: &str) -> Option<&str> {
-    let fields: Vec<&str> = arn.splitn(6, ':').collect();
-    match fields.as_slice() {
-        ["arn", _, "kinesis", region, _, rest]
-            if !region.is_empty() && rest.starts_with("stream/") =>
-        {
-            Some(region)
-        }
-        _ => None,
-    }
-}
-
 /// Splits records of `(stream, size)` into `PutRecords` calls: one stream per call, at most
-/// [`PUT_RECORDS_MAX_RECORDS`] and [`PUT_RECORDS_MAX_BYTES`] each (a record larger than that
+/// [`KINESIS_MAX_RECORDS`] (500) and [`KINESIS_MAX_CALL_BYTES`] (5 MiB of data plus partition
+/// keys) each, the ceilings the edge packs within too (a record larger than that
 /// goes alone; Kinesis then answers for it). Returns the records' positions per call, in
 /// order.
 pub fn put_calls(records: &[(&str, usize)]) -> Vec<Vec<usize>> {
     let mut calls: Vec<(String, usize, Vec<usize>)> = Vec::new();
     for (i, (stream, size)) in records.iter().enumerate() {
         let open = calls.iter_mut().rev().find(|(s, bytes, ids)| {
-            s == stream
-                && ids.len() < PUT_RECORDS_MAX_RECORDS
-                && bytes + size <= PUT_RECORDS_MAX_BYTES
+            s == stream && ids.len() < KINESIS_MAX_RECORDS && bytes + size <= KINESIS_MAX_CALL_BYTES
         });
         match open {
             Some((_, bytes, ids)) => {
@@ -162,29 +145,28 @@ pub struct PutResult {
     pub error_message: Option<String>,
 }
 
-/// Reads a `PutRecords` answer for `sent` records: entry `i` answers record `i`. A record is in
-/// the stream only when its entry has a sequence number and no error code (`FailedRecordCount`
-/// is not trusted); an entry missing from the answer counts as not put. `Ok` holds
+/// Reads a `PutRecords` answer for `sent` records: entry `i` answers record `i`, read by the rule
+/// the edge shares ([`read_put_result`]: in the stream only with a non-empty sequence number and
+/// no error code; `FailedRecordCount` is not trusted); an entry missing from the answer counts
+/// as not put. `Ok` holds
 /// `shard/sequence`.
 pub fn read_put_records(sent: usize, results: &[PutResult]) -> Vec<Result<String, String>> {
     (0..sent)
-        .map(|i| match results.get(i) {
-            None => Err("Kinesis did not answer for it".to_owned()),
-            Some(PutResult {
-                error_code: Some(code),
-                error_message,
-                ..
-            }) => Err(format!(
-                "{code}: {}",
-                error_message.as_deref().unwrap_or_default()
-            )),
-            Some(PutResult {
-                sequence_number: Some(seq),
-                shard_id,
-                ..
-            }) => Ok(format!("{}/{seq}", shard_id.as_deref().unwrap_or("?"))),
-            Some(_) => {
-                Err("Kinesis answered with neither a sequence number nor an error".to_owned())
+        .map(|i| {
+            let Some(r) = results.get(i) else {
+                return Err("Kinesis did not answer for it".to_owned());
+            };
+            match read_put_result(r.error_code.as_deref(), r.sequence_number.as_deref()) {
+                PutRecordResult::Refused(code) => Err(format!(
+                    "{code}: {}",
+                    r.error_message.as_deref().unwrap_or_default()
+                )),
+                PutRecordResult::Stored(seq) => {
+                    Ok(format!("{}/{seq}", r.shard_id.as_deref().unwrap_or("?")))
+                }
+                PutRecordResult::Unacknowledged => {
+                    Err("Kinesis answered with neither a sequence number nor an error".to_owned())
+                }
             }
         })
         .collect()

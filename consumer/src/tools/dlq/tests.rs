@@ -460,20 +460,6 @@ fn every_put_records_entry_is_read() {
         ]
     );
     assert!(read_put_records(1, &[PutResult::default()])[0].is_err());
-}
-
-#[test]
-fn a_stream_arn_names_its_region() {
-    assert_eq!(
-        stream_region("arn:aws:kinesis:eu-west-1:123456789012:stream/spillway"),
-        Some("eu-west-1")
-    );
-    for bad in [
-        "arn:aws:sqs:eu-west-1:123456789012:stream/x",
-        "arn:aws:kinesis::123456789012:stream/x",
-        "arn:aws:kinesis:eu-west-1:123456789012:table/x",
-        "spillway",
-    ] {
-        assert_eq!(stream_region(bad), None, "{bad}");
-    }
+    // An empty sequence number acknowledges nothing: the dead letter stays.
+    assert!(read_put_records(1, &[ok("shardId-0", "")])[0].is_err());
 }

@@ -1,7 +1,7 @@
-//! The local poller: plays Lambda's SQS event source mapping, so the consumer runs (and is
-//! tested) outside AWS with the same handler.
+//! The local poller: plays Lambda's SQS event source mapping (here) or its Kinesis one
+//! ([`kinesis`]), so the consumer runs (and is tested) outside AWS with the same handler.
 //!
-//! Like the mapping, each of `MAXIMUM_CONCURRENCY` workers long-polls the queue, gathers up to
+//! Like the SQS mapping, each of `MAXIMUM_CONCURRENCY` workers long-polls the queue, gathers up to
 //! `BATCH_SIZE` records (waiting at most `MAXIMUM_BATCHING_WINDOW_IN_SECONDS` once the first
 //! arrived), builds the `SqsEvent` Lambda would deliver, calls [`crate::handler::handle`], deletes the
 //! records that succeeded and leaves the failed ones to reappear after the visibility timeout
@@ -16,7 +16,7 @@
 //! mapping, with its own settings and checkpoint file. [`buffer`] tells which.
 //!
 //! [`record`] is pure and unit-tested (what Lambda would deliver, what to delete); [`worker`]
-//! moves bytes between SQS and the handler; [`config`] holds its settings.
+//! moves bytes between SQS and the handler; [`config`] holds the settings of both mappings.
 
 pub mod config;
 pub mod kinesis;

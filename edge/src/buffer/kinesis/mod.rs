@@ -32,7 +32,7 @@ use spillway_shared::limits::{
     KINESIS_MAX_CALL_BYTES, KINESIS_MAX_PARTITION_KEY_BYTES, KINESIS_MAX_RECORDS,
     KINESIS_MAX_RECORD_BYTES,
 };
-use spillway_shared::BufferEntry;
+use spillway_shared::{read_put_result, BufferEntry, PutRecordResult};
 
 use super::classify::{self, short_code, transient_code};
 use super::{Buffer, CallOutcome, FailedEntry, SendError};
@@ -198,7 +198,8 @@ pub fn record_retryable(code: &str) -> bool {
 }
 
 /// Turns Kinesis's results (one per record, in request order) into the positions of the
-/// records that were not stored. Only a result with a sequence number is an acknowledgement;
+/// records that were not stored, each result read by the rule the dead-letter tool shares
+/// ([`read_put_result`]: only a sequence number without an error acknowledges a record);
 /// `FailedRecordCount` is never read.
 pub fn outcome(sent: usize, results: &[PutRecordsResultEntry]) -> Result<CallOutcome, SendError> {
     if results.len() != sent {
@@ -211,14 +212,14 @@ pub fn outcome(sent: usize, results: &[PutRecordsResultEntry]) -> Result<CallOut
         .iter()
         .enumerate()
         .filter_map(
-            |(position, r)| match (r.error_code(), r.sequence_number()) {
-                (Some(code), _) => Some(FailedEntry {
+            |(position, r)| match read_put_result(r.error_code(), r.sequence_number()) {
+                PutRecordResult::Refused(code) => Some(FailedEntry {
                     position,
                     retryable: record_retryable(code),
                     code: code.to_owned(),
                 }),
-                (None, Some(seq)) if !seq.is_empty() => None,
-                (None, _) => Some(FailedEntry {
+                PutRecordResult::Stored(_) => None,
+                PutRecordResult::Unacknowledged => Some(FailedEntry {
                     position,
                     retryable: true,
                     code: "NoSequenceNumber".to_owned(),

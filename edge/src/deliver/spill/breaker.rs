@@ -1,9 +1,9 @@
-//! The circuit breaker in front of SQS: one per isolate, no shared state.
+//! The circuit breaker in front of the buffer (SQS or Kinesis): one per isolate, no shared state.
 //!
-//! Closed, every request tries SQS. After [`BreakerSettings::failures`] requests in a row whose
-//! events SQS did not all acknowledge, it opens: requests go straight to the spill for
-//! [`BreakerSettings::open_first`]. Then one request probes SQS while the others keep spilling;
-//! its success closes the breaker, its failure opens it again for twice as long, up to
+//! Closed, every request tries the buffer. After [`BreakerSettings::failures`] requests in a row
+//! whose events it did not all acknowledge, it opens: requests go straight to the spill for
+//! [`BreakerSettings::open_first`]. Then one request probes the buffer while the others keep
+//! spilling; its success closes the breaker, its failure opens it again for twice as long, up to
 //! [`BreakerSettings::open_max`]. A probe that never reports (its request was cancelled) is
 //! replaced after [`BreakerSettings::probe_timeout`].
 

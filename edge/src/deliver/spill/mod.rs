@@ -1,14 +1,14 @@
-//! Spill: accepting through an SQS outage.
+//! Spill: accepting through an outage of the buffer (SQS or Kinesis, whichever is configured).
 //!
-//! When SQS does not acknowledge a request's events in time, the edge does not hand the outage
-//! to the client: with a Cloudflare Queue bound as `SPILL_QUEUE`, the events SQS did not take
-//! are written there instead ([`pack_spill`]: ids, key ids and receive times unchanged, within
-//! the Queue's limits), and the client hears `202` once the Queue holds them. A [`Breaker`] per
-//! isolate stops an outage from costing every request the whole deadline: after repeated
-//! failures requests go straight to the spill for a short, growing interval, then one request
-//! probes SQS again. The Worker's queue consumer ([`replay`]) later sends the spilled events on
-//! to SQS with the same ids, acknowledging each Queue message only once SQS holds its events;
-//! the consumer's `ON CONFLICT (id)` makes a double delivery harmless.
+//! When the buffer does not acknowledge a request's events in time, the edge does not hand the
+//! outage to the client: with a Cloudflare Queue bound as `SPILL_QUEUE`, the events it did not
+//! take are written there instead ([`pack_spill`]: ids, key ids and receive times unchanged,
+//! within the Queue's limits), and the client hears `202` once the Queue holds them. A
+//! [`Breaker`] per isolate stops an outage from costing every request the whole deadline: after
+//! repeated failures requests go straight to the spill for a short, growing interval, then one
+//! request probes the buffer again. The Worker's queue consumer ([`replay`]) later sends the
+//! spilled events on to it with the same ids, acknowledging each Queue message only once the
+//! buffer holds its events; the consumer's `ON CONFLICT (id)` makes a double delivery harmless.
 //!
 //! Everything here is plain Rust over the ports, tested natively; the Queue binding and the
 //! `#[event(queue)]` handler are thin adapters (`runtime/fetch.rs`, `runtime/replay.rs`). The

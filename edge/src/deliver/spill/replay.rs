@@ -1,9 +1,9 @@
-//! Replay: the Worker's queue consumer sends spilled events on to SQS.
+//! Replay: the Worker's queue consumer sends spilled events on to the buffer (SQS or Kinesis).
 //!
 //! A batch of Queue messages is decoded, its events grouped by key id (the message group on a
 //! FIFO queue) and sent with the edge's own packer and retry policy, with the ids they were
-//! accepted with. A message is acknowledged only once SQS holds every one of its events; the
-//! rest are retried by the Queue after [`retry_delay`], and after the Queue's `max_retries`
+//! accepted with. A message is acknowledged only once the buffer holds every one of its events;
+//! the rest are retried by the Queue after [`retry_delay`], and after the Queue's `max_retries`
 //! they go to its dead-letter queue. A message that cannot be read is retried the same way,
 //! so it ends in the dead-letter queue too, never dropped. When one key id's send runs out of
 //! time, the batch's other key ids wait for the next delivery rather than each waiting out the

@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use spillway_shared::StreamArn;
+
 use crate::config::{invalid, number, origin_of, ConfigError};
 
 /// Where a shard without a checkpoint starts (`STARTING_POSITION`).
@@ -28,7 +30,8 @@ pub struct KinesisPollerConfig {
     pub region: String,
     /// The ARN's account (for the `invokeIdentityArn` the events carry).
     pub account: String,
-    /// `KINESIS_ENDPOINT`, an origin; default the ARN region's public endpoint.
+    /// `KINESIS_ENDPOINT`, an origin; default the ARN region's public endpoint (required for a
+    /// partition whose domain is not known, as on the edge: [`StreamArn::default_endpoint`]).
     pub endpoint: String,
     /// `BATCH_SIZE`, default 100, 1..=10,000 (Lambda's Kinesis range).
     pub batch_size: usize,
@@ -83,25 +86,6 @@ fn infinite_or(
     }
 }
 
-/// `(partition, region, account, name)` of a Kinesis stream ARN.
-pub fn parse_stream_arn(arn: &str) -> Option<(&str, &str, &str, &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("kinesis"), Some(region), Some(account), Some(rest)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) else {
-        return None;
-    };
-    let name = rest.strip_prefix("stream/")?;
-    let ok = |s: &str| !s.is_empty() && !s.contains('/');
-    (ok(partition) && ok(region) && ok(account) && ok(name))
-        .then_some((partition, region, account, name))
-}
-
 impl KinesisPollerConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(&|k| std::env::var(k).ok())
@@ -112,19 +96,13 @@ impl KinesisPollerConfig {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
             .ok_or(ConfigError::Missing("KINESIS_STREAM_ARN"))?;
-        let (partition, region, account, _) = parse_stream_arn(&stream_arn).ok_or_else(|| {
-            invalid(
-                "KINESIS_STREAM_ARN",
-                format!("`{stream_arn}` is not arn:<partition>:kinesis:<region>:<account>:stream/<name>"),
-            )
-        })?;
-        let domain = if partition == "aws-cn" {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
+        let arn = StreamArn::parse(&stream_arn)
+            .map_err(|e| invalid("KINESIS_STREAM_ARN", format!("`{stream_arn}` {e}")))?;
         let endpoint = match lookup("KINESIS_ENDPOINT").filter(|v| !v.trim().is_empty()) {
-            None => format!("https://kinesis.{region}.{domain}"),
+            // A partition whose domain is not known (`aws-iso`, ...) needs it set, as the edge.
+            None => arn
+                .default_endpoint()
+                .ok_or(ConfigError::Missing("KINESIS_ENDPOINT"))?,
             Some(e) => origin_of(&e).ok_or_else(|| {
                 invalid("KINESIS_ENDPOINT", format!("`{e}` is not an http(s) URL"))
             })?,
@@ -154,8 +132,8 @@ impl KinesisPollerConfig {
             }
         };
         Ok(Self {
-            region: region.to_owned(),
-            account: account.to_owned(),
+            region: arn.region().to_owned(),
+            account: arn.account().to_owned(),
             endpoint,
             batch_size: number(lookup, "BATCH_SIZE", 100usize, 1..=10_000)?,
             batching_window: Duration::from_secs(number(
@@ -284,6 +262,7 @@ mod tests {
             "arn:aws:kinesis:us-east-1:000000000000:spillway-events",
             "arn:aws:kinesis::000000000000:stream/s",
         ] {
+            // (Every shape refused is in `spillway_shared::arn`'s tests; these show it is used.)
             assert!(
                 KinesisPollerConfig::from_lookup(&env(&[("KINESIS_STREAM_ARN", bad)])).is_err(),
                 "{bad} accepted"

@@ -7,7 +7,7 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord, Kinesi
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use super::seq::SeqNum;
+use crate::kinesis::SeqNum;
 
 /// One record read from a shard, as the mapping keeps it until it is done.
 #[derive(Debug, Clone, PartialEq, Eq)]

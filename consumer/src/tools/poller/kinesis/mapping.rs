@@ -11,13 +11,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use aws_sdk_kinesis::error::DisplayErrorContext;
+use spillway_shared::StreamArn;
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::checkpoint::{load, CheckpointError, CheckpointFile, Checkpoints};
-use super::config::{parse_stream_arn, KinesisPollerConfig};
+use super::config::KinesisPollerConfig;
 use super::event::StreamInfo;
 use super::reader::{run_shard, Mapping, ShardEnd, ShardStats, Start};
 use super::seams::{Destination, Function};
@@ -89,9 +90,13 @@ pub async fn run<F: Function, D: Destination>(
     destination: Option<D>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<MappingStats, KinesisPollerError> {
-    let stream_name = parse_stream_arn(&config.stream_arn)
-        .map(|(_, _, _, n)| n.to_owned())
-        .unwrap_or_default();
+    // Checked when the settings were read; a config built by hand with another ARN is refused
+    // here rather than listing a stream named "".
+    let arn = StreamArn::parse(&config.stream_arn).map_err(|e| KinesisPollerError::ListShards {
+        stream: config.stream_arn.clone(),
+        reason: format!("the stream ARN {e}"),
+    })?;
+    let stream_name = arn.name().to_owned();
     let initial = match &config.checkpoint_file {
         Some(p) => load(p, &config.stream_arn)?,
         None => CheckpointFile {
@@ -105,7 +110,7 @@ pub async fn run<F: Function, D: Destination>(
             reason,
         }
     })?;
-    let partition = parse_stream_arn(&config.stream_arn).map_or("aws", |(p, ..)| p);
+    let partition = arn.partition();
     let m = Arc::new(Mapping {
         stream: StreamInfo {
             arn: config.stream_arn.clone(),

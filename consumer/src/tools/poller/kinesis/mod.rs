@@ -14,9 +14,10 @@
 //! skips). What it does not do: enhanced fan-out, tumbling windows, `AT_TIMESTAMP`, filters,
 //! and retry pauses as Lambda's (it waits 100 ms doubling to 5 s between retries of a batch).
 //!
-//! [`seq`], [`event`], [`shard`] and [`checkpoint`]'s file shape are pure and unit-tested;
-//! [`reader`] (one shard) and [`mapping`] (the shards' lifecycle) move bytes between Kinesis,
-//! the function and the destination through [`seams`].
+//! [`event`], [`shard`] and [`checkpoint`]'s file shape are pure and unit-tested (sequence
+//! order is [`crate::kinesis::SeqNum`], the handler's too); [`reader`] (one shard) and
+//! [`mapping`] (the shards' lifecycle) move bytes between Kinesis, the function and the
+//! destination through [`seams`].
 
 pub mod checkpoint;
 pub mod config;
@@ -24,10 +25,9 @@ pub mod event;
 pub mod mapping;
 pub mod reader;
 pub mod seams;
-pub mod seq;
 pub mod shard;
 
+pub use crate::kinesis::SeqNum;
 pub use config::{KinesisPollerConfig, StartingPosition};
 pub use mapping::{run, KinesisPollerError, MappingStats};
 pub use seams::{Destination, Function, FunctionError, SqsDestination};
-pub use seq::SeqNum;

@@ -29,8 +29,8 @@ use super::checkpoint::Checkpoints;
 use super::config::{KinesisPollerConfig, StartingPosition};
 use super::event::{failure_record, kinesis_event, Discarded, Rec, StreamInfo};
 use super::seams::{Destination, Function};
-use super::seq::SeqNum;
 use super::shard::{Answer, Batch, Limits, ShardState};
+use crate::kinesis::SeqNum;
 
 const BUSY_POLL: Duration = Duration::from_millis(200);
 const IDLE_POLL: Duration = Duration::from_secs(1);

@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::event::{Condition, Discarded, Rec};
-use super::seq::SeqNum;
+use crate::kinesis::SeqNum;
 
 /// Lambda's invocation payload limit (synchronous invocations): 6 MB.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;

@@ -1,8 +1,10 @@
 //! Kinesis sequence numbers: decimal strings of up to 129 digits, ordered as numbers.
 //!
 //! They are compared by length, then digit by digit, never converted to `u64`/`u128` (real
-//! ones are 56 digits today and the API allows 129). It does not know which shard a number
-//! belongs to: numbers of different shards are not comparable in any useful sense.
+//! ones are 56 digits today and the API allows 129). The handler (which records Lambda delivers
+//! again) and the local poller (where a shard's delivery resumes) both order by this one type.
+//! It does not know which shard a number belongs to: numbers of different shards are not
+//! comparable in any useful sense.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -83,6 +85,34 @@ mod tests {
         v.sort();
         let got: Vec<&str> = v.iter().map(SeqNum::as_str).collect();
         assert_eq!(got, ["0", "9", "10", "100", max.as_str()]);
+    }
+
+    #[test]
+    fn real_sequence_numbers_and_leading_zeros() {
+        let a = s("49590338271490256608559692538361571095921575989136588898");
+        let b = s("49590338271490256608559692540925702759324208523137515618");
+        assert!(a < b);
+        assert_eq!(b.cmp(&a), Ordering::Greater);
+        assert_eq!(a.cmp(&a), Ordering::Equal);
+        assert_eq!(s("007"), s("7"));
+        assert_eq!(s("0"), s("000"));
+        assert_eq!(s("000").as_str(), "0");
+        // 129 digits: the last digit decides, and a longer number is larger.
+        let big = |last: char| s(&format!("{}{last}", "9".repeat(128)));
+        assert!(big('1') < big('2'));
+        assert!(big('9') > s(&"1".repeat(129)));
+        let mut v = [
+            s("100"),
+            s("99"),
+            s("1000"),
+            s("2"),
+            s("1"),
+            b.clone(),
+            a.clone(),
+        ];
+        v.sort();
+        let got: Vec<&str> = v.iter().map(SeqNum::as_str).collect();
+        assert_eq!(got, ["1", "2", "99", "100", "1000", a.as_str(), b.as_str()]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! What is Kinesis's own in handling a delivered batch, pure: the order of sequence numbers,
-//! where a record came from (its shard, in `eventID`), and which failed records must be
-//! reported so that Lambda delivers them again.
+//! What is Kinesis's own in handling a delivered batch, pure: the order of sequence numbers
+//! ([`SeqNum`], which the local poller uses too), where a record came from (its shard, in
+//! `eventID`), and which failed records must be reported so that Lambda delivers them again.
 //!
 //! Lambda's Kinesis event source reads `batchItemFailures` as a checkpoint, not as a list: the
 //! lowest reported sequence number becomes the shard's checkpoint and every record from it on
@@ -11,28 +11,13 @@
 //! It does not decode records (that is [`crate::plan`]) and does not send anything (the
 //! handler does, through [`crate::dead_letter::DeadLetterSink`]).
 
-use std::cmp::Ordering;
-
 use aws_lambda_events::event::kinesis::KinesisEventRecord;
 
 use crate::dead_letter::DeadLetter;
 
-/// Orders two Kinesis sequence numbers: decimal strings of up to 129 digits, too long for any
-/// machine integer. Without leading zeros a longer number is larger, and numbers of the same
-/// length compare digit by digit, which is how strings compare. Leading zeros (Kinesis sends
-/// none) are ignored, so `"007"` equals `"7"`.
-pub fn cmp_sequence(a: &str, b: &str) -> Ordering {
-    let trim = |s: &'_ str| -> String {
-        let t = s.trim_start_matches('0');
-        if t.is_empty() && !s.is_empty() {
-            "0".to_owned()
-        } else {
-            t.to_owned()
-        }
-    };
-    let (a, b) = (trim(a), trim(b));
-    a.len().cmp(&b.len()).then_with(|| a.cmp(&b))
-}
+mod seq;
+
+pub use seq::SeqNum;
 
 /// The shard of a record, from its `eventID` (`shardId-000000000006:4959...`); `None` when the
 /// id has no `:`.
@@ -70,26 +55,21 @@ pub struct Redelivery {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Lowest {
-    /// A record without a sequence number was reported: its empty identifier fails the whole
-    /// batch (as Lambda documents for an empty `itemIdentifier`).
+    /// A record without a valid sequence number was reported: its empty or malformed
+    /// identifier fails the whole batch (as Lambda documents for an empty `itemIdentifier`, and
+    /// as the local poller treats one it cannot place).
     All,
-    Sequence(String),
+    Sequence(SeqNum),
 }
 
 impl Redelivery {
     /// Notes that the record with sequence number `sequence` is reported as failed (`None`:
     /// it has none).
     pub fn report(&mut self, sequence: Option<&str>) {
-        let lowest = match (self.lowest.take(), sequence) {
+        let lowest = match (self.lowest.take(), sequence.and_then(SeqNum::parse)) {
             (Some(Lowest::All), _) | (_, None) => Lowest::All,
-            (None, Some(s)) => Lowest::Sequence(s.to_owned()),
-            (Some(Lowest::Sequence(old)), Some(s)) => {
-                if cmp_sequence(s, &old) == Ordering::Less {
-                    Lowest::Sequence(s.to_owned())
-                } else {
-                    Lowest::Sequence(old)
-                }
-            }
+            (None, Some(s)) => Lowest::Sequence(s),
+            (Some(Lowest::Sequence(old)), Some(s)) => Lowest::Sequence(old.min(s)),
         };
         self.lowest = Some(lowest);
     }
@@ -98,13 +78,11 @@ impl Redelivery {
     /// reported record (or the whole batch is retried). The reported record itself is not
     /// "covered": it is what the report is about.
     pub fn covers(&self, sequence: Option<&str>) -> bool {
-        match (&self.lowest, sequence) {
+        match (&self.lowest, sequence.and_then(SeqNum::parse)) {
             (None, _) => false,
             (Some(Lowest::All), _) => true,
             (Some(Lowest::Sequence(_)), None) => false,
-            (Some(Lowest::Sequence(lowest)), Some(s)) => {
-                cmp_sequence(s, lowest) == Ordering::Greater
-            }
+            (Some(Lowest::Sequence(lowest)), Some(s)) => s > *lowest,
         }
     }
 }
@@ -112,31 +90,6 @@ impl Redelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sequence_numbers_compare_by_length_then_digits() {
-        let a = "49590338271490256608559692538361571095921575989136588898";
-        let b = "49590338271490256608559692540925702759324208523137515618";
-        assert_eq!(cmp_sequence(a, b), Ordering::Less);
-        assert_eq!(cmp_sequence(b, a), Ordering::Greater);
-        assert_eq!(cmp_sequence(a, a), Ordering::Equal);
-        // A shorter number is smaller even when its first digit is larger: "9" < "10".
-        assert_eq!(cmp_sequence("9", "10"), Ordering::Less);
-        assert_eq!(cmp_sequence("007", "7"), Ordering::Equal);
-        assert_eq!(cmp_sequence("0", "000"), Ordering::Equal);
-        // 129 digits, beyond u128 (39 digits): the last digit decides.
-        let big = |last: char| format!("{}{last}", "9".repeat(128));
-        assert_eq!(cmp_sequence(&big('1'), &big('2')), Ordering::Less);
-        assert_eq!(cmp_sequence(&big('9'), &"1".repeat(129)), Ordering::Greater);
-        assert_eq!(
-            cmp_sequence(&"9".repeat(128), &"1".repeat(129)),
-            Ordering::Less
-        );
-        // Sorting with it matches sorting by numeric value.
-        let mut seqs = vec!["100", "99", "1000", "2", "1", b, a];
-        seqs.sort_by(|x, y| cmp_sequence(x, y));
-        assert_eq!(seqs, ["1", "2", "99", "100", "1000", a, b]);
-    }
 
     #[test]
     fn the_shard_is_the_event_ids_prefix() {
@@ -162,6 +115,10 @@ mod tests {
         assert!(r.covers(Some("21")));
         assert!(r.covers(Some("100")));
         assert!(!r.covers(None));
+        // A malformed identifier cannot be placed: like an empty one, the whole batch comes back.
+        let mut bad = r.clone();
+        bad.report(Some("12a"));
+        assert!(bad.covers(Some("1")) && bad.covers(None));
         // An empty identifier retries the whole batch.
         r.report(None);
         assert!(r.covers(Some("1")) && r.covers(None));
