@@ -18,7 +18,7 @@ pub mod records;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
@@ -73,6 +73,8 @@ struct Shared {
     stop: AtomicBool,
     plan: Mutex<PlanState>,
     records_refused: AtomicU64,
+    /// The upstream's port, read for each new connection.
+    upstream: AtomicU16,
 }
 
 /// The record plan in force and how far it has got: its calls and records are numbered from 0
@@ -109,10 +111,20 @@ impl FaultProxy {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            upstream: AtomicU16::new(upstream_port),
+            ..Shared::default()
+        });
         let s = shared.clone();
-        thread::spawn(move || accept_loop(listener, upstream_port, s));
+        thread::spawn(move || accept_loop(listener, s));
         Ok(FaultProxy { port, shared })
+    }
+
+    /// Forwards new connections to 127.0.0.1:`upstream_port` from now on (an upstream started
+    /// again on another port), cutting those open to the previous one.
+    pub fn forward_to(&self, upstream_port: u16) {
+        self.shared.upstream.store(upstream_port, Ordering::SeqCst);
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn port(&self) -> u16 {
@@ -179,11 +191,12 @@ impl Drop for FaultProxy {
     }
 }
 
-fn accept_loop(listener: TcpListener, upstream: u16, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((client, _)) => {
                 let s = shared.clone();
+                let upstream = shared.upstream.load(Ordering::SeqCst);
                 thread::spawn(move || handle(client, upstream, s));
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {

@@ -201,3 +201,13 @@ fn refused_records_never_reach_the_upstream_and_fail_in_place() {
     let passed = put_records(proxy.port(), &["d"]);
     assert_eq!(passed["Records"][0]["SequenceNumber"], "1005");
 }
+
+#[test]
+fn the_upstream_can_move() {
+    let proxy = FaultProxy::start(echo_server()).expect("proxy");
+    assert!(get(proxy.port()).ends_with("ok"));
+    let (moved, _) = fake_kinesis();
+    proxy.forward_to(moved);
+    assert!(call(proxy.port(), "Kinesis_20131202.ListShards", "{}").ends_with(r#""Records":[]}"#));
+    assert_eq!(proxy.passed(), 2);
+}
