@@ -162,6 +162,11 @@ fn checks(tools: &Tools, run_dir: &std::path::Path, localstack: bool) -> Result<
             let mut c = cargo(tools, &["test", "--workspace", "--test", "*"]);
             c.env("SPILLWAY_REQUIRE_WASM", "1")
                 .env("SPILLWAY_RUN_DIR", run_dir);
+            // Built above into target/worker-kinesis: edge/tests/kinesis_worker.rs must run it,
+            // not skip.
+            if builds(BufferKind::Kinesis)? {
+                c.env("SPILLWAY_REQUIRE_KINESIS_WASM", "1");
+            }
             if localstack {
                 c.env("SPILLWAY_REQUIRE_LOCALSTACK", "1");
             }

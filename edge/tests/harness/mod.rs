@@ -12,7 +12,8 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
 use spillway_shared::{open, parse_keys, Event, Keyring, Unsigned};
-use spillway_support::{free_port, http_get, repo_root, FaultProxy, Moto, Service};
+use spillway_support::stack::worker_dir;
+use spillway_support::{free_port, http_get, repo_root, BufferKind, FaultProxy, Moto, Service};
 use uuid::Uuid;
 
 /// What a consumer holding [`ENVELOPE_KEYS`] verifies the workers' messages with.
@@ -275,8 +276,29 @@ pub fn wrangler_dev(
     ready_status: u16,
     spill: Spill,
 ) -> Result<(Service, u16)> {
+    wrangler_dev_for(dir, vars, ready_status, spill, BufferKind::Sqs)
+}
+
+/// [`wrangler_dev`] serving the Worker built for `buffer`: edge/build for SQS, the build kept in
+/// [`worker_dir`] for Kinesis (its entry module copied beside it, as the stack does, so that
+/// its `./build/index.js` is that build).
+pub fn wrangler_dev_for(
+    dir: &Path,
+    vars: &[(&str, String)],
+    ready_status: u16,
+    spill: Spill,
+    buffer: BufferKind,
+) -> Result<(Service, u16)> {
     let root = repo_root();
-    let mut config = spillway_support::stack::prebuilt_config(&root)?;
+    let mut config = match buffer {
+        BufferKind::Sqs => spillway_support::stack::prebuilt_config(&root)?,
+        other => {
+            let entry = worker_dir(&root, other).join("entry.mjs");
+            std::fs::copy(root.join("edge/entry.mjs"), &entry)
+                .with_context(|| format!("copying edge/entry.mjs to {}", entry.display()))?;
+            spillway_support::stack::prebuilt_config_serving(&root, &entry)?
+        }
+    };
     if spill == Spill::Off {
         config = spillway_support::stack::without_queues(&config);
     }

@@ -40,7 +40,7 @@ pub use kinesis::LocalKinesis;
 pub use kinesis_server::{KinesisOptions, KinesisServer};
 pub use meter::{MeterSnapshot, SqsMeter};
 pub use pg::{pg_bin_dir, psql, Postgres};
-pub use proxy::{FaultMode, FaultProxy};
+pub use proxy::{Count, FaultMode, FaultProxy, Pick, RecordError, RecordPlan};
 pub use secrets::Secrets;
 pub use sqs::LocalSqs;
 pub use sqs_server::{LocalStack, SqsKind, SqsServer};
