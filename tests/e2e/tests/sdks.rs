@@ -1,11 +1,12 @@
 //! The real analytics SDKs against the local pipeline: `@segment/analytics-node` 3.1.0 and
 //! `posthog-node` 5.70.0 (pinned in package.json), driven by the node scripts in `tests/e2e/sdk/`
-//! and pointed at `wrangler dev` by their `host` option alone, through the local SQS and the
-//! poller into PostgreSQL.
+//! and pointed at `wrangler dev` by their `host` option alone, through the buffer (the local SQS
+//! queue, or the local Kinesis stream) and the poller into PostgreSQL.
 //!
 //! Each run's messages carry a token of their own, so a test counts exactly the rows of a run:
 //! every message stored once, a resend adds nothing, a wrong key stores nothing (and the SDK
-//! says so), and a stalled SQS makes the SDK retry until every message is stored once.
+//! says so), and a stalled buffer makes the SDK retry until every message is stored once. Each
+//! test runs once per buffer (`sqs::<test>`, `kinesis::<test>`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,14 +18,62 @@ use serde_json::{json, Value};
 use spillway_e2e::{start, wait_until};
 use spillway_shared::collector::message_id;
 use spillway_shared::Source;
-use spillway_support::{repo_root, FaultMode, Stack};
+use spillway_support::{repo_root, BufferKind, FaultMode, Stack, StackConfig};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// One `#[test]` per test body and buffer: `sqs::<name>` and `kinesis::<name>`, run one at a
+/// time.
+macro_rules! per_buffer {
+    ($($body:ident),* $(,)?) => {
+        mod sqs {
+            $(
+                #[test]
+                fn $body() {
+                    super::run(stringify!($body), spillway_support::BufferKind::Sqs, super::$body);
+                }
+            )*
+        }
+        mod kinesis {
+            $(
+                #[test]
+                fn $body() {
+                    super::run(stringify!($body), spillway_support::BufferKind::Kinesis, super::$body);
+                }
+            )*
+        }
+    };
+}
+
+per_buffer!(
+    segment_sdk_delivers_every_message_once,
+    posthog_sdk_delivers_every_event_once,
+    stalled_buffer_sdks_retry_and_every_event_is_stored_once,
+);
+
+fn run(test: &str, buffer: BufferKind, body: fn(BufferKind)) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    if !ready(&format!("{buffer}::{test}"), buffer) {
+        return;
+    }
+    body(buffer);
+}
+
+/// A stack with `buffer` (`name` short: it names the stack's directory, which holds
+/// PostgreSQL's socket).
+fn start_with(name: &str, buffer: BufferKind, tweak: impl FnOnce(&mut StackConfig)) -> Stack {
+    let stack = start(&format!("{name}-{buffer}"), |c| {
+        c.buffer = buffer;
+        tweak(c);
+    });
+    assert_eq!(stack.env.buffer, buffer);
+    stack
+}
+
 /// The worker must be built and node with the SDKs installed. `cargo xtask test` builds the
 /// worker, runs `npm ci` and sets `SPILLWAY_REQUIRE_WASM`: there, anything missing fails.
-fn ready(test: &str) -> bool {
-    if !spillway_support::worker_built(test) {
+fn ready(test: &str, buffer: BufferKind) -> bool {
+    if !spillway_support::worker_built_for(test, buffer) {
         return false;
     }
     let required = std::env::var_os("SPILLWAY_REQUIRE_WASM").is_some();
@@ -155,13 +204,13 @@ fn drive(sdk: &str, cfg: Value) -> Report {
     report
 }
 
-/// Waits until the main queue is empty (whatever the SDK was answered `200` for is then
-/// stored), and counts the rows of `run`.
+/// Waits until the buffer is drained (whatever the SDK was answered `200` for is then
+/// stored: [`Stack::drained`]), and counts the rows of `run`.
 fn rows_after_drain(stack: &Stack, run: &str) -> u64 {
-    wait_until("the queue drained", Duration::from_secs(90), || {
-        stack.sqs.depth(&stack.env.sqs_queue_url).ok() == Some((0, 0))
+    wait_until("the buffer drained", Duration::from_secs(90), || {
+        stack.drained()
     })
-    .expect("the consumer drains the queue");
+    .expect("the consumer drains the buffer");
     count(stack, run)
 }
 
@@ -177,7 +226,7 @@ fn count(stack: &Stack, run: &str) -> u64 {
 }
 
 /// Waits until the rows of `run` reach `n`, then checks that no more arrive once the queue
-/// is empty.
+/// is drained.
 fn assert_stored_once(stack: &Stack, run: &str, n: u64) {
     let _ = wait_until("every message stored", Duration::from_secs(90), || {
         count(stack, run) >= n
@@ -215,13 +264,8 @@ fn base(stack: &Stack, run: &str, count: usize) -> Value {
     })
 }
 
-#[test]
-fn segment_sdk_delivers_every_message_once() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready("segment_sdk_delivers_every_message_once") {
-        return;
-    }
-    let stack = start("sdk-segment", |_| {});
+fn segment_sdk_delivers_every_message_once(buffer: BufferKind) {
+    let stack = start_with("sdk-segment", buffer, |_| {});
     const N: usize = 240;
 
     // Fixed messageIds (not UUIDs: the row id derives from key id and messageId), plain JSON.
@@ -231,7 +275,7 @@ fn segment_sdk_delivers_every_message_once() {
     let first = drive("segment", cfg.clone());
     assert!(first.errors.is_empty(), "SDK errors: {:?}", first.errors);
     assert_eq!(first.raw["ok"], N, "{:?}", first.raw);
-    // A slow moment of the local SQS may cost a 503 and a retry; the outcome is what counts.
+    // A slow moment of the local buffer may cost a 503 and a retry; the outcome is what counts.
     assert!(first.saw(200), "{:?}", first.statuses);
     assert!(first.all_sent("identity"), "{:?}", first.raw["encodings"]);
     assert_stored_once(&stack, &run, N as u64);
@@ -290,13 +334,8 @@ fn segment_sdk_delivers_every_message_once() {
     assert_eq!(rows_after_drain(&stack, &run), 0);
 }
 
-#[test]
-fn posthog_sdk_delivers_every_event_once() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready("posthog_sdk_delivers_every_event_once") {
-        return;
-    }
-    let stack = start("sdk-posthog", |_| {});
+fn posthog_sdk_delivers_every_event_once(buffer: BufferKind) {
+    let stack = start_with("sdk-posthog", buffer, |_| {});
     const N: usize = 240;
 
     // Fixed uuids, gzip (posthog-node compresses by default).
@@ -348,13 +387,9 @@ fn posthog_sdk_delivers_every_event_once() {
     assert_eq!(rows_after_drain(&stack, &run), 0);
 }
 
-#[test]
-fn stalled_sqs_sdks_retry_and_every_event_is_stored_once() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    if !ready("stalled_sqs_sdks_retry_and_every_event_is_stored_once") {
-        return;
-    }
-    let stack = start("sdk-stall", |c| {
+fn stalled_buffer_sdks_retry_and_every_event_is_stored_once(buffer: BufferKind) {
+    let stack = start_with("sdk-stall", buffer, |c| {
+        // The fault proxy sits between the edge and its buffer, SQS or Kinesis.
         c.edge_sqs_proxy = true;
         // Without the spill queue: this is the 503 path (tests/e2e/tests/spill.rs has the other).
         c.spill = false;
@@ -380,7 +415,7 @@ fn stalled_sqs_sdks_retry_and_every_event_is_stored_once() {
         let child = spawn(sdk, &cfg).expect("driver starts");
         // The stall lasts until the SDK has been answered a retryable 503 at least twice.
         wait_until(
-            &format!("{sdk} answered 503 while SQS stalls"),
+            &format!("{sdk} answered 503 while the buffer stalls"),
             Duration::from_secs(90),
             || {
                 std::fs::read_to_string(&status_file)
@@ -391,10 +426,10 @@ fn stalled_sqs_sdks_retry_and_every_event_is_stored_once() {
                     >= 2
             },
         )
-        .expect("the edge answers 503 while SQS does not");
+        .expect("the edge answers 503 while the buffer does not");
         assert!(
             proxy.faulted_in(FaultMode::Stall) > 0,
-            "the proxy stalled SQS"
+            "the proxy stalled the buffer"
         );
         proxy.set_mode(FaultMode::Pass);
 
