@@ -80,15 +80,15 @@ async fn run(args: DlqArgs) -> anyhow::Result<bool> {
         Command::Redrive { dry_run } => {
             let queue = args.queue_url.as_deref();
             let mut streams = dlq::Streams::new(args.kinesis_endpoint.clone());
-            let report = dlq::redrive(
-                &client,
-                &args.dlq_url,
-                queue,
-                &mut streams,
-                args.max,
-                dry_run,
-            )
-            .await?;
+            // "All" is what the queue holds as the pass starts: a record that fails again is
+            // dead-lettered anew during the pass and waits for the next one.
+            let max = if args.max == usize::MAX {
+                dlq::depth(&client, &args.dlq_url).await?
+            } else {
+                args.max
+            };
+            let report =
+                dlq::redrive(&client, &args.dlq_url, queue, &mut streams, max, dry_run).await?;
             // Where SQS dead letters go; Kinesis ones go to the stream each names.
             let queue = queue.unwrap_or("their streams");
             if dry_run {

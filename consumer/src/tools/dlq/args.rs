@@ -23,7 +23,8 @@ options:
   --dlq-url URL     the dead-letter queue (default: $SQS_DLQ_URL, else $DEAD_LETTER_QUEUE_URL)
   --queue-url URL   the main queue, for redriving SQS dead letters (default: $SQS_QUEUE_URL;
                     not required with BUFFER=kinesis)
-  --max N           at most N messages (default: list 100, peek 10, redrive all)
+  --max N           at most N messages (default: list 100, peek 10, redrive all the DLQ
+                    holds when it starts)
   --dry-run         redrive: only print what would be moved
   -h, --help        this text
 

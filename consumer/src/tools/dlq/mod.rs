@@ -33,7 +33,7 @@ pub use plan::{
     plan_redrive, put_calls, read_put_records, split_new, PutResult, RedriveReport, Sent,
 };
 pub use report::{kinesis_dead_letter, peek_text, printable, MessageInfo, Reason};
-pub use sqs::{redrive, restore, scan, SqsError, SCAN_VISIBILITY};
+pub use sqs::{depth, redrive, restore, scan, SqsError, SCAN_VISIBILITY};
 
 #[cfg(test)]
 mod tests;

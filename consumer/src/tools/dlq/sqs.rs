@@ -39,6 +39,30 @@ fn sqs_error<E: std::error::Error>(action: &'static str, queue: &str, e: E) -> S
     }
 }
 
+/// How many messages `queue` holds now, visible or in flight (SQS's approximate counts). A
+/// redrive of "all" moves this many: a redriven record that fails again comes back as a new
+/// message within milliseconds (the Kinesis consumer dead-letters it itself), and a pass
+/// bounded only by what it has not seen yet would go round it for ever.
+pub async fn depth(client: &aws_sdk_sqs::Client, queue: &str) -> Result<usize, SqsError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = client
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| sqs_error("GetQueueAttributes", queue, e))?;
+    let attrs = out.attributes.unwrap_or_default();
+    let count = |a: A| {
+        attrs
+            .get(&a)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    Ok(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible))
+}
+
 /// Up to 10 messages, hidden for `visibility`, with every attribute.
 async fn receive(
     client: &aws_sdk_sqs::Client,
