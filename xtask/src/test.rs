@@ -75,6 +75,29 @@ fn checks(tools: &Tools, run_dir: &std::path::Path, localstack: bool) -> Result<
             ],
         ))
     })?;
+    // The Kinesis Worker is the same crate with the other buffer's feature: its own lint pass,
+    // since code behind `#[cfg(feature = "kinesis")]` is not seen by the default one.
+    step(
+        "clippy, wasm32 (edge, the Kinesis build's features), -D warnings",
+        || {
+            run(&mut cargo(
+                tools,
+                &[
+                    "clippy",
+                    "-p",
+                    "spillway-edge",
+                    "--no-default-features",
+                    "--features",
+                    "kinesis",
+                    "--target",
+                    "wasm32-unknown-unknown",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            ))
+        },
+    )?;
     step("docs build without warnings", || {
         let mut c = cargo(tools, &["doc", "--workspace", "--no-deps", "--quiet"]);
         c.env("RUSTDOCFLAGS", "-D warnings");
