@@ -38,7 +38,7 @@ use pg::pg_command;
 
 pub use kinesis::LocalKinesis;
 pub use kinesis_server::{KinesisOptions, KinesisServer};
-pub use meter::{MeterSnapshot, SqsMeter};
+pub use meter::{BufferMeter, MeterSnapshot};
 pub use pg::{pg_bin_dir, psql, Postgres};
 pub use proxy::{Count, FaultMode, FaultProxy, Pick, RecordError, RecordPlan};
 pub use secrets::Secrets;

@@ -1,6 +1,6 @@
-//! A metering HTTP proxy in front of the local SQS: it counts the `SendMessageBatch` and
-//! `SendMessage` calls that reach the server, their entries and message-body bytes, and the
-//! requests AWS would bill for them (each started 64 KiB of a call's payload is one request).
+//! A metering HTTP proxy in front of the local buffer: it counts the SQS sends
+//! (`SendMessageBatch`, `SendMessage`) or Kinesis puts (`PutRecords`, `PutRecord`) that reach
+//! the server, their entries, events and bytes, and the units AWS bills for them ([`count_call`]).
 //!
 //! Unlike [`crate::FaultProxy`], which copies bytes, it reads each HTTP/1.1 request whole
 //! (`Content-Length` or chunked body), counts it, forwards it byte for byte on a kept-alive
@@ -8,7 +8,7 @@
 //! connection) and relays it byte for byte. It never answers in the server's place and never
 //! changes a byte; an upstream it cannot reach closes the client's connection.
 //!
-//! The counting itself ([`count_call`], [`billed_requests`]) and the HTTP framing are pure and
+//! The counting itself ([`count_call`]) and the HTTP framing are pure and
 //! tested here against an in-process fake upstream.
 
 use std::collections::HashMap;
@@ -20,135 +20,47 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
 
+mod count;
 mod http;
 
+use count::failed_entries;
+pub use count::{
+    billed_requests, count_call, Action, CallCount, BILLING_CHUNK, KINESIS_KB, PUT_PAYLOAD_UNIT,
+};
 use http::{bad, read_message, Kind, Message};
-
-/// AWS bills each started 64 KiB of a request's payload as one request.
-pub const BILLING_CHUNK: u64 = 64 * 1024;
 
 /// How long the meter waits on the upstream for an answer.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Requests billed for one call whose message bodies hold `body_bytes` bytes: one per started
-/// 64 KiB, and at least one (a call is a request even when its payload is tiny).
-pub fn billed_requests(body_bytes: u64) -> u64 {
-    body_bytes.div_ceil(BILLING_CHUNK).max(1)
-}
-
-/// The SQS action a request names in `X-Amz-Target` (awsJson 1.0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    SendMessageBatch,
-    SendMessage,
-    /// Any other action, or none: forwarded, counted apart, not billed here.
-    Other,
-}
-
-impl Action {
-    pub fn from_target(target: Option<&str>) -> Action {
-        match target.map(str::trim) {
-            Some("AmazonSQS.SendMessageBatch") => Action::SendMessageBatch,
-            Some("AmazonSQS.SendMessage") => Action::SendMessage,
-            _ => Action::Other,
-        }
-    }
-}
-
-/// What one send call carried, read from its JSON body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CallCount {
-    pub action: Action,
-    pub entries: u64,
-    /// Events inside those messages (the envelope's `events`; a body that is not an envelope
-    /// counts as one): with group commit, one message holds the events of many requests.
-    pub events: u64,
-    /// Sum of the UTF-8 lengths of the `MessageBody` strings.
-    pub body_bytes: u64,
-    pub billed: u64,
-    /// False when the body was not the JSON expected (the call is still forwarded and billed
-    /// as one request).
-    pub parsed: bool,
-}
-
-/// Counts one call: `target` is its `X-Amz-Target`, `body` its (de-chunked) JSON body.
-pub fn count_call(target: Option<&str>, body: &[u8]) -> CallCount {
-    let action = Action::from_target(target);
-    let json = serde_json::from_slice::<Value>(body).ok();
-    let (entries, events, body_bytes, parsed) = match (action, &json) {
-        (Action::SendMessageBatch, Some(v)) => match v["Entries"].as_array() {
-            Some(a) => {
-                let bodies = || a.iter().map(|e| e["MessageBody"].as_str().unwrap_or(""));
-                (
-                    a.len() as u64,
-                    bodies().map(events_in).sum(),
-                    bodies().map(|b| b.len() as u64).sum(),
-                    true,
-                )
-            }
-            None => (0, 0, 0, false),
-        },
-        (Action::SendMessage, Some(v)) => match v["MessageBody"].as_str() {
-            Some(b) => (1, events_in(b), b.len() as u64, true),
-            None => (0, 0, 0, false),
-        },
-        (Action::Other, _) => (0, 0, 0, json.is_some()),
-        (_, None) => (0, 0, 0, false),
-    };
-    let billed = match action {
-        Action::Other => 0,
-        _ => billed_requests(body_bytes),
-    };
-    CallCount {
-        action,
-        entries,
-        events,
-        body_bytes,
-        billed,
-        parsed,
-    }
-}
-
-/// Events in one message body: the length of a Spillway envelope's `events`, else 1.
-fn events_in(body: &str) -> u64 {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["events"].as_array().map(|a| a.len() as u64))
-        .unwrap_or(1)
-}
-
-/// Entries a `SendMessageBatch` answer lists under `Failed`.
-fn failed_entries(answer_body: &[u8]) -> u64 {
-    serde_json::from_slice::<Value>(answer_body)
-        .ok()
-        .and_then(|v| v["Failed"].as_array().map(|a| a.len() as u64))
-        .unwrap_or(0)
-}
-
 /// The meter's counters at one moment. Subtract two with [`MeterSnapshot::since`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MeterSnapshot {
-    /// `SendMessageBatch` + `SendMessage` calls forwarded to the upstream.
+    /// Send or put calls forwarded to the upstream (`SendMessageBatch` + `SendMessage`, or
+    /// `PutRecords` + `PutRecord`).
     pub calls: u64,
     pub batch_calls: u64,
     pub single_calls: u64,
-    /// Messages in those calls.
+    /// Messages (SQS) or records (Kinesis) in those calls.
     pub entries: u64,
-    /// Events in those messages.
+    /// Events in them.
     pub events: u64,
-    /// Their message-body bytes.
+    /// Their message-body bytes (SQS), or data plus partition key bytes (Kinesis).
     pub body_bytes: u64,
-    /// Billed requests: per call, `ceil(body bytes / 64 KiB)` (at least 1).
+    /// Billed SQS requests: per call, `ceil(body bytes / 64 KiB)` (at least 1).
     pub billed: u64,
-    /// Send calls whose body was not the JSON expected (billed as 1 each).
+    /// Kinesis on-demand data in (KiB): per record, its size rounded up to 1 KiB.
+    pub kinesis_kb: u64,
+    /// Kinesis provisioned PUT payload units: per record, each started 25 KiB.
+    pub put_units: u64,
+    /// Calls whose body was not the JSON expected (an SQS send is billed as 1 request).
     pub unparsed: u64,
     /// Requests with any other action (not billed here).
     pub other_calls: u64,
     /// Send calls the upstream answered with a status other than 2xx.
     pub answered_non_2xx: u64,
-    /// Entries listed under `Failed` in `SendMessageBatch` answers.
+    /// Entries an answer refused: `Failed` of `SendMessageBatch`, entries with an `ErrorCode`
+    /// in `PutRecords`.
     pub failed_entries: u64,
     /// Send calls forwarded that got no answer (upstream closed or timed out).
     pub unanswered: u64,
@@ -165,6 +77,8 @@ impl MeterSnapshot {
             events: self.events.saturating_sub(earlier.events),
             body_bytes: self.body_bytes.saturating_sub(earlier.body_bytes),
             billed: self.billed.saturating_sub(earlier.billed),
+            kinesis_kb: self.kinesis_kb.saturating_sub(earlier.kinesis_kb),
+            put_units: self.put_units.saturating_sub(earlier.put_units),
             unparsed: self.unparsed.saturating_sub(earlier.unparsed),
             other_calls: self.other_calls.saturating_sub(earlier.other_calls),
             answered_non_2xx: self
@@ -185,6 +99,8 @@ struct Counters {
     events: AtomicU64,
     body_bytes: AtomicU64,
     billed: AtomicU64,
+    kinesis_kb: AtomicU64,
+    put_units: AtomicU64,
     unparsed: AtomicU64,
     other_calls: AtomicU64,
     answered_non_2xx: AtomicU64,
@@ -199,14 +115,16 @@ impl Counters {
         };
         match c.action {
             Action::Other => return add(&self.other_calls, 1),
-            Action::SendMessageBatch => add(&self.batch_calls, 1),
-            Action::SendMessage => add(&self.single_calls, 1),
+            a if a.is_batch() => add(&self.batch_calls, 1),
+            _ => add(&self.single_calls, 1),
         }
         add(&self.calls, 1);
         add(&self.entries, c.entries);
         add(&self.events, c.events);
         add(&self.body_bytes, c.body_bytes);
         add(&self.billed, c.billed);
+        add(&self.kinesis_kb, c.kinesis_kb);
+        add(&self.put_units, c.put_units);
         if !c.parsed {
             add(&self.unparsed, 1);
         }
@@ -222,6 +140,8 @@ impl Counters {
             events: get(&self.events),
             body_bytes: get(&self.body_bytes),
             billed: get(&self.billed),
+            kinesis_kb: get(&self.kinesis_kb),
+            put_units: get(&self.put_units),
             unparsed: get(&self.unparsed),
             other_calls: get(&self.other_calls),
             answered_non_2xx: get(&self.answered_non_2xx),
@@ -242,21 +162,21 @@ struct Shared {
 
 /// The meter; stops accepting and closes its connections when dropped.
 #[derive(Debug)]
-pub struct SqsMeter {
+pub struct BufferMeter {
     port: u16,
     shared: Arc<Shared>,
 }
 
-impl SqsMeter {
+impl BufferMeter {
     /// Listens on a free 127.0.0.1 port and forwards to 127.0.0.1:`upstream_port`.
-    pub fn start(upstream_port: u16) -> Result<SqsMeter> {
+    pub fn start(upstream_port: u16) -> Result<BufferMeter> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
         thread::spawn(move || accept_loop(listener, upstream_port, s));
-        Ok(SqsMeter { port, shared })
+        Ok(BufferMeter { port, shared })
     }
 
     pub fn port(&self) -> u16 {
@@ -274,7 +194,7 @@ impl SqsMeter {
     }
 }
 
-impl Drop for SqsMeter {
+impl Drop for BufferMeter {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Ok(open) = self.shared.open.lock() {
@@ -395,11 +315,11 @@ fn serve(client: TcpStream, upstream_port: u16, shared: &Shared) {
                     .counters
                     .answered_non_2xx
                     .fetch_add(1, Ordering::SeqCst);
-            } else if count.action == Action::SendMessageBatch {
+            } else {
                 shared
                     .counters
                     .failed_entries
-                    .fetch_add(failed_entries(&answer.body), Ordering::SeqCst);
+                    .fetch_add(failed_entries(count.action, &answer.body), Ordering::SeqCst);
             }
         }
         if writer.write_all(&answer.raw).is_err() || writer.flush().is_err() {

@@ -1,6 +1,6 @@
 use std::io::Read;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 
@@ -133,7 +133,7 @@ fn request(body: &[u8], target: &str, close: bool) -> Vec<u8> {
 #[test]
 fn relays_answers_on_a_kept_alive_connection_and_counts_what_passed() {
     let (port, seen) = fake_sqs();
-    let meter = SqsMeter::start(port).expect("meter");
+    let meter = BufferMeter::start(port).expect("meter");
     let c = TcpStream::connect(("127.0.0.1", meter.port())).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -185,7 +185,7 @@ fn an_unreachable_upstream_closes_the_client_and_counts_unanswered() {
     let dead = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = dead.local_addr().expect("addr").port();
     drop(dead);
-    let meter = SqsMeter::start(port).expect("meter");
+    let meter = BufferMeter::start(port).expect("meter");
     let mut c = TcpStream::connect(("127.0.0.1", meter.port())).expect("connect");
     c.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -200,4 +200,99 @@ fn an_unreachable_upstream_closes_the_client_and_counts_unanswered() {
     assert!(out.is_empty());
     let s = meter.snapshot();
     assert_eq!((s.calls, s.unanswered, s.billed), (1, 1, 1));
+}
+
+fn put_records(records: &[(&[u8], &str)]) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let records: Vec<Value> = records
+        .iter()
+        .map(|(d, k)| json!({"Data": b64(d), "PartitionKey": k}))
+        .collect();
+    json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "Records": records})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn kinesis_puts_are_billed_per_record_in_kib_and_25_kib_units() {
+    let envelope = br#"{"v":1,"events":[{"id":"a"},{"id":"b"}]}"#;
+    // Sizes around both rounding steps; the partition key counts with the data.
+    let exact_kib = vec![b'x'; 1024 - 4];
+    let over_kib = vec![b'x'; 1024 - 3];
+    let exact_unit = vec![b'x'; 25 * 1024 - 4];
+    let over_unit = vec![b'x'; 25 * 1024 - 3];
+    let c = count_call(
+        Some("Kinesis_20131202.PutRecords"),
+        &put_records(&[
+            (envelope, "k1"),
+            (&exact_kib, "abcd"),
+            (&over_kib, "abcd"),
+            (&exact_unit, "abcd"),
+            (&over_unit, "abcd"),
+        ]),
+    );
+    assert_eq!(c.action, Action::PutRecords);
+    assert!(c.parsed);
+    assert_eq!(c.entries, 5);
+    // Two events in the envelope, one for each payload that is not an envelope.
+    assert_eq!(c.events, 2 + 4);
+    let sizes = [envelope.len() + 2, 1024, 1025, 25 * 1024, 25 * 1024 + 1];
+    assert_eq!(c.body_bytes, sizes.iter().sum::<usize>() as u64);
+    assert_eq!(c.kinesis_kb, 1 + 1 + 2 + 25 + 26);
+    assert_eq!(c.put_units, 1 + 1 + 1 + 1 + 2);
+    // SQS requests are not billed for Kinesis calls.
+    assert_eq!(c.billed, 0);
+}
+
+#[test]
+fn a_single_put_and_unreadable_records() {
+    use base64::Engine as _;
+    let one = json!({
+        "StreamARN": "s",
+        "PartitionKey": "p",
+        "Data": base64::engine::general_purpose::STANDARD.encode(b"hello"),
+    })
+    .to_string();
+    let c = count_call(Some("Kinesis_20131202.PutRecord"), one.as_bytes());
+    assert_eq!(c.action, Action::PutRecord);
+    assert_eq!(
+        (c.entries, c.body_bytes, c.kinesis_kb, c.put_units),
+        (1, 6, 1, 1)
+    );
+    // A record whose data is not base64 is not counted, and the call says so.
+    let bad = json!({"Records": [{"Data": "%%%", "PartitionKey": "p"}]}).to_string();
+    let c = count_call(Some("Kinesis_20131202.PutRecords"), bad.as_bytes());
+    assert!(!c.parsed);
+    assert_eq!((c.entries, c.kinesis_kb), (0, 0));
+    let junk = count_call(Some("Kinesis_20131202.PutRecords"), b"not json");
+    assert!(!junk.parsed);
+    assert_eq!((junk.billed, junk.kinesis_kb), (0, 0));
+}
+
+#[test]
+fn refused_records_are_read_entry_by_entry() {
+    let answer = json!({
+        "FailedRecordCount": 0,
+        "Records": [
+            {"SequenceNumber": "1", "ShardId": "shardId-000000000000"},
+            {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "slow down"},
+            {"ErrorCode": "InternalFailure"},
+        ]
+    })
+    .to_string();
+    // FailedRecordCount says 0; the entries say 2.
+    assert_eq!(
+        super::count::failed_entries(Action::PutRecords, answer.as_bytes()),
+        2
+    );
+    let sqs = json!({"Successful": [], "Failed": [{"Id": "0"}]}).to_string();
+    assert_eq!(
+        super::count::failed_entries(Action::SendMessageBatch, sqs.as_bytes()),
+        1
+    );
+    assert_eq!(
+        super::count::failed_entries(Action::PutRecord, answer.as_bytes()),
+        0
+    );
 }

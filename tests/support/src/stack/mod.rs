@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use crate::kinesis_server::{KinesisOptions, KinesisServer};
 use crate::sqs::LocalSqs;
 use crate::{
-    free_port, http_get, port_open, repo_root, FaultProxy, Postgres, Service, SqsKind, SqsMeter,
+    free_port, http_get, port_open, repo_root, BufferMeter, FaultProxy, Postgres, Service, SqsKind,
     SqsServer,
 };
 
@@ -65,11 +65,11 @@ pub struct StackConfig {
     /// Put a fault proxy between the edge and its buffer, the local SQS or the local Kinesis
     /// (end-to-end fault tests).
     pub edge_sqs_proxy: bool,
-    /// Put a metering proxy ([`SqsMeter`]) between the edge and the local SQS, counting the
-    /// sends and billed requests that reach it. With the fault proxy as well, the meter sits
-    /// behind it (edge -> fault proxy -> meter -> SQS), so it counts only what got through.
-    /// SQS only: refused with the Kinesis buffer.
-    pub edge_sqs_meter: bool,
+    /// Put a metering proxy ([`BufferMeter`]) between the edge and its buffer (the local SQS
+    /// or the local Kinesis), counting the sends or puts and the billed units that reach it.
+    /// With the fault proxy as well, the meter sits behind it (edge -> fault proxy -> meter ->
+    /// buffer), so it counts only what got through.
+    pub edge_meter: bool,
     /// Serve the edge with its spill queue (`SPILL_QUEUE` and the replay consumer, as in the
     /// project's wrangler.toml). Default true; false leaves the queue tables out, so an SQS
     /// outage past the deadline is answered `503`.
@@ -127,7 +127,7 @@ impl StackConfig {
             shards: 4,
             pg_port: 54329,
             edge_sqs_proxy: false,
-            edge_sqs_meter: false,
+            edge_meter: false,
             spill: true,
             queue_name: "spillway-events".into(),
             max_receive_count: 3,
@@ -165,7 +165,7 @@ pub struct Stack {
     edge: Option<Service>,
     poller: Option<Service>,
     pub proxy: Option<FaultProxy>,
-    pub meter: Option<SqsMeter>,
+    pub meter: Option<BufferMeter>,
     /// The local Kinesis, with the Kinesis buffer.
     pub kinesis: Option<KinesisServer>,
     sqs_server: SqsServer,
@@ -311,9 +311,6 @@ impl Stack {
             }
         }
         check_worker_build(&repo_root(), config.buffer)?;
-        if config.buffer == BufferKind::Kinesis && config.edge_sqs_meter {
-            bail!("the SQS meter counts SQS calls: it cannot sit in front of the local Kinesis");
-        }
         if config.ingest_keys.is_empty() {
             config.ingest_keys = vec![IngestKey::fresh(KEY_ID)?];
         }
@@ -418,14 +415,14 @@ impl Stack {
             .map_or(config.sqs_port, |(server, _)| server.port());
         let (kinesis, kinesis_env) = kinesis.unzip();
 
-        let meter = if config.edge_sqs_meter {
-            Some(SqsMeter::start(config.sqs_port)?)
+        let meter = if config.edge_meter {
+            Some(BufferMeter::start(buffer_port)?)
         } else {
             None
         };
         let proxy = if config.edge_sqs_proxy {
             Some(FaultProxy::start(
-                meter.as_ref().map_or(buffer_port, SqsMeter::port),
+                meter.as_ref().map_or(buffer_port, BufferMeter::port),
             )?)
         } else {
             None
@@ -672,7 +669,7 @@ impl Stack {
     }
 
     /// Stops `wrangler dev` and starts it again with what `config` now says of the edge:
-    /// `edge_vars`, `spill`, `edge_sqs_meter` (a meter is started, or dropped, to match;
+    /// `edge_vars`, `spill`, `edge_meter` (a meter is started, or dropped, to match;
     /// turning it on is refused when a fault proxy is in front, since the proxy's upstream is
     /// fixed) and `edge_sqs_proxy` (a fault proxy is started, or dropped, likewise).
     /// The edge keeps its port unless the port was picked free and is taken meanwhile.
@@ -680,15 +677,12 @@ impl Stack {
         if let Some(mut e) = self.edge.take() {
             e.stop(Duration::from_secs(10));
         }
-        match (self.config.edge_sqs_meter, self.meter.is_some()) {
+        match (self.config.edge_meter, self.meter.is_some()) {
             (true, false) => {
                 if self.proxy.is_some() {
                     bail!("a meter behind the fault proxy must be chosen before Stack::start");
                 }
-                if self.kinesis.is_some() {
-                    bail!("the SQS meter counts SQS calls: it cannot sit in front of the local Kinesis");
-                }
-                self.meter = Some(SqsMeter::start(self.config.sqs_port)?);
+                self.meter = Some(BufferMeter::start(self.buffer_port())?);
             }
             (false, true) if self.proxy.is_none() => self.meter = None,
             _ => {}
@@ -699,7 +693,7 @@ impl Stack {
                 let upstream = self
                     .meter
                     .as_ref()
-                    .map_or(self.buffer_port(), SqsMeter::port);
+                    .map_or(self.buffer_port(), BufferMeter::port);
                 self.proxy = Some(FaultProxy::start(upstream)?);
             }
             (false, true) => self.proxy = None,
