@@ -11,6 +11,7 @@ mod bootstrap;
 mod fresh;
 mod fuzz;
 mod layers;
+mod prices;
 mod stack;
 mod step;
 mod test;
@@ -32,8 +33,9 @@ commands:
 options of dev and up: --buffer sqs|kinesis (sqs), --sqs moto|localstack (moto), --edge-port N
   (8787), --sqs-port N (9324), --pg-port N (54329); or SPILLWAY_BUFFER, SPILLWAY_SQS,
   SPILLWAY_EDGE_PORT, ... (a flag wins)
-options of bench: --sqs moto|localstack (localstack; or SPILLWAY_SQS), --buffer sqs (kinesis:
-  not yet), --only FIGURES, --burst-clients N,N, --burst-requests N, --wrk-secs N";
+options of bench: --sqs moto|localstack (localstack; or SPILLWAY_SQS), --buffer sqs|kinesis
+  (sqs: every figure, Kinesis beside SQS in figure 9; kinesis: figures 3 and 6 on the Kinesis
+  pipeline), --only FIGURES, --burst-clients N,N, --steady-secs N, --steady-rate N, --wrk-secs N";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

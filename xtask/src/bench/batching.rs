@@ -1,6 +1,6 @@
 //! Figure 7: group commit at the edge (issue 14). Single-event requests at fixed offered rates,
 //! open loop, with the worker's batching off (`BATCH_WINDOW_MS=0`) and on (its default), and the
-//! SQS requests they cost **counted** by an [`SqsMeter`](spillway_support::SqsMeter) between the
+//! SQS requests they cost **counted** by an [`BufferMeter`](spillway_support::BufferMeter) between the
 //! edge and the local SQS: what reached the server, not what the edge says it sent.
 
 use std::collections::BTreeMap;
@@ -183,9 +183,9 @@ pub(super) fn edge_restored<T>(
     let saved = stack.config.clone();
     let measured = measure(stack);
     let c = &mut stack.config;
-    (c.edge_vars, c.edge_sqs_meter, c.edge_sqs_proxy, c.spill) = (
+    (c.edge_vars, c.edge_meter, c.edge_sqs_proxy, c.spill) = (
         saved.edge_vars,
-        saved.edge_sqs_meter,
+        saved.edge_meter,
         saved.edge_sqs_proxy,
         saved.spill,
     );
@@ -225,7 +225,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
                 let mut vars = base_vars.to_vec();
                 vars.extend(mode.vars());
                 stack.config.edge_vars = vars;
-                stack.config.edge_sqs_meter = true;
+                stack.config.edge_meter = true;
                 stack
                     .restart_edge()
                     .with_context(|| format!("starting the edge with batching {}", mode.label()))?;
@@ -286,7 +286,7 @@ pub(super) fn warm_up(ep: &Endpoint) -> Result<()> {
 }
 
 /// Waits until `snapshot` stops changing for [`QUIET`] (at most [`QUIET_LIMIT`]), returns it.
-fn settle(snapshot: impl Fn() -> MeterSnapshot) -> MeterSnapshot {
+pub(super) fn settle(snapshot: impl Fn() -> MeterSnapshot) -> MeterSnapshot {
     let deadline = Instant::now() + QUIET_LIMIT;
     let mut last = snapshot();
     let mut since = Instant::now();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use spillway_support::stack::spill_counts;
-use spillway_support::Stack;
+use spillway_support::{BufferKind, Stack};
 
 use super::client::{drive, Answer, End, Endpoint, Load};
 use super::measure::load_average;
@@ -247,6 +247,10 @@ pub(super) fn run(
 ) -> Result<RunResult> {
     let pg = &stack.pg;
     let depth = |url: &str| stack.sqs.depth(url).map(|(v, f)| v + f).ok();
+    // A stream has no depth to watch: with Kinesis, the backlog is drained once the table
+    // (truncated before the run, on a stream no earlier run wrote to) holds as many rows as
+    // events were accepted.
+    let kinesis = stack.env.buffer == BufferKind::Kinesis;
     // The edge log counts every event spilled and replayed since the stack started. What
     // earlier figures left unreplayed is not waited for: a restart of `wrangler dev` empties
     // its local queue, so those never come.
@@ -312,7 +316,7 @@ pub(super) fn run(
             m
         });
         let queue_sampler = s.spawn(|| {
-            if !spillway {
+            if !spillway || kinesis {
                 return;
             }
             while !finished.load(Ordering::SeqCst) {
@@ -341,6 +345,12 @@ pub(super) fn run(
         });
         let ends = drive(endpoint, &bodies, scenario.load(start), start);
         let clients_done = start.elapsed();
+        let accepted_events: u64 = ends.as_ref().map_or(0, |ends| {
+            ends.iter()
+                .filter(|e| e.attempt.answer.accepted())
+                .map(|e| e.attempt.ids.len() as u64)
+                .sum()
+        });
         let outage_result = outage_thread
             .join()
             .map_err(|_| anyhow!("the outage thread panicked"));
@@ -353,14 +363,17 @@ pub(super) fn run(
                 .lock()
                 .ok()
                 .and_then(|v| v.iter().rev().find_map(|s| s.rows));
-            let queue_empty = !spillway
-                || queue
+            let Some(rows) = rows else { continue };
+            let backlog_done = if kinesis {
+                rows >= accepted_events
+            } else {
+                queue
                     .lock()
                     .ok()
                     .and_then(|q| q.last().map(|(_, d)| *d == 0))
                     .unwrap_or(false)
-                    && unreplayed(&log) <= unreplayed_before;
-            let Some(rows) = rows else { continue };
+            };
+            let queue_empty = !spillway || backlog_done && unreplayed(&log) <= unreplayed_before;
             match still_since {
                 Some((r, since)) if r == rows => {
                     if queue_empty && since.elapsed() >= Duration::from_secs(2) {

@@ -1,6 +1,7 @@
 //! The checks BENCHMARKS.md keeps, computed from a run's tables (so from `results.json`, not
 //! from the measurement structs): each compares one measured number with its bound and says
-//! whether it holds. Figure 6's are issue 12's criteria, figure 8's issue 15's. Says nothing
+//! whether it holds. Figure 2's are the size bar, figure 6's issue 12's criteria, figure 8's issue 15's, figure 9's
+//! issue 27's. Says nothing
 //! about why a check failed: that is for whoever reads the tables.
 
 use serde_json::{json, Value};
@@ -9,6 +10,11 @@ use super::table::{Col, Table};
 
 /// The consumer's default `MAXIMUM_CONCURRENCY`: Spillway's connection budget.
 const SPILLWAY_CONNECTIONS: f64 = 2.0;
+/// The Kinesis consumer's connection bound: the local stream's shards (4, the `Stack`'s
+/// default) x the mapping's `ParallelizationFactor` (1), one connection per concurrent batch.
+const KINESIS_CONNECTIONS: f64 = 4.0;
+/// The gzipped size bar of a deployable Worker (`--max-gzip 614400` in wrangler.toml).
+const MAX_GZIP: f64 = 614_400.0;
 /// How much slower Spillway may accept while PostgreSQL is down than while it is up.
 const DOWN_VS_UP: f64 = 1.5;
 const AT_MOST: bool = true;
@@ -57,6 +63,20 @@ fn figure_6(scenario: &str, t: &Table) -> Vec<Check> {
     out
 }
 
+/// Figure 2's checks: each deployable Worker build within the size bar its build command
+/// enforces (`--max-gzip` in wrangler.toml).
+fn figure_2(t: &Table) -> Vec<Check> {
+    (0..t.rows.len())
+        .filter_map(|r| {
+            let name = t.get(r, "worker").and_then(Value::as_str)?;
+            name.starts_with("edge").then(|| {
+                let what = format!("{name}: gzip -9 (B), vs the 600 KiB bar");
+                (what, t.number(r, "gzip -9 (B)"), AT_MOST, Some(MAX_GZIP))
+            })
+        })
+        .collect()
+}
+
 /// Figure 8's checks: the spill unused while SQS is healthy; through the stall every request
 /// accepted within the edge's deadline, and every accepted event stored, once.
 fn figure_8(t: &Table) -> Vec<Check> {
@@ -85,14 +105,37 @@ fn figure_8(t: &Table) -> Vec<Check> {
     out
 }
 
+/// Figure 9's checks of the burst with Kinesis: as figure 6's for Spillway, against the
+/// stream's connection bound.
+fn figure_9(t: &Table) -> Vec<Check> {
+    let Some(k) = t.find("", "Spillway, Kinesis") else {
+        return Vec::new();
+    };
+    let what = |s: &str| format!("Kinesis burst: Spillway {s}");
+    let mut out: Vec<Check> = [
+        ("requests refused", "refused, by final answer"),
+        ("events lost", "**events lost** (2xx, never stored)"),
+    ]
+    .map(|(s, column)| (what(s), t.number(k, column), AT_MOST, Some(0.0)))
+    .into();
+    let peak = t.number(k, "**peak PostgreSQL connections**");
+    let bound = what("peak PostgreSQL connections (shards x `ParallelizationFactor`)");
+    out.push((bound, peak, AT_MOST, Some(KINESIS_CONNECTIONS)));
+    out
+}
+
 /// The checks table of `tables`.
 pub(super) fn checks(tables: &[Table]) -> Table {
     let mut list: Vec<(&str, Check)> = Vec::new();
     for t in tables {
-        if let Some(scenario) = t.key.strip_prefix("figure-6-") {
+        if t.key == "figure-2" {
+            list.extend(figure_2(t).into_iter().map(|c| ("2", c)));
+        } else if let Some(scenario) = t.key.strip_prefix("figure-6-") {
             list.extend(figure_6(scenario, t).into_iter().map(|c| ("6", c)));
         } else if t.key == "figure-8" {
             list.extend(figure_8(t).into_iter().map(|c| ("8", c)));
+        } else if t.key == "figure-9-burst" {
+            list.extend(figure_9(t).into_iter().map(|c| ("9", c)));
         }
     }
     let cols: [Col<(&str, Check)>; 6] = [

@@ -1,6 +1,6 @@
 //! Where the CPU went during a timed run: the machine's busy time (`/proc/stat`) and each
 //! process's user + system time (`/proc/<pid>/stat`), read before and after, grouped by what the
-//! process is (workerd, wrangler's node, the local SQS, the load generator, everything else).
+//! process is (workerd, wrangler's node, the local buffer (SQS or Kinesis), the load generator, everything else).
 //! The load generator is a child that has exited by the end: it counts through this process's
 //! reaped children's time (`/proc/self/stat`), so nothing else may be reaped during a run.
 //! The parsing and the grouping are pure and tested; reading `/proc` is the thin part.
@@ -10,7 +10,7 @@ use std::fs;
 use std::process::Command;
 
 /// The groups a process is counted in, in the order the report shows them.
-pub(super) const GROUPS: [&str; 5] = ["workerd", "wrangler (node)", "local SQS", "wrk", "other"];
+pub(super) const GROUPS: [&str; 5] = ["workerd", "wrangler (node)", "local buffer", "wrk", "other"];
 
 /// CPU time so far, in clock ticks.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,8 +49,11 @@ pub(super) fn group(comm: &str, cmdline: &str) -> &'static str {
         "workerd"
     } else if comm == "wrk" {
         "wrk"
-    } else if cmdline.contains("localstack") || cmdline.contains("moto_server") {
-        "local SQS"
+    } else if cmdline.contains("localstack")
+        || cmdline.contains("moto_server")
+        || cmdline.contains("kinesis-local")
+    {
+        "local buffer"
     } else if comm.starts_with("node") && cmdline.contains("wrangler") {
         "wrangler (node)"
     } else {
@@ -210,11 +213,16 @@ mod tests {
                 "python3.13",
                 "/x/.venv-localstack/bin/python -m localstack.runtime.main"
             ),
-            "local SQS"
+            "local buffer"
         );
         assert_eq!(
             group("moto_server", "/x/.venv/bin/moto_server -p 1"),
-            "local SQS"
+            "local buffer"
+        );
+        // kinesis-local is a node program too: its command line decides, not `comm`.
+        assert_eq!(
+            group("node", "node /x/node_modules/kinesis-local/main.js"),
+            "local buffer"
         );
         assert_eq!(group("wrk", "wrk -t1"), "wrk");
         assert_eq!(group("postgres", "postgres -D x"), "other");
@@ -228,7 +236,7 @@ mod tests {
             ..Snapshot::default()
         };
         before.procs.insert((1, 10), ("workerd", 500));
-        before.procs.insert((2, 20), ("local SQS", 100));
+        before.procs.insert((2, 20), ("local buffer", 100));
         let mut after = Snapshot {
             busy: 2500,
             total: 6000,
@@ -236,13 +244,13 @@ mod tests {
             ..Snapshot::default()
         };
         after.procs.insert((1, 10), ("workerd", 1100));
-        after.procs.insert((2, 20), ("local SQS", 300));
+        after.procs.insert((2, 20), ("local buffer", 300));
         // A new process counts for all of its ticks; a reused pid with another start time
         // is another process.
         after.procs.insert((3, 30), ("wrk", 50));
         let u = usage(&before, &after, 100.0, 2);
         assert_eq!(u.seconds_of("workerd"), 6.0);
-        assert_eq!(u.seconds_of("local SQS"), 2.0);
+        assert_eq!(u.seconds_of("local buffer"), 2.0);
         // wrk, gone by the end, counts through this process's reaped children.
         assert_eq!(u.seconds_of("wrk"), 0.75);
         assert_eq!(u.seconds_of("other"), 0.0);

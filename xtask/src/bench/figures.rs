@@ -40,7 +40,18 @@ pub(super) fn tables(r: &Results, opts: &Opts) -> Vec<Table> {
     }
     if let Some(w) = &r.wasm {
         let rows = [
-            ("edge (`spillway-edge`)", w.edge_raw, w.edge_gz, w),
+            (
+                "edge (`spillway-edge`), SQS build",
+                w.edge_raw,
+                w.edge_gz,
+                w,
+            ),
+            (
+                "edge, Kinesis build (`--env kinesis`)",
+                w.kinesis_raw,
+                w.kinesis_gz,
+                w,
+            ),
             (
                 "hello world (`benches/hello-worker`)",
                 w.hello_raw,
@@ -96,6 +107,7 @@ pub(super) fn tables(r: &Results, opts: &Opts) -> Vec<Table> {
     if let Some(rows) = &r.spill {
         out.push(spill_table(rows));
     }
+    out.extend(super::figure9::tables(r));
     out
 }
 
@@ -103,8 +115,9 @@ pub(super) fn tables(r: &Results, opts: &Opts) -> Vec<Table> {
 fn run(r: &Results, opts: &Opts) -> Table {
     let clients: Vec<String> = opts.burst_clients.iter().map(|c| c.to_string()).collect();
     let mut options = format!(
-        "--sqs {} --burst-clients {} --steady-secs {} --steady-rate {} --wrk-secs {}",
+        "--sqs {} --buffer {} --burst-clients {} --steady-secs {} --steady-rate {} --wrk-secs {}",
         opts.sqs,
+        opts.buffer,
         clients.join(","),
         opts.steady_secs,
         opts.steady_rate,
@@ -133,7 +146,7 @@ fn run(r: &Results, opts: &Opts) -> Table {
         ),
         ("options", TEXT, |x| json!(x.2)),
     ];
-    let kind = if opts.only.is_some() {
+    let kind = if opts.only.is_some() || opts.buffer != spillway_support::BufferKind::Sqs {
         "partial"
     } else {
         "full"
@@ -166,6 +179,10 @@ fn setup(r: &Results, opts: &Opts) -> Table {
         ("6", "PgBouncer `query_wait_timeout` (s)", json!(PGBOUNCER_QUERY_WAIT_S)),
         ("7, 8", "client timeout (s)", json!(super::batching::TIMEOUT.as_secs())),
         ("8", "edge `SQS_DEADLINE_MS`", json!(super::spill::DEADLINE_MS)),
+        ("9", "metered loads (events per request, requests/s, s)", json!(super::buffers::LOADS)),
+        ("9", "group commit window when on (ms)", json!(super::buffers::GROUP_WINDOW_MS)),
+        ("9", "consumer batch: SQS messages, Kinesis records", json!([super::cost::SQS_BATCH, super::cost::KINESIS_BATCH])),
+        ("9", "local Kinesis stream shards", opt(r.kinesis.as_ref().map(|k| json!(k.shards)))),
     ];
     let cols: [Col<(&str, &str, Value)>; 3] = [
         ("figure", TEXT, |x| json!(x.0)),
@@ -226,6 +243,9 @@ fn summary(r: &Results) -> Table {
         let what = format!("group commit {mode}, 1-event requests at {rate} req/s: billed SQS sends");
         rows.push((7, what, PER_M, b.billed_per_million(), FLOOR, b.floor_per_million()));
     }
+    for (what, unit, v, reference, ref_v) in super::figure9::summary_rows(r) {
+        rows.push((9, what, unit, v, reference, ref_v));
+    }
     let cols: [Col<SummaryRow>; 7] = [
         ("#", N, |x| json!(x.0)),
         ("figure", TEXT, |x| json!(x.1)),
@@ -283,7 +303,7 @@ pub(super) fn cpu_table(runs: &[WrkRun], cores: usize) -> Table {
         ("CPU per request, all (ms)", N2, |x| cpu_ms(x.0, None)),
         ("workerd (ms)", N2, |x| cpu_ms(x.0, Some(GROUPS[0]))),
         ("wrangler (node) (ms)", N2, |x| cpu_ms(x.0, Some(GROUPS[1]))),
-        ("local SQS (ms)", N2, |x| cpu_ms(x.0, Some(GROUPS[2]))),
+        ("local buffer (ms)", N2, |x| cpu_ms(x.0, Some(GROUPS[2]))),
         ("wrk (ms)", N2, |x| cpu_ms(x.0, Some(GROUPS[3]))),
         ("other (ms)", N2, |x| cpu_ms(x.0, Some(GROUPS[4]))),
         ("cores / CPU per request (req/s)", N, |x| ratio(x.1 as f64 * 1000.0, cpu_all(x.0))),

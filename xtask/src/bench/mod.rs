@@ -12,21 +12,26 @@
 //! against off (SQS requests counted at the local SQS, against payload bytes).
 //! Nothing here is a hard-coded result: the tables are filled from what was measured.
 //!
-//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst` (a subset, for development;
+//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst,buffers` (a subset, for development;
 //! the committed files are then not rewritten: a partial results file and a filled copy of
 //! `BENCHMARKS.md` go to `$CARGO_TARGET_DIR/bench-partial/`), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
-//! fast one), `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
+//! fast one), `--buffer sqs|kinesis` (the pipeline of figures 3 and 6; SQS by default, which
+//! also measures Kinesis beside it in figure 9; Kinesis skips the SQS-only figures 7, 8 and 9),
+//! `--burst-clients N,N` (200,1000,3000), `--steady-secs N` (60; 0 skips the outage
 //! scenarios), `--steady-rate N` (100 requests/s), `--wrk-secs N` (8).
 
 mod batching;
+mod buffers;
 mod burst;
 mod checks;
 mod client;
+mod cost;
 mod cpu;
 mod db;
 mod designs;
 mod edge;
 mod experiment;
+mod figure9;
 mod figures;
 mod fill;
 mod measure;
@@ -45,11 +50,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use spillway_support::{SqsKind, Stack, StackConfig};
+use spillway_support::{BufferKind, SqsKind, Stack, StackConfig};
 
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::step::{note, root, run, step};
-use crate::test::wasm_build;
+use crate::test::{wasm_build, wasm_build_for};
 use batching::{batching, BatchRow};
 use db::{db_write, DbWrite};
 use designs::ensure_pgbouncer;
@@ -80,6 +85,9 @@ struct Opts {
     wrk_secs: u32,
     /// The local SQS behind the pipeline: LocalStack unless `--sqs`/`SPILLWAY_SQS` says moto.
     sqs: SqsKind,
+    /// The buffer of the pipeline figures 3 and 6 run on (`--buffer`, default SQS). Figure 9
+    /// measures both in the default run; Kinesis skips the SQS-only figures 7, 8 and 9.
+    buffer: BufferKind,
 }
 
 impl Opts {
@@ -91,6 +99,7 @@ impl Opts {
             steady_rate: 100,
             wrk_secs: 8,
             sqs: SqsKind::LocalStack,
+            buffer: BufferKind::Sqs,
         };
         if let Ok(v) = std::env::var("SPILLWAY_SQS") {
             o.sqs = v.parse().context("SPILLWAY_SQS")?;
@@ -116,15 +125,7 @@ impl Opts {
                 "--steady-rate" => o.steady_rate = u32::try_from(number()?.max(1))?,
                 "--wrk-secs" => o.wrk_secs = u32::try_from(number()?.max(1))?,
                 "--sqs" => o.sqs = value.parse().context("--sqs")?,
-                // The contract's flag, parsed here so that `--buffer kinesis` is refused by
-                // name rather than as an unknown option: the Kinesis figures are not measured yet.
-                "--buffer" => match value.parse().context("--buffer")? {
-                    spillway_support::BufferKind::Sqs => {}
-                    spillway_support::BufferKind::Kinesis => bail!(
-                        "--buffer kinesis: not yet: the bench measures the SQS buffer only (the \
-                         Kinesis figures are issue 27's item 7); run it without --buffer"
-                    ),
-                },
+                "--buffer" => o.buffer = value.parse().context("--buffer")?,
                 other => bail!(
                     "unknown option {other} (known: --only, --sqs, --buffer, --burst-clients, --steady-secs, --steady-rate, --wrk-secs)"
                 ),
@@ -134,6 +135,11 @@ impl Opts {
     }
 
     fn wants(&self, what: &str) -> bool {
+        // Group commit, the spill and the side-by-side figure are the SQS pipeline's (figure 9
+        // starts the Kinesis pipeline itself).
+        if self.buffer == BufferKind::Kinesis && ["batching", "spill", "buffers"].contains(&what) {
+            return false;
+        }
         self.only
             .as_ref()
             .is_none_or(|l| l.iter().any(|x| x == what))
@@ -153,6 +159,9 @@ struct Results {
     batching: Option<Vec<BatchRow>>,
     /// Figure 8: the spill, SQS healthy and stalled.
     spill: Option<Vec<spill::SpillRow>>,
+    /// Figure 9: the SQS pipeline's metered runs, and the Kinesis pipeline's figures.
+    sqs_metered: Option<Vec<buffers::Metered>>,
+    kinesis: Option<buffers::KinesisSide>,
     /// Figure 6: per scenario, the three designs.
     experiment: Vec<ScenarioResult>,
     /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
@@ -191,13 +200,15 @@ pub fn main(args: &[String]) -> Result<()> {
     // missing marker leaves the committed files as they were; a partial run's copy adds places.
     let mut doc =
         fs::read_to_string(root().join("BENCHMARKS.md")).context("reading BENCHMARKS.md")?;
-    if opts.only.is_some() {
+    // Only the default run (every figure, SQS's pipeline with Kinesis beside it) rewrites the
+    // committed files; any other is partial.
+    let full = opts.only.is_none() && opts.buffer == BufferKind::Sqs;
+    if !full {
         doc = fill::with_places_for(&doc, &tables);
     }
     fill::fill(&doc, &tables)?;
     // The plots BENCHMARKS.md links are rewritten only together with it, from the same run; a
     // partial run writes its plots, results and Markdown apart.
-    let full = opts.only.is_none();
     let (out, md) = if full {
         (root().join("benches/results"), root().join("BENCHMARKS.md"))
     } else {
@@ -247,8 +258,14 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         || opts.wants("batching")
         || opts.wants("spill")
         || opts.wants("burst");
-    if opts.wants("wasm") || live {
+    let kinesis_live = opts.wants("buffers") || opts.buffer == BufferKind::Kinesis && live;
+    if opts.wants("wasm") || live || opts.wants("buffers") {
         step("build the worker (wasm)", || wasm_build(tools))?;
+    }
+    if opts.wants("wasm") || kinesis_live {
+        step("build the Kinesis worker (wasm)", || {
+            wasm_build_for(tools, BufferKind::Kinesis)
+        })?;
     }
     if opts.wants("wasm") {
         step("build the hello-world worker (wasm)", || {
@@ -271,18 +288,21 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     if opts.wants("db") {
         r.db = Some(step("figure 5: bulk write vs COPY", db_write)?);
     }
-    if live && opts.sqs == SqsKind::LocalStack {
+    if (live || kinesis_live) && opts.sqs == SqsKind::LocalStack {
         ensure_localstack()?;
     }
-    if live {
+    if live || kinesis_live {
         let build = "build --quiet --release -p spillway-consumer --bins -p spillway-baseline";
         let what = "build the consumer, the poller and the baseline server (release, as deployed)";
         step(what, || {
             run(&mut cargo(&build.split(' ').collect::<Vec<_>>()))
         })?;
+    }
+    if live || opts.wants("buffers") {
         let mut stack = step("start the pipeline (Stack)", || {
             let mut cfg = StackConfig::ephemeral("bench")?;
             cfg.sqs = opts.sqs;
+            cfg.buffer = opts.buffer;
             cfg.bin_dir = release_bin_dir();
             cfg.poller_env.push((
                 "WAIT_TIME_SECONDS".into(),
@@ -307,6 +327,14 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
                 || spill::spill(&mut stack),
             )?);
         }
+        if opts.wants("buffers") {
+            r.sqs_metered = Some(step("figure 9: SQS sends counted by a meter", || {
+                buffers::metered(
+                    &mut stack,
+                    &[buffers::Design::SqsDirect, buffers::Design::SqsGroup],
+                )
+            })?);
+        }
         r.sqs_server = Some(opts.sqs);
         r.sqs_rate = Some(step("the local SQS's SendMessageBatch rate", || {
             sqs_rate(&stack)
@@ -322,6 +350,10 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
                 || experiment(&mut stack, opts),
             )?;
         }
+    }
+    if opts.wants("buffers") {
+        // After the SQS pipeline is gone: the two never share the cores.
+        r.kinesis = Some(buffers::kinesis_side(opts)?);
     }
     r.load_end = measure::load_average();
     r.seconds = started.elapsed().as_secs_f64();

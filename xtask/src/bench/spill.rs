@@ -70,7 +70,7 @@ fn phases(stack: &mut Stack) -> Result<Vec<SpillRow>> {
         // The stall comes on the edge of the healthy phase before it, as it was.
         if stall.is_none() {
             stack.config.spill = spill;
-            stack.config.edge_sqs_meter = false;
+            stack.config.edge_meter = false;
             stack.config.edge_sqs_proxy = true;
             stack.restart_edge().context("restarting the edge")?;
         }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use spillway_shared::{BufferLimits, EdgeInfo, Event};
-use spillway_support::{SqsKind, Stack};
+use spillway_support::{BufferKind, SqsKind, Stack};
 
 use super::{CONSUMER_BATCH_SIZE, SQS_BILLING_CHUNK};
 use crate::step::note;
@@ -151,7 +151,13 @@ pub(super) fn sqs_rate(stack: &Stack) -> Result<f64> {
 /// queue grows), on either local server. Call it with the poller stopped. Requests the edge
 /// still had in flight when the load stopped may land after a purge, so it purges again until
 /// the main queue and the DLQ are both seen empty, for at most 15 s.
+///
+/// With the Kinesis buffer there is no queue to empty (a stream cannot be purged, and its
+/// records are the next figure's backlog only if a poller reads them): nothing is done.
 pub(super) fn purge(stack: &Stack) -> Result<()> {
+    if stack.env.buffer == BufferKind::Kinesis {
+        return Ok(());
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         purge_once(stack)?;

@@ -1,8 +1,10 @@
 //! The committed BENCHMARKS.md shows exactly the committed results file: its tables are the
 //! file's, filled between the markers, and its checks are the ones the file's tables give. And
-//! the bench's `--buffer` option: it measures the SQS buffer only, so far.
+//! the bench's `--buffer` option picks the pipeline of the live figures.
 
 use std::fs;
+
+use spillway_support::BufferKind;
 
 use super::{checks, fill, table, Opts};
 use crate::step::root;
@@ -30,13 +32,21 @@ fn the_committed_tables_are_those_of_the_committed_results_file() {
 }
 
 #[test]
-fn the_bench_takes_buffer_sqs_and_refuses_kinesis_by_name() {
+fn the_buffer_picks_the_pipeline_and_kinesis_skips_the_sqs_only_figures() {
     let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    Opts::parse(&args(&["--buffer", "sqs"])).expect("the SQS buffer is what it measures");
-    let err = Opts::parse(&args(&["--buffer", "kinesis"])).expect_err("not yet");
-    assert!(
-        format!("{err:#}").contains("--buffer kinesis: not yet"),
-        "{err:#}"
+    let sqs = Opts::parse(&args(&["--buffer", "sqs"])).expect("sqs");
+    assert_eq!(sqs.buffer, BufferKind::Sqs);
+    assert!(["workerd", "burst", "batching", "spill", "buffers"]
+        .iter()
+        .all(|f| sqs.wants(f)));
+    let kinesis = Opts::parse(&args(&["--buffer", "kinesis"])).expect("kinesis");
+    assert_eq!(kinesis.buffer, BufferKind::Kinesis);
+    assert!(kinesis.wants("workerd") && kinesis.wants("burst"));
+    assert!(!kinesis.wants("batching") && !kinesis.wants("spill") && !kinesis.wants("buffers"));
+    // The default is SQS, with figure 9 measuring Kinesis beside it.
+    assert_eq!(
+        Opts::parse(&[]).expect("no options").buffer,
+        BufferKind::Sqs
     );
     let err = Opts::parse(&args(&["--buffer", "kafka"])).expect_err("unknown");
     assert!(

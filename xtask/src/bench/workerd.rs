@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use spillway_support::Stack;
+use spillway_support::{BufferKind, Stack};
 
 use super::cpu::{self, Usage};
 use super::measure::now_rfc3339;
@@ -141,7 +141,7 @@ pub(super) fn run_wrk(
 }
 
 pub(super) fn workerd(stack: &mut Stack, opts: &Opts) -> Result<Vec<WrkRun>> {
-    // Only the edge and the local SQS are measured: the poller would compete for the same two
+    // Only the edge and its buffer are measured: the poller would compete for the same two
     // cores while it drains what wrk sends.
     stack.stop_poller();
     let dir = stack.config.dir.join("wrk");
@@ -161,11 +161,13 @@ pub(super) fn workerd(stack: &mut Stack, opts: &Opts) -> Result<Vec<WrkRun>> {
         let events = if n == 1 { "event" } else { "events" };
         let label = format!("POST {n} {events} ({} B)", body.len());
         let run = run_wrk(&label, n, &ingest, &script, opts.wrk_secs)?;
-        let (visible, in_flight) = stack.sqs.depth(&stack.env.sqs_queue_url)?;
-        note(&format!(
-            "queue holds {} message(s) after the run (one per accepted request, including those still in flight when wrk stopped counting)",
-            visible + in_flight
-        ));
+        if stack.env.buffer == BufferKind::Sqs {
+            let (visible, in_flight) = stack.sqs.depth(&stack.env.sqs_queue_url)?;
+            note(&format!(
+                "queue holds {} message(s) after the run (one per accepted request, including those still in flight when wrk stopped counting)",
+                visible + in_flight
+            ));
+        }
         runs.push(run);
     }
     purge(stack)?;

@@ -1,0 +1,257 @@
+//! Figure 9's bill: dollars per million events, by service, from what a meter counted between
+//! the edge and its buffer in a run (`buffers.rs`) and the one price table (`crate::prices`).
+//! Pure: the counted units in, the dollars out.
+//!
+//! Counted: the buffer's writes as the meter saw them (SQS requests per 64 KiB, Kinesis KiB
+//! and PUT payload units per record). Derived from those counts: the consumer's reads (SQS:
+//! one `ReceiveMessage` and one `DeleteMessageBatch` per full batch; Kinesis on-demand: every
+//! byte read once; provisioned: free), the stream's retention past 24 h (the template's
+//! `RetentionPeriodHours`) and the consumer's Lambda invocations (full batches). From the
+//! requests: one Workers request per client request, one Durable Object request per request
+//! that goes through group commit. Not counted here (issue 28): Workers CPU, Durable Object
+//! duration, Lambda duration, the spill queue.
+
+use spillway_support::MeterSnapshot;
+
+use crate::prices::{usd, HOURS_PER_MONTH};
+
+/// The consumer's batch sizes (messages per SQS receive, records per Kinesis batch): the
+/// defaults of the SAM templates.
+pub(super) const SQS_BATCH: f64 = 10.0;
+pub(super) const KINESIS_BATCH: f64 = 100.0;
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+/// How long the stream keeps records: `RetentionPeriodHours` of infra/template-kinesis.yaml
+/// (a test checks the template's default). Past the first 24 h it is billed.
+pub(super) const KINESIS_RETENTION_HOURS: f64 = 168.0;
+
+/// How the buffer's part is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Billing {
+    Sqs,
+    KinesisOnDemand,
+    KinesisProvisioned,
+}
+
+impl Billing {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Billing::Sqs => "SQS",
+            Billing::KinesisOnDemand => "Kinesis on-demand",
+            Billing::KinesisProvisioned => "Kinesis provisioned",
+        }
+    }
+}
+
+/// One design's bill per million events.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Bill {
+    pub(super) billing: Billing,
+    /// The buffer's billed write units per million events: SQS requests, KiB in, or PUT
+    /// payload units.
+    pub(super) units: f64,
+    pub(super) unit: &'static str,
+    pub(super) workers: f64,
+    pub(super) durable_objects: f64,
+    pub(super) buffer_in: f64,
+    pub(super) buffer_out: f64,
+    /// Keeping the records past the first 24 h (on-demand: per GB-month; provisioned: in the
+    /// monthly part, per shard).
+    pub(super) retention: f64,
+    pub(super) lambda: f64,
+    /// What is paid per month whatever the traffic: a stream (on-demand), a shard (provisioned).
+    pub(super) per_month: f64,
+}
+
+impl Bill {
+    pub(super) fn total(&self) -> f64 {
+        self.workers
+            + self.durable_objects
+            + self.buffer_in
+            + self.buffer_out
+            + self.retention
+            + self.lambda
+    }
+}
+
+/// The bill of a run that sent `events_per_request`-event requests, `group_commit` on or off,
+/// whose buffer writes `m` counted, under `billing`. NaN where nothing reached the buffer.
+pub(super) fn bill(
+    m: &MeterSnapshot,
+    events_per_request: usize,
+    group_commit: bool,
+    billing: Billing,
+) -> Bill {
+    let per_m = |count: f64| {
+        if m.events == 0 {
+            f64::NAN
+        } else {
+            count * 1e6 / m.events as f64
+        }
+    };
+    let requests = 1e6 / events_per_request as f64;
+    let entries = per_m(m.entries as f64);
+    let price = |id: &str, count: f64| count * usd(id) / 1e6;
+    let mut b = Bill {
+        billing,
+        units: f64::NAN,
+        unit: "",
+        workers: price("workers_request", requests),
+        durable_objects: if group_commit {
+            price("do_request", requests)
+        } else {
+            0.0
+        },
+        buffer_in: f64::NAN,
+        buffer_out: f64::NAN,
+        retention: 0.0,
+        lambda: f64::NAN,
+        per_month: 0.0,
+    };
+    match billing {
+        Billing::Sqs => {
+            b.units = per_m(m.billed as f64);
+            b.unit = "SQS requests";
+            b.buffer_in = price("sqs_request", b.units);
+            // Full receives of SQS_BATCH messages, each billed per started 64 KiB of what it
+            // returns, and one delete per receive.
+            let bytes_per_message = m.body_bytes as f64 / m.entries.max(1) as f64;
+            let receives = entries / SQS_BATCH;
+            let chunks = (bytes_per_message * SQS_BATCH / 65_536.0).ceil().max(1.0);
+            b.buffer_out = price("sqs_request", receives * chunks + receives);
+            b.lambda = price("lambda_request", receives);
+        }
+        Billing::KinesisOnDemand => {
+            b.units = per_m(m.kinesis_kb as f64);
+            b.unit = "KiB in";
+            b.buffer_in = b.units * 1024.0 / GIB * usd("kinesis_od_in_gb");
+            let gb = per_m(m.body_bytes as f64) / GIB;
+            b.buffer_out = gb * usd("kinesis_od_out_gb");
+            let months_kept = (KINESIS_RETENTION_HOURS - 24.0).max(0.0) / HOURS_PER_MONTH;
+            b.retention = gb * months_kept * usd("kinesis_od_retention_gb_month");
+            b.lambda = price("lambda_request", entries / KINESIS_BATCH);
+            b.per_month = usd("kinesis_od_stream_hour") * HOURS_PER_MONTH;
+        }
+        Billing::KinesisProvisioned => {
+            b.units = per_m(m.put_units as f64);
+            b.unit = "PUT payload units";
+            b.buffer_in = price("kinesis_put_unit", b.units);
+            b.buffer_out = 0.0;
+            b.lambda = price("lambda_request", entries / KINESIS_BATCH);
+            let retention = if KINESIS_RETENTION_HOURS > 24.0 {
+                usd("kinesis_retention_shard_hour")
+            } else {
+                0.0
+            };
+            b.per_month = (usd("kinesis_shard_hour") + retention) * HOURS_PER_MONTH;
+        }
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn one_event_per_sqs_message_direct() {
+        // 1,000 events, one 1,430 B message each, one billed send each.
+        let m = MeterSnapshot {
+            events: 1_000,
+            entries: 1_000,
+            body_bytes: 1_430_000,
+            billed: 1_000,
+            ..MeterSnapshot::default()
+        };
+        let b = bill(&m, 1, false, Billing::Sqs);
+        assert_eq!(b.units, 1e6);
+        // Workers: 1M requests at $0.30/M; SQS: 1M sends at $0.40/M.
+        assert!(close(b.workers, 0.30));
+        assert!(close(b.buffer_in, 0.40));
+        // 100,000 receives of 10 x 1,430 B (one 64 KiB chunk) and 100,000 deletes.
+        assert!(close(b.buffer_out, 0.08));
+        assert!(close(b.lambda, 0.02));
+        assert_eq!(b.durable_objects, 0.0);
+        assert!(close(b.total(), 0.30 + 0.40 + 0.08 + 0.02));
+    }
+
+    #[test]
+    fn group_commit_pays_a_durable_object_request_per_client_request() {
+        // 3 events per message: a third of the sends, but every request still reaches a batcher.
+        let m = MeterSnapshot {
+            events: 3_000,
+            entries: 1_000,
+            body_bytes: 4_000_000,
+            billed: 1_000,
+            ..MeterSnapshot::default()
+        };
+        let b = bill(&m, 1, true, Billing::Sqs);
+        assert!(close(b.buffer_in, 0.40 / 3.0));
+        assert!(close(b.durable_objects, 0.15));
+    }
+
+    #[test]
+    fn kinesis_bills_rounded_kib_or_put_units_and_a_monthly_part() {
+        // 100 records of 1,500 B (2 KiB billed each on-demand, 1 PUT unit each provisioned),
+        // 100 events each: 10,000 events.
+        let m = MeterSnapshot {
+            events: 10_000,
+            entries: 100,
+            body_bytes: 150_000,
+            kinesis_kb: 200,
+            put_units: 100,
+            ..MeterSnapshot::default()
+        };
+        let od = bill(&m, 100, false, Billing::KinesisOnDemand);
+        assert!(close(od.units, 20_000.0));
+        assert!(close(od.buffer_in, 20_000.0 * 1024.0 / GIB * 0.08));
+        assert!(close(od.buffer_out, 15_000_000.0 / GIB * 0.04));
+        // 10,000 records per million events, in batches of 100.
+        assert!(close(od.lambda, 100.0 * 0.20 / 1e6));
+        // Kept 144 h past the first 24: 15 MB x 144/730 month x $0.10.
+        assert!(close(
+            od.retention,
+            15_000_000.0 / GIB * 144.0 / 730.0 * 0.10
+        ));
+        assert!(close(od.per_month, 29.2));
+        let pr = bill(&m, 100, false, Billing::KinesisProvisioned);
+        assert!(close(pr.buffer_in, 10_000.0 * 0.014 / 1e6));
+        assert_eq!(pr.buffer_out, 0.0);
+        // A shard, and its retention past 24 h: ($0.015 + $0.02) x 730 h.
+        assert!(close(pr.per_month, 25.55));
+        assert_eq!(pr.retention, 0.0);
+        // 10,000 requests per million events.
+        assert!(close(pr.workers, 10_000.0 * 0.30 / 1e6));
+    }
+
+    #[test]
+    fn the_retention_is_the_templates() {
+        let template =
+            std::fs::read_to_string(crate::step::root().join("infra/template-kinesis.yaml"))
+                .expect("the Kinesis template");
+        let after = template
+            .split_once("\n  RetentionPeriodHours:\n")
+            .expect("a RetentionPeriodHours parameter")
+            .1;
+        let default = after
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+            .find_map(|l| l.trim().strip_prefix("Default:"))
+            .expect("its default");
+        assert_eq!(default.trim().parse::<f64>(), Ok(KINESIS_RETENTION_HOURS));
+    }
+
+    #[test]
+    fn nothing_counted_is_unknown_not_free() {
+        let b = bill(
+            &MeterSnapshot::default(),
+            1,
+            false,
+            Billing::KinesisOnDemand,
+        );
+        assert!(b.buffer_in.is_nan() && b.total().is_nan());
+    }
+}
