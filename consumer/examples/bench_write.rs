@@ -11,6 +11,11 @@
 //! - `copy`: binary `COPY events FROM STDIN`, no duplicate handling (the raw ceiling);
 //! - `copy+staging`: `COPY` into a temporary table, then `INSERT ... ON CONFLICT DO NOTHING`
 //!   (the same semantics as `unnest`, the other shape the issue allows).
+//!
+//! With `BENCH_WRITE_ROWS_FROM` set to a database URL, the rows are instead the ROWS rows that
+//! database's (migrated) `events` table already holds, read back and written into the same
+//! table the three ways: `cargo xtask bench` times the write of the very rows its drain figure
+//! (figure 10) stored, in the PostgreSQL that stored them. The table holds them again at the end.
 
 use std::pin::pin;
 use std::time::Instant;
@@ -93,6 +98,34 @@ async fn copy_rows(client: &Transaction<'_>, table: &str, batch: &[Event]) -> an
     Ok(writer.finish().await?)
 }
 
+/// The rows `events` holds, as the events they were stored from (the columns this example writes).
+async fn stored_events(client: &tokio_postgres::Client) -> anyhow::Result<Vec<Event>> {
+    let rows = client
+        .query(
+            "SELECT id, type, occurred_at, received_at, key_id, data::text, edge_colo, edge_country \
+             FROM events ORDER BY key_id, id",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Event {
+                id: r.try_get(0)?,
+                event_type: r.try_get(1)?,
+                occurred_at: r.try_get(2)?,
+                received_at: r.try_get(3)?,
+                key_id: r.try_get(4)?,
+                edge: Some(EdgeInfo {
+                    colo: r.try_get(6)?,
+                    country: r.try_get(7)?,
+                }),
+                source: Default::default(),
+                data: r.try_get::<_, String>(5)?.parse()?,
+            })
+        })
+        .collect()
+}
+
 fn report(name: &str, rows: usize, started: Instant) -> f64 {
     let secs = started.elapsed().as_secs_f64();
     let rate = rows as f64 / secs;
@@ -109,13 +142,34 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(100_000);
     let batch: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
-    let pg = spillway_support::Postgres::start().context("starting PostgreSQL")?;
-    let url = pg.url();
+    let stored_in = std::env::var("BENCH_WRITE_ROWS_FROM")
+        .ok()
+        .filter(|v| !v.is_empty());
+    // Kept until the end: dropping it stops the throwaway server.
+    let (throwaway, url) = match stored_in {
+        Some(url) => (None, url),
+        None => {
+            let pg = spillway_support::Postgres::start().context("starting PostgreSQL")?;
+            let url = pg.url();
+            (Some(pg), url)
+        }
+    };
     let db = DbConfig::from_lookup(&|k| (k == "DATABASE_URL").then(|| url.clone()))?;
     let store = PgStore::new(&db)?;
     let mut client = store.open().await?;
     migrate::run(&mut client, migrate::MIGRATIONS).await?;
-    let all = events(rows);
+    let all = if throwaway.is_none() {
+        let stored = stored_events(&client).await?;
+        anyhow::ensure!(
+            stored.len() == rows,
+            "BENCH_WRITE_ROWS_FROM: expected {rows} stored rows, found {}",
+            stored.len()
+        );
+        println!("rows: the {rows} stored in the database given");
+        stored
+    } else {
+        events(rows)
+    };
     println!(
         "PostgreSQL {}; {rows} rows in batches of {batch}",
         client

@@ -159,14 +159,14 @@ pub(super) struct RunResult {
 
 /// A psql session held open for the whole run, so watching needs no new connection while the
 /// server is full.
-struct Monitor {
+pub(super) struct Monitor {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
 
 impl Monitor {
-    fn start(port: u16) -> Result<Monitor> {
+    pub(super) fn start(port: u16) -> Result<Monitor> {
         let bin = spillway_support::pg_bin_dir()?.join("psql");
         let mut child = Command::new(bin)
             .args(["-h", "127.0.0.1", "-p", &port.to_string()])
@@ -188,7 +188,7 @@ impl Monitor {
     }
 
     /// One query whose answer is one line.
-    fn query(&mut self, sql: &str) -> Result<String> {
+    pub(super) fn query(&mut self, sql: &str) -> Result<String> {
         writeln!(self.stdin, "{sql};")?;
         self.stdin.flush()?;
         let mut line = String::new();

@@ -1,4 +1,5 @@
-//! Figure 5: the consumer's bulk write against `COPY`.
+//! Figure 5: the consumer's bulk write against `COPY` (and figure 10's `COPY` reference, on the
+//! rows its drain stored).
 
 use std::process::Stdio;
 
@@ -6,6 +7,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::cargo;
 use crate::step::{note, show};
+
+/// `bench_write`'s setting naming the database whose stored rows it writes back.
+const STORED_IN: &str = "BENCH_WRITE_ROWS_FROM";
 
 #[derive(Debug, Clone)]
 pub(super) struct DbWrite {
@@ -18,13 +22,23 @@ pub(super) struct DbWrite {
 }
 
 pub(super) fn db_write() -> Result<DbWrite> {
-    let (rows, batch) = (100_000usize, 1_000usize);
+    bench_write(100_000, 1_000, None)
+}
+
+/// Runs `bench_write` on `rows` rows in batches of `batch`: its own sample in a throwaway
+/// PostgreSQL, or, with `stored_in` (a database URL), the `rows` rows that database's `events`
+/// table holds, written back into it (figure 10: the rows its drain stored).
+pub(super) fn bench_write(rows: usize, batch: usize, stored_in: Option<&str>) -> Result<DbWrite> {
     let run = "run --quiet --release -p spillway-consumer --example bench_write --";
     let (rows_s, batch_s) = (rows.to_string(), batch.to_string());
     let args: Vec<&str> = run.split(' ').chain([&*rows_s, &*batch_s]).collect();
-    let command = format!("cargo {}", args.join(" ").replace("--quiet ", ""));
-    note(&format!("$ {command}"));
+    let mut command = format!("cargo {}", args.join(" ").replace("--quiet ", ""));
     let mut c = cargo(&args);
+    if let Some(url) = stored_in {
+        c.env(STORED_IN, url);
+        command = format!("{STORED_IN}=<the stack's DATABASE_URL> {command}");
+    }
+    note(&format!("$ {command}"));
     let out = c
         .stderr(Stdio::inherit())
         .output()
@@ -35,6 +49,10 @@ pub(super) fn db_write() -> Result<DbWrite> {
     }
     if !out.status.success() {
         bail!("`{}` failed", show(&c));
+    }
+    // A build of the example that ignores the setting would time its own sample instead.
+    if stored_in.is_some() && !text.contains("rows: the ") {
+        bail!("bench_write did not write the stored rows: is its build older than {STORED_IN}?");
     }
     let rate = |name: &str| -> Result<f64> {
         text.lines()

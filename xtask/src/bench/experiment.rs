@@ -51,7 +51,7 @@ pub(super) const POLL_WAIT_S: u64 = 1;
 
 /// Waits until a receive a poller stopped at `stopped` left open has ended at the local SQS
 /// (it cannot be observed, only outlived: its wait is [`POLL_WAIT_S`]).
-fn wait_out_receives(stopped: Option<Instant>) {
+pub(super) fn wait_out_receives(stopped: Option<Instant>) {
     if let Some(at) = stopped {
         sleep_until(at + Duration::from_secs(POLL_WAIT_S) + Duration::from_millis(500));
     }

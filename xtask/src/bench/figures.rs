@@ -108,6 +108,9 @@ pub(super) fn tables(r: &Results, opts: &Opts) -> Vec<Table> {
         out.push(spill_table(rows));
     }
     out.extend(super::figure9::tables(r));
+    if let Some(rows) = &r.drain {
+        out.push(super::drain::table(rows));
+    }
     out
 }
 

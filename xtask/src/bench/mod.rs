@@ -7,12 +7,12 @@
 //! The machine these run on is shared and noisy, so every figure is a ratio against a reference
 //! measured in the same run: the edge against plain `serde_json`, the worker against a hello
 //! world, the edge's POSTs against its own `/healthz`, SQS requests against payload bytes, the
-//! consumer's write against `COPY`, Spillway against two synchronous designs (direct, and
+//! consumer's write (alone, and drained from the queue) against `COPY`, Spillway against two synchronous designs (direct, and
 //! through PgBouncer) in bursts and through a PostgreSQL outage, and the edge's group commit on
 //! against off (SQS requests counted at the local SQS, against payload bytes).
 //! Nothing here is a hard-coded result: the tables are filled from what was measured.
 //!
-//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst,buffers` (a subset, for development;
+//! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst,buffers,drain` (a subset, for development;
 //! the committed files are then not rewritten: a partial results file and a filled copy of
 //! `BENCHMARKS.md` go to `$CARGO_TARGET_DIR/bench-partial/`), `--sqs moto|localstack` (or `SPILLWAY_SQS`; LocalStack by default, the
 //! fast one), `--buffer sqs|kinesis` (the pipeline of figures 3 and 6; SQS by default, which
@@ -29,6 +29,7 @@ mod cost;
 mod cpu;
 mod db;
 mod designs;
+mod drain;
 mod edge;
 mod experiment;
 mod figure9;
@@ -137,7 +138,9 @@ impl Opts {
     fn wants(&self, what: &str) -> bool {
         // Group commit, the spill and the side-by-side figure are the SQS pipeline's (figure 9
         // starts the Kinesis pipeline itself).
-        if self.buffer == BufferKind::Kinesis && ["batching", "spill", "buffers"].contains(&what) {
+        if self.buffer == BufferKind::Kinesis
+            && ["batching", "spill", "buffers", "drain"].contains(&what)
+        {
             return false;
         }
         self.only
@@ -162,6 +165,8 @@ struct Results {
     /// Figure 9: the SQS pipeline's metered runs, and the Kinesis pipeline's figures.
     sqs_metered: Option<Vec<buffers::Metered>>,
     kinesis: Option<buffers::KinesisSide>,
+    /// Figure 10: the consumer's drain rate per shape and connections, against COPY.
+    drain: Option<Vec<drain::DrainRow>>,
     /// Figure 6: per scenario, the three designs.
     experiment: Vec<ScenarioResult>,
     /// The SQS server behind the pipeline in this run, and its measured `SendMessageBatch` rate.
@@ -257,7 +262,8 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
     let live = opts.wants("workerd")
         || opts.wants("batching")
         || opts.wants("spill")
-        || opts.wants("burst");
+        || opts.wants("burst")
+        || opts.wants("drain");
     let kinesis_live = opts.wants("buffers") || opts.buffer == BufferKind::Kinesis && live;
     if opts.wants("wasm") || live || opts.wants("buffers") {
         step("build the worker (wasm)", || wasm_build(tools))?;
@@ -339,6 +345,12 @@ fn measure(opts: &Opts, tools: &Tools, started: Instant) -> Result<Results> {
         r.sqs_rate = Some(step("the local SQS's SendMessageBatch rate", || {
             sqs_rate(&stack)
         })?);
+        if opts.wants("drain") {
+            r.drain = Some(step(
+                "figure 10: the consumer's drain rate per connection, against COPY",
+                || drain::drain(&mut stack),
+            )?);
+        }
         if opts.wants("burst") {
             step("pgbouncer (Debian package)", ensure_pgbouncer)?;
             // The clients of the largest burst are sockets of this process, and the servers'

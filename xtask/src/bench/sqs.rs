@@ -34,6 +34,32 @@ pub(super) fn chunks(bytes: usize) -> usize {
     bytes.div_ceil(SQS_BILLING_CHUNK).max(1)
 }
 
+/// Event `k` of the sample every figure sends, as the edge enriches it (`key_id`, the edge's
+/// location, `received` as its clock), and the bytes the client sent for it.
+pub(super) fn sample_event(
+    k: usize,
+    key_id: &str,
+    received: chrono::DateTime<chrono::Utc>,
+) -> Result<(Event, usize)> {
+    let raw = event(k, size_of_event(k), FIXED_TIMESTAMP, None);
+    let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
+        .map_err(|e| anyhow!("event {k}'s data: {e:?}"))?;
+    let e = Event {
+        id: uuid::Uuid::from_u128(0x0192_f0c1_7a44_7cc3_9e2b_0000_0000_0000 + k as u128),
+        event_type: "page_view".into(),
+        occurred_at: Some(received),
+        received_at: received,
+        key_id: key_id.into(),
+        edge: Some(EdgeInfo {
+            colo: Some("FRA".into()),
+            country: Some("DE".into()),
+        }),
+        source: Default::default(),
+        data,
+    };
+    Ok((e, raw.to_string().len()))
+}
+
 /// Fails when the packer refuses the sample: a packing failure must not read as zero sends.
 pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
     let limits = BufferLimits::default();
@@ -52,26 +78,10 @@ pub(super) fn sqs_costs() -> Result<Vec<SqsCost>> {
         let mut i = 0usize;
         while i < SAMPLE {
             let events = (i..i + n)
-                .map(|k| -> Result<Event> {
-                    let raw = event(k, size_of_event(k), FIXED_TIMESTAMP, None);
-                    client_bytes += raw.to_string().len();
-                    let data = spillway_shared::RawJson::from_json(&raw["data"].to_string())
-                        .map_err(|e| anyhow!("event {k}'s data: {e:?}"))?;
-                    Ok(Event {
-                        id: uuid::Uuid::from_u128(
-                            0x0192_f0c1_7a44_7cc3_9e2b_0000_0000_0000 + k as u128,
-                        ),
-                        event_type: "page_view".into(),
-                        occurred_at: Some(received),
-                        received_at: received,
-                        key_id: "web".into(),
-                        edge: Some(EdgeInfo {
-                            colo: Some("FRA".into()),
-                            country: Some("DE".into()),
-                        }),
-                        source: Default::default(),
-                        data,
-                    })
+                .map(|k| {
+                    let (e, bytes) = sample_event(k, "web", received)?;
+                    client_bytes += bytes;
+                    Ok(e)
                 })
                 .collect::<Result<Vec<Event>>>()?;
             let batches = spillway_shared::pack::pack(&events, &limits, &key)
