@@ -276,16 +276,29 @@ fn write_report(out: &mut String, p: &Plan, results: Option<&Path>) -> std::fmt:
     match dr.seconds {
         Some(t) => writeln!(
             out,
-            "  in the table after {} s (bound: {}); the edge took it in after {} s",
+            "  in the table after {} s (bound: {}); {}",
             n(t),
             dr.bound,
-            dr.accept_seconds.map_or("n/a".into(), n)
+            match (d.edge_rps, d.buffer, dr.accept_seconds) {
+                (None, Buffer::Sqs | Buffer::KinesisOnDemand, _) =>
+                    "the edge takes it in at once (Workers scale with the traffic)".to_owned(),
+                (_, _, Some(a)) => format!("the edge took it in after {} s", n(a)),
+                _ => String::new(),
+            }
         )?,
         None => writeln!(
             out,
             "  never drains: {} has no capacity left over the rate (or needs more than 30 days)",
             dr.bound
         )?,
+    }
+    if d.buffer == Buffer::KinesisProvisioned && dr.accept_seconds.is_some_and(|a| a > 1.0) {
+        writeln!(
+            out,
+            "  past its shards' rate a provisioned stream refuses records; the edge retries them \
+             within SQS_DEADLINE_MS, then spills them (or answers 503): a burst that takes \
+             longer than that to take in is partly spilled"
+        )?;
     }
     writeln!(
         out,
