@@ -283,7 +283,7 @@ mod tests {
             .lines
             .iter()
             .find(|l| l.item.starts_with("data in"))
-            .unwrap();
+            .expect("as set up");
         assert!(close(
             data_in.units,
             1_000.0 * SECONDS_PER_MONTH * 2.0 * KIB / GIB
@@ -292,7 +292,7 @@ mod tests {
         let s = settings(&i);
         assert_eq!(s.stream_shards, 2, "1,000 records/s with 25 % headroom");
         let b = bill(&i, &s);
-        let shards = b.lines.iter().find(|l| l.fixed).unwrap();
+        let shards = b.lines.iter().find(|l| l.fixed).expect("as set up");
         assert!(close(shards.usd, 2.0 * 730.0 * (0.015 + 0.02)));
     }
 

@@ -263,7 +263,7 @@ mod tests {
         let scale = list
             .iter()
             .find(|u| u.limit.starts_with("Lambda's SQS scale-up"))
-            .unwrap();
+            .expect("as set up");
         // 100,000 events/s at 5,000 per connection: 20 invocations of the 305 reached.
         assert!((scale.share - 20.0 / 305.0).abs() < 1e-9, "{}", scale.share);
     }

@@ -137,7 +137,7 @@ mod tests {
         i.capacities.drain_per_connection = 1_000.0;
         i.load.burst_events = 10_000.0;
         let d = drain(&i, &settings(&i));
-        let t = d.seconds.unwrap();
+        let t = d.seconds.expect("as set up");
         assert!((t - 10.0).abs() < 0.01, "{t}");
         assert_eq!(d.bound, "the consumer");
         assert_eq!(d.accept_seconds.map(|a| a < 0.01), Some(true));
@@ -153,7 +153,7 @@ mod tests {
         i.load.burst_events = 99_750.0;
         let d = drain(&i, &settings(&i));
         assert_eq!((d.concurrency_start, d.concurrency_max), (5.0, 100.0));
-        let t = d.seconds.unwrap();
+        let t = d.seconds.expect("as set up");
         assert!((t - 19.0).abs() < 0.05, "{t}");
         assert_eq!(d.bound, "the consumer's scale-up");
     }
@@ -166,7 +166,7 @@ mod tests {
         i.deployment.ramp = false;
         i.load.burst_events = 5_000.0;
         let d = drain(&i, &settings(&i));
-        assert!((d.seconds.unwrap() - 10.0).abs() < 0.05);
+        assert!((d.seconds.expect("as set up") - 10.0).abs() < 0.05);
         assert_eq!(d.bound, "the edge");
         // A consumer slower than the steady rate never drains the burst.
         i.capacities.drain_per_connection = 100.0;
@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(s.stream_shards, 1);
         let d = drain(&i, &s);
         // One shard, 1,000 records of one event a second, 100 of them steady.
-        assert!((d.accept_seconds.unwrap() - 10.0).abs() < 0.05);
+        assert!((d.accept_seconds.expect("as set up") - 10.0).abs() < 0.05);
         assert_eq!(d.bound, "the edge");
     }
 }

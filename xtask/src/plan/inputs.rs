@@ -442,7 +442,10 @@ mod tests {
         assert_eq!(m.cpu_ms.value, 2.78);
         assert_eq!(measured(Some(&text), 100.0, 100.0, 2).cpu_ms.value, 8.45);
         assert_eq!(m.edge_rps.map(|e| e.value), Some(501.0));
-        let at10 = measured(Some(&text), 10.0, 10.0, 2).edge_rps.unwrap().value;
+        let at10 = measured(Some(&text), 10.0, 10.0, 2)
+            .edge_rps
+            .expect("as set up")
+            .value;
         assert!((at10 - (501.0 - 351.0 * 9.0 / 99.0)).abs() < 1e-9);
         // 1,430 = M + 512 + e; 141,218 = M + 100 x (1,281 + e).
         let (mo, eo) = (m.message_overhead.value, m.event_overhead.value);

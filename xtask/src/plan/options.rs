@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn defaults_and_every_option() {
-        let o = parse(&args("--rps 100")).unwrap();
+        let o = parse(&args("--rps 100")).expect("as set up");
         assert_eq!(o.rps, 100.0);
         assert_eq!(
             (
@@ -250,7 +250,7 @@ mod tests {
              --connections 8 --write-rate 4000 --buffer kinesis-provisioned --burst 30000 \
              --window-ms 0 --send-ms 12.5 --memory-mb 1024 --arrivals uniform --results x.json",
         ))
-        .unwrap();
+        .expect("as set up");
         assert_eq!(o.rps, 10_000.0);
         assert_eq!((o.events_per_request, o.bytes_per_event), (100, 1281));
         assert_eq!(
@@ -266,17 +266,18 @@ mod tests {
 
     #[test]
     fn here_sets_this_machines_defaults_and_flags_still_win() {
-        let o = parse(&args("--here --rps 300")).unwrap();
+        let o = parse(&args("--here --rps 300")).expect("as set up");
         assert_eq!((o.locations, o.connections, o.send_ms), (1, 2, 10.0));
         assert_eq!(o.arrivals, Arrivals::Uniform);
-        let o = parse(&args("--rps 300 --here --connections 4 --arrivals poisson")).unwrap();
+        let o =
+            parse(&args("--rps 300 --here --connections 4 --arrivals poisson")).expect("as set up");
         assert_eq!((o.connections, o.arrivals), (4, Arrivals::Poisson));
-        assert!(!o.brief && parse(&args("--brief --rps 1")).unwrap().brief);
+        assert!(!o.brief && parse(&args("--brief --rps 1")).expect("as set up").brief);
     }
 
     #[test]
     fn errors_name_the_option() {
-        let err = |s: &str| parse(&args(s)).unwrap_err().to_string();
+        let err = |s: &str| parse(&args(s)).expect_err("an error").to_string();
         assert_eq!(err("--locations 3"), "--rps is required");
         assert_eq!(err("--rps 1 --speed 3"), "unknown option --speed");
         assert_eq!(err("--rps"), "--rps needs a value");

@@ -8,7 +8,7 @@ fn args(s: &str) -> Vec<String> {
 
 #[test]
 fn the_command_prints_settings_bill_burst_and_limits() {
-    let o = parse(&args("--rps 10000")).unwrap();
+    let o = parse(&args("--rps 10000")).expect("as set up");
     let p = plan(&o, None);
     let text = report::render(&p, None);
     for part in [
@@ -29,7 +29,7 @@ fn the_command_prints_settings_bill_burst_and_limits() {
     assert_eq!(p.limits.len(), 3);
     assert!(p.bill.total() > 0.0 && p.bill.total().is_finite());
     let kinesis = plan(
-        &parse(&args("--rps 100 --buffer kinesis-provisioned")).unwrap(),
+        &parse(&args("--rps 100 --buffer kinesis-provisioned")).expect("as set up"),
         None,
     );
     let text = report::render(&kinesis, None);
@@ -50,7 +50,10 @@ fn measured_inputs_are_read_and_named() {
          "rows": [["POST 1 event (512 B)", 199.0], ["POST 100 events (128101 B)", 108.0]]}
     ]})
     .to_string();
-    let p = plan(&parse(&args("--rps 100 --here")).unwrap(), Some(&results));
+    let p = plan(
+        &parse(&args("--rps 100 --here")).expect("as set up"),
+        Some(&results),
+    );
     assert_eq!(p.input.capacities.drain_per_connection, 72_914.0);
     assert_eq!(p.input.deployment.edge_rps, Some(199.0));
     let text = report::render(&p, Some(Path::new("results.json")));
@@ -62,7 +65,7 @@ fn measured_inputs_are_read_and_named() {
     assert!(text.contains("the edge, as measured here"), "{text}");
     // An explicit write rate wins over the file.
     let p = plan(
-        &parse(&args("--rps 100 --write-rate 900")).unwrap(),
+        &parse(&args("--rps 100 --write-rate 900")).expect("as set up"),
         Some(&results),
     );
     assert_eq!(p.input.capacities.drain_per_connection, 900.0);
@@ -71,9 +74,9 @@ fn measured_inputs_are_read_and_named() {
 #[test]
 fn main_checks_options_and_the_results_file() {
     assert!(main(&args("--help")).is_ok());
-    let err = main(&args("--rps 100 --results /nonexistent/results.json")).unwrap_err();
+    let err = main(&args("--rps 100 --results /nonexistent/results.json")).expect_err("an error");
     assert!(format!("{err:#}").contains("/nonexistent/results.json"));
-    let err = main(&args("--rps -3")).unwrap_err();
+    let err = main(&args("--rps -3")).expect_err("an error");
     assert!(format!("{err:#}").contains("--rps -3"));
 }
 
@@ -91,7 +94,10 @@ fn sources_name_every_limit_and_price() {
 
 #[test]
 fn the_brief_report_has_one_line_per_part() {
-    let p = plan(&parse(&args("--rps 10000 --brief")).unwrap(), None);
+    let p = plan(
+        &parse(&args("--rps 10000 --brief")).expect("as set up"),
+        None,
+    );
     let text = report::brief(&p);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 7, "{text}");
