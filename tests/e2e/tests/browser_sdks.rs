@@ -293,7 +293,8 @@ fn segment_analytics_next_in_chromium_every_message_is_stored_once() {
             "more": 3,
             "loads": [
                 {"variant": "standard", "strategy": "standard"},
-                {"variant": "batching", "strategy": "batching"},
+                // Held until the page is hidden: the whole batch goes out as it unloads.
+                {"variant": "batching", "strategy": "batching", "unloadOnly": true},
             ],
         }),
     );
