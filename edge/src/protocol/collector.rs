@@ -82,7 +82,10 @@ fn is_gzip(bytes: &[u8]) -> bool {
 /// A form body's `data` and `compression` fields, when the body is a form with `data`.
 fn form_fields(bytes: &[u8]) -> Option<(String, Option<String>)> {
     let named = |name: &[u8]| {
-        bytes.starts_with(name) || bytes.windows(name.len() + 1).any(|w| w[0] == b'&' && &w[1..] == name)
+        bytes.starts_with(name)
+            || bytes
+                .windows(name.len() + 1)
+                .any(|w| w[0] == b'&' && &w[1..] == name)
     };
     if !named(b"data=") {
         return None;
@@ -112,7 +115,8 @@ fn is_base64_byte(b: u8) -> bool {
 
 /// Standard or URL-safe base64, padded or not, whitespace ignored.
 fn unbase64(bytes: &[u8]) -> Result<Vec<u8>, EdgeError> {
-    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let text: Vec<u8> = bytes
         .iter()
         .copied()
@@ -163,7 +167,11 @@ pub fn decode_body(
         } else if hint == Some(Compression::Base64) {
             bytes = unbase64(&bytes)?;
             hint = None;
-        } else if bytes.len() >= 4 && bytes.iter().all(|&b| is_base64_byte(b) || b.is_ascii_whitespace()) {
+        } else if bytes.len() >= 4
+            && bytes
+                .iter()
+                .all(|&b| is_base64_byte(b) || b.is_ascii_whitespace())
+        {
             // Unasked-for base64 is taken only when it holds what a body may be.
             match unbase64(&bytes) {
                 Ok(inner) if is_json(&inner) || is_gzip(&inner) => bytes = inner,
@@ -177,9 +185,10 @@ pub fn decode_body(
         // Nothing recognisable: the declared type decides between 415 and invalid JSON.
         let speaks_form = posthog
             && content_type.is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+                ct.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
             });
         if !speaks_form {
             format_of(content_type)?;
@@ -317,25 +326,46 @@ mod tests {
             format!("data={b}"),
         ] {
             assert_eq!(
-                decode_body(form.clone().into_bytes(), Some("application/x-www-form-urlencoded"), None, None, ph, &l)
-                    .expect(&form),
+                decode_body(
+                    form.clone().into_bytes(),
+                    Some("application/x-www-form-urlencoded"),
+                    None,
+                    None,
+                    ph,
+                    &l
+                )
+                .expect(&form),
                 json
             );
         }
         let url_safe = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gzip(json));
         assert_eq!(
-            decode_body(url_safe.into_bytes(), Some("text/plain"), None, None, ph, &l).expect("url-safe"),
+            decode_body(
+                url_safe.into_bytes(),
+                Some("text/plain"),
+                None,
+                None,
+                ph,
+                &l
+            )
+            .expect("url-safe"),
             json
         );
         // gzip inside base64 inside a form, inside gzip.
-        let form = format!("data={}", base64::engine::general_purpose::STANDARD.encode(gzip(json)).replace('+', "%2B"));
+        let form = format!(
+            "data={}",
+            base64::engine::general_purpose::STANDARD
+                .encode(gzip(json))
+                .replace('+', "%2B")
+        );
         assert_eq!(
             decode_body(gzip(form.as_bytes()), None, Some("gzip"), None, ph, &l).expect("layers"),
             json
         );
         // An unknown hint is ignored, as PostHog ignores it; lz-string is refused.
         assert_eq!(
-            decode_body(json.to_vec(), None, None, Some("compression=zstd"), ph, &l).expect("unknown"),
+            decode_body(json.to_vec(), None, None, Some("compression=zstd"), ph, &l)
+                .expect("unknown"),
             json
         );
         assert!(matches!(
@@ -345,7 +375,8 @@ mod tests {
         // Base64 nobody asked for is taken only when it holds JSON or gzip: else the body is
         // left as it is (and is invalid JSON), or refused by its declared type.
         assert_eq!(
-            decode_body(b"abcd1234".to_vec(), Some("text/plain"), None, None, ph, &l).expect("as is"),
+            decode_body(b"abcd1234".to_vec(), Some("text/plain"), None, None, ph, &l)
+                .expect("as is"),
             b"abcd1234"
         );
         assert!(matches!(
@@ -377,10 +408,19 @@ mod tests {
         let bomb = gzip(&vec![b' '; 100_000]);
         let form = format!(
             "data={}",
-            base64::engine::general_purpose::STANDARD.encode(&bomb).replace('+', "%2B")
+            base64::engine::general_purpose::STANDARD
+                .encode(&bomb)
+                .replace('+', "%2B")
         );
         assert_eq!(
-            decode_body(form.into_bytes(), None, None, None, Collector::Posthog, &tight),
+            decode_body(
+                form.into_bytes(),
+                None,
+                None,
+                None,
+                Collector::Posthog,
+                &tight
+            ),
             Err(EdgeError::DecompressedTooLarge { limit: 1000 })
         );
     }

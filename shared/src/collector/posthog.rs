@@ -93,7 +93,15 @@ pub fn parse<'a>(
     let key = one_key(keys)?;
     let max_bytes = MAX_EVENT_BYTES.min(limits.max_event_bytes);
     let messages = check_all(&raws, limits, |raw, index| {
-        check_message(raw, index, max_bytes, limits, (now, window), &KEY_PLACES, kind)
+        check_message(
+            raw,
+            index,
+            max_bytes,
+            limits,
+            (now, window),
+            &KEY_PLACES,
+            kind,
+        )
     })?;
     Ok(Body { key, messages })
 }

@@ -138,9 +138,15 @@ pub fn parse<'a>(
     };
     let max_bytes = MAX_MESSAGE_BYTES.min(limits.max_event_bytes);
     let messages = check_all(&raws, limits, |raw, index| {
-        check_message(raw, index, max_bytes, limits, (now, window), &KEY_PLACES, |f| {
-            kind(f, call)
-        })
+        check_message(
+            raw,
+            index,
+            max_bytes,
+            limits,
+            (now, window),
+            &KEY_PLACES,
+            |f| kind(f, call),
+        )
     })?;
     Ok(Body { key, messages })
 }

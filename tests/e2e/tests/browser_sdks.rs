@@ -137,7 +137,12 @@ fn answered_ok(load: &Load, route: impl Fn(&str) -> bool) {
         .iter()
         .filter(|r| r["method"] == "POST" && route(r["path"].as_str().unwrap_or_default()))
         .collect();
-    assert!(!to_routes.is_empty(), "{}: {:?}", load.variant, load.requests);
+    assert!(
+        !to_routes.is_empty(),
+        "{}: {:?}",
+        load.variant,
+        load.requests
+    );
     for r in &to_routes {
         assert_eq!(r["status"], 200, "{}: {r}", load.variant);
     }
@@ -226,7 +231,11 @@ fn posthog_js_in_chromium_every_event_is_stored_once() {
             "e2e browser before unload",
             "$pageleave",
         ] {
-            assert!(names.contains(name), "{}: {name} in {names:?}", load.variant);
+            assert!(
+                names.contains(name),
+                "{}: {name} in {names:?}",
+                load.variant
+            );
         }
         // The SDK's own request: its route and the encoding of this load.
         answered_ok(load, |p| p.starts_with("/e/"));
@@ -249,9 +258,10 @@ fn posthog_js_in_chromium_every_event_is_stored_once() {
         );
         if load.variant == "base64" {
             assert!(
-                posts
-                    .iter()
-                    .all(|r| r["path"].as_str().unwrap_or_default().contains("compression=base64")),
+                posts.iter().all(|r| r["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("compression=base64")),
                 "{posts:?}"
             );
         }
