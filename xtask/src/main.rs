@@ -24,7 +24,8 @@ commands:
   test    install what is missing, then run every check CI runs
   dev     run the whole pipeline locally and show its status until Ctrl-C
   up      start the local pipeline in the background and return when it is ready
-  down    stop what `up` started
+  down    stop what `up` started, once its queues have drained (--wait SECS, default 60;
+          --force stops it even if accepted events would be lost)
   status  show the status of a running pipeline once
   bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
   layers  check that no module of shared, edge or consumer uses a module that uses it back
@@ -46,7 +47,8 @@ fn main() {
         Some("layers") => layers::main(&args[1..]),
         Some("dev") => stack::dev(&args[1..]),
         Some("up") => stack::up(&args[1..]),
-        Some("down") => stack::down(),
+        Some("down") => stack::down(&args[1..]),
+        Some("supervise") => stack::supervise(&args[1..]),
         Some("status") => stack::status_once(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
