@@ -38,8 +38,8 @@ pub use files::{
 };
 pub use keys::{ingest_keys_var, parse_ingest_keys, IngestKey, KEYS_VAR, KEY_ID};
 pub use status::{
-    accepted_events, checkpoint_file, max_millis_behind, read_status, spill_counts, stream_name,
-    Status, StreamStatus,
+    accepted_events, checkpoint_file, max_millis_behind, probe_error, read_status, spill_counts,
+    stream_name, Status, StreamStatus, PROBE_TIMEOUT,
 };
 pub use supervise::{
     backoff, edge_healthy, now_ms, process_start, recorded_services, Part, PartLog, Supervision,

@@ -440,10 +440,7 @@ mod accepted_tests {
         );
         assert!(s.rows_unread, "{s:?}");
         assert!(s.problems[1].starts_with("database"), "{s:?}");
-        assert_eq!(
-            s.problems[2], "edge not answering /healthz in 2 s",
-            "{s:?}"
-        );
+        assert_eq!(s.problems[2], "edge not answering /healthz in 2 s", "{s:?}");
         drop(stalled);
         let s = read_status(&env_on(port, free), &dir).expect("a status");
         assert_eq!(s.problems[0], "SQS unreachable", "{s:?}");

@@ -95,7 +95,7 @@ pub struct PartLog {
     pub down_since_ms: Option<u64>,
     /// Why it was last found dead, or why its last restart failed.
     pub cause: String,
-    /// Restarts in a row that failed or died again within [`STABLE_AFTER`]: the backoff.
+    /// Restarts in a row that failed or died again within 30 s of the last: the backoff.
     pub failures: u32,
     /// Not restarted before this.
     pub next_try_ms: u64,
@@ -115,7 +115,7 @@ pub struct Supervision {
 
 /// The wait before the next restart after `failures` failed (or short-lived) restarts in a
 /// row: none for the first, so a crash is repaired at once, then 1 s, 2 s, 4 s, ... up to
-/// [`MAX_BACKOFF`].
+/// 30 s.
 pub fn backoff(failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
