@@ -27,7 +27,8 @@ commands:
   test    install what is missing, then run every check CI runs
   dev     run the whole pipeline locally and show its status until Ctrl-C
   up      start the local pipeline in the background and return when it is ready
-  down    stop what `up` started
+  down    stop what `up` started, once its queues have drained (--wait SECS, default 60;
+          --force stops it even if accepted events would be lost)
   status  show the status of a running pipeline once
   bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
   plan    the settings, monthly bill, burst drain and first binding limit for a load
@@ -52,7 +53,8 @@ fn main() {
         Some("plan") => plan::main(&args[1..]),
         Some("dev") => stack::dev(&args[1..]),
         Some("up") => stack::up(&args[1..]),
-        Some("down") => stack::down(),
+        Some("down") => stack::down(&args[1..]),
+        Some("supervise") => stack::supervise(&args[1..]),
         Some("status") => stack::status_once(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
