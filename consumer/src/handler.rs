@@ -19,7 +19,7 @@ use tracing::{error, info, warn, Instrument};
 use crate::dead_letter::NoDeadLetters;
 use crate::metrics::{emf_line, lag_ms, InvocationMetrics};
 use crate::plan::Plan;
-use crate::store::{EventStore, StoreError, WriteCounts};
+use crate::store::{EventStore, FailureKind, StoreError, WriteCounts};
 use crate::write::{Recorded, WriteFailure, WritePolicy};
 
 mod kinesis;
@@ -66,6 +66,9 @@ pub struct Outcome {
     pub metrics: InvocationMetrics,
     /// The EMF record, one JSON line, to print to stdout.
     pub emf: String,
+    /// Whether a write found the database unavailable ([`FailureKind::Unavailable`]): what
+    /// opens the poller's [`crate::breaker::Breaker`].
+    pub database_unavailable: bool,
 }
 
 /// Handles one SQS event. Never fails: failures are per record.
@@ -84,7 +87,7 @@ where
     C: Clock,
 {
     let mut plan = Plan::from_records(&event.records, &deps.keys);
-    let (written, db_write_ms) = write_plan(deps, &mut plan).await;
+    let (written, db_write_ms, database_unavailable) = write_plan(deps, &mut plan).await;
 
     let now = deps.clock.now();
     let metrics = InvocationMetrics::of(&plan, &event.records, written, db_write_ms, now);
@@ -99,13 +102,14 @@ where
             now,
         ),
         metrics,
+        database_unavailable,
     }
 }
 
 /// Logs the records the plan rejected, runs the write policy, and marks in `plan` the records
-/// whose write failed. The same for every buffer. Returns what was written and how long the
-/// writes took.
-async fn write_plan<S, C, D>(deps: &Deps<S, C, D>, plan: &mut Plan) -> (WriteCounts, u64)
+/// whose write failed. The same for every buffer. Returns what was written, how long the
+/// writes took, and whether a write found the database unavailable.
+async fn write_plan<S, C, D>(deps: &Deps<S, C, D>, plan: &mut Plan) -> (WriteCounts, u64, bool)
 where
     S: EventStore,
     C: Clock,
@@ -130,12 +134,15 @@ where
     let (written, failures) = policy.finish();
     let db_write_ms = lag_ms(deps.clock.now(), write_started);
     log_failures(&failures, plan.accepted.len());
+    let database_unavailable = failures
+        .iter()
+        .any(|f| f.error.kind == FailureKind::Unavailable);
     let failures: Vec<(usize, StoreError)> = failures
         .into_iter()
         .map(|f| (f.record.index, f.error))
         .collect();
     plan.fail_accepted(failures);
-    (written, db_write_ms)
+    (written, db_write_ms, database_unavailable)
 }
 
 fn log_handled(metrics: &InvocationMetrics) {
@@ -235,6 +242,8 @@ mod tests {
         ]);
         let o = handle(&d, &e, "r1").await;
         assert_eq!(failed_ids(&o), ["b"]);
+        // A poison record is not an outage: the breaker stays closed.
+        assert!(!o.database_unavailable);
         assert_eq!(o.metrics.events_stored, 3);
         assert_eq!(o.metrics.duplicates_skipped, 1);
         assert_eq!(o.metrics.records_failed, 1);
@@ -261,6 +270,7 @@ mod tests {
         ]);
         let o = handle(&d, &e, "r").await;
         assert_eq!(failed_ids(&o), ["b"]);
+        assert!(!o.database_unavailable, "refused data is not an outage");
         assert_eq!(o.metrics.events_stored, 2);
         assert_eq!(o.metrics.records_rejected, 1);
         // One bulk attempt, then one write per message.
@@ -283,6 +293,7 @@ mod tests {
         ]);
         let o = handle(&d, &e, "r").await;
         assert_eq!(failed_ids(&o), ["a", "b", "c"]);
+        assert!(o.database_unavailable, "what opens the breaker");
         assert_eq!(o.metrics.records_failed, 3);
         // Only the undecodable one is permanent.
         assert_eq!(o.metrics.records_rejected, 1);

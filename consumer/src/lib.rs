@@ -19,6 +19,12 @@
 //! - [`metrics`] builds the per-invocation CloudWatch EMF record.
 //! - [`secret`] reads the database URL from Secrets Manager at cold start
 //!   (`DATABASE_URL_SECRET_ARN`, what the deployed function is given).
+//! - [`breaker`] is the circuit breaker, pure: while the database is unavailable the consumer
+//!   stops taking deliveries instead of spending their SQS receive counts (the local poller
+//!   holds its workers; the deployed function, invoked by a schedule, disables its own event
+//!   source mapping), so an outage sends nothing to the dead-letter queue.
+//! - [`probe`] is the deployed breaker's adapter: the scheduled invocation that probes the
+//!   database and disables or enables the function's event source mapping.
 //! - [`tools`] holds what runs beside the Lambda, not in it: the local poller that drives the
 //!   handler from a real (or emulated) SQS queue or Kinesis stream, and the dead-letter queue
 //!   tool.
@@ -26,6 +32,7 @@
 //! It deliberately does not describe the wire format (that is `spillway-shared`), does not
 //! create queues or tables implicitly, and never fails a whole batch for one record.
 
+pub mod breaker;
 pub mod config;
 pub mod dead_letter;
 pub mod handler;
@@ -35,6 +42,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod pg;
 pub mod plan;
+pub mod probe;
 pub mod secret;
 pub mod source;
 pub mod store;

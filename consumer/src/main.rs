@@ -4,18 +4,22 @@
 //! Only wiring lives here: logging, configuration (the database URL from `DATABASE_URL`, or
 //! fetched once from the secret `DATABASE_URL_SECRET_ARN` names), dependencies, the runtime
 //! loop. One binary serves both buffers: each invocation is an SQS or a Kinesis event, told
-//! apart by its records' `eventSource` ([`EventSource::of`]).
+//! apart by its records' `eventSource` ([`EventSource::of`]). A third kind of invocation is the
+//! circuit breaker's scheduled probe ([`ProbeRequest`]), which disables or enables the
+//! function's own event source mapping ([`spillway_consumer::probe`]).
 
 use anyhow::Context as _;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
+use spillway_consumer::breaker::ProbeRequest;
 use spillway_consumer::config::{ConsumerConfig, DatabaseUrl, DatabaseUrlSource};
 use spillway_consumer::dead_letter::{DeadLetterSink, SqsDeadLetters};
 use spillway_consumer::handler::{handle, handle_kinesis, Clock, Deps, SystemClock};
 use spillway_consumer::keys::{self, KeysSource};
 use spillway_consumer::pg::PgStore;
+use spillway_consumer::probe::{probe_emf, run_probe, Mappings};
 use spillway_consumer::source::{EventSource, UnknownEvent};
 use spillway_consumer::store::EventStore;
 use spillway_consumer::{migrate, secret, telemetry};
@@ -89,8 +93,9 @@ async fn main() -> anyhow::Result<()> {
                 dead_letters,
             };
             let deps = &deps;
+            let mappings = &tokio::sync::OnceCell::new();
             lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-                invoke(deps, event)
+                invoke(deps, mappings, event)
             }))
             .await
             .map_err(|e| anyhow::anyhow!(e))
@@ -112,9 +117,11 @@ async fn main() -> anyhow::Result<()> {
 /// One invocation: handles the event by its source, prints the EMF record (Lambda turns that
 /// stdout line into metrics), answers the batch response. An error only for an event that is
 /// neither SQS's nor Kinesis's (or does not parse as one), as `lambda_runtime` answered
-/// before for an event that was not SQS's; otherwise failures are per record.
+/// before for an event that was not SQS's, and for a breaker probe that could not read or
+/// change its mapping; otherwise failures are per record.
 async fn invoke<S, C, D>(
     deps: &Deps<S, C, D>,
+    mappings: &tokio::sync::OnceCell<Mappings>,
     event: LambdaEvent<Value>,
 ) -> Result<Value, lambda_runtime::Error>
 where
@@ -123,6 +130,21 @@ where
     D: DeadLetterSink,
 {
     let request_id = &event.context.request_id;
+    if let Some(request) = ProbeRequest::of(&event.payload) {
+        let request = request?;
+        let mappings = mappings.get_or_init(Mappings::connect).await;
+        let report = run_probe(&deps.store, mappings, &request).await?;
+        println!(
+            "{}",
+            probe_emf(
+                &deps.metrics_namespace,
+                &deps.metrics_service,
+                &report,
+                deps.clock.now()
+            )
+        );
+        return Ok(serde_json::to_value(report)?);
+    }
     let (emf, response) = match EventSource::of(&event.payload) {
         // An event without records goes where it always went: the SQS handler answers it
         // with no failures (or the event does not parse, as before).

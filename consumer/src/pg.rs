@@ -157,6 +157,37 @@ where
 }
 
 impl EventStore for PgStore {
+    async fn probe(&self) -> Result<(), StoreError> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+            *guard = None;
+        }
+        // As in `write`: a connection kept from before the outage may be broken without
+        // anyone having noticed; it gets one retry on a fresh connection, so the probe that
+        // follows the database's return says so at once.
+        let mut reused = guard.is_some();
+        loop {
+            let conn = match guard.as_mut() {
+                Some(conn) => conn,
+                None => guard.insert(self.connect().await?),
+            };
+            match conn.client.simple_query("SELECT 1").await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let error = classify(&e);
+                    if error.kind != FailureKind::Unavailable {
+                        return Err(error);
+                    }
+                    *guard = None;
+                    if !reused {
+                        return Err(error);
+                    }
+                    reused = false;
+                }
+            }
+        }
+    }
+
     async fn write(&self, rows: &[Row<'_>]) -> Result<WriteCounts, StoreError> {
         if rows.is_empty() {
             return Ok(WriteCounts::default());

@@ -116,6 +116,11 @@ pub trait EventStore {
         &self,
         rows: &[Row<'_>],
     ) -> impl Future<Output = Result<WriteCounts, StoreError>> + Send;
+
+    /// Checks that the database answers, writing nothing: what the circuit breaker's probes
+    /// call ([`crate::breaker`]). An error of kind [`FailureKind::Unavailable`] means the
+    /// database is still away; any other answer means it is reachable.
+    fn probe(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -63,6 +63,13 @@ pub struct MemStore {
 }
 
 impl EventStore for MemStore {
+    async fn probe(&self) -> Result<(), StoreError> {
+        if self.down {
+            return Err(StoreError::unavailable("connection refused"));
+        }
+        Ok(())
+    }
+
     async fn write(&self, rows: &[Row<'_>]) -> Result<WriteCounts, StoreError> {
         *self.writes.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         if self.down {

@@ -86,18 +86,36 @@ pub fn ensure_all() -> Result<Tools> {
     Ok(Tools::locate())
 }
 
-/// npm packages, the Python venv, PostgreSQL: one after the other (apt and pip both may need
+/// npm packages, the Python venv, PostgreSQL, chromium: one after the other (apt and pip both may need
 /// the network; nothing here competes for the CPU with the compiler).
 fn ensure_installs(root: &Path) -> Result<()> {
     step(
-        "npm packages: wrangler, binaryen (wasm-opt), esbuild, kinesis-local",
+        "npm packages: wrangler, binaryen (wasm-opt), esbuild, kinesis-local, the SDKs",
         || ensure_npm(root),
     )?;
     step(
         "python venv .venv: moto (local SQS), cfn-lint, cargo-lambda",
         || ensure_venv(root),
     )?;
-    step("PostgreSQL server binaries", ensure_postgres)
+    step("PostgreSQL server binaries", ensure_postgres)?;
+    step(
+        "chromium (headless, for the browser SDK tests)",
+        ensure_chromium,
+    )
+}
+
+/// Debian's `chromium`, run headless by tests/e2e/tests/browser_sdks.rs: skipped when a
+/// `chromium` is on the `PATH`. On a fresh machine `apt-get install chromium` downloads about
+/// 100 MB and installs about 350 MB (the browser and its libraries), once.
+fn ensure_chromium() -> Result<()> {
+    let found = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find_map(|name| output(Command::new(name).arg("--version")));
+    if let Some(version) = found {
+        note(&format!("present ({})", version.trim()));
+        return Ok(());
+    }
+    apt_install(&["chromium"])
 }
 
 /// The Worker build of the crate in `dir` (relative to the root) with the workspace's build

@@ -3,6 +3,7 @@
 //! - `test`: installs the missing tools, then runs every check CI runs.
 //! - `dev`, `up`, `down`, `status`: the local pipeline (see `../README.md`).
 //! - `bench`: the figures of `BENCHMARKS.md`; `fuzz`: the cargo-fuzz targets under `fuzz/`.
+//! - `plan --rps N`: the settings, monthly bill and binding limits for a load.
 //!
 //! This is a binary for humans and CI; it holds no pipeline logic, only orchestration.
 
@@ -11,6 +12,8 @@ mod bootstrap;
 mod fresh;
 mod fuzz;
 mod layers;
+mod limits;
+mod plan;
 mod prices;
 mod stack;
 mod step;
@@ -24,9 +27,12 @@ commands:
   test    install what is missing, then run every check CI runs
   dev     run the whole pipeline locally and show its status until Ctrl-C
   up      start the local pipeline in the background and return when it is ready
-  down    stop what `up` started
+  down    stop what `up` started, once its queues have drained (--wait SECS, default 60;
+          --force stops it even if accepted events would be lost)
   status  show the status of a running pipeline once
   bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
+  plan    the settings, monthly bill, burst drain and first binding limit for a load
+          (--rps N; `cargo xtask plan --help` for its options)
   layers  check that no module of shared, edge or consumer uses a module that uses it back
   fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
@@ -44,9 +50,11 @@ fn main() {
         Some("bench") => bench::main(&args[1..]),
         Some("fuzz") => fuzz::main(&args[1..]),
         Some("layers") => layers::main(&args[1..]),
+        Some("plan") => plan::main(&args[1..]),
         Some("dev") => stack::dev(&args[1..]),
         Some("up") => stack::up(&args[1..]),
-        Some("down") => stack::down(),
+        Some("down") => stack::down(&args[1..]),
+        Some("supervise") => stack::supervise(&args[1..]),
         Some("status") => stack::status_once(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

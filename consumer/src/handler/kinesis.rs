@@ -41,6 +41,8 @@ pub struct KinesisOutcome {
     pub metrics: InvocationMetrics,
     /// The EMF record, one JSON line, to print to stdout.
     pub emf: String,
+    /// Whether a write found the database unavailable (as [`super::Outcome`]).
+    pub database_unavailable: bool,
 }
 
 /// Handles one Kinesis event. Never fails: failures are per record (see the module
@@ -71,7 +73,7 @@ where
 {
     let records = &event.records;
     let mut plan = Plan::from_records(records, &deps.keys);
-    let (written, db_write_ms) = write_plan(deps, &mut plan).await;
+    let (written, db_write_ms, database_unavailable) = write_plan(deps, &mut plan).await;
 
     // Positions in `plan.failed` of the records to report.
     let mut reported: Vec<usize> = Vec::new();
@@ -142,6 +144,7 @@ where
             now,
         ),
         metrics,
+        database_unavailable,
     }
 }
 

@@ -109,12 +109,24 @@ pub const MAX_CONCURRENCY: usize = 6;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GroupCommitPolicy {
     /// How long a batcher holds its first pending event before it sends (`BATCH_WINDOW_MS`,
-    /// default 20 ms; `0` turns batching off and every request sends directly).
+    /// default 20 ms with SQS, 0 with Kinesis, where a batcher never pays; `0` turns batching
+    /// off and every request sends directly).
     pub window: Duration,
-    /// Batchers per location (`BATCH_SHARDS`, default 1): requests spread over them by a hash.
-    /// One object takes about 1,000 requests/s; every shard more splits the traffic, so batches
-    /// get smaller (costlier) at the same rate.
+    /// The fewest batchers per location (`BATCH_SHARDS`, default 1): requests spread over them
+    /// by a hash. Each isolate adds shards as the batchers report more traffic, so that each
+    /// sees at most about 500 requests/s (one object takes about 1,000), and drops them as it
+    /// falls; every shard more splits the traffic, so batches get smaller (costlier) at the
+    /// same rate.
     pub shards: u32,
+    /// The most batchers per location (`BATCH_MAX_SHARDS`, default 32; taken as at least
+    /// `BATCH_SHARDS`): about 16,000 requests/s per location before each batcher goes past
+    /// its 500.
+    pub max_shards: u32,
+    /// `BATCH_WHEN=always`: every small request goes through a batcher, whether it pays or not
+    /// (for the throughput of a FIFO queue, about 300 calls/s per action, or to test the
+    /// batcher). The default, `pays`, batches only where it costs less than sending directly
+    /// (`deliver::group_commit::advice`).
+    pub always: bool,
 }
 
 impl GroupCommitPolicy {
@@ -129,6 +141,8 @@ impl Default for GroupCommitPolicy {
         Self {
             window: Duration::from_millis(20),
             shards: 1,
+            max_shards: 32,
+            always: false,
         }
     }
 }
@@ -164,7 +178,7 @@ pub struct Config {
     pub buffer: BufferLimits,
     /// `SQS_DEADLINE_MS`, `SQS_RETRY_BASE_MS`, `SQS_RETRY_MAX_MS`, `SQS_CONCURRENCY`.
     pub retry: RetryPolicy,
-    /// `BATCH_WINDOW_MS`, `BATCH_SHARDS`.
+    /// `BATCH_WINDOW_MS`, `BATCH_SHARDS`, `BATCH_MAX_SHARDS`, `BATCH_WHEN`.
     pub group_commit: GroupCommitPolicy,
     /// `Retry-After` of a `503` (`RETRY_AFTER_SECS`, default 5).
     pub retry_after_secs: u32,
@@ -284,6 +298,9 @@ const NUMERIC_SETTINGS: &[NumericSetting] = &[
     setting("BATCH_SHARDS", 1, 1_024, |t, v| {
         t.group_commit.shards = secs(v)
     }),
+    setting("BATCH_MAX_SHARDS", 1, 1_024, |t, v| {
+        t.group_commit.max_shards = secs(v)
+    }),
 ];
 
 /// Shortest accepted ingest key: anything shorter can be guessed.
@@ -359,6 +376,11 @@ impl Config {
         let mut tuning = Tuning::default();
         if let Some((target, _)) = &target {
             tuning.buffer = target.default_limits();
+            if target.kind() == BufferKind::Kinesis {
+                // Kinesis bills records, not calls: a batcher never pays there
+                // (`deliver::group_commit::advice`), so it is off unless asked for.
+                tuning.group_commit.window = Duration::ZERO;
+            }
         }
         for setting in NUMERIC_SETTINGS {
             let Some(raw) = get(setting.name) else {
@@ -374,6 +396,14 @@ impl Config {
                     ),
                 }),
             }
+        }
+        match get("BATCH_WHEN").as_deref() {
+            None | Some("pays") => {}
+            Some("always") => tuning.group_commit.always = true,
+            Some(_) => problems.push(ConfigProblem::Invalid {
+                name: "BATCH_WHEN",
+                reason: "must be pays or always".into(),
+            }),
         }
         let Tuning {
             limits,

@@ -348,3 +348,36 @@ fn a_buffer_the_build_lacks_is_a_start_up_error_naming_the_build() {
     );
     assert!(text.contains("--env kinesis"), "{text}");
 }
+
+#[test]
+fn group_commit_shards_are_a_range_and_kinesis_batches_only_when_asked() {
+    let c = config_with(&[("BATCH_SHARDS", "2"), ("BATCH_MAX_SHARDS", "8")]).expect("valid");
+    assert_eq!((c.group_commit.shards, c.group_commit.max_shards), (2, 8));
+    let defaults = config_with(&[]).expect("valid");
+    assert_eq!(
+        (
+            defaults.group_commit.shards,
+            defaults.group_commit.max_shards
+        ),
+        (1, 32)
+    );
+    let err = config_with(&[("BATCH_MAX_SHARDS", "0")]).expect_err("0 shards");
+    assert!(err.to_string().contains("BATCH_MAX_SHARDS"), "{err}");
+    // A batcher never pays with Kinesis: off unless a window is set.
+    let k = kinesis_with(&[]).expect("valid");
+    assert!(!k.group_commit.enabled());
+    let k = kinesis_with(&[("BATCH_WINDOW_MS", "20")]).expect("valid");
+    assert_eq!(k.group_commit.window, Duration::from_millis(20));
+    // Batching where it pays, unless told always.
+    assert!(!defaults.group_commit.always);
+    let c = config_with(&[("BATCH_WHEN", "always")]).expect("valid");
+    assert!(c.group_commit.always);
+    assert!(
+        !config_with(&[("BATCH_WHEN", "pays")])
+            .expect("valid")
+            .group_commit
+            .always
+    );
+    let err = config_with(&[("BATCH_WHEN", "sometimes")]).expect_err("not a choice");
+    assert!(err.to_string().contains("BATCH_WHEN"), "{err}");
+}

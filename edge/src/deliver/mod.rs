@@ -21,7 +21,10 @@ use uuid::Uuid;
 use crate::buffer::{send_all, Buffer, SendReport, Shared};
 use crate::config::{Config, RetryPolicy};
 use crate::ports::{BatcherLink, Runtime, SpillQueue};
-use group_commit::{batcher_name, decode_report, encode_submission, GROUP_COMMIT_BELOW_BYTES};
+use group_commit::{
+    batcher_name, decode_answer, encode_submission_reporting, Advisor, Route,
+    GROUP_COMMIT_BELOW_BYTES,
+};
 use spill::{pack_spill, spill_reserve, Breaker, Path};
 
 /// The way to the spill ([`spill`]).
@@ -30,6 +33,15 @@ pub struct Spill<'a> {
     pub queue: &'a dyn SpillQueue,
     /// One per isolate: what this isolate has seen of the buffer lately.
     pub breaker: &'a RefCell<Breaker>,
+}
+
+/// The way to the group commits: the batchers, and the isolate's [`Advisor`] (whether batching
+/// pays now, over how many batchers).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit<'a> {
+    pub link: &'a dyn BatcherLink,
+    /// One per isolate, like the spill's breaker.
+    pub advisor: &'a RefCell<Advisor>,
 }
 
 /// What delivery needs: the configuration (deadline, limits, group commit, envelope key), the
@@ -41,7 +53,7 @@ pub struct Delivery<'a, Q, R> {
     pub rt: &'a R,
     /// The group commits; `None` when the `BATCHER` binding is not configured, and then every
     /// request sends directly.
-    pub group_commit: Option<&'a dyn BatcherLink>,
+    pub group_commit: Option<GroupCommit<'a>>,
     /// The spill queue and the isolate's breaker; `None` when the `SPILL_QUEUE` binding is not
     /// configured, and then a request the buffer does not take in time fails.
     pub spill: Option<Spill<'a>>,
@@ -144,8 +156,9 @@ impl DeliveryReport {
 /// has acknowledged every one, or, with a spill queue, once the buffer and the spill between
 /// them hold every one.
 ///
-/// Small requests go through a group commit when there is one; the rest, and every request
-/// whose group commit does not answer, send directly. With a spill queue ([`spill`]), the
+/// Small requests go through a group commit when there is one and the isolate's advisor says
+/// it pays (or it probes); the rest, and every request whose group commit does not answer, send
+/// directly. With a spill queue ([`spill`]), the
 /// buffer gets the deadline less [`spill_reserve`], what it did not take in that time goes to
 /// the spill, and while the breaker is open nothing waits for the buffer at all.
 pub async fn deliver<Q, R>(
@@ -265,9 +278,13 @@ where
         deadline: budget,
         ..config.retry
     };
-    let sent = match group_commit {
-        Some(link) => via_group_commit(delivery, link, encoded, sender, &policy, report).await,
-        None => {
+    let route = group_commit.map(|g| (g, g.advisor.borrow_mut().route(delivery.rt.now_ms())));
+    let sent = match route {
+        Some((g, Route::Batcher { shards, direct })) => {
+            let asked = Asked { shards, direct };
+            via_group_commit(delivery, g, asked, encoded, sender, &policy, report).await
+        }
+        Some((_, Route::Direct)) | None => {
             report.route = Some(DeliveryRoute::Direct);
             direct(delivery, encoded, sender.key_id, &policy).await
         }
@@ -296,14 +313,25 @@ where
 /// reaches the request before the request's own deadline.
 const HANDOFF_MARGIN_MS: u64 = 250;
 
-/// Hands the events to the request's group commit and reports what it says. A group commit
+/// How the advisor sent a request to its group commit.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// Batchers at the location now.
+    shards: u32,
+    /// Small requests the isolate sent directly since its last submission.
+    direct: u32,
+}
+
+/// Hands the events to the request's group commit and reports what it says (its advice goes to
+/// the isolate's advisor). A group commit
 /// that cannot be reached, fails, or answers nonsense costs only the time it took: the events
 /// then go directly, within what is left of the deadline. The same ids either way, so a call
 /// the group commit did make before failing is stored once all the same (the consumer's
 /// `ON CONFLICT`).
 async fn via_group_commit<Q, R>(
     delivery: &Delivery<'_, Q, R>,
-    link: &dyn BatcherLink,
+    group_commit: GroupCommit<'_>,
+    asked: Asked,
     encoded: &[EncodedEvent],
     sender: &Sender<'_>,
     policy: &RetryPolicy,
@@ -317,28 +345,31 @@ where
     let started = rt.now_ms();
     let deadline_ms = u64::try_from(policy.deadline.as_millis()).unwrap_or(u64::MAX);
     let margin = (deadline_ms / 10).min(HANDOFF_MARGIN_MS);
-    let name = batcher_name(
-        sender.colo,
-        sender.request_id,
-        delivery.config.group_commit.shards,
-    );
-    let submission = encode_submission(sender.key_id, deadline_ms - margin, encoded);
-    let asked = select(
-        link.submit(&name, submission),
+    let name = batcher_name(sender.colo, sender.request_id, asked.shards);
+    let submission =
+        encode_submission_reporting(sender.key_id, deadline_ms - margin, asked.direct, encoded);
+    let answered = select(
+        group_commit.link.submit(&name, submission),
         Box::pin(rt.sleep(policy.deadline)),
     )
     .await;
-    let problem = match asked {
-        Either::Left((Ok(answer), _)) => match decode_report(&answer) {
-            Ok(sent) => {
+    let advisor = group_commit.advisor;
+    let problem = match answered {
+        Either::Left((Ok(answer), _)) => match decode_answer(&answer) {
+            Ok(answer) => {
+                match &answer.advice {
+                    Some(advice) => advisor.borrow_mut().heard(rt.now_ms(), advice),
+                    None => advisor.borrow_mut().unheard(rt.now_ms()),
+                }
                 report.route = Some(DeliveryRoute::GroupCommit);
-                report.shared = Some(sent.shared);
-                return sent;
+                report.shared = Some(answer.report.shared);
+                return answer.report;
             }
             Err(e) => e.to_string(),
         },
         Either::Left((Err(e), _)) => e.to_string(),
         Either::Right(((), _)) => {
+            advisor.borrow_mut().unheard(rt.now_ms());
             report.route = Some(DeliveryRoute::GroupCommit);
             return SendReport {
                 unacknowledged: encoded.iter().map(|e| e.id).collect(),
@@ -348,6 +379,7 @@ where
             };
         }
     };
+    advisor.borrow_mut().unheard(rt.now_ms());
     report.route = Some(DeliveryRoute::DirectFallback);
     report.fallback = Some(problem);
     let left = deadline_ms.saturating_sub(rt.now_ms().saturating_sub(started));

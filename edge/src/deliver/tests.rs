@@ -12,6 +12,9 @@ mod group_commit {
 
     use crate::buffer::{CallOutcome, FailedEntry};
     use crate::config::tests::KEY_WEB;
+    use std::time::Duration;
+
+    use crate::deliver::group_commit::advice::HOLD_MIN_MS;
     use crate::deliver::DeliveryRoute;
     use crate::handler::tests::edge::Edge;
     use crate::ports::Runtime;
@@ -188,6 +191,58 @@ mod group_commit {
         let a = edge.call(one_event(1)).await;
         assert_eq!(a.status(), 202);
         assert_eq!(edge.rt.now_ms() - started, 15);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_break_even_an_isolate_sends_directly_then_probes() {
+        let edge = Edge::new().batching(FakeQueue::new(vec![]));
+        let first = edge.call(one_event(1)).await;
+        assert_eq!(first.0.log.send, Some(DeliveryRoute::GroupCommit));
+        assert_eq!(first.0.log.batch_requests, Some(1));
+        // One request per flush: below break-even, so the next sends directly, without a
+        // window of waiting.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let started = edge.rt.now_ms();
+        let second = edge.call(one_event(2)).await;
+        assert_eq!(second.status(), 202);
+        assert_eq!(second.0.log.send, Some(DeliveryRoute::Direct));
+        assert_eq!(edge.rt.now_ms(), started, "no window");
+        assert_eq!(queued_ids(&edge.queue), second.ids(), "sent directly");
+        let batcher = edge.batcher.as_ref().expect("batching");
+        assert_eq!(batcher.names().len(), 1);
+        // After the hold, one request asks the batcher again.
+        tokio::time::advance(Duration::from_millis(HOLD_MIN_MS)).await;
+        let probe = edge.call(one_event(3)).await;
+        assert_eq!(probe.status(), 202);
+        assert_eq!(probe.0.log.send, Some(DeliveryRoute::GroupCommit));
+        assert_eq!(batcher.names().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_in_the_isolate_batches_again_without_waiting_for_the_hold() {
+        let edge = Edge::new().batching(FakeQueue::new(vec![]));
+        edge.call(one_event(0)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let answers = join_all((0..100).map(|n| edge.call(one_event(n)))).await;
+        assert!(answers.iter().all(|a| a.status() == 202));
+        let batched: Vec<_> = answers
+            .iter()
+            .filter(|a| a.0.log.send == Some(DeliveryRoute::GroupCommit))
+            .collect();
+        // Once the isolate's own rate says a flush would carry enough, the rest share one.
+        assert!(
+            !batched.is_empty() && batched.len() < 100,
+            "{}",
+            batched.len()
+        );
+        let n = u32::try_from(batched.len()).expect("count");
+        assert!(batched.iter().all(|a| a.0.log.batch_requests == Some(n)));
+        let direct = answers
+            .iter()
+            .filter(|a| a.0.log.send == Some(DeliveryRoute::Direct))
+            .count();
+        assert_eq!(direct + batched.len(), 100);
+        assert_eq!(edge.queue.calls().len(), direct);
     }
 
     #[tokio::test(start_paused = true)]

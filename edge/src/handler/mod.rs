@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::buffer::Buffer;
 use crate::config::{Config, ConfigError};
-pub use crate::deliver::Spill;
 use crate::deliver::{deliver, Delivery, DeliveryReport, Sender};
+pub use crate::deliver::{GroupCommit, Spill};
 use crate::error::EdgeError;
 use crate::http::answer::{accepted_body, collected_body, respond};
 use crate::http::auth::authenticate;
@@ -22,7 +22,7 @@ use crate::http::cors::{cors_headers, preflight_headers};
 use crate::http::headers::header;
 use crate::http::route::{log_path, route, Route, PANIC_PATH};
 use crate::log::RequestLog;
-use crate::ports::{BatcherLink, BodySource, RateLimit, Runtime};
+use crate::ports::{BodySource, RateLimit, Runtime};
 use crate::protocol::collector::{decode_body, parse};
 use crate::protocol::events::{split_events, Encoding};
 use crate::protocol::gzip::gunzip_capped;
@@ -43,9 +43,9 @@ pub struct Deps<'a, Q, L, R> {
     /// `None` when no rate-limiting binding is configured.
     pub limiter: Option<&'a L>,
     pub rt: &'a R,
-    /// The batchers (group commit); `None` when the `BATCHER` binding is not configured, and
-    /// then every request sends directly.
-    pub batcher: Option<&'a dyn BatcherLink>,
+    /// The batchers (group commit) and the isolate's advisor; `None` when the `BATCHER` binding
+    /// is not configured, and then every request sends directly.
+    pub batcher: Option<GroupCommit<'a>>,
     /// The spill queue and the isolate's breaker; `None` when the `SPILL_QUEUE` binding is not
     /// configured, and then a request SQS does not take in time is answered `503`.
     pub spill: Option<Spill<'a>>,

@@ -50,6 +50,7 @@ const ROUTES: &[(&str, Protocol)] = {
         ("/v1/events", Protocol::Events),
         ("/v1/batch", C(S(Batch))),
         ("/v1/b", C(S(Batch))),
+        ("/v1/import", C(S(Import))),
         ("/v1/track", C(S(Single(Track)))),
         ("/v1/t", C(S(Single(Track)))),
         ("/v1/identify", C(S(Single(Identify)))),

@@ -19,6 +19,13 @@ fn every_path_names_one_protocol() {
             "/v1/b"
         ))
     );
+    assert_eq!(
+        protocol_route("/v1/import"),
+        Some((
+            Protocol::Collector(Collector::Segment(segment::Call::Import)),
+            "/v1/import"
+        ))
+    );
     assert_eq!(protocol_route("/v1/events/"), None);
     let mut paths: Vec<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
     paths.sort_unstable();

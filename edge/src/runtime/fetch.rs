@@ -9,7 +9,7 @@ use worker::{event, js_sys, Context, Env, QueueContentType, RawMessageBuilder};
 
 use super::group_commit_object::{DurableBatchers, BATCHER_BINDING};
 use super::{app, WorkerRuntime};
-use crate::handler::{handle, misconfigured, Deps, Spill};
+use crate::handler::{handle, misconfigured, Deps, GroupCommit, Spill};
 use crate::http::headers::UnreadableHeaders;
 use crate::ports::{BatcherLink, BodySource, RateLimit, RateLimitError, SpillError, SpillQueue};
 
@@ -193,7 +193,10 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
                 queue: &app.queue,
                 limiter: limiter.as_ref(),
                 rt: &rt,
-                batcher: batchers.as_ref().map(|b| b as &dyn BatcherLink),
+                batcher: batchers.as_ref().map(|b| GroupCommit {
+                    link: b as &dyn BatcherLink,
+                    advisor: &app.advisor,
+                }),
                 spill: spill.as_ref().map(|queue| Spill {
                     queue,
                     breaker: &app.breaker,

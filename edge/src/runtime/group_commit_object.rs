@@ -1,7 +1,9 @@
 //! The group commit's batcher as a Durable Object (`Batcher`, bound as `BATCHER`), and the
 //! edge's way to it. Both are thin: the object decodes a submission, hands it to
-//! [`crate::deliver::group_commit::Batcher`] and encodes its report; the link posts a
-//! submission to the object named by the request path.
+//! [`crate::deliver::group_commit::Batcher`], encodes its answer (report and advice) and, for
+//! the request that led a flush, logs the flush (`{"kind":"batch",...}`: what the bench bills
+//! the batchers' duration from); the link posts a submission to the object named by the
+//! request path.
 
 use std::fmt;
 
@@ -11,7 +13,7 @@ use worker::{durable_object, js_sys, DurableObject, Env, ObjectNamespace, State}
 use super::{buffer_client, config_from, WorkerRuntime};
 use crate::buffer::Configured;
 use crate::deliver::group_commit::{
-    decode_submission, encode_report, Batcher as Core, BatcherSettings,
+    decode_submission, encode_answer, Batcher as Core, BatcherSettings,
 };
 use crate::ports::{BatcherError, BatcherLink};
 
@@ -51,7 +53,11 @@ impl DurableObject for Batcher {
         let body = req.bytes().await?;
         match decode_submission(&body) {
             Ok(submission) => {
-                worker::Response::from_bytes(encode_report(&core.submit(submission).await))
+                let answered = core.answer(submission).await;
+                if let Some(flush) = answered.flush {
+                    worker::console_log!("{}", flush.to_json());
+                }
+                worker::Response::from_bytes(encode_answer(&answered.answer))
             }
             Err(e) => worker::Response::error(e.to_string(), 400),
         }

@@ -1,7 +1,8 @@
 //! The Workers runtime under the edge: its entry points ([`fetch`]: requests; [`replay`]: the
 //! spill queue's consumer; [`group_commit_object`]: the batchers' Durable Object), and what
 //! they share here: the isolate's configuration, buffer client (the one `BUFFER` names, so
-//! direct sends, group commits and the spill replay all use it) and breaker ([`app`]), and the
+//! direct sends, group commits and the spill replay all use it), breaker and group-commit
+//! advisor ([`app`]), and the
 //! clock, randomness and timers ([`WorkerRuntime`]). Thin adapters only: every decision is in
 //! the natively tested modules they call. Built for wasm32 only.
 
@@ -21,6 +22,7 @@ use worker::{js_sys, Env};
 use crate::buffer::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
 use crate::buffer::Configured;
 use crate::config::{Config, ConfigError};
+use crate::deliver::group_commit::{Advisor, AdvisorSettings};
 use crate::deliver::spill::{Breaker, BreakerSettings};
 use crate::ports::Runtime;
 
@@ -30,6 +32,8 @@ pub(crate) struct App {
     pub(crate) queue: Configured,
     /// What this isolate has seen of the buffer lately (used only with a spill queue).
     pub(crate) breaker: RefCell<Breaker>,
+    /// Whether group commit pays now, over how many batchers (used only with `BATCHER`).
+    pub(crate) advisor: RefCell<Advisor>,
 }
 
 thread_local! {
@@ -52,10 +56,12 @@ fn build(env: &Env) -> Result<App, ConfigError> {
     let breaker = RefCell::new(Breaker::new(BreakerSettings::for_deadline(
         config.retry.deadline,
     )));
+    let advisor = RefCell::new(Advisor::new(AdvisorSettings::from_config(&config)));
     Ok(App {
         config,
         queue,
         breaker,
+        advisor,
     })
 }
 

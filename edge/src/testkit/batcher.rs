@@ -6,10 +6,9 @@ use std::cell::{Cell, RefCell};
 use futures_util::future::LocalBoxFuture;
 
 use super::{FakeQueue, FakeRuntime};
-use crate::buffer::SendReport;
 use crate::config::Config;
 use crate::deliver::group_commit::{
-    decode_submission, encode_report, Batcher, BatcherSettings, Submission,
+    decode_submission, encode_answer, Answered, Batcher, BatcherSettings, Submission,
 };
 use crate::ports::{BatcherError, BatcherLink};
 
@@ -61,8 +60,8 @@ impl LocalBatcher {
         self.batcher.queue()
     }
 
-    async fn answer(&self, submission: Submission) -> SendReport {
-        self.batcher.submit(submission).await
+    async fn answer(&self, submission: Submission) -> Answered {
+        self.batcher.answer(submission).await
     }
 }
 
@@ -81,7 +80,7 @@ impl BatcherLink for LocalBatcher {
                 Link::Up => {
                     let submission =
                         decode_submission(&submission).map_err(|e| BatcherError(e.to_string()))?;
-                    Ok(encode_report(&self.answer(submission).await))
+                    Ok(encode_answer(&self.answer(submission).await.answer))
                 }
             }
         })

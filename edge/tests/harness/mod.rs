@@ -172,6 +172,9 @@ impl Stack {
             // Group commit on (wrangler.toml binds the batcher), with a window long enough
             // that requests released together share batches even on a loaded machine.
             ("BATCH_WINDOW_MS", BATCH_WINDOW_MS.to_string()),
+            // Every small request through a batcher, as these tests expect, whether it pays
+            // or not (a lone request does not: the edge would then send the next directly).
+            ("BATCH_WHEN", "always".to_owned()),
         ];
         let (edge, port) = wrangler_dev(dir, &vars, 200, spill)?;
         Ok(Stack {

@@ -12,7 +12,9 @@
 //! # Mapping
 //! - `type`: the event name for Segment `track` and every PostHog capture, otherwise the
 //!   Segment message type (`identify`, `page`, `screen`, `group`, `alias`).
-//! - `occurred_at`: the message's `timestamp`, under the same window as `/v1/events`.
+//! - `occurred_at`: the message's `timestamp`, under the same window as `/v1/events`; a
+//!   historical import ([`Window::Historical`]: PostHog's `historical_migration` batches,
+//!   Segment batches sent to `/v1/import`) may be older, back to the Unix epoch.
 //! - `data`: the whole message, less its key ([`without_keys`]).
 //! - `source`: the protocol ([`Source`]).
 //! - id: see [`message_id`].
@@ -217,15 +219,50 @@ pub(crate) struct Kind {
     pub id_field: &'static str,
 }
 
+/// Which client timestamps a body may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Live traffic: as on `/v1/events`, at most [`MAX_TIMESTAMP_BEHIND`] before and
+    /// [`MAX_TIMESTAMP_AHEAD`] after the edge clock (a wrong client clock is refused, not stored).
+    Live,
+    /// A historical import, marked so by its protocol: any time from the Unix epoch up to
+    /// [`MAX_TIMESTAMP_AHEAD`] after the edge clock. Only the lower bound moves: an import's
+    /// events are old, never in the future.
+    Historical,
+}
+
+impl Window {
+    fn earliest(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            Window::Live => now - MAX_TIMESTAMP_BEHIND,
+            Window::Historical => DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Window::Live => format!(
+                "`timestamp` must be within {} days before and {} day after the server clock",
+                MAX_TIMESTAMP_BEHIND.num_days(),
+                MAX_TIMESTAMP_AHEAD.num_days()
+            ),
+            Window::Historical => format!(
+                "`timestamp` of a historical import must be after 1970-01-01T00:00:00Z and at most {} day after the server clock",
+                MAX_TIMESTAMP_AHEAD.num_days()
+            ),
+        }
+    }
+}
+
 /// Checks one message, common to every protocol: size, shape, what PostgreSQL can store,
-/// timestamp and id, and takes its key out of what is stored (`keys`); `kind` reads the
-/// protocol's own fields (and names their problems).
+/// timestamp (within `window` of `now`, the edge clock) and id, and takes its key out of what
+/// is stored (`keys`); `kind` reads the protocol's own fields (and names their problems).
 pub(crate) fn check_message<'a>(
     raw: &'a str,
     index: usize,
     max_bytes: usize,
     limits: &RequestLimits,
-    now: DateTime<Utc>,
+    (now, window): (DateTime<Utc>, Window),
     keys: &KeyPlaces,
     kind: impl FnOnce(&Fields<'a>) -> Result<Kind, (String, String)>,
 ) -> Result<Message<'a>, Vec<Problem>> {
@@ -274,16 +311,12 @@ pub(crate) fn check_message<'a>(
     let occurred_at = match fields.string("timestamp") {
         Ok(None) => None,
         Ok(Some(s)) => match timestamp::parse(&s) {
-            Some(Ok(t)) if t > now + MAX_TIMESTAMP_AHEAD || t < now - MAX_TIMESTAMP_BEHIND => {
+            Some(Ok(t)) if t > now + MAX_TIMESTAMP_AHEAD || t < window.earliest(now) => {
                 problems.push(Problem::at(
                     Code::TimestampOutOfRange,
                     index,
                     Some("timestamp"),
-                    format!(
-                        "`timestamp` must be within {} days before and {} day after the server clock",
-                        MAX_TIMESTAMP_BEHIND.num_days(),
-                        MAX_TIMESTAMP_AHEAD.num_days()
-                    ),
+                    window.describe(),
                 ));
                 None
             }

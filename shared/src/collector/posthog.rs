@@ -7,12 +7,18 @@
 //! `message.max.bytes`, 1,000,000 bytes by default (`KAFKA_PRODUCER_MESSAGE_MAX_BYTES` in
 //! `rust/capture`); Spillway's [`RequestLimits`] (64 KiB by default) are lower and apply on top. An
 //! event needs its `event` name and a `distinct_id`, as PostHog requires.
+//!
+//! A batch body with `"historical_migration": true` (posthog-node's `historicalMigration`
+//! option, PostHog's own importers) is a historical import: its events may be older than the
+//! live window ([`Window::Historical`]), as PostHog's capture service routes such batches to
+//! its historical topic instead of refusing them. Only a batch body can say so: PostHog reads
+//! the flag from the request, never from one event.
 
 use chrono::{DateTime, Utc};
 
 use super::{
     array_elements, check_all, check_message, event_name, object_fields, one_key, Body,
-    BodyProblem, Fields, KeyPlaces, Kind,
+    BodyProblem, Fields, KeyPlaces, Kind, Window,
 };
 use crate::event::Source;
 use crate::limits::RequestLimits;
@@ -51,6 +57,7 @@ pub fn parse<'a>(
         return Err(BodyProblem::Empty);
     }
     let mut keys = Vec::new();
+    let mut window = Window::Live;
     let raws = if body.starts_with('[') {
         array_elements(body).map_err(|e| BodyProblem::Malformed(format!("the body: {e}")))?
     } else {
@@ -59,6 +66,12 @@ pub fn parse<'a>(
         match top.get("batch") {
             Some(b) => {
                 keys.extend(keys_in(&top));
+                if top
+                    .get("historical_migration")
+                    .is_some_and(|v| v.get() == "true")
+                {
+                    window = Window::Historical;
+                }
                 array_elements(b.get())
                     .map_err(|e| BodyProblem::Malformed(format!("`batch` must be an array: {e}")))?
             }
@@ -80,7 +93,15 @@ pub fn parse<'a>(
     let key = one_key(keys)?;
     let max_bytes = MAX_EVENT_BYTES.min(limits.max_event_bytes);
     let messages = check_all(&raws, limits, |raw, index| {
-        check_message(raw, index, max_bytes, limits, now, &KEY_PLACES, kind)
+        check_message(
+            raw,
+            index,
+            max_bytes,
+            limits,
+            (now, window),
+            &KEY_PLACES,
+            kind,
+        )
     })?;
     Ok(Body { key, messages })
 }
@@ -327,5 +348,34 @@ mod tests {
             ),
             Err(BodyProblem::Empty)
         );
+    }
+
+    #[test]
+    fn a_historical_migration_batch_may_be_older_than_the_window() {
+        let old = r#"{"event":"e","distinct_id":"d","timestamp":"2019-03-01T12:00:00Z"}"#;
+        let live = format!(r#"{{"api_key":"k","batch":[{old}]}}"#);
+        let Err(BodyProblem::Invalid(p)) = parse(&live, &RequestLimits::default(), now()) else {
+            panic!("a live batch keeps the window");
+        };
+        assert_eq!(p[0].code, Code::TimestampOutOfRange);
+        let import = format!(r#"{{"api_key":"k","historical_migration":true,"batch":[{old}]}}"#);
+        let b = parse_ok(&import);
+        assert_eq!(
+            b.messages[0].occurred_at.map(|t| t.to_rfc3339()),
+            Some("2019-03-01T12:00:00+00:00".to_owned())
+        );
+        // Only `true` marks an import; the future stays refused; an event cannot mark itself.
+        for body in [
+            format!(r#"{{"api_key":"k","historical_migration":false,"batch":[{old}]}}"#),
+            r#"{"api_key":"k","historical_migration":true,"batch":[{"event":"e","distinct_id":"d","timestamp":"2026-12-01T08:00:00Z"}]}"#.to_owned(),
+            r#"{"api_key":"k","historical_migration":true,"batch":[{"event":"e","distinct_id":"d","timestamp":"1969-12-31T23:59:59Z"}]}"#.to_owned(),
+            r#"[{"event":"e","distinct_id":"d","historical_migration":true,"timestamp":"2019-03-01T12:00:00Z"}]"#.to_owned(),
+        ] {
+            let Err(BodyProblem::Invalid(p)) = parse(&body, &RequestLimits::default(), now())
+            else {
+                panic!("{body}");
+            };
+            assert_eq!(p[0].code, Code::TimestampOutOfRange, "{body}");
+        }
     }
 }

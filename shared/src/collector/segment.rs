@@ -7,12 +7,18 @@
 //! needs its `event` name. A single-message call's type is its path's: a `type` in the body
 //! that names another is refused, not stored as a row whose `type` and `data.type` disagree.
 //! A message's `writeKey` is taken out of what is stored ([`KEY_PLACES`]).
+//!
+//! Historical imports: Segment documents no marker (its API takes old timestamps on any call),
+//! so Spillway's window for live traffic would refuse them. A batch sent to `/v1/import`
+//! ([`Call::Import`], a batch body) is an import and may carry timestamps back to the Unix
+//! epoch ([`Window::Historical`]); point an SDK's path option there to import (analytics-node's
+//! `path: '/v1/import'`).
 
 use chrono::{DateTime, Utc};
 
 use super::{
     array_elements, check_all, check_message, event_name, object_fields, one_key, Body,
-    BodyProblem, KeyPlaces, Kind,
+    BodyProblem, KeyPlaces, Kind, Window,
 };
 use crate::event::Source;
 use crate::limits::RequestLimits;
@@ -75,6 +81,8 @@ impl MessageType {
 pub enum Call {
     /// `/v1/batch` (`/v1/b`): messages of any type under `batch`.
     Batch,
+    /// `/v1/import`: a batch body that is a historical import (old timestamps accepted).
+    Import,
     /// `/v1/track` (`/v1/t`) and the others: the body is one message of this type.
     Single(MessageType),
 }
@@ -105,7 +113,7 @@ pub fn parse<'a>(
     let mut keys = vec![string(&top, "writeKey")?];
     let raws = match call {
         Call::Single(_) => vec![body],
-        Call::Batch => match top.get("batch") {
+        Call::Batch | Call::Import => match top.get("batch") {
             Some(b) => array_elements(b.get())
                 .map_err(|e| BodyProblem::Malformed(format!("`batch` must be an array: {e}")))?,
             None => {
@@ -115,7 +123,7 @@ pub fn parse<'a>(
             }
         },
     };
-    if call == Call::Batch {
+    if matches!(call, Call::Batch | Call::Import) {
         // A message may carry the key itself (libraries that batch single calls).
         for raw in &raws {
             if let Ok(fields) = object_fields(raw) {
@@ -124,11 +132,21 @@ pub fn parse<'a>(
         }
     }
     let key = one_key(keys)?;
+    let window = match call {
+        Call::Import => Window::Historical,
+        Call::Batch | Call::Single(_) => Window::Live,
+    };
     let max_bytes = MAX_MESSAGE_BYTES.min(limits.max_event_bytes);
     let messages = check_all(&raws, limits, |raw, index| {
-        check_message(raw, index, max_bytes, limits, now, &KEY_PLACES, |f| {
-            kind(f, call)
-        })
+        check_message(
+            raw,
+            index,
+            max_bytes,
+            limits,
+            (now, window),
+            &KEY_PLACES,
+            |f| kind(f, call),
+        )
     })?;
     Ok(Body { key, messages })
 }
@@ -152,7 +170,7 @@ fn kind(fields: &super::Fields<'_>, call: Call) -> Result<Kind, (String, String)
                 _ => t,
             }
         }
-        Call::Batch => {
+        Call::Batch | Call::Import => {
             let name = fields
                 .string("type")
                 .map_err(|m| ("type".to_owned(), m))?
@@ -437,5 +455,23 @@ mod tests {
             Call::Batch,
         );
         assert_eq!(p[0].code, Code::InvalidEvent);
+    }
+
+    #[test]
+    fn an_import_batch_may_be_older_than_the_window() {
+        let body = r#"{"writeKey":"k","batch":[{"type":"track","event":"E","userId":"u","timestamp":"2018-06-01T00:00:00Z"}]}"#;
+        let p = problems(body, Call::Batch);
+        assert_eq!(p[0].code, Code::TimestampOutOfRange);
+        let b = parse_ok(body, Call::Import);
+        assert_eq!(b.key.as_deref(), Some("k"));
+        assert_eq!(
+            b.messages[0].occurred_at.map(|t| t.to_rfc3339()),
+            Some("2018-06-01T00:00:00+00:00".to_owned())
+        );
+        let future = r#"{"batch":[{"type":"track","event":"E","userId":"u","timestamp":"2026-12-01T00:00:00Z"}]}"#;
+        assert_eq!(
+            problems(future, Call::Import)[0].code,
+            Code::TimestampOutOfRange
+        );
     }
 }

@@ -1,5 +1,6 @@
 // Drives the real `posthog-node` against Spillway: `cfg.count` captures (with the occasional
-// identify and alias), then shutdown. Prints {statuses, errors}.
+// identify), then shutdown; with `cfg.historical`, as a historical import of events
+// `cfg.ageDays` old. Prints {statuses, errors}.
 import { PostHog } from 'posthog-node'
 import { cfg, recordingFetch, report, errors, describe } from './common.mjs'
 
@@ -11,6 +12,8 @@ const client = new PostHog(cfg.key, {
   fetchRetryCount: cfg.retries ?? 3,
   fetchRetryDelay: cfg.retryDelayMs ?? 3000,
   fetch: recordingFetch,
+  // A historical import: batches marked `historical_migration: true`.
+  historicalMigration: !!cfg.historical,
 })
 client.on('error', (e) => errors.push(describe(e)))
 
@@ -25,7 +28,8 @@ for (let i = 0; i < cfg.count; i++) {
   const properties = { run: cfg.run, i, pad: 'x'.repeat(100) }
   const uuid = cfg.uuids ? { uuid: uuidFor(i) } : {}
   const distinctId = `user-${i % 5}`
-  const timestamp = new Date(Date.now() - (cfg.count - i) * 1000)
+  // `ageDays` back: an import's events are older than the live window.
+  const timestamp = new Date(Date.now() - (cfg.ageDays ?? 0) * 86400000 - (cfg.count - i) * 1000)
   if (i % 10 === 3) {
     client.capture({ distinctId, event: '$identify', properties: { ...properties, $set: { plan: 'pro' } }, timestamp, ...uuid })
   } else {

@@ -1,7 +1,10 @@
-//! The real analytics SDKs against the local pipeline: `@segment/analytics-node` 3.1.0 and
-//! `posthog-node` 5.70.0 (pinned in package.json), driven by the node scripts in `tests/e2e/sdk/`
-//! and pointed at `wrangler dev` by their `host` option alone, through the buffer (the local SQS
-//! queue, or the local Kinesis stream) and the poller into PostgreSQL.
+//! The real analytics server SDKs against the local pipeline: `@segment/analytics-node`,
+//! `posthog-node` and RudderStack's `@rudderstack/rudder-sdk-node` (Segment's protocol, the write
+//! key as the Basic user), pinned in package.json, driven by the node scripts in
+//! `tests/e2e/sdk/` and pointed at `wrangler dev` by their host option alone, through the
+//! buffer (the local SQS queue, or the local Kinesis stream) and the poller into PostgreSQL. A
+//! posthog-node historical migration (events two years old) is stored too. The browser SDKs are
+//! in tests/e2e/tests/browser_sdks.rs.
 //!
 //! Each run's messages carry a token of their own, so a test counts exactly the rows of a run:
 //! every message stored once, a resend adds nothing, a wrong key stores nothing (and the SDK
@@ -49,6 +52,8 @@ per_buffer!(
     segment_sdk_delivers_every_message_once,
     posthog_sdk_delivers_every_event_once,
     stalled_buffer_sdks_retry_and_every_event_is_stored_once,
+    rudderstack_sdk_delivers_every_message_once,
+    posthog_historical_migration_is_stored,
 );
 
 fn run(test: &str, buffer: BufferKind, body: fn(BufferKind)) {
@@ -85,7 +90,11 @@ fn ready(test: &str, buffer: BufferKind) -> bool {
     {
         missing.push("node".to_owned());
     }
-    for sdk in ["@segment/analytics-node", "posthog-node"] {
+    for sdk in [
+        "@segment/analytics-node",
+        "posthog-node",
+        "@rudderstack/rudder-sdk-node",
+    ] {
         if !repo_root().join("node_modules").join(sdk).exists() {
             missing.push(format!("node_modules/{sdk} (run `npm ci`)"));
         }
@@ -455,4 +464,73 @@ fn stalled_buffer_sdks_retry_and_every_event_is_stored_once(buffer: BufferKind) 
         }
         assert_stored_once(&stack, &run, N as u64);
     }
+}
+
+fn rudderstack_sdk_delivers_every_message_once(buffer: BufferKind) {
+    let stack = start_with("sdk-rudder", buffer, |_| {});
+    const N: usize = 70;
+    let run = run_token("rudder");
+    let report = drive("rudderstack", base(&stack, &run, N));
+    assert!(report.errors.is_empty(), "SDK errors: {:?}", report.errors);
+    assert_eq!(report.raw["ok"], N, "{:?}", report.raw);
+    assert_eq!(report.raw["failed"], 0, "{:?}", report.raw);
+    assert_stored_once(&stack, &run, N as u64);
+    // Every message type, each under the row id its messageId names.
+    let rows = stack
+        .pg
+        .psql(&format!(
+            "select string_agg(distinct type collate \"C\", ',' order by type collate \"C\"),
+                    count(distinct id),
+                    bool_and(source = 'segment' and key_id = 'dev')
+             from events where position('{run}' in data::text) > 0"
+        ))
+        .expect("psql");
+    assert_eq!(
+        rows,
+        format!("E2E Rudder Order,alias,group,identify,page,screen|{N}|t")
+    );
+    let one = stack
+        .pg
+        .psql(&format!(
+            "select id, data->>'messageId' from events
+             where position('{run}' in data::text) > 0 limit 1"
+        ))
+        .expect("psql");
+    let (id, message) = one.split_once('|').expect("two columns");
+    // RudderStack's messageIds are UUIDs: kept as the row ids.
+    assert_eq!(id, message, "the row id is the SDK's messageId");
+}
+
+fn posthog_historical_migration_is_stored(buffer: BufferKind) {
+    let stack = start_with("sdk-ph-hist", buffer, |_| {});
+    const N: usize = 40;
+    // Two years back: past the live window (365 days), which refuses such events.
+    let run = run_token("ph-hist");
+    let mut cfg = base(&stack, &run, N);
+    cfg["historical"] = json!(true);
+    cfg["ageDays"] = json!(730);
+    cfg["gzip"] = json!(true);
+    let report = drive("posthog", cfg);
+    assert!(report.errors.is_empty(), "SDK errors: {:?}", report.errors);
+    assert!(report.saw(200), "{:?}", report.statuses);
+    assert_stored_once(&stack, &run, N as u64);
+    let old = stack
+        .pg
+        .psql(&format!(
+            "select count(*) from events where position('{run}' in data::text) > 0
+               and occurred_at < now() - interval '729 days'
+               and occurred_at = (data->>'timestamp')::timestamptz"
+        ))
+        .expect("psql");
+    assert_eq!(old, N.to_string(), "every event keeps its old time");
+
+    // The same events without the mark are refused, and the SDK says so.
+    let run = run_token("ph-live");
+    let mut cfg = base(&stack, &run, 10);
+    cfg["ageDays"] = json!(730);
+    cfg["retries"] = json!(0);
+    let live = drive("posthog", cfg);
+    assert!(live.saw(400), "{:?}", live.statuses);
+    assert!(!live.errors.is_empty(), "the SDK reports the refusal");
+    assert_eq!(rows_after_drain(&stack, &run), 0);
 }

@@ -49,6 +49,8 @@ pub struct Record {
 pub struct LocalKinesis {
     port: u16,
     region: String,
+    /// Bound on connecting and on each read: 30 s by default; a status probe uses a short one.
+    timeout: Duration,
 }
 
 impl LocalKinesis {
@@ -56,7 +58,14 @@ impl LocalKinesis {
         Self {
             port,
             region: region.to_owned(),
+            timeout: Duration::from_secs(30),
         }
+    }
+
+    /// The same client, giving up on a connect or a read after `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -67,9 +76,12 @@ impl LocalKinesis {
     /// Calls `Kinesis_20131202.<action>` with a JSON body; returns the JSON answer or the error.
     pub fn call(&self, action: &str, body: &Value) -> Result<Value> {
         let payload = body.to_string();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))
-            .with_context(|| format!("connecting to the local Kinesis on port {}", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), self.timeout)
+            .with_context(|| {
+            format!("connecting to the local Kinesis on port {}", self.port)
+        })?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.set_write_timeout(Some(self.timeout))?;
         let auth = format!(
             "AWS4-HMAC-SHA256 Credential=spillway-local/20260101/{}/kinesis/aws4_request, SignedHeaders=host, Signature=0",
             self.region

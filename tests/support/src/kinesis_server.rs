@@ -64,6 +64,16 @@ impl KinesisServer {
     /// Starts kinesis-local on a free port, creates the stream (or finds it reloaded) and waits
     /// until it is `ACTIVE`.
     pub fn start(options: &KinesisOptions) -> Result<KinesisServer> {
+        Self::start_on(options, free_port()?)
+    }
+
+    /// [`KinesisServer::start`] on `port`: how a supervisor replaces a dead one where the edge
+    /// and the poller still send (its persisted state, if any, is reloaded; what it acknowledged
+    /// after its last write is gone, see the module documentation).
+    pub fn start_on(options: &KinesisOptions, port: u16) -> Result<KinesisServer> {
+        if port_open(port) {
+            bail!("port {port} (local Kinesis) is already in use");
+        }
         let main = kinesis_local_main();
         let cert = main.with_file_name("server.json");
         if !main.is_file() || !cert.is_file() {
@@ -73,7 +83,6 @@ impl KinesisServer {
                 main.display()
             );
         }
-        let port = free_port()?;
         // It always serves TLS as well; nothing of ours uses it, but the port must be free.
         let tls_port = loop {
             let p = free_port()?;

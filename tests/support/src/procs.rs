@@ -157,6 +157,21 @@ impl Family {
     }
 }
 
+/// The running processes of the family of group `pgid` whose command name (`/proc/<pid>/comm`)
+/// is `comm`: how the supervisor tells that `wrangler dev` (node) still runs but its `workerd`
+/// was killed, which leaves wrangler answering nothing useful.
+pub(crate) fn family_members_named(pgid: u32, comm: &str) -> Vec<u32> {
+    let t = table();
+    let members = family(&t, pgid, &BTreeSet::new());
+    t.iter()
+        .filter(|p| p.running() && members.contains(&p.id()))
+        .filter(|p| {
+            fs::read_to_string(format!("/proc/{}/comm", p.pid)).is_ok_and(|c| c.trim() == comm)
+        })
+        .map(|p| p.pid)
+        .collect()
+}
+
 /// Waits until no process of `families` runs, or `deadline`; true when none runs.
 fn wait_gone(families: &mut [Family], deadline: Instant) -> bool {
     loop {

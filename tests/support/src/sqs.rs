@@ -19,6 +19,9 @@ use serde_json::{json, Value};
 pub struct LocalSqs {
     port: u16,
     region: String,
+    /// Bound on connecting and on each read: 30 s by default (a busy moto under a burst);
+    /// a status probe uses a short one, so a stalled server is reported, not waited on.
+    timeout: Duration,
 }
 
 impl LocalSqs {
@@ -26,15 +29,24 @@ impl LocalSqs {
         Self {
             port,
             region: region.to_owned(),
+            timeout: Duration::from_secs(30),
         }
+    }
+
+    /// The same client, giving up on a connect or a read after `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Calls `AmazonSQS.<action>` with a JSON body; returns the JSON answer or the SQS error.
     pub fn call(&self, action: &str, body: &Value) -> Result<Value> {
         let payload = body.to_string();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))
-            .with_context(|| format!("connecting to the local SQS on port {}", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut s =
+            TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), self.timeout)
+                .with_context(|| format!("connecting to the local SQS on port {}", self.port))?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.set_write_timeout(Some(self.timeout))?;
         let auth = format!(
             "AWS4-HMAC-SHA256 Credential=test/20260101/{}/sqs/aws4_request, SignedHeaders=host, Signature=0",
             self.region

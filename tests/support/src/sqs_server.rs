@@ -125,6 +125,14 @@ impl SqsServer {
         }
     }
 
+    /// Has the server exited (it is this process's child)? Its status if so.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        match self {
+            SqsServer::Moto(m) => m.service().exited(),
+            SqsServer::LocalStack(l) => l.service.exited(),
+        }
+    }
+
     /// Leaves the server running; [`sweep`](crate::sweep) stops it later.
     pub fn detach(self) {
         match self {

@@ -1,9 +1,16 @@
-//! Figure 7: group commit at the edge (issue 14). Single-event requests at fixed offered rates,
-//! open loop, with the worker's batching off (`BATCH_WINDOW_MS=0`) and on (its default), and the
-//! SQS requests they cost **counted** by an [`BufferMeter`](spillway_support::BufferMeter) between the
-//! edge and the local SQS: what reached the server, not what the edge says it sent.
+//! Figure 7: group commit at the edge (issues 14 and 28). Single-event requests at fixed offered
+//! rates, open loop, with the worker's batching off (`BATCH_WINDOW_MS=0`) and on (its default),
+//! and the SQS requests they cost **counted** by an
+//! [`BufferMeter`](spillway_support::BufferMeter) between the edge and the local SQS: what
+//! reached the server, not what the edge says it sent. The batchers' side is counted from the
+//! edge log, where each batcher logs every flush (`{"kind":"batch","requests":n,"active_ms":x}`):
+//! one Durable Object request per request it carried, and its active wall time (what a Durable
+//! Object's duration is billed for). The whole bill per million events, by service, uses
+//! [`crate::prices`]. Not billed here: Workers CPU (figure 3 measures it), the consumer's side
+//! (figure 9).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +22,7 @@ use super::client::{self, post, runtime, Answer, End, Endpoint, Load};
 use super::measure::now_rfc3339;
 use super::sqs::purge;
 use super::{ensure_open_files, SQS_BILLING_CHUNK};
+use crate::prices::usd;
 use crate::step::note;
 use spillway_support::events::request_body;
 
@@ -66,6 +74,78 @@ pub(super) struct BatchRow {
     pub(super) answers: Answers,
     /// What the meter counted during the row.
     pub(super) meter: MeterSnapshot,
+    /// What the batchers logged during the row.
+    pub(super) flushes: Flushes,
+}
+
+/// The batchers' flushes during a row, from their `{"kind":"batch",...}` lines in the edge log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Flushes {
+    pub(super) flushes: u64,
+    /// Requests the flushes carried: one Durable Object request each.
+    pub(super) requests: u64,
+    pub(super) events: u64,
+    /// The batchers' active wall time, summed over every flush.
+    pub(super) active_ms: u64,
+}
+
+impl Flushes {
+    /// Every flush the edge log at `log` holds (none when it cannot be read).
+    pub(super) fn read(log: &Path) -> Flushes {
+        std::fs::read_to_string(log)
+            .map(|text| Self::of(&text))
+            .unwrap_or_default()
+    }
+
+    fn of(text: &str) -> Flushes {
+        let mut f = Flushes::default();
+        for line in text.lines() {
+            let Some(at) = line.find('{') else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line[at..]) else {
+                continue;
+            };
+            if v["kind"] != "batch" {
+                continue;
+            }
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            f.flushes += 1;
+            f.requests += n("requests");
+            f.events += n("events");
+            f.active_ms += n("active_ms");
+        }
+        f
+    }
+
+    fn since(&self, before: &Flushes) -> Flushes {
+        Flushes {
+            flushes: self.flushes.saturating_sub(before.flushes),
+            requests: self.requests.saturating_sub(before.requests),
+            events: self.events.saturating_sub(before.events),
+            active_ms: self.active_ms.saturating_sub(before.active_ms),
+        }
+    }
+}
+
+/// The memory a Durable Object's duration is billed at, GB (the price's unit says it).
+const DO_GB: f64 = 0.128;
+
+/// A row's bill, $ per million events (those the meter counted at SQS).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Bill {
+    /// One Workers request per client request.
+    pub(super) workers: f64,
+    /// One Durable Object request per request a batcher carried.
+    pub(super) do_requests: f64,
+    /// The batchers' active time at 128 MB.
+    pub(super) do_duration: f64,
+    /// The billed SQS requests the meter counted.
+    pub(super) sqs: f64,
+}
+
+impl Bill {
+    pub(super) fn total(&self) -> f64 {
+        self.workers + self.do_requests + self.do_duration + self.sqs
+    }
 }
 
 impl BatchRow {
@@ -89,6 +169,25 @@ impl BatchRow {
         self.client_bytes as f64 / requests as f64 * 1e6 / SQS_BILLING_CHUNK as f64
     }
 
+    /// The whole bill per million events counted at SQS (NaN when none was).
+    pub(super) fn bill(&self) -> Bill {
+        let events = self.meter.events;
+        let per_m = |count: f64, price: &str| per_million_f(count, events) * usd(price) / 1e6;
+        let gb_s = self.flushes.active_ms as f64 / 1e3 * DO_GB;
+        Bill {
+            workers: per_m(self.answers.requests as f64, "workers_request"),
+            do_requests: per_m(self.flushes.requests as f64, "do_request"),
+            do_duration: per_m(gb_s, "do_gb_s"),
+            sqs: per_m(self.meter.billed as f64, "sqs_request"),
+        }
+    }
+
+    /// The floor's bill per million events: a Workers request per (one-event) client request
+    /// and the client's bytes in 64 KiB SQS requests; no batcher.
+    pub(super) fn floor_usd(&self) -> f64 {
+        usd("workers_request") + self.floor_per_million() * usd("sqs_request") / 1e6
+    }
+
     /// At least 99% of the requests answered 202: the edge kept up with the offered rate.
     pub(super) fn kept_up(&self) -> bool {
         self.answers.accepted as f64 >= 0.99 * self.answers.requests as f64
@@ -96,10 +195,14 @@ impl BatchRow {
 }
 
 fn per_million(count: u64, events: u64) -> f64 {
+    per_million_f(count as f64, events)
+}
+
+fn per_million_f(count: f64, events: u64) -> f64 {
     if events == 0 {
         f64::NAN
     } else {
-        count as f64 * 1e6 / events as f64
+        count * 1e6 / events as f64
     }
 }
 
@@ -246,6 +349,8 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
             .as_ref()
             .ok_or_else(|| anyhow!("the stack has no SQS meter"))?;
         let before = meter.snapshot();
+        let log = stack.config.dir.join("logs/edge.log");
+        let flushes_before = Flushes::read(&log);
         let ts = now_rfc3339();
         let total = (rate * secs) as usize;
         let bodies: Vec<Arc<Vec<u8>>> = (0..total)
@@ -260,6 +365,7 @@ fn measure_modes(stack: &mut Stack, base_vars: &[(String, String)]) -> Result<Ve
             client_bytes: bodies.iter().map(|b| b.len()).sum(),
             answers: Answers::of(&ends),
             meter: after.since(&before),
+            flushes: Flushes::read(&log).since(&flushes_before),
         });
     }
     purge(stack)?;
@@ -338,6 +444,7 @@ mod tests {
             client_bytes: bytes * ends.len(),
             answers: Answers::of(ends),
             meter: MeterSnapshot::default(),
+            flushes: Flushes::default(),
         }
     }
 
@@ -383,6 +490,95 @@ mod tests {
             "nothing reached SQS is not 0"
         );
         assert!(Answers::of(&[]).p50_ms.is_nan());
+    }
+
+    #[test]
+    fn the_batchers_flushes_are_read_from_the_edge_log() {
+        let log = concat!(
+            "[wrangler:info] POST /v1/events 202 Accepted (35ms)\n",
+            "{\"request_id\":\"r1\",\"status\":202,\"events\":1,\"send\":\"batched\"}\n",
+            "  {\"kind\":\"batch\",\"requests\":3,\"events\":4,\"active_ms\":31}\n",
+            "{\"kind\":\"replay\",\"replayed\":9}\n",
+            "{\"kind\":\"batch\",\"requests\":1,\"events\":1,\"active_ms\":22}\n",
+            "{\"kind\":\"batch\", broken\n",
+        );
+        let f = Flushes::of(log);
+        let want = Flushes {
+            flushes: 2,
+            requests: 4,
+            events: 5,
+            active_ms: 53,
+        };
+        assert_eq!(f, want);
+        assert_eq!(f.since(&Flushes::default()), want);
+        assert_eq!(f.since(&f), Flushes::default());
+    }
+
+    #[test]
+    fn the_bill_counts_workers_durable_objects_and_sqs_per_million_events() {
+        // 100 one-event requests, 40 of them through batchers in 20 flushes active 1 s in all,
+        // 80 billed SQS requests, 100 events at SQS.
+        let mut row = row(1_280, &vec![end(Answer::Status(202), 1.0, 0.1); 100]);
+        row.meter.events = 100;
+        row.meter.billed = 80;
+        row.flushes = Flushes {
+            flushes: 20,
+            requests: 40,
+            events: 40,
+            active_ms: 1_000,
+        };
+        let b = row.bill();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // Per million events: 1e6 Workers requests at $0.30/M, 400,000 DO requests at $0.15/M,
+        // 10,000 s x 0.128 GB at $12.50 per million GB-s, 800,000 SQS requests at $0.40/M.
+        assert!(close(b.workers, 0.30), "{b:?}");
+        assert!(close(b.do_requests, 0.06), "{b:?}");
+        assert!(
+            close(b.do_duration, 10_000.0 * 0.128 * 12.50 / 1e6),
+            "{b:?}"
+        );
+        assert!(close(b.sqs, 0.32), "{b:?}");
+        assert!(close(b.total(), 0.30 + 0.06 + 0.016 + 0.32));
+        // Floor: a Workers request and 1,280 B per event in 64 KiB SQS requests.
+        assert!(close(row.floor_usd(), 0.30 + 19_531.25 * 0.40 / 1e6));
+        row.meter.events = 0;
+        assert!(
+            row.bill().total().is_nan(),
+            "nothing at SQS is unknown, not free"
+        );
+    }
+
+    #[test]
+    fn the_edges_break_even_prices_are_the_price_tables() {
+        // The edge decides whether group commit pays from its own copy of these prices
+        // (edge/src/deliver/group_commit/advice.rs): they must be this table's.
+        let advice = std::fs::read_to_string(
+            crate::step::root().join("edge/src/deliver/group_commit/advice.rs"),
+        )
+        .expect("the edge's advice module");
+        let constant = |name: &str| -> f64 {
+            let at = advice
+                .find(&format!("pub const {name}: f64 = "))
+                .unwrap_or_else(|| panic!("{name} in advice.rs"));
+            let rest = &advice[at..];
+            let value = &rest[rest.find("= ").expect("=") + 2..rest.find(';').expect(";")];
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {value}"))
+        };
+        assert_eq!(constant("DO_REQUEST_USD_PER_M"), usd("do_request"));
+        assert_eq!(constant("DO_GB_S_USD_PER_M"), usd("do_gb_s"));
+        assert_eq!(constant("DO_GB"), DO_GB);
+        assert_eq!(constant("SQS_REQUEST_USD_PER_M"), usd("sqs_request"));
+        assert_eq!(
+            constant("KINESIS_OD_IN_USD_PER_GB"),
+            usd("kinesis_od_in_gb")
+        );
+        assert_eq!(
+            constant("KINESIS_PUT_UNIT_USD_PER_M"),
+            usd("kinesis_put_unit")
+        );
     }
 
     #[test]

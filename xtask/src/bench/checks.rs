@@ -32,15 +32,8 @@ fn figure_6(scenario: &str, t: &Table) -> Vec<Check> {
         return Vec::new();
     };
     let what = |s: &str| format!("{scenario}: Spillway {s}");
-    let mut out: Vec<Check> = [
-        ("requests refused", "refused, by final answer"),
-        ("events lost", "**events lost** (2xx, never stored)"),
-    ]
-    .map(|(s, column)| (what(s), t.number(sp, column), AT_MOST, Some(0.0)))
-    .into();
-    let peak = t.number(sp, "**peak PostgreSQL connections**");
-    let budget = what("peak PostgreSQL connections (`MAXIMUM_CONCURRENCY`)");
-    out.push((budget, peak, AT_MOST, Some(SPILLWAY_CONNECTIONS)));
+    let budget = ("`MAXIMUM_CONCURRENCY`", SPILLWAY_CONNECTIONS);
+    let mut out = refused_lost_peak(t, sp, what, budget);
     if let Some(up) = t.get(sp, "p99 accept latency, sent while PostgreSQL was up (ms)") {
         let down = t.number(
             sp,
@@ -112,15 +105,27 @@ fn figure_9(t: &Table) -> Vec<Check> {
         return Vec::new();
     };
     let what = |s: &str| format!("Kinesis burst: Spillway {s}");
+    let budget = ("shards x `ParallelizationFactor`", KINESIS_CONNECTIONS);
+    refused_lost_peak(t, k, what, budget)
+}
+
+/// A Spillway run (row `r` of a figure-6-shaped table) refuses nothing, loses nothing and holds
+/// at most its connection budget (`budget`: its name and size).
+fn refused_lost_peak(
+    t: &Table,
+    r: usize,
+    what: impl Fn(&str) -> String,
+    budget: (&str, f64),
+) -> Vec<Check> {
     let mut out: Vec<Check> = [
         ("requests refused", "refused, by final answer"),
         ("events lost", "**events lost** (2xx, never stored)"),
     ]
-    .map(|(s, column)| (what(s), t.number(k, column), AT_MOST, Some(0.0)))
+    .map(|(s, column)| (what(s), t.number(r, column), AT_MOST, Some(0.0)))
     .into();
-    let peak = t.number(k, "**peak PostgreSQL connections**");
-    let bound = what("peak PostgreSQL connections (shards x `ParallelizationFactor`)");
-    out.push((bound, peak, AT_MOST, Some(KINESIS_CONNECTIONS)));
+    let peak = t.number(r, "**peak PostgreSQL connections**");
+    let name = what(&format!("peak PostgreSQL connections ({})", budget.0));
+    out.push((name, peak, AT_MOST, Some(budget.1)));
     out
 }
 

@@ -176,7 +176,8 @@ pub(super) fn summary_rows(r: &Results) -> Vec<(String, &'static str, f64, &'sta
             metered
                 .iter()
                 .find(|m| m.design == d && m.events_per_request == n)
-                .map(|m| bill(&m.meter, n, d.group_commit(), b).total())
+                // Per billion: the summary shows whole numbers.
+                .map(|m| bill(&m.meter, n, d.group_commit(), b).total() * 1_000.0)
         };
         let Some(sqs) = find(Design::SqsDirect, Billing::Sqs) else {
             continue;
@@ -188,11 +189,11 @@ pub(super) fn summary_rows(r: &Results) -> Vec<(String, &'static str, f64, &'sta
         ] {
             if let Some(v) = find(d, b) {
                 let what = format!(
-                    "{n}-event requests, {} billed as {}: $ per million events (before monthly parts)",
+                    "{n}-event requests, {} billed as {}: cost before monthly parts",
                     d.label(),
                     b.label()
                 );
-                rows.push((what, "USD", v, "SQS, direct", sqs));
+                rows.push((what, "USD per billion events", v, "SQS, direct", sqs));
             }
         }
     }

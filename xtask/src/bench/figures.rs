@@ -381,18 +381,24 @@ const STEADY: [&str; 4] = [
     "PostgreSQL started at (s)",
 ];
 
-/// Figure 7: group commit off and on per offered rate, as the meter counted it, with the
+/// A figure-7 row, the off row of its rate where both kept up (latency), and the off row of its
+/// rate for an on row (cost).
+type WithOff<'a> = (&'a BatchRow, Option<&'a BatchRow>, Option<&'a BatchRow>);
+
+/// Figure 7: group commit off and on per offered rate, as the meter and the batchers' log
+/// counted it, the whole bill per million events beside the floor's and off's, with the
 /// latency batching added where both modes kept up with the offered rate.
 fn batching_table(rows: &[BatchRow]) -> Table {
+    const N4: Option<usize> = Some(4);
     let with_off = rows.iter().map(|row| {
         let off = rows
             .iter()
-            .find(|o| o.mode == Mode::Off && o.offered_rps == row.offered_rps)
-            .filter(|o| row.mode == Mode::On && o.kept_up() && row.kept_up());
-        (row, off)
+            .find(|o| o.mode == Mode::Off && o.offered_rps == row.offered_rps);
+        let kept_up = off.filter(|o| row.mode == Mode::On && o.kept_up() && row.kept_up());
+        (row, kept_up, off.filter(|_| row.mode == Mode::On))
     });
     #[rustfmt::skip] // A table: one column per line.
-    let cols: [Col<(&BatchRow, Option<&BatchRow>)>; 18] = [
+    let cols: [Col<WithOff>; 29] = [
         ("batching", TEXT, |x| json!(x.0.mode.label())),
         ("offered req/s", N, |x| json!(x.0.offered_rps)),
         ("for (s)", N, |x| json!(x.0.secs)),
@@ -407,6 +413,17 @@ fn batching_table(rows: &[BatchRow]) -> Table {
         ("billed per million events", N, |x| num(x.0.billed_per_million())),
         ("floor", N, |x| num(x.0.floor_per_million())),
         ("billed / floor", N2, |x| ratio(x.0.billed_per_million(), x.0.floor_per_million())),
+        ("batcher flushes (logged)", N, |x| json!(x.0.flushes.flushes)),
+        ("DO requests (logged)", N, |x| json!(x.0.flushes.requests)),
+        ("batcher active (s)", N2, |x| num(x.0.flushes.active_ms as f64 / 1e3)),
+        ("Workers requests ($/M events)", N4, |x| num(x.0.bill().workers)),
+        ("DO requests ($/M events)", N4, |x| num(x.0.bill().do_requests)),
+        ("DO duration ($/M events)", N4, |x| num(x.0.bill().do_duration)),
+        ("SQS sends ($/M events)", N4, |x| num(x.0.bill().sqs)),
+        ("total ($/M events)", N4, |x| num(x.0.bill().total())),
+        ("floor ($/M events)", N4, |x| num(x.0.floor_usd())),
+        ("total / floor", N2, |x| ratio(x.0.bill().total(), x.0.floor_usd())),
+        ("total / off's total", N2, |x| x.2.map_or(Value::Null, |o| ratio(x.0.bill().total(), o.bill().total()))),
         ("p50 (ms)", N1, |x| num(x.0.answers.p50_ms)),
         ("p99 (ms)", N1, |x| num(x.0.answers.p99_ms)),
         ("added p50 vs off (ms)", N1, |x| x.1.map_or(Value::Null, |o| num(x.0.answers.p50_ms - o.answers.p50_ms))),

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::breaker::BreakerPolicy;
 use crate::config::{invalid, number, origin_of, ConfigError};
 
 /// Which event source mapping the poller plays (`BUFFER`, as the edge's setting).
@@ -49,6 +50,11 @@ pub struct PollerConfig {
     pub visibility_timeout: Option<i32>,
     /// `WAIT_TIME_SECONDS`, default 20 (Lambda long-polls for 20 s), 0..=20.
     pub wait_time_seconds: i32,
+    /// The circuit breaker's probes while the database is unavailable: the first after 1 s,
+    /// doubling up to `BREAKER_MAX_PROBE_SECONDS` (default 10, 1..=300), the longest a backlog
+    /// waits after the database returns before it starts draining. The deployed function's
+    /// schedule probes every minute instead (`infra/template.yaml`).
+    pub breaker: BreakerPolicy,
 }
 
 impl PollerConfig {
@@ -103,6 +109,11 @@ impl PollerConfig {
             }
         }
         let wait_time_seconds = number(lookup, "WAIT_TIME_SECONDS", 20i32, 0..=20)?;
+        let max_probe = number(lookup, "BREAKER_MAX_PROBE_SECONDS", 10u64, 1..=300)?;
+        let breaker = BreakerPolicy {
+            first_probe: Duration::from_secs(1),
+            max_probe: Duration::from_secs(max_probe),
+        };
         Ok(Self {
             queue_url,
             endpoint,
@@ -111,6 +122,7 @@ impl PollerConfig {
             maximum_concurrency,
             visibility_timeout,
             wait_time_seconds,
+            breaker,
         })
     }
 }
@@ -142,6 +154,7 @@ mod tests {
         assert_eq!(c.maximum_concurrency, 2);
         assert_eq!(c.visibility_timeout, None);
         assert_eq!(c.wait_time_seconds, 20);
+        assert_eq!(c.breaker, BreakerPolicy::default());
     }
 
     #[test]
@@ -153,8 +166,10 @@ mod tests {
             ("MAXIMUM_BATCHING_WINDOW_IN_SECONDS", "2"),
             ("MAXIMUM_CONCURRENCY", "5"),
             ("VISIBILITY_TIMEOUT_SECONDS", "30"),
+            ("BREAKER_MAX_PROBE_SECONDS", "3"),
         ]))
         .expect("valid");
+        assert_eq!(c.breaker.max_probe, Duration::from_secs(3));
         assert_eq!(c.endpoint, "http://localhost:4566");
         assert_eq!(c.batch_size, 100);
         assert_eq!(c.batching_window, Duration::from_secs(2));
@@ -177,6 +192,8 @@ mod tests {
             ("WAIT_TIME_SECONDS", "21"),
             ("VISIBILITY_TIMEOUT_SECONDS", "-1"),
             ("VISIBILITY_TIMEOUT_SECONDS", "0"),
+            ("BREAKER_MAX_PROBE_SECONDS", "0"),
+            ("BREAKER_MAX_PROBE_SECONDS", "301"),
         ] {
             assert!(
                 PollerConfig::from_lookup(&env(&[Q, (k, v)])).is_err(),

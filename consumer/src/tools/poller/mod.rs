@@ -8,6 +8,15 @@
 //! (and to reach the DLQ after the queue's `maxReceiveCount`). Each worker owns its own store,
 //! hence its own database connection: connections = `MAXIMUM_CONCURRENCY`, as on Lambda.
 //!
+//! While the database is unavailable the workers receive nothing ([`crate::breaker`], the
+//! policy the deployed function plays by disabling its own mapping): a batch that finds the
+//! database unavailable opens the breaker, one worker probes the database with a backoff, and
+//! the first probe that connects resumes receiving. Messages are thus received at most about
+//! twice per outage (the batches in flight when it opened), so an outage of any length sends
+//! none to the DLQ; only records that can never be stored get there. A batch received while
+//! another worker opens the breaker is still handled (and fails, spending one receive): a
+//! long poll cannot be taken back without its messages staying invisible anyway.
+//!
 //! On shutdown a worker finishes the batch it is handling, deletes what succeeded and stops. A
 //! receive that is still waiting is abandoned; if SQS had already handed it messages they stay
 //! invisible for one visibility timeout and then come back, none is lost.
@@ -25,4 +34,4 @@ pub mod worker;
 
 pub use config::{buffer, Buffer, PollerConfig};
 pub use record::{lambda_record, merge_received, sqs_event, to_delete, QueueInfo};
-pub use worker::{queue_info, run, run_worker, PollerError, WorkerStats};
+pub use worker::{queue_info, run, run_worker, PollerError, SharedBreaker, WorkerStats};

@@ -1,6 +1,9 @@
 //! The I/O half of the poller: long-polls SQS, runs the handler on each gathered batch, deletes
-//! what succeeded. What to build and what to delete is decided in [`super::record`].
+//! what succeeded. What to build and what to delete is decided in [`super::record`]; when to
+//! stop receiving because the database is away, in [`crate::breaker`] (one breaker shared by
+//! the workers).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{
@@ -13,8 +16,56 @@ use tracing::{info, warn};
 
 use super::config::PollerConfig;
 use super::record::{merge_received, sqs_event, to_delete, QueueInfo};
+use crate::breaker::{BatchHealth, Breaker, Step, Transition};
 use crate::handler::{handle, Clock, Deps};
-use crate::store::EventStore;
+use crate::store::{EventStore, FailureKind};
+
+/// The breaker the workers of one poller share. A plain mutex: it is held for a few
+/// comparisons, never across an await.
+pub type SharedBreaker = Arc<Mutex<Breaker>>;
+
+fn breaker_do<T>(breaker: &SharedBreaker, f: impl FnOnce(&mut Breaker) -> T) -> T {
+    // A worker that panicked mid-update left a consistent state (every update is one
+    // assignment): keep using it.
+    f(&mut breaker.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Logs a change of the breaker's state.
+fn log_transition(worker: usize, transition: Transition) {
+    match transition {
+        Transition::None => {}
+        Transition::Opened => warn!(
+            worker,
+            "database unavailable: receiving paused (the messages wait in the queue without \
+             spending their receive counts); probing the database"
+        ),
+        Transition::StillOpen { next_probe_in } => info!(
+            worker,
+            next_probe_ms = next_probe_in.as_millis() as u64,
+            "database still unavailable; receiving stays paused"
+        ),
+        Transition::Closed { open_for } => info!(
+            worker,
+            paused_ms = open_for.as_millis() as u64,
+            "database reachable again: receiving resumed"
+        ),
+    }
+}
+
+/// Runs the probe the breaker asked for and reports it.
+async fn probe<S: EventStore>(worker: usize, store: &S, breaker: &SharedBreaker) {
+    let reachable = match store.probe().await {
+        Ok(()) => true,
+        // Reached, but unhappy (a timeout, a table not migrated): not an outage.
+        Err(e) if e.kind != FailureKind::Unavailable => {
+            warn!(worker, error = %e, "database probe answered with an error; resuming");
+            true
+        }
+        Err(_) => false,
+    };
+    let transition = breaker_do(breaker, |b| b.probed(reachable, Instant::now().into_std()));
+    log_transition(worker, transition);
+}
 
 /// Lambda's invocation payload limit is 6 MB; stop gathering well before it.
 const MAX_GATHER_BYTES: usize = 5 * 1024 * 1024;
@@ -183,13 +234,15 @@ async fn delete(client: &aws_sdk_sqs::Client, queue: &QueueInfo, items: &[(&str,
     deleted
 }
 
-/// One worker: gather, handle, delete, until shutdown.
+/// One worker: gather, handle, delete, until shutdown; while `breaker` is open, receive
+/// nothing and probe the database when it says so.
 pub async fn run_worker<S, C>(
     worker: usize,
     client: aws_sdk_sqs::Client,
     config: PollerConfig,
     queue: QueueInfo,
     deps: Deps<S, C>,
+    breaker: SharedBreaker,
     mut shutdown: watch::Receiver<bool>,
 ) -> WorkerStats
 where
@@ -198,6 +251,20 @@ where
 {
     let mut stats = WorkerStats::default();
     while !*shutdown.borrow() {
+        match breaker_do(&breaker, |b| b.step(Instant::now().into_std())) {
+            Step::Receive => {}
+            Step::Probe => {
+                probe(worker, &deps.store, &breaker).await;
+                continue;
+            }
+            Step::WaitUntil(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(Instant::from_std(at)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        }
         let messages = match gather(&client, &config, &queue, &mut shutdown).await {
             Ok(m) => m,
             Err(e) => {
@@ -218,6 +285,13 @@ where
         let event = sqs_event(&messages, &queue);
         let outcome = handle(&deps, &event, &request_id).await;
         println!("{}", outcome.emf);
+        let health = if outcome.database_unavailable {
+            BatchHealth::DatabaseUnavailable
+        } else {
+            BatchHealth::DatabaseAnswered
+        };
+        let transition = breaker_do(&breaker, |b| b.observe(health, Instant::now().into_std()));
+        log_transition(worker, transition);
         let items = to_delete(&messages, &outcome.response);
         stats.records += messages.len() as u64;
         stats.failed += (messages.len() - items.len()) as u64;
@@ -227,7 +301,8 @@ where
 }
 
 /// Runs `deps.len()` workers (one per store, so one connection each) until `shutdown` turns
-/// true, then waits for their in-flight batches.
+/// true, then waits for their in-flight batches. The workers share one breaker
+/// ([`PollerConfig::breaker`]).
 pub async fn run<S, C>(
     client: aws_sdk_sqs::Client,
     config: PollerConfig,
@@ -258,6 +333,7 @@ where
              records will come back while they are gathered (set VISIBILITY_TIMEOUT_SECONDS)"
         );
     }
+    let breaker: SharedBreaker = Arc::new(Mutex::new(Breaker::new(config.breaker)));
     let mut tasks = tokio::task::JoinSet::new();
     for (worker, d) in deps.into_iter().enumerate() {
         tasks.spawn(run_worker(
@@ -266,6 +342,7 @@ where
             config.clone(),
             queue.clone(),
             d,
+            breaker.clone(),
             shutdown.clone(),
         ));
     }

@@ -6,6 +6,12 @@
 //! it and answers every request of it. Every other request only waits for its answer. All of
 //! it runs on one thread (a Durable Object, or a test's runtime): the shared state is a
 //! `RefCell`, never borrowed across an `await`.
+//!
+//! It also keeps what its flushes carried and how long it was active ([`FlushStats`]): each
+//! answer carries that advice ([`Batcher::answer`]), and each flush's leader gets a
+//! [`FlushLog`] for the Durable Object to log (what the bench bills Durable Object duration
+//! from). Active means at least one request is inside the batcher: the wall time a Durable
+//! Object is billed for, less the runtime's own time around a request.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -17,6 +23,8 @@ use futures_util::future::select;
 use spillway_shared::{pack_encoded, BufferLimits, CallBudget, EncodedEvent, SigningKey};
 use uuid::Uuid;
 
+use super::advice::FlushStats;
+use super::wire::Answer;
 use super::Submission;
 use crate::buffer::{send_all, Buffer, SendReport, Shared};
 use crate::config::{Config, RetryPolicy};
@@ -59,6 +67,84 @@ pub struct Batcher<Q, R> {
     rt: R,
     settings: BatcherSettings,
     open: RefCell<HashMap<String, Rc<Pending>>>,
+    stats: RefCell<FlushStats>,
+    activity: RefCell<Activity>,
+}
+
+/// One flush, as the Durable Object logs it: `{"kind":"batch",...}` in the edge's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushLog {
+    pub requests: u32,
+    pub events: u32,
+    /// Milliseconds the batcher was active since the previous flush's log (so the sum over a
+    /// run is its active time, but for the answers after the last flush).
+    pub active_ms: u64,
+}
+
+impl FlushLog {
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "kind": "batch",
+            "requests": self.requests,
+            "events": self.events,
+            "active_ms": self.active_ms,
+        })
+        .to_string()
+    }
+}
+
+/// What [`Batcher::answer`] gives the Durable Object: the request's answer, and the flush it
+/// led, if it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    pub answer: Answer,
+    pub flush: Option<FlushLog>,
+}
+
+/// The batcher's active wall time: while at least one request is inside it.
+#[derive(Debug, Default)]
+struct Activity {
+    inside: u32,
+    /// Since when the time not yet accrued runs (while `inside > 0`).
+    since: u64,
+    accrued: u64,
+}
+
+impl Activity {
+    fn enter(&mut self, now: u64) {
+        if self.inside == 0 {
+            self.since = now;
+        }
+        self.inside += 1;
+    }
+
+    fn leave(&mut self, now: u64) {
+        self.inside = self.inside.saturating_sub(1);
+        if self.inside == 0 {
+            self.accrued += now.saturating_sub(self.since);
+        }
+    }
+
+    /// The active time since the last call.
+    fn take(&mut self, now: u64) -> u64 {
+        if self.inside > 0 {
+            self.accrued += now.saturating_sub(self.since);
+            self.since = now;
+        }
+        std::mem::take(&mut self.accrued)
+    }
+}
+
+/// Leaves the activity when the request's future ends, answered or dropped (its caller gone).
+struct Inside<'a, R: Runtime> {
+    activity: &'a RefCell<Activity>,
+    rt: &'a R,
+}
+
+impl<R: Runtime> Drop for Inside<'_, R> {
+    fn drop(&mut self) {
+        self.activity.borrow_mut().leave(self.rt.now_ms());
+    }
 }
 
 /// A batch still taking events, or sealed and about to be sent by its leader.
@@ -104,6 +190,25 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
             rt,
             settings,
             open: RefCell::default(),
+            stats: RefCell::default(),
+            activity: RefCell::default(),
+        }
+    }
+
+    /// [`Batcher::submit`], with the advice for the request's isolate and, for the request
+    /// that led the flush, what the flush was.
+    pub async fn answer(&self, submission: Submission) -> Answered {
+        let (report, flush) = self.run(submission).await;
+        let advice = self
+            .stats
+            .borrow()
+            .advice(self.rt.now_ms(), self.settings.window);
+        Answered {
+            answer: Answer {
+                report,
+                advice: Some(advice),
+            },
+            flush,
         }
     }
 
@@ -120,12 +225,23 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
     /// Adds a request's events to the pending batch and answers once the buffer has answered
     /// for them (or the request's wait is over).
     pub async fn submit(&self, submission: Submission) -> SendReport {
+        self.run(submission).await.0
+    }
+
+    async fn run(&self, submission: Submission) -> (SendReport, Option<FlushLog>) {
         let Submission {
             group,
             wait_ms,
+            direct,
             mut events,
         } = submission;
         let now = self.rt.now_ms();
+        self.activity.borrow_mut().enter(now);
+        let _inside = Inside {
+            activity: &self.activity,
+            rt: &self.rt,
+        };
+        self.stats.borrow_mut().arrived(now, direct);
         let deadline_at = now.saturating_add(wait_ms);
         let key = if self.settings.by_group {
             group
@@ -184,6 +300,7 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
             }
         };
 
+        let mut flush = None;
         if let Some((pending, sealed, alone)) = lead {
             if !alone {
                 let wait = self
@@ -197,17 +314,19 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
                     open.remove(&key);
                 }
             }
-            self.send(&pending, &key).await;
+            flush = Some(self.send(&pending, &key).await);
         }
-        answered.await.unwrap_or_else(|_| SendReport {
+        let report = answered.await.unwrap_or_else(|_| SendReport {
             unacknowledged: ids,
             last_error: Some("the batch was dropped before it was sent".into()),
             ..SendReport::default()
-        })
+        });
+        (report, flush)
     }
 
-    /// Sends a sealed batch and answers each of its requests with the fate of its own events.
-    async fn send(&self, pending: &Pending, group: &str) {
+    /// Sends a sealed batch and answers each of its requests with the fate of its own events;
+    /// notes the flush in the stats and returns it.
+    async fn send(&self, pending: &Pending, group: &str) -> FlushLog {
         let (events, waiters, deadline_at) = {
             let mut g = pending.inner.borrow_mut();
             (
@@ -236,6 +355,14 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
             requests: u32::try_from(waiters.len()).unwrap_or(u32::MAX),
             events: u32::try_from(events.len()).unwrap_or(u32::MAX),
         };
+        let flush = FlushLog {
+            requests: shared.requests,
+            events: shared.events,
+            active_ms: self.activity.borrow_mut().take(self.rt.now_ms()),
+        };
+        self.stats
+            .borrow_mut()
+            .flushed(flush.requests, flush.active_ms);
         for waiter in waiters {
             let mine: Vec<Uuid> = waiter
                 .ids
@@ -255,5 +382,6 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
                 retries: report.retries,
             });
         }
+        flush
     }
 }

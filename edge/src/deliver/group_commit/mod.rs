@@ -2,23 +2,35 @@
 //!
 //! A request whose events are small is not sent by the request itself. Its events (already
 //! validated, given ids and encoded) go to a batcher, a Durable Object chosen by
-//! [`batcher_name`]: near the request (its location) and one of `BATCH_SHARDS` (by a hash of
-//! the request id). The batcher ([`Batcher`]) holds each request open, gathers the events of
+//! [`batcher_name`]: near the request (its location) and one of its shards there (by a hash
+//! of the request id; as many shards as the traffic needs, between `BATCH_SHARDS` and
+//! `BATCH_MAX_SHARDS`, [`advice`]). The batcher ([`Batcher`]) holds each request open, gathers the events of
 //! every request that arrives within `BATCH_WINDOW_MS` of the first, or until one more would
 //! not fit one call ([`spillway_shared::CallBudget`]), sends them together with the edge's own
 //! retry policy, and answers each request with the fate of its own events (a
 //! [`SendReport`](crate::buffer::SendReport)). Events keep their own ids and key ids inside the
 //! shared messages; the consumer never learns which request an event came from.
 //!
+//! Group commit costs a Durable Object request per request and the batcher's active time, so
+//! it pays only where flushes carry enough requests: each answer carries the batcher's advice
+//! (requests per flush, arrival rate, active time), and each isolate sends directly while
+//! batching would cost more than it saves, probing now and then ([`advice`], with the
+//! break-even derived from the prices).
+//!
 //! Everything here is plain Rust over the ports, tested natively; the Durable Object and the
 //! stub call are thin adapters (`runtime/group_commit_object.rs`). When no batcher answers, the
 //! request sends directly, as without group commit (`deliver`).
 
+pub mod advice;
 mod batcher;
 mod wire;
 
-pub use batcher::{Batcher, BatcherSettings};
-pub use wire::{decode_report, decode_submission, encode_report, encode_submission, WireError};
+pub use advice::{Advice, Advisor, AdvisorSettings, Route};
+pub use batcher::{Answered, Batcher, BatcherSettings, FlushLog};
+pub use wire::{
+    decode_answer, decode_report, decode_submission, encode_answer, encode_report,
+    encode_submission, encode_submission_reporting, Answer, WireError,
+};
 
 use spillway_shared::EncodedEvent;
 
@@ -34,6 +46,8 @@ pub struct Submission {
     pub group: String,
     /// How long, from its arrival at the batcher, the request may wait for SQS.
     pub wait_ms: u64,
+    /// Small requests its isolate sent directly since its last submission ([`advice`]).
+    pub direct: u32,
     pub events: Vec<EncodedEvent>,
 }
 

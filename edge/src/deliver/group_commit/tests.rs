@@ -50,6 +50,7 @@ fn submission(n: u128, count: u128, wait_ms: u64) -> Submission {
     Submission {
         group: format!("key{}", n % 2),
         wait_ms,
+        direct: 0,
         events: events(n, count),
     }
 }
@@ -291,6 +292,67 @@ async fn a_request_arriving_while_a_batch_is_sent_opens_the_next_one() {
     assert_eq!(batcher.queue().calls().len(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn each_flush_is_logged_by_its_leader_and_every_answer_carries_advice() {
+    let batcher = Batcher::new(
+        FakeQueue::new(vec![]),
+        FakeRuntime::new(),
+        settings(BufferLimits::default(), false),
+    );
+    let mut subs: Vec<Submission> = (0..3).map(|n| submission(n, 1, 2_000)).collect();
+    // The first request's isolate sent 5 directly since it last asked.
+    subs[0].direct = 5;
+    let answered = join_all(subs.into_iter().map(|s| batcher.answer(s))).await;
+    let flushes: Vec<FlushLog> = answered.iter().filter_map(|a| a.flush).collect();
+    // Active from the first arrival to the end of the send: the window (the fake SQS answers
+    // at once).
+    assert_eq!(
+        flushes,
+        vec![FlushLog {
+            requests: 3,
+            events: 3,
+            active_ms: WINDOW_MS,
+        }]
+    );
+    let line: serde_json::Value = serde_json::from_str(&flushes[0].to_json()).expect("JSON");
+    assert_eq!(
+        line,
+        serde_json::json!({"kind": "batch", "requests": 3, "events": 3, "active_ms": WINDOW_MS})
+    );
+    for a in &answered {
+        assert!(a.answer.report.unacknowledged.is_empty());
+        let advice = a.answer.advice.expect("advice");
+        assert_eq!(advice.per_flush, 3.0);
+        assert_eq!(advice.active_ms, WINDOW_MS as f64);
+        // 8 arrivals (3 here, 5 reported) 20 ms ago, each 1 / 2 s.
+        assert!(
+            (advice.rps - 4.0 * (-0.01f64).exp()).abs() < 1e-9,
+            "{}",
+            advice.rps
+        );
+    }
+    // On the wire, and from a batcher that gives no advice (an older build).
+    let a = &answered[0].answer;
+    let back = decode_answer(&encode_answer(a)).expect("decodes");
+    assert_eq!(back.report, a.report);
+    let (sent, got) = (a.advice.expect("advice"), back.advice.expect("advice"));
+    // JSON keeps a float to about its last digit.
+    assert_eq!(
+        (got.per_flush, got.active_ms),
+        (sent.per_flush, sent.active_ms)
+    );
+    assert!((got.rps - sent.rps).abs() < 1e-12);
+    let old = decode_answer(&encode_report(&a.report)).expect("a report alone decodes");
+    assert_eq!((old.report, old.advice), (a.report.clone(), None));
+    // A submission reporting direct requests crosses the wire with them.
+    let s = Submission {
+        direct: 7,
+        ..submission(1, 1, 100)
+    };
+    let bytes = encode_submission_reporting(&s.group, s.wait_ms, s.direct, &s.events);
+    assert_eq!(decode_submission(&bytes).expect("decodes"), s);
+}
+
 #[test]
 fn submissions_cross_the_wire_unchanged() {
     let s = submission(7, 3, 1_234);
@@ -385,6 +447,8 @@ fn kinesis_batcher(
     }
     let mut overrides = KINESIS_ENV.to_vec();
     overrides.push(("KINESIS_PARTITION_KEY", partition_key));
+    // Off by default with Kinesis (it never pays there): these test the batcher itself.
+    overrides.push(("BATCH_WINDOW_MS", "20"));
     let config = crate::config::tests::config_with(&overrides).expect("valid");
     let canned = CannedSqs::new(|parts| Answer::Http(200, all_recorded(parts, &[])));
     let batcher = Batcher::new(

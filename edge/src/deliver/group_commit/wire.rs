@@ -2,14 +2,19 @@
 //!
 //! A submission is one JSON header line (group, wait, the events' ids and sizes) followed by
 //! the encoded events back to back: an event's text may hold raw line breaks (the client's
-//! own `data`), so the sizes delimit them, not separators. The answer is a JSON
-//! [`SendReport`]: the request's own share of the group's send.
+//! own `data`), so the sizes delimit them, not separators. The header also reports how many
+//! small requests the isolate sent directly since its last submission (`direct`; absent from
+//! older edges, and then 0). The answer is a JSON [`SendReport`] (the request's own share of
+//! the group's send) with the batcher's [`Advice`] beside its fields ([`Answer`]); an edge that
+//! does not know `advice` ignores it, and one that gets none (an older batcher) learns nothing
+//! from the answer ([`super::Advisor::unheard`]).
 
 use serde::{Deserialize, Serialize};
 use spillway_shared::EncodedEvent;
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::advice::Advice;
 use super::Submission;
 use crate::buffer::SendReport;
 
@@ -22,8 +27,19 @@ struct Header {
     v: u32,
     group: String,
     wait_ms: u64,
+    #[serde(default)]
+    direct: u32,
     ids: Vec<Uuid>,
     sizes: Vec<usize>,
+}
+
+/// A batcher's answer to one request: its report, and what the batcher advises.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    #[serde(flatten)]
+    pub report: SendReport,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<Advice>,
 }
 
 /// A submission or answer that is not what this build sends.
@@ -42,10 +58,22 @@ pub enum WireError {
 }
 
 pub fn encode_submission(group: &str, wait_ms: u64, events: &[EncodedEvent]) -> Vec<u8> {
+    encode_submission_reporting(group, wait_ms, 0, events)
+}
+
+/// [`encode_submission`], reporting `direct` small requests the isolate sent directly since its
+/// last submission (the batcher counts them in its arrival rate).
+pub fn encode_submission_reporting(
+    group: &str,
+    wait_ms: u64,
+    direct: u32,
+    events: &[EncodedEvent],
+) -> Vec<u8> {
     let header = Header {
         v: WIRE_VERSION,
         group: group.to_owned(),
         wait_ms,
+        direct,
         ids: events.iter().map(|e| e.id).collect(),
         sizes: events.iter().map(|e| e.text.len()).collect(),
     };
@@ -94,6 +122,7 @@ pub fn decode_submission(bytes: &[u8]) -> Result<Submission, WireError> {
     Ok(Submission {
         group: header.group,
         wait_ms: header.wait_ms,
+        direct: header.direct,
         events,
     })
 }
@@ -103,5 +132,13 @@ pub fn encode_report(report: &SendReport) -> Vec<u8> {
 }
 
 pub fn decode_report(bytes: &[u8]) -> Result<SendReport, WireError> {
+    serde_json::from_slice(bytes).map_err(|e| WireError::Report(e.to_string()))
+}
+
+pub fn encode_answer(answer: &Answer) -> Vec<u8> {
+    serde_json::to_vec(answer).unwrap_or_default()
+}
+
+pub fn decode_answer(bytes: &[u8]) -> Result<Answer, WireError> {
     serde_json::from_slice(bytes).map_err(|e| WireError::Report(e.to_string()))
 }

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::config::tests::config_with;
 use crate::config::Config;
+use crate::deliver::group_commit::{Advisor, AdvisorSettings};
 use crate::deliver::spill::{Breaker, BreakerSettings};
-use crate::handler::{handle, Deps, Handled, Spill};
+use crate::handler::{handle, Deps, GroupCommit, Handled, Spill};
 use crate::ports::BatcherLink;
 use crate::ports::BodySource;
 use crate::testkit::{
@@ -29,6 +30,8 @@ pub(crate) struct Edge {
     /// The spill queue, when a test asks for it ([`Edge::spilling`]), and the breaker.
     pub(crate) spill: Option<FakeSpill>,
     pub(crate) breaker: RefCell<Breaker>,
+    /// The isolate's group-commit advisor.
+    pub(crate) advisor: RefCell<Advisor>,
 }
 
 impl Edge {
@@ -37,8 +40,10 @@ impl Edge {
     }
 
     pub(crate) fn with(overrides: &[(&'static str, &str)]) -> Self {
+        let config = config_with(overrides).expect("valid config");
         Self {
-            config: config_with(overrides).expect("valid config"),
+            advisor: RefCell::new(Advisor::new(AdvisorSettings::from_config(&config))),
+            config,
             queue: FakeQueue::new(vec![]),
             limiter: None,
             rt: FakeRuntime::new(),
@@ -80,7 +85,10 @@ impl Edge {
             queue: &self.queue,
             limiter: self.limiter.as_ref(),
             rt: &self.rt,
-            batcher: self.batcher.as_ref().map(|b| b as &dyn BatcherLink),
+            batcher: self.batcher.as_ref().map(|b| GroupCommit {
+                link: b as &dyn BatcherLink,
+                advisor: &self.advisor,
+            }),
             spill: self.spill.as_ref().map(|queue| Spill {
                 queue,
                 breaker: &self.breaker,

@@ -4,7 +4,7 @@
 //! table.
 //!
 //! Each scenario runs once per buffer, as its own test (`sqs::<scenario>`, `kinesis::<scenario>`),
-//! so a failure names both. The scenarios are written once (`scenarios.rs`, `poison.rs`); where
+//! so a failure names both. The scenarios are written once (`scenarios.rs`, `poison.rs`, `outage.rs`); where
 //! the two buffers differ in what can be observed (SQS's visibility timeout and in-flight
 //! counts, Kinesis's checkpoints and dead letters sent by the handler), the scenario says so at
 //! that point. Each test starts its own pipeline on private ports; they run one at a time (2
@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use spillway_support::{BufferKind, Stack, StackConfig};
 
+mod outage;
 mod poison;
 mod scenarios;
 
@@ -61,6 +62,7 @@ per_buffer!(
     scenarios::buffer_faults_give_503_and_retries_lose_nothing,
     scenarios::a_panic_answers_500_json_and_the_next_requests_are_served,
     poison::poison_records_are_dead_lettered_and_do_not_stop_the_rest,
+    outage::postgres_down_longer_than_the_retry_budget_sends_only_poison_to_the_dlq,
 );
 
 /// Starts a stack with `buffer` for the test `name` (short: it names the stack's directory,

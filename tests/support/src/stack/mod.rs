@@ -24,19 +24,26 @@ use crate::{
 };
 
 mod buffer;
+mod drain;
 mod files;
 mod keys;
 mod status;
+mod supervise;
 
 pub use buffer::{buffers_in_wasm, BufferKind, UnknownBuffer};
+pub use drain::{at_risk, wait_drained};
 pub use files::{
     dev_vars, prebuilt_config, prebuilt_config_serving, without_queues, write_private, DevEnv,
     KinesisEnv,
 };
 pub use keys::{ingest_keys_var, parse_ingest_keys, IngestKey, KEYS_VAR, KEY_ID};
 pub use status::{
-    accepted_events, checkpoint_file, max_millis_behind, read_status, spill_counts, stream_name,
-    Status, StreamStatus,
+    accepted_events, checkpoint_file, max_millis_behind, probe_error, read_status, spill_counts,
+    stream_name, Status, StreamStatus, PROBE_TIMEOUT,
+};
+pub use supervise::{
+    backoff, edge_healthy, now_ms, process_start, recorded_services, Part, PartLog, Supervision,
+    EDGE_PROBE_TIMEOUT, SUPERVISION_FILE,
 };
 
 /// Everything that can be chosen about a local stack.
@@ -170,6 +177,13 @@ pub struct Stack {
     pub kinesis: Option<KinesisServer>,
     sqs_server: SqsServer,
     pub pg: Postgres,
+    /// What [`Stack::heal`] found and did.
+    supervision: Supervision,
+    /// `/healthz` probes of the edge failed in a row (see [`Stack::heal`]).
+    edge_probe_failures: u32,
+    /// The edge's `workerd` processes as first seen after it started: one of them gone means
+    /// it was killed, even if Miniflare started another.
+    edge_workerd: Vec<u32>,
 }
 
 /// The event source mapping's settings the poller gets with the Kinesis buffer, as the deployed
@@ -451,7 +465,12 @@ impl Stack {
             kinesis,
             sqs_server,
             pg,
+            supervision: Supervision::default(),
+            edge_probe_failures: 0,
+            edge_workerd: Vec::new(),
         };
+        // A record left by an earlier run of this directory would name its faults as ours.
+        let _ = fs::remove_file(stack.config.dir.join(SUPERVISION_FILE));
 
         let t = Instant::now();
         stack.start_poller()?;

@@ -1,4 +1,15 @@
-//! `cargo xtask dev|up|down|status`: the whole pipeline on this machine.
+//! `cargo xtask dev|up|down|status`: the whole pipeline on this machine, supervised (a dead
+//! poller, edge or local SQS is restarted) and never stopped with accepted events still in
+//! its in-memory queues unless asked to (`down --force`).
+
+mod down;
+mod line;
+mod supervisor;
+
+pub use down::down;
+pub use supervisor::supervise;
+
+use line::status_line;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -9,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use spillway_support::stack::{
-    check_worker_build, parse_ingest_keys, read_status, DevEnv, IngestKey, KEYS_VAR,
+    check_worker_build, parse_ingest_keys, read_status, DevEnv, IngestKey, KEYS_VAR, KEY_ID,
 };
-use spillway_support::{live_services, sweep, BufferKind, SqsKind, Stack, StackConfig, Status};
+use spillway_support::{sweep, BufferKind, SqsKind, Stack, StackConfig};
 
 use crate::bootstrap::{ensure_all, ensure_localstack, Tools};
 use crate::fresh::{self, Freshness};
@@ -212,34 +223,30 @@ fn remove_settings() {
     }
 }
 
-fn already_running() -> Result<bool> {
-    if live_services(&records_dir()) == 0 {
-        return Ok(false);
-    }
-    let env = state_dir().join("dev.env");
-    println!("A local pipeline is already running (started by `cargo xtask up`).");
-    if let Ok(e) = DevEnv::read(&env) {
-        println!("  ingest URL: {}", e.ingest_url);
-        println!("  settings:   {}", env.display());
-    }
-    println!("Stop it with `cargo xtask down` first.");
-    Ok(true)
-}
-
-fn start(args: &[String]) -> Result<Option<Stack>> {
+/// Prepares a start: checks nothing is running (and says what is, [`supervisor::describe_running`]),
+/// stops the leftovers of a crashed run, installs and builds. `None` when a pipeline is
+/// already there.
+fn prepare_start(args: &[String]) -> Result<Option<StackConfig>> {
     let cfg = config(args)?;
-    if already_running()? {
+    if supervisor::describe_running()? {
         return Ok(None);
     }
-    // Leftovers of a crashed run: stop them, then start clean.
+    // Leftovers of a crashed run (records of processes that are gone): clear them.
     sweep(&records_dir(), Duration::from_secs(5));
+    remove_settings();
     // Records of what this command starts go to .spillway/run, where `down` finds them.
     std::env::set_var("SPILLWAY_RUN_DIR", records_dir());
     let tools = prepare(cfg.sqs, cfg.buffer)?;
-    // wrangler dev runs the [build] command again: it needs the same tool variables.
+    // wrangler dev runs the [build] command again: it needs the same tool variables (and a
+    // supervisor started from here inherits them).
     for (k, v) in tool_env(&tools) {
         std::env::set_var(k, v);
     }
+    Ok(Some(cfg))
+}
+
+/// Starts the stack in this process, printing a line per step.
+fn start_stack(cfg: StackConfig) -> Result<Stack> {
     println!("==> start the pipeline");
     let started = Instant::now();
     let stack = Stack::start(cfg, &mut |line| println!("    ok: {line}"))?;
@@ -247,7 +254,7 @@ fn start(args: &[String]) -> Result<Option<Stack>> {
         "    ok: pipeline ready ({:.1} s)",
         started.elapsed().as_secs_f64()
     );
-    Ok(Some(stack))
+    Ok(stack)
 }
 
 fn tool_env(tools: &Tools) -> Vec<(String, std::ffi::OsString)> {
@@ -263,7 +270,8 @@ fn banner(env: &DevEnv, keys: &[IngestKey]) {
     println!("Spillway is running.");
     println!("  ingest URL   {}", env.ingest_url);
     // The first key only, as `dev.env` holds it; the others are the caller's own, by key id.
-    let first = keys.first().map_or("?", |k| k.key_id.as_str());
+    // No keys given: the stack made one fresh key with the default key id.
+    let first = keys.first().map_or(KEY_ID, |k| k.key_id.as_str());
     println!("  ingest key   {} (key id `{first}`)", env.ingest_key);
     if keys.len() > 1 {
         let others: Vec<String> = keys[1..]
@@ -295,61 +303,38 @@ fn banner(env: &DevEnv, keys: &[IngestKey]) {
     println!();
 }
 
-/// One status line: the queue's figures with SQS; with Kinesis, the stream (name, shards), how
-/// far the consumer is behind it (the poller's largest `millis_behind_latest`, and the events
-/// accepted but not stored yet) and the batches given up on.
-fn status_line(s: &Status) -> String {
-    let lag = s
-        .lag_ms
-        .map(|ms| format!("{ms} ms"))
-        .unwrap_or_else(|| "-".into());
-    match &s.stream {
-        None => format!(
-            "accepted {:>7} | spilled {:>5} replayed {:>5} | queue {:>5} visible {:>4} in flight | dlq {:>4} | stored {:>7} | lag {} | sqs {}",
-            s.accepted, s.spilled, s.replayed, s.visible, s.in_flight, s.dlq, s.rows, lag, s.sqs
-        ),
-        Some(k) => format!(
-            "accepted {:>7} | spilled {:>5} replayed {:>5} | stream {} ({} shards) behind {} / {:>5} events | failed batches {:>3} | dlq {:>4} | stored {:>7} | lag {}",
-            s.accepted,
-            s.spilled,
-            s.replayed,
-            k.name,
-            k.shards,
-            k.millis_behind
-                .map(|ms| format!("{ms} ms"))
-                .unwrap_or_else(|| "-".into()),
-            s.unstored(),
-            k.failed_batches,
-            s.dlq,
-            s.rows,
-            lag
-        ),
-    }
-}
-
+/// `cargo xtask dev`: starts the pipeline in this process, supervises it (a dead part is
+/// restarted, [`Stack::heal`]) and shows its status every second until Ctrl-C (or `cargo xtask
+/// down` from another terminal, which sends this process SIGINT) stops everything.
 pub fn dev(args: &[String]) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
-    let Some(stack) = start(args)? else {
+    let Some(cfg) = prepare_start(args)? else {
         return Ok(());
     };
+    let mut stack = start_stack(cfg)?;
+    supervisor::write_pid_file(std::process::id())?;
     banner(&stack.env, &stack.config.ingest_keys);
     println!("Status, every second (Ctrl-C stops everything):");
     let tty = std::io::stdout().is_terminal();
     let mut last_print = Instant::now() - Duration::from_secs(60);
     while !stop.load(Ordering::SeqCst) {
+        let happened = stack.heal();
         let line = match stack.status() {
             Ok(s) => status_line(&s),
             Err(e) => format!("status unavailable: {e:#}"),
         };
         // Write errors are ignored (a closed pipe must not stop the clean-up below).
         let mut out = std::io::stdout();
+        for h in &happened {
+            let _ = writeln!(out, "{}{h}", if tty { "\r\x1b[K" } else { "" });
+        }
         if tty {
             let _ = write!(out, "\r\x1b[K{line}");
             let _ = out.flush();
-        } else if last_print.elapsed() >= Duration::from_secs(10) {
+        } else if last_print.elapsed() >= Duration::from_secs(10) || !happened.is_empty() {
             // Not a terminal (a log file): a line every 10 s instead of redrawing.
             let _ = writeln!(out, "{line}");
             last_print = Instant::now();
@@ -373,6 +358,7 @@ pub fn dev(args: &[String]) -> Result<()> {
     let t = Instant::now();
     drop(stack);
     remove_settings();
+    supervisor::remove_pid_file();
     let _ = writeln!(
         out,
         "stopped everything ({:.1} s)",
@@ -381,34 +367,25 @@ pub fn dev(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask up`: installs and builds here, then starts the pipeline under a supervisor
+/// process of its own (`xtask supervise`, in a session of its own) and returns once it is
+/// ready, leaving the supervisor to restart what dies.
 pub fn up(args: &[String]) -> Result<()> {
-    let Some(stack) = start(args)? else {
+    let Some(cfg) = prepare_start(args)? else {
         return Ok(());
     };
-    banner(&stack.env, &stack.config.ingest_keys);
-    stack.detach();
-    println!("Left running in the background; `cargo xtask down` stops it.");
-    Ok(())
-}
-
-pub fn down() -> Result<()> {
-    let dir = records_dir();
-    if live_services(&dir) == 0 {
-        sweep(&dir, Duration::from_secs(1));
-        remove_settings();
-        println!("Nothing is running.");
-        return Ok(());
-    }
-    let t = Instant::now();
-    let n = sweep(&dir, Duration::from_secs(30));
-    remove_settings();
+    let env = supervisor::spawn(args)?;
+    banner(&env, &cfg.ingest_keys);
     println!(
-        "Stopped {n} service(s) ({:.1} s).",
-        t.elapsed().as_secs_f64()
+        "Left running in the background under a supervisor that restarts a dead part (log: {}); \
+         `cargo xtask down` stops it.",
+        supervisor::log_path().display()
     );
     Ok(())
 }
 
+/// `cargo xtask status`: one status line, whatever state the pipeline is in (each part that
+/// does not answer is named on it).
 pub fn status_once() -> Result<()> {
     let env = DevEnv::read(&state_dir().join("dev.env"))
         .context("no pipeline is running (start one with `cargo xtask up` or `cargo xtask dev`)")?;
@@ -418,8 +395,6 @@ pub fn status_once() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use spillway_support::stack::StreamStatus;
-
     use super::*;
 
     fn args(a: &[&str]) -> Vec<String> {
@@ -451,55 +426,5 @@ mod tests {
         assert_eq!(format!("{err:#}"), "--buffer needs a value");
         let err = config(&args(&["--stream", "x"])).expect_err("unknown flag");
         assert!(format!("{err:#}").contains("known: --buffer,"), "{err:#}");
-    }
-
-    #[test]
-    fn the_status_line_shows_the_queue_or_the_stream() {
-        let sqs = Status {
-            accepted: 12,
-            visible: 3,
-            in_flight: 1,
-            rows: 8,
-            lag_ms: Some(40),
-            ..Status::default()
-        };
-        let line = status_line(&sqs);
-        assert!(
-            line.contains("queue     3 visible    1 in flight"),
-            "{line}"
-        );
-        assert!(line.ends_with("lag 40 ms | sqs moto"), "{line}");
-        assert!(!line.contains("stream"), "{line}");
-
-        let kinesis = Status {
-            accepted: 1200,
-            rows: 1000,
-            dlq: 1,
-            stream: Some(StreamStatus {
-                name: "spillway-events".into(),
-                shards: 4,
-                millis_behind: Some(2300),
-                failed_batches: 0,
-            }),
-            ..Status::default()
-        };
-        let line = status_line(&kinesis);
-        assert!(
-            line.contains("stream spillway-events (4 shards) behind 2300 ms /   200 events"),
-            "{line}"
-        );
-        assert!(
-            line.contains("failed batches   0 | dlq    1 | stored    1000"),
-            "{line}"
-        );
-        assert!(!line.contains("queue"), "{line}");
-        let before_first_checkpoint = Status {
-            stream: Some(StreamStatus {
-                millis_behind: None,
-                ..kinesis.stream.clone().expect("stream")
-            }),
-            ..kinesis
-        };
-        assert!(status_line(&before_first_checkpoint).contains("behind - /"));
     }
 }
