@@ -1,5 +1,5 @@
 //! The supervisor of `cargo xtask up`: `xtask supervise`, this same binary started again in a
-//! session of its own, starts the stack, heals it once a second ([`Stack::heal`]: a dead
+//! session of its own, starts the stack, heals it once a second ([`spillway_support::Stack::heal`]: a dead
 //! poller, edge or local SQS is restarted with backoff) and stops it on SIGINT, which `cargo
 //! xtask down` sends. `cargo xtask dev` supervises its stack itself and registers the same way.
 //!
