@@ -7,8 +7,8 @@
 //! queue moves a message to the DLQ on its 4th receive and hides it for 2 s, so without the
 //! breaker every message waiting through a 30 s outage would reach the DLQ about four times
 //! over. The poller's log must show the breaker pausing and resuming. With Kinesis there is no
-//! receive count: the mapping retries without a count and the local stack's age limit is 6 h,
-//! and the handler dead-letters the poison record itself.
+//! receive count: the mapping retries without a count or an age limit (as the template), and
+//! the handler dead-letters the poison record itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

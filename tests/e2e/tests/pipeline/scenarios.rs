@@ -173,7 +173,7 @@ pub fn postgres_down_for_twenty_seconds_under_traffic(buffer: BufferKind) {
     let stack = start("pg-down", buffer, |c| {
         c.visibility_timeout_secs = 2;
         // Enough receives to ride out the outage without sending good messages to the DLQ
-        // (SQS; the Kinesis mapping retries until a record is 6 h old, as the template does).
+        // (SQS; the Kinesis mapping retries without a limit, as the template does).
         c.max_receive_count = 50;
     });
     let ledger = Ledger::default();

@@ -187,9 +187,11 @@ pub struct Stack {
 }
 
 /// The event source mapping's settings the poller gets with the Kinesis buffer, as the deployed
-/// template (infra/template-kinesis.yaml) sets them: retries unbounded and the record's age
-/// (6 h) the budget, because a failing attempt can take milliseconds and a count of retries
-/// would give up on healthy records within seconds of a database outage. One difference:
+/// template (infra/template-kinesis.yaml) sets them: retries and the record's age both
+/// unbounded (-1), because a failing attempt can take milliseconds, so a count of retries would
+/// give up on healthy records within seconds of a database outage, and an age limit would give
+/// up on them after an outage that long (the stream's retention bounds it instead; a record
+/// that can never be stored is dead-lettered by the consumer itself). One difference:
 /// no batching window locally (the template's is 1 s), so a local event is stored without it.
 /// A later value in [`StackConfig::poller_env`] wins.
 pub const KINESIS_MAPPING_DEFAULTS: &[(&str, &str)] = &[
@@ -197,7 +199,7 @@ pub const KINESIS_MAPPING_DEFAULTS: &[(&str, &str)] = &[
     ("PARALLELIZATION_FACTOR", "1"),
     ("BISECT_BATCH_ON_FUNCTION_ERROR", "true"),
     ("MAXIMUM_RETRY_ATTEMPTS", "-1"),
-    ("MAXIMUM_RECORD_AGE_IN_SECONDS", "21600"),
+    ("MAXIMUM_RECORD_AGE_IN_SECONDS", "-1"),
     ("STARTING_POSITION", "TRIM_HORIZON"),
 ];
 

@@ -62,7 +62,7 @@ fn the_kinesis_poller_gets_the_stream_the_mapping_settings_and_where_failures_go
         ("PARALLELIZATION_FACTOR", "1"),
         ("BISECT_BATCH_ON_FUNCTION_ERROR", "true"),
         ("MAXIMUM_RETRY_ATTEMPTS", "-1"),
-        ("MAXIMUM_RECORD_AGE_IN_SECONDS", "21600"),
+        ("MAXIMUM_RECORD_AGE_IN_SECONDS", "-1"),
         ("STARTING_POSITION", "TRIM_HORIZON"),
         (
             "ON_FAILURE_DESTINATION",
