@@ -171,6 +171,26 @@ pub const PRICES: &[Price] = &[
 /// Hours in the month AWS bills by (365 x 24 / 12).
 pub const HOURS_PER_MONTH: f64 = 730.0;
 
+/// How long the Kinesis stream keeps records: `RetentionPeriodHours` of
+/// infra/template-kinesis.yaml (a test checks the template's default). Past the first 24 h it
+/// is billed: per GB-month on-demand, per shard-hour provisioned.
+pub const KINESIS_RETENTION_HOURS: f64 = 168.0;
+
+/// Months an on-demand stream bills each GB of retention for: the hours past the first 24.
+pub fn kinesis_retention_months() -> f64 {
+    (KINESIS_RETENTION_HOURS - 24.0).max(0.0) / HOURS_PER_MONTH
+}
+
+/// What a provisioned shard costs per hour with the template's retention.
+pub fn kinesis_shard_hour_with_retention() -> f64 {
+    let retention = if KINESIS_RETENTION_HOURS > 24.0 {
+        usd("kinesis_retention_shard_hour")
+    } else {
+        0.0
+    };
+    usd("kinesis_shard_hour") + retention
+}
+
 /// The price named `id`. Every id the code uses is in [`PRICES`] (a test checks each).
 pub fn usd(id: &str) -> f64 {
     PRICES
@@ -196,5 +216,25 @@ mod tests {
         }
         assert!(usd("no such price").is_nan(), "a missing price is never 0");
         assert_eq!(usd("sqs_request"), 0.40);
+    }
+
+    #[test]
+    fn the_retention_is_the_templates() {
+        let template =
+            std::fs::read_to_string(crate::step::root().join("infra/template-kinesis.yaml"))
+                .expect("the Kinesis template");
+        let after = template
+            .split_once("\n  RetentionPeriodHours:\n")
+            .expect("a RetentionPeriodHours parameter")
+            .1;
+        let default = after
+            .lines()
+            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+            .find_map(|l| l.trim().strip_prefix("Default:"))
+            .expect("its default");
+        assert_eq!(default.trim().parse::<f64>(), Ok(KINESIS_RETENTION_HOURS));
+        // 144 h past the first day, of a 730-hour month; a shard with its retention.
+        assert_eq!(kinesis_retention_months(), 144.0 / 730.0);
+        assert_eq!(kinesis_shard_hour_with_retention(), 0.015 + 0.02);
     }
 }

@@ -13,16 +13,15 @@
 
 use spillway_support::MeterSnapshot;
 
-use crate::prices::{usd, HOURS_PER_MONTH};
+use crate::prices::{
+    kinesis_retention_months, kinesis_shard_hour_with_retention, usd, HOURS_PER_MONTH,
+};
 
 /// The consumer's batch sizes (messages per SQS receive, records per Kinesis batch): the
 /// defaults of the SAM templates.
 pub(super) const SQS_BATCH: f64 = 10.0;
 pub(super) const KINESIS_BATCH: f64 = 100.0;
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-/// How long the stream keeps records: `RetentionPeriodHours` of infra/template-kinesis.yaml
-/// (a test checks the template's default). Past the first 24 h it is billed.
-pub(super) const KINESIS_RETENTION_HOURS: f64 = 168.0;
 
 /// How the buffer's part is billed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +125,7 @@ pub(super) fn bill(
             b.buffer_in = b.units * 1024.0 / GIB * usd("kinesis_od_in_gb");
             let gb = per_m(m.body_bytes as f64) / GIB;
             b.buffer_out = gb * usd("kinesis_od_out_gb");
-            let months_kept = (KINESIS_RETENTION_HOURS - 24.0).max(0.0) / HOURS_PER_MONTH;
-            b.retention = gb * months_kept * usd("kinesis_od_retention_gb_month");
+            b.retention = gb * kinesis_retention_months() * usd("kinesis_od_retention_gb_month");
             b.lambda = price("lambda_request", entries / KINESIS_BATCH);
             b.per_month = usd("kinesis_od_stream_hour") * HOURS_PER_MONTH;
         }
@@ -137,12 +135,7 @@ pub(super) fn bill(
             b.buffer_in = price("kinesis_put_unit", b.units);
             b.buffer_out = 0.0;
             b.lambda = price("lambda_request", entries / KINESIS_BATCH);
-            let retention = if KINESIS_RETENTION_HOURS > 24.0 {
-                usd("kinesis_retention_shard_hour")
-            } else {
-                0.0
-            };
-            b.per_month = (usd("kinesis_shard_hour") + retention) * HOURS_PER_MONTH;
+            b.per_month = kinesis_shard_hour_with_retention() * HOURS_PER_MONTH;
         }
     }
     b
@@ -225,23 +218,6 @@ mod tests {
         assert_eq!(pr.retention, 0.0);
         // 10,000 requests per million events.
         assert!(close(pr.workers, 10_000.0 * 0.30 / 1e6));
-    }
-
-    #[test]
-    fn the_retention_is_the_templates() {
-        let template =
-            std::fs::read_to_string(crate::step::root().join("infra/template-kinesis.yaml"))
-                .expect("the Kinesis template");
-        let after = template
-            .split_once("\n  RetentionPeriodHours:\n")
-            .expect("a RetentionPeriodHours parameter")
-            .1;
-        let default = after
-            .lines()
-            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
-            .find_map(|l| l.trim().strip_prefix("Default:"))
-            .expect("its default");
-        assert_eq!(default.trim().parse::<f64>(), Ok(KINESIS_RETENTION_HOURS));
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! minimum, CloudWatch, the SQS mapping's idle long polls.
 
 use crate::limits::limit;
-use crate::prices::{usd, HOURS_PER_MONTH};
+use crate::prices::{
+    kinesis_retention_months, kinesis_shard_hour_with_retention, usd, HOURS_PER_MONTH,
+};
 
 use super::model::{
-    flow, Buffer, Flow, Input, Settings, DO_GB, GIB, KIB, KINESIS_RETENTION_HOURS,
-    SECONDS_PER_MONTH, SQS_CHUNK,
+    flow, Buffer, Flow, Input, Settings, DO_GB, GIB, KIB, SECONDS_PER_MONTH, SQS_CHUNK,
 };
 
 /// One line of the monthly bill.
@@ -151,7 +152,7 @@ pub fn bill(input: &Input, s: &Settings) -> Bill {
                 usd("kinesis_od_out_gb"),
                 false,
             );
-            let months_kept = (KINESIS_RETENTION_HOURS - 24.0).max(0.0) / HOURS_PER_MONTH;
+            let months_kept = kinesis_retention_months();
             line(
                 "Kinesis",
                 "retention past 24 h",
@@ -178,17 +179,12 @@ pub fn bill(input: &Input, s: &Settings) -> Bill {
                 per_m("kinesis_put_unit"),
                 false,
             );
-            let retention = if KINESIS_RETENTION_HOURS > 24.0 {
-                usd("kinesis_retention_shard_hour")
-            } else {
-                0.0
-            };
             line(
                 "Kinesis",
                 "shard-hours (retention included)",
                 f64::from(s.stream_shards) * HOURS_PER_MONTH,
                 "shard-hours",
-                usd("kinesis_shard_hour") + retention,
+                kinesis_shard_hour_with_retention(),
                 true,
             );
         }
@@ -294,22 +290,5 @@ mod tests {
         let b = bill(&i, &s);
         let shards = b.lines.iter().find(|l| l.fixed).expect("as set up");
         assert!(close(shards.usd, 2.0 * 730.0 * (0.015 + 0.02)));
-    }
-
-    #[test]
-    fn the_retention_is_the_templates() {
-        let template =
-            std::fs::read_to_string(crate::step::root().join("infra/template-kinesis.yaml"))
-                .expect("the Kinesis template");
-        let after = template
-            .split_once("\n  RetentionPeriodHours:\n")
-            .expect("a RetentionPeriodHours parameter")
-            .1;
-        let default = after
-            .lines()
-            .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
-            .find_map(|l| l.trim().strip_prefix("Default:"))
-            .expect("its default");
-        assert_eq!(default.trim().parse::<f64>(), Ok(KINESIS_RETENTION_HOURS));
     }
 }

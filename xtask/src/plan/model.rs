@@ -41,9 +41,6 @@ pub(super) const ROWS_PER_TRANSACTION: f64 = 1_000.0;
 /// Provisioned shards are sized 25 % above the rate: a shard at 100 % refuses records on the
 /// first uneven second.
 pub(super) const SHARD_HEADROOM: f64 = 1.25;
-/// How long Kinesis keeps records: `RetentionPeriodHours` of infra/template-kinesis.yaml (a
-/// test checks it). Past the first 24 h it is billed.
-pub const KINESIS_RETENTION_HOURS: f64 = 168.0;
 /// Of a Kinesis record, what the Lambda payload holds: base64 (4 bytes for 3).
 pub(super) const BASE64: f64 = 4.0 / 3.0;
 
