@@ -117,7 +117,15 @@ pub fn postgres_down_longer_than_the_retry_budget_sends_only_poison_to_the_dlq(b
         // SQS: the poison is not received while the breaker is open. Kinesis: the handler
         // dead-letters it as soon as it handles it, unless it sits behind a record that failed
         // in the same batch (then it comes back with it).
-        let dlq = stack.status().expect("status").dlq;
+        let status = stack
+            .status()
+            .expect("status answers while the database is down");
+        assert!(
+            status.problems.iter().any(|p| p.starts_with("database")),
+            "the status line names the outage while it lasts: {:?}",
+            status.problems
+        );
+        let dlq = status.dlq;
         match buffer {
             BufferKind::Sqs => assert_eq!(dlq, 0, "nothing in the DLQ during the outage"),
             BufferKind::Kinesis => assert!(dlq <= 1, "only the poison in the DLQ: {dlq}"),
