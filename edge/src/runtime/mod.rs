@@ -22,7 +22,7 @@ use worker::{js_sys, Env};
 use crate::buffer::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
 use crate::buffer::Configured;
 use crate::config::{Config, ConfigError};
-use crate::deliver::group_commit::{Advisor, AdvisorSettings};
+use crate::deliver::group_commit::{Advisor, AdvisorSettings, Gatherer};
 use crate::deliver::spill::{Breaker, BreakerSettings};
 use crate::ports::Runtime;
 
@@ -34,6 +34,8 @@ pub(crate) struct App {
     pub(crate) breaker: RefCell<Breaker>,
     /// Whether group commit pays now, over how many batchers (used only with `BATCHER`).
     pub(crate) advisor: RefCell<Advisor>,
+    /// The isolate's small requests gathering for one Durable Object request (with `BATCHER`).
+    pub(crate) gatherer: Gatherer,
 }
 
 thread_local! {
@@ -62,6 +64,7 @@ fn build(env: &Env) -> Result<App, ConfigError> {
         queue,
         breaker,
         advisor,
+        gatherer: Gatherer::new(),
     })
 }
 
