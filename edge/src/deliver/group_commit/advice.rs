@@ -359,7 +359,9 @@ impl Advisor {
         // one per request), at most one per request this isolate would gather into one call.
         let mut calls = advice.calls_per_flush.unwrap_or(advice.per_flush);
         if !gather_for(local / f64::from(self.shards), 0, self.settings.window).is_zero() {
-            calls = calls.min((r - local / f64::from(self.shards) * self.settings.window.as_secs_f64()).max(1.0));
+            calls = calls.min(
+                (r - local / f64::from(self.shards) * self.settings.window.as_secs_f64()).max(1.0),
+            );
         }
         if self
             .settings

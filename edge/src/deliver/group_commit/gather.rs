@@ -392,11 +392,19 @@ mod tests {
         assert_eq!(link.queue().calls().len(), 1);
         let mut sent = link.queue().sent_event_ids();
         sent.sort();
-        assert_eq!(sent, (0..30u128).map(|n| Uuid::from_u128(n + 1)).collect::<Vec<_>>());
+        assert_eq!(
+            sent,
+            (0..30u128)
+                .map(|n| Uuid::from_u128(n + 1))
+                .collect::<Vec<_>>()
+        );
         // The batcher waited only what was left of the window: nobody waited more than one
         // window in all (the first request the whole window, the last one less).
         let waits: Vec<u64> = heard.iter().map(|(_, ms)| *ms).collect();
-        assert!(waits.iter().all(|&ms| ms <= WINDOW.as_millis() as u64 + 1), "{waits:?}");
+        assert!(
+            waits.iter().all(|&ms| ms <= WINDOW.as_millis() as u64 + 1),
+            "{waits:?}"
+        );
         assert!(!gatherer.is_open("local/0"));
     }
 
@@ -439,7 +447,11 @@ mod tests {
         let link = batcher();
         let asks = (0..300u128).map(|n| {
             let (gatherer, link, rt) = (&gatherer, &link, &rt);
-            async move { gatherer.submit(link, rt, "local/0", submission(n), WINDOW).await }
+            async move {
+                gatherer
+                    .submit(link, rt, "local/0", submission(n), WINDOW)
+                    .await
+            }
         });
         let heard = join_all(asks).await;
         assert!(heard.iter().all(acked));
@@ -490,12 +502,18 @@ mod tests {
         let start = rt.now_ms();
         let asks = (0..5u128).map(|n| {
             let (gatherer, link, rt) = (&gatherer, &link, &rt);
-            async move { gatherer.submit(link, rt, "local/0", submission(n), WINDOW).await }
+            async move {
+                gatherer
+                    .submit(link, rt, "local/0", submission(n), WINDOW)
+                    .await
+            }
         });
         let heard = join_all(asks).await;
         assert_eq!(link.calls.get(), 1);
         assert!(
-            heard.iter().all(|h| h.as_ref().is_err_and(|e| e.contains("no such object"))),
+            heard
+                .iter()
+                .all(|h| h.as_ref().is_err_and(|e| e.contains("no such object"))),
             "{heard:?}"
         );
         // Heard when the leader did: after the window, not at a deadline.
@@ -527,8 +545,15 @@ mod tests {
         let (dropped, heard) = join(dropped, follower).await;
         assert!(dropped, "the leader was dropped");
         assert!(heard.is_err_and(|e| e.contains("ended first")));
-        assert_eq!(rt.now_ms() - start, 5, "heard when the leader went, not later");
-        assert!(!gatherer.is_open("local/0"), "nobody joins a gathering without a leader");
+        assert_eq!(
+            rt.now_ms() - start,
+            5,
+            "heard when the leader went, not later"
+        );
+        assert!(
+            !gatherer.is_open("local/0"),
+            "nobody joins a gathering without a leader"
+        );
         assert_eq!(link.calls.get(), 0);
         drop(release);
 

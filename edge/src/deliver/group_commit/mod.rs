@@ -35,9 +35,9 @@ pub use advice::{gather_for, Advice, Advisor, AdvisorSettings, Route};
 pub use batcher::{Answered, Batcher, BatcherSettings, FlushLog};
 pub use gather::{Gatherer, GATHER_MAX_BYTES, GATHER_MAX_REQUESTS};
 pub use wire::{
-    decode_answer, decode_answers, decode_bundle, decode_report, decode_submission,
-    encode_answer, encode_answers, encode_bundle, encode_report, encode_submission,
-    encode_submission_reporting, Answer, WireError,
+    decode_answer, decode_answers, decode_bundle, decode_report, decode_submission, encode_answer,
+    encode_answers, encode_bundle, encode_report, encode_submission, encode_submission_reporting,
+    Answer, WireError,
 };
 
 use spillway_shared::EncodedEvent;
