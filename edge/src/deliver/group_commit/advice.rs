@@ -25,7 +25,7 @@
 //! measured it). Workers requests are paid either way and cancel out.
 //!
 //! An isolate gathers its own concurrent small requests and carries them to the batcher in one
-//! Durable Object request ([`super::gather`]): a flush of `r` requests then costs `c` Durable
+//! Durable Object request ([`super::Gatherer`]): a flush of `r` requests then costs `c` Durable
 //! Object requests, `c <= r` (one per isolate that took part), and batching pays when
 //! `c o + b + d < r b`, that is when `r > 1 + (c o + d) / b`; with `c = r` this is the rule
 //! above. With one busy isolate (`c = 1`) and 35 ms of activity, SQS pays from `r > 1.52`. The prices are those of

@@ -80,7 +80,7 @@ pub struct FlushLog {
     /// Client requests whose events the flush carried.
     pub requests: u32,
     /// Durable Object requests that carried them (what Cloudflare bills): fewer than
-    /// `requests` where isolates gathered their requests ([`super::gather`]).
+    /// `requests` where isolates gathered their requests ([`super::Gatherer`]).
     pub calls: u32,
     pub events: u32,
     /// Milliseconds the batcher was active since the previous flush's log (so the sum over a

@@ -22,7 +22,7 @@
 //! request sends directly, as without group commit (`deliver`).
 //!
 //! Before a request asks a batcher, its isolate gathers its own concurrent requests for the
-//! same batcher ([`gather`]): one Durable Object request then carries several client requests
+//! same batcher ([`Gatherer`]): one Durable Object request then carries several client requests
 //! (the batcher's flush log counts both, [`FlushLog`]), which is what makes group commit
 //! cheaper than a Durable Object request per client request at high rates.
 
@@ -57,7 +57,7 @@ pub struct Submission {
     /// Small requests its isolate sent directly since its last submission ([`advice`]).
     pub direct: u32,
     /// How long the request already waited in its isolate for others to gather with
-    /// ([`gather`]): a batch it opens waits that much less than the window.
+    /// ([`Gatherer`]): a batch it opens waits that much less than the window.
     pub waited_ms: u64,
     pub events: Vec<EncodedEvent>,
 }

@@ -92,7 +92,7 @@ struct BundleHeader {
 }
 
 /// The version of a bundle (several submissions in one Durable Object request, gathered by
-/// one isolate, [`super::gather`]).
+/// one isolate, [`super::Gatherer`]).
 const BUNDLE_VERSION: u32 = 1;
 
 /// Several submissions in one body: a header line with each one's length, then each one as
