@@ -232,6 +232,13 @@ pub struct AdvisorSettings {
     /// `BATCH_WHEN=always`: every request goes through a batcher (shards still follow the
     /// rate).
     pub always: bool,
+    /// Whether an isolate gathers its requests into one Durable Object request
+    /// ([`super::Gatherer`]). Off in the Worker: under workerd (`wrangler dev` 4.86.0) a
+    /// follower woken by its leader runs in the leader's request context, and the `Response`
+    /// it then builds is refused by the runtime ("Cannot perform I/O on behalf of a different
+    /// request", I/O type `ReadableStreamSource`): some followers got `500` although their
+    /// events were stored. On again only once a follower resumes in its own context.
+    pub gather: bool,
 }
 
 impl AdvisorSettings {
@@ -244,6 +251,7 @@ impl AdvisorSettings {
             min_shards,
             max_shards: g.max_shards.max(min_shards),
             always: g.always,
+            gather: false,
         }
     }
 }
@@ -330,11 +338,7 @@ impl Advisor {
             Route::Batcher {
                 shards: self.shards,
                 direct: std::mem::take(&mut self.direct),
-                gather: gather_for(
-                    self.local.rate(now_ms) / f64::from(self.shards),
-                    in_flight,
-                    self.settings.window,
-                ),
+                gather: self.gather(self.local.rate(now_ms) / f64::from(self.shards), in_flight),
             }
         } else {
             self.direct = self.direct.saturating_add(1);
@@ -358,7 +362,7 @@ impl Advisor {
         // Durable Object requests per flush: what the batcher saw (an older one says nothing:
         // one per request), at most one per request this isolate would gather into one call.
         let mut calls = advice.calls_per_flush.unwrap_or(advice.per_flush);
-        if !gather_for(local / f64::from(self.shards), 0, self.settings.window).is_zero() {
+        if !self.gather(local / f64::from(self.shards), 0).is_zero() {
             calls = calls.min(
                 (r - local / f64::from(self.shards) * self.settings.window.as_secs_f64()).max(1.0),
             );
@@ -390,12 +394,21 @@ impl Advisor {
         };
     }
 
+    /// [`gather_for`], where gathering is on ([`AdvisorSettings::gather`]).
+    fn gather(&self, rps_per_shard: f64, in_flight: usize) -> Duration {
+        if self.settings.gather {
+            gather_for(rps_per_shard, in_flight, self.settings.window)
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Whether this isolate's own traffic, alone, fills flushes past break-even (in one
     /// Durable Object request per flush when it gathers them, [`gather_for`]).
     fn locally_pays(&self, now_ms: u64) -> bool {
         let per_shard = self.local.rate(now_ms) / f64::from(self.shards);
         let r = 1.0 + per_shard * self.settings.window.as_secs_f64();
-        let calls = if gather_for(per_shard, 0, self.settings.window).is_zero() {
+        let calls = if self.gather(per_shard, 0).is_zero() {
             r
         } else {
             1.0
@@ -463,6 +476,7 @@ mod tests {
             min_shards: 1,
             max_shards: 32,
             always: false,
+            gather: true,
         }
     }
 
