@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
         edge: Some(EdgeInfo {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
+            ..Default::default()
         }),
     };
     let mut group = c.benchmark_group("edge_cost");

@@ -46,6 +46,7 @@ fn sample() -> Vec<Event> {
             edge: Some(EdgeInfo {
                 colo: Some("FRA".into()),
                 country: Some("DE".into()),
+                ..Default::default()
             }),
             source: Default::default(),
             data: RawJson::from_json(r#"{"path":"/pricing","ref":null,"size":[1280,720]}"#)

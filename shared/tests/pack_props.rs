@@ -29,6 +29,7 @@ fn event(i: u128, data_len: usize, text: &str) -> Event {
         edge: i.is_multiple_of(2).then(|| EdgeInfo {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
+            ..Default::default()
         }),
         source: Default::default(),
         data: RawJson::from_json(&Value::Object(data).to_string()).expect("json"),

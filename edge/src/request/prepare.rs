@@ -171,6 +171,7 @@ mod tests {
             edge: Some(EdgeInfo {
                 colo: Some("FRA".into()),
                 country: None,
+                ..Default::default()
             }),
         }
     }
