@@ -6,6 +6,7 @@
 //! value ([`Secret`], [`SigningKey`]), and no error message ever quotes them.
 
 mod buffer;
+mod context;
 mod problem;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use buffer::{origin_of, read_target};
 pub use buffer::{BufferKind, PartitionKey, StreamArn, Target};
 #[cfg(feature = "sqs")]
 pub use buffer::{QueueUrl, SqsTarget};
+pub use context::{ContextField, ContextFields, ContextPolicy, IpPolicy};
 pub use problem::{ConfigError, ConfigProblem};
 use spillway_shared::valid_region;
 
@@ -169,6 +171,9 @@ pub struct Config {
     pub envelope_key: SigningKey,
     /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
     pub allowed_origins: AllowedOrigins,
+    /// `EDGE_CONTEXT` and `IP_POLICY`: what the edge stores with each event of what only it
+    /// knows (see [`ContextPolicy`]).
+    pub context: ContextPolicy,
     /// The request's limits: `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`,
     /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`RequestLimits`].
     pub limits: RequestLimits,
@@ -373,6 +378,26 @@ impl Config {
             }),
         };
 
+        let mut context = ContextPolicy::default();
+        if let Some(raw) = get("EDGE_CONTEXT") {
+            match context::parse_fields(&raw) {
+                Ok(fields) => context.fields = fields,
+                Err(reason) => problems.push(ConfigProblem::Invalid {
+                    name: "EDGE_CONTEXT",
+                    reason,
+                }),
+            }
+        }
+        if let Some(raw) = get("IP_POLICY") {
+            match context::parse_ip_policy(&raw) {
+                Ok(ip) => context.ip = ip,
+                Err(reason) => problems.push(ConfigProblem::Invalid {
+                    name: "IP_POLICY",
+                    reason,
+                }),
+            }
+        }
+
         let mut tuning = Tuning::default();
         if let Some((target, _)) = &target {
             tuning.buffer = target.default_limits();
@@ -440,6 +465,7 @@ impl Config {
                     ingest_keys,
                     envelope_key,
                     allowed_origins,
+                    context,
                     limits,
                     buffer,
                     retry,

@@ -8,7 +8,7 @@
 //! runtime, the tests with in-memory fakes. It decides nothing the layers below decide.
 
 use http::{Request, Response};
-use spillway_shared::{EdgeInfo, EncodedEvent};
+use spillway_shared::EncodedEvent;
 use uuid::Uuid;
 
 use crate::buffer::Buffer;
@@ -28,6 +28,7 @@ use crate::protocol::events::{split_events, Encoding};
 use crate::protocol::gzip::gunzip_capped;
 use crate::protocol::{Collector, Protocol};
 use crate::request::body::read_body;
+use crate::request::context::CfFields;
 use crate::request::head::{collector_head, edge_info, events_head};
 use crate::request::ids::{request_id, uuid_random_bytes};
 use crate::request::prepare::{prepare_encoded, prepare_messages, received_at, Stamp};
@@ -84,10 +85,7 @@ where
         parts.method.as_str(),
         log_path(parts.uri.path()),
     );
-    log.colo = parts
-        .extensions
-        .get::<EdgeInfo>()
-        .and_then(|e| e.colo.clone());
+    log.colo = parts.extensions.get::<CfFields>().and_then(CfFields::colo);
     let cors = cors_headers(
         &deps.config.allowed_origins,
         header(&parts.headers, http::header::ORIGIN),
@@ -231,7 +229,7 @@ where
         key_id: head.key_id,
         idempotency_key: head.idempotency_key,
         now_ms,
-        edge: edge_info(parts),
+        edge: edge_info(parts, deps.config),
     };
     let items = split_events(&decoded, head.format, limits)?;
     seen.events = items.len();
@@ -299,7 +297,7 @@ where
         key_id,
         idempotency_key: head.idempotency_key,
         now_ms,
-        edge: edge_info(parts),
+        edge: edge_info(parts, config),
     };
     let (ids, encoded) = prepare_messages(
         body.messages,

@@ -16,6 +16,7 @@ use crate::http::auth::{authenticate, keys_in_head};
 use crate::http::headers::{check_read_headers, header, idempotency_key, UnreadableHeaders};
 use crate::protocol::events::{encoding_of, format_of, Encoding, Format};
 use crate::protocol::{Collector, Protocol};
+use crate::request::context::{edge_context, CfFields};
 
 /// What the head of a `/v1/events` request says, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,13 +111,14 @@ fn declared_len(parts: &Parts, config: &Config) -> Result<Option<u64>, EdgeError
     Ok(declared)
 }
 
-/// Where the runtime saw the request, when it says.
-pub fn edge_info(parts: &Parts) -> Option<EdgeInfo> {
-    parts
-        .extensions
-        .get::<EdgeInfo>()
-        .filter(|e| e.colo.is_some() || e.country.is_some())
-        .cloned()
+/// What the edge adds to the request's events of what only it knows (`EDGE_CONTEXT`,
+/// `IP_POLICY`), from what the runtime read of `request.cf` and the request's headers.
+pub fn edge_info(parts: &Parts, config: &Config) -> Option<EdgeInfo> {
+    edge_context(
+        parts.extensions.get::<CfFields>(),
+        &parts.headers,
+        &config.context,
+    )
 }
 
 #[cfg(test)]
