@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_events_id_per_key.sql",
         sql: include_str!("../migrations/0003_events_id_per_key.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_events_context.sql",
+        sql: include_str!("../migrations/0004_events_context.sql"),
+    },
 ];
 
 /// Key of the advisory lock (an arbitrary constant: "spillway" in ASCII).

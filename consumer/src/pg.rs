@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{pem::PemObject, CertificateDer};
-use spillway_shared::RawJson;
+use spillway_shared::{EdgeInfo, RawJson};
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
@@ -35,9 +35,9 @@ use crate::store::{classify_sqlstate, EventStore, FailureKind, Row, StoreError, 
 /// the primary key, `(key_id, id)`: an id is unique within its ingest key, so two keys sending
 /// the same client id are two events (migration 0003).
 pub const INSERT_SQL: &str = "\
-INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source)
+INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source, context)
 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
-                     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[])
+                     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[])
 ON CONFLICT (key_id, id) DO NOTHING";
 
 /// Why the store could not be set up (at start-up, before any invocation).
@@ -245,6 +245,8 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
     let mut countries: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut message_ids: Vec<&str> = Vec::with_capacity(n);
     let mut sources: Vec<&str> = Vec::with_capacity(n);
+    // The edge's context (migration 0004), NULL when the event carries none.
+    let mut contexts: Vec<Option<Json<&EdgeInfo>>> = Vec::with_capacity(n);
     for row in rows {
         let e = row.event;
         ids.push(e.id);
@@ -257,6 +259,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
         countries.push(e.edge.as_ref().and_then(|x| x.country.as_deref()));
         message_ids.push(row.record_id);
         sources.push(e.source.as_str());
+        contexts.push(e.edge.as_ref().filter(|x| !x.is_empty()).map(Json));
     }
     let tx = conn.client.transaction().await?;
     let inserted = tx
@@ -273,6 +276,7 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
                 &countries,
                 &message_ids,
                 &sources,
+                &contexts,
             ],
         )
         .await?;

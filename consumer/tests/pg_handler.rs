@@ -65,6 +65,39 @@ async fn recorded_event_stores_rows_as_the_contract_says() {
         )
         .expect("psql");
     assert_eq!(row, "t|t|t|{}");
+    // An envelope from before the edge context had more than colo and country: those two
+    // are its context; no edge info at all is NULL.
+    assert_eq!(
+        pg.psql("SELECT coalesce(context::text, 'NULL') FROM events ORDER BY id")
+            .expect("psql"),
+        "{\"colo\": \"FRA\", \"country\": \"DE\"}\nNULL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_context_has_a_column_of_its_own() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let mut e = event(1);
+    e.edge = Some(spillway_shared::EdgeInfo {
+        colo: Some("DFW".into()),
+        country: Some("US".into()),
+        city: Some("Austin".into()),
+        latitude: Some(30.2713),
+        asn: Some(395_747),
+        ip: Some("127.45.67.0".into()),
+        ..Default::default()
+    });
+    let o = handle(&d, &sqs_event(vec![record("m1", &body(&[e]))]), "ctx").await;
+    assert!(o.response.batch_item_failures.is_empty());
+    assert_eq!(
+        pg.psql(
+            "SELECT edge_colo, edge_country, context->>'city', jsonb_typeof(context->'latitude'),
+                    context->'asn', context->>'ip', data ? 'city' FROM events"
+        )
+        .expect("psql"),
+        "DFW|US|Austin|number|395747|127.45.67.0|f"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
