@@ -59,6 +59,7 @@ fn events(n: usize) -> Vec<Event> {
             edge: Some(EdgeInfo {
                 colo: Some("FRA".to_owned()),
                 country: Some("DE".to_owned()),
+                ..Default::default()
             }),
             source: Default::default(),
             data: json!({
@@ -118,6 +119,7 @@ async fn stored_events(client: &tokio_postgres::Client) -> anyhow::Result<Vec<Ev
                 edge: Some(EdgeInfo {
                     colo: r.try_get(6)?,
                     country: r.try_get(7)?,
+                    ..Default::default()
                 }),
                 source: Default::default(),
                 data: r.try_get::<_, String>(5)?.parse()?,

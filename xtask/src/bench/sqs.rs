@@ -53,6 +53,7 @@ pub(super) fn sample_event(
         edge: Some(EdgeInfo {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
+            ..Default::default()
         }),
         source: Default::default(),
         data,
