@@ -356,11 +356,11 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     // One run applied every version, the other waited for the lock and found them applied.
     let mut applied = [a.applied.clone(), b.applied.clone()].concat();
     applied.sort();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, [1, 2, 3, 4]);
     let again = migrate_url(&url).await;
     assert!(again.applied.is_empty());
-    assert_eq!(again.already, [1, 2, 3]);
-    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 3);
+    assert_eq!(again.already, [1, 2, 3, 4]);
+    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 4);
     // The table has the columns of the contract, with its types and nullability.
     let columns = pg
         .psql(
@@ -373,6 +373,15 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         columns,
         "data:jsonb:NO,id:uuid:NO,key_id:text:NO,occurred_at:timestamp with time zone:YES,\
          received_at:timestamp with time zone:NO,stored_at:timestamp with time zone:NO,type:text:NO"
+    );
+    // The edge's context (0004): nullable, since rows stored before it have none.
+    assert_eq!(
+        pg.psql(
+            "SELECT data_type || ':' || is_nullable FROM information_schema.columns
+             WHERE table_name = 'events' AND column_name = 'context'"
+        )
+        .expect("psql"),
+        "jsonb:YES"
     );
     assert_eq!(
         primary_key(&pg),
