@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
         }),
+        sent_at: None,
     };
     let mut group = c.benchmark_group("edge_cost");
     for n in [1usize, 100] {

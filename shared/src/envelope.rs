@@ -350,7 +350,17 @@ mod tests {
             data,
         )
             .prop_map(
-                |(id, event_type, occurred_at, received_at, event_time, key_id, edge, source, data)| Event {
+                |(
+                    id,
+                    event_type,
+                    occurred_at,
+                    received_at,
+                    event_time,
+                    key_id,
+                    edge,
+                    source,
+                    data,
+                )| Event {
                     id: Uuid::from_u128(id),
                     event_type,
                     occurred_at,

@@ -129,9 +129,7 @@ pub fn parse_sent_at(text: &str) -> Option<DateTime<Utc>> {
 pub fn sent_at_of_json(raw: &str) -> Option<DateTime<Utc>> {
     match serde_json::from_str::<serde_json::Value>(raw).ok()? {
         serde_json::Value::String(s) => parse_sent_at(&s),
-        serde_json::Value::Number(n) => n
-            .as_i64()
-            .and_then(DateTime::<Utc>::from_timestamp_millis),
+        serde_json::Value::Number(n) => n.as_i64().and_then(DateTime::<Utc>::from_timestamp_millis),
         _ => None,
     }
 }
@@ -279,7 +277,14 @@ mod tests {
             parse_sent_at("1764590400000"),
             Some(t("2025-12-01T12:00:00Z"))
         );
-        for bad in ["", "yesterday", "2026-12-01", "2026-12-01T12:00:60Z", "-5", "1e12"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-12-01",
+            "2026-12-01T12:00:60Z",
+            "-5",
+            "1e12",
+        ] {
             assert_eq!(parse_sent_at(bad), None, "{bad}");
         }
         assert_eq!(

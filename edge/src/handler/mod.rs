@@ -232,6 +232,7 @@ where
         idempotency_key: head.idempotency_key,
         now_ms,
         edge: edge_info(parts),
+        sent_at: head.sent_at,
     };
     let items = split_events(&decoded, head.format, limits)?;
     seen.events = items.len();
@@ -300,6 +301,7 @@ where
         idempotency_key: head.idempotency_key,
         now_ms,
         edge: edge_info(parts),
+        sent_at: head.sent_at,
     };
     let (ids, encoded) = prepare_messages(
         body.messages,

@@ -193,7 +193,9 @@ mod event_time {
         let b = segment::parse(body, segment::Call::Batch, &RequestLimits::default(), now())
             .expect("valid");
         // The raw values stay in `data` and `occurred_at` as sent.
-        assert!(b.messages[2].data.contains(r#""sentAt":"2026-11-28T07:00:00Z""#));
+        assert!(b.messages[2]
+            .data
+            .contains(r#""sentAt":"2026-11-28T07:00:00Z""#));
         assert_eq!(b.messages[0].occurred_at, Some(t("2026-11-28T08:59:55Z")));
         let got = times(b.messages);
         assert_eq!(
@@ -223,8 +225,13 @@ mod event_time {
     fn an_import_is_not_corrected() {
         let body = r#"{"sentAt":"2026-11-28T09:00:00Z","batch":[
             {"type":"track","event":"A","userId":"u","timestamp":"2018-06-01T00:00:00Z"}]}"#;
-        let b = segment::parse(body, segment::Call::Import, &RequestLimits::default(), now())
-            .expect("valid");
+        let b = segment::parse(
+            body,
+            segment::Call::Import,
+            &RequestLimits::default(),
+            now(),
+        )
+        .expect("valid");
         assert!(!b.messages[0].send.correctable);
         assert_eq!(times(b.messages), vec![(t("2018-06-01T00:00:00Z"), None)]);
         let body = r#"{"api_key":"k","historical_migration":true,"sent_at":"2026-11-28T09:00:00Z","batch":[
