@@ -72,7 +72,12 @@ impl Client<'_> {
     }
 
     /// POSTs `body` and returns the true send time; the edge must answer 2xx.
-    fn post(&self, path: &str, headers: &[(&str, String)], body: impl FnOnce(i64) -> String) -> i64 {
+    fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, String)],
+        body: impl FnOnce(i64) -> String,
+    ) -> i64 {
         let sent = now_ms();
         let mut req = self.agent.post(&format!("{}{path}", self.origin()));
         for (k, v) in headers {
@@ -102,38 +107,46 @@ impl Client<'_> {
 
         // Segment: `/v1/batch`, the key as `writeKey`, a batch `sentAt` (analytics-node).
         let l = label("segment");
-        let sent = self.post("/v1/batch", &[("Content-Type", "application/json".into())], |t| {
-            json!({
-                "writeKey": key,
-                "sentAt": rfc3339(self.clock(t)),
-                "batch": [{
-                    "type": "track", "event": "Clock Test", "userId": "u-1",
-                    "timestamp": rfc3339(self.clock(t) - AGE_MS),
-                    "messageId": format!("{run}-{l}"),
-                    "properties": {"run": run, "label": l},
-                }],
-            })
-            .to_string()
-        });
+        let sent = self.post(
+            "/v1/batch",
+            &[("Content-Type", "application/json".into())],
+            |t| {
+                json!({
+                    "writeKey": key,
+                    "sentAt": rfc3339(self.clock(t)),
+                    "batch": [{
+                        "type": "track", "event": "Clock Test", "userId": "u-1",
+                        "timestamp": rfc3339(self.clock(t) - AGE_MS),
+                        "messageId": format!("{run}-{l}"),
+                        "properties": {"run": run, "label": l},
+                    }],
+                })
+                .to_string()
+            },
+        );
         truth.insert(l, sent - AGE_MS);
 
         // PostHog: `/batch/` with `sent_at` (posthog-node), one event with a timestamp and one
         // with only `offset`.
         let (lt, lo) = (label("posthog"), label("posthog-offset"));
-        let sent = self.post("/batch/", &[("Content-Type", "application/json".into())], |t| {
-            json!({
-                "api_key": key,
-                "sent_at": rfc3339(self.clock(t)),
-                "batch": [
-                    {"event": "clock test", "distinct_id": "d-1",
-                     "timestamp": rfc3339(self.clock(t) - AGE_MS),
-                     "properties": {"run": run, "label": lt}},
-                    {"event": "clock test", "distinct_id": "d-1", "offset": AGE_MS,
-                     "properties": {"run": run, "label": lo}},
-                ],
-            })
-            .to_string()
-        });
+        let sent = self.post(
+            "/batch/",
+            &[("Content-Type", "application/json".into())],
+            |t| {
+                json!({
+                    "api_key": key,
+                    "sent_at": rfc3339(self.clock(t)),
+                    "batch": [
+                        {"event": "clock test", "distinct_id": "d-1",
+                         "timestamp": rfc3339(self.clock(t) - AGE_MS),
+                         "properties": {"run": run, "label": lt}},
+                        {"event": "clock test", "distinct_id": "d-1", "offset": AGE_MS,
+                         "properties": {"run": run, "label": lo}},
+                    ],
+                })
+                .to_string()
+            },
+        );
         truth.insert(lt, sent - AGE_MS);
         truth.insert(lo, sent - AGE_MS);
 
