@@ -34,7 +34,8 @@ use crate::store::{classify_sqlstate, EventStore, FailureKind, Row, StoreError, 
 /// server-side. One round trip and one plan whatever the batch size; duplicates are skipped by
 /// the primary key, `(key_id, id)`: an id is unique within its ingest key, so two keys sending
 /// the same client id are two events (migration 0003). `event_time` (migration 0005) is filled
-/// for every row: the envelope's, else what an edge that carried none meant ([`event_time`]).
+/// for every row: the envelope's, else `occurred_at`, else `received_at`
+/// ([`spillway_shared::event_time::derived`]).
 pub const INSERT_SQL: &str = "\
 INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source, event_time)
 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
