@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_events_context.sql",
         sql: include_str!("../migrations/0004_events_context.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_events_event_time.sql",
+        sql: include_str!("../migrations/0005_events_event_time.sql"),
+    },
 ];
 
 /// Key of the advisory lock (an arbitrary constant: "spillway" in ASCII).

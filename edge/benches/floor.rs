@@ -27,6 +27,7 @@ fn bench(c: &mut Criterion) {
             country: Some("DE".into()),
             ..Default::default()
         }),
+        sent_at: None,
     };
     let mut group = c.benchmark_group("edge_cost");
     for n in [1usize, 100] {

@@ -100,6 +100,7 @@ fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error>
         event_type,
         occurred_at,
         received_at,
+        event_time,
         key_id,
         edge,
         source,
@@ -116,6 +117,10 @@ fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error>
     }
     out.push_str(",\"received_at\":");
     write_time(out, received_at)?;
+    if let Some(t) = event_time {
+        out.push_str(",\"event_time\":");
+        write_time(out, t)?;
+    }
     out.push_str(",\"key_id\":");
     write_str(out, key_id)?;
     if let Some(edge) = edge {
@@ -442,17 +447,29 @@ mod tests {
             arb_text(),
             prop::option::of(arb_time()),
             arb_time(),
+            prop::option::of(arb_time()),
             arb_text(),
             edge,
             source,
             data,
         )
             .prop_map(
-                |(id, event_type, occurred_at, received_at, key_id, edge, source, data)| Event {
+                |(
+                    id,
+                    event_type,
+                    occurred_at,
+                    received_at,
+                    event_time,
+                    key_id,
+                    edge,
+                    source,
+                    data,
+                )| Event {
                     id: Uuid::from_u128(id),
                     event_type,
                     occurred_at,
                     received_at,
+                    event_time,
                     key_id,
                     edge,
                     source,

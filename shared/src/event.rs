@@ -209,6 +209,15 @@ pub struct Event {
     /// The edge clock when the request arrived.
     #[serde(serialize_with = "crate::timestamp::serialize_rfc3339")]
     pub received_at: DateTime<Utc>,
+    /// When the event happened in the edge's clock, corrected with the client's send time
+    /// ([`crate::event_time`]); only when it differs from `occurred_at` (else `received_at`),
+    /// which the consumer stores when this is absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_rfc3339_opt"
+    )]
+    pub event_time: Option<DateTime<Utc>>,
     /// Which ingest key sent it (never the key itself).
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +244,7 @@ impl ValidEvent {
             event_type: self.event_type,
             occurred_at: self.occurred_at,
             received_at,
+            event_time: None,
             key_id: key_id.to_owned(),
             edge,
             source: Source::Spillway,

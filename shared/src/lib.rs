@@ -16,6 +16,7 @@ pub mod arn;
 pub mod collector;
 pub mod envelope;
 pub mod event;
+pub mod event_time;
 pub mod ids;
 pub mod json;
 pub mod limits;

@@ -230,6 +230,7 @@ where
         idempotency_key: head.idempotency_key,
         now_ms,
         edge: edge_info(parts, deps.config),
+        sent_at: head.sent_at,
     };
     let items = split_events(&decoded, head.format, limits)?;
     seen.events = items.len();
@@ -298,6 +299,7 @@ where
         idempotency_key: head.idempotency_key,
         now_ms,
         edge: edge_info(parts, config),
+        sent_at: head.sent_at,
     };
     let (ids, encoded) = prepare_messages(
         body.messages,

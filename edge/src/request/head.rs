@@ -7,8 +7,10 @@
 //! Pure: headers in, a head or the [`EdgeError`] the client gets out. It does not read the body
 //! ([`crate::request::body`]) nor rate-limit (`handler`).
 
+use chrono::{DateTime, Utc};
 use http::request::Parts;
-use spillway_shared::EdgeInfo;
+use spillway_shared::event_time::parse_sent_at;
+use spillway_shared::{Code, EdgeInfo, Problem};
 
 use crate::config::Config;
 use crate::error::EdgeError;
@@ -28,6 +30,8 @@ pub struct EventsHead<'a> {
     pub idempotency_key: Option<&'a str>,
     pub format: Format,
     pub encoding: Encoding,
+    /// When the client sent the request, in its clock ([`sent_at`]).
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// What the head of a collector request says, checked. Its body is decoded by its protocol
@@ -43,6 +47,9 @@ pub struct CollectorHead<'a> {
     pub content_type: Option<&'a str>,
     pub content_encoding: Option<&'a str>,
     pub query: Option<&'a str>,
+    /// When the client sent the request, in its clock, when the head says ([`sent_at`]); a
+    /// message's own send time, or its body's, comes first.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// Checks the head of a `/v1/events` request. In order: headers that could not be read, the
@@ -59,6 +66,7 @@ pub fn events_head<'a>(parts: &'a Parts, config: &'a Config) -> Result<EventsHea
         idempotency_key: idempotency_key(&parts.headers)?,
         format,
         encoding,
+        sent_at: sent_at(parts, Protocol::Events)?,
     })
 }
 
@@ -78,6 +86,7 @@ pub fn collector_head<'a>(
         content_type: header(&parts.headers, http::header::CONTENT_TYPE),
         content_encoding: header(&parts.headers, http::header::CONTENT_ENCODING),
         query: parts.uri.query(),
+        sent_at: sent_at(parts, Protocol::Collector(collector))?,
     })
 }
 
@@ -109,6 +118,51 @@ fn declared_len(parts: &Parts, config: &Config) -> Result<Option<u64>, EdgeError
         return Err(EdgeError::BodyTooLarge { limit });
     }
     Ok(declared)
+}
+
+/// The request's send time in the client's clock, which corrects its events' timestamps
+/// ([`spillway_shared::event_time`]): the `Sent-At` header, else `?sent_at=` (for beacons,
+/// which cannot set headers), each RFC 3339 or milliseconds since the Unix epoch; on PostHog's
+/// routes also `?_=` (milliseconds), which posthog-js adds to every request.
+///
+/// On `/v1/events` a value that is not a time is refused (`400 invalid_field`, naming where it
+/// was): the client asked for a correction it would not get. On collector routes it is ignored,
+/// as the collectors themselves ignore a bad send time, so their SDKs are answered as before.
+pub fn sent_at(parts: &Parts, protocol: Protocol) -> Result<Option<DateTime<Utc>>, EdgeError> {
+    let query = |name: &str| {
+        parts.uri.query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    let mut given = Vec::new();
+    if let Some(v) = parts.headers.get("sent-at") {
+        given.push(("Sent-At", v.to_str().unwrap_or_default().to_owned()));
+    }
+    if let Some(v) = query("sent_at") {
+        given.push(("sent_at", v));
+    }
+    if protocol == Protocol::Collector(Collector::Posthog) {
+        given.extend(query("_").map(|v| ("_", v)));
+    }
+    for (place, text) in given {
+        match parse_sent_at(&text) {
+            Some(t) => return Ok(Some(t)),
+            None if protocol == Protocol::Events => {
+                return Err(EdgeError::Invalid(vec![Problem {
+                    code: Code::InvalidField,
+                    message: format!(
+                        "`{place}` must be an RFC 3339 date-time such as 2026-11-28T08:00:00.000Z, or milliseconds since the Unix epoch"
+                    ),
+                    index: None,
+                    field: Some(place.to_owned()),
+                }]))
+            }
+            None => {}
+        }
+    }
+    Ok(None)
 }
 
 /// What the edge adds to the request's events of what only it knows (`EDGE_CONTEXT`,
@@ -157,7 +211,90 @@ mod tests {
                 idempotency_key: Some("req-1"),
                 format: Format::Ndjson,
                 encoding: Encoding::Gzip,
+                sent_at: None,
             })
+        );
+    }
+
+    #[test]
+    fn the_send_time_comes_from_a_header_or_the_query() {
+        let config = config_with(&[]).expect("config");
+        let bearer = format!("Bearer {KEY_WEB}");
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        let events = |uri: &str, sent: Option<&str>| {
+            let mut h = vec![("authorization", bearer.as_str())];
+            h.extend(sent.map(|s| ("sent-at", s)));
+            events_head(&parts(uri, &h), &config).map(|h| h.sent_at)
+        };
+        let t = at("2026-11-28T09:00:00.250Z");
+        assert_eq!(
+            events("https://x/v1/events", Some("2026-11-28T10:00:00.250+01:00")),
+            Ok(Some(t))
+        );
+        // A beacon: in the query, as RFC 3339 or `Date.now()`; the header wins over it.
+        assert_eq!(
+            events(
+                "https://x/v1/events?sent_at=2026-11-28T09%3A00%3A00.250Z",
+                None
+            ),
+            Ok(Some(t))
+        );
+        assert_eq!(
+            events("https://x/v1/events?sent_at=1795856400250", None),
+            Ok(Some(t))
+        );
+        assert_eq!(
+            events(
+                "https://x/v1/events?sent_at=0",
+                Some("2026-11-28T09:00:00.250Z")
+            ),
+            Ok(Some(t))
+        );
+        assert_eq!(events("https://x/v1/events", None), Ok(None));
+        // PostHog's `_` is not ours.
+        assert_eq!(
+            events("https://x/v1/events?_=1795856400250", None),
+            Ok(None)
+        );
+        // What is not a time is refused on our own route, naming where it was.
+        for (uri, sent, place) in [
+            ("https://x/v1/events", Some("yesterday"), "Sent-At"),
+            ("https://x/v1/events?sent_at=soon", None, "sent_at"),
+        ] {
+            match events(uri, sent) {
+                Err(EdgeError::Invalid(p)) => {
+                    assert_eq!(
+                        (p[0].code, p[0].field.as_deref()),
+                        (Code::InvalidField, Some(place))
+                    )
+                }
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        // Collectors: PostHog's `?_=`, and a bad value is ignored, as the collectors ignore it.
+        let head = |uri: &str, c| collector_head(&parts(uri, &[]), &config, c).map(|h| h.sent_at);
+        assert_eq!(
+            head("https://x/e/?ver=1.3&_=1764316800250", Collector::Posthog),
+            Ok(Some(at("2025-11-28T08:00:00.250Z")))
+        );
+        assert_eq!(
+            head(
+                "https://x/v1/batch?_=1764316800250",
+                Collector::Segment(Call::Batch)
+            ),
+            Ok(None)
+        );
+        assert_eq!(head("https://x/e/?_=soon", Collector::Posthog), Ok(None));
+        assert_eq!(
+            head(
+                "https://x/e/?sent_at=soon&_=1764316800250",
+                Collector::Posthog
+            ),
+            Ok(Some(at("2025-11-28T08:00:00.250Z")))
         );
     }
 
