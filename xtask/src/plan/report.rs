@@ -163,7 +163,8 @@ fn write_report(out: &mut String, p: &Plan, results: Option<&Path>) -> std::fmt:
         let target = c.batcher_rps * BATCHER_SHARE;
         writeln!(
             out,
-            "  {:<32} {:<8} a floor: the edge adds batchers as a location's rate grows, keeping              each at or below {} req/s ({}% of its capacity), and drops them as it falls",
+            "  {:<32} {:<8} a floor: the edge adds batchers as a location's rate grows, keeping \
+             each at or below {} req/s ({}% of its capacity), and drops them as it falls",
             "BATCH_SHARDS",
             s.min_shards,
             n(target),
@@ -171,11 +172,12 @@ fn write_report(out: &mut String, p: &Plan, results: Option<&Path>) -> std::fmt:
         )?;
         writeln!(
             out,
-            "  {:<32} {:<8} the most per location: room for {}x this rate ({} req/s per location)",
+            "  {:<32} {:<8} the most per location, {} req/s there (the default, or more to leave \
+             room for {}x this rate)",
             "BATCH_MAX_SHARDS",
             s.max_shards,
-            n(MAX_SHARDS_ROOM),
-            n(f64::from(s.max_shards) * target)
+            n(f64::from(s.max_shards) * target),
+            n(MAX_SHARDS_ROOM)
         )?;
         writeln!(
             out,
