@@ -36,6 +36,7 @@ mod figure9;
 mod figures;
 mod fill;
 mod measure;
+mod planned;
 mod plot;
 mod spill;
 mod sqs;
@@ -200,6 +201,8 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     let results = result?;
     let mut tables = figures::tables(&results, &opts);
+    // The planner's predictions from this run's inputs, beside what it measured.
+    tables.extend(planned::table(&tables));
     tables.push(checks::checks(&tables));
     // Every table must have its place in BENCHMARKS.md before anything is written, so that a
     // missing marker leaves the committed files as they were; a partial run's copy adds places.

@@ -234,11 +234,16 @@ mod tests {
         let at = |k: f64| {
             let s = settings(&i);
             let list = uses(&i, &s, k);
-            let u = list.iter().find(|u| u.limit.starts_with("a batcher")).cloned();
+            let u = list
+                .iter()
+                .find(|u| u.limit.starts_with("a batcher"))
+                .cloned();
             u.expect("batching")
         };
         assert!((at(10.0).share - 0.5).abs() < 1e-9);
-        assert!(at(10.0).detail.contains("(2 per location, BATCH_MAX_SHARDS 32)"));
+        assert!(at(10.0)
+            .detail
+            .contains("(2 per location, BATCH_MAX_SHARDS 32)"));
         assert_eq!(
             first(&i, 1_000.0),
             Some("a batcher (Durable Object soft limit)")
