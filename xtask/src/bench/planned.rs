@@ -58,7 +58,8 @@ fn bytes_per_event(n: usize) -> usize {
 }
 
 /// The planner for this machine at `rps` requests/s of `n` events, `window_ms` of group commit,
-/// on `buffer` (`sqs`, `kinesis`, `kinesis-provisioned`), with `extra` options.
+/// on `buffer` (`sqs`, `kinesis`, `kinesis-provisioned`), with `extra` options; `None` if its
+/// options are refused.
 fn here(
     results: &str,
     rps: f64,
@@ -115,16 +116,16 @@ fn figure_7(results: &str, t: &Table) -> Vec<Row> {
             continue;
         };
         let window = if mode == Mode::On { GROUP_WINDOW_MS } else { 0 };
-        let Some(p) = here(results, rps, 1, window, "sqs", &[]) else {
-            continue;
-        };
+        // A plan that cannot be made is unknown (and fails its check), never left out.
+        let p = here(results, rps, 1, window, "sqs", &[]);
         out.push(Row {
             figure: "7",
             what: format!("1-event requests at {rps} req/s, group commit {label}: cost"),
             unit: "$ per million events",
-            predicted: p
-                .bill
-                .per_million_events_of(|l| figure_7_lines(l.service, l.item)),
+            predicted: p.map_or(f64::NAN, |p| {
+                p.bill
+                    .per_million_events_of(|l| figure_7_lines(l.service, l.item))
+            }),
             measured: t.number(r, "total ($/M events)"),
         });
     }
@@ -157,9 +158,8 @@ fn figure_9(results: &str, t: &Table) -> Vec<Row> {
             continue;
         };
         let window = if d.group_commit() { GROUP_WINDOW_MS } else { 0 };
-        let Some(p) = here(results, f64::from(rate), n, window, buffer, &[]) else {
-            continue;
-        };
+        // A plan that cannot be made is unknown (and fails its check), never left out.
+        let p = here(results, f64::from(rate), n, window, buffer, &[]);
         out.push(Row {
             figure: "9",
             what: format!(
@@ -168,9 +168,10 @@ fn figure_9(results: &str, t: &Table) -> Vec<Row> {
                 b.label()
             ),
             unit: "$ per million events",
-            predicted: p
-                .bill
-                .per_million_events_of(|l| figure_9_lines(l.service, l.item)),
+            predicted: p.map_or(f64::NAN, |p| {
+                p.bill
+                    .per_million_events_of(|l| figure_9_lines(l.service, l.item))
+            }),
             measured: t.number(r, "**total per million events** ($)"),
         });
     }
@@ -190,14 +191,15 @@ fn burst(results: &str, clients: usize, t: &Table) -> Option<Row> {
         GROUP_WINDOW_MS,
         "sqs",
         &extra,
-    )?;
+    );
     Some(Row {
         figure: "6",
         what: format!(
             "burst of {clients} requests of {BURST_EVENTS_PER_REQUEST} events: all in the table after"
         ),
         unit: "s",
-        predicted: p.drain.seconds.unwrap_or(f64::INFINITY),
+        // Never drains, or no plan: unknown.
+        predicted: p.and_then(|p| p.drain.seconds).unwrap_or(f64::NAN),
         measured: t.number(sp, "**table held every accepted event at** (s)"),
     })
 }
