@@ -109,10 +109,7 @@ fn bills(m: &Metered) -> Vec<(&Metered, Bill)> {
     };
     billings
         .iter()
-        .map(|&b| {
-            let group = m.design.group_commit();
-            (m, bill(&m.meter, m.events_per_request, group, b))
-        })
+        .map(|&b| (m, bill(&m.meter, m.events_per_request, &m.flushes, b)))
         .collect()
 }
 
@@ -120,7 +117,7 @@ fn cost_table(metered: &[&Metered]) -> Table {
     let mut rows: Vec<(&Metered, Bill)> = metered.iter().flat_map(|m| bills(m)).collect();
     rows.sort_by_key(|(m, _)| m.events_per_request);
     #[rustfmt::skip] // A table: one column per line.
-    let cols: [Col<(&Metered, Bill)>; 17] = [
+    let cols: [Col<(&Metered, Bill)>; 18] = [
         ("events per request", N, |x| json!(x.0.events_per_request)),
         ("design", TEXT, |x| json!(x.0.design.label())),
         ("billed as", TEXT, |x| json!(x.1.billing.label())),
@@ -132,6 +129,7 @@ fn cost_table(metered: &[&Metered]) -> Table {
         ("unit", TEXT, |x| json!(x.1.unit)),
         ("Workers requests ($)", N4, |x| num(x.1.workers)),
         ("Durable Object requests ($)", N4, |x| num(x.1.durable_objects)),
+        ("Durable Object duration ($)", N4, |x| num(x.1.do_duration)),
         ("buffer writes ($)", N4, |x| num(x.1.buffer_in)),
         ("buffer reads ($)", N4, |x| num(x.1.buffer_out)),
         ("retention past 24 h ($)", N4, |x| num(x.1.retention)),
@@ -177,7 +175,7 @@ pub(super) fn summary_rows(r: &Results) -> Vec<(String, &'static str, f64, &'sta
                 .iter()
                 .find(|m| m.design == d && m.events_per_request == n)
                 // Per billion: the summary shows whole numbers.
-                .map(|m| bill(&m.meter, n, d.group_commit(), b).total() * 1_000.0)
+                .map(|m| bill(&m.meter, n, &m.flushes, b).total() * 1_000.0)
         };
         let Some(sqs) = find(Design::SqsDirect, Billing::Sqs) else {
             continue;
