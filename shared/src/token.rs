@@ -258,7 +258,10 @@ mod tests {
              _WFUQlF8ri3Tnv8SxflMJFJcZx4nnWkuu3O33zZH_Qc"
         );
         let t = parse(&dotted).expect("parse");
-        assert_eq!((t.key_id, t.origin.as_str(), t.expires), ("shop.eu", ORIGIN, EXPIRES));
+        assert_eq!(
+            (t.key_id, t.origin.as_str(), t.expires),
+            ("shop.eu", ORIGIN, EXPIRES)
+        );
         // URL-safe as a whole: nothing a query string, a Basic user or a header would mangle.
         assert!(VECTOR
             .bytes()
@@ -299,14 +302,26 @@ mod tests {
     fn every_refusal_has_its_reason() {
         let t = parse(VECTOR).expect("parse");
         let at = |now, origin| check(&t, secrets(), origin, now, MAX_TTL);
-        assert_eq!(at(EXPIRES + SKEW_SECS + 1, Some(ORIGIN)), Err(TokenError::Expired));
+        assert_eq!(
+            at(EXPIRES + SKEW_SECS + 1, Some(ORIGIN)),
+            Err(TokenError::Expired)
+        );
         assert_eq!(
             at(EXPIRES - MAX_TTL - SKEW_SECS - 1, Some(ORIGIN)),
             Err(TokenError::TooLong)
         );
         assert_eq!(at(EXPIRES, None), Err(TokenError::NoOrigin));
-        for other in ["https://evil.example", "https://app.example.com.evil", "null", ""] {
-            assert_eq!(at(EXPIRES, Some(other)), Err(TokenError::WrongOrigin), "{other}");
+        for other in [
+            "https://evil.example",
+            "https://app.example.com.evil",
+            "null",
+            "",
+        ] {
+            assert_eq!(
+                at(EXPIRES, Some(other)),
+                Err(TokenError::WrongOrigin),
+                "{other}"
+            );
         }
         // Exact: no case folding, no trailing slash.
         assert_eq!(

@@ -2,9 +2,10 @@
 //! once, before the first request is served.
 //!
 //! Every setting is documented where it is declared, with its default. Secrets (`INGEST_KEYS`,
-//! `AWS_SECRET_ACCESS_KEY`, `ENVELOPE_KEYS`) live in types whose `Debug` prints nothing of the
+//! `AWS_SECRET_ACCESS_KEY`, `ENVELOPE_KEYS`, `TOKEN_SECRETS`) live in types whose `Debug` prints nothing of the
 //! value ([`Secret`], [`SigningKey`]), and no error message ever quotes them.
 
+mod access;
 mod buffer;
 mod problem;
 
@@ -15,6 +16,8 @@ use spillway_shared::event::MAX_KEY_ID_CHARS;
 use spillway_shared::limits::{validate_within, BufferLimits, RequestLimits};
 use spillway_shared::{parse_keys, SigningKey};
 
+use access::read_access;
+pub use access::KeyAccess;
 #[cfg(feature = "kinesis")]
 pub use buffer::KinesisTarget;
 use buffer::{origin_of, read_target};
@@ -168,7 +171,12 @@ pub struct Config {
     /// rotation.
     pub envelope_key: SigningKey,
     /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
+    /// Every origin of `KEY_ORIGINS` is added to the list: CORS decides only whether a browser
+    /// lets a page send and read the answer; which key may be used from where is [`KeyAccess`].
     pub allowed_origins: AllowedOrigins,
+    /// Browser tokens and per-key origins: `TOKEN_SECRETS`, `TOKEN_MAX_TTL_SECS`,
+    /// `TOKEN_REQUIRED`, `KEY_ORIGINS` (see [`KeyAccess`]).
+    pub access: KeyAccess,
     /// The request's limits: `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`,
     /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`RequestLimits`].
     pub limits: RequestLimits,
@@ -362,7 +370,8 @@ impl Config {
                 None
             }
         });
-        let allowed_origins = match get("ALLOWED_ORIGINS") {
+        let access = read_access(&get, &ingest_keys, &mut problems);
+        let mut allowed_origins = match get("ALLOWED_ORIGINS") {
             None => AllowedOrigins::List(Vec::new()),
             Some(raw) => parse_origins(&raw).unwrap_or_else(|reason| {
                 problems.push(ConfigProblem::Invalid {
@@ -372,6 +381,13 @@ impl Config {
                 AllowedOrigins::List(Vec::new())
             }),
         };
+        if let AllowedOrigins::List(list) = &mut allowed_origins {
+            for o in access.all_origins() {
+                if !list.iter().any(|l| l.eq_ignore_ascii_case(o)) {
+                    list.push(o.to_owned());
+                }
+            }
+        }
 
         let mut tuning = Tuning::default();
         if let Some((target, _)) = &target {
@@ -440,6 +456,7 @@ impl Config {
                     ingest_keys,
                     envelope_key,
                     allowed_origins,
+                    access,
                     limits,
                     buffer,
                     retry,
