@@ -244,7 +244,7 @@ mod tests {
             .iter()
             .map(|id| IngestKey {
                 key_id: (*id).to_owned(),
-                key: Secret::new(format!("{id}-ingest-key-0123456789")),
+                key: Secret::new(format!("{id}-ingest-key-0123456789abcdefghij")),
             })
             .collect()
     }
@@ -330,7 +330,7 @@ mod tests {
             assert!(!text.contains("token-secret-one"), "{text}");
         }
         // A secret that is an ingest key, and one secret given twice.
-        let (_, p) = read(&[("TOKEN_SECRETS", "app:web-ingest-key-0123456789")]);
+        let (_, p) = read(&[("TOKEN_SECRETS", "app:web-ingest-key-0123456789abcdefghij")]);
         assert!(names(&p)[0].contains("is an ingest key"), "{:?}", names(&p));
         let twice = format!("web:{S1},app:{S1}");
         let (_, p) = read(&[("TOKEN_SECRETS", &twice)]);
