@@ -8,7 +8,8 @@
 
 use spillway_shared::token::{canonical_origin, MIN_SECRET_BYTES, PREFIX};
 
-use super::{ConfigProblem, IngestKey, Secret};
+use super::keys::{IngestKey, Secret};
+use super::problem::ConfigProblem;
 
 /// Default of `TOKEN_MAX_TTL_SECS`: a day. Browser SDKs take their key once, at start-up, and
 /// never ask for a new one, so a token has to outlive the longest page session that should

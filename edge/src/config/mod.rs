@@ -7,9 +7,9 @@
 
 mod access;
 mod buffer;
+mod keys;
 mod problem;
 
-use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
@@ -24,36 +24,9 @@ use buffer::{origin_of, read_target};
 pub use buffer::{BufferKind, PartitionKey, StreamArn, Target};
 #[cfg(feature = "sqs")]
 pub use buffer::{QueueUrl, SqsTarget};
+pub use keys::{IngestKey, Secret};
 pub use problem::{ConfigError, ConfigProblem};
 use spillway_shared::valid_region;
-
-/// A secret string. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for the two places that need it (key comparison, request signing).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// One entry of `INGEST_KEYS`: the public `key_id` stored with every event, and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestKey {
-    pub key_id: String,
-    pub key: Secret,
-}
 
 /// Which browser origins get CORS headers (`ALLOWED_ORIGINS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
