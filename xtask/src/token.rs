@@ -66,7 +66,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
 /// `TOKEN_SECRETS` from `.spillway/dev.env`, where a local pipeline keeps its settings.
 fn dev_env_secrets() -> Result<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.spillway/dev.env");
+    let path = crate::step::root().join(".spillway/dev.env");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "TOKEN_SECRETS is not set and {} cannot be read",
