@@ -17,7 +17,7 @@ use crate::deliver::{deliver, Delivery, DeliveryReport, Sender};
 pub use crate::deliver::{GroupCommit, Spill};
 use crate::error::EdgeError;
 use crate::http::answer::{accepted_body, collected_body, respond};
-use crate::http::auth::authenticate;
+use crate::http::auth::{authenticate, Caller};
 use crate::http::cors::{cors_headers, preflight_headers};
 use crate::http::headers::header;
 use crate::http::route::{log_path, route, Route, PANIC_PATH};
@@ -215,7 +215,7 @@ where
     B: BodySource,
 {
     let limits = &deps.config.limits;
-    let head = events_head(parts, deps.config)?;
+    let head = events_head(parts, deps.config, now_ms)?;
     rate_limit(deps, head.key_id, seen).await?;
 
     let raw = read_body(body, head.declared_len, limits.max_body_bytes).await?;
@@ -261,7 +261,7 @@ where
 {
     let config = deps.config;
     let limits = &config.limits;
-    let head = collector_head(parts, config, collector)?;
+    let head = collector_head(parts, config, collector, now_ms)?;
     if let Some((_, key_id)) = &head.key {
         rate_limit(deps, key_id, seen).await?;
     }
@@ -287,7 +287,7 @@ where
         }
         (Some((_, key_id)), None) => key_id,
         (None, body_key) => {
-            let key_id = authenticate(&config.ingest_keys, body_key)?;
+            let key_id = authenticate(config, body_key, Caller::of(&parts.headers, now_ms))?;
             rate_limit(deps, key_id, seen).await?;
             key_id
         }

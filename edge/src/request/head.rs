@@ -14,7 +14,7 @@ use spillway_shared::{Code, EdgeInfo, Problem};
 
 use crate::config::Config;
 use crate::error::EdgeError;
-use crate::http::auth::{authenticate, keys_in_head};
+use crate::http::auth::{authenticate, keys_in_head, Caller};
 use crate::http::headers::{check_read_headers, header, idempotency_key, UnreadableHeaders};
 use crate::protocol::events::{encoding_of, format_of, Encoding, Format};
 use crate::protocol::{Collector, Protocol};
@@ -54,9 +54,14 @@ pub struct CollectorHead<'a> {
 
 /// Checks the head of a `/v1/events` request. In order: headers that could not be read, the
 /// key (at most one distinct key, required), the declared length against the body cap, the
-/// content type and encoding, the idempotency key.
-pub fn events_head<'a>(parts: &'a Parts, config: &'a Config) -> Result<EventsHead<'a>, EdgeError> {
-    let (_, key_id) = head_key(parts, config, Protocol::Events)?.ok_or(EdgeError::MissingKey)?;
+/// content type and encoding, the idempotency key. `now_ms` dates a browser token.
+pub fn events_head<'a>(
+    parts: &'a Parts,
+    config: &'a Config,
+    now_ms: u64,
+) -> Result<EventsHead<'a>, EdgeError> {
+    let (_, key_id) =
+        head_key(parts, config, Protocol::Events, now_ms)?.ok_or(EdgeError::MissingKey)?;
     let declared_len = declared_len(parts, config)?;
     let format = format_of(header(&parts.headers, http::header::CONTENT_TYPE))?;
     let encoding = encoding_of(header(&parts.headers, http::header::CONTENT_ENCODING))?;
@@ -76,8 +81,9 @@ pub fn collector_head<'a>(
     parts: &'a Parts,
     config: &'a Config,
     collector: Collector,
+    now_ms: u64,
 ) -> Result<CollectorHead<'a>, EdgeError> {
-    let key = head_key(parts, config, Protocol::Collector(collector))?;
+    let key = head_key(parts, config, Protocol::Collector(collector), now_ms)?;
     let declared_len = declared_len(parts, config)?;
     Ok(CollectorHead {
         key,
@@ -97,6 +103,7 @@ fn head_key<'a>(
     parts: &Parts,
     config: &'a Config,
     protocol: Protocol,
+    now_ms: u64,
 ) -> Result<Option<(String, &'a str)>, EdgeError> {
     let headers = &parts.headers;
     check_read_headers(headers, parts.extensions.get::<UnreadableHeaders>())?;
@@ -105,7 +112,9 @@ fn head_key<'a>(
         return Err(EdgeError::ConflictingKeys);
     }
     keys.pop()
-        .map(|k| authenticate(&config.ingest_keys, Some(&k)).map(|key_id| (k, key_id)))
+        .map(|k| {
+            authenticate(config, Some(&k), Caller::of(headers, now_ms)).map(|key_id| (k, key_id))
+        })
         .transpose()
 }
 
@@ -204,7 +213,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            events_head(&p, &config),
+            events_head(&p, &config, 0),
             Ok(EventsHead {
                 key_id: "web",
                 declared_len: Some(12),
@@ -341,7 +350,11 @@ mod tests {
         ];
         for (headers, query, want) in cases {
             let p = parts(&format!("https://x/v1/events{query}"), headers);
-            assert_eq!(events_head(&p, &config), Err(want), "{headers:?} {query}");
+            assert_eq!(
+                events_head(&p, &config, 0),
+                Err(want),
+                "{headers:?} {query}"
+            );
         }
     }
 
@@ -353,25 +366,25 @@ mod tests {
             "https://x/v1/batch?ver=1",
             &[("content-type", "text/plain")],
         );
-        let head = collector_head(&p, &config, segment).expect("no key is fine");
+        let head = collector_head(&p, &config, segment, 0).expect("no key is fine");
         assert_eq!(head.key, None);
         assert_eq!(head.content_type, Some("text/plain"));
         assert_eq!(head.query, Some("ver=1"));
         // A key in the head is checked at once, and two are refused.
         let p = parts("https://x/capture?token=nope-0123456789abcdef", &[]);
         assert_eq!(
-            collector_head(&p, &config, Collector::Posthog),
+            collector_head(&p, &config, Collector::Posthog, 0),
             Err(EdgeError::InvalidKey)
         );
         let p = parts(&format!("https://x/capture?token={KEY_APP}"), &[]);
-        let head = collector_head(&p, &config, Collector::Posthog).expect("valid key");
+        let head = collector_head(&p, &config, Collector::Posthog, 0).expect("valid key");
         assert_eq!(head.key, Some((KEY_APP.to_owned(), "app")));
         let p = parts(
             &format!("https://x/v1/batch?key={KEY_APP}"),
             &[("x-api-key", KEY_WEB)],
         );
         assert_eq!(
-            collector_head(&p, &config, segment),
+            collector_head(&p, &config, segment, 0),
             Err(EdgeError::ConflictingKeys)
         );
     }
