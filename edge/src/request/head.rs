@@ -237,7 +237,7 @@ mod tests {
         let events = |uri: &str, sent: Option<&str>| {
             let mut h = vec![("authorization", bearer.as_str())];
             h.extend(sent.map(|s| ("sent-at", s)));
-            events_head(&parts(uri, &h), &config).map(|h| h.sent_at)
+            events_head(&parts(uri, &h), &config, 0).map(|h| h.sent_at)
         };
         let t = at("2026-11-28T09:00:00.250Z");
         assert_eq!(
@@ -285,7 +285,8 @@ mod tests {
             }
         }
         // Collectors: PostHog's `?_=`, and a bad value is ignored, as the collectors ignore it.
-        let head = |uri: &str, c| collector_head(&parts(uri, &[]), &config, c).map(|h| h.sent_at);
+        let head =
+            |uri: &str, c| collector_head(&parts(uri, &[]), &config, c, 0).map(|h| h.sent_at);
         assert_eq!(
             head("https://x/e/?ver=1.3&_=1764316800250", Collector::Posthog),
             Ok(Some(at("2025-11-28T08:00:00.250Z")))
