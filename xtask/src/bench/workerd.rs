@@ -170,8 +170,50 @@ pub(super) fn workerd(stack: &mut Stack, opts: &Opts) -> Result<Vec<WrkRun>> {
         }
         runs.push(run);
     }
+    // What the request path costs before the buffer: the same 1-event request, refused once
+    // parsed and checked (a timestamp that is not one), so no buffer call and no batcher hop.
+    let body = refused_body(&request_body(1, 0, &ts, &mut || None))?;
+    let script = wrk_script(&dir, "refused1", Some(&key), Some(&body))?;
+    let label = format!("POST 1 event, refused (400, {} B)", body.len());
+    runs.push(run_wrk(&label, 1, &ingest, &script, opts.wrk_secs)?);
+    // Group commit's share: the same 1-event POST sent directly (no batcher hop, one
+    // `SendMessageBatch` per request). SQS only: with Kinesis it is off by default, and last,
+    // so the rows of the two pipelines still pair up (figure 9).
+    if stack.env.buffer == BufferKind::Sqs {
+        purge(stack)?;
+        let saved = stack.config.edge_vars.clone();
+        stack
+            .config
+            .edge_vars
+            .push(("BATCH_WINDOW_MS".into(), "0".into()));
+        let restarted = stack
+            .restart_edge()
+            .context("restarting the edge, group commit off");
+        let run = restarted.and_then(|()| {
+            let body = request_body(1, 0, &ts, &mut || None);
+            let script = wrk_script(&dir, "post1-direct", Some(&key), Some(&body))?;
+            let label = format!("POST 1 event ({} B), group commit off", body.len());
+            run_wrk(&label, 1, &ingest, &script, opts.wrk_secs)
+        });
+        stack.config.edge_vars = saved;
+        stack
+            .restart_edge()
+            .context("restarting the edge with its defaults")?;
+        runs.push(run?);
+    }
     purge(stack)?;
     Ok(runs)
+}
+
+/// `body` (one event) with its timestamp replaced by one the edge refuses (`invalid_event`):
+/// the whole request is read, parsed and checked, and answered 400 before any buffer call.
+fn refused_body(body: &[u8]) -> Result<Vec<u8>> {
+    let mut event: serde_json::Value = serde_json::from_slice(body)?;
+    let Some(ts) = event.get_mut("timestamp") else {
+        bail!("the sample event has no timestamp");
+    };
+    *ts = serde_json::Value::from("not a timestamp");
+    Ok(serde_json::to_vec(&event)?)
 }
 
 pub(super) fn ensure_wrk() -> Result<()> {
