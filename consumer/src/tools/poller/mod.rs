@@ -29,9 +29,11 @@
 
 pub mod config;
 pub mod kinesis;
+pub mod prefetch;
 pub mod record;
 pub mod worker;
 
 pub use config::{buffer, Buffer, PollerConfig};
+pub use prefetch::Prefetch;
 pub use record::{lambda_record, merge_received, sqs_event, to_delete, QueueInfo};
 pub use worker::{queue_info, run, run_worker, PollerError, SharedBreaker, WorkerStats};

@@ -7,14 +7,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, QueueAttributeName,
 };
 use thiserror::Error;
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::config::PollerConfig;
+use super::prefetch::Prefetch;
 use super::record::{merge_received, sqs_event, to_delete, QueueInfo};
 use crate::breaker::{BatchHealth, Breaker, Step, Transition};
 use crate::handler::{handle, Clock, Deps};
@@ -122,6 +125,14 @@ pub struct WorkerStats {
     pub records: u64,
     pub deleted: u64,
     pub failed: u64,
+    /// Wall time inside invocations (building the event, verifying, decoding, writing), in
+    /// milliseconds; the rest of a worker's time is waiting for a batch or for the breaker.
+    pub invocation_ms: u64,
+    /// Receives started beside an invocation ([`Prefetch`]).
+    pub received_ahead: u64,
+    /// Messages received ahead and given back to the queue unhandled (breaker, shutdown, the
+    /// wait's bound).
+    pub released: u64,
 }
 
 impl WorkerStats {
@@ -130,6 +141,9 @@ impl WorkerStats {
         self.records += o.records;
         self.deleted += o.deleted;
         self.failed += o.failed;
+        self.invocation_ms += o.invocation_ms;
+        self.received_ahead += o.received_ahead;
+        self.released += o.released;
     }
 }
 
@@ -234,8 +248,148 @@ async fn delete(client: &aws_sdk_sqs::Client, queue: &QueueInfo, items: &[(&str,
     deleted
 }
 
+/// A batch gathered and not yet handled.
+struct Gathered {
+    messages: Vec<Message>,
+    /// When the gather returned: the wait for its invocation counts from here
+    /// ([`Prefetch::release_at`]).
+    at: Instant,
+}
+
+/// A receive running beside the invocation, in its own task (so that reading a large answer
+/// runs on another core than the handler), and what it returns.
+type Receiving = JoinHandle<Result<Vec<Message>, aws_sdk_sqs::Error>>;
+
+fn spawn_gather(
+    client: &aws_sdk_sqs::Client,
+    config: &PollerConfig,
+    queue: &QueueInfo,
+    shutdown: &watch::Receiver<bool>,
+) -> Receiving {
+    let (client, config, queue) = (client.clone(), config.clone(), queue.clone());
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if *shutdown.borrow() {
+            return Ok(Vec::new());
+        }
+        gather(&client, &config, &queue, &mut shutdown).await
+    })
+}
+
+/// What a receive that ran beside an invocation brought: a batch, or nothing (an empty long
+/// poll, an error, which the next receive will meet again if it lasts).
+fn received(
+    worker: usize,
+    joined: Result<Result<Vec<Message>, aws_sdk_sqs::Error>, JoinError>,
+) -> Option<Gathered> {
+    match joined {
+        Ok(Ok(messages)) if !messages.is_empty() => Some(Gathered {
+            messages,
+            at: Instant::now(),
+        }),
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => {
+            warn!(worker, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive ahead failed");
+            None
+        }
+        Err(e) => {
+            warn!(worker, error = %e, "receive ahead stopped abnormally");
+            None
+        }
+    }
+}
+
+/// Gives a batch back to the queue (visibility 0), unhandled: at once visible to any worker
+/// again, with one receive count spent. A call that fails leaves the messages to come back
+/// after their visibility timeout instead; either way none is deleted.
+async fn release(
+    worker: usize,
+    client: &aws_sdk_sqs::Client,
+    queue: &QueueInfo,
+    batch: Gathered,
+    why: &str,
+) -> u64 {
+    let mut released = 0;
+    for chunk in batch.messages.chunks(10) {
+        let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(format!("r{i}"))
+                    .receipt_handle(m.receipt_handle()?)
+                    .visibility_timeout(0)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        match client
+            .change_message_visibility_batch()
+            .queue_url(&queue.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => released += out.successful().len() as u64,
+            Err(e) => warn!(
+                worker,
+                error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+                "ChangeMessageVisibilityBatch failed; the messages come back after their visibility timeout"
+            ),
+        }
+    }
+    info!(
+        worker,
+        messages = batch.messages.len(),
+        released,
+        reason = why,
+        "batch received ahead given back to the queue, unhandled"
+    );
+    released
+}
+
+/// [`delete`] with owned values, for a task of its own: the next invocation does not wait for
+/// it.
+async fn delete_owned(
+    client: aws_sdk_sqs::Client,
+    queue: QueueInfo,
+    items: Vec<(String, String)>,
+) -> u64 {
+    let items: Vec<(&str, &str)> = items
+        .iter()
+        .map(|(i, r)| (i.as_str(), r.as_str()))
+        .collect();
+    delete(&client, &queue, &items).await
+}
+
+/// The receive running beside an invocation, if any; never ready otherwise.
+async fn join_receiving(
+    receiving: &mut Option<Receiving>,
+) -> Result<Result<Vec<Message>, aws_sdk_sqs::Error>, JoinError> {
+    match receiving {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`; forever without it.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One worker: gather, handle, delete, until shutdown; while `breaker` is open, receive
 /// nothing and probe the database when it says so.
+///
+/// While an invocation runs, the worker receives its next batch beside it and deletes the
+/// previous batch's successes in the background, as Lambda's mapping does outside the function
+/// ([`Prefetch`] says when, and bounds how long a batch received ahead waits). Every guarantee
+/// of the one-step-after-the-other loop holds: a message is deleted only once its invocation
+/// answered and did not name it; a batch received ahead is handled, or given back to the queue
+/// (the breaker opened, shutdown, the wait's bound), never dropped; no receive starts while the
+/// breaker is open; on shutdown the invocation in flight finishes and its deletes are awaited.
 pub async fn run_worker<S, C>(
     worker: usize,
     client: aws_sdk_sqs::Client,
@@ -249,9 +403,41 @@ where
     S: EventStore,
     C: Clock,
 {
+    let visibility = config
+        .visibility_timeout
+        .map(|v| u64::try_from(v).unwrap_or(0))
+        .or(queue.visibility_timeout)
+        .map(Duration::from_secs);
+    let prefetch = Prefetch::new(visibility, config.batching_window);
     let mut stats = WorkerStats::default();
+    // A batch received ahead, waiting for its invocation; a receive still running.
+    let mut ready: Option<Gathered> = None;
+    let mut receiving: Option<Receiving> = None;
+    let mut deletes: JoinSet<u64> = JoinSet::new();
+    let mut last_invocation: Option<Duration> = None;
     while !*shutdown.borrow() {
-        match breaker_do(&breaker, |b| b.step(Instant::now().into_std())) {
+        while let Some(done) = deletes.try_join_next() {
+            stats.deleted += done.unwrap_or(0);
+        }
+        let step = breaker_do(&breaker, |b| b.step(Instant::now().into_std()));
+        if step != Step::Receive {
+            // Paused: what was received ahead is not handled now (it would fail and spend a
+            // receive); it goes back to the queue, to be received once the breaker closes.
+            if let Some(r) = receiving.take() {
+                ready = ready.or(received(worker, r.await));
+            }
+            if let Some(batch) = ready.take() {
+                stats.released += release(
+                    worker,
+                    &client,
+                    &queue,
+                    batch,
+                    "the database is unavailable",
+                )
+                .await;
+            }
+        }
+        match step {
             Step::Receive => {}
             Step::Probe => {
                 probe(worker, &deps.store, &breaker).await;
@@ -265,25 +451,72 @@ where
                 continue;
             }
         }
-        let messages = match gather(&client, &config, &queue, &mut shutdown).await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(worker, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => {}
+        let batch = match (ready.take(), receiving.take()) {
+            (Some(batch), r) => {
+                receiving = r;
+                batch
+            }
+            (None, Some(r)) => match received(worker, r.await) {
+                Some(batch) => batch,
+                None => continue,
+            },
+            (None, None) => {
+                // One step after the other, as without receiving ahead: the last batch's
+                // deletes land before the next receive, so a message whose visibility timeout
+                // already ran out is not received again before its delete.
+                while let Some(done) = deletes.join_next().await {
+                    stats.deleted += done.unwrap_or(0);
                 }
-                continue;
+                match gather(&client, &config, &queue, &mut shutdown).await {
+                    Ok(m) if m.is_empty() => continue,
+                    Ok(messages) => Gathered {
+                        messages,
+                        at: Instant::now(),
+                    },
+                    Err(e) => {
+                        warn!(worker, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
             }
         };
-        if messages.is_empty() {
-            continue;
-        }
         // From here the batch is in flight: it is finished even if shutdown is asked.
         stats.invocations += 1;
         let request_id = format!("poller-{worker}-{}", stats.invocations);
+        let messages = batch.messages;
+        let started = Instant::now();
         let event = sqs_event(&messages, &queue);
-        let outcome = handle(&deps, &event, &request_id).await;
+        if prefetch.wanted(last_invocation) && breaker_do(&breaker, |b| b.is_closed()) {
+            receiving = Some(spawn_gather(&client, &config, &queue, &shutdown));
+            stats.received_ahead += 1;
+        }
+        let invocation = handle(&deps, &event, &request_id);
+        tokio::pin!(invocation);
+        let outcome = loop {
+            let release_at = ready
+                .as_ref()
+                .and_then(|b| prefetch.release_at(b.at.into_std()))
+                .map(Instant::from_std);
+            tokio::select! {
+                outcome = &mut invocation => break outcome,
+                joined = join_receiving(&mut receiving) => {
+                    receiving = None;
+                    ready = received(worker, joined);
+                }
+                _ = sleep_until_some(release_at) => {
+                    if let Some(batch) = ready.take() {
+                        stats.released += release(worker, &client, &queue, batch, "waited its bound for the invocation before it").await;
+                    }
+                }
+            }
+        };
+        let took = started.elapsed();
+        last_invocation = Some(took);
+        stats.invocation_ms += took.as_millis() as u64;
         println!("{}", outcome.emf);
         let health = if outcome.database_unavailable {
             BatchHealth::DatabaseUnavailable
@@ -292,10 +525,26 @@ where
         };
         let transition = breaker_do(&breaker, |b| b.observe(health, Instant::now().into_std()));
         log_transition(worker, transition);
-        let items = to_delete(&messages, &outcome.response);
+        let items: Vec<(String, String)> = to_delete(&messages, &outcome.response)
+            .into_iter()
+            .map(|(id, receipt)| (id.to_owned(), receipt.to_owned()))
+            .collect();
         stats.records += messages.len() as u64;
         stats.failed += (messages.len() - items.len()) as u64;
-        stats.deleted += delete(&client, &queue, &items).await;
+        if !items.is_empty() {
+            deletes.spawn(delete_owned(client.clone(), queue.clone(), items));
+        }
+    }
+    // Shutdown: a receive still running returns at once (it watches the same signal); what it
+    // or an earlier one brought goes back to the queue unhandled.
+    if let Some(r) = receiving.take() {
+        ready = ready.or(received(worker, r.await));
+    }
+    if let Some(batch) = ready.take() {
+        stats.released += release(worker, &client, &queue, batch, "shutdown").await;
+    }
+    while let Some(done) = deletes.join_next().await {
+        stats.deleted += done.unwrap_or(0);
     }
     stats
 }
@@ -359,6 +608,9 @@ where
         records = total.records,
         deleted = total.deleted,
         failed = total.failed,
+        invocation_ms = total.invocation_ms,
+        received_ahead = total.received_ahead,
+        released = total.released,
         "poller stopped"
     );
     match failure {
