@@ -21,9 +21,10 @@
 //! database unavailable opens the breaker, one worker probes the database with a backoff, and
 //! the first probe that connects resumes receiving. Messages are thus received at most about
 //! twice per outage (the batches in flight when it opened), so an outage of any length sends
-//! none to the DLQ; only records that can never be stored get there. A batch received while
-//! another worker opens the breaker is still handled (and fails, spending one receive): a
-//! long poll cannot be taken back without its messages staying invisible anyway.
+//! none to the DLQ; only records that can never be stored get there. A batch a worker was
+//! gathering while another worker opened the breaker is still handled (and fails, spending one
+//! receive): a long poll cannot be taken back without its messages staying invisible anyway. A
+//! batch received ahead is given back to the queue instead (its receive is spent either way).
 //!
 //! On shutdown a worker finishes the batch it is handling, deletes what succeeded, gives a batch
 //! received ahead back to the queue, and stops. A receive that is still waiting is abandoned;

@@ -189,7 +189,10 @@ where
         let step = breaker_do(&breaker, |b| b.step(Instant::now().into_std()));
         if step != Step::Receive {
             // Paused: what was received ahead is not handled now (it would fail and spend a
-            // receive); it goes back to the queue, to be received once the breaker closes.
+            // receive); it goes back to the queue, to be received once the breaker closes. A
+            // receive still running is awaited first (a long poll: at most
+            // `WAIT_TIME_SECONDS`, or until shutdown), since dropping it could leave messages
+            // it was handed invisible for a whole visibility timeout.
             if let Some(r) = receiving.take() {
                 ready = ready.or(received(worker, r.await));
             }
