@@ -9,8 +9,10 @@
 //! and the run is timed from that start (the poller's process start and connections included)
 //! until the consumer has stored every event (its EMF lines, one per invocation, read from the
 //! poller's log as they are written; the table's row count is checked once at the end).
-//! Alongside: the CPU each group of processes used, and the time the invocations spent in the
-//! database write (the EMF's `DbWriteMs`), which says where a worker's time went.
+//! Alongside: the CPU each group of processes used, the time the invocations spent in the
+//! database write (the EMF's `DbWriteMs`) and in all (the poller's `invocation_ms`, on its last
+//! line), which say where a worker's time went: the write, the consumer's own path (verify,
+//! decode), or waiting for a receive that the invocation before did not hide.
 //!
 //! The reference is binary `COPY` of the very rows the drain stored, into the same PostgreSQL,
 //! on one connection, in batches of one invocation's rows (figure 5's `bench_write`, pointed at
