@@ -146,7 +146,47 @@ pub fn edge_context(
         let header = headers.get(CONNECTING_IP).and_then(|v| v.to_str().ok());
         info.ip = client_ip(header, policy.ip);
     }
+    fit(&mut info);
     (!info.is_empty()).then_some(info)
+}
+
+/// The most the context may take in an event's envelope, in bytes of its JSON.
+///
+/// The packer allows `ENRICHMENT_BYTES` (512) on top of each event as its client sent it, and
+/// `MAX_EVENT_BYTES` is the client's size: what the edge adds must fit in that, or an event
+/// within the limit could be refused as too large once enriched. The ids, times, key id and
+/// source take up to 243 of them; the context gets the rest, less a few bytes. A real
+/// location's default fields take about 140 bytes, and all thirteen fields with an IPv4
+/// address about 245 (Miniflare's Austin); long names or an IPv6 address beside every field
+/// reach the cap, and then the least telling fields are left out.
+pub const MAX_CONTEXT_BYTES: usize = 264;
+
+/// Drops the least telling fields, one at a time, until the context fits
+/// [`MAX_CONTEXT_BYTES`]: first the opt-in ones and the long names, last the short codes and
+/// the address the deployment asked for. The ones left always fit (each at its bound, they
+/// take about 230 bytes), which the test of the widest context holds.
+fn fit(info: &mut EdgeInfo) {
+    let drops: [fn(&mut EdgeInfo); 13] = [
+        |i| i.postal_code = None,
+        |i| i.latitude = None,
+        |i| i.longitude = None,
+        |i| i.as_organization = None,
+        |i| i.region = None,
+        |i| i.city = None,
+        |i| i.timezone = None,
+        |i| i.region_code = None,
+        |i| i.asn = None,
+        |i| i.is_eu_country = None,
+        |i| i.continent = None,
+        |i| i.country = None,
+        |i| i.colo = None,
+    ];
+    for drop in drops {
+        if serde_json::to_string(info).map_or(0, |s| s.len()) <= MAX_CONTEXT_BYTES {
+            return;
+        }
+        drop(info);
+    }
 }
 
 #[cfg(test)]
@@ -316,5 +356,69 @@ mod tests {
         assert_eq!(cut("not an address"), None);
         assert_eq!(cut("1.2.3.4, 5.6.7.8"), None);
         assert_eq!(client_ip(None, IpPolicy::Full), None);
+    }
+
+    /// The packer allows [`ENRICHMENT_BYTES`] on top of each event as its client sent it
+    /// (`MAX_EVENT_BYTES` is the client's size): everything the edge adds, at its widest, must
+    /// fit in it, or an event within the limit could be refused as too large once enriched.
+    /// The widest context is every field at its bound in four-byte characters, the longest
+    /// address kept whole, and numbers at their longest; then the longest key id, the ids and
+    /// times, the corrected event time and a collector's `source`.
+    #[test]
+    fn the_widest_enrichment_fits_the_packers_allowance() {
+        use chrono::{TimeZone, Utc};
+        use spillway_shared::event::MAX_KEY_ID_CHARS;
+        use spillway_shared::limits::ENRICHMENT_BYTES;
+        use spillway_shared::{Event, RawJson, Source};
+
+        let cf = CfFields::new(ContextField::ALL.map(|f| {
+            let v = match f {
+                ContextField::Latitude => "-89.12345678901234".to_owned(),
+                ContextField::Longitude => "-179.1234567890123".to_owned(),
+                ContextField::Asn => u32::MAX.to_string(),
+                ContextField::IsEuCountry => "1".to_owned(),
+                f => "\u{1D11E}".repeat(max_chars(f)),
+            };
+            (f, v)
+        }));
+        let policy = ContextPolicy {
+            fields: ContextFields::of(&ContextField::ALL),
+            ip: IpPolicy::Full,
+        };
+        let widest_ip = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe";
+        let edge = edge_context(Some(&cf), &headers(widest_ip), &policy).expect("context");
+        // The address asked for is kept; long names made way for it.
+        assert_eq!(edge.ip.as_deref(), Some(widest_ip));
+        assert!(serde_json::to_string(&edge).expect("json").len() <= MAX_CONTEXT_BYTES);
+        assert_eq!(
+            (edge.city.as_ref(), edge.postal_code.as_ref()),
+            (None, None)
+        );
+
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 28, 8, 0, 0)
+            .single()
+            .expect("time")
+            + chrono::Duration::microseconds(123_456);
+        // The client's side: its type, its timestamp in the shortest form RFC 3339 allows
+        // (the envelope writes microseconds), `data` as sent.
+        let sent = r#"{"type":"t","timestamp":"2026-11-28T08:00:00Z","data":{}}"#;
+        let event = Event {
+            id: uuid::Uuid::max(),
+            event_type: "t".into(),
+            occurred_at: Some(at),
+            received_at: at,
+            key_id: "k".repeat(MAX_KEY_ID_CHARS),
+            edge: Some(edge),
+            source: Source::Posthog,
+            event_time: Some(at),
+            data: RawJson::empty_object(),
+        };
+        let enriched = serde_json::to_string(&event).expect("json").len();
+        assert!(
+            enriched - sent.len() <= ENRICHMENT_BYTES,
+            "the edge adds {} bytes, the packer allows {ENRICHMENT_BYTES}",
+            enriched - sent.len()
+        );
     }
 }
