@@ -55,10 +55,12 @@ fn events(n: usize) -> Vec<Event> {
             event_type: ["page_view", "click", "signup"][i % 3].to_owned(),
             occurred_at: (i % 2 == 0).then(|| base - chrono::Duration::milliseconds(i as i64)),
             received_at: base,
+            event_time: None,
             key_id: "web".to_owned(),
             edge: Some(EdgeInfo {
                 colo: Some("FRA".to_owned()),
                 country: Some("DE".to_owned()),
+                ..Default::default()
             }),
             source: Default::default(),
             data: json!({
@@ -114,10 +116,12 @@ async fn stored_events(client: &tokio_postgres::Client) -> anyhow::Result<Vec<Ev
                 event_type: r.try_get(1)?,
                 occurred_at: r.try_get(2)?,
                 received_at: r.try_get(3)?,
+                event_time: None,
                 key_id: r.try_get(4)?,
                 edge: Some(EdgeInfo {
                     colo: r.try_get(6)?,
                     country: r.try_get(7)?,
+                    ..Default::default()
                 }),
                 source: Default::default(),
                 data: r.try_get::<_, String>(5)?.parse()?,

@@ -206,6 +206,7 @@ mod tests {
         Event {
             event_type: t.into(),
             received_at: DateTime::from_timestamp_millis(4_000).unwrap_or_default(),
+            event_time: None,
             ..crate::testing::event(n)
         }
     }

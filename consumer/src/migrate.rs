@@ -38,6 +38,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_events_id_per_key.sql",
         sql: include_str!("../migrations/0003_events_id_per_key.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_events_context.sql",
+        sql: include_str!("../migrations/0004_events_context.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_events_event_time.sql",
+        sql: include_str!("../migrations/0005_events_event_time.sql"),
+    },
 ];
 
 /// Key of the advisory lock (an arbitrary constant: "spillway" in ASCII).

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{pem::PemObject, CertificateDer};
-use spillway_shared::RawJson;
+use spillway_shared::{EdgeInfo, RawJson};
 use thiserror::Error;
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
@@ -33,11 +33,14 @@ use crate::store::{classify_sqlstate, EventStore, FailureKind, Row, StoreError, 
 /// The one bulk statement: every row of the invocation as parallel arrays, unnested
 /// server-side. One round trip and one plan whatever the batch size; duplicates are skipped by
 /// the primary key, `(key_id, id)`: an id is unique within its ingest key, so two keys sending
-/// the same client id are two events (migration 0003).
+/// the same client id are two events (migration 0003). `event_time` (migration 0005) is filled
+/// for every row: the envelope's, else `occurred_at`, else `received_at`
+/// ([`spillway_shared::event_time::derived`]).
 pub const INSERT_SQL: &str = "\
-INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source)
+INSERT INTO events (id, type, occurred_at, received_at, key_id, data, edge_colo, edge_country, sqs_message_id, source, context, event_time)
 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[],
-                     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[])
+                     $6::jsonb[], $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[],
+                     $12::timestamptz[])
 ON CONFLICT (key_id, id) DO NOTHING";
 
 /// Why the store could not be set up (at start-up, before any invocation).
@@ -245,6 +248,9 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
     let mut countries: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut message_ids: Vec<&str> = Vec::with_capacity(n);
     let mut sources: Vec<&str> = Vec::with_capacity(n);
+    // The edge's context (migration 0004), NULL when the event carries none.
+    let mut contexts: Vec<Option<Json<&EdgeInfo>>> = Vec::with_capacity(n);
+    let mut event_times = Vec::with_capacity(n);
     for row in rows {
         let e = row.event;
         ids.push(e.id);
@@ -257,6 +263,8 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
         countries.push(e.edge.as_ref().and_then(|x| x.country.as_deref()));
         message_ids.push(row.record_id);
         sources.push(e.source.as_str());
+        contexts.push(e.edge.as_ref().filter(|x| !x.is_empty()).map(Json));
+        event_times.push(event_time(e));
     }
     let tx = conn.client.transaction().await?;
     let inserted = tx
@@ -273,11 +281,21 @@ async fn insert(conn: &mut Conn, rows: &[Row<'_>]) -> Result<u64, tokio_postgres
                 &countries,
                 &message_ids,
                 &sources,
+                &contexts,
+                &event_times,
             ],
         )
         .await?;
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// The `event_time` column of an event: the envelope's corrected time, else `occurred_at`,
+/// else `received_at` ([`spillway_shared::event_time::derived`]): an envelope carries one only
+/// when it differs from these, and an edge older than event times carries none.
+fn event_time(e: &spillway_shared::Event) -> chrono::DateTime<chrono::Utc> {
+    e.event_time
+        .unwrap_or_else(|| spillway_shared::event_time::derived(e.received_at, e.occurred_at))
 }
 
 /// Classifies a driver error where it is created.
@@ -358,6 +376,24 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             ca_cert_path: None,
         }
+    }
+
+    #[test]
+    fn every_row_gets_an_event_time() {
+        let e = crate::testing::event(1);
+        // An envelope without one (an older edge, or nothing to correct): occurred_at.
+        assert_eq!(event_time(&e), e.occurred_at.expect("fixture has one"));
+        let no_timestamp = spillway_shared::Event {
+            occurred_at: None,
+            ..e.clone()
+        };
+        assert_eq!(event_time(&no_timestamp), e.received_at);
+        let corrected = e.received_at - chrono::Duration::seconds(3);
+        let carried = spillway_shared::Event {
+            event_time: Some(corrected),
+            ..e
+        };
+        assert_eq!(event_time(&carried), corrected);
     }
 
     #[test]

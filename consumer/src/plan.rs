@@ -351,6 +351,7 @@ mod tests {
         // Event `n` received `n` seconds after the epoch.
         let event = |n: u128| Event {
             received_at: DateTime::from_timestamp_millis(1_000 * n as i64).unwrap_or_default(),
+            event_time: None,
             ..event(n)
         };
         let mut a = record("a", Some(body(&[event(5), event(2)])));

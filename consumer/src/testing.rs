@@ -27,6 +27,7 @@ pub fn event(n: u128) -> Event {
         event_type: "page_view".into(),
         occurred_at: Some(at(1_795_852_790_000)),
         received_at: at(1_795_852_799_000),
+        event_time: None,
         key_id: "web".into(),
         edge: None,
         source: Default::default(),

@@ -65,6 +65,39 @@ async fn recorded_event_stores_rows_as_the_contract_says() {
         )
         .expect("psql");
     assert_eq!(row, "t|t|t|{}");
+    // An envelope from before the edge context had more than colo and country: those two
+    // are its context; no edge info at all is NULL.
+    assert_eq!(
+        pg.psql("SELECT coalesce(context::text, 'NULL') FROM events ORDER BY id")
+            .expect("psql"),
+        "{\"colo\": \"FRA\", \"country\": \"DE\"}\nNULL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_context_has_a_column_of_its_own() {
+    let pg = migrated_pg().await;
+    let d = deps(&pg.url());
+    let mut e = event(1);
+    e.edge = Some(spillway_shared::EdgeInfo {
+        colo: Some("DFW".into()),
+        country: Some("US".into()),
+        city: Some("Austin".into()),
+        latitude: Some(30.2713),
+        asn: Some(395_747),
+        ip: Some("127.45.67.0".into()),
+        ..Default::default()
+    });
+    let o = handle(&d, &sqs_event(vec![record("m1", &body(&[e]))]), "ctx").await;
+    assert!(o.response.batch_item_failures.is_empty());
+    assert_eq!(
+        pg.psql(
+            "SELECT edge_colo, edge_country, context->>'city', jsonb_typeof(context->'latitude'),
+                    context->'asn', context->>'ip', data ? 'city' FROM events"
+        )
+        .expect("psql"),
+        "DFW|US|Austin|number|395747|127.45.67.0|f"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,13 +354,21 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     let url = pg.url();
     let (a, b) = tokio::join!(migrate_url(&url), migrate_url(&url));
     // One run applied every version, the other waited for the lock and found them applied.
+    // Every migration this build knows (1, 2, 3, ... as `list_matches_the_folder` holds).
+    let all: Vec<i64> = spillway_consumer::migrate::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect();
     let mut applied = [a.applied.clone(), b.applied.clone()].concat();
     applied.sort();
-    assert_eq!(applied, [1, 2, 3]);
+    assert_eq!(applied, all);
     let again = migrate_url(&url).await;
     assert!(again.applied.is_empty());
-    assert_eq!(again.already, [1, 2, 3]);
-    assert_eq!(count(&pg, "SELECT count(*) FROM schema_migrations"), 3);
+    assert_eq!(again.already, all);
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM schema_migrations"),
+        all.len() as u64
+    );
     // The table has the columns of the contract, with its types and nullability.
     let columns = pg
         .psql(
@@ -340,6 +381,15 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         columns,
         "data:jsonb:NO,id:uuid:NO,key_id:text:NO,occurred_at:timestamp with time zone:YES,\
          received_at:timestamp with time zone:NO,stored_at:timestamp with time zone:NO,type:text:NO"
+    );
+    // The edge's context (0004): nullable, since rows stored before it have none.
+    assert_eq!(
+        pg.psql(
+            "SELECT data_type || ':' || is_nullable FROM information_schema.columns
+             WHERE table_name = 'events' AND column_name = 'context'"
+        )
+        .expect("psql"),
+        "jsonb:YES"
     );
     assert_eq!(
         primary_key(&pg),

@@ -491,3 +491,157 @@ async fn the_poller_rides_out_a_database_outage() {
         Some(true)
     );
 }
+
+/// The fields of the poller's final log line.
+fn stop_fields(log: &str) -> serde_json::Value {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "poller stopped")
+        .map(|v| v["fields"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_a_batch_received_ahead_back_to_the_queue() {
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-ahead-stop-test", 5);
+    for m in 0..3u128 {
+        let events: Vec<_> = (m * 10 + 1..=m * 10 + 10).map(event).collect();
+        q.sqs.send(&q.main, &body(&events)).expect("send");
+    }
+    // Hold the table: the first batch's write waits while the next one is received beside it.
+    let locker = deps(&pg.url());
+    let mut client = locker.store.open().await.expect("connect");
+    let tx = client.transaction().await.expect("begin");
+    tx.batch_execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let mut svc = poller(
+        &pg,
+        &moto,
+        &q.main,
+        &[
+            ("BATCH_SIZE", "1"),
+            ("MAXIMUM_CONCURRENCY", "1"),
+            // Far longer than the test: a message back in the queue before its end was given
+            // back, not timed out.
+            ("VISIBILITY_TIMEOUT_SECONDS", "300"),
+        ],
+    );
+    let ahead = eventually(Duration::from_secs(30), || {
+        count(
+            &pg,
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+               AND application_name = 'spillway-consumer'",
+        ) == 1
+            && q.sqs.depth(&q.main).ok() == Some((1, 2))
+    })
+    .await;
+    assert!(
+        ahead,
+        "no batch received ahead of the blocked one: {:?}\n{}",
+        q.sqs.depth(&q.main),
+        svc.log_tail(30)
+    );
+    svc.signal("TERM");
+    let asked = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(svc.log_path())
+            .is_ok_and(|l| l.contains("shutdown asked; finishing the batches in flight"))
+    })
+    .await;
+    assert!(asked, "SIGTERM was not seen: {}", svc.log_tail(30));
+    tx.rollback().await.expect("release the lock");
+    let exited = exits_within(&mut svc, Duration::from_secs(15)).await;
+    assert_eq!(exited, Some(true), "{}", svc.log_tail(30));
+    // The batch in flight was stored and deleted; the one received ahead was not handled and
+    // is visible again at once; the third was never received.
+    assert_eq!(stored(&pg), 10, "{}", svc.log_tail(30));
+    assert_eq!(q.sqs.depth(&q.main).expect("depth"), (2, 0));
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    let fields = stop_fields(&log);
+    assert_eq!(fields["invocations"], 1, "{fields}");
+    assert_eq!(fields["released"], 1, "{fields}");
+    assert_eq!(fields["deleted"], 1, "{fields}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_failing_beside_a_batch_received_ahead_is_redelivered_and_stored_once() {
+    let pg = migrated_pg().await;
+    let moto = Moto::start().expect("moto");
+    let q = queues(&moto, "spillway-ahead-partial-test", 10);
+    // The database refuses event 25 (as data, SQLSTATE 23514) while `refuse` holds it: its
+    // message fails alone (the handler isolates it), its neighbours are stored.
+    pg.psql(
+        "CREATE TABLE refuse (id uuid PRIMARY KEY);
+         INSERT INTO refuse VALUES ('00000000-0000-0000-0000-000000000019');
+         CREATE FUNCTION refuse_listed() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM refuse WHERE id = NEW.id) THEN
+             RAISE EXCEPTION 'refused by the test' USING ERRCODE = '23514';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_listed BEFORE INSERT ON events
+           FOR EACH ROW EXECUTE FUNCTION refuse_listed();",
+    )
+    .expect("the refusing trigger");
+    for m in 0..8u128 {
+        let events: Vec<_> = (m * 10 + 1..=m * 10 + 10).map(event).collect();
+        q.sqs.send(&q.main, &body(&events)).expect("send");
+    }
+    let mut svc = poller(
+        &pg,
+        &moto,
+        &q.main,
+        &[
+            ("BATCH_SIZE", "3"),
+            ("MAXIMUM_CONCURRENCY", "1"),
+            // Short, so the failed message comes back soon; a batch received ahead waits at most
+            // half of it (1.5 s).
+            ("VISIBILITY_TIMEOUT_SECONDS", "3"),
+        ],
+    );
+    let refused = eventually(Duration::from_secs(60), || {
+        stored(&pg) == 70
+            && std::fs::read_to_string(svc.log_path())
+                .is_ok_and(|l| l.contains("record refused by the database"))
+    })
+    .await;
+    assert!(refused, "stored {}: {}", stored(&pg), svc.log_tail(30));
+    // Its failure was reported alone: nothing of it is stored, nothing of the rest is missing.
+    assert_eq!(
+        count(&pg, "SELECT count(*) FROM events WHERE id BETWEEN '00000000-0000-0000-0000-000000000015' AND '00000000-0000-0000-0000-00000000001e'"),
+        0
+    );
+    pg.psql("DELETE FROM refuse").expect("accept it now");
+    let done = eventually(Duration::from_secs(60), || {
+        stored(&pg) == 80 && q.sqs.depth(&q.main).ok() == Some((0, 0))
+    })
+    .await;
+    assert!(done, "stored {}: {}", stored(&pg), svc.log_tail(30));
+    assert_eq!(q.sqs.depth(&q.dlq).expect("dlq").0, 0);
+    svc.signal("TERM");
+    assert_eq!(
+        exits_within(&mut svc, Duration::from_secs(10)).await,
+        Some(true)
+    );
+    let log = std::fs::read_to_string(svc.log_path()).expect("log");
+    let emf: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    let sum = |k: &str| emf.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
+    // Each event written once over all invocations, the failed message's ten on its
+    // redelivery. A message delivered again anyway (a busy machine outlasting the 3 s) adds
+    // only whole messages of duplicates, never a row.
+    assert_eq!(sum("EventsStored"), 80, "{log}");
+    assert_eq!(sum("DuplicatesSkipped") % 10, 0, "{log}");
+    let fields = stop_fields(&log);
+    assert!(
+        fields["received_ahead"].as_u64() >= Some(1),
+        "the next batch was never received beside an invocation: {fields}"
+    );
+    assert!(fields["failed"].as_u64() >= Some(1), "{fields}");
+}

@@ -25,7 +25,9 @@ fn bench(c: &mut Criterion) {
         edge: Some(EdgeInfo {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
+            ..Default::default()
         }),
+        sent_at: None,
     };
     let mut group = c.benchmark_group("edge_cost");
     for n in [1usize, 100] {

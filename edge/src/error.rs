@@ -1,6 +1,7 @@
 //! Every way a request can fail, as one enum for the whole request path. Turning each into a
 //! status and a body is `http::answer`'s, in one place.
 
+use spillway_shared::token::TokenError;
 use spillway_shared::{PackError, Problem};
 use thiserror::Error;
 use uuid::Uuid;
@@ -16,6 +17,16 @@ pub enum EdgeError {
     MissingKey,
     #[error("wrong ingest key")]
     InvalidKey,
+    /// A browser token refused, and why.
+    #[error("token refused: {0}")]
+    Token(TokenError),
+    /// The raw key of a key that browsers may use only through a token (`TOKEN_REQUIRED`),
+    /// sent with an `Origin` header.
+    #[error("this key takes a token from browsers")]
+    TokenRequired,
+    /// The key is limited to other origins (`KEY_ORIGINS`).
+    #[error("origin not allowed for this key")]
+    OriginNotAllowed,
     #[error("rate limited")]
     RateLimited { retry_after_secs: u32 },
     #[error("body over {limit} bytes")]

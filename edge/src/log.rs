@@ -1,5 +1,7 @@
 //! The one structured log line written per request. It names the request, the key's id and what
-//! happened; it never holds a key, a secret, a query string or any event payload.
+//! happened; it never holds a key, a secret, a query string, any event payload, nor the
+//! client's address (whatever `IP_POLICY` says: that decides only what the events carry). Of
+//! where the request came from it holds the data centre alone (`colo`).
 
 use serde::{Serialize, Serializer};
 

@@ -8,6 +8,7 @@
 //! content-type: application/x-ndjson
 //! content-encoding: gzip
 //! x-fuzz-wrap: gzip
+//! sent-at: 2026-11-28T08:00:00Z
 //!
 //! {"type":"a"}
 //! {"type":"b"}
@@ -129,6 +130,9 @@ fn run(
         idempotency_key: idempotency,
         now_ms: NOW_MS,
         edge: None,
+        // A `sent-at` line in the input is the client's send time, read as the edge reads the
+        // header: every event's time is then corrected with it, and the envelope carries it.
+        sent_at: header("sent-at").and_then(spillway_shared::event_time::parse_sent_at),
     };
     let counter = || {
         let mut n = 0u8;

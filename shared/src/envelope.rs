@@ -100,6 +100,7 @@ fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error>
         event_type,
         occurred_at,
         received_at,
+        event_time,
         key_id,
         edge,
         source,
@@ -116,22 +117,15 @@ fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error>
     }
     out.push_str(",\"received_at\":");
     write_time(out, received_at)?;
+    if let Some(t) = event_time {
+        out.push_str(",\"event_time\":");
+        write_time(out, t)?;
+    }
     out.push_str(",\"key_id\":");
     write_str(out, key_id)?;
-    if let Some(EdgeInfo { colo, country }) = edge {
-        out.push_str(",\"edge\":{");
-        if let Some(colo) = colo {
-            out.push_str("\"colo\":");
-            write_str(out, colo)?;
-        }
-        if let Some(country) = country {
-            if colo.is_some() {
-                out.push(',');
-            }
-            out.push_str("\"country\":");
-            write_str(out, country)?;
-        }
-        out.push('}');
+    if let Some(edge) = edge {
+        out.push_str(",\"edge\":");
+        write_edge(out, edge)?;
     }
     if !source.is_spillway() {
         out.push_str(",\"source\":");
@@ -140,6 +134,74 @@ fn write_event(out: &mut String, event: &Event) -> Result<(), serde_json::Error>
     // Raw JSON goes out as written, as serde_json writes a `RawValue`.
     out.push_str(",\"data\":");
     out.push_str(data.get());
+    out.push('}');
+    Ok(())
+}
+
+/// The edge's context as its derived `Serialize` writes it: the filled fields, in declaration
+/// order, each named once here so that one added to [`EdgeInfo`] is not left out unnoticed.
+fn write_edge(out: &mut String, edge: &EdgeInfo) -> Result<(), serde_json::Error> {
+    let EdgeInfo {
+        colo,
+        country,
+        region,
+        region_code,
+        city,
+        postal_code,
+        continent,
+        timezone,
+        latitude,
+        longitude,
+        asn,
+        as_organization,
+        is_eu_country,
+        ip,
+    } = edge;
+    let mut first = true;
+    let mut name = |out: &mut String, name: &str| {
+        out.push_str(if first { "\"" } else { ",\"" });
+        first = false;
+        out.push_str(name);
+        out.push_str("\":");
+    };
+    out.push('{');
+    for (field, value) in [
+        ("colo", colo),
+        ("country", country),
+        ("region", region),
+        ("region_code", region_code),
+        ("city", city),
+        ("postal_code", postal_code),
+        ("continent", continent),
+        ("timezone", timezone),
+    ] {
+        if let Some(v) = value {
+            name(out, field);
+            write_str(out, v)?;
+        }
+    }
+    for (field, value) in [("latitude", latitude), ("longitude", longitude)] {
+        if let Some(v) = value {
+            name(out, field);
+            out.push_str(&serde_json::to_string(v)?);
+        }
+    }
+    if let Some(v) = asn {
+        name(out, "asn");
+        out.push_str(&v.to_string());
+    }
+    if let Some(v) = as_organization {
+        name(out, "as_organization");
+        write_str(out, v)?;
+    }
+    if let Some(v) = is_eu_country {
+        name(out, "is_eu_country");
+        out.push_str(if *v { "true" } else { "false" });
+    }
+    if let Some(v) = ip {
+        name(out, "ip");
+        write_str(out, v)?;
+    }
     out.push('}');
     Ok(())
 }
@@ -324,9 +386,56 @@ mod tests {
         ]
     }
 
+    /// Every field of the edge's context, each present or not; numbers of every magnitude
+    /// serde writes (with and without an exponent).
+    fn arb_edge() -> impl Strategy<Value = EdgeInfo> {
+        let text = || prop::option::of(arb_text());
+        let degrees = || prop::option::of(prop_oneof![-180.0f64..180.0, Just(1e-7), Just(-0.0)]);
+        (
+            (
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+                text(),
+            ),
+            (
+                degrees(),
+                degrees(),
+                prop::option::of(any::<u32>()),
+                text(),
+                prop::option::of(any::<bool>()),
+                text(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (colo, country, region, region_code, city, postal_code, continent, timezone),
+                    (latitude, longitude, asn, as_organization, is_eu_country, ip),
+                )| EdgeInfo {
+                    colo,
+                    country,
+                    region,
+                    region_code,
+                    city,
+                    postal_code,
+                    continent,
+                    timezone,
+                    latitude,
+                    longitude,
+                    asn,
+                    as_organization,
+                    is_eu_country,
+                    ip,
+                },
+            )
+    }
+
     fn arb_event() -> impl Strategy<Value = Event> {
-        let edge = prop::option::of((prop::option::of(arb_text()), prop::option::of(arb_text())))
-            .prop_map(|e| e.map(|(colo, country)| EdgeInfo { colo, country }));
+        let edge = prop::option::of(arb_edge());
         let source = prop::sample::select(vec![Source::Spillway, Source::Segment, Source::Posthog]);
         let data = prop::sample::select(vec![
             "{}",
@@ -338,17 +447,29 @@ mod tests {
             arb_text(),
             prop::option::of(arb_time()),
             arb_time(),
+            prop::option::of(arb_time()),
             arb_text(),
             edge,
             source,
             data,
         )
             .prop_map(
-                |(id, event_type, occurred_at, received_at, key_id, edge, source, data)| Event {
+                |(
+                    id,
+                    event_type,
+                    occurred_at,
+                    received_at,
+                    event_time,
+                    key_id,
+                    edge,
+                    source,
+                    data,
+                )| Event {
                     id: Uuid::from_u128(id),
                     event_type,
                     occurred_at,
                     received_at,
+                    event_time,
                     key_id,
                     edge,
                     source,
@@ -431,6 +552,37 @@ mod tests {
                 prop_assert!(open(&altered, &keys).is_err(), "byte {} changed and still opens", i);
             }
         }
+    }
+
+    /// An `edge` written before the context had more than two fields reads as those two; a
+    /// full context travels with its numbers as JSON numbers and reads back the same.
+    #[test]
+    fn old_and_full_edge_contexts_read_back() {
+        let old = r#"{"v":1,"events":[{"id":"0192f0c1-7a44-7cc3-9e2b-6d1c4b6f2a10","type":"t","received_at":"2026-11-28T08:00:00.123Z","key_id":"web","edge":{"colo":"FRA","country":"DE"},"data":{}}]}"#;
+        let events = decode(old).expect("decodes");
+        let edge = events[0].edge.clone().expect("edge");
+        assert_eq!(edge.colo.as_deref(), Some("FRA"));
+        assert_eq!(edge.country.as_deref(), Some("DE"));
+        assert_eq!(edge.city, None);
+        assert_eq!(edge.ip, None);
+
+        let mut event = events[0].clone();
+        event.edge = Some(EdgeInfo {
+            city: Some("Frankfurt am Main".into()),
+            latitude: Some(50.1109),
+            longitude: Some(-8.5),
+            asn: Some(3320),
+            is_eu_country: Some(true),
+            ..edge
+        });
+        let text = String::from_utf8(encode_event(&event).expect("encodes")).expect("utf-8");
+        assert!(
+            text.contains(r#""edge":{"colo":"FRA","country":"DE","city":"Frankfurt am Main","latitude":50.1109,"longitude":-8.5,"asn":3320,"is_eu_country":true}"#),
+            "{text}"
+        );
+        let body = encode_message([text.as_bytes()], &key());
+        let opened = open(&body, &Keyring::new(vec![key()], Unsigned::Refuse)).expect("opens");
+        assert_eq!(opened, vec![event]);
     }
 
     #[test]

@@ -101,8 +101,15 @@ pub struct ValidEvent {
     pub data: RawJson,
 }
 
-/// Where the edge saw the request, when the runtime says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What the edge knows of a request that the client did not send: where Cloudflare saw it
+/// (`request.cf`) and, only where the deployment asks for it (`IP_POLICY`), the client's
+/// address. The consumer stores the whole of it in the `context` column, and `colo` and
+/// `country` in `edge_colo` and `edge_country` as well.
+///
+/// Which fields are filled is the edge's `EDGE_CONTEXT`; every field is optional and left out
+/// of the envelope when empty, so an envelope written before the other fields existed (only
+/// `colo` and `country`) reads unchanged, and writes byte for byte as it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct EdgeInfo {
     /// Cloudflare data centre (IATA code), e.g. `FRA`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +117,47 @@ pub struct EdgeInfo {
     /// ISO 3166-1 alpha-2 country of the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// First-level region (state, province), e.g. `Texas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// ISO 3166-2 code of the region, e.g. `TX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// Continent code, e.g. `EU`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continent: Option<String>,
+    /// IANA time zone, e.g. `Europe/Berlin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Degrees north, as Cloudflare estimates them from the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    /// Degrees east.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    /// Autonomous system number of the client's network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Name of that network's operator, e.g. `Deutsche Telekom AG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_organization: Option<String>,
+    /// Whether the country is in the European Union.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_eu_country: Option<bool>,
+    /// The client's address, whole or truncated, only where `IP_POLICY` asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+impl EdgeInfo {
+    /// Whether no field is filled (such an `edge` is left out of the event).
+    pub fn is_empty(&self) -> bool {
+        *self == EdgeInfo::default()
+    }
 }
 
 /// Which wire protocol an event came in by (the `source` column).
@@ -161,6 +209,15 @@ pub struct Event {
     /// The edge clock when the request arrived.
     #[serde(serialize_with = "crate::timestamp::serialize_rfc3339")]
     pub received_at: DateTime<Utc>,
+    /// When the event happened in the edge's clock, corrected with the client's send time
+    /// ([`crate::event_time`]); only when it differs from `occurred_at` (else `received_at`),
+    /// which the consumer stores when this is absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timestamp::serialize_rfc3339_opt"
+    )]
+    pub event_time: Option<DateTime<Utc>>,
     /// Which ingest key sent it (never the key itself).
     pub key_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +244,7 @@ impl ValidEvent {
             event_type: self.event_type,
             occurred_at: self.occurred_at,
             received_at,
+            event_time: None,
             key_id: key_id.to_owned(),
             edge,
             source: Source::Spillway,

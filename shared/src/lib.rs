@@ -5,8 +5,9 @@
 //! made, the versioned envelope an SQS message or a Kinesis record carries (sealed with an HMAC
 //! that the consumer verifies, [`seal`]) with the packer that fits events into
 //! `SendMessageBatch` or `PutRecords` calls, the reading of a Kinesis stream ARN
-//! ([`StreamArn`]) and of a `PutRecords` answer ([`read_put_result`]), and the bodies of the collector protocols (Segment, PostHog) that existing
-//! SDKs send.
+//! ([`StreamArn`]) and of a `PutRecords` answer ([`read_put_result`]), the bodies of the collector protocols (Segment, PostHog) that existing
+//! SDKs send, and the browser tokens a customer's backend mints for one key and one site
+//! ([`token`]).
 //!
 //! It deliberately does no I/O, reads no clock and draws no random numbers: the current time
 //! and random bytes are arguments, so every rule here is deterministic and tested natively.
@@ -16,6 +17,7 @@ pub mod arn;
 pub mod collector;
 pub mod envelope;
 pub mod event;
+pub mod event_time;
 pub mod ids;
 pub mod json;
 pub mod limits;
@@ -23,6 +25,7 @@ pub mod pack;
 pub mod put_records;
 pub mod seal;
 pub mod timestamp;
+pub mod token;
 pub mod url;
 
 pub use arn::{valid_region, StreamArn, StreamArnError};

@@ -42,10 +42,12 @@ fn sample() -> Vec<Event> {
             event_type: "page_view".into(),
             occurred_at: Some(t("2026-11-28T07:59:58.250Z")),
             received_at: t("2026-11-28T08:00:00.123Z"),
+            event_time: None,
             key_id: "web".into(),
             edge: Some(EdgeInfo {
                 colo: Some("FRA".into()),
                 country: Some("DE".into()),
+                ..Default::default()
             }),
             source: Default::default(),
             data: RawJson::from_json(r#"{"path":"/pricing","ref":null,"size":[1280,720]}"#)
@@ -57,6 +59,7 @@ fn sample() -> Vec<Event> {
             event_type: "signup \u{FFFE} odd".into(),
             occurred_at: None,
             received_at: t("2026-11-28T08:00:00.123Z"),
+            event_time: None,
             key_id: "web".into(),
             edge: None,
             source: Default::default(),

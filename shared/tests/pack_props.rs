@@ -25,10 +25,12 @@ fn event(i: u128, data_len: usize, text: &str) -> Event {
         event_type: "t".into(),
         occurred_at: None,
         received_at: DateTime::<Utc>::from_timestamp_millis(1_764_316_800_123).expect("time"),
+        event_time: None,
         key_id: "web".into(),
         edge: i.is_multiple_of(2).then(|| EdgeInfo {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
+            ..Default::default()
         }),
         source: Default::default(),
         data: RawJson::from_json(&Value::Object(data).to_string()).expect("json"),

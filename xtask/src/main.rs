@@ -4,6 +4,7 @@
 //! - `dev`, `up`, `down`, `status`: the local pipeline (see `../README.md`).
 //! - `bench`: the figures of `BENCHMARKS.md`; `fuzz`: the cargo-fuzz targets under `fuzz/`.
 //! - `plan --rps N`: the settings, monthly bill and binding limits for a load.
+//! - `token --key-id ID --origin URL`: a browser token for a key, minted locally.
 //!
 //! This is a binary for humans and CI; it holds no pipeline logic, only orchestration.
 
@@ -18,6 +19,7 @@ mod prices;
 mod stack;
 mod step;
 mod test;
+mod token;
 
 use anyhow::Result;
 
@@ -33,6 +35,8 @@ commands:
   bench   measure everything BENCHMARKS.md reports (at most 15 minutes)
   plan    the settings, monthly bill, burst drain and first binding limit for a load
           (--rps N; `cargo xtask plan --help` for its options)
+  token   mint a browser token for a key and an origin (--key-id ID --origin URL [--ttl 10m];
+          the secret from TOKEN_SECRETS in the environment or .spillway/dev.env)
   layers  check that no module of shared, edge or consumer uses a module that uses it back
   fuzz    run each cargo-fuzz target for a while (--seconds N, default 60; [target...])
 
@@ -51,6 +55,7 @@ fn main() {
         Some("fuzz") => fuzz::main(&args[1..]),
         Some("layers") => layers::main(&args[1..]),
         Some("plan") => plan::main(&args[1..]),
+        Some("token") => token::main(&args[1..]),
         Some("dev") => stack::dev(&args[1..]),
         Some("up") => stack::up(&args[1..]),
         Some("down") => stack::down(&args[1..]),

@@ -2,55 +2,33 @@
 //! once, before the first request is served.
 //!
 //! Every setting is documented where it is declared, with its default. Secrets (`INGEST_KEYS`,
-//! `AWS_SECRET_ACCESS_KEY`, `ENVELOPE_KEYS`) live in types whose `Debug` prints nothing of the
+//! `AWS_SECRET_ACCESS_KEY`, `ENVELOPE_KEYS`, `TOKEN_SECRETS`) live in types whose `Debug` prints nothing of the
 //! value ([`Secret`], [`SigningKey`]), and no error message ever quotes them.
 
+mod access;
 mod buffer;
+mod context;
+mod keys;
 mod problem;
 
-use std::fmt;
 use std::time::Duration;
 
 use spillway_shared::event::MAX_KEY_ID_CHARS;
 use spillway_shared::limits::{validate_within, BufferLimits, RequestLimits};
 use spillway_shared::{parse_keys, SigningKey};
 
+use access::read_access;
+pub use access::KeyAccess;
 #[cfg(feature = "kinesis")]
 pub use buffer::KinesisTarget;
 use buffer::{origin_of, read_target};
 pub use buffer::{BufferKind, PartitionKey, StreamArn, Target};
 #[cfg(feature = "sqs")]
 pub use buffer::{QueueUrl, SqsTarget};
+pub use context::{ContextField, ContextFields, ContextPolicy, IpPolicy};
+pub use keys::{IngestKey, Secret};
 pub use problem::{ConfigError, ConfigProblem};
 use spillway_shared::valid_region;
-
-/// A secret string. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value itself, for the two places that need it (key comparison, request signing).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// One entry of `INGEST_KEYS`: the public `key_id` stored with every event, and its key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestKey {
-    pub key_id: String,
-    pub key: Secret,
-}
 
 /// Which browser origins get CORS headers (`ALLOWED_ORIGINS`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +146,15 @@ pub struct Config {
     /// rotation.
     pub envelope_key: SigningKey,
     /// `ALLOWED_ORIGINS`: comma-separated origins, or `*`. Default: none (no CORS headers).
+    /// Every origin of `KEY_ORIGINS` is added to the list: CORS decides only whether a browser
+    /// lets a page send and read the answer; which key may be used from where is [`KeyAccess`].
     pub allowed_origins: AllowedOrigins,
+    /// `EDGE_CONTEXT` and `IP_POLICY`: what the edge stores with each event of what only it
+    /// knows (see [`ContextPolicy`]).
+    pub context: ContextPolicy,
+    /// Browser tokens and per-key origins: `TOKEN_SECRETS`, `TOKEN_MAX_TTL_SECS`,
+    /// `TOKEN_REQUIRED`, `KEY_ORIGINS` (see [`KeyAccess`]).
+    pub access: KeyAccess,
     /// The request's limits: `MAX_BODY_BYTES`, `MAX_DECOMPRESSED_BYTES`, `MAX_EVENT_BYTES`,
     /// `MAX_EVENTS_PER_REQUEST`, `MAX_JSON_DEPTH`; defaults in [`RequestLimits`].
     pub limits: RequestLimits,
@@ -362,7 +348,8 @@ impl Config {
                 None
             }
         });
-        let allowed_origins = match get("ALLOWED_ORIGINS") {
+        let access = read_access(&get, &ingest_keys, &mut problems);
+        let mut allowed_origins = match get("ALLOWED_ORIGINS") {
             None => AllowedOrigins::List(Vec::new()),
             Some(raw) => parse_origins(&raw).unwrap_or_else(|reason| {
                 problems.push(ConfigProblem::Invalid {
@@ -372,6 +359,33 @@ impl Config {
                 AllowedOrigins::List(Vec::new())
             }),
         };
+        if let AllowedOrigins::List(list) = &mut allowed_origins {
+            for o in access.all_origins() {
+                if !list.iter().any(|l| l.eq_ignore_ascii_case(o)) {
+                    list.push(o.to_owned());
+                }
+            }
+        }
+
+        let mut context = ContextPolicy::default();
+        if let Some(raw) = get("EDGE_CONTEXT") {
+            match context::parse_fields(&raw) {
+                Ok(fields) => context.fields = fields,
+                Err(reason) => problems.push(ConfigProblem::Invalid {
+                    name: "EDGE_CONTEXT",
+                    reason,
+                }),
+            }
+        }
+        if let Some(raw) = get("IP_POLICY") {
+            match context::parse_ip_policy(&raw) {
+                Ok(ip) => context.ip = ip,
+                Err(reason) => problems.push(ConfigProblem::Invalid {
+                    name: "IP_POLICY",
+                    reason,
+                }),
+            }
+        }
 
         let mut tuning = Tuning::default();
         if let Some((target, _)) = &target {
@@ -440,6 +454,8 @@ impl Config {
                     ingest_keys,
                     envelope_key,
                     allowed_origins,
+                    context,
+                    access,
                     limits,
                     buffer,
                     retry,

@@ -8,7 +8,7 @@
 //! runtime, the tests with in-memory fakes. It decides nothing the layers below decide.
 
 use http::{Request, Response};
-use spillway_shared::{EdgeInfo, EncodedEvent};
+use spillway_shared::EncodedEvent;
 use uuid::Uuid;
 
 use crate::buffer::Buffer;
@@ -17,7 +17,7 @@ use crate::deliver::{deliver, Delivery, DeliveryReport, Sender};
 pub use crate::deliver::{GroupCommit, Spill};
 use crate::error::EdgeError;
 use crate::http::answer::{accepted_body, collected_body, respond};
-use crate::http::auth::authenticate;
+use crate::http::auth::{authenticate, Caller};
 use crate::http::cors::{cors_headers, preflight_headers};
 use crate::http::headers::header;
 use crate::http::route::{log_path, route, Route, PANIC_PATH};
@@ -28,6 +28,7 @@ use crate::protocol::events::{split_events, Encoding};
 use crate::protocol::gzip::gunzip_capped;
 use crate::protocol::{Collector, Protocol};
 use crate::request::body::read_body;
+use crate::request::context::CfFields;
 use crate::request::head::{collector_head, edge_info, events_head};
 use crate::request::ids::{request_id, uuid_random_bytes};
 use crate::request::prepare::{prepare_encoded, prepare_messages, received_at, Stamp};
@@ -84,10 +85,7 @@ where
         parts.method.as_str(),
         log_path(parts.uri.path()),
     );
-    log.colo = parts
-        .extensions
-        .get::<EdgeInfo>()
-        .and_then(|e| e.colo.clone());
+    log.colo = parts.extensions.get::<CfFields>().and_then(CfFields::colo);
     let cors = cors_headers(
         &deps.config.allowed_origins,
         header(&parts.headers, http::header::ORIGIN),
@@ -217,7 +215,7 @@ where
     B: BodySource,
 {
     let limits = &deps.config.limits;
-    let head = events_head(parts, deps.config)?;
+    let head = events_head(parts, deps.config, now_ms)?;
     rate_limit(deps, head.key_id, seen).await?;
 
     let raw = read_body(body, head.declared_len, limits.max_body_bytes).await?;
@@ -231,7 +229,8 @@ where
         key_id: head.key_id,
         idempotency_key: head.idempotency_key,
         now_ms,
-        edge: edge_info(parts),
+        edge: edge_info(parts, deps.config),
+        sent_at: head.sent_at,
     };
     let items = split_events(&decoded, head.format, limits)?;
     seen.events = items.len();
@@ -262,7 +261,7 @@ where
 {
     let config = deps.config;
     let limits = &config.limits;
-    let head = collector_head(parts, config, collector)?;
+    let head = collector_head(parts, config, collector, now_ms)?;
     if let Some((_, key_id)) = &head.key {
         rate_limit(deps, key_id, seen).await?;
     }
@@ -288,7 +287,7 @@ where
         }
         (Some((_, key_id)), None) => key_id,
         (None, body_key) => {
-            let key_id = authenticate(&config.ingest_keys, body_key)?;
+            let key_id = authenticate(config, body_key, Caller::of(&parts.headers, now_ms))?;
             rate_limit(deps, key_id, seen).await?;
             key_id
         }
@@ -299,7 +298,8 @@ where
         key_id,
         idempotency_key: head.idempotency_key,
         now_ms,
-        edge: edge_info(parts),
+        edge: edge_info(parts, config),
+        sent_at: head.sent_at,
     };
     let (ids, encoded) = prepare_messages(
         body.messages,

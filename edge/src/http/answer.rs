@@ -3,6 +3,7 @@
 //! the `http::Response` they make. It does not decide what happened, only how it is said.
 
 use serde::Serialize;
+use spillway_shared::token::TokenError;
 use spillway_shared::{Code, PackError, Problem};
 use uuid::Uuid;
 
@@ -110,6 +111,26 @@ impl EdgeError {
                 "send an ingest key as `Authorization: Bearer <key>`, `X-Api-Key: <key>` or `?key=<key>`".into(),
             ),
             EdgeError::InvalidKey => (401, "invalid_key", "the ingest key is not valid".into()),
+            EdgeError::Token(why) => {
+                let code = match why {
+                    TokenError::Invalid => "token_invalid",
+                    TokenError::Expired => "token_expired",
+                    TokenError::TooLong => "token_lifetime",
+                    TokenError::NoOrigin | TokenError::WrongOrigin => "token_origin",
+                };
+                (401, code, why.to_string())
+            }
+            EdgeError::TokenRequired => (
+                401,
+                "token_required",
+                "from a browser this key is accepted only as a token minted by your backend; the key itself belongs on servers".into(),
+            ),
+            // 403, not 401: the key is valid, this origin may not use it.
+            EdgeError::OriginNotAllowed => (
+                403,
+                "origin_not_allowed",
+                "this key may not be used from the request's origin".into(),
+            ),
             EdgeError::RateLimited { retry_after_secs } => {
                 headers.push(("retry-after", retry_after_secs.to_string()));
                 (429, "rate_limited", format!("too many requests for this key; retry in {retry_after_secs} s"))
@@ -282,6 +303,32 @@ mod tests {
         ] {
             assert_eq!(e.reply_collector(), e.reply());
         }
+    }
+
+    #[test]
+    fn token_refusals_have_distinct_codes_on_every_route() {
+        let cases = [
+            (EdgeError::Token(TokenError::Invalid), 401, "token_invalid"),
+            (EdgeError::Token(TokenError::Expired), 401, "token_expired"),
+            (EdgeError::Token(TokenError::TooLong), 401, "token_lifetime"),
+            (
+                EdgeError::Token(TokenError::WrongOrigin),
+                401,
+                "token_origin",
+            ),
+            (EdgeError::Token(TokenError::NoOrigin), 401, "token_origin"),
+            (EdgeError::TokenRequired, 401, "token_required"),
+            (EdgeError::OriginNotAllowed, 403, "origin_not_allowed"),
+        ];
+        for (e, status, code) in cases {
+            let (s, body) = json(&e);
+            assert_eq!((s, body["error"]["code"].as_str()), (status, Some(code)));
+            assert_eq!(e.reply_collector(), e.reply(), "{code}");
+        }
+        // The two origin refusals say which.
+        let (_, none) = json(&EdgeError::Token(TokenError::NoOrigin));
+        let (_, other) = json(&EdgeError::Token(TokenError::WrongOrigin));
+        assert_ne!(none["error"]["message"], other["error"]["message"]);
     }
 
     fn json(e: &EdgeError) -> (u16, serde_json::Value) {

@@ -7,8 +7,9 @@ use crate::http::route::{HEALTH_ALLOW, INGEST_ALLOW};
 /// Headers a browser may send with an ingest request. `x-retry-count` is
 /// @segment/analytics-next's (on every request, with the write key as `Authorization: Basic`):
 /// a preflight that refused it would lose every event that SDK sends from a browser.
-const ALLOW_HEADERS: &str =
-    "authorization, content-type, content-encoding, x-api-key, idempotency-key, x-retry-count";
+/// `sent-at` is the client's send time, which corrects its events' timestamps
+/// (`request::head::sent_at`).
+const ALLOW_HEADERS: &str = "authorization, content-type, content-encoding, x-api-key, idempotency-key, x-retry-count, sent-at";
 
 /// CORS headers for a response to a request from `origin`, when that origin is allowed.
 pub fn cors_headers(allowed: &AllowedOrigins, origin: Option<&str>) -> Vec<(&'static str, String)> {

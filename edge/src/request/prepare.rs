@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use spillway_shared::collector::{self, Message};
+use spillway_shared::event_time::{self, SendTime};
 use spillway_shared::{
     assign_ids, encode_events, pack_encoded, validate_events, BufferCall, BufferLimits, Code,
     EdgeInfo, EncodedEvent, Event, IdSource, RequestLimits, SigningKey,
@@ -28,6 +29,9 @@ pub struct Stamp<'a> {
     pub now_ms: u64,
     /// Where the edge saw the request, when the runtime says.
     pub edge: Option<EdgeInfo>,
+    /// When the client says it sent the request, in its clock (`Sent-At`, `?sent_at=`, PostHog's
+    /// `?_=`): corrects the timestamps of events whose body names no send time.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl Stamp<'_> {
@@ -122,7 +126,14 @@ pub fn prepare_encoded(
     let events: Vec<Event> = valid
         .into_iter()
         .zip(&ids)
-        .map(|(v, &id)| v.enrich(id, received_at, stamp.key_id, stamp.edge.clone()))
+        .map(|(v, &id)| {
+            let send = SendTime::live(stamp.sent_at, None);
+            let event_time = event_time::carried(received_at, v.occurred_at, &send);
+            Event {
+                event_time,
+                ..v.enrich(id, received_at, stamp.key_id, stamp.edge.clone())
+            }
+        })
         .collect();
     let encoded = encode_events(&events, buffer).map_err(EdgeError::Pack)?;
     Ok((ids, encoded))
@@ -140,6 +151,14 @@ pub fn prepare_messages(
 ) -> Result<(Vec<Uuid>, Vec<EncodedEvent>), EdgeError> {
     let source = collector.source();
     let ids = collector::assign_ids(&messages, source, stamp.key_id, &stamp.id_source(), random);
+    // A message's own send time, or its body's, comes before the request's.
+    let messages = messages
+        .into_iter()
+        .map(|m| Message {
+            send: m.send.or_request(stamp.sent_at),
+            ..m
+        })
+        .collect();
     let events = collector::into_events(
         messages,
         &ids,
@@ -171,7 +190,9 @@ mod tests {
             edge: Some(EdgeInfo {
                 colo: Some("FRA".into()),
                 country: None,
+                ..Default::default()
             }),
+            sent_at: None,
         }
     }
 
@@ -240,6 +261,85 @@ mod tests {
             index: Some(0),
             field: field.map(str::to_owned),
         }])
+    }
+
+    /// The events a request's encoded events decode to.
+    fn decoded(encoded: &[EncodedEvent]) -> Vec<Event> {
+        encoded
+            .iter()
+            .map(|e| serde_json::from_str(&e.text).expect("an event"))
+            .collect()
+    }
+
+    #[test]
+    fn a_send_time_corrects_events_and_only_then_travels() {
+        let limits = RequestLimits::default();
+        // The edge clock is 2026-11-28T08:00:00Z; the client's is an hour fast.
+        let body = [
+            r#"{"type":"a","timestamp":"2026-11-28T08:59:58.000Z"}"#,
+            r#"{"type":"b"}"#,
+        ];
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        let sent = Stamp {
+            sent_at: Some(at("2026-11-28T09:00:00Z")),
+            ..stamp()
+        };
+        let (_, encoded) = prepare_encoded(
+            &body,
+            &limits,
+            &BufferLimits::default(),
+            &sent,
+            &mut counter(),
+        )
+        .expect("valid");
+        let events = decoded(&encoded);
+        assert_eq!(events[0].occurred_at, Some(at("2026-11-28T08:59:58Z")));
+        assert_eq!(events[0].event_time, Some(at("2026-11-28T07:59:58Z")));
+        // No timestamp: the consumer derives `received_at`; nothing travels.
+        assert_eq!(events[1].event_time, None);
+        // Without a send time the envelope is what it always was.
+        let (_, plain) = prepare_encoded(
+            &body,
+            &limits,
+            &BufferLimits::default(),
+            &stamp(),
+            &mut counter(),
+        )
+        .expect("valid");
+        assert!(decoded(&plain).iter().all(|e| e.event_time.is_none()));
+        assert!(plain.iter().all(|e| !e.text.contains("event_time")));
+
+        // A collector: the body's own send time wins over the request's.
+        let messages = |text| {
+            crate::protocol::collector::parse(
+                text,
+                Collector::Posthog,
+                &limits,
+                at("2026-11-28T08:00:00Z"),
+            )
+            .expect("valid")
+            .messages
+        };
+        let own = br#"{"sent_at":"2026-11-28T07:00:00Z","batch":[{"event":"e","distinct_id":"d","timestamp":"2026-11-28T06:59:59Z"}]}"#;
+        let bare = br#"[{"event":"e","distinct_id":"d","timestamp":"2026-11-28T08:59:59Z"}]"#;
+        for (text, want) in [
+            (&own[..], "2026-11-28T07:59:59Z"),
+            (&bare[..], "2026-11-28T07:59:59Z"),
+        ] {
+            let (_, encoded) = prepare_messages(
+                messages(text),
+                Collector::Posthog,
+                &BufferLimits::default(),
+                &sent,
+                &mut counter(),
+            )
+            .expect("valid");
+            assert_eq!(decoded(&encoded)[0].event_time, Some(at(want)));
+        }
     }
 
     #[test]

@@ -3,15 +3,16 @@
 
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
-use spillway_shared::EdgeInfo;
 use worker::wasm_bindgen::JsValue;
 use worker::{event, js_sys, Context, Env, QueueContentType, RawMessageBuilder};
 
 use super::group_commit_object::{DurableBatchers, BATCHER_BINDING};
 use super::{app, WorkerRuntime};
+use crate::config::ContextField;
 use crate::handler::{handle, misconfigured, Deps, GroupCommit, Spill};
 use crate::http::headers::UnreadableHeaders;
 use crate::ports::{BatcherLink, BodySource, RateLimit, RateLimitError, SpillError, SpillQueue};
+use crate::request::context::CfFields;
 
 /// Name of the optional rate-limiting binding (`[[ratelimits]]` in `wrangler.toml`).
 const RATE_LIMIT_BINDING: &str = "RATE_LIMITER";
@@ -106,21 +107,24 @@ async fn drain(stream: &mut worker::ByteStream) {
     }
 }
 
-/// `request.cf.colo` and `request.cf.country`, when the runtime provides them.
-fn edge_info(req: &worker::Request) -> EdgeInfo {
-    let cf = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
+/// Every field of `request.cf` the edge knows ([`ContextField::ALL`]) that the runtime
+/// provides, as text: which of them the events carry, and bounded how, is
+/// `request::context`'s decision. Reading all of them costs a property lookup each.
+fn cf_fields(req: &worker::Request) -> CfFields {
+    let Some(cf) = js_sys::Reflect::get(req.inner(), &JsValue::from_str("cf"))
         .ok()
-        .filter(JsValue::is_object);
-    let field = |name: &str| {
-        cf.as_ref()
-            .and_then(|cf| js_sys::Reflect::get(cf, &JsValue::from_str(name)).ok())
-            .and_then(|v| v.as_string())
-            .filter(|s| !s.is_empty() && s.len() <= 16)
+        .filter(JsValue::is_object)
+    else {
+        return CfFields::default();
     };
-    EdgeInfo {
-        colo: field("colo"),
-        country: field("country"),
-    }
+    CfFields::new(ContextField::ALL.into_iter().filter_map(|field| {
+        let v = js_sys::Reflect::get(&cf, &JsValue::from_str(field.cf_name())).ok()?;
+        let text = v
+            .as_string()
+            .or_else(|| v.as_f64().map(|n| n.to_string()))
+            .or_else(|| v.as_bool().map(|b| b.to_string()))?;
+        Some((field, text))
+    }))
 }
 
 fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
@@ -147,11 +151,11 @@ fn to_http(req: worker::Request) -> worker::Result<http::Request<WorkerBody>> {
             }
         }
     }
-    let edge = edge_info(&req);
+    let cf = cf_fields(&req);
     let mut request = builder
         .body(WorkerBody::new(req))
         .map_err(|e| worker::Error::RustError(e.to_string()))?;
-    request.extensions_mut().insert(edge);
+    request.extensions_mut().insert(cf);
     request.extensions_mut().insert(unreadable);
     Ok(request)
 }

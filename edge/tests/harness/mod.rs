@@ -131,6 +131,11 @@ impl Stack {
     /// The stack with `spill` on (the project's wrangler.toml: `SPILL_QUEUE` and its replay
     /// consumer) or off (those tables left out: SQS trouble past the deadline is `503`).
     pub fn start(dir: &Path, spill: Spill) -> Result<Stack> {
+        Self::start_with(dir, spill, &[])
+    }
+
+    /// [`Stack::start`] with more settings of the Worker (a test's own, such as tokens).
+    pub fn start_with(dir: &Path, spill: Spill, extra: &[(&str, String)]) -> Result<Stack> {
         let moto = Moto::start()?;
         let proxy = FaultProxy::start(moto.port())?;
         let tokio = tokio::runtime::Builder::new_current_thread()
@@ -150,7 +155,7 @@ impl Stack {
             .queue_url
             .ok_or_else(|| anyhow!("moto returned no queue URL"))?;
 
-        let vars = [
+        let mut vars = vec![
             ("SQS_QUEUE_URL", queue_url.clone()),
             ("SQS_ENDPOINT", proxy.endpoint()),
             ("AWS_REGION", "us-east-1".to_owned()),
@@ -176,6 +181,7 @@ impl Stack {
             // or not (a lone request does not: the edge would then send the next directly).
             ("BATCH_WHEN", "always".to_owned()),
         ];
+        vars.extend(extra.iter().cloned());
         let (edge, port) = wrangler_dev(dir, &vars, 200, spill)?;
         Ok(Stack {
             dir: dir.to_owned(),

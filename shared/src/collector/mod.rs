@@ -15,6 +15,10 @@
 //! - `occurred_at`: the message's `timestamp`, under the same window as `/v1/events`; a
 //!   historical import ([`Window::Historical`]: PostHog's `historical_migration` batches,
 //!   Segment batches sent to `/v1/import`) may be older, back to the Unix epoch.
+//! - event time ([`crate::event_time`]): corrected with the message's send time, its own
+//!   (`sentAt`, `sent_at`) else its body's, and PostHog's `offset`; never for a historical
+//!   import, nor for a PostHog event with `properties.$ignore_sent_at: true`. An unreadable send
+//!   time or offset is ignored (the peers accept such messages), and stays in `data`.
 //! - `data`: the whole message, less its key ([`without_keys`]).
 //! - `source`: the protocol ([`Source`]).
 //! - id: see [`message_id`].
@@ -36,6 +40,7 @@ use crate::event::{
     describe, fields_of, kind_of, Code, EdgeInfo, Event, FieldsError, Problem, Source,
     MAX_TIMESTAMP_AHEAD, MAX_TIMESTAMP_BEHIND, MAX_TYPE_CHARS,
 };
+use crate::event_time::{self, offset_of_json, sent_at_of_json, SendTime};
 use crate::ids::{IdSource, ID_NAMESPACE};
 use crate::json::{check_storable, RawJson};
 use crate::limits::RequestLimits;
@@ -71,6 +76,8 @@ pub struct Message<'a> {
     pub data: Cow<'a, str>,
     pub event_type: String,
     pub occurred_at: Option<DateTime<Utc>>,
+    /// What the message (or its body) says about when it was sent.
+    pub send: SendTime,
     pub id: MessageId,
 }
 
@@ -138,7 +145,8 @@ pub fn assign_ids(
         .collect()
 }
 
-/// The events to queue: one per message, with the ids from [`assign_ids`].
+/// The events to queue: one per message, with the ids from [`assign_ids`], each with its
+/// event time when that is not what the consumer derives ([`event_time::carried`]).
 pub fn into_events(
     messages: Vec<Message<'_>>,
     ids: &[Uuid],
@@ -155,6 +163,7 @@ pub fn into_events(
             event_type: m.event_type,
             occurred_at: m.occurred_at,
             received_at,
+            event_time: event_time::carried(received_at, m.occurred_at, &m.send),
             key_id: key_id.to_owned(),
             edge: edge.clone(),
             source,
@@ -254,6 +263,56 @@ impl Window {
     }
 }
 
+/// Where a protocol's messages say when they were sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendFields {
+    /// The member naming the send time, in a message and in the body around it.
+    pub sent_at: &'static str,
+    /// The body's own send time (a batch's), when it names a valid one.
+    pub batch_sent_at: Option<DateTime<Utc>>,
+    /// PostHog's `offset` and `properties.$ignore_sent_at` are read.
+    pub posthog: bool,
+}
+
+impl SendFields {
+    /// The send-time fields of a body whose top-level members are `top`.
+    pub(crate) fn of_body(sent_at: &'static str, top: Option<&Fields<'_>>, posthog: bool) -> Self {
+        SendFields {
+            sent_at,
+            batch_sent_at: top
+                .and_then(|t| t.get(sent_at))
+                .and_then(|v| sent_at_of_json(v.get())),
+            posthog,
+        }
+    }
+
+    /// What one message says about its send, within a body of `window`.
+    fn read(&self, fields: &Fields<'_>, window: Window) -> SendTime {
+        let offset_ms = if self.posthog {
+            fields.get("offset").and_then(|v| offset_of_json(v.get()))
+        } else {
+            None
+        };
+        let ignored = self.posthog
+            && fields
+                .get("properties")
+                .and_then(|p| object_fields(p.get()).ok())
+                .and_then(|p| p.get("$ignore_sent_at"))
+                .is_some_and(|v| v.get() == "true");
+        if window == Window::Historical || ignored {
+            return SendTime {
+                sent_at: None,
+                offset_ms,
+                correctable: false,
+            };
+        }
+        let own = fields
+            .get(self.sent_at)
+            .and_then(|v| sent_at_of_json(v.get()));
+        SendTime::live(own.or(self.batch_sent_at), offset_ms)
+    }
+}
+
 /// Checks one message, common to every protocol: size, shape, what PostgreSQL can store,
 /// timestamp (within `window` of `now`, the edge clock) and id, and takes its key out of what
 /// is stored (`keys`); `kind` reads the protocol's own fields (and names their problems).
@@ -262,7 +321,7 @@ pub(crate) fn check_message<'a>(
     index: usize,
     max_bytes: usize,
     limits: &RequestLimits,
-    (now, window): (DateTime<Utc>, Window),
+    (now, window, send): (DateTime<Utc>, Window, &SendFields),
     keys: &KeyPlaces,
     kind: impl FnOnce(&Fields<'a>) -> Result<Kind, (String, String)>,
 ) -> Result<Message<'a>, Vec<Problem>> {
@@ -354,6 +413,7 @@ pub(crate) fn check_message<'a>(
             data,
             event_type: kind.event_type,
             occurred_at,
+            send: send.read(&fields, window),
             id,
         }),
         _ => Err(problems),

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     array_elements, check_all, check_message, event_name, object_fields, one_key, Body,
-    BodyProblem, Fields, KeyPlaces, Kind, Window,
+    BodyProblem, Fields, KeyPlaces, Kind, SendFields, Window,
 };
 use crate::event::Source;
 use crate::limits::RequestLimits;
@@ -58,6 +58,7 @@ pub fn parse<'a>(
     }
     let mut keys = Vec::new();
     let mut window = Window::Live;
+    let mut send = SendFields::of_body("sent_at", None, true);
     let raws = if body.starts_with('[') {
         array_elements(body).map_err(|e| BodyProblem::Malformed(format!("the body: {e}")))?
     } else {
@@ -66,6 +67,7 @@ pub fn parse<'a>(
         match top.get("batch") {
             Some(b) => {
                 keys.extend(keys_in(&top));
+                send = SendFields::of_body("sent_at", Some(&top), true);
                 if top
                     .get("historical_migration")
                     .is_some_and(|v| v.get() == "true")
@@ -98,7 +100,7 @@ pub fn parse<'a>(
             index,
             max_bytes,
             limits,
-            (now, window),
+            (now, window, &send),
             &KEY_PLACES,
             kind,
         )

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     array_elements, check_all, check_message, event_name, object_fields, one_key, Body,
-    BodyProblem, KeyPlaces, Kind, Window,
+    BodyProblem, KeyPlaces, Kind, SendFields, Window,
 };
 use crate::event::Source;
 use crate::limits::RequestLimits;
@@ -137,13 +137,16 @@ pub fn parse<'a>(
         Call::Batch | Call::Single(_) => Window::Live,
     };
     let max_bytes = MAX_MESSAGE_BYTES.min(limits.max_event_bytes);
+    // Segment's `sentAt`: a message's own, else the batch's (analytics-node and analytics-next
+    // put it on the batch, a single call has it in its body, which is the message).
+    let send = SendFields::of_body("sentAt", Some(&top), false);
     let messages = check_all(&raws, limits, |raw, index| {
         check_message(
             raw,
             index,
             max_bytes,
             limits,
-            (now, window),
+            (now, window, &send),
             &KEY_PLACES,
             |f| kind(f, call),
         )

@@ -58,6 +58,7 @@ fn ids_by_kind_of_message_id() {
         data: Cow::Borrowed(raw),
         event_type: "x".into(),
         occurred_at: None,
+        send: Default::default(),
         id,
     };
     let u = Uuid::from_u128(0x0192f0c1_7a44_7cc3_9e2b_6d1c4b6f2a10);
@@ -118,6 +119,7 @@ mod envelope {
             event_type: "Order Completed".into(),
             occurred_at: None,
             received_at: t,
+            event_time: None,
             key_id: "web".into(),
             edge: None,
             source: Source::Segment,
@@ -144,5 +146,133 @@ mod envelope {
             .body;
         assert!(!body.contains("source"), "{body}");
         assert_eq!(decode(body).expect("decodes")[0].source, Source::Spillway);
+    }
+}
+
+/// Event times of collector messages: corrected with their send time as the peers do.
+mod event_time {
+    use super::super::*;
+    use crate::collector::{posthog, segment};
+    use crate::limits::RequestLimits;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    /// The edge clock: the request arrived at 08:00:00.
+    fn now() -> DateTime<Utc> {
+        t("2026-11-28T08:00:00Z")
+    }
+
+    /// Every message's event time, as stored, and what the envelope carries.
+    fn times(messages: Vec<Message<'_>>) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let ids = vec![Uuid::from_u128(1); messages.len()];
+        into_events(messages, &ids, Source::Segment, now(), "web", None)
+            .into_iter()
+            .map(|e| {
+                let stored = e
+                    .event_time
+                    .unwrap_or(crate::event_time::derived(e.received_at, e.occurred_at));
+                (stored, e.event_time)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segment_batch_and_message_sent_at() {
+        // A client clock an hour fast: batch `sentAt` 09:00:00, events 5 s and 1 s before it;
+        // the third message has its own `sentAt` (an hour slow), which wins over the batch's.
+        let body = r#"{"writeKey":"k","sentAt":"2026-11-28T09:00:00.000Z","batch":[
+            {"type":"track","event":"A","userId":"u","timestamp":"2026-11-28T08:59:55.000Z"},
+            {"type":"track","event":"B","userId":"u","timestamp":"2026-11-28T08:59:59.000Z"},
+            {"type":"track","event":"C","userId":"u","timestamp":"2026-11-28T06:59:58.000Z","sentAt":"2026-11-28T07:00:00Z"},
+            {"type":"track","event":"D","userId":"u"},
+            {"type":"track","event":"E","userId":"u","timestamp":"2026-11-28T08:59:59.000Z","sentAt":"not a time"}]}"#;
+        let b = segment::parse(body, segment::Call::Batch, &RequestLimits::default(), now())
+            .expect("valid");
+        // The raw values stay in `data` and `occurred_at` as sent.
+        assert!(b.messages[2]
+            .data
+            .contains(r#""sentAt":"2026-11-28T07:00:00Z""#));
+        assert_eq!(b.messages[0].occurred_at, Some(t("2026-11-28T08:59:55Z")));
+        let got = times(b.messages);
+        assert_eq!(
+            got,
+            vec![
+                (t("2026-11-28T07:59:55Z"), Some(t("2026-11-28T07:59:55Z"))),
+                (t("2026-11-28T07:59:59Z"), Some(t("2026-11-28T07:59:59Z"))),
+                (t("2026-11-28T07:59:58Z"), Some(t("2026-11-28T07:59:58Z"))),
+                // No timestamp: received_at, derived by the consumer.
+                (now(), None),
+                // An unreadable own `sentAt` is ignored: the batch's corrects.
+                (t("2026-11-28T07:59:59Z"), Some(t("2026-11-28T07:59:59Z"))),
+            ]
+        );
+        // A single call: its body is the message, `sentAt` included.
+        let b = segment::parse(
+            r#"{"userId":"u","event":"S","timestamp":"2026-11-28T07:00:00Z","sentAt":"2026-11-28T07:00:01Z"}"#,
+            segment::Call::Single(segment::MessageType::Track),
+            &RequestLimits::default(),
+            now(),
+        )
+        .expect("valid");
+        assert_eq!(times(b.messages)[0].0, t("2026-11-28T07:59:59Z"));
+    }
+
+    #[test]
+    fn an_import_is_not_corrected() {
+        let body = r#"{"sentAt":"2026-11-28T09:00:00Z","batch":[
+            {"type":"track","event":"A","userId":"u","timestamp":"2018-06-01T00:00:00Z"}]}"#;
+        let b = segment::parse(
+            body,
+            segment::Call::Import,
+            &RequestLimits::default(),
+            now(),
+        )
+        .expect("valid");
+        assert!(!b.messages[0].send.correctable);
+        assert_eq!(times(b.messages), vec![(t("2018-06-01T00:00:00Z"), None)]);
+        let body = r#"{"api_key":"k","historical_migration":true,"sent_at":"2026-11-28T09:00:00Z","batch":[
+            {"event":"e","distinct_id":"d","timestamp":"2019-03-01T12:00:00Z"}]}"#;
+        let b = posthog::parse(body, &RequestLimits::default(), now()).expect("valid");
+        assert_eq!(times(b.messages), vec![(t("2019-03-01T12:00:00Z"), None)]);
+    }
+
+    #[test]
+    fn posthog_sent_at_offset_and_ignore_sent_at() {
+        // A clock an hour slow; one event with only `offset`, one with `$ignore_sent_at`.
+        let body = r#"{"api_key":"k","sent_at":"2026-11-28T07:00:00.000Z","batch":[
+            {"event":"a","distinct_id":"d","timestamp":"2026-11-28T06:59:58.000Z"},
+            {"event":"b","distinct_id":"d","offset":1500},
+            {"event":"c","distinct_id":"d","timestamp":"2026-11-28T06:59:58.000Z","properties":{"$ignore_sent_at":true}},
+            {"event":"d","distinct_id":"d","timestamp":"2026-11-28T06:59:58.000Z","offset":"soon"}]}"#;
+        let b = posthog::parse(body, &RequestLimits::default(), now()).expect("valid");
+        assert!(b.messages[1].data.contains(r#""offset":1500"#));
+        assert_eq!(b.messages[1].occurred_at, None);
+        let got: Vec<DateTime<Utc>> = times(b.messages).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(
+            got,
+            vec![
+                t("2026-11-28T07:59:58Z"),
+                t("2026-11-28T07:59:58.500Z"),
+                t("2026-11-28T06:59:58Z"),
+                t("2026-11-28T07:59:58Z"),
+            ]
+        );
+        // A bare array has no batch `sent_at`: the request's (`?_=`) may stand in for it.
+        let b = posthog::parse(
+            r#"[{"event":"a","distinct_id":"d","timestamp":"2026-11-28T06:59:58.000Z"}]"#,
+            &RequestLimits::default(),
+            now(),
+        )
+        .expect("valid");
+        assert_eq!(b.messages[0].send.sent_at, None);
+        let mut messages = b.messages;
+        for m in &mut messages {
+            m.send = m.send.or_request(Some(t("2026-11-28T07:00:00Z")));
+        }
+        assert_eq!(times(messages)[0].0, t("2026-11-28T07:59:58Z"));
     }
 }

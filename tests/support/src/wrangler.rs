@@ -33,6 +33,10 @@ pub fn wrangler_dev(
     let mut cmd = Command::new(root.join("node_modules/.bin/wrangler"));
     cmd.env("WRANGLER_SEND_METRICS", "false")
         .env("CI", "true")
+        // Miniflare's fixed `request.cf` (Austin, DFW), not the machine's own location fetched
+        // from workers.cloudflare.com: the same context on every machine, online or not, and
+        // no network call at start-up.
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
         .arg("dev")
         .arg("--config")
         .arg(config)

@@ -211,6 +211,7 @@ fn the_kinesis_status_shows_the_stream_and_how_far_the_consumer_is_behind() {
         sqs_server: SqsKind::Moto,
         aws_secret_access_key: "s".into(),
         envelope_keys: String::new(),
+        token_secrets: String::new(),
         buffer: BufferKind::Kinesis,
         kinesis: Some(KinesisEnv {
             endpoint: kinesis.endpoint(),

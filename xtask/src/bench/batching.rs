@@ -122,7 +122,7 @@ impl Flushes {
         f
     }
 
-    fn since(&self, before: &Flushes) -> Flushes {
+    pub(super) fn since(&self, before: &Flushes) -> Flushes {
         Flushes {
             flushes: self.flushes.saturating_sub(before.flushes),
             requests: self.requests.saturating_sub(before.requests),
@@ -134,7 +134,7 @@ impl Flushes {
 }
 
 /// The memory a Durable Object's duration is billed at, GB (the price's unit says it).
-const DO_GB: f64 = 0.128;
+pub(super) const DO_GB: f64 = 0.128;
 
 /// A row's bill, $ per million events (those the meter counted at SQS).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -183,7 +183,7 @@ impl BatchRow {
         let gb_s = self.flushes.active_ms as f64 / 1e3 * DO_GB;
         Bill {
             workers: per_m(self.answers.requests as f64, "workers_request"),
-            do_requests: per_m(self.flushes.calls as f64, "do_request"),
+            do_requests: per_m(super::cost::do_requests(&self.flushes), "do_request"),
             do_duration: per_m(gb_s, "do_gb_s"),
             sqs: per_m(self.meter.billed as f64, "sqs_request"),
         }

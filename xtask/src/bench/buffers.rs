@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use spillway_support::{BufferKind, MeterSnapshot, Stack, StackConfig};
 
-use super::batching::{drive, edge_restored, settle, warm_up, Answers};
+use super::batching::{drive, edge_restored, settle, warm_up, Answers, Flushes};
 use super::burst::{run, RunResult, Scenario};
 use super::client::Endpoint;
 use super::measure::now_rfc3339;
@@ -79,6 +79,8 @@ pub(super) struct Metered {
     pub(super) secs: u32,
     pub(super) answers: Answers,
     pub(super) meter: MeterSnapshot,
+    /// What the batchers logged during the load (none with group commit off).
+    pub(super) flushes: Flushes,
 }
 
 /// What the Kinesis pipeline did.
@@ -122,6 +124,8 @@ pub(super) fn metered(stack: &mut Stack, designs: &[Design]) -> Result<Vec<Meter
                 purge(stack)?;
                 let meter = stack.meter.as_ref().context("the stack has no meter")?;
                 let before = settle(|| meter.snapshot());
+                let log = stack.config.dir.join("logs/edge.log");
+                let flushes_before = Flushes::read(&log);
                 let ts = now_rfc3339();
                 let bodies: Vec<Arc<Vec<u8>>> = (0..(rate * secs) as usize)
                     .map(|i| Arc::new(request_body(n, i * n, &ts, &mut || None)))
@@ -135,6 +139,7 @@ pub(super) fn metered(stack: &mut Stack, designs: &[Design]) -> Result<Vec<Meter
                     secs,
                     answers: Answers::of(&ends),
                     meter: after.since(&before),
+                    flushes: Flushes::read(&log).since(&flushes_before),
                 };
                 note(&format!(
                     "{}: {n}-event requests at {rate}/s for {secs} s: {} of {} accepted; {} events in {} entries reached the buffer",

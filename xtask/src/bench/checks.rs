@@ -1,7 +1,7 @@
 //! The checks BENCHMARKS.md keeps, computed from a run's tables (so from `results.json`, not
 //! from the measurement structs): each compares one measured number with its bound and says
 //! whether it holds. Figure 2's are the size bar, figure 6's issue 12's criteria, figure 8's issue 15's, figure 9's
-//! issue 27's. Says nothing
+//! issue 27's, the planner's (`planned.rs`) issue 28's. Says nothing
 //! about why a check failed: that is for whoever reads the tables.
 
 use serde_json::{json, Value};
@@ -109,6 +109,21 @@ fn figure_9(t: &Table) -> Vec<Check> {
     refused_lost_peak(t, k, what, budget)
 }
 
+/// The planner's checks (issue 28): each prediction within `planned::WITHIN` of what the
+/// same run measured, either way.
+fn planned(t: &Table) -> Vec<(&str, Check)> {
+    (0..t.rows.len())
+        .filter_map(|r| {
+            let text = |column| t.get(r, column).and_then(Value::as_str);
+            let (figure, what) = (text("figure")?, text("what")?);
+            let off = t.number(r, "planner off by (%)").map(f64::abs);
+            let s = format!("planner within 20 % of measured: {what} (% off, either way)");
+            let bound = Some(super::planned::WITHIN * 100.0);
+            Some((figure, (s, off, AT_MOST, bound)))
+        })
+        .collect()
+}
+
 /// A Spillway run (row `r` of a figure-6-shaped table) refuses nothing, loses nothing and holds
 /// at most its connection budget (`budget`: its name and size).
 fn refused_lost_peak(
@@ -141,6 +156,8 @@ pub(super) fn checks(tables: &[Table]) -> Table {
             list.extend(figure_8(t).into_iter().map(|c| ("8", c)));
         } else if t.key == "figure-9-burst" {
             list.extend(figure_9(t).into_iter().map(|c| ("9", c)));
+        } else if t.key == "planned" {
+            list.extend(planned(t));
         }
     }
     let cols: [Col<(&str, Check)>; 6] = [
@@ -232,6 +249,32 @@ mod tests {
         let (_, failed_checks) = failed(outage, slow, 0);
         assert_eq!(failed_checks.len(), 2, "{failed_checks:?}");
         assert!(failed_checks[1].contains("while PostgreSQL was down"));
+    }
+
+    #[test]
+    fn the_planner_holds_within_20_percent_either_way_and_unknown_fails() {
+        let cols: [Col<(&str, Option<f64>)>; 3] = [
+            ("figure", None, |_| json!("7")),
+            ("what", None, |r| json!(r.0)),
+            ("planner off by (%)", Some(1), |r| json!(r.1)),
+        ];
+        let rows = [
+            ("a", Some(19.9)),
+            ("b", Some(-20.0)),
+            ("c", Some(-20.5)),
+            ("d", Some(35.0)),
+            ("e", None),
+        ];
+        let t = checks(&[Table::of("planned", rows, &cols)]);
+        let (n, failed) = failures(&t);
+        assert_eq!(n, 5);
+        let names: Vec<&str> = failed
+            .iter()
+            .map(|f| &f["planner within 20 % of measured: ".len()..][..1])
+            .collect();
+        assert_eq!(names, ["c", "d", "e"]);
+        assert_eq!(t.get(0, "figure"), Some(&json!("7")));
+        assert_eq!(t.number(1, "measured"), Some(20.0));
     }
 
     /// A phase of figure 8: SQS stalled from, 202s, slowest 202, events spilled.

@@ -7,11 +7,15 @@
 //! one `ReceiveMessage` and one `DeleteMessageBatch` per full batch; Kinesis on-demand: every
 //! byte read once; provisioned: free), the stream's retention past 24 h (the template's
 //! `RetentionPeriodHours`) and the consumer's Lambda invocations (full batches). From the
-//! requests: one Workers request per client request, one Durable Object request per request
-//! that goes through group commit. Not counted here (issue 28): Workers CPU, Durable Object
-//! duration, Lambda duration, the spill queue.
+//! requests: one Workers request per client request. From the batchers' flush log of the run
+//! (`{"kind":"batch",...}` lines, read by figure 7's [`Flushes`]): the Durable Object requests
+//! (group commit on, the edge's advisor sends directly where batching does not pay, so not
+//! every request reaches a batcher) and their duration (active wall time at 128 MB). Not
+//! counted here: Workers CPU (figure 3), Lambda duration, the spill queue.
 
 use spillway_support::MeterSnapshot;
+
+use super::batching::{Flushes, DO_GB};
 
 use crate::prices::{
     kinesis_retention_months, kinesis_shard_hour_with_retention, usd, HOURS_PER_MONTH,
@@ -50,7 +54,9 @@ pub(super) struct Bill {
     pub(super) units: f64,
     pub(super) unit: &'static str,
     pub(super) workers: f64,
+    /// Durable Object requests and duration, from the batchers' flush log.
     pub(super) durable_objects: f64,
+    pub(super) do_duration: f64,
     pub(super) buffer_in: f64,
     pub(super) buffer_out: f64,
     /// Keeping the records past the first 24 h (on-demand: per GB-month; provisioned: in the
@@ -65,6 +71,7 @@ impl Bill {
     pub(super) fn total(&self) -> f64 {
         self.workers
             + self.durable_objects
+            + self.do_duration
             + self.buffer_in
             + self.buffer_out
             + self.retention
@@ -72,12 +79,20 @@ impl Bill {
     }
 }
 
-/// The bill of a run that sent `events_per_request`-event requests, `group_commit` on or off,
-/// whose buffer writes `m` counted, under `billing`. NaN where nothing reached the buffer.
+/// The Durable Object requests the batchers' flushes of a run cost: the Durable Object
+/// requests that brought the client requests a flush carried (`calls`; fewer than the
+/// requests where an isolate gathered its own into one). The one place that says so.
+pub(super) fn do_requests(f: &Flushes) -> f64 {
+    f.calls as f64
+}
+
+/// The bill of a run that sent `events_per_request`-event requests, whose buffer writes `m`
+/// counted and whose batchers logged `flushes` (none with group commit off), under `billing`.
+/// NaN where nothing reached the buffer.
 pub(super) fn bill(
     m: &MeterSnapshot,
     events_per_request: usize,
-    group_commit: bool,
+    flushes: &Flushes,
     billing: Billing,
 ) -> Bill {
     let per_m = |count: f64| {
@@ -95,11 +110,8 @@ pub(super) fn bill(
         units: f64::NAN,
         unit: "",
         workers: price("workers_request", requests),
-        durable_objects: if group_commit {
-            price("do_request", requests)
-        } else {
-            0.0
-        },
+        durable_objects: price("do_request", per_m(do_requests(flushes))),
+        do_duration: price("do_gb_s", per_m(flushes.active_ms as f64 / 1e3 * DO_GB)),
         buffer_in: f64::NAN,
         buffer_out: f64::NAN,
         retention: 0.0,
@@ -159,7 +171,7 @@ mod tests {
             billed: 1_000,
             ..MeterSnapshot::default()
         };
-        let b = bill(&m, 1, false, Billing::Sqs);
+        let b = bill(&m, 1, &Flushes::default(), Billing::Sqs);
         assert_eq!(b.units, 1e6);
         // Workers: 1M requests at $0.30/M; SQS: 1M sends at $0.40/M.
         assert!(close(b.workers, 0.30));
@@ -167,13 +179,14 @@ mod tests {
         // 100,000 receives of 10 x 1,430 B (one 64 KiB chunk) and 100,000 deletes.
         assert!(close(b.buffer_out, 0.08));
         assert!(close(b.lambda, 0.02));
-        assert_eq!(b.durable_objects, 0.0);
+        assert_eq!((b.durable_objects, b.do_duration), (0.0, 0.0));
         assert!(close(b.total(), 0.30 + 0.40 + 0.08 + 0.02));
     }
 
     #[test]
-    fn group_commit_pays_a_durable_object_request_per_client_request() {
-        // 3 events per message: a third of the sends, but every request still reaches a batcher.
+    fn durable_objects_are_billed_from_the_flush_log_not_per_request() {
+        // 3 events per message: a third of the sends; every request reached a batcher, whose
+        // 1,000 flushes were active 35 s in all.
         let m = MeterSnapshot {
             events: 3_000,
             entries: 1_000,
@@ -181,9 +194,32 @@ mod tests {
             billed: 1_000,
             ..MeterSnapshot::default()
         };
-        let b = bill(&m, 1, true, Billing::Sqs);
+        let all = Flushes {
+            flushes: 1_000,
+            requests: 3_000,
+            events: 3_000,
+            active_ms: 35_000,
+        };
+        let b = bill(&m, 1, &all, Billing::Sqs);
         assert!(close(b.buffer_in, 0.40 / 3.0));
         assert!(close(b.durable_objects, 0.15));
+        // 35 s x 0.128 GB per 3,000 events: 1,493.3 GB-s per million at $12.50 per million.
+        assert!(close(b.do_duration, 35.0 * 0.128 / 3_000.0 * 12.50));
+        assert!(close(
+            b.total(),
+            0.30 + 0.15 + b.do_duration + b.buffer_in + b.buffer_out + b.lambda
+        ));
+        // The advisor sent 2,700 of them directly: only the 300 a batcher carried are billed.
+        let few = Flushes {
+            flushes: 300,
+            requests: 300,
+            events: 300,
+            active_ms: 9_000,
+        };
+        let b = bill(&m, 1, &few, Billing::Sqs);
+        assert!(close(b.durable_objects, 0.015));
+        assert!(close(b.do_duration, 9.0 * 0.128 / 3_000.0 * 12.50));
+        assert_eq!(do_requests(&few), 300.0);
     }
 
     #[test]
@@ -198,7 +234,8 @@ mod tests {
             put_units: 100,
             ..MeterSnapshot::default()
         };
-        let od = bill(&m, 100, false, Billing::KinesisOnDemand);
+        let none = Flushes::default();
+        let od = bill(&m, 100, &none, Billing::KinesisOnDemand);
         assert!(close(od.units, 20_000.0));
         assert!(close(od.buffer_in, 20_000.0 * 1024.0 / GIB * 0.08));
         assert!(close(od.buffer_out, 15_000_000.0 / GIB * 0.04));
@@ -210,7 +247,7 @@ mod tests {
             15_000_000.0 / GIB * 144.0 / 730.0 * 0.10
         ));
         assert!(close(od.per_month, 29.2));
-        let pr = bill(&m, 100, false, Billing::KinesisProvisioned);
+        let pr = bill(&m, 100, &none, Billing::KinesisProvisioned);
         assert!(close(pr.buffer_in, 10_000.0 * 0.014 / 1e6));
         assert_eq!(pr.buffer_out, 0.0);
         // A shard, and its retention past 24 h: ($0.015 + $0.02) x 730 h.
@@ -225,7 +262,7 @@ mod tests {
         let b = bill(
             &MeterSnapshot::default(),
             1,
-            false,
+            &Flushes::default(),
             Billing::KinesisOnDemand,
         );
         assert!(b.buffer_in.is_nan() && b.total().is_nan());

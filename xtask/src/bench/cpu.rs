@@ -1,11 +1,14 @@
 //! Where the CPU went during a timed run: the machine's busy time (`/proc/stat`) and each
 //! process's user + system time (`/proc/<pid>/stat`), read before and after, grouped by what the
 //! process is (workerd, wrangler's node, the local buffer (SQS or Kinesis), the load generator, everything else).
+//! Only the bench's own processes count (this process and its descendants: the `Stack` it
+//! started): on a machine shared with other work, another `wrangler dev` or local SQS must not
+//! be billed to this run's requests. The machine's busy cores are the machine's, whoever used them.
 //! The load generator is a child that has exited by the end: it counts through this process's
 //! reaped children's time (`/proc/self/stat`), so nothing else may be reaped during a run.
 //! The parsing and the grouping are pure and tested; reading `/proc` is the thin part.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::process::Command;
 
@@ -17,6 +20,10 @@ pub(super) const GROUPS: [&str; 5] = ["workerd", "wrangler (node)", "local buffe
 pub(super) struct Snapshot {
     /// Per process (pid, start time): its group and its user + system ticks.
     procs: BTreeMap<(u32, u64), (&'static str, u64)>,
+    /// Per process (pid, start time): its parent's pid, to tell the bench's processes apart.
+    parents: BTreeMap<(u32, u64), u32>,
+    /// Whose processes count: this pid and its descendants (`None`: every process).
+    root: Option<u32>,
     /// The machine: ticks not idle (or waiting for I/O), and all ticks, over every core.
     busy: u64,
     total: u64,
@@ -69,17 +76,53 @@ fn field(stat: &str, n: usize) -> Option<u64> {
     rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
-/// `(pid, comm, user + system ticks, start time)` from the text of `/proc/<pid>/stat`.
-pub(super) fn parse_proc(stat: &str) -> Option<(u32, String, u64, u64)> {
+/// One process as `/proc/<pid>/stat` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ProcStat {
+    pub(super) pid: u32,
+    pub(super) ppid: u32,
+    pub(super) comm: String,
+    /// User + system clock ticks.
+    pub(super) ticks: u64,
+    /// Start time, in ticks since boot: with `pid`, a process across pid reuse.
+    pub(super) start: u64,
+}
+
+/// A process from the text of `/proc/<pid>/stat`.
+pub(super) fn parse_proc(stat: &str) -> Option<ProcStat> {
     let (head, _) = stat.rsplit_once(')')?;
     let (pid, comm) = head.split_once(" (")?;
-    let ticks = field(stat, 14)? + field(stat, 15)?;
-    Some((
-        pid.trim().parse().ok()?,
-        comm.to_owned(),
-        ticks,
-        field(stat, 22)?,
-    ))
+    Some(ProcStat {
+        pid: pid.trim().parse().ok()?,
+        ppid: u32::try_from(field(stat, 4)?).ok()?,
+        comm: comm.to_owned(),
+        ticks: field(stat, 14)? + field(stat, 15)?,
+        start: field(stat, 22)?,
+    })
+}
+
+/// The processes of `parents` ((pid, start) -> parent pid) that are `root` or descend from it,
+/// as one snapshot shows them (a process reparented to init after its parent exited is lost:
+/// the bench's services are children it waits for, so theirs are not).
+pub(super) fn descendants(parents: &BTreeMap<(u32, u64), u32>, root: u32) -> BTreeSet<(u32, u64)> {
+    let mut mine: BTreeSet<u32> = BTreeSet::from([root]);
+    // Fixed point: a process whose parent is in the set joins it (at most depth passes).
+    loop {
+        let before = mine.len();
+        for ((pid, _), ppid) in parents {
+            if mine.contains(ppid) {
+                mine.insert(*pid);
+            }
+        }
+        if mine.len() == before {
+            break;
+        }
+    }
+    parents
+        .keys()
+        .filter(|(pid, _)| mine.contains(pid))
+        .copied()
+        .collect()
 }
 
 /// `cutime + cstime` (the reaped children's ticks) from the text of `/proc/self/stat`.
@@ -106,7 +149,10 @@ pub(super) fn parse_machine(text: &str) -> Option<(u64, u64)> {
 
 /// Reads every process and the machine now. Processes that vanish while being read are skipped.
 pub(super) fn snapshot() -> Snapshot {
-    let mut s = Snapshot::default();
+    let mut s = Snapshot {
+        root: Some(std::process::id()),
+        ..Snapshot::default()
+    };
     if let Some((busy, total)) = fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|t| parse_machine(&t))
@@ -126,23 +172,27 @@ pub(super) fn snapshot() -> Snapshot {
         let Some(stat) = fs::read_to_string(path.join("stat")).ok() else {
             continue;
         };
-        let Some((pid, comm, ticks, start)) = parse_proc(&stat) else {
+        let Some(p) = parse_proc(&stat) else {
             continue;
         };
         let cmdline = fs::read(path.join("cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
         s.procs
-            .insert((pid, start), (group(&comm, &cmdline), ticks));
+            .insert((p.pid, p.start), (group(&p.comm, &cmdline), p.ticks));
+        s.parents.insert((p.pid, p.start), p.ppid);
     }
     s
 }
 
-/// What happened between `before` and `after`: a process counts for the ticks it gained (a new
-/// one for all of its ticks; one that exited meanwhile is not seen, hence "at least").
+/// What happened between `before` and `after` in the processes of `after`'s root (the bench:
+/// itself and its descendants, as `after` shows them): a process counts for the ticks it gained
+/// (a new one for all of its ticks; one that exited meanwhile is not seen, hence "at least").
 pub(super) fn usage(before: &Snapshot, after: &Snapshot, ticks_per_s: f64, cores: usize) -> Usage {
+    let mine = after.root.map(|root| descendants(&after.parents, root));
+    let counted = |id: &(u32, u64)| mine.as_ref().is_none_or(|m| m.contains(id));
     let mut per: BTreeMap<&'static str, u64> = BTreeMap::new();
-    for (id, (g, ticks)) in &after.procs {
+    for (id, (g, ticks)) in after.procs.iter().filter(|(id, _)| counted(id)) {
         let was = before.procs.get(id).map_or(0, |(_, t)| *t);
         *per.entry(g).or_insert(0) += ticks.saturating_sub(was);
     }
@@ -187,7 +237,11 @@ mod tests {
 
     #[test]
     fn a_process_line_gives_its_cpu_ticks_even_with_spaces_in_the_name() {
-        assert_eq!(parse_proc(STAT), Some((4242, "work erd".into(), 180, 777)));
+        let p = parse_proc(STAT).expect("parses");
+        assert_eq!(
+            (p.pid, p.ppid, p.comm.as_str(), p.ticks, p.start),
+            (4242, 1, "work erd", 180, 777)
+        );
         assert_eq!(parse_proc("4242 (x) S 1"), None);
         assert_eq!(parse_children(STAT), Some(0));
         let reaped = STAT.replace("150 30 0 0 20", "150 30 7 5 20");
@@ -255,5 +309,43 @@ mod tests {
         assert_eq!(u.seconds_of("wrk"), 0.75);
         assert_eq!(u.seconds_of("other"), 0.0);
         assert_eq!(u.cores_busy, 1.5);
+    }
+
+    #[test]
+    fn only_the_bench_and_its_descendants_count() {
+        let mut before = Snapshot::default();
+        before.procs.insert((10, 1), ("other", 0));
+        before.procs.insert((11, 2), ("wrangler (node)", 100));
+        before.procs.insert((12, 3), ("workerd", 100));
+        before.procs.insert((50, 4), ("workerd", 100));
+        let mut after = Snapshot {
+            root: Some(10),
+            ..Snapshot::default()
+        };
+        // The bench (10) started wrangler (11), which started workerd (12); 50 is another
+        // run's workerd on the same machine, 13 a new grandchild.
+        for (id, g, ticks, parent) in [
+            ((10, 1), "other", 0, 1),
+            ((11, 2), "wrangler (node)", 150, 10),
+            ((12, 3), "workerd", 300, 11),
+            ((13, 5), "workerd", 40, 12),
+            ((50, 4), "workerd", 900, 1),
+        ] {
+            after.procs.insert(id, (g, ticks));
+            after.parents.insert(id, parent);
+        }
+        assert_eq!(
+            descendants(&after.parents, 10),
+            BTreeSet::from([(10, 1), (11, 2), (12, 3), (13, 5)])
+        );
+        let u = usage(&before, &after, 100.0, 2);
+        assert_eq!(
+            u.seconds_of("workerd"),
+            2.4,
+            "200 + 40 ticks, not the other run's 800"
+        );
+        assert_eq!(u.seconds_of("wrangler (node)"), 0.5);
+        after.root = None;
+        assert_eq!(usage(&before, &after, 100.0, 2).seconds_of("workerd"), 10.4);
     }
 }

@@ -10,7 +10,8 @@
 //! consumer's write (alone, and drained from the queue) against `COPY`, Spillway against two synchronous designs (direct, and
 //! through PgBouncer) in bursts and through a PostgreSQL outage, and the edge's group commit on
 //! against off (SQS requests counted at the local SQS, against payload bytes).
-//! Nothing here is a hard-coded result: the tables are filled from what was measured.
+//! Nothing here is a hard-coded result: the tables are filled from what was measured. Beside
+//! them, the planner's predictions for this machine from the run's own inputs (`planned.rs`).
 //!
 //! Options: `--only edge,wasm,sqs,db,workerd,batching,spill,burst,buffers,drain` (a subset, for development;
 //! the committed files are then not rewritten: a partial results file and a filled copy of
@@ -36,6 +37,7 @@ mod figure9;
 mod figures;
 mod fill;
 mod measure;
+mod planned;
 mod plot;
 mod spill;
 mod sqs;
@@ -200,6 +202,8 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     let results = result?;
     let mut tables = figures::tables(&results, &opts);
+    // The planner's predictions from this run's inputs, beside what it measured.
+    tables.extend(planned::table(&tables));
     tables.push(checks::checks(&tables));
     // Every table must have its place in BENCHMARKS.md before anything is written, so that a
     // missing marker leaves the committed files as they were; a partial run's copy adds places.

@@ -49,10 +49,12 @@ pub(super) fn sample_event(
         event_type: "page_view".into(),
         occurred_at: Some(received),
         received_at: received,
+        event_time: None,
         key_id: key_id.into(),
         edge: Some(EdgeInfo {
             colo: Some("FRA".into()),
             country: Some("DE".into()),
+            ..Default::default()
         }),
         source: Default::default(),
         data,

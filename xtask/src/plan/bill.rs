@@ -47,6 +47,18 @@ impl Bill {
         variable / self.events * 1e6
     }
 
+    /// What varies with the traffic per million events, of the lines `counted` keeps: a bill
+    /// compared with one that counts fewer services.
+    pub fn per_million_events_of(&self, counted: impl Fn(&Line) -> bool) -> f64 {
+        let sum: f64 = self
+            .lines
+            .iter()
+            .filter(|l| !l.fixed && counted(l))
+            .map(|l| l.usd)
+            .sum();
+        sum / self.events * 1e6
+    }
+
     /// The sum of one service's lines.
     pub fn service(&self, service: &str) -> f64 {
         self.lines

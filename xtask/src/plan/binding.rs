@@ -1,6 +1,7 @@
 //! Which limit binds first as the load grows: the share of each documented limit
 //! (`crate::limits`) and of each measured capacity a load uses, at a multiple of the planned
-//! rate, with the settings planned for 1x (a deployment does not re-plan itself). Pure.
+//! rate, with the settings planned for 1x (a deployment does not re-plan itself), except the
+//! batchers per location, which the edge grows with the rate up to `BATCH_MAX_SHARDS`. Pure.
 //!
 //! A share of 1 or more binds. Not every limit is a rate: the SQS mapping's scale-up is shown
 //! as the concurrency needed against what the mapping reaches within its first minute.
@@ -24,7 +25,8 @@ pub struct Use {
 /// The limits the load at `multiple` x its rate meets, the most used first.
 pub fn uses(input: &Input, s: &Settings, multiple: f64) -> Vec<Use> {
     let (load, d, c) = (&input.load, &input.deployment, &input.capacities);
-    let f = flow(input, multiple, s.window_ms, s.batch_shards);
+    // The edge follows the rate with its batchers, up to `BATCH_MAX_SHARDS`.
+    let f = flow(input, multiple, s.window_ms, s.shards_at(input, multiple));
     let mut out = Vec::new();
     let mut add = |limit: &'static str, need: f64, allowed: f64, detail: String| {
         out.push(Use {
@@ -40,7 +42,13 @@ pub fn uses(input: &Input, s: &Settings, multiple: f64) -> Vec<Use> {
             "a batcher (Durable Object soft limit)",
             f.per_batcher,
             soft,
-            format!("{} req/s per batcher of {}", n(f.per_batcher), n(soft)),
+            format!(
+                "{} req/s per batcher of {} ({} per location, BATCH_MAX_SHARDS {})",
+                n(f.per_batcher),
+                n(soft),
+                f.batchers / load.locations,
+                s.max_shards
+            ),
         );
     }
     let conc = s.consumer_concurrency(d.buffer);
@@ -216,13 +224,31 @@ mod tests {
 
     #[test]
     fn the_binding_limit_changes_with_the_rate() {
-        // 100 req/s at one location: one batcher at 100 req/s; 10x is its soft limit.
-        let i = input(100.0, 1.0, 1.0, Buffer::Sqs);
+        // 100 req/s at one location, a fast database: one batcher at 100 req/s. At 10x the
+        // edge runs 2 (500 req/s each), at 100x 20; past BATCH_MAX_SHARDS (32 here, room
+        // for 10x) each batcher takes more than the soft limit.
+        let mut i = input(100.0, 1.0, 1.0, Buffer::Sqs);
+        i.capacities.drain_per_connection = 1e6;
         assert_eq!(first(&i, 1.0), None);
+        assert_eq!(first(&i, 10.0), None);
+        let at = |k: f64| {
+            let s = settings(&i);
+            let list = uses(&i, &s, k);
+            let u = list
+                .iter()
+                .find(|u| u.limit.starts_with("a batcher"))
+                .cloned();
+            u.expect("batching")
+        };
+        assert!((at(10.0).share - 0.5).abs() < 1e-9);
+        assert!(at(10.0)
+            .detail
+            .contains("(2 per location, BATCH_MAX_SHARDS 32)"));
         assert_eq!(
-            first(&i, 10.0),
+            first(&i, 1_000.0),
             Some("a batcher (Durable Object soft limit)")
         );
+        assert!((at(1_000.0).share - 100_000.0 / 32.0 / 1_000.0).abs() < 1e-9);
         // Spread over 100 locations (no batching) with a slow database: the database first.
         let mut i = input(1_000.0, 1.0, 100.0, Buffer::Sqs);
         i.deployment.connections = 2;

@@ -85,6 +85,13 @@ pub fn plan(options: &Options, results: Option<&str>) -> Plan {
     }
 }
 
+/// The plan for the arguments of `cargo xtask plan` (`args`, without `plan`), with a results
+/// file's text: how the bench sets the planner's predictions beside what its run measured.
+pub fn plan_for(args: &[String], results: Option<&str>) -> Result<Plan> {
+    let options = parse(args).map_err(|e| anyhow::anyhow!("plan {}: {e}", args.join(" ")))?;
+    Ok(plan(&options, results))
+}
+
 fn assemble(o: &Options, load: &Load, m: &Measured) -> Input {
     Input {
         load: load.clone(),

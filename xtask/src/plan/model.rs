@@ -33,8 +33,16 @@ const GROUP_COMMIT_BELOW_BYTES: f64 = 64.0 * KIB;
 /// Memory a Durable Object is billed for while active.
 pub(super) const DO_GB: f64 = 0.128;
 /// A batcher is sized to half of the documented soft limit: the limit is an average observed
-/// by Cloudflare, and a location's rate is not flat within a second.
+/// by Cloudflare, and a location's rate is not flat within a second. The edge keeps each shard
+/// at or below the same (`SHARD_TARGET_RPS` of edge/src/deliver/group_commit/advice.rs, 500
+/// requests/s; a test holds the two equal).
 pub const BATCHER_SHARE: f64 = 0.5;
+/// The edge's defaults of `BATCH_SHARDS` (the fewest batchers per location) and
+/// `BATCH_MAX_SHARDS` (the most), edge/src/config.
+pub const DEFAULT_MIN_SHARDS: u32 = 1;
+pub const DEFAULT_MAX_SHARDS: u32 = 32;
+/// `BATCH_MAX_SHARDS` is planned with room for this multiple of the planned rate.
+pub const MAX_SHARDS_ROOM: f64 = 10.0;
 /// Rows per consumer transaction the batch size aims at (docs/deploy.md section 8: a few
 /// hundred to a few thousand).
 pub(super) const ROWS_PER_TRANSACTION: f64 = 1_000.0;
@@ -137,8 +145,12 @@ pub struct Settings {
     pub group_commit: bool,
     /// `BATCH_WINDOW_MS` (0: group commit off).
     pub window_ms: f64,
-    /// `BATCH_SHARDS`.
+    /// Batchers per location the edge runs at the planned rate: it follows the rate between
+    /// `min_shards` and `max_shards` (edge/src/deliver/group_commit/advice.rs).
     pub batch_shards: u32,
+    /// `BATCH_SHARDS` (a floor) and `BATCH_MAX_SHARDS` (a ceiling) to set.
+    pub min_shards: u32,
+    pub max_shards: u32,
     /// SQS: `MaximumConcurrency`; Kinesis: `ConnectionBudget` (the function's reserved
     /// concurrency).
     pub concurrency: u32,
@@ -152,7 +164,32 @@ pub struct Settings {
     pub batching_window_s: u32,
 }
 
+/// Batchers per location the edge runs for `rps` requests/s at a location, between `min` and
+/// `max`: enough that each sees at most [`BATCHER_SHARE`] of a batcher's capacity, as the
+/// edge's advisor grows them (it shrinks them later than it grows them, which a steady rate
+/// does not show).
+pub fn edge_shards(rps_per_location: f64, c: &Capacities, min: u32, max: u32) -> u32 {
+    let (min, max) = (min.max(1), max.max(min).max(1));
+    let needed = (rps_per_location.max(0.0) / (c.batcher_rps * BATCHER_SHARE)).ceil();
+    if needed >= f64::from(max) {
+        max
+    } else {
+        (needed as u32).clamp(min, max)
+    }
+}
+
 impl Settings {
+    /// Batchers per location the edge runs at `multiple` times the planned rate.
+    pub fn shards_at(&self, input: &Input, multiple: f64) -> u32 {
+        let per_location = input.load.rps * multiple / input.load.locations;
+        edge_shards(
+            per_location,
+            &input.capacities,
+            self.min_shards,
+            self.max_shards,
+        )
+    }
+
     /// Invocations the consumer runs at most at once: its database connections.
     pub fn consumer_concurrency(&self, buffer: Buffer) -> f64 {
         let c = f64::from(self.concurrency);

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::binding::{binding, n, outage};
-use super::model::{flow, pack, Buffer, BATCHER_SHARE};
+use super::model::{flow, pack, Buffer, BATCHER_SHARE, MAX_SHARDS_ROOM};
 use super::settings::batch_shards;
 use super::Plan;
 use crate::limits::LIMITS;
@@ -151,19 +151,43 @@ fn write_report(out: &mut String, p: &Plan, results: Option<&Path>) -> std::fmt:
     if !s.group_commit {
         writeln!(
             out,
-            "  {:<32} {:<8} (unused: group commit off)",
-            "BATCH_SHARDS", 1
+            "  {:<32} {:<8} (the default; unused: group commit off)",
+            "BATCH_SHARDS", s.min_shards
+        )?;
+        writeln!(
+            out,
+            "  {:<32} {:<8} (the default; unused: group commit off)",
+            "BATCH_MAX_SHARDS", s.max_shards
         )?;
     } else {
+        let target = c.batcher_rps * BATCHER_SHARE;
         writeln!(
-        out,
-        "  {:<32} {:<8} {} req/s per location; one batcher is given at most {} ({}% of its capacity)",
-        "BATCH_SHARDS",
-        s.batch_shards,
-        n(per_location),
-        n(c.batcher_rps * BATCHER_SHARE),
-        n(BATCHER_SHARE * 100.0)
-    )?;
+            out,
+            "  {:<32} {:<8} a floor: the edge adds batchers as a location's rate grows, keeping \
+             each at or below {} req/s ({}% of its capacity), and drops them as it falls",
+            "BATCH_SHARDS",
+            s.min_shards,
+            n(target),
+            n(BATCHER_SHARE * 100.0)
+        )?;
+        writeln!(
+            out,
+            "  {:<32} {:<8} the most per location, {} req/s there (the default, or more to leave \
+             room for {}x this rate)",
+            "BATCH_MAX_SHARDS",
+            s.max_shards,
+            n(f64::from(s.max_shards) * target),
+            n(MAX_SHARDS_ROOM)
+        )?;
+        writeln!(
+            out,
+            "  {:<32} {:<8} at {} req/s per location the edge runs {} batcher(s) there, {} req/s each",
+            "(what the edge will do)",
+            "",
+            n(per_location),
+            s.batch_shards,
+            n(f.per_batcher)
+        )?;
     }
     let conc = s.consumer_concurrency(d.buffer);
     let capacity = conc * c.drain_per_connection;
@@ -390,9 +414,15 @@ fn write_brief(out: &mut String, p: &Plan) -> std::fmt::Result {
     };
     writeln!(
         out,
-        "  settings: BATCH_WINDOW_MS={} BATCH_SHARDS={} {consumer} BatchSize={}",
+        "  settings: BATCH_WINDOW_MS={} BATCH_SHARDS={} BATCH_MAX_SHARDS={}{} {consumer} BatchSize={}",
         n(s.window_ms),
-        s.batch_shards,
+        s.min_shards,
+        s.max_shards,
+        if s.group_commit {
+            format!(" (the edge runs {} per location)", s.batch_shards)
+        } else {
+            String::new()
+        },
         s.batch_size
     )?;
     let services: Vec<String> = ["Workers", "Durable Objects", "SQS", "Kinesis", "Lambda"]

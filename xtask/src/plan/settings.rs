@@ -8,8 +8,8 @@ use crate::limits::limit;
 
 use super::bill::bill;
 use super::model::{
-    flow, Buffer, Flow, Input, Settings, BASE64, BATCHER_SHARE, KINESIS_KEY_BYTES,
-    ROWS_PER_TRANSACTION, SHARD_HEADROOM,
+    edge_shards, flow, Buffer, Flow, Input, Settings, BASE64, DEFAULT_MAX_SHARDS,
+    DEFAULT_MIN_SHARDS, KINESIS_KEY_BYTES, MAX_SHARDS_ROOM, ROWS_PER_TRANSACTION, SHARD_HEADROOM,
 };
 
 /// The settings for the load: group commit where it pays, enough batchers that none exceeds
@@ -17,11 +17,14 @@ use super::model::{
 /// of about [`ROWS_PER_TRANSACTION`] rows.
 pub fn settings(input: &Input) -> Settings {
     let d = &input.deployment;
+    let (min_shards, max_shards) = shard_bounds(input);
     let batch_shards = batch_shards(input);
     let s = Settings {
         group_commit: false,
         window_ms: 0.0,
         batch_shards: 1,
+        min_shards,
+        max_shards,
         concurrency: d.connections,
         stream_shards: 0,
         parallelization: 1,
@@ -45,12 +48,25 @@ pub fn settings(input: &Input) -> Settings {
     finish(input, s, &off)
 }
 
-/// Batchers per location such that none serves more than [`BATCHER_SHARE`] of its capacity.
+/// `BATCH_SHARDS` and `BATCH_MAX_SHARDS` to set: the edge's floor (1: it grows the shards
+/// itself), and a ceiling with room for [`MAX_SHARDS_ROOM`] times the rate, never below the
+/// edge's default.
+pub fn shard_bounds(input: &Input) -> (u32, u32) {
+    let per_location = input.load.rps * MAX_SHARDS_ROOM / input.load.locations;
+    let room = edge_shards(per_location, &input.capacities, 1, u32::MAX);
+    (DEFAULT_MIN_SHARDS, room.max(DEFAULT_MAX_SHARDS))
+}
+
+/// Batchers per location the edge runs at the planned rate, within [`shard_bounds`]: none
+/// serves more than its share of a Durable Object's capacity.
 pub fn batch_shards(input: &Input) -> u32 {
-    let per_location = input.load.rps / input.load.locations;
-    (per_location / (input.capacities.batcher_rps * BATCHER_SHARE))
-        .ceil()
-        .max(1.0) as u32
+    let (min, max) = shard_bounds(input);
+    edge_shards(
+        input.load.rps / input.load.locations,
+        &input.capacities,
+        min,
+        max,
+    )
 }
 
 /// The consumer's and the stream's settings for a flow.
@@ -93,6 +109,7 @@ fn finish(input: &Input, mut s: Settings, f: &Flow) -> Settings {
 mod tests {
     use super::*;
     use crate::plan::model::tests::input;
+    use crate::plan::model::BATCHER_SHARE;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-9 * b.abs().max(1.0)
@@ -154,10 +171,52 @@ mod tests {
             }
         }
         let i = input(10_000.0, 1.0, 1.0, Buffer::Sqs);
-        assert_eq!(
-            settings(&i).batch_shards,
-            20,
-            "10,000 req/s, 500 per batcher"
-        );
+        let s = settings(&i);
+        assert_eq!(s.batch_shards, 20, "10,000 req/s, 500 per batcher");
+        // A floor of 1 (the edge grows them), room for 100,000 req/s.
+        assert_eq!((s.min_shards, s.max_shards), (1, 200));
+    }
+
+    #[test]
+    fn shards_are_a_floor_and_a_ceiling_and_the_edge_follows_the_rate_between() {
+        // 100 req/s at one location: one batcher, the edge's defaults.
+        let i = input(100.0, 1.0, 1.0, Buffer::Sqs);
+        let s = settings(&i);
+        assert_eq!((s.min_shards, s.batch_shards, s.max_shards), (1, 1, 32));
+        // At 10x and 100x the edge adds batchers, up to the ceiling: 1,000 req/s take 2,
+        // 10,000 would take 20.
+        assert_eq!((s.shards_at(&i, 10.0), s.shards_at(&i, 100.0)), (2, 20));
+        assert_eq!(s.shards_at(&i, 1e4), 32, "1,000,000 req/s: the ceiling");
+        // Past the ceiling each batcher takes more than its share: the limits say so.
+        let f = flow(&i, 1e4, s.window_ms, s.shards_at(&i, 1e4));
+        assert!(f.per_batcher > 500.0 * 60.0, "{}", f.per_batcher);
+        // 3,000 req/s over 3 locations: 2 each at 1x; BATCH_MAX_SHARDS covers 10x (20).
+        let i = input(3_000.0, 1.0, 3.0, Buffer::Sqs);
+        let s = settings(&i);
+        assert_eq!((s.batch_shards, s.max_shards), (2, 32));
+        let i = input(30_000.0, 1.0, 3.0, Buffer::Sqs);
+        assert_eq!(settings(&i).max_shards, 200);
+    }
+
+    #[test]
+    fn the_planners_batcher_share_is_the_edges_shard_target() {
+        // The edge keeps each shard at or below SHARD_TARGET_RPS, with default bounds in its
+        // config: the planner's model of it must use the same numbers.
+        let read = |path: &str| {
+            std::fs::read_to_string(crate::step::root().join(path)).expect("the edge's source")
+        };
+        let advice = read("edge/src/deliver/group_commit/advice.rs");
+        let target = "pub const SHARD_TARGET_RPS: f64 = ";
+        let at = advice.find(target).expect("SHARD_TARGET_RPS") + target.len();
+        let value: f64 = advice[at..advice[at..].find(';').expect(";") + at]
+            .parse()
+            .expect("a number");
+        assert_eq!(value, limit("do_requests_per_s") * BATCHER_SHARE);
+        let config = read("edge/src/config/mod.rs");
+        assert!(config.contains(&format!("max_shards: {DEFAULT_MAX_SHARDS},")));
+        let wrangler = read("wrangler.toml");
+        assert!(wrangler.contains(&format!(
+            "BATCH_SHARDS ({DEFAULT_MIN_SHARDS}), BATCH_MAX_SHARDS ({DEFAULT_MAX_SHARDS})"
+        )));
     }
 }

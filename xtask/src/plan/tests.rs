@@ -15,7 +15,9 @@ fn the_command_prints_settings_bill_burst_and_limits() {
         "Spillway plan: 10,000 requests/s",
         "no results file",
         "BATCH_WINDOW_MS",
-        "BATCH_SHARDS",
+        "BATCH_SHARDS                     1        a floor: the edge adds batchers",
+        "BATCH_MAX_SHARDS                 32",
+        "at 1,000 req/s per location the edge runs 2 batcher(s) there, 500 req/s each",
         "MaximumConcurrency",
         "BatchSize",
         "Monthly bill",
@@ -102,6 +104,11 @@ fn the_brief_report_has_one_line_per_part() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 7, "{text}");
     assert!(lines[1].contains("BATCH_WINDOW_MS=20") && lines[1].contains("MaximumConcurrency=5"));
+    // 1,000 req/s per location: a floor of 1, room for 10x, 2 batchers run now.
+    assert!(
+        lines[1].contains("BATCH_SHARDS=1 BATCH_MAX_SHARDS=32 (the edge runs 2 per location)"),
+        "{text}"
+    );
     assert!(lines[2].contains("a month") && lines[2].contains("Durable Objects $"));
     assert!(lines[3].starts_with("  burst of 600,000 events"));
     assert!(lines[4].starts_with("  1x: nothing binds"), "{text}");

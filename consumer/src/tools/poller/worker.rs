@@ -1,21 +1,27 @@
 //! The I/O half of the poller: long-polls SQS, runs the handler on each gathered batch, deletes
-//! what succeeded. What to build and what to delete is decided in [`super::record`]; when to
-//! stop receiving because the database is away, in [`crate::breaker`] (one breaker shared by
-//! the workers).
+//! what succeeded, receiving the next batch beside each invocation and deleting in the
+//! background. What to build and what to delete is decided in [`super::record`]; when to
+//! receive ahead and how long such a batch may wait, in [`super::prefetch`]; when to stop
+//! receiving because the database is away, in [`crate::breaker`] (one breaker shared by the
+//! workers).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_sdk_sqs::types::QueueAttributeName;
 use thiserror::Error;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::config::PollerConfig;
-use super::record::{merge_received, sqs_event, to_delete, QueueInfo};
+use super::prefetch::Prefetch;
+use super::record::{sqs_event, to_delete, QueueInfo};
+use super::sqs::{
+    delete_owned, gather, join_receiving, received, release, sleep_until_some, spawn_gather,
+    Gathered, Receiving,
+};
 use crate::breaker::{BatchHealth, Breaker, Step, Transition};
 use crate::handler::{handle, Clock, Deps};
 use crate::store::{EventStore, FailureKind};
@@ -66,9 +72,6 @@ async fn probe<S: EventStore>(worker: usize, store: &S, breaker: &SharedBreaker)
     let transition = breaker_do(breaker, |b| b.probed(reachable, Instant::now().into_std()));
     log_transition(worker, transition);
 }
-
-/// Lambda's invocation payload limit is 6 MB; stop gathering well before it.
-const MAX_GATHER_BYTES: usize = 5 * 1024 * 1024;
 
 #[derive(Debug, Error)]
 pub enum PollerError {
@@ -122,6 +125,14 @@ pub struct WorkerStats {
     pub records: u64,
     pub deleted: u64,
     pub failed: u64,
+    /// Wall time inside invocations (building the event, verifying, decoding, writing), in
+    /// milliseconds; the rest of a worker's time is waiting for a batch or for the breaker.
+    pub invocation_ms: u64,
+    /// Receives started beside an invocation ([`Prefetch`]).
+    pub received_ahead: u64,
+    /// Messages received ahead and given back to the queue unhandled (breaker, shutdown, the
+    /// wait's bound).
+    pub released: u64,
 }
 
 impl WorkerStats {
@@ -130,112 +141,22 @@ impl WorkerStats {
         self.records += o.records;
         self.deleted += o.deleted;
         self.failed += o.failed;
+        self.invocation_ms += o.invocation_ms;
+        self.received_ahead += o.received_ahead;
+        self.released += o.released;
     }
-}
-
-/// Gathers one batch: long-polls until a first message, then keeps receiving until the batch
-/// is full, the window has passed or shutdown was asked. Returns what it has.
-async fn gather(
-    client: &aws_sdk_sqs::Client,
-    config: &PollerConfig,
-    queue: &QueueInfo,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<Vec<Message>, aws_sdk_sqs::Error> {
-    let mut batch: Vec<Message> = Vec::new();
-    let mut bytes = 0usize;
-    let mut deadline: Option<Instant> = None;
-    loop {
-        let want = (config.batch_size - batch.len()).min(10) as i32;
-        let wait = match deadline {
-            None => config.wait_time_seconds,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                (left.as_secs_f64().ceil() as i32).min(20)
-            }
-        };
-        let mut request = client
-            .receive_message()
-            .queue_url(&queue.url)
-            .max_number_of_messages(want)
-            .wait_time_seconds(wait)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All");
-        if let Some(v) = config.visibility_timeout {
-            request = request.visibility_timeout(v);
-        }
-        let received = tokio::select! {
-            r = request.send() => match r {
-                Ok(r) => r,
-                // Keep what was gathered: it is handled now instead of reappearing later.
-                Err(e) if !batch.is_empty() => {
-                    warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed; handling the partial batch");
-                    return Ok(batch);
-                }
-                Err(e) => return Err(e.into()),
-            },
-            _ = shutdown.changed() => return Ok(batch),
-        };
-        let messages = received.messages.unwrap_or_default();
-        if !messages.is_empty() && deadline.is_none() {
-            deadline = Some(Instant::now() + config.batching_window);
-        }
-        bytes += messages
-            .iter()
-            .map(|m| m.body().map_or(0, str::len))
-            .sum::<usize>();
-        merge_received(&mut batch, messages);
-        let full = batch.len() >= config.batch_size || bytes >= MAX_GATHER_BYTES;
-        let window_over = deadline.is_some_and(|d| Instant::now() >= d);
-        if !batch.is_empty() && (full || window_over) {
-            return Ok(batch);
-        }
-        if *shutdown.borrow() {
-            return Ok(batch);
-        }
-    }
-}
-
-/// Deletes what succeeded, 10 per request; returns how many SQS confirmed.
-async fn delete(client: &aws_sdk_sqs::Client, queue: &QueueInfo, items: &[(&str, &str)]) -> u64 {
-    let mut deleted = 0;
-    for chunk in items.chunks(10) {
-        let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, receipt))| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(format!("d{i}"))
-                    .receipt_handle(*receipt)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        match client
-            .delete_message_batch()
-            .queue_url(&queue.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            Ok(out) => {
-                deleted += out.successful().len() as u64;
-                for f in out.failed() {
-                    // Not deleted means delivered again later: a duplicate, which the
-                    // table skips. Worth a warning, not a failure.
-                    warn!(entry = f.id(), code = f.code(), "delete failed");
-                }
-            }
-            Err(e) => warn!(
-                error = %aws_sdk_sqs::error::DisplayErrorContext(e),
-                "DeleteMessageBatch failed; the messages will be delivered again"
-            ),
-        }
-    }
-    deleted
 }
 
 /// One worker: gather, handle, delete, until shutdown; while `breaker` is open, receive
 /// nothing and probe the database when it says so.
+///
+/// While an invocation runs, the worker receives its next batch beside it and deletes the
+/// previous batch's successes in the background, as Lambda's mapping does outside the function
+/// ([`Prefetch`] says when, and bounds how long a batch received ahead waits). Every guarantee
+/// of the one-step-after-the-other loop holds: a message is deleted only once its invocation
+/// answered and did not name it; a batch received ahead is handled, or given back to the queue
+/// (the breaker opened, shutdown, the wait's bound), never dropped; no receive starts while the
+/// breaker is open; on shutdown the invocation in flight finishes and its deletes are awaited.
 pub async fn run_worker<S, C>(
     worker: usize,
     client: aws_sdk_sqs::Client,
@@ -249,9 +170,44 @@ where
     S: EventStore,
     C: Clock,
 {
+    let visibility = config
+        .visibility_timeout
+        .map(|v| u64::try_from(v).unwrap_or(0))
+        .or(queue.visibility_timeout)
+        .map(Duration::from_secs);
+    let prefetch = Prefetch::new(visibility, config.batching_window);
     let mut stats = WorkerStats::default();
+    // A batch received ahead, waiting for its invocation; a receive still running.
+    let mut ready: Option<Gathered> = None;
+    let mut receiving: Option<Receiving> = None;
+    let mut deletes: JoinSet<u64> = JoinSet::new();
+    let mut last_invocation: Option<Duration> = None;
     while !*shutdown.borrow() {
-        match breaker_do(&breaker, |b| b.step(Instant::now().into_std())) {
+        while let Some(done) = deletes.try_join_next() {
+            stats.deleted += done.unwrap_or(0);
+        }
+        let step = breaker_do(&breaker, |b| b.step(Instant::now().into_std()));
+        if step != Step::Receive {
+            // Paused: what was received ahead is not handled now (it would fail and spend a
+            // receive); it goes back to the queue, to be received once the breaker closes. A
+            // receive still running is awaited first (a long poll: at most
+            // `WAIT_TIME_SECONDS`, or until shutdown), since dropping it could leave messages
+            // it was handed invisible for a whole visibility timeout.
+            if let Some(r) = receiving.take() {
+                ready = ready.or(received(worker, r.await));
+            }
+            if let Some(batch) = ready.take() {
+                stats.released += release(
+                    worker,
+                    &client,
+                    &queue,
+                    batch,
+                    "the database is unavailable",
+                )
+                .await;
+            }
+        }
+        match step {
             Step::Receive => {}
             Step::Probe => {
                 probe(worker, &deps.store, &breaker).await;
@@ -265,25 +221,72 @@ where
                 continue;
             }
         }
-        let messages = match gather(&client, &config, &queue, &mut shutdown).await {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(worker, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.changed() => {}
+        let batch = match (ready.take(), receiving.take()) {
+            (Some(batch), r) => {
+                receiving = r;
+                batch
+            }
+            (None, Some(r)) => match received(worker, r.await) {
+                Some(batch) => batch,
+                None => continue,
+            },
+            (None, None) => {
+                // One step after the other, as without receiving ahead: the last batch's
+                // deletes land before the next receive, so a message whose visibility timeout
+                // already ran out is not received again before its delete.
+                while let Some(done) = deletes.join_next().await {
+                    stats.deleted += done.unwrap_or(0);
                 }
-                continue;
+                match gather(&client, &config, &queue, &mut shutdown).await {
+                    Ok(m) if m.is_empty() => continue,
+                    Ok(messages) => Gathered {
+                        messages,
+                        at: Instant::now(),
+                    },
+                    Err(e) => {
+                        warn!(worker, error = %aws_sdk_sqs::error::DisplayErrorContext(&e), "receive failed");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        continue;
+                    }
+                }
             }
         };
-        if messages.is_empty() {
-            continue;
-        }
         // From here the batch is in flight: it is finished even if shutdown is asked.
         stats.invocations += 1;
         let request_id = format!("poller-{worker}-{}", stats.invocations);
+        let messages = batch.messages;
+        let started = Instant::now();
         let event = sqs_event(&messages, &queue);
-        let outcome = handle(&deps, &event, &request_id).await;
+        if prefetch.wanted(last_invocation) && breaker_do(&breaker, |b| b.is_closed()) {
+            receiving = Some(spawn_gather(&client, &config, &queue, &shutdown));
+            stats.received_ahead += 1;
+        }
+        let invocation = handle(&deps, &event, &request_id);
+        tokio::pin!(invocation);
+        let outcome = loop {
+            let release_at = ready
+                .as_ref()
+                .and_then(|b| prefetch.release_at(b.at.into_std()))
+                .map(Instant::from_std);
+            tokio::select! {
+                outcome = &mut invocation => break outcome,
+                joined = join_receiving(&mut receiving) => {
+                    receiving = None;
+                    ready = received(worker, joined);
+                }
+                _ = sleep_until_some(release_at) => {
+                    if let Some(batch) = ready.take() {
+                        stats.released += release(worker, &client, &queue, batch, "waited its bound for the invocation before it").await;
+                    }
+                }
+            }
+        };
+        let took = started.elapsed();
+        last_invocation = Some(took);
+        stats.invocation_ms += took.as_millis() as u64;
         println!("{}", outcome.emf);
         let health = if outcome.database_unavailable {
             BatchHealth::DatabaseUnavailable
@@ -292,10 +295,26 @@ where
         };
         let transition = breaker_do(&breaker, |b| b.observe(health, Instant::now().into_std()));
         log_transition(worker, transition);
-        let items = to_delete(&messages, &outcome.response);
+        let items: Vec<(String, String)> = to_delete(&messages, &outcome.response)
+            .into_iter()
+            .map(|(id, receipt)| (id.to_owned(), receipt.to_owned()))
+            .collect();
         stats.records += messages.len() as u64;
         stats.failed += (messages.len() - items.len()) as u64;
-        stats.deleted += delete(&client, &queue, &items).await;
+        if !items.is_empty() {
+            deletes.spawn(delete_owned(client.clone(), queue.clone(), items));
+        }
+    }
+    // Shutdown: a receive still running returns at once (it watches the same signal); what it
+    // or an earlier one brought goes back to the queue unhandled.
+    if let Some(r) = receiving.take() {
+        ready = ready.or(received(worker, r.await));
+    }
+    if let Some(batch) = ready.take() {
+        stats.released += release(worker, &client, &queue, batch, "shutdown").await;
+    }
+    while let Some(done) = deletes.join_next().await {
+        stats.deleted += done.unwrap_or(0);
     }
     stats
 }
@@ -359,6 +378,9 @@ where
         records = total.records,
         deleted = total.deleted,
         failed = total.failed,
+        invocation_ms = total.invocation_ms,
+        received_ahead = total.received_ahead,
+        released = total.released,
         "poller stopped"
     );
     match failure {

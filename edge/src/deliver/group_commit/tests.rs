@@ -36,6 +36,7 @@ fn events(n: u128, count: u128) -> Vec<EncodedEvent> {
             event_type: "page_view".into(),
             occurred_at: None,
             received_at: chrono::DateTime::from_timestamp_millis(1_764_316_800_123).expect("time"),
+            event_time: None,
             key_id: format!("key{}", n % 2),
             edge: None,
             source: Default::default(),

@@ -1,6 +1,8 @@
 //! Accepted `/v1/events` requests: enrichment, body shapes, gzip, ids and idempotency.
 
 use super::*;
+use crate::config::ContextField;
+use crate::request::context::CfFields;
 
 // ---------------------------------------------------------------- accepted requests
 
@@ -10,10 +12,9 @@ async fn single_event_is_enriched_packed_and_acknowledged() {
     let mut req = authed(
         r#"{"type":"page_view","timestamp":"2026-11-28T07:59:00+01:00","data":{"path":"/"}}"#,
     );
-    req.extensions_mut().insert(EdgeInfo {
-        colo: Some("FRA".into()),
-        country: Some("DE".into()),
-    });
+    req.extensions_mut().insert(frankfurt_cf());
+    req.headers_mut()
+        .insert("cf-connecting-ip", "203.0.113.77".parse().expect("header"));
     let a = edge.call(req).await;
     assert_eq!(a.status(), 202);
     let ids = a.ids();
@@ -38,7 +39,12 @@ async fn single_event_is_enriched_packed_and_acknowledged() {
         e.edge,
         Some(EdgeInfo {
             colo: Some("FRA".into()),
-            country: Some("DE".into())
+            country: Some("DE".into()),
+            city: Some("Frankfurt am Main".into()),
+            asn: Some(3320),
+            // Neither the postal code (not in the default EDGE_CONTEXT) nor the address
+            // (IP_POLICY none by default).
+            ..EdgeInfo::default()
         })
     );
     assert_eq!(e.data.get(), r#"{"path":"/"}"#);
@@ -52,6 +58,62 @@ async fn single_event_is_enriched_packed_and_acknowledged() {
     assert_eq!(log.colo.as_deref(), Some("FRA"));
     assert!(log.bytes > 0);
     assert!(!log.to_json().contains("page_view"), "no payloads in logs");
+    assert!(!log.to_json().contains("203.0.113"), "no address in logs");
+}
+
+/// `request.cf` of a request seen in Frankfurt, as the runtime adapter reads it.
+fn frankfurt_cf() -> CfFields {
+    CfFields::new(
+        [
+            (ContextField::Colo, "FRA"),
+            (ContextField::Country, "DE"),
+            (ContextField::City, "Frankfurt am Main"),
+            (ContextField::PostalCode, "60311"),
+            (ContextField::Asn, "3320"),
+        ]
+        .map(|(f, v)| (f, v.to_owned())),
+    )
+}
+
+/// `IP_POLICY` decides whether the address reaches the event, and how much of it, on every
+/// protocol; the log line holds it under none of them.
+#[tokio::test(start_paused = true)]
+async fn the_address_is_stored_only_as_ip_policy_says() {
+    for (policy, want) in [
+        ("none", None),
+        ("truncated", Some("203.0.113.0")),
+        ("full", Some("203.0.113.77")),
+    ] {
+        let edge = Edge::with(&[("IP_POLICY", policy), ("EDGE_CONTEXT", "none")]);
+        for path in ["/v1/events", "/v1/track"] {
+            let body = if path == "/v1/events" {
+                r#"{"type":"t"}"#
+            } else {
+                r#"{"type":"track","event":"t","userId":"u"}"#
+            };
+            let mut req = Request::builder()
+                .method(Method::POST)
+                .uri(format!("https://ingest.example.com{path}"))
+                .header("authorization", format!("Bearer {KEY_WEB}"))
+                .header("content-type", "application/json")
+                .header("cf-connecting-ip", "203.0.113.77")
+                .body(body.as_bytes().to_vec())
+                .expect("request");
+            req.extensions_mut().insert(frankfurt_cf());
+            let a = edge.call(req).await;
+            assert!(
+                matches!(a.status(), 200 | 202),
+                "{policy} {path}: {}",
+                a.json()
+            );
+            assert!(!a.0.log.to_json().contains("203.0.113"), "{policy} {path}");
+        }
+        let events = edge.queued();
+        assert_eq!(events.len(), 2, "{policy}");
+        for e in events {
+            assert_eq!(e.edge.and_then(|c| c.ip).as_deref(), want, "{policy}");
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -140,6 +140,7 @@ fn every_accepted_event_is_stored_once_exactly_as_sent() {
                 idempotency_key: req.idempotency_key.as_deref(),
                 now_ms: NOW_MS,
                 edge: None,
+                sent_at: None,
             };
             let counter = &mut counters[req.key];
             let mut random = || {

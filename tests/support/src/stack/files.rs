@@ -47,6 +47,9 @@ pub struct DevEnv {
     /// `ENVELOPE_KEYS` of the edge and the consumer (`kid:secret`): random per stack. In
     /// `dev.env` so that `spillway-dlq` can check the seals of dead letters.
     pub envelope_keys: String,
+    /// `TOKEN_SECRETS` of the edge (`key_id:secret`, one per ingest key): random per stack. In
+    /// `dev.env` so that `cargo xtask token` mints browser tokens for the local edge.
+    pub token_secrets: String,
     /// `BUFFER=sqs|kinesis` (the contract's name).
     pub buffer: BufferKind,
     /// With `BUFFER=kinesis`, the stream's settings.
@@ -69,6 +72,7 @@ impl DevEnv {
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
             ("AWS_SECRET_ACCESS_KEY", &self.aws_secret_access_key),
             ("ENVELOPE_KEYS", &self.envelope_keys),
+            ("TOKEN_SECRETS", &self.token_secrets),
             ("BUFFER", self.buffer.as_str()),
         ] {
             let _ = writeln!(s, "{k}={v}");
@@ -122,6 +126,8 @@ impl DevEnv {
             aws_secret_access_key: get("AWS_SECRET_ACCESS_KEY")?,
             // Absent from files written before envelopes were sealed.
             envelope_keys: get("ENVELOPE_KEYS").unwrap_or_default(),
+            // Absent from files written before browser tokens.
+            token_secrets: get("TOKEN_SECRETS").unwrap_or_default(),
             buffer,
             kinesis,
         })
@@ -276,6 +282,7 @@ mod queue_tests {
             sqs_server: SqsKind::Moto,
             aws_secret_access_key: "s".into(),
             envelope_keys: "local-1:e".into(),
+            token_secrets: "web:t".into(),
             buffer,
             kinesis: (buffer == BufferKind::Kinesis).then(|| KinesisEnv {
                 endpoint: "http://127.0.0.1:40123".into(),
@@ -301,6 +308,7 @@ mod queue_tests {
         assert!(text.contains("\nBUFFER=sqs\n"), "{text}");
         assert!(!text.contains("KINESIS"), "{text}");
         assert_eq!((back.buffer, back.kinesis), (BufferKind::Sqs, None));
+        assert_eq!(back.token_secrets, "web:t");
 
         let e = env(BufferKind::Kinesis);
         let (text, back) = round_trip(&e);

@@ -453,6 +453,11 @@ impl Stack {
             sqs_server: sqs_server.kind(),
             aws_secret_access_key: keys::random_key()?,
             envelope_keys: format!("local-1:{}", keys::random_key()?),
+            token_secrets: keys
+                .iter()
+                .map(|k| Ok(format!("{}:{}", k.key_id, keys::random_key()?)))
+                .collect::<Result<Vec<_>>>()?
+                .join(","),
             buffer: config.buffer,
             kinesis: kinesis_env,
         };
@@ -651,6 +656,7 @@ impl Stack {
             ),
             ("INGEST_KEYS", ingest_keys_var(&self.config.ingest_keys)),
             ("ENVELOPE_KEYS", self.env.envelope_keys.clone()),
+            ("TOKEN_SECRETS", self.env.token_secrets.clone()),
         ];
         write_private(&self.config.dir.join(".dev.vars"), &dev_vars(&secrets)?)?;
         let mut vars = edge_buffer_vars(&self.env, endpoint)?;

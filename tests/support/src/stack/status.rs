@@ -415,6 +415,7 @@ mod accepted_tests {
             sqs_server: SqsKind::Moto,
             aws_secret_access_key: "s".into(),
             envelope_keys: String::new(),
+            token_secrets: String::new(),
             buffer: BufferKind::Sqs,
             kinesis: None,
         }

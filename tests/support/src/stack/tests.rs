@@ -16,6 +16,7 @@ fn env(buffer: BufferKind) -> DevEnv {
         sqs_server: SqsKind::Moto,
         aws_secret_access_key: "s".into(),
         envelope_keys: "local-1:e".into(),
+        token_secrets: "web:t".into(),
         buffer,
         kinesis: (buffer == BufferKind::Kinesis).then(|| KinesisEnv {
             endpoint: "http://127.0.0.1:40123".into(),

@@ -9,8 +9,10 @@
 //! and the run is timed from that start (the poller's process start and connections included)
 //! until the consumer has stored every event (its EMF lines, one per invocation, read from the
 //! poller's log as they are written; the table's row count is checked once at the end).
-//! Alongside: the CPU each group of processes used, and the time the invocations spent in the
-//! database write (the EMF's `DbWriteMs`), which says where a worker's time went.
+//! Alongside: the CPU each group of processes used, the time the invocations spent in the
+//! database write (the EMF's `DbWriteMs`) and in all (the poller's `invocation_ms`, on its last
+//! line), which say where a worker's time went: the write, the consumer's own path (verify,
+//! decode), or waiting for a receive that the invocation before did not hide.
 //!
 //! The reference is binary `COPY` of the very rows the drain stored, into the same PostgreSQL,
 //! on one connection, in batches of one invocation's rows (figure 5's `bench_write`, pointed at
@@ -91,6 +93,15 @@ impl DrainRow {
         self.tally.db_write_ms as f64 / 1000.0 / (self.connections as f64 * self.seconds)
     }
 
+    /// Share of the workers' time spent in invocations (verify, decode, write); the rest is
+    /// waiting for a batch (a receive not hidden behind an invocation, the poller's start).
+    /// NaN when the poller did not say.
+    pub(super) fn invocation_share(&self) -> f64 {
+        self.tally.invocation_ms.map_or(f64::NAN, |ms| {
+            ms as f64 / 1000.0 / (self.connections as f64 * self.seconds)
+        })
+    }
+
     /// Milliseconds of CPU of `group` per 1,000 events drained; NaN when not measured.
     fn cpu_per_1000(&self, group: &str) -> f64 {
         self.cpu.as_ref().map_or(f64::NAN, |u| {
@@ -148,6 +159,9 @@ pub(super) struct Tally {
     pub(super) events_stored: u64,
     /// Sum of the invocations' `DbWriteMs` (each whole milliseconds).
     pub(super) db_write_ms: u64,
+    /// The workers' time inside invocations (verify, decode, write), from the poller's last
+    /// line (`invocation_ms`); `None` if it did not say.
+    pub(super) invocation_ms: Option<u64>,
 }
 
 impl Tally {
@@ -161,6 +175,18 @@ impl Tally {
             self.invocations += 1;
             self.events_stored += n("EventsStored");
             self.db_write_ms += n("DbWriteMs");
+        }
+    }
+
+    /// Takes `invocation_ms` from the poller's last line ("poller stopped"), among `lines`.
+    pub(super) fn add_stop_line(&mut self, lines: &str) {
+        for line in lines.lines().filter(|l| l.contains("poller stopped")) {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if let Some(ms) = v["fields"]["invocation_ms"].as_u64() {
+                self.invocation_ms = Some(ms);
+            }
         }
     }
 }
@@ -344,6 +370,8 @@ fn one(
         *stopped = Some(Instant::now());
     }
     let seconds = waited?;
+    // The poller's last line, written as it stopped, says how long its invocations took.
+    tally.add_stop_line(&log.new_lines()?);
     let stored: u64 = monitor
         .query("select count(*) from events")?
         .parse()
@@ -376,7 +404,7 @@ const N2: Option<usize> = Some(2);
 /// connection" by its name.
 pub(super) fn table(rows: &[DrainRow]) -> Table {
     #[rustfmt::skip] // A table: one column per line.
-    let cols: [Col<&DrainRow>; 18] = [
+    let cols: [Col<&DrainRow>; 19] = [
         ("events per message", N, |r| json!(r.per_message)),
         ("connections", N, |r| json!(r.connections)),
         ("events", N, |r| json!(r.events)),
@@ -391,6 +419,7 @@ pub(super) fn table(rows: &[DrainRow]) -> Table {
         ("rows per invocation (and per COPY batch)", N, |r| json!(r.rows_per_invocation())),
         ("invocations", N, |r| json!(r.tally.invocations)),
         ("workers' time in the write", N2, |r| num(r.write_share())),
+        ("workers' time in invocations (verify, decode, write)", N2, |r| num(r.invocation_share())),
         ("peak PostgreSQL connections", N, |r| json!(r.peak_connections)),
         ("cores busy", N2, |r| r.cpu.as_ref().map_or(Value::Null, |u| num(u.cores_busy))),
         ("local SQS CPU per 1,000 events (ms)", N, |r| num(r.cpu_per_1000(GROUPS[2]))),
@@ -398,7 +427,9 @@ pub(super) fn table(rows: &[DrainRow]) -> Table {
     ];
     let mut t = Table::of("figure-10-drain", rows, &cols);
     // The machine's cores, which the rows are a share of, in the header.
-    t.columns[15].name = format!("cores busy (of {})", cpu::cores());
+    if let Some(c) = t.columns.iter_mut().find(|c| c.name == "cores busy") {
+        c.name = format!("cores busy (of {})", cpu::cores());
+    }
     t
 }
 

@@ -94,9 +94,20 @@ fn the_tally_adds_the_emf_lines_only() {
         Tally {
             invocations: 2,
             events_stored: 1_700,
-            db_write_ms: 71
+            db_write_ms: 71,
+            invocation_ms: None,
         }
     );
+    // The poller's last line, as its JSON log writes it, adds the invocations' time.
+    let stop = json!({
+        "timestamp": "2026-12-06T20:00:01Z",
+        "level": "INFO",
+        "fields": {"message": "poller stopped", "invocations": 2, "invocation_ms": 96}
+    });
+    t.add_stop_line(&format!(
+        "{{\"fields\":{{\"message\":\"shutdown asked\"}}}}\n{stop}\n"
+    ));
+    assert_eq!(t.invocation_ms, Some(96));
 }
 
 #[test]
@@ -131,6 +142,7 @@ fn row(connections: usize, seconds: f64, db_write_ms: u64, copy: f64) -> DrainRo
             invocations: 30,
             events_stored: 30_000,
             db_write_ms,
+            invocation_ms: (db_write_ms > 0).then_some(db_write_ms + 400),
         },
         peak_connections: connections as u64,
         cpu: None,
@@ -152,8 +164,16 @@ fn the_table_gives_rates_per_connection_against_copy() {
         t.number(0, "per connection vs the write alone"),
         Some(0.625)
     );
-    // 3 s of writes over 2 workers x 2 s.
+    // 3 s of writes over 2 workers x 2 s, 3.4 s in invocations.
     assert_eq!(t.number(0, "workers' time in the write"), Some(0.75));
+    assert_eq!(
+        t.number(0, "workers' time in invocations (verify, decode, write)"),
+        Some(0.85)
+    );
+    assert_eq!(
+        t.get(1, "workers' time in invocations (verify, decode, write)"),
+        Some(&Value::Null)
+    );
     assert_eq!(
         t.number(0, "rows per invocation (and per COPY batch)"),
         Some(1_000.0)

@@ -1,0 +1,14 @@
+-- What only the edge knows of a request, stored with each of its events: the `request.cf`
+-- fields the edge's EDGE_CONTEXT names (country, region, city, continent, timezone, AS number
+-- and organisation, data centre, ...) and, only where its IP_POLICY asks for it, the client's
+-- address (`ip`, whole or truncated). A column of its own: never mixed into the client's `data`.
+--
+-- Nullable, without a default: rows stored before this migration have no context, nor do
+-- events whose edge had none to give (EDGE_CONTEXT=none, or a runtime without `request.cf`);
+-- NULL says "not known" where `{}` would claim "known to be empty". Adding a nullable column
+-- with no default only changes the catalogue: no table rewrite, a brief lock. `edge_colo` and
+-- `edge_country` stay and stay filled, for readers written before this column.
+--
+-- Apply it before deploying an edge or consumer that fills it (docs/deploy.md, section 9): the
+-- consumer's insert names the column.
+ALTER TABLE events ADD COLUMN context jsonb;

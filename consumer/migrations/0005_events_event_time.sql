@@ -1,0 +1,16 @@
+-- When each event happened, in the edge's clock: the client's `timestamp` corrected with the
+-- time the client says it sent the request (Segment's `sentAt`, PostHog's `sent_at` or
+-- `offset`, `Sent-At` on /v1/events), as Segment, RudderStack and PostHog compute it
+-- (shared/src/event_time.rs). `occurred_at` stays the client's clock as sent.
+--
+-- Nullable, and not filled for the rows a table already holds: adding a column without a
+-- default only changes the catalogue (a brief ACCESS EXCLUSIVE lock, no table rewrite), while
+-- filling it would rewrite every row in this migration's one transaction, holding row locks
+-- and doubling the table's size until vacuum. No earlier row was ever corrected, so its event
+-- time is exactly `COALESCE(occurred_at, received_at)`: query `COALESCE(event_time,
+-- occurred_at, received_at)`, or fill old rows in batches when convenient (docs/deploy.md).
+-- Every row the consumer writes from now on has it, whichever edge version sent the event.
+--
+-- No index: building one blocks writes for the length of the build, and CREATE INDEX
+-- CONCURRENTLY cannot run inside this migration's transaction (docs/deploy.md says how).
+ALTER TABLE events ADD COLUMN event_time timestamptz;
