@@ -17,6 +17,7 @@ use std::time::Duration;
 use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 use aws_smithy_async::time::SharedTimeSource;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use futures_util::future::LocalBoxFuture;
 use worker::{js_sys, Env};
 
 use crate::buffer::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
@@ -24,7 +25,7 @@ use crate::buffer::Configured;
 use crate::config::{Config, ConfigError};
 use crate::deliver::group_commit::{Advisor, AdvisorSettings, Gatherer};
 use crate::deliver::spill::{Breaker, BreakerSettings};
-use crate::ports::Runtime;
+use crate::ports::{Runtime, Wake};
 
 /// What an isolate builds once: its environment does not change while it lives.
 pub(crate) struct App {
@@ -102,5 +103,25 @@ impl Runtime for WorkerRuntime {
 
     async fn sleep(&self, duration: Duration) {
         worker::Delay::from(duration).await
+    }
+
+    /// A JavaScript promise made in the asking request: workerd runs the continuation of a
+    /// promise resolved from another request in the request that made it, so the awaiting
+    /// future resumes in its own context.
+    fn wake_up(&self) -> (Wake, LocalBoxFuture<'static, ()>) {
+        let mut resolve = None;
+        let promise = js_sys::Promise::new(&mut |res, _rej| resolve = Some(res));
+        let wake = Wake::new(move || {
+            if let Some(resolve) = resolve {
+                let _ = resolve.call0(&worker::wasm_bindgen::JsValue::UNDEFINED);
+            }
+        });
+        let resumed = worker::wasm_bindgen_futures::JsFuture::from(promise);
+        (
+            wake,
+            Box::pin(async move {
+                let _ = resumed.await;
+            }),
+        )
     }
 }

@@ -233,11 +233,8 @@ pub struct AdvisorSettings {
     /// rate).
     pub always: bool,
     /// Whether an isolate gathers its requests into one Durable Object request
-    /// ([`super::Gatherer`]). Off in the Worker: under workerd (`wrangler dev` 4.86.0) a
-    /// follower woken by its leader runs in the leader's request context, and the `Response`
-    /// it then builds is refused by the runtime ("Cannot perform I/O on behalf of a different
-    /// request", I/O type `ReadableStreamSource`): some followers got `500` although their
-    /// events were stored. On again only once a follower resumes in its own context.
+    /// ([`super::Gatherer`]). On in the Worker; off only in tests that look at one request per
+    /// Durable Object request.
     pub gather: bool,
 }
 
@@ -251,7 +248,7 @@ impl AdvisorSettings {
             min_shards,
             max_shards: g.max_shards.max(min_shards),
             always: g.always,
-            gather: false,
+            gather: true,
         }
     }
 }

@@ -14,11 +14,15 @@
 //! workerd forbids one request from using another's I/O objects (streams, request and response
 //! bodies: "Cannot perform I/O on behalf of a different request"). Nothing of the kind crosses
 //! here: a follower hands the leader plain Rust values (its encoded events), and gets back
-//! plain Rust values (its decoded [`Answer`]) through a Rust channel; the Durable Object
-//! request, its body and its response belong to the leader's request alone, and the leader
-//! reads the response to bytes before it answers anyone. (The isolate's single executor of
-//! Rust futures already polls any request's future from whichever request's microtask runs
-//! the queue; that is the same with or without gathering.)
+//! plain Rust values (its decoded [`Answer`]); the Durable Object request, its body and its
+//! response belong to the leader's request alone, and the leader reads the response to bytes
+//! before it answers anyone. What matters as much is *where* a request resumes: the isolate
+//! runs every request's Rust future on one executor, and a future woken directly by another
+//! request's code is polled in that other request's context, where the `Response` it then
+//! builds is refused (measured under `wrangler dev`: some followers got `500`). So a request
+//! never wakes another's future itself: each hand-over ([`Handoff`], and the seal that wakes a
+//! leader early) goes through [`Runtime::wake_up`], a JavaScript promise made by the waiting
+//! request, whose continuation workerd runs in the request that made it.
 //!
 //! # Every follower keeps its guarantees
 //!
@@ -45,12 +49,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_channel::oneshot;
 use futures_util::future::select;
 
 use super::wire::{decode_answer, decode_answers, encode_bundle, encode_submission_reporting};
 use super::{Answer, Submission};
-use crate::ports::{BatcherLink, Runtime};
+use crate::ports::{BatcherLink, Runtime, Wake};
 
 /// At most this many client requests in one Durable Object request: one more seals the
 /// gathering (its leader asks at once) and opens the next.
@@ -92,11 +95,46 @@ struct Gathering {
 struct Parts {
     /// The requests gathered, each with when it arrived (runtime ms); the leader's first.
     submissions: Vec<(Submission, u64)>,
-    /// The followers' channels, in the order of `submissions[1..]`.
-    followers: Vec<oneshot::Sender<Heard>>,
+    /// Where each follower hears its answer, in the order of `submissions[1..]`.
+    followers: Vec<Handoff<Heard>>,
     bytes: usize,
     /// Wakes the leader early: the gathering is full.
-    seal: Option<oneshot::Sender<()>>,
+    seal: Option<Wake>,
+}
+
+/// A value one request hands another: put in a shared slot, then the receiver is woken
+/// through [`Runtime::wake_up`], so that it resumes in its own request's context, never in
+/// the sender's (see the module's notes). Dropped unsent, it wakes the receiver to an empty
+/// slot.
+struct Handoff<T> {
+    value: Rc<RefCell<Option<T>>>,
+    wake: Wake,
+}
+
+impl<T> Handoff<T> {
+    fn send(self, value: T) {
+        *self.value.borrow_mut() = Some(value);
+        self.wake.wake();
+    }
+}
+
+impl<T> std::fmt::Debug for Handoff<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handoff")
+    }
+}
+
+/// A [`Handoff`] and the future that hears it: the value, or `None` when it was dropped unsent.
+fn handoff<T: 'static, R: Runtime>(
+    rt: &R,
+) -> (Handoff<T>, impl std::future::Future<Output = Option<T>>) {
+    let (wake, woken) = rt.wake_up();
+    let value = Rc::new(RefCell::new(None));
+    let heard = value.clone();
+    (Handoff { value, wake }, async move {
+        woken.await;
+        heard.borrow_mut().take()
+    })
 }
 
 impl Parts {
@@ -184,7 +222,7 @@ impl Gatherer {
                 Some(gathering) => {
                     let mut parts = gathering.inner.borrow_mut();
                     if parts.fits(bytes) {
-                        let (tx, rx) = oneshot::channel();
+                        let (tx, rx) = handoff(rt);
                         parts.submissions.push((submission, now));
                         parts.followers.push(tx);
                         parts.bytes += bytes;
@@ -192,7 +230,7 @@ impl Gatherer {
                     } else {
                         // Full: its leader asks now; this request leads the next one.
                         if let Some(seal) = parts.seal.take() {
-                            let _ = seal.send(());
+                            seal.wake();
                         }
                         drop(parts);
                         open.remove(name);
@@ -204,14 +242,14 @@ impl Gatherer {
         };
         let submission = match joined {
             Ok(rx) => {
-                return rx.await.unwrap_or_else(|_| {
+                return rx.await.unwrap_or_else(|| {
                     Err("the request that carried it to the batcher ended first".into())
                 })
             }
             Err(submission) => submission,
         };
 
-        let (seal, sealed) = oneshot::channel();
+        let (seal, sealed) = rt.wake_up();
         let gathering = Rc::new(Gathering {
             inner: RefCell::new(Parts {
                 submissions: vec![(submission, now)],
@@ -268,13 +306,13 @@ impl Gatherer {
                 let mine = answers.remove(0);
                 for (tx, answer) in followers.into_iter().zip(answers) {
                     // A follower may have gone (its client left, its deadline passed).
-                    let _ = tx.send(Ok(answer));
+                    tx.send(Ok(answer));
                 }
                 Ok(mine)
             }
             Err(problem) => {
                 for tx in followers {
-                    let _ = tx.send(Err(problem.clone()));
+                    tx.send(Err(problem.clone()));
                 }
                 Err(problem)
             }
@@ -322,6 +360,7 @@ mod tests {
     use std::cell::{Cell, RefCell};
     use std::time::Duration;
 
+    use futures_channel::oneshot;
     use futures_util::future::{join, join_all, select, Either, LocalBoxFuture};
     use spillway_shared::{encode_events, BufferLimits, Event, RawJson};
     use uuid::Uuid;
@@ -338,6 +377,7 @@ mod tests {
             id: Uuid::from_u128(n + 1),
             event_type: "page_view".into(),
             occurred_at: None,
+            event_time: None,
             received_at: chrono::DateTime::from_timestamp_millis(1_764_316_800_123).expect("time"),
             key_id: "key0".into(),
             edge: None,

@@ -25,7 +25,6 @@
 //! same batcher ([`Gatherer`]): one Durable Object request then carries several client requests
 //! (the batcher's flush log counts both, [`FlushLog`]), which is what makes group commit
 //! cheaper than a Durable Object request per client request at high rates.
-//! Off in the Worker for now ([`AdvisorSettings::gather`] says why, measured under workerd).
 
 pub mod advice;
 mod batcher;
