@@ -197,6 +197,7 @@ mod tests {
         let all = Flushes {
             flushes: 1_000,
             requests: 3_000,
+            calls: 3_000,
             events: 3_000,
             active_ms: 35_000,
         };
@@ -213,6 +214,7 @@ mod tests {
         let few = Flushes {
             flushes: 300,
             requests: 300,
+            calls: 300,
             events: 300,
             active_ms: 9_000,
         };
@@ -220,6 +222,13 @@ mod tests {
         assert!(close(b.durable_objects, 0.015));
         assert!(close(b.do_duration, 9.0 * 0.128 / 3_000.0 * 12.50));
         assert_eq!(do_requests(&few), 300.0);
+        // Gathered by the isolates: 3,000 requests in 1,000 Durable Object requests.
+        let gathered = Flushes {
+            calls: 1_000,
+            ..all
+        };
+        let b = bill(&m, 1, &gathered, Billing::Sqs);
+        assert!(close(b.durable_objects, 0.05));
     }
 
     #[test]
