@@ -131,4 +131,41 @@ pub trait Runtime {
     fn random_bytes(&self) -> [u8; 16];
     /// Waits for `duration`.
     async fn sleep(&self, duration: Duration);
+    /// A wake-up that one request of the isolate gives another: the [`Wake`] may be called (or
+    /// dropped, which wakes all the same) from any request, and the future, awaited by the
+    /// request that asked for the pair, then resumes in that request's own context. On Workers
+    /// this is what lets requests hand each other plain values: a request whose Rust future is
+    /// woken directly by another's would resume in the other's context, where the runtime refuses
+    /// its I/O ("Cannot perform I/O on behalf of a different request").
+    fn wake_up(&self) -> (Wake, LocalBoxFuture<'static, ()>);
+}
+
+/// The calling side of [`Runtime::wake_up`]: wakes its future once, when called or dropped.
+pub struct Wake(Option<Box<dyn FnOnce()>>);
+
+impl Wake {
+    pub fn new(wake: impl FnOnce() + 'static) -> Self {
+        Self(Some(Box::new(wake)))
+    }
+
+    /// Wakes the future now (dropping does the same).
+    pub fn wake(mut self) {
+        if let Some(wake) = self.0.take() {
+            wake();
+        }
+    }
+}
+
+impl Drop for Wake {
+    fn drop(&mut self) {
+        if let Some(wake) = self.0.take() {
+            wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Wake")
+    }
 }

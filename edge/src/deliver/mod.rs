@@ -21,10 +21,7 @@ use uuid::Uuid;
 use crate::buffer::{send_all, Buffer, SendReport, Shared};
 use crate::config::{Config, RetryPolicy};
 use crate::ports::{BatcherLink, Runtime, SpillQueue};
-use group_commit::{
-    batcher_name, decode_answer, encode_submission_reporting, Advisor, Route,
-    GROUP_COMMIT_BELOW_BYTES,
-};
+use group_commit::{batcher_name, Advisor, Gatherer, Route, Submission, GROUP_COMMIT_BELOW_BYTES};
 use spill::{pack_spill, spill_reserve, Breaker, Path};
 
 /// The way to the spill ([`spill`]).
@@ -35,13 +32,16 @@ pub struct Spill<'a> {
     pub breaker: &'a RefCell<Breaker>,
 }
 
-/// The way to the group commits: the batchers, and the isolate's [`Advisor`] (whether batching
-/// pays now, over how many batchers).
+/// The way to the group commits: the batchers, the isolate's [`Advisor`] (whether batching
+/// pays now, over how many batchers, gathering for how long) and its [`Gatherer`] (the
+/// isolate's requests that share one Durable Object request).
 #[derive(Debug, Clone, Copy)]
 pub struct GroupCommit<'a> {
     pub link: &'a dyn BatcherLink,
     /// One per isolate, like the spill's breaker.
     pub advisor: &'a RefCell<Advisor>,
+    /// One per isolate.
+    pub gatherer: &'a Gatherer,
 }
 
 /// What delivery needs: the configuration (deadline, limits, group commit, envelope key), the
@@ -278,10 +278,28 @@ where
         deadline: budget,
         ..config.retry
     };
-    let route = group_commit.map(|g| (g, g.advisor.borrow_mut().route(delivery.rt.now_ms())));
+    let route = group_commit.map(|g| {
+        let in_flight = g.gatherer.in_flight();
+        let route = g
+            .advisor
+            .borrow_mut()
+            .route_with(delivery.rt.now_ms(), in_flight);
+        (g, route)
+    });
     let sent = match route {
-        Some((g, Route::Batcher { shards, direct })) => {
-            let asked = Asked { shards, direct };
+        Some((
+            g,
+            Route::Batcher {
+                shards,
+                direct,
+                gather,
+            },
+        )) => {
+            let asked = Asked {
+                shards,
+                direct,
+                gather,
+            };
             via_group_commit(delivery, g, asked, encoded, sender, &policy, report).await
         }
         Some((_, Route::Direct)) | None => {
@@ -320,6 +338,8 @@ struct Asked {
     shards: u32,
     /// Small requests the isolate sent directly since its last submission.
     direct: u32,
+    /// How long to gather the isolate's other requests, when this one opens a gathering.
+    gather: Duration,
 }
 
 /// Hands the events to the request's group commit and reports what it says (its advice goes to
@@ -346,28 +366,36 @@ where
     let deadline_ms = u64::try_from(policy.deadline.as_millis()).unwrap_or(u64::MAX);
     let margin = (deadline_ms / 10).min(HANDOFF_MARGIN_MS);
     let name = batcher_name(sender.colo, sender.request_id, asked.shards);
-    let submission =
-        encode_submission_reporting(sender.key_id, deadline_ms - margin, asked.direct, encoded);
+    let submission = Submission {
+        group: sender.key_id.to_owned(),
+        wait_ms: deadline_ms - margin,
+        direct: asked.direct,
+        waited_ms: 0,
+        events: encoded.to_vec(),
+    };
     let answered = select(
-        group_commit.link.submit(&name, submission),
+        Box::pin(group_commit.gatherer.submit(
+            group_commit.link,
+            rt,
+            &name,
+            submission,
+            asked.gather,
+        )),
         Box::pin(rt.sleep(policy.deadline)),
     )
     .await;
     let advisor = group_commit.advisor;
     let problem = match answered {
-        Either::Left((Ok(answer), _)) => match decode_answer(&answer) {
-            Ok(answer) => {
-                match &answer.advice {
-                    Some(advice) => advisor.borrow_mut().heard(rt.now_ms(), advice),
-                    None => advisor.borrow_mut().unheard(rt.now_ms()),
-                }
-                report.route = Some(DeliveryRoute::GroupCommit);
-                report.shared = Some(answer.report.shared);
-                return answer.report;
+        Either::Left((Ok(answer), _)) => {
+            match &answer.advice {
+                Some(advice) => advisor.borrow_mut().heard(rt.now_ms(), advice),
+                None => advisor.borrow_mut().unheard(rt.now_ms()),
             }
-            Err(e) => e.to_string(),
-        },
-        Either::Left((Err(e), _)) => e.to_string(),
+            report.route = Some(DeliveryRoute::GroupCommit);
+            report.shared = Some(answer.report.shared);
+            return answer.report;
+        }
+        Either::Left((Err(e), _)) => e,
         Either::Right(((), _)) => {
             advisor.borrow_mut().unheard(rt.now_ms());
             report.route = Some(DeliveryRoute::GroupCommit);

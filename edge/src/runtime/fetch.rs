@@ -200,6 +200,7 @@ async fn fetch(req: worker::Request, env: Env, _ctx: Context) -> worker::Result<
                 batcher: batchers.as_ref().map(|b| GroupCommit {
                     link: b as &dyn BatcherLink,
                     advisor: &app.advisor,
+                    gatherer: &app.gatherer,
                 }),
                 spill: spill.as_ref().map(|queue| Spill {
                     queue,

@@ -1,8 +1,9 @@
 //! The group commit's batcher as a Durable Object (`Batcher`, bound as `BATCHER`), and the
-//! edge's way to it. Both are thin: the object decodes a submission, hands it to
-//! [`crate::deliver::group_commit::Batcher`], encodes its answer (report and advice) and, for
-//! the request that led a flush, logs the flush (`{"kind":"batch",...}`: what the bench bills
-//! the batchers' duration from); the link posts a submission to the object named by the
+//! edge's way to it. Both are thin: the object decodes a submission (or a bundle of the
+//! submissions one isolate gathered), hands them to [`crate::deliver::group_commit::Batcher`],
+//! encodes its answers (report and advice) and logs each flush they led
+//! (`{"kind":"batch","requests","calls","events","active_ms"}`: what the bench bills the
+//! batchers' requests and duration from); the link posts a body to the object named by the
 //! request path.
 
 use std::fmt;
@@ -13,7 +14,7 @@ use worker::{durable_object, js_sys, DurableObject, Env, ObjectNamespace, State}
 use super::{buffer_client, config_from, WorkerRuntime};
 use crate::buffer::Configured;
 use crate::deliver::group_commit::{
-    decode_submission, encode_answer, Batcher as Core, BatcherSettings,
+    decode_bundle, encode_answer, encode_answers, Batcher as Core, BatcherSettings,
 };
 use crate::ports::{BatcherError, BatcherLink};
 
@@ -51,13 +52,17 @@ impl DurableObject for Batcher {
             Err(problem) => return worker::Response::error(problem.clone(), 500),
         };
         let body = req.bytes().await?;
-        match decode_submission(&body) {
-            Ok(submission) => {
-                let answered = core.answer(submission).await;
-                if let Some(flush) = answered.flush {
+        match decode_bundle(&body) {
+            Ok((submissions, bundle)) => {
+                let (answers, flushes) = core.answer_all(submissions).await;
+                for flush in flushes {
                     worker::console_log!("{}", flush.to_json());
                 }
-                worker::Response::from_bytes(encode_answer(&answered.answer))
+                let body = match (bundle, answers.as_slice()) {
+                    (false, [one]) => encode_answer(one),
+                    _ => encode_answers(&answers),
+                };
+                worker::Response::from_bytes(body)
             }
             Err(e) => worker::Response::error(e.to_string(), 400),
         }

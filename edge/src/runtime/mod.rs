@@ -17,14 +17,15 @@ use std::time::Duration;
 use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 use aws_smithy_async::time::SharedTimeSource;
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use futures_util::future::LocalBoxFuture;
 use worker::{js_sys, Env};
 
 use crate::buffer::connector::{DateTimeSource, DelaySleep, FetchHttpClient};
 use crate::buffer::Configured;
 use crate::config::{Config, ConfigError};
-use crate::deliver::group_commit::{Advisor, AdvisorSettings};
+use crate::deliver::group_commit::{Advisor, AdvisorSettings, Gatherer};
 use crate::deliver::spill::{Breaker, BreakerSettings};
-use crate::ports::Runtime;
+use crate::ports::{Runtime, Wake};
 
 /// What an isolate builds once: its environment does not change while it lives.
 pub(crate) struct App {
@@ -34,6 +35,8 @@ pub(crate) struct App {
     pub(crate) breaker: RefCell<Breaker>,
     /// Whether group commit pays now, over how many batchers (used only with `BATCHER`).
     pub(crate) advisor: RefCell<Advisor>,
+    /// The isolate's small requests gathering for one Durable Object request (with `BATCHER`).
+    pub(crate) gatherer: Gatherer,
 }
 
 thread_local! {
@@ -62,6 +65,7 @@ fn build(env: &Env) -> Result<App, ConfigError> {
         queue,
         breaker,
         advisor,
+        gatherer: Gatherer::new(),
     })
 }
 
@@ -99,5 +103,25 @@ impl Runtime for WorkerRuntime {
 
     async fn sleep(&self, duration: Duration) {
         worker::Delay::from(duration).await
+    }
+
+    /// A JavaScript promise made in the asking request: workerd runs the continuation of a
+    /// promise resolved from another request in the request that made it, so the awaiting
+    /// future resumes in its own context.
+    fn wake_up(&self) -> (Wake, LocalBoxFuture<'static, ()>) {
+        let mut resolve = None;
+        let promise = js_sys::Promise::new(&mut |res, _rej| resolve = Some(res));
+        let wake = Wake::new(move || {
+            if let Some(resolve) = resolve {
+                let _ = resolve.call0(&worker::wasm_bindgen::JsValue::UNDEFINED);
+            }
+        });
+        let resumed = worker::wasm_bindgen_futures::JsFuture::from(promise);
+        (
+            wake,
+            Box::pin(async move {
+                let _ = resumed.await;
+            }),
+        )
     }
 }

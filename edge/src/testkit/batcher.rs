@@ -1,5 +1,6 @@
 //! A batcher on the test's own thread, reached the way the Worker reaches its Durable Objects:
-//! through the wire format, so the request path's side of group commit is tested whole.
+//! through the wire format (single submissions and gathered bundles), so the request path's
+//! side of group commit is tested whole.
 
 use std::cell::{Cell, RefCell};
 
@@ -8,7 +9,7 @@ use futures_util::future::LocalBoxFuture;
 use super::{FakeQueue, FakeRuntime};
 use crate::config::Config;
 use crate::deliver::group_commit::{
-    decode_submission, encode_answer, Answered, Batcher, BatcherSettings, Submission,
+    decode_bundle, encode_answer, encode_answers, Batcher, BatcherSettings, FlushLog,
 };
 use crate::ports::{BatcherError, BatcherLink};
 
@@ -31,6 +32,7 @@ pub struct LocalBatcher {
     pub batcher: Batcher<FakeQueue, FakeRuntime>,
     link: Cell<Link>,
     names: RefCell<Vec<String>>,
+    flushes: RefCell<Vec<FlushLog>>,
 }
 
 impl LocalBatcher {
@@ -44,6 +46,7 @@ impl LocalBatcher {
             ),
             link: Cell::new(Link::Up),
             names: RefCell::default(),
+            flushes: RefCell::default(),
         }
     }
 
@@ -51,17 +54,19 @@ impl LocalBatcher {
         self.link.set(link);
     }
 
-    /// The batcher names requests were routed to, in order.
+    /// The batcher names Durable Object requests went to, in order (one per request the
+    /// batcher got: a gathered bundle is one).
     pub fn names(&self) -> Vec<String> {
         self.names.borrow().clone()
     }
 
-    pub fn queue(&self) -> &FakeQueue {
-        self.batcher.queue()
+    /// The flushes the batcher logged, as the Durable Object logs them.
+    pub fn flushes(&self) -> Vec<FlushLog> {
+        self.flushes.borrow().clone()
     }
 
-    async fn answer(&self, submission: Submission) -> Answered {
-        self.batcher.answer(submission).await
+    pub fn queue(&self) -> &FakeQueue {
+        self.batcher.queue()
     }
 }
 
@@ -78,9 +83,14 @@ impl BatcherLink for LocalBatcher {
                 Link::Hang => std::future::pending().await,
                 Link::Garbage => Ok(b"<html>upstream error</html>".to_vec()),
                 Link::Up => {
-                    let submission =
-                        decode_submission(&submission).map_err(|e| BatcherError(e.to_string()))?;
-                    Ok(encode_answer(&self.answer(submission).await.answer))
+                    let (submissions, bundle) =
+                        decode_bundle(&submission).map_err(|e| BatcherError(e.to_string()))?;
+                    let (answers, flushes) = self.batcher.answer_all(submissions).await;
+                    self.flushes.borrow_mut().extend(flushes);
+                    Ok(match (bundle, answers.as_slice()) {
+                        (false, [one]) => encode_answer(one),
+                        _ => encode_answers(&answers),
+                    })
                 }
             }
         })

@@ -23,11 +23,12 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use futures_util::future::LocalBoxFuture;
 use spillway_shared::{BufferCall, BufferEntry, Keyring, SigningKey, Unsigned};
 use uuid::Uuid;
 
 use crate::buffer::{Buffer, CallOutcome, FailedEntry, SendError};
-use crate::ports::{RateLimit, RateLimitError, Runtime};
+use crate::ports::{RateLimit, RateLimitError, Runtime, Wake};
 
 /// Virtual time on tokio's paused clock: sleeps complete when nothing else can make progress.
 #[derive(Debug)]
@@ -89,6 +90,18 @@ impl Runtime for FakeRuntime {
     async fn sleep(&self, duration: Duration) {
         tokio::time::sleep(duration + Duration::from_millis(self.late_ms)).await;
         self.sleeps.borrow_mut().push(duration.as_millis() as u64);
+    }
+
+    fn wake_up(&self) -> (Wake, LocalBoxFuture<'static, ()>) {
+        let (tx, rx) = futures_channel::oneshot::channel::<()>();
+        (
+            Wake::new(move || {
+                let _ = tx.send(());
+            }),
+            Box::pin(async move {
+                let _ = rx.await;
+            }),
+        )
     }
 }
 

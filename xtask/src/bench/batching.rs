@@ -3,9 +3,12 @@
 //! and the SQS requests they cost **counted** by an
 //! [`BufferMeter`](spillway_support::BufferMeter) between the edge and the local SQS: what
 //! reached the server, not what the edge says it sent. The batchers' side is counted from the
-//! edge log, where each batcher logs every flush (`{"kind":"batch","requests":n,"active_ms":x}`):
-//! one Durable Object request per request it carried, and its active wall time (what a Durable
-//! Object's duration is billed for). The whole bill per million events, by service, uses
+//! edge log, where each batcher logs every flush
+//! (`{"kind":"batch","requests":n,"calls":c,"events":e,"active_ms":x}`): the client requests
+//! it carried, the Durable Object requests that brought them (`calls`, fewer than `requests`
+//! where an isolate gathered its requests into one; a line without `calls`, from an older
+//! edge, had one per request), and its active wall time (what a Durable Object's duration is
+//! billed for). Durable Object requests are billed by `calls`. The whole bill per million events, by service, uses
 //! [`crate::prices`]. Not billed here: Workers CPU (figure 3 measures it), the consumer's side
 //! (figure 9).
 
@@ -82,8 +85,10 @@ pub(super) struct BatchRow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Flushes {
     pub(super) flushes: u64,
-    /// Requests the flushes carried: one Durable Object request each.
+    /// Client requests the flushes carried.
     pub(super) requests: u64,
+    /// Durable Object requests that carried them (billed): at most `requests`.
+    pub(super) calls: u64,
     pub(super) events: u64,
     /// The batchers' active wall time, summed over every flush.
     pub(super) active_ms: u64,
@@ -110,6 +115,7 @@ impl Flushes {
             let n = |k: &str| v[k].as_u64().unwrap_or(0);
             f.flushes += 1;
             f.requests += n("requests");
+            f.calls += v["calls"].as_u64().unwrap_or(n("requests"));
             f.events += n("events");
             f.active_ms += n("active_ms");
         }
@@ -120,6 +126,7 @@ impl Flushes {
         Flushes {
             flushes: self.flushes.saturating_sub(before.flushes),
             requests: self.requests.saturating_sub(before.requests),
+            calls: self.calls.saturating_sub(before.calls),
             events: self.events.saturating_sub(before.events),
             active_ms: self.active_ms.saturating_sub(before.active_ms),
         }
@@ -134,7 +141,7 @@ pub(super) const DO_GB: f64 = 0.128;
 pub(super) struct Bill {
     /// One Workers request per client request.
     pub(super) workers: f64,
-    /// One Durable Object request per request a batcher carried.
+    /// The Durable Object requests the batchers' flushes logged (`calls`).
     pub(super) do_requests: f64,
     /// The batchers' active time at 128 MB.
     pub(super) do_duration: f64,
@@ -500,14 +507,18 @@ mod tests {
             "  {\"kind\":\"batch\",\"requests\":3,\"events\":4,\"active_ms\":31}\n",
             "{\"kind\":\"replay\",\"replayed\":9}\n",
             "{\"kind\":\"batch\",\"requests\":1,\"events\":1,\"active_ms\":22}\n",
+            // Gathered: 40 client requests in 2 Durable Object requests.
+            "{\"kind\":\"batch\",\"requests\":40,\"calls\":2,\"events\":40,\"active_ms\":25}\n",
             "{\"kind\":\"batch\", broken\n",
         );
         let f = Flushes::of(log);
+        // Lines without `calls` (older edges) had a Durable Object request per request.
         let want = Flushes {
-            flushes: 2,
-            requests: 4,
-            events: 5,
-            active_ms: 53,
+            flushes: 3,
+            requests: 44,
+            calls: 6,
+            events: 45,
+            active_ms: 78,
         };
         assert_eq!(f, want);
         assert_eq!(f.since(&Flushes::default()), want);
@@ -517,13 +528,14 @@ mod tests {
     #[test]
     fn the_bill_counts_workers_durable_objects_and_sqs_per_million_events() {
         // 100 one-event requests, 40 of them through batchers in 20 flushes active 1 s in all,
-        // 80 billed SQS requests, 100 events at SQS.
+        // brought by 40 Durable Object requests, 80 billed SQS requests, 100 events at SQS.
         let mut row = row(1_280, &vec![end(Answer::Status(202), 1.0, 0.1); 100]);
         row.meter.events = 100;
         row.meter.billed = 80;
         row.flushes = Flushes {
             flushes: 20,
             requests: 40,
+            calls: 40,
             events: 40,
             active_ms: 1_000,
         };
@@ -541,6 +553,10 @@ mod tests {
         assert!(close(b.total(), 0.30 + 0.06 + 0.016 + 0.32));
         // Floor: a Workers request and 1,280 B per event in 64 KiB SQS requests.
         assert!(close(row.floor_usd(), 0.30 + 19_531.25 * 0.40 / 1e6));
+        // The isolates gathered the same 40 requests into 8 Durable Object requests: billed
+        // by the 8.
+        row.flushes.calls = 8;
+        assert!(close(row.bill().do_requests, 0.012), "{:?}", row.bill());
         row.meter.events = 0;
         assert!(
             row.bill().total().is_nan(),

@@ -79,11 +79,11 @@ impl Bill {
     }
 }
 
-/// The Durable Object requests the batchers' flushes of a run cost: one per request a flush
-/// carried. The one place that says so: if the flush log comes to carry the batchers' calls
-/// apart from the client requests they answer, this is what changes.
+/// The Durable Object requests the batchers' flushes of a run cost: the Durable Object
+/// requests that brought the client requests a flush carried (`calls`; fewer than the
+/// requests where an isolate gathered its own into one). The one place that says so.
 pub(super) fn do_requests(f: &Flushes) -> f64 {
-    f.requests as f64
+    f.calls as f64
 }
 
 /// The bill of a run that sent `events_per_request`-event requests, whose buffer writes `m`
@@ -197,6 +197,7 @@ mod tests {
         let all = Flushes {
             flushes: 1_000,
             requests: 3_000,
+            calls: 3_000,
             events: 3_000,
             active_ms: 35_000,
         };
@@ -213,6 +214,7 @@ mod tests {
         let few = Flushes {
             flushes: 300,
             requests: 300,
+            calls: 300,
             events: 300,
             active_ms: 9_000,
         };
@@ -220,6 +222,13 @@ mod tests {
         assert!(close(b.durable_objects, 0.015));
         assert!(close(b.do_duration, 9.0 * 0.128 / 3_000.0 * 12.50));
         assert_eq!(do_requests(&few), 300.0);
+        // Gathered by the isolates: 3,000 requests in 1,000 Durable Object requests.
+        let gathered = Flushes {
+            calls: 1_000,
+            ..all
+        };
+        let b = bill(&m, 1, &gathered, Billing::Sqs);
+        assert!(close(b.durable_objects, 0.05));
     }
 
     #[test]

@@ -398,7 +398,7 @@ fn batching_table(rows: &[BatchRow]) -> Table {
         (row, kept_up, off.filter(|_| row.mode == Mode::On))
     });
     #[rustfmt::skip] // A table: one column per line.
-    let cols: [Col<WithOff>; 29] = [
+    let cols: [Col<WithOff>; 30] = [
         ("batching", TEXT, |x| json!(x.0.mode.label())),
         ("offered req/s", N, |x| json!(x.0.offered_rps)),
         ("for (s)", N, |x| json!(x.0.secs)),
@@ -414,7 +414,8 @@ fn batching_table(rows: &[BatchRow]) -> Table {
         ("floor", N, |x| num(x.0.floor_per_million())),
         ("billed / floor", N2, |x| ratio(x.0.billed_per_million(), x.0.floor_per_million())),
         ("batcher flushes (logged)", N, |x| json!(x.0.flushes.flushes)),
-        ("DO requests (logged)", N, |x| json!(x.0.flushes.requests)),
+        ("requests batched (logged)", N, |x| json!(x.0.flushes.requests)),
+        ("DO requests (logged)", N, |x| json!(x.0.flushes.calls)),
         ("batcher active (s)", N2, |x| num(x.0.flushes.active_ms as f64 / 1e3)),
         ("Workers requests ($/M events)", N4, |x| num(x.0.bill().workers)),
         ("DO requests ($/M events)", N4, |x| num(x.0.bill().do_requests)),

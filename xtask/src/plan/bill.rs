@@ -107,7 +107,7 @@ pub fn bill(input: &Input, s: &Settings) -> Bill {
         line(
             "Durable Objects",
             "requests",
-            f.batched_requests * month,
+            f.do_requests * month,
             "requests",
             per_m("do_request"),
             false,

@@ -100,6 +100,7 @@ fn assemble(o: &Options, load: &Load, m: &Measured) -> Input {
             connections: o.connections,
             window_ms: f64::from(o.window_ms),
             send_ms: o.send_ms,
+            isolates: o.isolates.map(f64::from),
             memory_mb: f64::from(o.memory_mb),
             edge_rps: if o.here {
                 m.edge_rps.as_ref().map(|e| e.value)

@@ -108,6 +108,10 @@ pub struct Deployment {
     /// How long a batcher's call to the buffer takes (from the Cloudflare location to the AWS
     /// region), during which the batcher is active and billed.
     pub send_ms: f64,
+    /// Worker isolates per location: an isolate gathers its concurrent requests for a batcher
+    /// into one Durable Object request (edge/src/deliver/group_commit/gather.rs). `None`:
+    /// every request in an isolate of its own, so one Durable Object request each.
+    pub isolates: Option<f64>,
     /// The consumer's memory (`FunctionMemorySize`), for its GB-s.
     pub memory_mb: f64,
     /// Requests/s the edge takes at most; `None`: Workers scale with the traffic (deployed).
@@ -233,6 +237,8 @@ pub struct Flow {
     pub events: f64,
     /// Requests that go through a batcher.
     pub batched_requests: f64,
+    /// Durable Object requests that bring them: one per isolate taking part in a flush.
+    pub do_requests: f64,
     /// Requests one flush carries on average (1 without group commit).
     pub per_flush: f64,
     /// Requests/s one batcher sees.
@@ -265,6 +271,16 @@ fn sqs_billed(p: Packed) -> f64 {
     calls * (p.bytes / calls / SQS_CHUNK).ceil().max(1.0)
 }
 
+/// How many isolates `requests` spread evenly at random over `isolates` come from: the
+/// Durable Object requests of a flush that carries them. Without a number of isolates, one per
+/// request.
+pub fn isolates_in(requests: f64, isolates: Option<f64>) -> f64 {
+    match isolates {
+        Some(k) if k >= 1.0 => (k * (1.0 - (1.0 - 1.0 / k).powf(requests))).min(requests),
+        _ => requests,
+    }
+}
+
 /// The flow at `multiple` times the load, group commit on (`window_ms` > 0, `shards`
 /// batchers per location) or off.
 pub fn flow(input: &Input, multiple: f64, window_ms: f64, shards: u32) -> Flow {
@@ -279,6 +295,7 @@ pub fn flow(input: &Input, multiple: f64, window_ms: f64, shards: u32) -> Flow {
         requests,
         events: requests * epr,
         batched_requests: 0.0,
+        do_requests: 0.0,
         per_flush: 1.0,
         per_batcher: 0.0,
         batchers: 0.0,
@@ -311,6 +328,7 @@ pub fn flow(input: &Input, multiple: f64, window_ms: f64, shards: u32) -> Flow {
         let flushes = requests / per_flush;
         let packed = pack(per_flush * epr, load, c);
         f.batched_requests = requests;
+        f.do_requests = flushes * isolates_in(per_flush, input.deployment.isolates);
         f.per_flush = per_flush;
         f.per_batcher = per_batcher;
         f.batchers = batchers;
@@ -348,6 +366,7 @@ pub(super) mod tests {
                 connections: 5,
                 window_ms: 20.0,
                 send_ms: 30.0,
+                isolates: None,
                 memory_mb: 512.0,
                 edge_rps: None,
                 ramp: true,
@@ -393,5 +412,26 @@ pub(super) mod tests {
         assert!(close(f.sqs_billed / f.events * 1e6, 1e6 / 3.0));
         let f = flow(&i, 0.1, 20.0, 1);
         assert_eq!(f.per_flush, 1.0);
+    }
+
+    #[test]
+    fn an_isolates_requests_share_one_durable_object_request() {
+        // One isolate: a flush costs one Durable Object request whatever it carries.
+        assert_eq!(isolates_in(30.0, Some(1.0)), 1.0);
+        // Unknown isolates: one each, as without gathering.
+        assert_eq!(isolates_in(30.0, None), 30.0);
+        // Many isolates: nearly one each; never more than the requests.
+        let many = isolates_in(3.0, Some(1_000.0));
+        assert!(many < 3.0 && many > 2.99, "{many}");
+        assert!(isolates_in(2.0, Some(2.0)) == 1.5);
+        let mut i = input(1_000.0, 1.0, 1.0, Buffer::Sqs);
+        let alone = flow(&i, 1.0, 20.0, 1);
+        assert!(close(alone.do_requests, alone.requests));
+        i.deployment.isolates = Some(1.0);
+        let gathered = flow(&i, 1.0, 20.0, 1);
+        assert!(close(
+            gathered.do_requests,
+            gathered.requests / gathered.per_flush
+        ));
     }
 }

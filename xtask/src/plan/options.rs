@@ -22,6 +22,9 @@ pub const USAGE: &str = "usage: cargo xtask plan --rps N [options]
   --send-ms N             a batcher's call to the buffer, location to region (30)
   --memory-mb N           the consumer's FunctionMemorySize (512)
   --arrivals A            poisson (independent clients) or uniform (evenly spaced) (poisson)
+  --isolates N            Worker isolates a location's traffic spreads over: an isolate's
+                          requests for one batcher share a Durable Object request (default:
+                          none share one; --here: 1)
   --here                  this machine's set-up instead of a deployment: one location, the
                           edge's measured rate as its ceiling, the local poller (2
                           connections, no scale-up), evenly spaced arrivals, 10 ms sends
@@ -45,6 +48,8 @@ pub struct Options {
     pub send_ms: f64,
     pub memory_mb: u32,
     pub arrivals: Arrivals,
+    /// Isolates per location; `None`: every request in an isolate of its own.
+    pub isolates: Option<u32>,
     pub here: bool,
     /// A few lines instead of the whole report.
     pub brief: bool,
@@ -126,6 +131,7 @@ pub fn parse(args: &[String]) -> Result<Options, OptionError> {
         send_ms: 30.0,
         memory_mb: 512,
         arrivals: Arrivals::Poisson,
+        isolates: None,
         here: false,
         brief: false,
         results: None,
@@ -155,6 +161,7 @@ pub fn parse(args: &[String]) -> Result<Options, OptionError> {
             "--send-ms",
             "--memory-mb",
             "--arrivals",
+            "--isolates",
             "--results",
         ];
         if !known.contains(&flag) {
@@ -187,6 +194,7 @@ pub fn parse(args: &[String]) -> Result<Options, OptionError> {
             "--window-ms" => o.window_ms = whole(flag, v, 0, 10_000)?,
             "--send-ms" => send = Some(number(flag, v, 0.0, 60_000.0)?),
             "--memory-mb" => o.memory_mb = whole(flag, v, 128, 10_240)?,
+            "--isolates" => o.isolates = Some(whole(flag, v, 1, 1_000_000)?),
             "--arrivals" => {
                 arrivals = Some(match v {
                     "poisson" => Arrivals::Poisson,
@@ -210,6 +218,10 @@ pub fn parse(args: &[String]) -> Result<Options, OptionError> {
         o.arrivals
     });
     o.send_ms = send.unwrap_or(if o.here { 10.0 } else { o.send_ms });
+    // `wrangler dev` runs one isolate.
+    if o.here && o.isolates.is_none() {
+        o.isolates = Some(1);
+    }
     if o.buffer == Buffer::Sqs && o.connections < 2 && !o.here {
         return Err(invalid(
             "--connections",

@@ -22,7 +22,13 @@
 //! calls), only the rounding of small records, at most 1 KiB at $0.08 per GB ($0.076 per
 //! million) on demand or one 25 KB PUT payload unit ($0.014 per million) provisioned, both below
 //! a Durable Object request, so an edge on Kinesis sends directly (figure 9 of BENCHMARKS.md
-//! measured it). Workers requests are paid either way and cancel out. The prices are those of
+//! measured it). Workers requests are paid either way and cancel out.
+//!
+//! An isolate gathers its own concurrent small requests and carries them to the batcher in one
+//! Durable Object request ([`super::Gatherer`]): a flush of `r` requests then costs `c` Durable
+//! Object requests, `c <= r` (one per isolate that took part), and batching pays when
+//! `c o + b + d < r b`, that is when `r > 1 + (c o + d) / b`; with `c = r` this is the rule
+//! above. With one busy isolate (`c = 1`) and 35 ms of activity, SQS pays from `r > 1.52`. The prices are those of
 //! xtask/src/prices.rs (one table, with sources; a test of xtask checks these against it).
 //!
 //! # What `r` is
@@ -118,15 +124,26 @@ impl Pricing {
     }
 
     /// Requests per flush above which batching is cheaper than sending directly, when a flush
-    /// keeps the batcher active `active_ms`; `None` when it never is.
+    /// keeps the batcher active `active_ms` and each request is its own Durable Object request
+    /// (nothing gathered in the isolates); `None` when it never is.
     pub fn break_even(&self, active_ms: f64) -> Option<f64> {
         let saved = self.direct_call - self.do_request;
         (saved > 0.0).then(|| (self.direct_call + self.do_ms * active_ms.max(0.0)) / saved)
     }
 
-    /// Whether `per_flush` requests per flush, keeping the batcher active `active_ms`, pay.
+    /// Whether `per_flush` requests per flush, each its own Durable Object request, keeping the
+    /// batcher active `active_ms`, pay.
     pub fn pays(&self, per_flush: f64, active_ms: f64) -> bool {
-        self.break_even(active_ms).is_some_and(|r| per_flush > r)
+        self.pays_with_calls(per_flush, per_flush, active_ms)
+    }
+
+    /// Whether `per_flush` requests per flush, carried by `calls` Durable Object requests
+    /// (`calls <= per_flush`: the isolates gathered), keeping the batcher active `active_ms`,
+    /// cost less than sending each directly: `calls o + b + d < per_flush b`.
+    pub fn pays_with_calls(&self, per_flush: f64, calls: f64, active_ms: f64) -> bool {
+        let calls = calls.clamp(1.0_f64.min(per_flush), per_flush.max(1.0));
+        let batched = calls * self.do_request + self.direct_call + self.do_ms * active_ms.max(0.0);
+        batched < per_flush * self.direct_call
     }
 }
 
@@ -139,6 +156,10 @@ pub struct Advice {
     pub rps: f64,
     /// Milliseconds it was active per flush (decayed average).
     pub active_ms: f64,
+    /// Durable Object requests per flush (decayed average; fewer than `per_flush` where the
+    /// isolates gathered). Absent from older batchers: then each request was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls_per_flush: Option<f64>,
 }
 
 /// A rate that decays with [`RATE_TAU_MS`]: each arrival adds `1 / tau`.
@@ -167,6 +188,7 @@ impl RateMeter {
 pub struct FlushStats {
     arrivals: RateMeter,
     per_flush: Option<f64>,
+    calls_per_flush: Option<f64>,
     active_ms: Option<f64>,
 }
 
@@ -177,11 +199,13 @@ impl FlushStats {
         self.arrivals.add(now_ms, direct.saturating_add(1));
     }
 
-    /// A flush carried `requests` and kept the batcher active `active_ms` since the last one.
-    pub fn flushed(&mut self, requests: u32, active_ms: u64) {
+    /// A flush carried `requests`, which came in `calls` Durable Object requests, and kept
+    /// the batcher active `active_ms` since the last one.
+    pub fn flushed(&mut self, requests: u32, calls: u32, active_ms: u64) {
         let blend =
             |old: Option<f64>, new: f64| Some(old.map_or(new, |o| o + FLUSH_WEIGHT * (new - o)));
         self.per_flush = blend(self.per_flush, f64::from(requests));
+        self.calls_per_flush = blend(self.calls_per_flush, f64::from(calls.min(requests)));
         self.active_ms = blend(self.active_ms, active_ms as f64);
     }
 
@@ -192,6 +216,7 @@ impl FlushStats {
             active_ms: self
                 .active_ms
                 .unwrap_or(window.as_secs_f64() * 1e3 + SEND_MS_GUESS),
+            calls_per_flush: Some(self.calls_per_flush.unwrap_or(1.0)),
         }
     }
 }
@@ -207,6 +232,10 @@ pub struct AdvisorSettings {
     /// `BATCH_WHEN=always`: every request goes through a batcher (shards still follow the
     /// rate).
     pub always: bool,
+    /// Whether an isolate gathers its requests into one Durable Object request
+    /// ([`super::Gatherer`]). On in the Worker; off only in tests that look at one request per
+    /// Durable Object request.
+    pub gather: bool,
 }
 
 impl AdvisorSettings {
@@ -219,6 +248,7 @@ impl AdvisorSettings {
             min_shards,
             max_shards: g.max_shards.max(min_shards),
             always: g.always,
+            gather: true,
         }
     }
 }
@@ -227,8 +257,13 @@ impl AdvisorSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     /// Through one of `shards` batchers, reporting `direct` requests sent directly since the
-    /// isolate's last submission.
-    Batcher { shards: u32, direct: u32 },
+    /// isolate's last submission; a request that finds no gathering open for its batcher
+    /// gathers the isolate's others for `gather` before it asks ([`gather_for`]).
+    Batcher {
+        shards: u32,
+        direct: u32,
+        gather: Duration,
+    },
     /// Directly: batching does not pay now.
     Direct,
 }
@@ -276,8 +311,15 @@ impl Advisor {
         self.shards
     }
 
-    /// Where a small request arriving at `now_ms` goes.
+    /// Where a small request arriving at `now_ms` goes, with none of the isolate's others
+    /// waiting on a batcher.
     pub fn route(&mut self, now_ms: u64) -> Route {
+        self.route_with(now_ms, 0)
+    }
+
+    /// Where a small request arriving at `now_ms` goes, while `in_flight` of the isolate's
+    /// other requests wait on a batcher ([`gather_for`]).
+    pub fn route_with(&mut self, now_ms: u64, in_flight: usize) -> Route {
         self.local.add(now_ms, 1);
         let ask = match self.state {
             _ if self.settings.always => true,
@@ -293,6 +335,7 @@ impl Advisor {
             Route::Batcher {
                 shards: self.shards,
                 direct: std::mem::take(&mut self.direct),
+                gather: self.gather(self.local.rate(now_ms) / f64::from(self.shards), in_flight),
             }
         } else {
             self.direct = self.direct.saturating_add(1);
@@ -313,7 +356,19 @@ impl Advisor {
         );
         let predicted = 1.0 + per_shard * self.settings.window.as_secs_f64();
         let r = advice.per_flush.max(predicted);
-        if self.settings.pricing.pays(r, advice.active_ms) {
+        // Durable Object requests per flush: what the batcher saw (an older one says nothing:
+        // one per request), at most one per request this isolate would gather into one call.
+        let mut calls = advice.calls_per_flush.unwrap_or(advice.per_flush);
+        if !self.gather(local / f64::from(self.shards), 0).is_zero() {
+            calls = calls.min(
+                (r - local / f64::from(self.shards) * self.settings.window.as_secs_f64()).max(1.0),
+            );
+        }
+        if self
+            .settings
+            .pricing
+            .pays_with_calls(r, calls, advice.active_ms)
+        {
             self.state = State::Batching;
             self.hold_ms = HOLD_MIN_MS;
         } else {
@@ -336,11 +391,49 @@ impl Advisor {
         };
     }
 
-    /// Whether this isolate's own traffic, alone, fills flushes past break-even.
+    /// [`gather_for`], where gathering is on ([`AdvisorSettings::gather`]).
+    fn gather(&self, rps_per_shard: f64, in_flight: usize) -> Duration {
+        if self.settings.gather {
+            gather_for(rps_per_shard, in_flight, self.settings.window)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Whether this isolate's own traffic, alone, fills flushes past break-even (in one
+    /// Durable Object request per flush when it gathers them, [`gather_for`]).
     fn locally_pays(&self, now_ms: u64) -> bool {
         let per_shard = self.local.rate(now_ms) / f64::from(self.shards);
         let r = 1.0 + per_shard * self.settings.window.as_secs_f64();
-        self.settings.pricing.pays(r, self.active_ms)
+        let calls = if self.gather(per_shard, 0).is_zero() {
+            r
+        } else {
+            1.0
+        };
+        self.settings
+            .pricing
+            .pays_with_calls(r, calls, self.active_ms)
+    }
+}
+
+/// An isolate gathers its own requests for a batcher only where at least this many others are
+/// expected within the window: below it, a request would mostly wait for nobody.
+pub const GATHER_FROM: f64 = 1.0;
+
+/// How long a request that opens a gathering waits for the isolate's other requests to the
+/// same batcher, at `rps_per_shard` small requests/s of this isolate per batcher while
+/// `in_flight` of its requests already wait on a batcher: the whole window where
+/// [`GATHER_FROM`] others are expected in it, or where requests already overlap (a burst the
+/// decayed rate has not caught up with yet), else not at all (the request goes at once, and
+/// only the batcher's window is waited). The batcher shortens its own window by the time a
+/// submission already waited here, so a request never waits more than one window in all:
+/// gathering costs no latency, only the chance that another isolate's requests join the
+/// batcher's batch (it flushes as soon as the gathered window is over).
+pub fn gather_for(rps_per_shard: f64, in_flight: usize, window: Duration) -> Duration {
+    if in_flight > 0 || rps_per_shard.max(0.0) * window.as_secs_f64() >= GATHER_FROM {
+        window
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -380,6 +473,7 @@ mod tests {
             min_shards: 1,
             max_shards: 32,
             always: false,
+            gather: true,
         }
     }
 
@@ -388,6 +482,7 @@ mod tests {
             per_flush,
             rps,
             active_ms: 35.0,
+            calls_per_flush: None,
         }
     }
 
@@ -421,7 +516,8 @@ mod tests {
             a.route(0),
             Route::Batcher {
                 shards: 1,
-                direct: 0
+                direct: 0,
+                gather: Duration::ZERO
             }
         );
         // One request per flush, 1 request/s: batching costs more than it saves.
@@ -436,7 +532,8 @@ mod tests {
             a.route(probe),
             Route::Batcher {
                 shards: 1,
-                direct: 3
+                direct: 3,
+                gather: Duration::ZERO
             }
         );
         assert_eq!(a.route(probe + 5), Route::Direct);
@@ -448,12 +545,86 @@ mod tests {
             a.route(next),
             Route::Batcher {
                 shards: 1,
-                direct: 2
+                direct: 2,
+                gather: Duration::ZERO
             }
         );
         // Now the batcher's flushes carry 4 requests: every request batches.
         a.heard(next + 40, &advice(4.0, 1.0));
         assert!(batcher(a.route(next + 50)) && batcher(a.route(next + 60)));
+    }
+
+    #[test]
+    fn an_isolate_gathers_only_where_others_are_expected_and_never_past_the_window() {
+        // Nothing to gather: no wait at all.
+        assert_eq!(gather_for(10.0, 0, WINDOW), Duration::ZERO);
+        assert_eq!(gather_for(0.0, 0, WINDOW), Duration::ZERO);
+        assert_eq!(gather_for(49.0, 0, WINDOW), Duration::ZERO);
+        // 50 requests/s per batcher: one more expected in 20 ms.
+        assert_eq!(gather_for(50.0, 0, WINDOW), WINDOW);
+        assert_eq!(gather_for(1_000.0, 0, WINDOW), WINDOW);
+        // Requests already overlapping (a burst): gather, whatever the rate says.
+        assert_eq!(gather_for(0.5, 3, WINDOW), WINDOW);
+        // No window, no gathering.
+        assert_eq!(gather_for(1e6, 9, Duration::ZERO), Duration::ZERO);
+
+        // Through the advisor: a fresh isolate's first request asks at once; at 200 req/s of
+        // its own, its requests gather.
+        let mut a = Advisor::new(sqs());
+        assert_eq!(
+            a.route(0),
+            Route::Batcher {
+                shards: 1,
+                direct: 0,
+                gather: Duration::ZERO
+            }
+        );
+        let routes: Vec<Route> = (1..=400).map(|i| a.route_with(i * 5, 0)).collect();
+        assert!(
+            matches!(routes.last(), Some(Route::Batcher { gather, .. }) if *gather == WINDOW),
+            "{:?}",
+            routes.last()
+        );
+        assert!(matches!(
+            Advisor::new(sqs()).route_with(0, 2),
+            Route::Batcher { gather, .. } if gather == WINDOW
+        ));
+    }
+
+    #[test]
+    fn gathered_flushes_pay_from_fewer_requests() {
+        let sqs = Pricing::for_buffer(BufferKind::Sqs);
+        // A Durable Object request per client request: the old rule (1.82 at 35 ms).
+        assert!(!sqs.pays_with_calls(1.8, 1.8, 35.0) && sqs.pays_with_calls(1.9, 1.9, 35.0));
+        // One Durable Object request per flush: 1 + (0.15 + 0.056) / 0.40 = 1.515.
+        assert!(!sqs.pays_with_calls(1.5, 1.0, 35.0) && sqs.pays_with_calls(1.53, 1.0, 35.0));
+        // At 1,000 req/s gathered into one call per 20 ms window, a request costs a fiftieth
+        // of a Durable Object request.
+        assert!(sqs.pays_with_calls(21.0, 1.0, 35.0));
+        // The batcher reports calls per flush; an isolate hearing 3 requests in 1 call batches
+        // where 3 calls for 3 requests would also pay, and 1.6 in 1 call pays where 1.6 in 1.6
+        // does not.
+        let mut a = Advisor::new(AdvisorSettings {
+            window: Duration::from_millis(20),
+            ..sqs_settings()
+        });
+        a.route(0);
+        a.heard(
+            40,
+            &Advice {
+                per_flush: 1.6,
+                rps: 1.0,
+                active_ms: 35.0,
+                calls_per_flush: Some(1.0),
+            },
+        );
+        assert!(batcher(a.route(50)));
+        a.heard(60, &advice(1.6, 1.0));
+        assert_eq!(a.route(70), Route::Direct);
+    }
+
+    fn sqs_settings() -> AdvisorSettings {
+        sqs()
     }
 
     #[test]
@@ -534,7 +705,8 @@ mod tests {
             a.route(20),
             Route::Batcher {
                 shards: 2,
-                direct: 0
+                direct: 0,
+                gather: Duration::ZERO
             }
         );
         a.heard(30, &advice(16.0, 900.0));
@@ -556,8 +728,8 @@ mod tests {
         // Decays with the time constant.
         let later = s.advice(3_000, WINDOW).rps;
         assert!((later - 5.0 * (-1.0f64).exp()).abs() < 1e-9, "{later}");
-        s.flushed(4, 30);
-        s.flushed(8, 50);
+        s.flushed(4, 4, 30);
+        s.flushed(8, 2, 50);
         let a = s.advice(3_000, WINDOW);
         assert!((a.per_flush - 5.0).abs() < 1e-9 && (a.active_ms - 35.0).abs() < 1e-9);
     }

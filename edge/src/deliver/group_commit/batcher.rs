@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use futures_util::future::select;
+use futures_util::future::{join_all, select};
 use spillway_shared::{pack_encoded, BufferLimits, CallBudget, EncodedEvent, SigningKey};
 use uuid::Uuid;
 
@@ -69,12 +69,19 @@ pub struct Batcher<Q, R> {
     open: RefCell<HashMap<String, Rc<Pending>>>,
     stats: RefCell<FlushStats>,
     activity: RefCell<Activity>,
+    /// Numbers the Durable Object requests ([`Batcher::answer_all`]): a flush counts the
+    /// distinct ones that carried its requests.
+    calls: std::cell::Cell<u64>,
 }
 
 /// One flush, as the Durable Object logs it: `{"kind":"batch",...}` in the edge's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlushLog {
+    /// Client requests whose events the flush carried.
     pub requests: u32,
+    /// Durable Object requests that carried them (what Cloudflare bills): fewer than
+    /// `requests` where isolates gathered their requests ([`super::Gatherer`]).
+    pub calls: u32,
     pub events: u32,
     /// Milliseconds the batcher was active since the previous flush's log (so the sum over a
     /// run is its active time, but for the answers after the last flush).
@@ -86,6 +93,7 @@ impl FlushLog {
         serde_json::json!({
             "kind": "batch",
             "requests": self.requests,
+            "calls": self.calls,
             "events": self.events,
             "active_ms": self.active_ms,
         })
@@ -147,6 +155,26 @@ impl<R: Runtime> Drop for Inside<'_, R> {
     }
 }
 
+/// Pending once (waking itself at once), then ready: lets the futures polled beside this one
+/// (the other submissions of a bundle, [`Batcher::answer_all`]) run first, on any executor.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
 /// A batch still taking events, or sealed and about to be sent by its leader.
 #[derive(Debug)]
 struct Pending {
@@ -160,6 +188,8 @@ struct Gathered {
     deadline_at: u64,
     events: Vec<EncodedEvent>,
     waiters: Vec<Waiter>,
+    /// The Durable Object requests its waiters came in.
+    calls: HashSet<u64>,
     /// Wakes the leader early: the batch is full.
     seal: Option<oneshot::Sender<()>>,
 }
@@ -192,13 +222,38 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
             open: RefCell::default(),
             stats: RefCell::default(),
             activity: RefCell::default(),
+            calls: std::cell::Cell::new(0),
         }
+    }
+
+    /// The submissions of one Durable Object request (one, or a bundle an isolate gathered),
+    /// each answered as [`Batcher::answer`] would, in their order; and the flushes they led.
+    pub async fn answer_all(&self, submissions: Vec<Submission>) -> (Vec<Answer>, Vec<FlushLog>) {
+        let call = self.calls.get().wrapping_add(1);
+        self.calls.set(call);
+        let runs = submissions.into_iter().map(|s| self.run(s, call));
+        let mut answers = Vec::new();
+        let mut flushes = Vec::new();
+        for (report, flush) in join_all(runs).await {
+            answers.push(Answer {
+                report,
+                advice: Some(
+                    self.stats
+                        .borrow()
+                        .advice(self.rt.now_ms(), self.settings.window),
+                ),
+            });
+            flushes.extend(flush);
+        }
+        (answers, flushes)
     }
 
     /// [`Batcher::submit`], with the advice for the request's isolate and, for the request
     /// that led the flush, what the flush was.
     pub async fn answer(&self, submission: Submission) -> Answered {
-        let (report, flush) = self.run(submission).await;
+        let call = self.calls.get().wrapping_add(1);
+        self.calls.set(call);
+        let (report, flush) = self.run(submission, call).await;
         let advice = self
             .stats
             .borrow()
@@ -225,14 +280,16 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
     /// Adds a request's events to the pending batch and answers once the buffer has answered
     /// for them (or the request's wait is over).
     pub async fn submit(&self, submission: Submission) -> SendReport {
-        self.run(submission).await.0
+        self.answer(submission).await.answer.report
     }
 
-    async fn run(&self, submission: Submission) -> (SendReport, Option<FlushLog>) {
+    /// One submission, which came in Durable Object request `call`.
+    async fn run(&self, submission: Submission, call: u64) -> (SendReport, Option<FlushLog>) {
         let Submission {
             group,
             wait_ms,
             direct,
+            waited_ms,
             mut events,
         } = submission;
         let now = self.rt.now_ms();
@@ -263,6 +320,7 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
                     if g.join(&mut events) {
                         g.deadline_at = g.deadline_at.min(deadline_at);
                         g.waiters.push(waiter);
+                        g.calls.insert(call);
                         None
                     } else {
                         // Full: its leader sends it now; this request opens the next batch.
@@ -287,6 +345,7 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
                             deadline_at,
                             events,
                             waiters: vec![waiter],
+                            calls: HashSet::from([call]),
                             seal: Some(seal),
                         }),
                     });
@@ -303,12 +362,21 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
         let mut flush = None;
         if let Some((pending, sealed, alone)) = lead {
             if !alone {
+                // What the request already waited in its isolate, gathering, counts against the
+                // window: no request waits more than one window in all.
                 let wait = self
                     .settings
                     .window
+                    .saturating_sub(Duration::from_millis(waited_ms))
                     .min(Duration::from_millis(deadline_at.saturating_sub(now)));
-                // Either the window passes or the batch is sealed (or dropped) early.
-                select(Box::pin(self.rt.sleep(wait)), sealed).await;
+                // Either the window passes or the batch is sealed (or dropped) early. With no
+                // window left (the isolate gathered it all), still let the rest of the same
+                // bundle, polled beside this one, join before the batch goes.
+                if wait.is_zero() {
+                    YieldOnce(false).await;
+                } else {
+                    select(Box::pin(self.rt.sleep(wait)), sealed).await;
+                }
                 let mut open = self.open.borrow_mut();
                 if open.get(&key).is_some_and(|p| Rc::ptr_eq(p, &pending)) {
                     open.remove(&key);
@@ -327,12 +395,13 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
     /// Sends a sealed batch and answers each of its requests with the fate of its own events;
     /// notes the flush in the stats and returns it.
     async fn send(&self, pending: &Pending, group: &str) -> FlushLog {
-        let (events, waiters, deadline_at) = {
+        let (events, waiters, deadline_at, calls) = {
             let mut g = pending.inner.borrow_mut();
             (
                 std::mem::take(&mut g.events),
                 std::mem::take(&mut g.waiters),
                 g.deadline_at,
+                std::mem::take(&mut g.calls),
             )
         };
         let remaining = deadline_at.saturating_sub(self.rt.now_ms());
@@ -357,12 +426,13 @@ impl<Q: Buffer, R: Runtime> Batcher<Q, R> {
         };
         let flush = FlushLog {
             requests: shared.requests,
+            calls: u32::try_from(calls.len()).unwrap_or(u32::MAX),
             events: shared.events,
             active_ms: self.activity.borrow_mut().take(self.rt.now_ms()),
         };
         self.stats
             .borrow_mut()
-            .flushed(flush.requests, flush.active_ms);
+            .flushed(flush.requests, flush.calls, flush.active_ms);
         for waiter in waiters {
             let mine: Vec<Uuid> = waiter
                 .ids

@@ -20,16 +20,24 @@
 //! Everything here is plain Rust over the ports, tested natively; the Durable Object and the
 //! stub call are thin adapters (`runtime/group_commit_object.rs`). When no batcher answers, the
 //! request sends directly, as without group commit (`deliver`).
+//!
+//! Before a request asks a batcher, its isolate gathers its own concurrent requests for the
+//! same batcher ([`Gatherer`]): one Durable Object request then carries several client requests
+//! (the batcher's flush log counts both, [`FlushLog`]), which is what makes group commit
+//! cheaper than a Durable Object request per client request at high rates.
 
 pub mod advice;
 mod batcher;
+mod gather;
 mod wire;
 
-pub use advice::{Advice, Advisor, AdvisorSettings, Route};
+pub use advice::{gather_for, Advice, Advisor, AdvisorSettings, Route};
 pub use batcher::{Answered, Batcher, BatcherSettings, FlushLog};
+pub use gather::{Gatherer, GATHER_MAX_BYTES, GATHER_MAX_REQUESTS};
 pub use wire::{
-    decode_answer, decode_report, decode_submission, encode_answer, encode_report,
-    encode_submission, encode_submission_reporting, Answer, WireError,
+    decode_answer, decode_answers, decode_bundle, decode_report, decode_submission, encode_answer,
+    encode_answers, encode_bundle, encode_report, encode_submission, encode_submission_reporting,
+    Answer, WireError,
 };
 
 use spillway_shared::EncodedEvent;
@@ -48,6 +56,9 @@ pub struct Submission {
     pub wait_ms: u64,
     /// Small requests its isolate sent directly since its last submission ([`advice`]).
     pub direct: u32,
+    /// How long the request already waited in its isolate for others to gather with
+    /// ([`Gatherer`]): a batch it opens waits that much less than the window.
+    pub waited_ms: u64,
     pub events: Vec<EncodedEvent>,
 }
 

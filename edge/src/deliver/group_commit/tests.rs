@@ -52,6 +52,7 @@ fn submission(n: u128, count: u128, wait_ms: u64) -> Submission {
         group: format!("key{}", n % 2),
         wait_ms,
         direct: 0,
+        waited_ms: 0,
         events: events(n, count),
     }
 }
@@ -311,6 +312,8 @@ async fn each_flush_is_logged_by_its_leader_and_every_answer_carries_advice() {
         flushes,
         vec![FlushLog {
             requests: 3,
+            // Each request its own Durable Object request: three.
+            calls: 3,
             events: 3,
             active_ms: WINDOW_MS,
         }]
@@ -318,7 +321,7 @@ async fn each_flush_is_logged_by_its_leader_and_every_answer_carries_advice() {
     let line: serde_json::Value = serde_json::from_str(&flushes[0].to_json()).expect("JSON");
     assert_eq!(
         line,
-        serde_json::json!({"kind": "batch", "requests": 3, "events": 3, "active_ms": WINDOW_MS})
+        serde_json::json!({"kind": "batch", "requests": 3, "calls": 3, "events": 3, "active_ms": WINDOW_MS})
     );
     for a in &answered {
         assert!(a.answer.report.unacknowledged.is_empty());

@@ -8,6 +8,11 @@
 //! the group's send) with the batcher's [`Advice`] beside its fields ([`Answer`]); an edge that
 //! does not know `advice` ignores it, and one that gets none (an older batcher) learns nothing
 //! from the answer ([`super::Advisor::unheard`]).
+//!
+//! An isolate that gathered several requests sends them as a bundle ([`encode_bundle`]): a
+//! line `{"bundle":1,"parts":[n,...]}` with each submission's byte length, then the
+//! submissions; the answer is then a JSON array of answers in the same order. The header's
+//! `waited_ms` says how long the request already gathered in its isolate.
 
 use serde::{Deserialize, Serialize};
 use spillway_shared::EncodedEvent;
@@ -29,6 +34,8 @@ struct Header {
     wait_ms: u64,
     #[serde(default)]
     direct: u32,
+    #[serde(default)]
+    waited_ms: u64,
     ids: Vec<Uuid>,
     sizes: Vec<usize>,
 }
@@ -61,6 +68,87 @@ pub fn encode_submission(group: &str, wait_ms: u64, events: &[EncodedEvent]) -> 
     encode_submission_reporting(group, wait_ms, 0, events)
 }
 
+/// One submission, whole (its `waited_ms` included).
+fn encode_one(s: &Submission) -> Vec<u8> {
+    encode_header(
+        Header {
+            v: WIRE_VERSION,
+            group: s.group.clone(),
+            wait_ms: s.wait_ms,
+            direct: s.direct,
+            waited_ms: s.waited_ms,
+            ids: s.events.iter().map(|e| e.id).collect(),
+            sizes: s.events.iter().map(|e| e.text.len()).collect(),
+        },
+        &s.events,
+    )
+}
+
+/// The first line of a bundle: the byte length of each submission that follows it.
+#[derive(Serialize, Deserialize)]
+struct BundleHeader {
+    bundle: u32,
+    parts: Vec<usize>,
+}
+
+/// The version of a bundle (several submissions in one Durable Object request, gathered by
+/// one isolate, [`super::Gatherer`]).
+const BUNDLE_VERSION: u32 = 1;
+
+/// Several submissions in one body: a header line with each one's length, then each one as
+/// [`decode_submission`] reads it.
+pub fn encode_bundle(submissions: &[Submission]) -> Vec<u8> {
+    let parts: Vec<Vec<u8>> = submissions.iter().map(encode_one).collect();
+    let header = BundleHeader {
+        bundle: BUNDLE_VERSION,
+        parts: parts.iter().map(Vec::len).collect(),
+    };
+    let mut out = serde_json::to_vec(&header).unwrap_or_default();
+    out.push(b'\n');
+    for part in parts {
+        out.extend_from_slice(&part);
+    }
+    out
+}
+
+/// A body from an edge: a bundle ([`encode_bundle`]), or one submission (sent alone); `true`
+/// with a bundle, whose answer is then [`encode_answers`] rather than [`encode_answer`].
+pub fn decode_bundle(bytes: &[u8]) -> Result<(Vec<Submission>, bool), WireError> {
+    let split = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or(WireError::NoHeader)?;
+    let Ok(header) = serde_json::from_slice::<BundleHeader>(&bytes[..split]) else {
+        return decode_submission(bytes).map(|s| (vec![s], false));
+    };
+    if header.bundle != BUNDLE_VERSION {
+        return Err(WireError::Version(header.bundle));
+    }
+    let mut rest = &bytes[split + 1..];
+    let mut out = Vec::with_capacity(header.parts.len());
+    for len in header.parts {
+        if len > rest.len() {
+            return Err(WireError::Sizes);
+        }
+        let (part, tail) = rest.split_at(len);
+        out.push(decode_submission(part)?);
+        rest = tail;
+    }
+    if !rest.is_empty() || out.is_empty() {
+        return Err(WireError::Sizes);
+    }
+    Ok((out, true))
+}
+
+/// The answers to a bundle, in its order.
+pub fn encode_answers(answers: &[Answer]) -> Vec<u8> {
+    serde_json::to_vec(answers).unwrap_or_default()
+}
+
+pub fn decode_answers(bytes: &[u8]) -> Result<Vec<Answer>, WireError> {
+    serde_json::from_slice(bytes).map_err(|e| WireError::Report(e.to_string()))
+}
+
 /// [`encode_submission`], reporting `direct` small requests the isolate sent directly since its
 /// last submission (the batcher counts them in its arrival rate).
 pub fn encode_submission_reporting(
@@ -74,9 +162,14 @@ pub fn encode_submission_reporting(
         group: group.to_owned(),
         wait_ms,
         direct,
+        waited_ms: 0,
         ids: events.iter().map(|e| e.id).collect(),
         sizes: events.iter().map(|e| e.text.len()).collect(),
     };
+    encode_header(header, events)
+}
+
+fn encode_header(header: Header, events: &[EncodedEvent]) -> Vec<u8> {
     let body_len: usize = header.sizes.iter().sum();
     let mut out = serde_json::to_vec(&header).unwrap_or_default();
     out.reserve(body_len + 1);
@@ -123,6 +216,7 @@ pub fn decode_submission(bytes: &[u8]) -> Result<Submission, WireError> {
         group: header.group,
         wait_ms: header.wait_ms,
         direct: header.direct,
+        waited_ms: header.waited_ms,
         events,
     })
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::config::tests::config_with;
 use crate::config::Config;
-use crate::deliver::group_commit::{Advisor, AdvisorSettings};
+use crate::deliver::group_commit::{Advisor, AdvisorSettings, Gatherer};
 use crate::deliver::spill::{Breaker, BreakerSettings};
 use crate::handler::{handle, Deps, GroupCommit, Handled, Spill};
 use crate::ports::BatcherLink;
@@ -32,6 +32,8 @@ pub(crate) struct Edge {
     pub(crate) breaker: RefCell<Breaker>,
     /// The isolate's group-commit advisor.
     pub(crate) advisor: RefCell<Advisor>,
+    /// The isolate's gathering of small requests for one Durable Object request.
+    pub(crate) gatherer: Gatherer,
 }
 
 impl Edge {
@@ -43,6 +45,7 @@ impl Edge {
         let config = config_with(overrides).expect("valid config");
         Self {
             advisor: RefCell::new(Advisor::new(AdvisorSettings::from_config(&config))),
+            gatherer: Gatherer::new(),
             config,
             queue: FakeQueue::new(vec![]),
             limiter: None,
@@ -88,6 +91,7 @@ impl Edge {
             batcher: self.batcher.as_ref().map(|b| GroupCommit {
                 link: b as &dyn BatcherLink,
                 advisor: &self.advisor,
+                gatherer: &self.gatherer,
             }),
             spill: self.spill.as_ref().map(|queue| Spill {
                 queue,
