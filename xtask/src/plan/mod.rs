@@ -59,15 +59,19 @@ pub fn plan(options: &Options, results: Option<&str>) -> Plan {
     };
     // The drain per connection depends on how many events a message carries, which depends
     // on the settings: plan with the direct request's messages, then once more with the
-    // planned ones.
-    let mut m = measured(results, epr, epr, o.connections);
+    // planned ones. Which of figure 10's connection counts: for this machine, its own (the
+    // local workers share its two cores, as in the bench); for a deployment, one (each
+    // Lambda invocation has its own CPU, so figure 10's rows with more connections than this
+    // machine's cores measure the machine, not a connection).
+    let rows_at = if o.here { o.connections } else { 1 };
+    let mut m = measured(results, epr, epr, rows_at);
     let mut input = assemble(o, &load, &m);
     let direct = pack(epr, &load, &input.capacities);
-    m = measured(results, epr, epr / direct.messages, o.connections);
+    m = measured(results, epr, epr / direct.messages, rows_at);
     input = assemble(o, &load, &m);
     let first = settings(&input);
     let per_message = flow(&input, 1.0, first.window_ms, first.batch_shards).events_per_message();
-    m = measured(results, epr, per_message, o.connections);
+    m = measured(results, epr, per_message, rows_at);
     input = assemble(o, &load, &m);
     let s = settings(&input);
     let limits = MULTIPLES

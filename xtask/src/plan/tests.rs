@@ -118,3 +118,36 @@ fn the_brief_report_has_one_line_per_part() {
         "{text}"
     );
 }
+
+#[test]
+fn a_deployment_reads_figure_10_at_one_connection_and_here_at_its_own() {
+    let columns: Vec<serde_json::Value> = [
+        "events per message",
+        "connections",
+        "events/s per connection",
+    ]
+    .iter()
+    .map(|c| serde_json::json!({"name": c, "decimals": null}))
+    .collect();
+    // Per connection, 4 connections on this machine's two cores drain a quarter of one.
+    let text = serde_json::json!({"tables": [{
+        "key": "figure-10-drain",
+        "columns": columns,
+        "rows": [[1.0, 1.0, 2000.0], [1.0, 2.0, 1000.0], [1.0, 4.0, 500.0]],
+        "transposed": false
+    }]})
+    .to_string();
+    // A deployment's connection is a Lambda invocation with its own CPU: the 1-connection row,
+    // whatever the budget.
+    let deployed = plan(
+        &parse(&args("--rps 10 --window-ms 0 --connections 5")).expect("as set up"),
+        Some(&text),
+    );
+    assert_eq!(deployed.input.capacities.drain_per_connection, 2000.0);
+    // This machine shares its cores: the row of its own workers.
+    let here = plan(
+        &parse(&args("--rps 10 --here")).expect("as set up"),
+        Some(&text),
+    );
+    assert_eq!(here.input.capacities.drain_per_connection, 1000.0);
+}
