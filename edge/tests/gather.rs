@@ -11,54 +11,13 @@ mod harness;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{ensure, Result};
 use harness::*;
 use serde_json::{json, Value};
 use spillway_support::{run_dir, worker_built};
 use uuid::Uuid;
-
-/// `n` one-event requests released together (after `before` ran, on its own thread, at the
-/// same moment); their answers.
-fn together(s: &Stack, tag: &str, n: usize, before: Option<fn(u16)>) -> Result<Vec<Answer>> {
-    let start = Arc::new(Barrier::new(n + usize::from(before.is_some())));
-    let mut threads = Vec::new();
-    if let Some(before) = before {
-        let (port, start) = (s.port, start.clone());
-        threads.push(std::thread::spawn(move || {
-            start.wait();
-            before(port);
-            Ok(None)
-        }));
-    }
-    for i in 0..n {
-        let (port, start, tag) = (s.port, start.clone(), tag.to_owned());
-        threads.push(std::thread::spawn(move || {
-            let bearer = format!("Bearer {KEY_WEB}");
-            let body = json!({"type": tag, "data": {"i": i}}).to_string();
-            start.wait();
-            request(
-                port,
-                "POST",
-                "/v1/events",
-                &[
-                    ("authorization", &bearer),
-                    ("content-type", "application/json"),
-                ],
-                Body::Fixed(body.as_bytes()),
-            )
-            .map(Some)
-        }));
-    }
-    let mut answers = Vec::new();
-    for t in threads {
-        let answer: Result<Option<Answer>> = t.join().map_err(|_| anyhow!("sender panicked"))?;
-        answers.extend(answer?);
-    }
-    Ok(answers)
-}
 
 /// The batchers' flush lines in the edge log so far.
 fn flushes(s: &Stack) -> Result<Vec<Value>> {

@@ -559,31 +559,7 @@ fn errors_as_the_contract_says(s: &Stack) -> Result<()> {
 /// batcher Durable Object, share `SendMessageBatch` calls, and each 202'd id is queued once.
 fn concurrent_requests_share_sqs_calls(s: &Stack) -> Result<()> {
     const CLIENTS: usize = 24;
-    let start = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
-    let senders: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (port, start) = (s.port, start.clone());
-            std::thread::spawn(move || {
-                let bearer = format!("Bearer {KEY_WEB}");
-                let body = json!({"type": "together", "data": {"i": i}}).to_string();
-                start.wait();
-                request(
-                    port,
-                    "POST",
-                    "/v1/events",
-                    &[
-                        ("authorization", &bearer),
-                        ("content-type", "application/json"),
-                    ],
-                    Body::Fixed(body.as_bytes()),
-                )
-            })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for sender in senders {
-        answers.push(sender.join().map_err(|_| anyhow!("sender panicked"))??);
-    }
+    let answers = together(s, "together", CLIENTS, None)?;
     let mut accepted = Vec::new();
     let mut most_shared = 0;
     for a in &answers {

@@ -365,3 +365,43 @@ pub fn run_steps(stack: &Stack, steps: &[(&str, Step)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `n` one-event requests of type `tag` released together (after `before` ran, on its own thread, at the
+/// same moment); their answers.
+pub fn together(s: &Stack, tag: &str, n: usize, before: Option<fn(u16)>) -> Result<Vec<Answer>> {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n + usize::from(before.is_some())));
+    let mut threads = Vec::new();
+    if let Some(before) = before {
+        let (port, start) = (s.port, start.clone());
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            before(port);
+            Ok(None)
+        }));
+    }
+    for i in 0..n {
+        let (port, start, tag) = (s.port, start.clone(), tag.to_owned());
+        threads.push(std::thread::spawn(move || {
+            let bearer = format!("Bearer {KEY_WEB}");
+            let body = serde_json::json!({"type": tag, "data": {"i": i}}).to_string();
+            start.wait();
+            request(
+                port,
+                "POST",
+                "/v1/events",
+                &[
+                    ("authorization", &bearer),
+                    ("content-type", "application/json"),
+                ],
+                Body::Fixed(body.as_bytes()),
+            )
+            .map(Some)
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in threads {
+        let answer: Result<Option<Answer>> = t.join().map_err(|_| anyhow!("sender panicked"))?;
+        answers.extend(answer?);
+    }
+    Ok(answers)
+}

@@ -393,6 +393,17 @@ mod tests {
         }
     }
 
+    /// `n` requests for the batcher `local/0`, submitted at the same moment; their answers.
+    async fn submit_together(
+        gatherer: &Gatherer,
+        link: &dyn BatcherLink,
+        rt: &FakeRuntime,
+        n: u128,
+    ) -> Vec<Heard> {
+        let asks = (0..n).map(|n| gatherer.submit(link, rt, "local/0", submission(n), WINDOW));
+        join_all(asks).await
+    }
+
     fn batcher() -> LocalBatcher {
         let config = config_with(&[("BATCH_WINDOW_MS", "20")]).expect("config");
         LocalBatcher::new(&config, FakeQueue::new(vec![]))
@@ -485,15 +496,7 @@ mod tests {
         // 300 for one batcher: the 257th seals the first gathering (its leader asks at once)
         // and opens the next.
         let link = batcher();
-        let asks = (0..300u128).map(|n| {
-            let (gatherer, link, rt) = (&gatherer, &link, &rt);
-            async move {
-                gatherer
-                    .submit(link, rt, "local/0", submission(n), WINDOW)
-                    .await
-            }
-        });
-        let heard = join_all(asks).await;
+        let heard = submit_together(&gatherer, &link, &rt, 300).await;
         assert!(heard.iter().all(acked));
         assert_eq!(link.names().len(), 2);
         let calls: u32 = link.flushes().iter().map(|f| f.calls).sum();
@@ -540,15 +543,7 @@ mod tests {
         let rt = FakeRuntime::new();
         let gatherer = Gatherer::new();
         let start = rt.now_ms();
-        let asks = (0..5u128).map(|n| {
-            let (gatherer, link, rt) = (&gatherer, &link, &rt);
-            async move {
-                gatherer
-                    .submit(link, rt, "local/0", submission(n), WINDOW)
-                    .await
-            }
-        });
-        let heard = join_all(asks).await;
+        let heard = submit_together(&gatherer, &link, &rt, 5).await;
         assert_eq!(link.calls.get(), 1);
         assert!(
             heard
