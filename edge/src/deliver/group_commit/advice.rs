@@ -508,18 +508,20 @@ mod tests {
         assert!(!kinesis.pays(500.0, 0.0));
     }
 
+    /// A request that goes to the first batcher at once, reporting `direct` sent directly.
+    fn asks_at_once(direct: u32) -> Route {
+        Route::Batcher {
+            shards: 1,
+            direct,
+            gather: Duration::ZERO,
+        }
+    }
+
     #[test]
     fn below_break_even_sends_directly_and_probes_after_the_hold() {
         let mut a = Advisor::new(sqs());
         // A fresh isolate asks.
-        assert_eq!(
-            a.route(0),
-            Route::Batcher {
-                shards: 1,
-                direct: 0,
-                gather: Duration::ZERO
-            }
-        );
+        assert_eq!(a.route(0), asks_at_once(0));
         // One request per flush, 1 request/s: batching costs more than it saves.
         a.heard(40, &advice(1.0, 1.0));
         assert_eq!(a.route(1_000), Route::Direct);
@@ -528,27 +530,13 @@ mod tests {
         // The hold is over: one request probes, reporting the three sent directly; the others
         // go directly while it is out.
         let probe = 40 + HOLD_MIN_MS;
-        assert_eq!(
-            a.route(probe),
-            Route::Batcher {
-                shards: 1,
-                direct: 3,
-                gather: Duration::ZERO
-            }
-        );
+        assert_eq!(a.route(probe), asks_at_once(3));
         assert_eq!(a.route(probe + 5), Route::Direct);
         // Still below: the next hold is twice as long.
         a.heard(probe + 40, &advice(1.0, 1.0));
         let next = probe + 40 + 2 * HOLD_MIN_MS;
         assert_eq!(a.route(next - 1), Route::Direct);
-        assert_eq!(
-            a.route(next),
-            Route::Batcher {
-                shards: 1,
-                direct: 2,
-                gather: Duration::ZERO
-            }
-        );
+        assert_eq!(a.route(next), asks_at_once(2));
         // Now the batcher's flushes carry 4 requests: every request batches.
         a.heard(next + 40, &advice(4.0, 1.0));
         assert!(batcher(a.route(next + 50)) && batcher(a.route(next + 60)));
@@ -571,14 +559,7 @@ mod tests {
         // Through the advisor: a fresh isolate's first request asks at once; at 200 req/s of
         // its own, its requests gather.
         let mut a = Advisor::new(sqs());
-        assert_eq!(
-            a.route(0),
-            Route::Batcher {
-                shards: 1,
-                direct: 0,
-                gather: Duration::ZERO
-            }
-        );
+        assert_eq!(a.route(0), asks_at_once(0));
         let routes: Vec<Route> = (1..=400).map(|i| a.route_with(i * 5, 0)).collect();
         assert!(
             matches!(routes.last(), Some(Route::Batcher { gather, .. }) if *gather == WINDOW),
